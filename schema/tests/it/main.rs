@@ -1,0 +1,6 @@
+//! Integration tests of the schema crate: the event parser (unit-level, no
+//! services) and the migrations (against the local ClickHouse).
+
+mod events;
+mod json_schemas;
+mod migrations;

@@ -1,0 +1,125 @@
+//! Migrations against the local ClickHouse: every table and view exists,
+//! and applying twice, or twice at the same time, leaves the same schema.
+
+use agentmeter_schema::config::ClickHouseArgs;
+use agentmeter_schema::migrations;
+use clickhouse::Client;
+
+fn clickhouse(db: &str) -> ClickHouseArgs {
+    let url = std::env::var("AGENTMETER_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into());
+    ClickHouseArgs::new(url, db)
+}
+
+fn unique_db(prefix: &str) -> String {
+    format!("agentmeter_test_{prefix}_{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn schema_of(db: &Client) -> Vec<(String, String, String)> {
+    db.query("SELECT name, engine, create_table_query FROM system.tables WHERE database = currentDatabase() ORDER BY name")
+        .fetch_all::<(String, String, String)>()
+        .await
+        .unwrap()
+}
+
+async fn drop_db(ch: &ClickHouseArgs) {
+    ch.server_client().query(&format!("DROP DATABASE IF EXISTS `{}`", ch.database)).execute().await.unwrap();
+}
+
+#[tokio::test]
+async fn migrate_twice_creates_every_table_once() {
+    let ch = clickhouse(&unique_db("twice"));
+    let first = migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
+    assert_eq!(first.applied.len(), migrations::all().len());
+    let before = schema_of(&ch.client()).await;
+    let second = migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
+    assert!(second.applied.is_empty());
+    assert_eq!(second.already_applied, migrations::all().len());
+    assert_eq!(schema_of(&ch.client()).await, before);
+    let names: Vec<&str> = before.iter().map(|(n, _, _)| n.as_str()).collect();
+    for table in [
+        "agent_executions",
+        "agent_executions_1m",
+        "agent_executions_1m_mv",
+        "plan_limits",
+        "schema_migrations",
+        "tool_calls",
+        "tool_calls_1m",
+        "tool_calls_1m_mv",
+    ] {
+        assert!(names.contains(&table), "{table} missing from {names:?}");
+    }
+    let applied = migrations::applied_versions(&ch.client()).await.unwrap();
+    assert_eq!(applied, (1..=migrations::latest_version()).collect::<Vec<_>>());
+    drop_db(&ch).await;
+}
+
+#[tokio::test]
+async fn concurrent_migrations_leave_one_schema() {
+    let ch = clickhouse(&unique_db("concurrent"));
+    let (first, second) = (ch.server_client(), ch.server_client());
+    let (a, b) = tokio::join!(migrations::migrate(&first, &ch.database), migrations::migrate(&second, &ch.database));
+    a.unwrap();
+    b.unwrap();
+    let reference = clickhouse(&unique_db("reference"));
+    migrations::migrate(&reference.server_client(), &reference.database).await.unwrap();
+    let strip = |rows: Vec<(String, String, String)>, db: &str| {
+        rows.into_iter().map(|(n, e, q)| (n, e, q.replace(db, "DB"))).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        strip(schema_of(&ch.client()).await, &ch.database),
+        strip(schema_of(&reference.client()).await, &reference.database)
+    );
+    let recorded: u64 = ch.client().query("SELECT count() FROM schema_migrations FINAL").fetch_one().await.unwrap();
+    assert_eq!(recorded, migrations::all().len() as u64);
+    drop_db(&ch).await;
+    drop_db(&reference).await;
+}
+
+#[tokio::test]
+async fn rollups_equal_raw_totals_and_retried_inserts_count_once() {
+    use agentmeter_schema::rows::ToolCallRow;
+    let ch = clickhouse(&unique_db("rollup"));
+    migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
+    let db = ch.client();
+    let tenant = uuid::Uuid::new_v4();
+    let rows: Vec<ToolCallRow> = (0..500)
+        .map(|i| {
+            let raw = serde_json::json!({
+                "event_id": uuid::Uuid::new_v4(), "occurred_at": 1_700_000_000_000i64 + i * 7_000,
+                "tenant_id": tenant, "tool_name": format!("tool_{}", i % 7), "latency_ms": (i % 100) as f64,
+                "success": i % 10 != 0, "error_type": if i % 10 == 0 { Some("timeout") } else { None },
+                "query_id": uuid::Uuid::from_u128((i / 3) as u128 + 1),
+            });
+            ToolCallRow::from(&agentmeter_schema::parse_tool_call(raw.to_string().as_bytes(), chrono::Utc::now()).unwrap())
+        })
+        .collect();
+    // The same block inserted twice with one deduplication token: counted once, in raw and rollup.
+    for _ in 0..2 {
+        let mut insert = db
+            .clone()
+            .with_option("insert_deduplication_token", "rollup-test-block-1")
+            .with_option("deduplicate_blocks_in_dependent_materialized_views", "1")
+            .insert::<ToolCallRow>("tool_calls")
+            .await
+            .unwrap();
+        for row in &rows {
+            insert.write(row).await.unwrap();
+        }
+        insert.end().await.unwrap();
+    }
+    let raw: (u64, u64, u64) = db
+        .query("SELECT count(), countIf(NOT success), uniqExact(query_id) FROM tool_calls WHERE tenant_id = ?")
+        .bind(tenant)
+        .fetch_one()
+        .await
+        .unwrap();
+    let rollup: (u64, u64, u64) = db
+        .query("SELECT sum(calls), sum(errors), uniqExactIfMerge(queries) FROM tool_calls_1m WHERE tenant_id = ?")
+        .bind(tenant)
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(raw, (500, 50, 167));
+    assert_eq!(rollup, raw);
+    drop_db(&ch).await;
+}
