@@ -85,7 +85,7 @@ async fn rollups_equal_raw_totals_and_retried_inserts_count_once() {
     let rows: Vec<ToolCallRow> = (0..500)
         .map(|i| {
             let raw = serde_json::json!({
-                "event_id": uuid::Uuid::new_v4(), "occurred_at": 1_700_000_000_000i64 + i * 7_000,
+                "event_id": uuid::Uuid::new_v4(), "occurred_at": chrono::Utc::now().timestamp_millis() - 86_400_000 + i * 7_000,
                 "tenant_id": tenant, "tool_name": format!("tool_{}", i % 7), "latency_ms": (i % 100) as f64,
                 "success": i % 10 != 0, "error_type": if i % 10 == 0 { Some("timeout") } else { None },
                 "query_id": uuid::Uuid::from_u128((i / 3) as u128 + 1),
@@ -108,14 +108,14 @@ async fn rollups_equal_raw_totals_and_retried_inserts_count_once() {
         insert.end().await.unwrap();
     }
     let raw: (u64, u64, u64) = db
-        .query("SELECT count(), countIf(NOT success), uniqExact(query_id) FROM tool_calls WHERE tenant_id = ?")
-        .bind(tenant)
+        .query("SELECT count(), countIf(NOT success), uniqExact(query_id) FROM tool_calls WHERE tenant_id = toUUID(?)")
+        .bind(tenant.to_string())
         .fetch_one()
         .await
         .unwrap();
     let rollup: (u64, u64, u64) = db
-        .query("SELECT sum(calls), sum(errors), uniqExactIfMerge(queries) FROM tool_calls_1m WHERE tenant_id = ?")
-        .bind(tenant)
+        .query("SELECT sum(calls), sum(errors), uniqExactIfMerge(queries) FROM tool_calls_1m WHERE tenant_id = toUUID(?)")
+        .bind(tenant.to_string())
         .fetch_one()
         .await
         .unwrap();
