@@ -1,0 +1,239 @@
+//! Per-table batches: what has been read from Kafka and not yet acknowledged.
+//!
+//! A [`Batch`] holds the valid rows of one table together with their source
+//! messages (partition, offset, key and original bytes, kept so that a row
+//! ClickHouse refuses can still be dead-lettered verbatim), the pending
+//! dead-letter deliveries of the rejected messages read in the same period,
+//! and the highest offset read per partition. The batch is the unit of
+//! progress: its offsets are stored only after every row in it is
+//! acknowledged by ClickHouse and every dead letter by Kafka.
+//!
+//! A topic feeds exactly one table, so a partition's offsets only ever
+//! appear in that table's batches, and batches of one table are written one
+//! at a time, in order; offsets therefore never overtake unacknowledged rows.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use agentmeter_schema::rows::{AgentExecutionRow, ToolCallRow};
+use agentmeter_schema::{parse_agent_execution, parse_tool_call, Rejection};
+use chrono::{DateTime, Utc};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+/// A row type of a raw table, with what the worker needs to know about it.
+pub trait IngestRow: Sized + clickhouse::RowOwned + clickhouse::RowWrite + Send + Sync + 'static {
+    /// The raw table.
+    const TABLE: &'static str;
+    /// The metric label of the event kind.
+    const EVENT_KIND: &'static str;
+    /// Parses and validates one Kafka message into a row.
+    fn parse(bytes: &[u8], now: DateTime<Utc>) -> Result<Self, Rejection>;
+    fn event_id(&self) -> Uuid;
+    fn tenant_id(&self) -> Uuid;
+    fn occurred_at(&self) -> DateTime<Utc>;
+}
+
+impl IngestRow for ToolCallRow {
+    const TABLE: &'static str = "tool_calls";
+    const EVENT_KIND: &'static str = "tool_call";
+    fn parse(bytes: &[u8], now: DateTime<Utc>) -> Result<Self, Rejection> {
+        parse_tool_call(bytes, now).map(|e| ToolCallRow::from(&e))
+    }
+    fn event_id(&self) -> Uuid {
+        self.event_id
+    }
+    fn tenant_id(&self) -> Uuid {
+        self.tenant_id
+    }
+    fn occurred_at(&self) -> DateTime<Utc> {
+        self.occurred_at
+    }
+}
+
+impl IngestRow for AgentExecutionRow {
+    const TABLE: &'static str = "agent_executions";
+    const EVENT_KIND: &'static str = "agent_execution";
+    fn parse(bytes: &[u8], now: DateTime<Utc>) -> Result<Self, Rejection> {
+        parse_agent_execution(bytes, now).map(|e| AgentExecutionRow::from(&e))
+    }
+    fn event_id(&self) -> Uuid {
+        self.event_id
+    }
+    fn tenant_id(&self) -> Uuid {
+        self.tenant_id
+    }
+    fn occurred_at(&self) -> DateTime<Utc> {
+        self.occurred_at
+    }
+}
+
+/// Where a message came from, and its original bytes.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
+/// A valid row and its source message.
+#[derive(Debug, Clone)]
+pub struct Entry<R> {
+    pub row: R,
+    pub source: Source,
+}
+
+/// When a batch must be written.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_rows: usize,
+    pub max_bytes: usize,
+    pub max_age: Duration,
+}
+
+/// The open batch of one table.
+#[derive(Debug)]
+pub struct Batch<R> {
+    pub entries: Vec<Entry<R>>,
+    /// Pending dead-letter deliveries: partition, message bytes, delivery.
+    pub dead_letters: Vec<(i32, usize, JoinHandle<()>)>,
+    /// Highest offset read per partition.
+    pub offsets: BTreeMap<i32, i64>,
+    /// Bytes of the messages held (rows and dead letters).
+    pub bytes: usize,
+    opened_at: Option<Instant>,
+}
+
+impl<R> Default for Batch<R> {
+    fn default() -> Self {
+        Self { entries: Vec::new(), dead_letters: Vec::new(), offsets: BTreeMap::new(), bytes: 0, opened_at: None }
+    }
+}
+
+impl<R> Batch<R> {
+    fn touch(&mut self, partition: i32, offset: i64, bytes: usize) {
+        self.opened_at.get_or_insert_with(Instant::now);
+        let o = self.offsets.entry(partition).or_insert(offset);
+        *o = (*o).max(offset);
+        self.bytes += bytes;
+    }
+
+    pub fn push_row(&mut self, row: R, source: Source) {
+        self.touch(source.partition, source.offset, source.payload.len());
+        self.entries.push(Entry { row, source });
+    }
+
+    pub fn push_dead_letter(&mut self, partition: i32, offset: i64, bytes: usize, delivery: JoinHandle<()>) {
+        self.touch(partition, offset, bytes);
+        self.dead_letters.push((partition, bytes, delivery));
+    }
+
+    /// Nothing read since the batch was opened.
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// Must be written now because of its size.
+    pub fn is_full(&self, limits: &Limits) -> bool {
+        self.entries.len() >= limits.max_rows || self.bytes >= limits.max_bytes
+    }
+
+    /// Must be written now because of its size or the age of its oldest message.
+    pub fn is_due(&self, limits: &Limits, now: Instant) -> bool {
+        !self.is_empty()
+            && (self.is_full(limits) || self.opened_at.is_some_and(|t| now.duration_since(t) >= limits.max_age))
+    }
+
+    /// Forgets everything read from `partitions` (after they were revoked:
+    /// their next owner reads them again from the committed offset). Returns
+    /// the bytes released. Dead letters already handed to the producer are
+    /// left to complete; a second copy may then reach the dead-letter topic.
+    pub fn drop_partitions(&mut self, partitions: &[i32]) -> usize {
+        if partitions.is_empty() || self.is_empty() {
+            return 0;
+        }
+        let before = self.bytes;
+        self.entries.retain(|e| !partitions.contains(&e.source.partition));
+        self.dead_letters.retain(|(p, _, _)| !partitions.contains(p));
+        self.offsets.retain(|p, _| !partitions.contains(p));
+        self.bytes = self.entries.iter().map(|e| e.source.payload.len()).sum::<usize>()
+            + self.dead_letters.iter().map(|(_, bytes, _)| bytes).sum::<usize>();
+        if self.is_empty() {
+            self.opened_at = None;
+        }
+        before - self.bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(partition: i32, offset: i64, len: usize) -> Source {
+        Source { partition, offset, key: None, payload: vec![b'x'; len] }
+    }
+
+    fn limits() -> Limits {
+        Limits { max_rows: 3, max_bytes: 100, max_age: Duration::from_millis(50) }
+    }
+
+    #[test]
+    fn full_by_rows() {
+        let mut b = Batch::<u32>::default();
+        for i in 0..2 {
+            b.push_row(i, source(0, i as i64, 1));
+        }
+        assert!(!b.is_full(&limits()));
+        b.push_row(9, source(1, 7, 1));
+        assert!(b.is_full(&limits()));
+        assert_eq!(b.offsets, BTreeMap::from([(0, 1), (1, 7)]));
+    }
+
+    #[test]
+    fn full_by_bytes() {
+        let mut b = Batch::<u32>::default();
+        b.push_row(1, source(0, 0, 60));
+        assert!(!b.is_full(&limits()));
+        b.push_row(2, source(0, 1, 40));
+        assert!(b.is_full(&limits()));
+        assert_eq!(b.bytes, 100);
+    }
+
+    #[test]
+    fn due_by_age_only_when_not_empty() {
+        let mut b = Batch::<u32>::default();
+        let later = Instant::now() + Duration::from_millis(60);
+        assert!(!b.is_due(&limits(), later));
+        b.push_row(1, source(0, 0, 1));
+        assert!(!b.is_due(&limits(), Instant::now()));
+        assert!(b.is_due(&limits(), Instant::now() + Duration::from_millis(60)));
+    }
+
+    #[tokio::test]
+    async fn dead_letters_count_and_move_offsets() {
+        let mut b = Batch::<u32>::default();
+        b.push_dead_letter(2, 41, 10, tokio::spawn(async {}));
+        assert!(!b.is_empty());
+        assert_eq!(b.offsets, BTreeMap::from([(2, 41)]));
+        assert_eq!(b.bytes, 10);
+        assert!(b.entries.is_empty());
+    }
+
+    #[tokio::test]
+    async fn revoked_partitions_are_forgotten() {
+        let mut b = Batch::<u32>::default();
+        b.push_row(1, source(0, 5, 10));
+        b.push_row(2, source(1, 3, 20));
+        b.push_dead_letter(1, 4, 30, tokio::spawn(async {}));
+        let released = b.drop_partitions(&[1]);
+        assert_eq!(released, 50);
+        assert_eq!(b.bytes, 10);
+        assert_eq!(b.entries.len(), 1);
+        assert!(b.dead_letters.is_empty());
+        assert_eq!(b.offsets, BTreeMap::from([(0, 5)]));
+        assert_eq!(b.drop_partitions(&[0]), 10);
+        assert!(b.is_empty());
+        assert_eq!(b.bytes, 0);
+    }
+}

@@ -1,0 +1,444 @@
+//! The consumer loop: reads both event topics, fills one batch per table,
+//! hands full or due batches to the [`Writer`], and stores a batch's
+//! offsets only once the writer has acknowledged every row of it.
+//!
+//! * One batch per table is written at a time; reading continues into the
+//!   next batch meanwhile. Offsets therefore advance in order.
+//! * Memory is bounded: when the bytes held in batches (open and being
+//!   written) reach `max_inflight_bytes`, every assigned partition is paused
+//!   (the loop keeps polling, so rebalances and heartbeats are served) and
+//!   resumed once the writer has caught up.
+//! * Revocation (rebalance or shutdown): [`IngestContext::pre_rebalance`]
+//!   waits for the batches being written that cover the revoked partitions,
+//!   commits the stored offsets synchronously, and the loop then forgets
+//!   the unwritten rows of those partitions: their next owner reads them
+//!   again from the committed offset, and the duplicate look-up makes a
+//!   second write of anything that did land harmless.
+//! * Offsets are committed after each acknowledged batch (asynchronously),
+//!   on revocation and on shutdown (synchronously).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use agentmeter_schema::rows::{AgentExecutionRow, ToolCallRow};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::task::JoinHandle;
+
+use crate::batch::{Batch, IngestRow, Limits, Source};
+use crate::config::Config;
+use crate::dead_letter::{DeadLetters, Rejected};
+use crate::errors::{Backoff, IngestError};
+use crate::metrics::Metrics;
+use crate::writer::Writer;
+
+type Partition = (String, i32);
+
+/// State shared between the loop, the batch-writing tasks and the
+/// rebalance callbacks (which run inside `recv`).
+struct Shared {
+    /// Partitions covered by each batch being written, by batch id.
+    writing: Mutex<HashMap<u64, Vec<Partition>>>,
+    written: Condvar,
+    /// Partitions revoked since the loop last looked.
+    revoked: Mutex<Vec<Partition>>,
+    /// Whether consumption is paused (new assignments start paused too).
+    paused: AtomicBool,
+    revoke_timeout: Duration,
+}
+
+impl Shared {
+    fn begin(&self, id: u64, partitions: Vec<Partition>) {
+        self.writing.lock().expect("lock").insert(id, partitions);
+    }
+
+    fn finish(&self, id: u64) {
+        self.writing.lock().expect("lock").remove(&id);
+        self.written.notify_all();
+    }
+
+    fn covers(writing: &HashMap<u64, Vec<Partition>>, partitions: &[Partition]) -> bool {
+        writing.values().any(|ps| ps.iter().any(|p| partitions.contains(p)))
+    }
+
+    /// Blocks until no batch being written covers `partitions`, or the
+    /// revoke timeout passes; returns whether they all finished.
+    fn wait_for(&self, partitions: &[Partition]) -> bool {
+        if !Self::covers(&self.writing.lock().expect("lock"), partitions) {
+            return true;
+        }
+        let wait = || {
+            let deadline = Instant::now() + self.revoke_timeout;
+            let mut writing = self.writing.lock().expect("lock");
+            loop {
+                if !Self::covers(&writing, partitions) {
+                    return true;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return false;
+                }
+                writing = self.written.wait_timeout(writing, deadline - now).expect("lock").0;
+            }
+        };
+        // The callback runs on a runtime thread: let the runtime move its
+        // other tasks (the writers we wait for) elsewhere meanwhile.
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(wait),
+            _ => wait(),
+        }
+    }
+}
+
+/// The consumer's callbacks.
+pub struct IngestContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for IngestContext {}
+
+impl ConsumerContext for IngestContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let partitions: Vec<Partition> =
+                tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+            if !self.shared.wait_for(&partitions) {
+                tracing::warn!(?partitions, "revoked partitions still have a batch being written; giving them up");
+            }
+            commit(consumer, CommitMode::Sync);
+            tracing::info!(?partitions, "partitions revoked");
+            self.shared.revoked.lock().expect("lock").extend(partitions);
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let partitions: Vec<Partition> =
+                    tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                tracing::info!(?partitions, "partitions assigned");
+                if self.shared.paused.load(Ordering::SeqCst) {
+                    if let Err(e) = consumer.pause(tpl) {
+                        tracing::warn!(error = %e, "cannot pause newly assigned partitions");
+                    }
+                }
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// Commits the stored offsets; "nothing to commit" is not an error.
+fn commit<C: Consumer<X>, X: ConsumerContext>(consumer: &C, mode: CommitMode) {
+    match consumer.commit_consumer_state(mode) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => tracing::warn!(error = %e, "offset commit failed"),
+    }
+}
+
+/// A batch being written.
+struct Writing {
+    id: u64,
+    bytes: usize,
+    handle: JoinHandle<()>,
+}
+
+/// One topic and the table it feeds.
+struct Table<R> {
+    topic: String,
+    open: Batch<R>,
+    writing: Option<Writing>,
+}
+
+impl<R> Table<R> {
+    fn new(topic: &str) -> Self {
+        Self { topic: topic.to_owned(), open: Batch::default(), writing: None }
+    }
+
+    fn held_bytes(&self) -> usize {
+        self.open.bytes + self.writing.as_ref().map_or(0, |w| w.bytes)
+    }
+}
+
+/// Resolves when the batch being written is done, and clears the slot;
+/// never resolves while nothing is being written (for `select!`).
+async fn written(slot: &mut Option<Writing>) {
+    match slot {
+        Some(w) => {
+            if let Err(e) = (&mut w.handle).await {
+                tracing::error!(error = %e, "batch writer task failed");
+            }
+            *slot = None;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits for the batch being written, if any.
+async fn finish_writing(slot: &mut Option<Writing>) {
+    if slot.is_some() {
+        written(slot).await;
+    }
+}
+
+struct Worker {
+    consumer: Arc<StreamConsumer<IngestContext>>,
+    shared: Arc<Shared>,
+    writer: Arc<Writer>,
+    dead_letters: Arc<DeadLetters>,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    max_inflight_bytes: usize,
+    next_batch_id: u64,
+    paused: bool,
+}
+
+/// Runs the worker until `shutdown` resolves, then writes what it holds,
+/// commits and returns (within `shutdown_timeout_ms`).
+pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Output = ()>) -> Result<(), IngestError> {
+    config.validate()?;
+    let shared = Arc::new(Shared {
+        writing: Mutex::new(HashMap::new()),
+        written: Condvar::new(),
+        revoked: Mutex::new(Vec::new()),
+        paused: AtomicBool::new(false),
+        revoke_timeout: Duration::from_millis(config.revoke_timeout_ms),
+    });
+    let session_ms = config.kafka_session_timeout_ms;
+    let consumer: StreamConsumer<IngestContext> = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("group.id", &config.kafka_group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", &config.kafka_assignment_strategy)
+        .set("session.timeout.ms", session_ms.to_string())
+        .set("heartbeat.interval.ms", (session_ms / 3).max(100).to_string())
+        .set("queued.max.messages.kbytes", config.kafka_fetch_queue_kib.to_string())
+        .create_with_context(IngestContext { shared: Arc::clone(&shared) })?;
+    let consumer = Arc::new(consumer);
+    consumer.subscribe(&[&config.tool_calls_topic, &config.agent_executions_topic])?;
+
+    let backoff = Backoff::new(config.retry_initial_ms, config.retry_max_ms);
+    let dead_letters =
+        Arc::new(DeadLetters::new(&config.kafka_brokers, &config.dead_letter_topic, backoff, Arc::clone(&metrics))?);
+    let writer = Arc::new(Writer::new(
+        config.clickhouse.client(),
+        backoff,
+        Duration::from_millis(config.clickhouse_timeout_ms),
+        Arc::clone(&metrics),
+        Arc::clone(&dead_letters),
+    ));
+    let mut worker = Worker {
+        consumer,
+        shared,
+        writer,
+        dead_letters,
+        metrics,
+        limits: Limits {
+            max_rows: config.max_batch_rows,
+            max_bytes: config.max_batch_bytes,
+            max_age: config.flush_interval(),
+        },
+        max_inflight_bytes: config.max_inflight_bytes,
+        next_batch_id: 0,
+        paused: false,
+    };
+    let mut tool_calls = Table::<ToolCallRow>::new(&config.tool_calls_topic);
+    let mut executions = Table::<AgentExecutionRow>::new(&config.agent_executions_topic);
+    tracing::info!(
+        brokers = %config.kafka_brokers, group = %config.kafka_group,
+        topics = ?[&config.tool_calls_topic, &config.agent_executions_topic],
+        database = %config.clickhouse.database, "ingest worker started"
+    );
+
+    worker.consume(&mut tool_calls, &mut executions, shutdown).await;
+
+    let drain = tokio::time::timeout(
+        Duration::from_millis(config.shutdown_timeout_ms),
+        worker.drain(&mut tool_calls, &mut executions),
+    )
+    .await;
+    if drain.is_err() {
+        tracing::warn!("shutdown timeout reached; unwritten batches will be read again by the next owner");
+        for w in [tool_calls.writing.take(), executions.writing.take()].into_iter().flatten() {
+            w.handle.abort();
+            worker.shared.finish(w.id);
+        }
+    }
+    commit(worker.consumer.as_ref(), CommitMode::Sync);
+    worker.metrics.inflight_bytes.set(0);
+    tracing::info!("ingest worker stopped");
+    Ok(())
+}
+
+impl Worker {
+    async fn consume(
+        &mut self,
+        tool_calls: &mut Table<ToolCallRow>,
+        executions: &mut Table<AgentExecutionRow>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let tick_every = (self.limits.max_age / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
+        let mut tick = tokio::time::interval(tick_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            self.forget_revoked(tool_calls, executions);
+            let now = Instant::now();
+            self.flush_if_due(tool_calls, now, false);
+            self.flush_if_due(executions, now, false);
+            self.pause_or_resume(tool_calls.held_bytes() + executions.held_bytes());
+            let consumer = Arc::clone(&self.consumer);
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => return,
+                _ = written(&mut tool_calls.writing) => commit(consumer.as_ref(), CommitMode::Async),
+                _ = written(&mut executions.writing) => commit(consumer.as_ref(), CommitMode::Async),
+                message = consumer.recv() => match message {
+                    Ok(m) => self.accept(&m, tool_calls, executions),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kafka consumer error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
+                _ = tick.tick() => {}
+            }
+        }
+    }
+
+    /// Writes everything held, then returns.
+    async fn drain(&mut self, tool_calls: &mut Table<ToolCallRow>, executions: &mut Table<AgentExecutionRow>) {
+        self.forget_revoked(tool_calls, executions);
+        finish_writing(&mut tool_calls.writing).await;
+        finish_writing(&mut executions.writing).await;
+        let now = Instant::now();
+        self.flush_if_due(tool_calls, now, true);
+        self.flush_if_due(executions, now, true);
+        finish_writing(&mut tool_calls.writing).await;
+        finish_writing(&mut executions.writing).await;
+    }
+
+    fn accept(&mut self, m: &BorrowedMessage<'_>, tool_calls: &mut Table<ToolCallRow>, executions: &mut Table<AgentExecutionRow>) {
+        if m.topic() == tool_calls.topic {
+            self.accept_into(m, tool_calls);
+        } else if m.topic() == executions.topic {
+            self.accept_into(m, executions);
+        }
+    }
+
+    fn accept_into<R: IngestRow>(&mut self, m: &BorrowedMessage<'_>, table: &mut Table<R>) {
+        self.metrics.events_consumed.with_label_values(&[R::EVENT_KIND]).inc();
+        let payload = m.payload().unwrap_or_default();
+        let (partition, offset) = (m.partition(), m.offset());
+        match R::parse(payload, chrono::Utc::now()) {
+            Ok(row) => table.open.push_row(
+                row,
+                Source { partition, offset, key: m.key().map(<[u8]>::to_vec), payload: payload.to_vec() },
+            ),
+            Err(rejection) => {
+                tracing::debug!(topic = %table.topic, partition, offset, %rejection, "rejected message");
+                let delivery = self.dead_letters.spawn(Rejected {
+                    kind: R::EVENT_KIND,
+                    reason: rejection.kind.as_str(),
+                    field: rejection.field,
+                    error: rejection.message,
+                    source_topic: table.topic.clone(),
+                    partition,
+                    offset,
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: payload.to_vec(),
+                });
+                table.open.push_dead_letter(partition, offset, payload.len(), delivery);
+            }
+        }
+    }
+
+    /// Starts writing the table's open batch if it is due (or `force`d)
+    /// and no other batch of the table is being written.
+    fn flush_if_due<R: IngestRow>(&mut self, table: &mut Table<R>, now: Instant, force: bool) {
+        if table.writing.is_some() || table.open.is_empty() || !(force || table.open.is_due(&self.limits, now)) {
+            return;
+        }
+        let batch = std::mem::take(&mut table.open);
+        let id = self.next_batch_id;
+        self.next_batch_id += 1;
+        let topic = table.topic.clone();
+        self.shared.begin(id, batch.offsets.keys().map(|p| (topic.clone(), *p)).collect());
+        let bytes = batch.bytes;
+        let (consumer, shared, writer, metrics) =
+            (Arc::clone(&self.consumer), Arc::clone(&self.shared), Arc::clone(&self.writer), Arc::clone(&self.metrics));
+        let handle = tokio::spawn(async move {
+            let started = Instant::now();
+            let Batch { entries, dead_letters, offsets, .. } = batch;
+            let rows = entries.len();
+            let written = writer.write(entries, &topic).await;
+            let dead_lettered = dead_letters.len();
+            for (_, _, delivery) in dead_letters {
+                let _ = delivery.await;
+            }
+            let mut tpl = TopicPartitionList::new();
+            for (partition, offset) in &offsets {
+                let _ = tpl.add_partition_offset(&topic, *partition, Offset::Offset(offset + 1));
+            }
+            if let Err(e) = consumer.store_offsets(&tpl) {
+                tracing::info!(error = %e, topic = %topic, "offsets not stored (partition no longer assigned)");
+            }
+            shared.finish(id);
+            metrics.flush_duration.with_label_values(&[R::EVENT_KIND]).observe(started.elapsed().as_secs_f64());
+            metrics.last_flush_timestamp.set(chrono::Utc::now().timestamp());
+            tracing::debug!(
+                table = R::TABLE, rows, inserted = written.inserted, deduplicated = written.deduplicated,
+                rejected = written.rejected, dead_lettered, elapsed_ms = started.elapsed().as_millis() as u64,
+                "batch acknowledged"
+            );
+        });
+        table.writing = Some(Writing { id, bytes, handle });
+    }
+
+    /// Drops what was read from partitions revoked since the last call.
+    fn forget_revoked(&mut self, tool_calls: &mut Table<ToolCallRow>, executions: &mut Table<AgentExecutionRow>) {
+        let revoked = std::mem::take(&mut *self.shared.revoked.lock().expect("lock"));
+        if revoked.is_empty() {
+            return;
+        }
+        let of = |topic: &str| revoked.iter().filter(|(t, _)| t == topic).map(|(_, p)| *p).collect::<Vec<_>>();
+        let released = tool_calls.open.drop_partitions(&of(&tool_calls.topic))
+            + executions.open.drop_partitions(&of(&executions.topic));
+        if released > 0 {
+            tracing::info!(released_bytes = released, "dropped unwritten messages of revoked partitions");
+        }
+    }
+
+    /// Pauses every assigned partition while `held` bytes reach the bound;
+    /// resumes below three quarters of it.
+    fn pause_or_resume(&mut self, held: usize) {
+        self.metrics.inflight_bytes.set(held as i64);
+        let pause = if self.paused { held > self.max_inflight_bytes * 3 / 4 } else { held >= self.max_inflight_bytes };
+        if pause == self.paused {
+            return;
+        }
+        let assignment = match self.consumer.assignment() {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the assignment");
+                return;
+            }
+        };
+        self.shared.paused.store(pause, Ordering::SeqCst);
+        let result = if pause { self.consumer.pause(&assignment) } else { self.consumer.resume(&assignment) };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, pause, "cannot pause/resume partitions");
+        }
+        self.paused = pause;
+        self.metrics.consumption_paused.set(i64::from(pause));
+        tracing::info!(held_bytes = held, paused = pause, "in-flight byte bound: consumption {}", if pause { "paused" } else { "resumed" });
+    }
+}

@@ -1,0 +1,106 @@
+//! The dead-letter topic: where messages go that must never block the good
+//! ones (invalid JSON, wrong types, missing fields, impossible values,
+//! oversize messages, and rows ClickHouse refused).
+//!
+//! The payload and key are the original bytes; the headers say why:
+//! `agentmeter-reason` (the rejection kind), `agentmeter-field`,
+//! `agentmeter-error`, `agentmeter-source-topic`,
+//! `agentmeter-source-partition`, `agentmeter-source-offset`.
+//!
+//! A delivery is retried until Kafka acknowledges it: the source offset of a
+//! dead-lettered message is stored only after that acknowledgement, so a
+//! rejected message is never lost, at the price of an occasional second copy
+//! in the dead-letter topic after a crash or rebalance.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::task::JoinHandle;
+
+use crate::errors::{Backoff, IngestError};
+use crate::metrics::Metrics;
+
+pub const HEADER_REASON: &str = "agentmeter-reason";
+pub const HEADER_FIELD: &str = "agentmeter-field";
+pub const HEADER_ERROR: &str = "agentmeter-error";
+pub const HEADER_SOURCE_TOPIC: &str = "agentmeter-source-topic";
+pub const HEADER_SOURCE_PARTITION: &str = "agentmeter-source-partition";
+pub const HEADER_SOURCE_OFFSET: &str = "agentmeter-source-offset";
+
+/// A message to dead-letter, with why.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    /// Metric label of the event kind.
+    pub kind: &'static str,
+    /// The rejection kind (`invalid_json`, ..., `clickhouse_rejected`).
+    pub reason: &'static str,
+    pub field: String,
+    pub error: String,
+    pub source_topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+}
+
+/// Producer of the dead-letter topic.
+pub struct DeadLetters {
+    producer: FutureProducer,
+    topic: String,
+    backoff: Backoff,
+    metrics: Arc<Metrics>,
+}
+
+impl DeadLetters {
+    pub fn new(brokers: &str, topic: &str, backoff: Backoff, metrics: Arc<Metrics>) -> Result<Self, IngestError> {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000")
+            .create()?;
+        Ok(Self { producer, topic: topic.to_owned(), backoff, metrics })
+    }
+
+    /// Delivers in the background; the handle completes once Kafka has
+    /// acknowledged the message (retrying for as long as it takes).
+    pub fn spawn(self: &Arc<Self>, rejected: Rejected) -> JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.deliver(&rejected).await })
+    }
+
+    /// Delivers and returns once Kafka acknowledged the message.
+    pub async fn deliver(&self, r: &Rejected) {
+        let partition = r.partition.to_string();
+        let offset = r.offset.to_string();
+        let mut attempt = 0u32;
+        loop {
+            let headers = OwnedHeaders::new_with_capacity(6)
+                .insert(Header { key: HEADER_REASON, value: Some(r.reason) })
+                .insert(Header { key: HEADER_FIELD, value: Some(r.field.as_str()) })
+                .insert(Header { key: HEADER_ERROR, value: Some(r.error.as_str()) })
+                .insert(Header { key: HEADER_SOURCE_TOPIC, value: Some(r.source_topic.as_str()) })
+                .insert(Header { key: HEADER_SOURCE_PARTITION, value: Some(partition.as_str()) })
+                .insert(Header { key: HEADER_SOURCE_OFFSET, value: Some(offset.as_str()) });
+            let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).payload(&r.payload).headers(headers);
+            if let Some(key) = &r.key {
+                record = record.key(key.as_slice());
+            }
+            match self.producer.send(record, Duration::from_secs(5)).await {
+                Ok(_) => {
+                    self.metrics.events_dead_lettered.with_label_values(&[r.kind, r.reason]).inc();
+                    return;
+                }
+                Err((e, _)) => {
+                    let delay = self.backoff.delay(attempt);
+                    tracing::warn!(error = %e, topic = %self.topic, retry_in_ms = delay.as_millis() as u64, "dead-letter delivery failed");
+                    attempt = attempt.saturating_add(1);
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+}

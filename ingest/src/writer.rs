@@ -1,0 +1,232 @@
+//! Writes one batch to ClickHouse, however long it takes, and reports what
+//! happened to each row: inserted, skipped as a duplicate, or refused by
+//! ClickHouse (then dead-lettered with reason `clickhouse_rejected`).
+//!
+//! * Retryable failures (see [`crate::errors`]) are retried with capped
+//!   exponential backoff and jitter, forever: the caller's offsets do not
+//!   move meanwhile, and the caller pauses consumption once its in-flight
+//!   byte bound is reached.
+//! * Each INSERT is one block (batches are capped below
+//!   `max_insert_block_size`), so it lands completely or not at all, and it
+//!   carries a deterministic `insert_deduplication_token` (a hash of the
+//!   table and the sorted event ids) with
+//!   `deduplicate_blocks_in_dependent_materialized_views = 1`: an INSERT
+//!   whose first attempt landed although the client saw a timeout or a 5xx
+//!   is dropped on retry, from the raw table and from the rollups.
+//! * A data error is never retried as is: the batch is split in halves,
+//!   recursively, until the offending rows are isolated.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clickhouse::Client;
+use sha2::{Digest, Sha256};
+
+use crate::batch::{Entry, IngestRow};
+use crate::config::MAX_BATCH_ROWS_LIMIT;
+use crate::dead_letter::{DeadLetters, Rejected};
+use crate::dedup::{dedup_in_batch, stored_ids};
+use crate::errors::{classify, Backoff};
+use crate::metrics::{Metrics, REASON_CLICKHOUSE_REJECTED};
+
+/// What became of a batch's rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    pub inserted: usize,
+    pub deduplicated: usize,
+    pub rejected: usize,
+}
+
+pub struct Writer {
+    client: Client,
+    backoff: Backoff,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+    dead_letters: Arc<DeadLetters>,
+}
+
+/// The deduplication token of a set of rows: the same rows give the same
+/// token, whatever their order.
+pub fn dedup_token<R: IngestRow>(entries: &[Entry<R>]) -> String {
+    let mut ids: Vec<[u8; 16]> = entries.iter().map(|e| *e.row.event_id().as_bytes()).collect();
+    ids.sort_unstable();
+    let mut h = Sha256::new();
+    h.update(R::TABLE.as_bytes());
+    h.update([0u8]);
+    for id in &ids {
+        h.update(id);
+    }
+    format!("{}-{}-{:x}", R::TABLE, ids.len(), h.finalize())
+}
+
+impl Writer {
+    pub fn new(
+        client: Client,
+        backoff: Backoff,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+        dead_letters: Arc<DeadLetters>,
+    ) -> Self {
+        // RowBinary without per-insert schema look-ups; the row types are
+        // tested against the migrations in the schema crate.
+        Self { client: client.with_validation(false), backoff, timeout, metrics, dead_letters }
+    }
+
+    /// Writes `entries` (read from `source_topic`), returning once every row
+    /// is acknowledged, skipped as a duplicate, or dead-lettered.
+    pub async fn write<R: IngestRow>(&self, mut entries: Vec<Entry<R>>, source_topic: &str) -> Written {
+        let mut written = Written { deduplicated: dedup_in_batch(&mut entries), ..Written::default() };
+        if !entries.is_empty() {
+            let mut attempt = 0;
+            let stored = loop {
+                match stored_ids(&self.client, &entries, self.timeout).await {
+                    Ok(stored) => break stored,
+                    Err(e) => {
+                        self.wait_after(&e, attempt, R::TABLE, "duplicate look-up").await;
+                        attempt += 1;
+                    }
+                }
+            };
+            if !stored.is_empty() {
+                let before = entries.len();
+                entries.retain(|e| !stored.contains(&e.row.event_id()));
+                written.deduplicated += before - entries.len();
+            }
+        }
+        self.metrics.events_deduplicated.with_label_values(&[R::EVENT_KIND]).inc_by(written.deduplicated as u64);
+
+        let rejected = self.insert_isolating(&entries).await;
+        for (index, error) in &rejected {
+            let e = &entries[*index];
+            tracing::warn!(table = R::TABLE, partition = e.source.partition, offset = e.source.offset, %error, "ClickHouse refused a row; dead-lettering it");
+            self.dead_letters
+                .deliver(&Rejected {
+                    kind: R::EVENT_KIND,
+                    reason: REASON_CLICKHOUSE_REJECTED,
+                    field: String::new(),
+                    error: error.clone(),
+                    source_topic: source_topic.to_owned(),
+                    partition: e.source.partition,
+                    offset: e.source.offset,
+                    key: e.source.key.clone(),
+                    payload: e.source.payload.clone(),
+                })
+                .await;
+        }
+        written.rejected = rejected.len();
+        written.inserted = entries.len() - rejected.len();
+        self.metrics.events_inserted.with_label_values(&[R::EVENT_KIND]).inc_by(written.inserted as u64);
+        let now = chrono::Utc::now();
+        let delay = self.metrics.delay(R::EVENT_KIND);
+        let rejected_idx: std::collections::HashSet<usize> = rejected.iter().map(|(i, _)| *i).collect();
+        for (i, e) in entries.iter().enumerate() {
+            if !rejected_idx.contains(&i) {
+                delay.observe((now - e.row.occurred_at()).num_milliseconds().max(0) as f64 / 1000.0);
+            }
+        }
+        written
+    }
+
+    /// Inserts every row it can; returns the index and error of each row
+    /// ClickHouse refused on its own.
+    async fn insert_isolating<R: IngestRow>(&self, entries: &[Entry<R>]) -> Vec<(usize, String)> {
+        let mut rejected = Vec::new();
+        let mut pending = Vec::with_capacity(16);
+        pending.push(0..entries.len());
+        while let Some(range) = pending.pop() {
+            if range.is_empty() {
+                continue;
+            }
+            let slice = &entries[range.clone()];
+            let mut attempt = 0;
+            loop {
+                let started = Instant::now();
+                match self.insert_once(slice).await {
+                    Ok(()) => {
+                        self.metrics.batch_rows.with_label_values(&[R::EVENT_KIND]).observe(slice.len() as f64);
+                        tracing::debug!(table = R::TABLE, rows = slice.len(), elapsed_ms = started.elapsed().as_millis() as u64, "inserted");
+                        break;
+                    }
+                    Err(e) if classify(&e).is_retryable() => {
+                        self.wait_after(&e, attempt, R::TABLE, "insert").await;
+                        self.metrics.insert_retries.inc();
+                        attempt += 1;
+                    }
+                    Err(e) => {
+                        self.metrics.clickhouse_errors.with_label_values(&[classify(&e).as_str()]).inc();
+                        if slice.len() == 1 {
+                            rejected.push((range.start, e.to_string()));
+                        } else {
+                            tracing::info!(table = R::TABLE, rows = slice.len(), error = %e, "data error; splitting the batch to isolate the rows");
+                            let mid = range.start + slice.len() / 2;
+                            pending.push(mid..range.end);
+                            pending.push(range.start..mid);
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        rejected
+    }
+
+    async fn insert_once<R: IngestRow>(&self, entries: &[Entry<R>]) -> Result<(), clickhouse::error::Error> {
+        let mut insert = self
+            .client
+            .insert::<R>(R::TABLE)
+            .await?
+            .with_option("insert_deduplicate", "1")
+            .with_option("insert_deduplication_token", dedup_token(entries))
+            .with_option("deduplicate_blocks_in_dependent_materialized_views", "1")
+            .with_option("max_insert_block_size", (MAX_BATCH_ROWS_LIMIT + 1).to_string())
+            .with_timeouts(Some(self.timeout), Some(self.timeout));
+        for e in entries {
+            insert.write(&e.row).await?;
+        }
+        insert.end().await
+    }
+
+    /// Counts and logs a retryable failure, then sleeps the backoff delay.
+    async fn wait_after(&self, e: &clickhouse::error::Error, attempt: u32, table: &str, what: &str) {
+        let class = classify(e);
+        self.metrics.clickhouse_errors.with_label_values(&[class.as_str()]).inc();
+        let delay = self.backoff.delay(attempt);
+        if attempt == 0 || attempt.is_power_of_two() {
+            tracing::warn!(table, what, class = class.as_str(), attempt, retry_in_ms = delay.as_millis() as u64, error = %e, "ClickHouse request failed; retrying");
+        }
+        tokio::time::sleep(delay).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::batch::Source;
+    use agentmeter_schema::rows::ToolCallRow;
+
+    fn entry(id: u128) -> Entry<ToolCallRow> {
+        let raw = serde_json::json!({
+            "event_id": uuid::Uuid::from_u128(id), "occurred_at": 1_700_000_000_000i64,
+            "tenant_id": uuid::Uuid::from_u128(7), "tool_name": "t", "latency_ms": 1.0, "success": true,
+        });
+        let row = <ToolCallRow as IngestRow>::parse(raw.to_string().as_bytes(), chrono::Utc::now()).unwrap();
+        Entry { row, source: Source { partition: 0, offset: id as i64, key: None, payload: Vec::new() } }
+    }
+
+    #[test]
+    fn token_depends_on_the_set_of_ids_only() {
+        let a = vec![entry(1), entry(2), entry(3)];
+        let b = vec![entry(3), entry(1), entry(2)];
+        assert_eq!(dedup_token(&a), dedup_token(&b));
+        assert_ne!(dedup_token(&a), dedup_token(&a[..2]));
+        assert!(dedup_token(&a).starts_with("tool_calls-3-"));
+    }
+
+    #[test]
+    fn repeats_within_a_batch_are_removed() {
+        let mut batch = vec![entry(1), entry(2), entry(1), entry(3), entry(2)];
+        assert_eq!(dedup_in_batch(&mut batch), 2);
+        let offsets: Vec<i64> = batch.iter().map(|e| e.source.offset).collect();
+        assert_eq!(offsets, vec![1, 2, 3]);
+    }
+}

@@ -1,0 +1,9 @@
+//! Integration tests of the ingest worker against the local stack (Kafka
+//! protocol broker and ClickHouse), each with its own database and topics.
+//!
+//! `AGENTMETER_TEST_EVENTS` sets the number of messages per test (default
+//! 20,000 for the main exactness test, a quarter of it for the fault tests).
+
+mod exactness;
+mod faults;
+mod support;

@@ -1,0 +1,388 @@
+//! Shared test plumbing: databases, topics, producing generated traffic,
+//! the totals a test expects, the totals ClickHouse holds, and the
+//! dead-letter topic's content.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentmeter_bench::{Generator, Kind, Message, Settings};
+use agentmeter_ingest::Config;
+use agentmeter_schema::config::ClickHouseArgs;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message as _};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+pub fn brokers() -> String {
+    std::env::var("AGENTMETER_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn clickhouse_url() -> String {
+    std::env::var("AGENTMETER_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+}
+
+/// Messages per test: `AGENTMETER_TEST_EVENTS` (default `default`).
+pub fn event_count(default: usize) -> usize {
+    std::env::var("AGENTMETER_TEST_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A fresh database and topic names for one test.
+pub struct Fixture {
+    pub name: String,
+    pub ch: ClickHouseArgs,
+    pub tool_calls_topic: String,
+    pub executions_topic: String,
+    pub dead_letter_topic: String,
+    pub group: String,
+}
+
+impl Fixture {
+    pub async fn new(what: &str, partitions: i32) -> Self {
+        let id = Uuid::new_v4().simple().to_string();
+        let name = format!("{what}_{}", &id[..12]);
+        let ch = ClickHouseArgs::new(clickhouse_url(), format!("agentmeter_test_{name}"));
+        agentmeter_schema::migrations::migrate(&ch.server_client(), &ch.database).await.expect("migrate");
+        let f = Self {
+            tool_calls_topic: format!("test.{name}.tool-calls"),
+            executions_topic: format!("test.{name}.agent-executions"),
+            dead_letter_topic: format!("test.{name}.dead-letter"),
+            group: format!("test-{name}"),
+            name,
+            ch,
+        };
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("admin client");
+        let topics: Vec<NewTopic> = [&f.tool_calls_topic, &f.executions_topic, &f.dead_letter_topic]
+            .iter()
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+            .collect();
+        for result in admin.create_topics(&topics, &AdminOptions::new()).await.expect("create topics") {
+            result.expect("topic created");
+        }
+        f
+    }
+
+    /// Worker settings for this fixture: small batches so that duplicates
+    /// and redeliveries cross batch boundaries, a free metrics port.
+    pub fn config(&self) -> Config {
+        let mut c = Config::defaults();
+        c.clickhouse = self.ch.clone();
+        c.kafka_brokers = brokers();
+        c.kafka_group = self.group.clone();
+        c.tool_calls_topic = self.tool_calls_topic.clone();
+        c.agent_executions_topic = self.executions_topic.clone();
+        c.dead_letter_topic = self.dead_letter_topic.clone();
+        c.kafka_session_timeout_ms = 6000;
+        c.max_batch_rows = 2000;
+        c.flush_interval_ms = 200;
+        c.retry_max_ms = 1000;
+        c.shutdown_timeout_ms = 10_000;
+        c.metrics_addr = "127.0.0.1:0".parse().unwrap();
+        c
+    }
+
+    /// Command-line arguments for the binary equivalent to [`Self::config`].
+    pub fn args(&self) -> Vec<String> {
+        let c = self.config();
+        [
+            ("--clickhouse-url", c.clickhouse.url),
+            ("--clickhouse-database", c.clickhouse.database),
+            ("--kafka-brokers", c.kafka_brokers),
+            ("--kafka-group", c.kafka_group),
+            ("--tool-calls-topic", c.tool_calls_topic),
+            ("--agent-executions-topic", c.agent_executions_topic),
+            ("--dead-letter-topic", c.dead_letter_topic),
+            ("--kafka-session-timeout-ms", c.kafka_session_timeout_ms.to_string()),
+            ("--max-batch-rows", c.max_batch_rows.to_string()),
+            ("--flush-interval-ms", c.flush_interval_ms.to_string()),
+            ("--retry-max-ms", c.retry_max_ms.to_string()),
+            ("--shutdown-timeout-ms", c.shutdown_timeout_ms.to_string()),
+            ("--metrics-addr", c.metrics_addr.to_string()),
+        ]
+        .into_iter()
+        .flat_map(|(k, v)| [k.to_string(), v])
+        .collect()
+    }
+
+    pub async fn drop_database(&self) {
+        self.ch.server_client().query(&format!("DROP DATABASE IF EXISTS `{}`", self.ch.database)).execute().await.unwrap();
+    }
+}
+
+/// Generated traffic: 2 % duplicates, 1 % bad messages, both kinds.
+pub fn traffic(seed: u64, count: usize) -> Vec<Message> {
+    let mut g = Generator::new(Settings {
+        seed,
+        duplicate_ratio: 0.02,
+        bad_ratio: 0.01,
+        backfill_hours: 2.0,
+        tenants: vec![agentmeter_bench::TENANT_A, agentmeter_bench::TENANT_B, Uuid::new_v4()],
+    });
+    let now = chrono::Utc::now();
+    (0..count).map(|_| g.next_message(now)).collect()
+}
+
+/// Where a produced message landed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Position {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+pub fn producer() -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "60000")
+        .create()
+        .expect("producer")
+}
+
+/// Produces `messages` (keyed by event id) and returns where each landed.
+pub async fn produce(f: &Fixture, producer: &FutureProducer, messages: &[Message]) -> Vec<Position> {
+    let sends = messages.iter().map(|m| {
+        let topic = match m.kind {
+            Kind::ToolCall => &f.tool_calls_topic,
+            Kind::AgentExecution => &f.executions_topic,
+        };
+        let record = FutureRecord::to(topic).key(&m.key).payload(&m.payload);
+        async move {
+            let delivery = producer.send(record, Duration::from_secs(60)).await.map_err(|(e, _)| e).expect("produced");
+            Position { topic: topic.clone(), partition: delivery.partition, offset: delivery.offset }
+        }
+    });
+    futures::future::join_all(sends).await
+}
+
+/// Produces `messages` in chunks over about `over`, in the background.
+pub fn produce_over(f: &Fixture, messages: Vec<Message>, over: Duration) -> tokio::task::JoinHandle<Vec<Position>> {
+    let (tc, ae) = (f.tool_calls_topic.clone(), f.executions_topic.clone());
+    let shadow = Fixture {
+        name: f.name.clone(),
+        ch: f.ch.clone(),
+        tool_calls_topic: tc,
+        executions_topic: ae,
+        dead_letter_topic: f.dead_letter_topic.clone(),
+        group: f.group.clone(),
+    };
+    tokio::spawn(async move {
+        let producer = producer();
+        let chunks = 40;
+        let per = messages.len().div_ceil(chunks).max(1);
+        let pause = over / chunks as u32;
+        let mut positions = Vec::with_capacity(messages.len());
+        for chunk in messages.chunks(per) {
+            positions.extend(produce(&shadow, &producer, chunk).await);
+            tokio::time::sleep(pause).await;
+        }
+        positions
+    })
+}
+
+/// Totals of one tenant set, computed from the generator's records.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Totals {
+    pub calls: u64,
+    pub call_errors: u64,
+    pub executions: u64,
+    pub failed_executions: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: Decimal,
+    pub messages: u64,
+}
+
+/// What the worker must end with: totals over unique valid events, and the
+/// bad messages with their reasons.
+pub struct Expectation {
+    pub totals: Totals,
+    pub bad: HashMap<Position, (&'static str, Vec<u8>)>,
+}
+
+pub fn expect(messages: &[Message], positions: &[Position]) -> Expectation {
+    let mut seen = HashSet::new();
+    let mut t = Totals::default();
+    let mut bad = HashMap::new();
+    for (m, p) in messages.iter().zip(positions) {
+        if let Some(reason) = m.bad_reason {
+            bad.insert(p.clone(), (reason, m.payload.clone()));
+        }
+        let Some(e) = &m.expected else { continue };
+        if !seen.insert(e.event_id) {
+            continue;
+        }
+        match m.kind {
+            Kind::ToolCall => {
+                t.calls += 1;
+                t.call_errors += u64::from(!e.success);
+            }
+            Kind::AgentExecution => {
+                t.executions += 1;
+                t.failed_executions += u64::from(!e.success);
+                t.input_tokens += e.input_tokens;
+                t.output_tokens += e.output_tokens;
+                t.cost_usd += e.cost_usd;
+                t.messages += e.messages;
+            }
+        }
+    }
+    assert!(messages.iter().any(|m| m.duplicate), "the traffic has duplicates");
+    Expectation { totals: t, bad }
+}
+
+/// Totals in the raw tables.
+pub async fn raw_totals(ch: &ClickHouseArgs) -> Totals {
+    let db = ch.client();
+    let (calls, call_errors): (u64, u64) =
+        db.query("SELECT count(), countIf(NOT success) FROM tool_calls").fetch_one().await.unwrap();
+    let (executions, failed_executions, input_tokens, output_tokens, cost, messages): (u64, u64, u64, u64, String, u64) = db
+        .query(
+            "SELECT count(), countIf(status = 'failed'), sum(input_tokens), sum(output_tokens), \
+             toString(sum(cost_usd)), sum(messages_count) FROM agent_executions",
+        )
+        .fetch_one()
+        .await
+        .unwrap();
+    Totals {
+        calls,
+        call_errors,
+        executions,
+        failed_executions,
+        input_tokens,
+        output_tokens,
+        cost_usd: cost.parse().unwrap(),
+        messages,
+    }
+}
+
+/// Totals in the rollups.
+pub async fn rollup_totals(ch: &ClickHouseArgs) -> Totals {
+    let db = ch.client();
+    let (calls, call_errors): (u64, u64) =
+        db.query("SELECT sum(calls), sum(errors) FROM tool_calls_1m").fetch_one().await.unwrap();
+    let (executions, failed_executions, input_tokens, output_tokens, cost, messages): (u64, u64, u64, u64, String, u64) = db
+        .query(
+            "SELECT sum(executions), sumIf(executions, status = 'failed'), sum(input_tokens), sum(output_tokens), \
+             toString(sum(cost_usd)), sum(messages) FROM agent_executions_1m",
+        )
+        .fetch_one()
+        .await
+        .unwrap();
+    Totals {
+        calls,
+        call_errors,
+        executions,
+        failed_executions,
+        input_tokens,
+        output_tokens,
+        cost_usd: cost.parse().unwrap(),
+        messages,
+    }
+}
+
+/// Distinct event ids in the raw tables equal their row counts.
+pub async fn assert_no_duplicate_rows(ch: &ClickHouseArgs) {
+    let db = ch.client();
+    for table in ["tool_calls", "agent_executions"] {
+        let (rows, ids): (u64, u64) =
+            db.query(&format!("SELECT count(), uniqExact(event_id) FROM {table}")).fetch_one().await.unwrap();
+        assert_eq!(rows, ids, "{table} holds a duplicate event");
+    }
+}
+
+/// Polls the raw tables until they hold `expected` rows (or the deadline
+/// passes), then returns the totals found.
+pub async fn wait_for_rows(ch: &ClickHouseArgs, expected: &Totals, within: Duration) -> Totals {
+    let deadline = Instant::now() + within;
+    loop {
+        let t = raw_totals(ch).await;
+        if (t.calls >= expected.calls && t.executions >= expected.executions) || Instant::now() > deadline {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A dead-lettered message as read back.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub reason: String,
+    pub source: Position,
+    pub payload: Vec<u8>,
+}
+
+/// Reads the dead-letter topic until every position in `expected` has been
+/// seen (or the deadline passes).
+pub async fn read_dead_letters(f: &Fixture, expected: &HashSet<Position>, within: Duration) -> Vec<DeadLetter> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", format!("{}-dlq-reader", f.group))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&f.dead_letter_topic]).unwrap();
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    while !expected.is_subset(&seen) && Instant::now() < deadline {
+        let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await else { continue };
+        let mut h = HashMap::new();
+        if let Some(headers) = m.headers() {
+            for header in headers.iter() {
+                h.insert(header.key.to_string(), String::from_utf8_lossy(header.value.unwrap_or_default()).into_owned());
+            }
+        }
+        let source = Position {
+            topic: h.get("agentmeter-source-topic").cloned().unwrap_or_default(),
+            partition: h.get("agentmeter-source-partition").and_then(|v| v.parse().ok()).unwrap_or(-1),
+            offset: h.get("agentmeter-source-offset").and_then(|v| v.parse().ok()).unwrap_or(-1),
+        };
+        seen.insert(source.clone());
+        out.push(DeadLetter {
+            reason: h.get("agentmeter-reason").cloned().unwrap_or_default(),
+            source,
+            payload: m.payload().unwrap_or_default().to_vec(),
+        });
+    }
+    out
+}
+
+/// Checks the dead letters against the bad messages: each one there, with
+/// its reason and original bytes; nothing else there.
+pub fn assert_dead_letters(found: &[DeadLetter], expected: &HashMap<Position, (&'static str, Vec<u8>)>) {
+    let mut seen = HashSet::new();
+    for d in found {
+        let (reason, payload) = expected.get(&d.source).unwrap_or_else(|| panic!("unexpected dead letter {:?}", d.source));
+        assert_eq!(&d.reason, reason, "reason of {:?}", d.source);
+        assert_eq!(&d.payload, payload, "payload of {:?}", d.source);
+        seen.insert(d.source.clone());
+    }
+    assert_eq!(seen.len(), expected.len(), "every bad message is dead-lettered");
+    let reasons: HashSet<&str> = expected.values().map(|(r, _)| *r).collect();
+    assert_eq!(reasons.len(), agentmeter_bench::BAD_REASONS.len(), "every kind of bad message was tested");
+}
+
+/// Runs the worker in-process; the returned sender stops it.
+pub fn spawn_worker(
+    config: Config,
+) -> (tokio::sync::oneshot::Sender<()>, Arc<agentmeter_ingest::Metrics>, tokio::task::JoinHandle<()>) {
+    let metrics = agentmeter_ingest::Metrics::new();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let m = Arc::clone(&metrics);
+    let handle = tokio::spawn(async move {
+        agentmeter_ingest::run_with_metrics(config, m, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("worker ran");
+    });
+    (stop, metrics, handle)
+}
