@@ -1,0 +1,170 @@
+//! `GET /api/v1/query/timeseries`: one metric over an absolute range, for
+//! Grafana (Infinity / JSON data sources).
+//!
+//! Parameters: `metric` (required), `from` / `to` (epoch ms or RFC 3339;
+//! default the last `window`, 24h), `step` (`1m`, `5m`, `1h`, `1d`, ...) or
+//! `max_points` (the finest "nice" step giving at most that many points;
+//! default 500), `tz`, `group_by` with `top` (default 10, the rest summed
+//! into `other`), filters `project_id`, `navigator_instance_id`,
+//! `server_instance_id`, `tool_id`, `tool_name` (the last three only for
+//! tool-call metrics), `format=series|table`.
+//!
+//! Latencies are in milliseconds, `error_rate` a fraction 0–1, `cost_usd`
+//! dollars. Counts are zero in an empty bucket; ratios and latencies are
+//! `null` there (no data is not zero latency).
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::{now, ts};
+use crate::auth::Caller;
+use crate::buckets::Buckets;
+use crate::error::{ApiError, FieldError};
+use crate::params::{Accepts, Checker, Params};
+use crate::queries::ownership;
+use crate::queries::timeseries::{self, GroupBy, Metric, Table, GROUP_BY_NAMES, METRIC_NAMES};
+use crate::queries::{CallKinds, Scope};
+use crate::state::AppState;
+use crate::window::{Span, TimeRange, Unit};
+
+/// Steps `max_points` chooses from, finest first.
+const NICE_STEPS: &[(u32, Unit)] = &[
+    (1, Unit::Minute),
+    (5, Unit::Minute),
+    (10, Unit::Minute),
+    (15, Unit::Minute),
+    (30, Unit::Minute),
+    (1, Unit::Hour),
+    (3, Unit::Hour),
+    (6, Unit::Hour),
+    (12, Unit::Hour),
+    (1, Unit::Day),
+    (1, Unit::Week),
+    (1, Unit::Month),
+];
+
+pub async fn timeseries(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+    let mut c = Checker::new();
+    let metric = match p.metric.as_deref() {
+        None => {
+            c.errors.push(FieldError::new(&["query", "metric"], "Field required", "missing"));
+            None
+        }
+        Some(m) => Metric::parse(m).or_else(|| {
+            c.errors.push(FieldError::new(&["query", "metric"], format!("metric must be one of: {METRIC_NAMES}"), "enum"));
+            None
+        }),
+    };
+    let res = c.range(&p, "24h", false, now());
+    let table = metric.map(|m| m.table()).unwrap_or(Table::ToolCalls);
+    let accepts = if table == Table::ToolCalls { Accepts { tool_id: true, tool_name: true, ..Accepts::PNS } } else { Accepts::PN };
+    if table == Table::Executions {
+        for (name, v) in [("server_instance_id", &p.server_instance_id), ("tool_id", &p.tool_id), ("tool_name", &p.tool_name)] {
+            if v.is_some() {
+                c.push(name, format!("{name} filters tool-call metrics only"));
+            }
+        }
+    }
+    let filters = c.filters(&p, accepts);
+    let group = match p.group_by.as_deref() {
+        None => None,
+        Some(g) => match GroupBy::parse(g) {
+            Some(g) if g.key_sql(table).is_some() => Some(g),
+            Some(_) => {
+                c.push("group_by", format!("group_by={g} is not available for metric {}", p.metric.as_deref().unwrap_or("")));
+                None
+            }
+            None => {
+                c.errors.push(FieldError::new(&["query", "group_by"], format!("group_by must be one of: {GROUP_BY_NAMES}"), "enum"));
+                None
+            }
+        },
+    };
+    let top = c.int("top", &p.top, 10, 1, 100);
+    let max_points = c.int("max_points", &p.max_points, 500, 1, state.max_buckets as u32);
+    let step = p.step.as_ref().map(|s| Span::parse_frequency(s).map_err(|m| c.push("step", m)).ok()).unwrap_or(None);
+    let table_format = match p.format.as_deref() {
+        None | Some("series") => false,
+        Some("table") => true,
+        Some(_) => {
+            c.push("format", "format must be 'series' or 'table'");
+            false
+        }
+    };
+    c.finish()?;
+    let metric = metric.ok_or_else(|| ApiError::Internal("metric checked".into()))?;
+    let step = match step {
+        Some(s) => s,
+        None => {
+            let secs = (res.range.end - res.range.start).num_seconds();
+            let (n, u) = NICE_STEPS
+                .iter()
+                .copied()
+                .find(|(n, u)| secs / Span::new(*n, *u).approx_seconds() < i64::from(max_points))
+                .unwrap_or((1, Unit::Month));
+            Span::new(n, u)
+        }
+    };
+    let buckets = Buckets::plan(res.range, step, res.tz, state.max_buckets).map_err(|m| ApiError::invalid_query("step", m))?;
+    ownership::require_filters(&state.db, caller.tenant_id, &filters).await?;
+    let scope = Scope {
+        tenant: caller.tenant_id,
+        range: TimeRange { start: buckets.first_start(), end: res.range.end },
+        filters,
+        kinds: CallKinds::Tool,
+    };
+    let metric_name = p.metric.clone().unwrap_or_default();
+    let (names, points) = match group {
+        None => {
+            let pts = timeseries::points(&state.db, &scope, metric, &buckets, None, &metric_name).await?;
+            (vec![metric_name.clone()], pts)
+        }
+        Some(g) => {
+            let (mut keys, more) = timeseries::top_groups(&state.db, &scope, metric, g, top).await?;
+            let pts = timeseries::points(&state.db, &scope, metric, &buckets, Some((g, &keys)), &metric_name).await?;
+            if more {
+                keys.push(timeseries::OTHER.to_owned());
+            }
+            (keys, pts)
+        }
+    };
+    let fill = if metric.zero_filled() { json!(0.0) } else { Value::Null };
+    let mut grid: Vec<Vec<Value>> = vec![vec![fill; buckets.len()]; names.len()];
+    for pt in points {
+        let Some(si) = names.iter().position(|n| *n == pt.series) else { continue };
+        if let Some(slot) = grid[si].get_mut(pt.bucket as usize) {
+            *slot = if pt.value.is_finite() { json!(pt.value) } else { Value::Null };
+        }
+    }
+    let as_of = now();
+    if table_format {
+        let mut rows = Vec::new();
+        for (si, name) in names.iter().enumerate() {
+            for (i, v) in grid[si].iter().enumerate() {
+                rows.push(json!({ "time": buckets.start(i).timestamp_millis(), "series": name, "value": v }));
+            }
+        }
+        return Ok(Json(Value::Array(rows)));
+    }
+    let series: Vec<Value> = names
+        .iter()
+        .enumerate()
+        .map(|(si, name)| {
+            let pts: Vec<Value> = grid[si].iter().enumerate().map(|(i, v)| json!([buckets.start(i).timestamp_millis(), v])).collect();
+            json!({ "name": name, "points": pts })
+        })
+        .collect();
+    let open = buckets.open_bucket(as_of);
+    Ok(Json(json!({
+        "metric": metric_name,
+        "step": step.frequency_string(),
+        "from": scope.range.start.timestamp_millis(),
+        "to": scope.range.end.timestamp_millis(),
+        "tz": res.tz.name(),
+        "group_by": p.group_by,
+        "as_of": ts(as_of),
+        "open_bucket": open.map(|i| buckets.start(i).timestamp_millis()),
+        "series": series,
+    })))
+}

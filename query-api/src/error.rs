@@ -1,0 +1,111 @@
+//! The one error type of the API and its HTTP shape.
+//!
+//! Every handler returns `Result<_, ApiError>`; the conversion to a response
+//! happens here and only here:
+//!
+//! * 422 `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}` for
+//!   invalid parameters (the FastAPI shape the Caylex spec uses),
+//! * 401 / 403 / 404 `{"detail": "..."}`,
+//! * 503 `{"detail": "..."}` when ClickHouse is saturated or too slow,
+//! * 500 `{"detail": "Internal server error"}`: the cause is logged, never
+//!   sent to the client.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::json;
+
+/// One invalid parameter, FastAPI style.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct FieldError {
+    /// Where: e.g. `["query", "window"]` or `["path", "project_id"]`.
+    pub loc: Vec<String>,
+    /// What is wrong, for a human.
+    pub msg: String,
+    /// Machine-readable kind, e.g. `value_error`, `uuid_parsing`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl FieldError {
+    pub fn new(loc: &[&str], msg: impl Into<String>, kind: impl Into<String>) -> Self {
+        Self { loc: loc.iter().map(|s| (*s).to_owned()).collect(), msg: msg.into(), kind: kind.into() }
+    }
+    /// An invalid query parameter.
+    pub fn query(name: &str, msg: impl Into<String>) -> Self {
+        Self::new(&["query", name], msg, "value_error")
+    }
+}
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid request: {0:?}")]
+    Validation(Vec<FieldError>),
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    #[error("clickhouse: {0}")]
+    ClickHouse(#[from] clickhouse::error::Error),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A single invalid query parameter.
+    pub fn invalid_query(name: &str, msg: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::query(name, msg)])
+    }
+    /// A single invalid path parameter.
+    pub fn invalid_path(name: &str, msg: impl Into<String>, kind: &str) -> Self {
+        Self::Validation(vec![FieldError::new(&["path", name], msg, kind)])
+    }
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ClickHouse(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = match self {
+            Self::Validation(errors) => json!({ "detail": errors }),
+            Self::Unauthorized(d) | Self::Forbidden(d) | Self::NotFound(d) | Self::Conflict(d) | Self::Unavailable(d) => {
+                json!({ "detail": d })
+            }
+            Self::ClickHouse(e) => {
+                tracing::error!(error = %e, "clickhouse query failed");
+                json!({ "detail": "Internal server error" })
+            }
+            Self::Internal(e) => {
+                tracing::error!(error = %e, "internal error");
+                json!({ "detail": "Internal server error" })
+            }
+        };
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,242 @@
+//! The answers the rollups cannot give, from the raw `tool_calls` table:
+//! anything keyed by the end user (`user_token_id`, `user_email`), which
+//! the rollups deliberately leave out to stay small. Every query is still
+//! bounded by tenant and time range (the table's sort key prefix) and,
+//! for the per-user endpoints, by project.
+
+use chrono::{DateTime, Utc};
+use clickhouse::Row;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::scope::{Scope, Sql, TimeColumn};
+use crate::buckets::Buckets;
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::params::SortOrder;
+
+/// Calls, failed calls, distinct queries.
+#[derive(Debug, Clone, Default, PartialEq, Row, Deserialize)]
+pub struct RawStats {
+    pub n_calls: u64,
+    pub n_errors: u64,
+    pub n_queries: u64,
+}
+
+const STATS: &str = "toUInt64(count()) AS n_calls, toUInt64(countIf(NOT success)) AS n_errors,
+    toUInt64(uniqExactIf(query_id, query_id != toUUID('00000000-0000-0000-0000-000000000000'))) AS n_queries";
+
+pub async fn totals(db: &Db, scope: &Scope) -> Result<RawStats, ApiError> {
+    let (cond, params) = scope.tool_calls_where(TimeColumn::OccurredAt);
+    let sql = Sql::new(format!("SELECT {STATS} FROM tool_calls WHERE {cond}")).bind_all(params);
+    db.run("raw_totals", |c| async move { sql.query(&c).fetch_one::<RawStats>().await }).await
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct BucketRaw {
+    bucket: u32,
+    n_calls: u64,
+    n_errors: u64,
+    n_queries: u64,
+}
+
+/// Per bucket, zero-filled.
+pub async fn series(db: &Db, scope: &Scope, buckets: &Buckets) -> Result<Vec<RawStats>, ApiError> {
+    let (cond, params) = scope.tool_calls_where(TimeColumn::OccurredAt);
+    let (bucket, bparams) = buckets.index_sql("occurred_at");
+    let sql = Sql::new(format!("SELECT {bucket} AS bucket, {STATS} FROM tool_calls WHERE {cond} GROUP BY bucket ORDER BY bucket"))
+        .bind_all(params)
+        .bind_all(bparams);
+    let rows = db.run("raw_series", |c| async move { sql.query(&c).fetch_all::<BucketRaw>().await }).await?;
+    let mut out = vec![RawStats::default(); buckets.len()];
+    for r in rows {
+        if let Some(slot) = out.get_mut(r.bucket as usize) {
+            *slot = RawStats { n_calls: r.n_calls, n_errors: r.n_errors, n_queries: r.n_queries };
+        }
+    }
+    Ok(out)
+}
+
+/// A top-N entry: key, a label, a count.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct Top {
+    pub key: String,
+    pub label: String,
+    pub n: u64,
+}
+
+/// What a per-user top list groups by.
+#[derive(Debug, Clone, Copy)]
+pub enum TopBy {
+    /// Navigator instance id, labelled with its latest name.
+    NavigatorInstance,
+    /// Tool name, labelled with its latest server name.
+    Tool,
+    /// Server name.
+    Server,
+}
+
+pub async fn top(db: &Db, scope: &Scope, by: TopBy, limit: u32) -> Result<Vec<Top>, ApiError> {
+    let (cond, params) = scope.tool_calls_where(TimeColumn::OccurredAt);
+    let (key, label, present) = match by {
+        TopBy::NavigatorInstance => (
+            "toString(navigator_instance_id)",
+            "toString(argMax(navigator_name, occurred_at))",
+            "navigator_instance_id != toUUID('00000000-0000-0000-0000-000000000000')",
+        ),
+        TopBy::Tool => ("toString(tool_name)", "toString(argMax(server_name, occurred_at))", "tool_name != ''"),
+        TopBy::Server => ("toString(server_name)", "toString(any(server_name))", "server_name != ''"),
+    };
+    let sql = Sql::new(format!(
+        "SELECT {key} AS key, {label} AS label, toUInt64(count()) AS n FROM tool_calls
+         WHERE {cond} AND {present} GROUP BY key ORDER BY n DESC, key LIMIT {{lim:UInt32}}"
+    ))
+    .bind_all(params)
+    .bind("lim", limit);
+    db.run("raw_top", |c| async move { sql.query(&c).fetch_all::<Top>().await }).await
+}
+
+/// Failed calls per error type and bucket.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct ErrorTypeBucket {
+    pub kind: String,
+    pub bucket: u32,
+    pub n_errors: u64,
+}
+
+pub async fn error_type_series(db: &Db, scope: &Scope, buckets: &Buckets) -> Result<Vec<ErrorTypeBucket>, ApiError> {
+    let (cond, params) = scope.tool_calls_where(TimeColumn::OccurredAt);
+    let (bucket, bparams) = buckets.index_sql("occurred_at");
+    let sql = Sql::new(format!(
+        "SELECT if(error_type = '', 'other', toString(error_type)) AS kind, {bucket} AS bucket, toUInt64(count()) AS n_errors
+         FROM tool_calls WHERE {cond} AND NOT success GROUP BY kind, bucket ORDER BY kind, bucket"
+    ))
+    .bind_all(params)
+    .bind_all(bparams);
+    db.run("raw_error_types", |c| async move { sql.query(&c).fetch_all::<ErrorTypeBucket>().await }).await
+}
+
+/// Calls per user e-mail (`/analytics/users`), with the number of distinct
+/// e-mails before the limit.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct UserCount {
+    pub user_email: String,
+    pub tool_count: u64,
+    pub total: u64,
+}
+
+pub async fn users_by_email(db: &Db, scope: &Scope, order: SortOrder, limit: u32) -> Result<Vec<UserCount>, ApiError> {
+    let (cond, params) = scope.tool_calls_where(TimeColumn::OccurredAt);
+    let sql = Sql::new(format!(
+        "SELECT email AS user_email, tool_count, toUInt64(count() OVER ()) AS total FROM (
+            SELECT toString(user_email) AS email, toUInt64(count()) AS tool_count FROM tool_calls
+            WHERE {cond} AND user_email != '' GROUP BY email)
+         ORDER BY tool_count {dir}, user_email ASC LIMIT {{lim:UInt32}}",
+        dir = order.sql()
+    ))
+    .bind_all(params)
+    .bind("lim", limit);
+    db.run("raw_users", |c| async move { sql.query(&c).fetch_all::<UserCount>().await }).await
+}
+
+/// The latest e-mail seen for a user in a project, `None` if the user has
+/// no event there (at any time within retention).
+pub async fn user_email(db: &Db, tenant: Uuid, project: Uuid, user: Uuid) -> Result<Option<String>, ApiError> {
+    let sql = Sql::new(
+        "SELECT toString(argMax(user_email, occurred_at)) AS email, toUInt64(count()) AS n FROM tool_calls
+         WHERE tenant_id = {tenant:UUID} AND project_id = {project:UUID} AND user_token_id = {user:UUID}",
+    )
+    .bind("tenant", tenant)
+    .bind("project", project)
+    .bind("user", user);
+    let (email, n): (String, u64) = db.run("raw_user_email", |c| async move { sql.query(&c).fetch_one::<(String, u64)>().await }).await?;
+    Ok((n > 0).then_some(email))
+}
+
+/// Distinct users of a project: ever (within retention), since `wau_start`
+/// and since `mau_start`.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct UserbaseCounts {
+    pub total: u64,
+    pub wau: u64,
+    pub mau: u64,
+}
+
+pub async fn userbase(db: &Db, tenant: Uuid, project: Uuid, wau_start: DateTime<Utc>, mau_start: DateTime<Utc>, end: DateTime<Utc>) -> Result<UserbaseCounts, ApiError> {
+    let sql = Sql::new(
+        "SELECT toUInt64(uniqExact(user_token_id)) AS total,
+                toUInt64(uniqExactIf(user_token_id, occurred_at >= fromUnixTimestamp64Milli({wau:Int64}, 'UTC'))) AS wau,
+                toUInt64(uniqExactIf(user_token_id, occurred_at >= fromUnixTimestamp64Milli({mau:Int64}, 'UTC'))) AS mau
+         FROM tool_calls
+         WHERE tenant_id = {tenant:UUID} AND project_id = {project:UUID}
+           AND user_token_id != toUUID('00000000-0000-0000-0000-000000000000')
+           AND occurred_at < fromUnixTimestamp64Milli({end:Int64}, 'UTC')",
+    )
+    .bind("tenant", tenant)
+    .bind("project", project)
+    .bind("wau", wau_start.timestamp_millis())
+    .bind("mau", mau_start.timestamp_millis())
+    .bind("end", end.timestamp_millis());
+    db.run("raw_userbase", |c| async move { sql.query(&c).fetch_one::<UserbaseCounts>().await }).await
+}
+
+/// Distinct users per bucket (zero-filled).
+pub async fn active_users_series(db: &Db, tenant: Uuid, project: Uuid, buckets: &Buckets, end: DateTime<Utc>) -> Result<Vec<u64>, ApiError> {
+    let (bucket, bparams) = buckets.index_sql("occurred_at");
+    let sql = Sql::new(format!(
+        "SELECT {bucket} AS bucket, toUInt64(uniqExact(user_token_id)) AS n FROM tool_calls
+         WHERE tenant_id = {{tenant:UUID}} AND project_id = {{project:UUID}}
+           AND user_token_id != toUUID('00000000-0000-0000-0000-000000000000')
+           AND occurred_at >= fromUnixTimestamp64Milli({{start:Int64}}, 'UTC') AND occurred_at < fromUnixTimestamp64Milli({{end:Int64}}, 'UTC')
+         GROUP BY bucket ORDER BY bucket"
+    ))
+    .bind("tenant", tenant)
+    .bind("project", project)
+    .bind("start", buckets.first_start().timestamp_millis())
+    .bind("end", end.timestamp_millis())
+    .bind_all(bparams);
+    let rows = db.run("raw_active_users", |c| async move { sql.query(&c).fetch_all::<(u32, u64)>().await }).await?;
+    let mut out = vec![0; buckets.len()];
+    for (b, n) in rows {
+        if let Some(slot) = out.get_mut(b as usize) {
+            *slot = n;
+        }
+    }
+    Ok(out)
+}
+
+/// Runtime of the calls that reported one: count, sum, p50/p95/p99 (ms).
+#[derive(Debug, Clone, Default, PartialEq, Row, Deserialize)]
+pub struct RuntimeStats {
+    pub n: u64,
+    pub sum_ms: f64,
+    pub q_ms: Vec<f64>,
+}
+
+impl RuntimeStats {
+    pub fn avg_ms(&self) -> f64 {
+        if self.n == 0 {
+            0.0
+        } else {
+            self.sum_ms / self.n as f64
+        }
+    }
+    pub fn pct_ms(&self, i: usize) -> f64 {
+        match self.q_ms.get(i) {
+            Some(v) if self.n > 0 && v.is_finite() => *v,
+            _ => 0.0,
+        }
+    }
+}
+
+/// Runtime figures; the rollup keeps no runtime digest, so this reads raw.
+pub async fn runtime(db: &Db, scope: &Scope) -> Result<RuntimeStats, ApiError> {
+    let (cond, params) = scope.tool_calls_where(TimeColumn::OccurredAt);
+    let sql = Sql::new(format!(
+        "SELECT toUInt64(count(runtime_ms)) AS n, toFloat64(sum(ifNull(runtime_ms, 0))) AS sum_ms,
+                arrayMap(x -> toFloat64(x), quantilesTDigest(0.5, 0.95, 0.99)(assumeNotNull(runtime_ms))) AS q_ms
+         FROM tool_calls WHERE {cond} AND runtime_ms IS NOT NULL"
+    ))
+    .bind_all(params);
+    db.run("raw_runtime", |c| async move { sql.query(&c).fetch_one::<RuntimeStats>().await }).await
+}

@@ -1,0 +1,226 @@
+//! The Grafana endpoint's queries: one metric, per bucket, optionally
+//! grouped by a dimension with the top N groups kept and the rest summed
+//! into `other`. Metrics and dimensions map to fixed SQL fragments; the
+//! top-N keys are bound as an array parameter.
+
+use clickhouse::Row;
+use serde::Deserialize;
+
+use super::scope::{Scope, Sql, TimeColumn};
+use crate::buckets::Buckets;
+use crate::db::Db;
+use crate::error::ApiError;
+
+/// Rollup a metric is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    ToolCalls,
+    Executions,
+}
+
+/// A metric of the Grafana endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metric {
+    ToolCalls,
+    Queries,
+    Errors,
+    ErrorRate,
+    LatencyAvg,
+    LatencyP50,
+    LatencyP95,
+    LatencyP99,
+    Tokens,
+    CostUsd,
+    Messages,
+}
+
+pub const METRIC_NAMES: &str = "tool_calls, queries, errors, error_rate, latency_avg, latency_p50, latency_p95, latency_p99, tokens, cost_usd, messages";
+
+impl Metric {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "tool_calls" => Self::ToolCalls,
+            "queries" => Self::Queries,
+            "errors" => Self::Errors,
+            "error_rate" => Self::ErrorRate,
+            "latency_avg" => Self::LatencyAvg,
+            "latency_p50" => Self::LatencyP50,
+            "latency_p95" => Self::LatencyP95,
+            "latency_p99" => Self::LatencyP99,
+            "tokens" => Self::Tokens,
+            "cost_usd" => Self::CostUsd,
+            "messages" => Self::Messages,
+            _ => return None,
+        })
+    }
+
+    pub fn table(self) -> Table {
+        match self {
+            Self::Tokens | Self::CostUsd | Self::Messages => Table::Executions,
+            _ => Table::ToolCalls,
+        }
+    }
+
+    /// Counts are zero in an empty bucket; ratios and latencies are null.
+    pub fn zero_filled(self) -> bool {
+        !matches!(self, Self::ErrorRate | Self::LatencyAvg | Self::LatencyP50 | Self::LatencyP95 | Self::LatencyP99)
+    }
+
+    fn value_sql(self) -> &'static str {
+        match self {
+            Self::ToolCalls => "toFloat64(sum(calls))",
+            Self::Queries => "toFloat64(uniqExactIfMerge(queries))",
+            Self::Errors => "toFloat64(sum(errors))",
+            Self::ErrorRate => "if(sum(calls) = 0, nan, sum(errors) / sum(calls))",
+            Self::LatencyAvg => "if(sum(calls) = 0, nan, sum(latency_sum_ms) / sum(calls))",
+            Self::LatencyP50 => "toFloat64(quantilesTDigestMerge(0.5, 0.95, 0.99)(latency_digest)[1])",
+            Self::LatencyP95 => "toFloat64(quantilesTDigestMerge(0.5, 0.95, 0.99)(latency_digest)[2])",
+            Self::LatencyP99 => "toFloat64(quantilesTDigestMerge(0.5, 0.95, 0.99)(latency_digest)[3])",
+            Self::Tokens => "toFloat64(sum(total_tokens))",
+            Self::CostUsd => "toFloat64(sum(cost_usd))",
+            Self::Messages => "toFloat64(sum(messages))",
+        }
+    }
+
+    /// What ranks groups for top N: the value for additive metrics, the
+    /// volume for ratios and latencies.
+    fn rank_sql(self) -> &'static str {
+        match self {
+            Self::ErrorRate | Self::LatencyAvg | Self::LatencyP50 | Self::LatencyP95 | Self::LatencyP99 => "toFloat64(sum(calls))",
+            m => m.value_sql(),
+        }
+    }
+}
+
+/// A group-by dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Tool,
+    Server,
+    Project,
+    Navigator,
+    User,
+    Model,
+    ErrorType,
+}
+
+pub const GROUP_BY_NAMES: &str = "tool, server, project, navigator, user, model, error_type";
+
+impl GroupBy {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "tool" => Self::Tool,
+            "server" => Self::Server,
+            "project" => Self::Project,
+            "navigator" => Self::Navigator,
+            "user" => Self::User,
+            "model" => Self::Model,
+            "error_type" => Self::ErrorType,
+            _ => return None,
+        })
+    }
+
+    /// Key expression on `table`, `None` when the rollup lacks it.
+    pub fn key_sql(self, table: Table) -> Option<&'static str> {
+        match (self, table) {
+            (Self::Tool, Table::ToolCalls) => Some("toString(tool_name)"),
+            (Self::Server, Table::ToolCalls) => Some("toString(server_name)"),
+            (Self::Project, _) => Some("toString(project_id)"),
+            (Self::Navigator, _) => Some("toString(navigator_instance_id)"),
+            (Self::User, Table::Executions) => Some("toString(user_id)"),
+            (Self::Model, Table::Executions) => Some("toString(model)"),
+            (Self::ErrorType, _) => Some("toString(error_type)"),
+            _ => None,
+        }
+    }
+}
+
+/// The series name of the groups outside the top N.
+pub const OTHER: &str = "other";
+
+fn where_sql(scope: &Scope, table: Table) -> (String, Vec<(String, String)>) {
+    match table {
+        Table::ToolCalls => scope.tool_calls_where(TimeColumn::Minute),
+        Table::Executions => {
+            let mut cond = vec![
+                "tenant_id = {tenant:UUID}".to_owned(),
+                "minute >= toDateTime({start_s:Int64}, 'UTC') AND minute < toDateTime({end_s:Int64}, 'UTC')".to_owned(),
+            ];
+            let mut params = vec![
+                ("tenant".to_owned(), scope.tenant.to_string()),
+                ("start_s".to_owned(), scope.range.start.timestamp().to_string()),
+                ("end_s".to_owned(), scope.range.end.timestamp().to_string()),
+            ];
+            if let Some(v) = scope.filters.project_id {
+                cond.push("project_id = {f_project:UUID}".into());
+                params.push(("f_project".into(), v.to_string()));
+            }
+            if let Some(v) = scope.filters.navigator_instance_id {
+                cond.push("navigator_instance_id = {f_navigator_instance:UUID}".into());
+                params.push(("f_navigator_instance".into(), v.to_string()));
+            }
+            (cond.join(" AND "), params)
+        }
+    }
+}
+
+fn table_name(table: Table) -> &'static str {
+    match table {
+        Table::ToolCalls => "tool_calls_1m",
+        Table::Executions => "agent_executions_1m",
+    }
+}
+
+/// One value of one series in one bucket.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct Point {
+    pub series: String,
+    pub bucket: u32,
+    pub value: f64,
+}
+
+/// The top `top` group keys by the metric's rank over the whole range, and
+/// whether more groups exist.
+pub async fn top_groups(db: &Db, scope: &Scope, metric: Metric, group: GroupBy, top: u32) -> Result<(Vec<String>, bool), ApiError> {
+    let table = metric.table();
+    let key = group.key_sql(table).ok_or_else(|| ApiError::Internal("group not available".into()))?;
+    let (cond, params) = where_sql(scope, table);
+    let sql = Sql::new(format!(
+        "SELECT {key} AS g FROM {t} WHERE {cond} GROUP BY g ORDER BY {rank} DESC, g ASC LIMIT {{top_plus_one:UInt32}}",
+        t = table_name(table),
+        rank = metric.rank_sql()
+    ))
+    .bind_all(params)
+    .bind("top_plus_one", top + 1);
+    let mut keys = db.run("timeseries_top", |c| async move { sql.query(&c).fetch_all::<String>().await }).await?;
+    let more = keys.len() > top as usize;
+    keys.truncate(top as usize);
+    Ok((keys, more))
+}
+
+/// Values per (series, bucket). Without a group the series is named after
+/// the metric; with one, groups outside `keys` are summed into `other`.
+pub async fn points(db: &Db, scope: &Scope, metric: Metric, buckets: &Buckets, group: Option<(GroupBy, &[String])>, name: &str) -> Result<Vec<Point>, ApiError> {
+    let table = metric.table();
+    let (cond, params) = where_sql(scope, table);
+    let (bucket, bparams) = buckets.index_sql("minute");
+    let mut sql = Sql::new(String::new()).bind_all(params).bind_all(bparams);
+    let series = match group {
+        None => {
+            sql = sql.bind("series_name", name);
+            "{series_name:String}".to_owned()
+        }
+        Some((g, keys)) => {
+            let key = g.key_sql(table).ok_or_else(|| ApiError::Internal("group not available".into()))?;
+            sql = sql.bind_list("top_keys", keys.to_vec()).bind("other", OTHER);
+            format!("if(has({{top_keys:Array(String)}}, {key}), {key}, {{other:String}})")
+        }
+    };
+    sql.text = format!(
+        "SELECT {series} AS series, {bucket} AS bucket, {value} AS value FROM {t} WHERE {cond}
+         GROUP BY series, bucket ORDER BY series, bucket",
+        value = metric.value_sql(),
+        t = table_name(table)
+    );
+    db.run("timeseries_points", |c| async move { sql.query(&c).fetch_all::<Point>().await }).await
+}

@@ -1,0 +1,301 @@
+//! Tool-call figures from the `tool_calls_1m` rollup: totals, per-bucket
+//! series, group-by lists and error-type series.
+//!
+//! Counts are exact (sums of per-minute counts, exact distinct-query
+//! sets); latency percentiles come from merged t-digest states, so they are
+//! approximate (within a few percent), while averages are exact
+//! (`sum / count`).
+
+use clickhouse::Row;
+use serde::Deserialize;
+
+use super::scope::{Scope, Sql, TimeColumn};
+use crate::buckets::Buckets;
+use crate::db::Db;
+use crate::error::ApiError;
+
+/// The aggregate columns read from `tool_calls_1m`.
+/// Which of the expensive aggregates a query needs: merging t-digest
+/// states and exact distinct-query sets costs far more than summing counts,
+/// so each endpoint asks only for what it shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need {
+    pub latency_pct: bool,
+    pub queries: bool,
+}
+
+impl Need {
+    pub const ALL: Need = Need { latency_pct: true, queries: true };
+    pub const COUNTS: Need = Need { latency_pct: false, queries: false };
+    pub const QUERIES: Need = Need { latency_pct: false, queries: true };
+    pub const LATENCY: Need = Need { latency_pct: true, queries: false };
+}
+
+/// The aggregate columns read from `tool_calls_1m`. Aliases differ from the
+/// column names on purpose: an alias equal to a column would be
+/// substituted into other expressions by ClickHouse.
+fn stats(need: Need) -> String {
+    let lat_q = if need.latency_pct {
+        "arrayMap(x -> toFloat64(x), quantilesTDigestMerge(0.5, 0.95, 0.99)(latency_digest))"
+    } else {
+        "CAST([], 'Array(Float64)')"
+    };
+    let queries = if need.queries { "toUInt64(uniqExactIfMerge(queries))" } else { "toUInt64(0)" };
+    format!(
+        "toUInt64(sum(calls)) AS n_calls,
+    toUInt64(sum(errors)) AS n_errors,
+    toFloat64(sum(latency_sum_ms)) AS lat_sum_ms,
+    {lat_q} AS lat_q,
+    {queries} AS n_queries,
+    toUInt64(sum(suggestions)) AS n_suggestions,
+    toFloat64(sum(runtime_sum_ms)) AS rt_sum_ms,
+    toUInt64(sum(runtime_count)) AS rt_count"
+    )
+}
+
+/// Totals of a set of tool calls.
+#[derive(Debug, Clone, Default, PartialEq, Row, Deserialize)]
+pub struct CallStats {
+    #[serde(rename = "n_calls")]
+    pub calls: u64,
+    #[serde(rename = "n_errors")]
+    pub errors: u64,
+    #[serde(rename = "lat_sum_ms")]
+    pub latency_sum_ms: f64,
+    /// p50, p95, p99 in ms (NaN / empty when there are no calls).
+    #[serde(rename = "lat_q")]
+    pub latency_q: Vec<f64>,
+    #[serde(rename = "n_queries")]
+    pub queries: u64,
+    #[serde(rename = "n_suggestions")]
+    pub suggestions: u64,
+    #[serde(rename = "rt_sum_ms")]
+    pub runtime_sum_ms: f64,
+    #[serde(rename = "rt_count")]
+    pub runtime_count: u64,
+}
+
+impl CallStats {
+    /// Mean latency in ms (0 without calls).
+    pub fn latency_avg_ms(&self) -> f64 {
+        if self.calls == 0 {
+            0.0
+        } else {
+            self.latency_sum_ms / self.calls as f64
+        }
+    }
+    /// Percentile `i` (0: p50, 1: p95, 2: p99) in ms, 0 without calls.
+    pub fn latency_pct_ms(&self, i: usize) -> f64 {
+        match self.latency_q.get(i) {
+            Some(v) if self.calls > 0 && v.is_finite() => *v,
+            _ => 0.0,
+        }
+    }
+    /// Errors / calls in [0, 1], 0 without calls.
+    pub fn error_rate(&self) -> f64 {
+        if self.calls == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.calls as f64
+        }
+    }
+    /// Calls / distinct queries, 0 without queries.
+    pub fn calls_per_query(&self) -> f64 {
+        if self.queries == 0 {
+            0.0
+        } else {
+            self.calls as f64 / self.queries as f64
+        }
+    }
+    pub fn runtime_avg_ms(&self) -> f64 {
+        if self.runtime_count == 0 {
+            0.0
+        } else {
+            self.runtime_sum_ms / self.runtime_count as f64
+        }
+    }
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct BucketStats {
+    bucket: u32,
+    #[serde(rename = "n_calls")]
+    calls: u64,
+    #[serde(rename = "n_errors")]
+    errors: u64,
+    #[serde(rename = "lat_sum_ms")]
+    latency_sum_ms: f64,
+    #[serde(rename = "lat_q")]
+    latency_q: Vec<f64>,
+    #[serde(rename = "n_queries")]
+    queries: u64,
+    #[serde(rename = "n_suggestions")]
+    suggestions: u64,
+    #[serde(rename = "rt_sum_ms")]
+    runtime_sum_ms: f64,
+    #[serde(rename = "rt_count")]
+    runtime_count: u64,
+}
+
+/// Totals over the scope.
+pub async fn totals(db: &Db, scope: &Scope, need: Need) -> Result<CallStats, ApiError> {
+    let (cond, params) = scope.tool_calls_where(TimeColumn::Minute);
+    let sql = Sql::new(format!("SELECT {} FROM tool_calls_1m WHERE {cond}", stats(need))).bind_all(params);
+    db.run("tool_calls_totals", |c| async move { sql.query(&c).fetch_one::<CallStats>().await }).await
+}
+
+/// One [`CallStats`] per bucket, zero-filled. The scope's range should
+/// start at the first bucket.
+pub async fn series(db: &Db, scope: &Scope, buckets: &Buckets, need: Need) -> Result<Vec<CallStats>, ApiError> {
+    let (cond, params) = scope.tool_calls_where(TimeColumn::Minute);
+    let (bucket, bparams) = buckets.index_sql("minute");
+    let sql = Sql::new(format!("SELECT {bucket} AS bucket, {} FROM tool_calls_1m WHERE {cond} GROUP BY bucket ORDER BY bucket", stats(need)))
+        .bind_all(params)
+        .bind_all(bparams);
+    let rows = db.run("tool_calls_series", |c| async move { sql.query(&c).fetch_all::<BucketStats>().await }).await?;
+    let mut out = vec![CallStats::default(); buckets.len()];
+    for r in rows {
+        if let Some(slot) = out.get_mut(r.bucket as usize) {
+            *slot = CallStats {
+                calls: r.calls,
+                errors: r.errors,
+                latency_sum_ms: r.latency_sum_ms,
+                latency_q: r.latency_q,
+                queries: r.queries,
+                suggestions: r.suggestions,
+                runtime_sum_ms: r.runtime_sum_ms,
+                runtime_count: r.runtime_count,
+            };
+        }
+    }
+    Ok(out)
+}
+
+/// What a list groups by. Each maps to a fixed column expression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dim {
+    ToolName,
+    ServerName,
+    ServerId,
+    ProjectId,
+    NavigatorId,
+}
+
+impl Dim {
+    fn key_sql(self) -> &'static str {
+        match self {
+            Dim::ToolName => "toString(tool_name)",
+            Dim::ServerName => "toString(server_name)",
+            Dim::ServerId => "toString(server_id)",
+            Dim::ProjectId => "toString(project_id)",
+            Dim::NavigatorId => "toString(navigator_id)",
+        }
+    }
+    /// Rows without the dimension (nil id, empty name) are left out.
+    fn present_sql(self) -> &'static str {
+        match self {
+            Dim::ToolName => "tool_name != ''",
+            Dim::ServerName => "server_name != ''",
+            Dim::ServerId => "server_id != toUUID('00000000-0000-0000-0000-000000000000')",
+            Dim::ProjectId => "project_id != toUUID('00000000-0000-0000-0000-000000000000')",
+            Dim::NavigatorId => "navigator_id != toUUID('00000000-0000-0000-0000-000000000000')",
+        }
+    }
+}
+
+/// One group of a list.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct GroupCount {
+    pub key: String,
+    #[serde(rename = "n_calls")]
+    pub calls: u64,
+    #[serde(rename = "n_queries")]
+    pub queries: u64,
+}
+
+/// Calls and (if `with_queries`, else 0) distinct queries per value of
+/// `dim` (at most 10 000 groups), ordered by key.
+pub async fn group_counts(db: &Db, scope: &Scope, dim: Dim, with_queries: bool) -> Result<Vec<GroupCount>, ApiError> {
+    let (cond, params) = scope.tool_calls_where(TimeColumn::Minute);
+    let queries = if with_queries { "toUInt64(uniqExactIfMerge(queries))" } else { "toUInt64(0)" };
+    let sql = Sql::new(format!(
+        "SELECT {key} AS key, toUInt64(sum(calls)) AS n_calls, {queries} AS n_queries
+         FROM tool_calls_1m WHERE {cond} AND {present}
+         GROUP BY key ORDER BY key LIMIT 10000",
+        key = dim.key_sql(),
+        present = dim.present_sql()
+    ))
+    .bind_all(params);
+    db.run("tool_calls_groups", |c| async move { sql.query(&c).fetch_all::<GroupCount>().await }).await
+}
+
+/// Usage of each (navigator instance, tool id) pair.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct Connection {
+    #[serde(rename = "nav")]
+    pub navigator_instance_id: String,
+    #[serde(rename = "tool")]
+    pub tool_id: String,
+    pub usage_count: u64,
+    pub last_used_ms: i64,
+}
+
+/// Navigator-instance × tool usage, most used first (at most 1000 pairs).
+pub async fn connections(db: &Db, scope: &Scope) -> Result<Vec<Connection>, ApiError> {
+    let (cond, params) = scope.tool_calls_where(TimeColumn::Minute);
+    let sql = Sql::new(format!(
+        "SELECT toString(navigator_instance_id) AS nav, toString(tool_id) AS tool,
+                toUInt64(sum(calls)) AS usage_count, toInt64(toUnixTimestamp64Milli(max(last_used))) AS last_used_ms
+         FROM tool_calls_1m WHERE {cond}
+           AND navigator_instance_id != toUUID('00000000-0000-0000-0000-000000000000')
+           AND tool_id != toUUID('00000000-0000-0000-0000-000000000000')
+         GROUP BY nav, tool
+         ORDER BY usage_count DESC, nav, tool LIMIT 1000"
+    ))
+    .bind_all(params);
+    db.run("tool_calls_connections", |c| async move { sql.query(&c).fetch_all::<Connection>().await }).await
+}
+
+/// Calls and suggestions per call kind.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct KindCount {
+    #[serde(rename = "kind")]
+    pub call_kind: String,
+    #[serde(rename = "n_calls")]
+    pub calls: u64,
+    #[serde(rename = "n_suggestions")]
+    pub suggestions: u64,
+}
+
+pub async fn kind_counts(db: &Db, scope: &Scope) -> Result<Vec<KindCount>, ApiError> {
+    let (cond, params) = scope.tool_calls_where(TimeColumn::Minute);
+    let sql = Sql::new(format!(
+        "SELECT toString(call_kind) AS kind, toUInt64(sum(calls)) AS n_calls, toUInt64(sum(suggestions)) AS n_suggestions
+         FROM tool_calls_1m WHERE {cond} GROUP BY kind ORDER BY kind"
+    ))
+    .bind_all(params);
+    db.run("tool_calls_kinds", |c| async move { sql.query(&c).fetch_all::<KindCount>().await }).await
+}
+
+/// Failed calls per error type and bucket (an empty type reads `other`).
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct ErrorTypeBucket {
+    #[serde(rename = "kind")]
+    pub error_type: String,
+    pub bucket: u32,
+    #[serde(rename = "n_errors")]
+    pub errors: u64,
+}
+
+pub async fn error_type_series(db: &Db, scope: &Scope, buckets: &Buckets) -> Result<Vec<ErrorTypeBucket>, ApiError> {
+    let (cond, params) = scope.tool_calls_where(TimeColumn::Minute);
+    let (bucket, bparams) = buckets.index_sql("minute");
+    let sql = Sql::new(format!(
+        "SELECT if(error_type = '', 'other', toString(error_type)) AS kind, {bucket} AS bucket, toUInt64(sum(errors)) AS n_errors
+         FROM tool_calls_1m WHERE {cond} AND errors > 0
+         GROUP BY kind, bucket HAVING n_errors > 0 ORDER BY kind, bucket"
+    ))
+    .bind_all(params)
+    .bind_all(bparams);
+    db.run("tool_calls_error_types", |c| async move { sql.query(&c).fetch_all::<ErrorTypeBucket>().await }).await
+}

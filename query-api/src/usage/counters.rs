@@ -1,0 +1,302 @@
+//! In-memory usage counters: per-minute buckets per subject, so a check is
+//! answered from memory in microseconds.
+//!
+//! The source of truth is ClickHouse's minute rollups; this module only holds
+//! a copy. The refresher replaces whole minutes ([`Counters::replace_minutes`])
+//! with what ClickHouse returned for them, never adds increments, so the copy
+//! cannot drift: re-reading a minute twice leaves the same figure.
+//!
+//! Layout:
+//! * `exec` / `tools`: the rollup rows as read (per minute, per finest key:
+//!   (tenant, organization, user) for billable agent executions, (tenant,
+//!   organization) for tool calls — tool-call rollups carry no user);
+//! * `series`: per subject (tenant, organization, user) the sums of those
+//!   rows per minute and per hour, maintained by deltas when a minute is
+//!   replaced. A period sum reads whole hours plus at most 118 edge minutes,
+//!   so a month costs about a thousand additions.
+//!
+//! Memory grows with the number of (subject, active minute) pairs within the
+//! retention (the longest period, 35 days); minutes before it are pruned.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use uuid::Uuid;
+
+use super::limits::Metric;
+
+/// Sums of one bucket. Money is in micro-dollars; everything is `i128` so
+/// that deltas (new - old) are exact.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub executions: i128,
+    pub input_tokens: i128,
+    pub output_tokens: i128,
+    pub total_tokens: i128,
+    pub messages: i128,
+    pub cost_micros: i128,
+    pub tool_calls: i128,
+}
+
+impl Totals {
+    /// The figure of one metric, in its unit (micro-dollars for cost).
+    pub fn get(&self, metric: Metric) -> i128 {
+        match metric {
+            Metric::Tokens => self.total_tokens,
+            Metric::InputTokens => self.input_tokens,
+            Metric::OutputTokens => self.output_tokens,
+            Metric::Messages => self.messages,
+            Metric::CostUsd => self.cost_micros,
+            Metric::Executions => self.executions,
+            Metric::ToolCalls => self.tool_calls,
+        }
+    }
+
+    fn zip(self, o: Totals, f: impl Fn(i128, i128) -> i128) -> Totals {
+        Totals {
+            executions: f(self.executions, o.executions),
+            input_tokens: f(self.input_tokens, o.input_tokens),
+            output_tokens: f(self.output_tokens, o.output_tokens),
+            total_tokens: f(self.total_tokens, o.total_tokens),
+            messages: f(self.messages, o.messages),
+            cost_micros: f(self.cost_micros, o.cost_micros),
+            tool_calls: f(self.tool_calls, o.tool_calls),
+        }
+    }
+
+    pub fn plus(self, o: Totals) -> Totals {
+        self.zip(o, |a, b| a + b)
+    }
+
+    pub fn minus(self, o: Totals) -> Totals {
+        self.zip(o, |a, b| a - b)
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == Totals::default()
+    }
+}
+
+/// Who a figure is about. Organization and user ids may be nil (events
+/// without them); limits never name a nil id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubjectKey {
+    Tenant(Uuid),
+    Organization(Uuid, Uuid),
+    User(Uuid, Uuid, Uuid),
+}
+
+/// One rollup row of billable agent executions, summed per minute and key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecRow {
+    pub minute: i64,
+    pub tenant_id: Uuid,
+    pub organization_id: Uuid,
+    pub user_id: Uuid,
+    pub totals: Totals,
+}
+
+/// One rollup row of tool calls, summed per minute and key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToolRow {
+    pub minute: i64,
+    pub tenant_id: Uuid,
+    pub organization_id: Uuid,
+    pub calls: i128,
+}
+
+#[derive(Debug, Default)]
+struct Series {
+    minutes: BTreeMap<i64, Totals>,
+    hours: BTreeMap<i64, Totals>,
+}
+
+impl Series {
+    fn apply(&mut self, minute: i64, delta: Totals) {
+        bump(&mut self.minutes, minute, delta);
+        bump(&mut self.hours, minute.div_euclid(60), delta);
+    }
+
+    fn sum(&self, from: i64, to: i64) -> Totals {
+        if to <= from {
+            return Totals::default();
+        }
+        let h_from = from.div_euclid(60) + i64::from(from.rem_euclid(60) != 0);
+        let h_to = to.div_euclid(60);
+        if h_from >= h_to {
+            return fold(self.minutes.range(from..to));
+        }
+        fold(self.minutes.range(from..h_from * 60))
+            .plus(fold(self.hours.range(h_from..h_to)))
+            .plus(fold(self.minutes.range(h_to * 60..to)))
+    }
+
+    fn prune(&mut self, before: i64) {
+        self.minutes = self.minutes.split_off(&before);
+        // Keep an hour that is only partly pruned: sums starting at or after
+        // `before` never use it as a whole hour.
+        self.hours = self.hours.split_off(&before.div_euclid(60));
+    }
+}
+
+fn bump<K: Ord + Copy>(map: &mut BTreeMap<K, Totals>, k: K, delta: Totals) {
+    let v = map.entry(k).or_default();
+    *v = v.plus(delta);
+    if v.is_zero() {
+        map.remove(&k);
+    }
+}
+
+fn fold<'a>(it: impl Iterator<Item = (&'a i64, &'a Totals)>) -> Totals {
+    it.fold(Totals::default(), |acc, (_, t)| acc.plus(*t))
+}
+
+type ExecKey = (Uuid, Uuid, Uuid);
+type ToolKey = (Uuid, Uuid);
+
+/// All counters of all tenants.
+#[derive(Debug, Default)]
+pub struct Counters {
+    exec: BTreeMap<i64, HashMap<ExecKey, Totals>>,
+    tools: BTreeMap<i64, HashMap<ToolKey, i128>>,
+    series: HashMap<SubjectKey, Series>,
+}
+
+impl Counters {
+    /// Usage of `subject` in minutes `[from, to)`.
+    pub fn sum(&self, subject: SubjectKey, from_minute: i64, to_minute: i64) -> Totals {
+        self.series.get(&subject).map(|s| s.sum(from_minute, to_minute)).unwrap_or_default()
+    }
+
+    /// The first minute in `[from, to)` with usage of `metric` by `subject`.
+    pub fn first_used_minute(&self, subject: SubjectKey, metric: Metric, from: i64, to: i64) -> Option<i64> {
+        let s = self.series.get(&subject)?;
+        s.minutes.range(from..to).find(|(_, t)| t.get(metric) != 0).map(|(m, _)| *m)
+    }
+
+    /// Replaces minutes `[from, to)` with `exec` and `tools` (which must hold
+    /// every row of those minutes: a key absent from them becomes zero).
+    pub fn replace_minutes(&mut self, from: i64, to: i64, exec: &[ExecRow], tools: &[ToolRow]) {
+        let mut new_exec: BTreeMap<i64, HashMap<ExecKey, Totals>> = BTreeMap::new();
+        for r in exec.iter().filter(|r| r.minute >= from && r.minute < to) {
+            let e = new_exec.entry(r.minute).or_default().entry((r.tenant_id, r.organization_id, r.user_id)).or_default();
+            *e = e.plus(r.totals);
+        }
+        let mut new_tools: BTreeMap<i64, HashMap<ToolKey, i128>> = BTreeMap::new();
+        for r in tools.iter().filter(|r| r.minute >= from && r.minute < to) {
+            *new_tools.entry(r.minute).or_default().entry((r.tenant_id, r.organization_id)).or_default() += r.calls;
+        }
+
+        let old_minutes: Vec<i64> = self.exec.range(from..to).map(|(m, _)| *m).collect();
+        let minutes: HashSet<i64> = old_minutes.into_iter().chain(new_exec.keys().copied()).collect();
+        for m in minutes {
+            let old = self.exec.remove(&m).unwrap_or_default();
+            let new = new_exec.remove(&m).unwrap_or_default();
+            let keys: HashSet<ExecKey> = old.keys().chain(new.keys()).copied().collect();
+            for k in keys {
+                let delta = new.get(&k).copied().unwrap_or_default().minus(old.get(&k).copied().unwrap_or_default());
+                if !delta.is_zero() {
+                    self.apply_exec(m, k, delta);
+                }
+            }
+            if !new.is_empty() {
+                self.exec.insert(m, new);
+            }
+        }
+
+        let old_minutes: Vec<i64> = self.tools.range(from..to).map(|(m, _)| *m).collect();
+        let minutes: HashSet<i64> = old_minutes.into_iter().chain(new_tools.keys().copied()).collect();
+        for m in minutes {
+            let old = self.tools.remove(&m).unwrap_or_default();
+            let new = new_tools.remove(&m).unwrap_or_default();
+            let keys: HashSet<ToolKey> = old.keys().chain(new.keys()).copied().collect();
+            for k in keys {
+                let d = new.get(&k).copied().unwrap_or(0) - old.get(&k).copied().unwrap_or(0);
+                if d != 0 {
+                    let delta = Totals { tool_calls: d, ..Totals::default() };
+                    self.series.entry(SubjectKey::Organization(k.0, k.1)).or_default().apply(m, delta);
+                    self.series.entry(SubjectKey::Tenant(k.0)).or_default().apply(m, delta);
+                }
+            }
+            if !new.is_empty() {
+                self.tools.insert(m, new);
+            }
+        }
+    }
+
+    fn apply_exec(&mut self, minute: i64, (t, o, u): ExecKey, delta: Totals) {
+        self.series.entry(SubjectKey::User(t, o, u)).or_default().apply(minute, delta);
+        self.series.entry(SubjectKey::Organization(t, o)).or_default().apply(minute, delta);
+        self.series.entry(SubjectKey::Tenant(t)).or_default().apply(minute, delta);
+    }
+
+    /// Drops every minute before `before`.
+    pub fn prune(&mut self, before: i64) {
+        self.exec = self.exec.split_off(&before);
+        self.tools = self.tools.split_off(&before);
+        self.series.retain(|_, s| {
+            s.prune(before);
+            !s.minutes.is_empty()
+        });
+    }
+
+    /// Number of subjects held (for metrics).
+    pub fn subjects(&self) -> usize {
+        self.series.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(tokens: i128) -> Totals {
+        Totals { total_tokens: tokens, executions: 1, ..Totals::default() }
+    }
+
+    #[test]
+    fn replace_sets_and_aggregates_levels() {
+        let (ten, org, u1, u2) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3), Uuid::from_u128(4));
+        let mut c = Counters::default();
+        let rows = [
+            ExecRow { minute: 100, tenant_id: ten, organization_id: org, user_id: u1, totals: t(10) },
+            ExecRow { minute: 130, tenant_id: ten, organization_id: org, user_id: u2, totals: t(5) },
+            ExecRow { minute: 250, tenant_id: ten, organization_id: org, user_id: u1, totals: t(7) },
+        ];
+        c.replace_minutes(0, 300, &rows, &[ToolRow { minute: 100, tenant_id: ten, organization_id: org, calls: 3 }]);
+        assert_eq!(c.sum(SubjectKey::User(ten, org, u1), 0, 300).total_tokens, 17);
+        assert_eq!(c.sum(SubjectKey::Organization(ten, org), 0, 300).total_tokens, 22);
+        assert_eq!(c.sum(SubjectKey::Tenant(ten), 0, 300).total_tokens, 22);
+        assert_eq!(c.sum(SubjectKey::Tenant(ten), 0, 300).tool_calls, 3);
+        assert_eq!(c.sum(SubjectKey::User(ten, org, u1), 0, 300).tool_calls, 0);
+        // Partial ranges use hours and edge minutes.
+        assert_eq!(c.sum(SubjectKey::Organization(ten, org), 101, 251).total_tokens, 12);
+        assert_eq!(c.sum(SubjectKey::Organization(ten, org), 100, 250).total_tokens, 15);
+        assert_eq!(c.sum(SubjectKey::Organization(ten, org), 120, 240).total_tokens, 5);
+        // Replacing a range that lost a row zeroes it; re-reading is idempotent.
+        c.replace_minutes(200, 300, &[], &[]);
+        c.replace_minutes(200, 300, &[], &[]);
+        assert_eq!(c.sum(SubjectKey::User(ten, org, u1), 0, 300).total_tokens, 10);
+        c.replace_minutes(0, 200, &rows, &[]);
+        assert_eq!(c.sum(SubjectKey::Tenant(ten), 0, 300).total_tokens, 15);
+        assert_eq!(c.sum(SubjectKey::Tenant(ten), 0, 300).tool_calls, 0);
+        c.prune(120);
+        assert_eq!(c.sum(SubjectKey::Tenant(ten), 120, 300).total_tokens, 5);
+    }
+
+    #[test]
+    fn sums_match_brute_force() {
+        let (ten, org, u) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3));
+        let rows: Vec<ExecRow> = (0..400)
+            .filter(|m| m % 7 == 0 || m % 11 == 0)
+            .map(|m| ExecRow { minute: m, tenant_id: ten, organization_id: org, user_id: u, totals: t(m as i128) })
+            .collect();
+        let mut c = Counters::default();
+        c.replace_minutes(0, 400, &rows, &[]);
+        for from in (0..400).step_by(13) {
+            for to in (from..=400).step_by(17) {
+                let expect: i128 = rows.iter().filter(|r| r.minute >= from && r.minute < to).map(|r| r.totals.total_tokens).sum();
+                assert_eq!(c.sum(SubjectKey::User(ten, org, u), from, to).total_tokens, expect, "{from}..{to}");
+            }
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! Current usage, in the shapes of SEED_SPEC §2.2 and §3.
+//!
+//! * `GET /v1/api/usage/current?organization_id=&user_id=` and
+//!   `GET /v1/usage/stats?organization_id=&user_id=`: the Genlobe `usage`
+//!   object (`messages` and `cost_usd` as `{current, max, remaining,
+//!   percentage}`, `tokens` as `{total, input, output}`). Each limited
+//!   metric is measured over the period of its deciding limit; the top-level
+//!   period is the messages limit's, else the cost limit's, else the UTC
+//!   calendar month (also the period of unlimited metrics and of tokens).
+//! * `GET /v1/organizations/{organization_id}/usage/user/{user_id}`:
+//!   `{usage}` of one user in one organization.
+//! * `GET /v1/organizations/{organization_id}/usage?period_start=&period_end=`:
+//!   the 3.3.1 flat aggregate over any `[period_start, period_end)`, read
+//!   from ClickHouse (minute rollups when both ends are whole minutes, raw
+//!   events otherwise); `cost_usd` is a 6-place decimal string there.
+//! * `GET /api/organizations/{org_uuid}/usage`: the Organizations shape:
+//!   one `{utilization, resets_at}` entry per limited metric and
+//!   `extra_usage` from a monthly `cost_usd` limit. `utilization` is a
+//!   percentage 0–100 like Genlobe's `percentage`.
+//!
+//! Only billable executions count. Figures come from memory except the
+//! arbitrary-range aggregate.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::engine::{request_subject, CheckOutcome, CheckRequest};
+use super::json::{exact_json, Amount};
+use super::limits::Metric;
+use super::period::{utc_month, PeriodSpec, Window};
+use crate::auth::Caller;
+use crate::error::{ApiError, ApiResult, FieldError};
+use crate::state::AppState;
+
+#[derive(Debug, Serialize)]
+struct MetricBlock {
+    current: Amount,
+    max: Amount,
+    remaining: Amount,
+    /// 0–100, two decimals.
+    percentage: f64,
+    period_start: DateTime<Utc>,
+    resets_at: Option<DateTime<Utc>>,
+    limit_id: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize)]
+struct TokensBlock {
+    total: i64,
+    input: i64,
+    output: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct UsageObject {
+    messages: MetricBlock,
+    cost_usd: MetricBlock,
+    tokens: TokensBlock,
+}
+
+#[derive(Debug, Serialize)]
+struct CurrentView {
+    period_start: DateTime<Utc>,
+    period_end: DateTime<Utc>,
+    plan_name: Option<String>,
+    plan_id: Option<Uuid>,
+    organization_id: Uuid,
+    user_id: Option<Uuid>,
+    usage: UsageObject,
+    error: Option<String>,
+    as_of: DateTime<Utc>,
+    staleness_ms: i64,
+}
+
+fn percentage(current: i128, max: i128) -> f64 {
+    if max <= 0 {
+        return if current > 0 { 100.0 } else { 0.0 };
+    }
+    // A ratio for display, not money.
+    ((current as f64 / max as f64) * 10000.0).round() / 100.0
+}
+
+fn evaluate(state: &AppState, tenant: Uuid, org: Uuid, user: Option<Uuid>, metric: Metric) -> ApiResult<CheckOutcome> {
+    let req = CheckRequest { organization_id: Some(org), user_id: user, metric, units: 0, reserve: false, execution_id: None };
+    state.usage.evaluate(tenant, &req)
+}
+
+fn block(state: &AppState, tenant: Uuid, org: Uuid, user: Option<Uuid>, out: &CheckOutcome, metric: Metric) -> MetricBlock {
+    match out.checks.first() {
+        Some(d) => MetricBlock {
+            current: Amount::of(metric, d.used),
+            max: Amount::of(metric, d.limit.max_units),
+            remaining: Amount::of(metric, d.remaining),
+            percentage: percentage(d.used, d.limit.max_units),
+            period_start: d.window.start,
+            resets_at: Some(d.resets_at),
+            limit_id: Some(d.limit.limit_id),
+        },
+        None => {
+            let w = utc_month(out.now);
+            let used = state.usage.usage(request_subject(tenant, Some(org), user), &w, out.now).get(metric);
+            MetricBlock {
+                current: Amount::of(metric, used),
+                max: Amount::Unlimited,
+                remaining: Amount::Unlimited,
+                percentage: 0.0,
+                period_start: w.start,
+                resets_at: None,
+                limit_id: None,
+            }
+        }
+    }
+}
+
+fn current_view(state: &AppState, tenant: Uuid, org: Uuid, user: Option<Uuid>) -> ApiResult<CurrentView> {
+    let msgs = evaluate(state, tenant, org, user, Metric::Messages)?;
+    let cost = evaluate(state, tenant, org, user, Metric::CostUsd)?;
+    let now = msgs.now;
+    let period: Window =
+        msgs.checks.first().or(cost.checks.first()).map(|c| c.window).unwrap_or_else(|| utc_month(now));
+    let t = state.usage.usage(request_subject(tenant, Some(org), user), &period, now);
+    Ok(CurrentView {
+        period_start: period.start,
+        period_end: period.end,
+        plan_name: None,
+        plan_id: None,
+        organization_id: org,
+        user_id: user,
+        usage: UsageObject {
+            messages: block(state, tenant, org, user, &msgs, Metric::Messages),
+            cost_usd: block(state, tenant, org, user, &cost, Metric::CostUsd),
+            tokens: TokensBlock {
+                total: t.total_tokens as i64,
+                input: t.input_tokens as i64,
+                output: t.output_tokens as i64,
+            },
+        },
+        error: None,
+        as_of: msgs.as_of,
+        staleness_ms: msgs.staleness_ms(),
+    })
+}
+
+fn query_uuid(q: &HashMap<String, String>, name: &str, required: bool) -> ApiResult<Option<Uuid>> {
+    match q.get(name) {
+        None if required => Err(ApiError::Validation(vec![FieldError::new(&["query", name], "Field required", "missing")])),
+        None => Ok(None),
+        Some(s) => Uuid::parse_str(s.trim()).map(Some).map_err(|_| {
+            ApiError::Validation(vec![FieldError::new(&["query", name], "Input should be a valid UUID", "uuid_parsing")])
+        }),
+    }
+}
+
+fn path_uuid(name: &str, s: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(s).map_err(|_| ApiError::invalid_path(name, "Input should be a valid UUID", "uuid_parsing"))
+}
+
+/// `GET /v1/api/usage/current` and `GET /v1/usage/stats`
+pub async fn current(State(state): State<AppState>, caller: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
+    state.usage.start();
+    let org = query_uuid(&q, "organization_id", true)?.expect("required");
+    let user = query_uuid(&q, "user_id", false)?;
+    let v = current_view(&state, caller.tenant_id, org, user)?;
+    Ok(exact_json(StatusCode::OK, HeaderMap::new(), &v))
+}
+
+/// `GET /v1/organizations/{organization_id}/usage/user/{user_id}`
+pub async fn org_user(State(state): State<AppState>, caller: Caller, Path((org, user)): Path<(String, String)>) -> ApiResult<Response> {
+    state.usage.start();
+    let org = path_uuid("organization_id", &org)?;
+    let user = path_uuid("user_id", &user)?;
+    let v = current_view(&state, caller.tenant_id, org, Some(user))?;
+    Ok(exact_json(StatusCode::OK, HeaderMap::new(), &v))
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct AggRow {
+    messages: u64,
+    total_tokens: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost_usd: i128,
+}
+
+const AGG_ROLLUP_SQL: &str = "SELECT toUInt64(sum(messages)) AS messages, toUInt64(sum(total_tokens)) AS total_tokens,
+        toUInt64(sum(input_tokens)) AS input_tokens, toUInt64(sum(output_tokens)) AS output_tokens,
+        toDecimal128(sum(cost_usd), 6) AS cost_usd
+    FROM agent_executions_1m
+    WHERE tenant_id = {t:UUID} AND organization_id = {o:UUID} AND billable
+      AND minute >= toDateTime64({from_ms:Int64} / 1000, 3, 'UTC') AND minute < toDateTime64({to_ms:Int64} / 1000, 3, 'UTC')";
+
+const AGG_RAW_SQL: &str = "SELECT toUInt64(sum(messages_count)) AS messages, toUInt64(sum(total_tokens)) AS total_tokens,
+        toUInt64(sum(input_tokens)) AS input_tokens, toUInt64(sum(output_tokens)) AS output_tokens,
+        toDecimal128(sum(cost_usd), 6) AS cost_usd
+    FROM agent_executions
+    WHERE tenant_id = {t:UUID} AND organization_id = {o:UUID} AND billable
+      AND occurred_at >= toDateTime64({from_ms:Int64} / 1000, 3, 'UTC') AND occurred_at < toDateTime64({to_ms:Int64} / 1000, 3, 'UTC')";
+
+#[derive(Debug, Serialize)]
+struct OrgAggregate {
+    organization_id: Uuid,
+    organization_name: Option<String>,
+    organization_slug: Option<String>,
+    period_start: DateTime<Utc>,
+    period_end: DateTime<Utc>,
+    messages_count: u64,
+    tokens_count: u64,
+    input_tokens_count: u64,
+    output_tokens_count: u64,
+    /// Decimal as a string with 6 places, as the 3.3.1 spec shows.
+    cost_usd: String,
+}
+
+fn parse_instant(name: &str, s: &str) -> ApiResult<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s.trim())
+        .map(|t| t.with_timezone(&Utc))
+        .or_else(|_| s.trim().parse::<i64>().ok().and_then(DateTime::from_timestamp_millis).ok_or(()))
+        .map_err(|_| {
+            ApiError::Validation(vec![FieldError::new(&["query", name], "Input should be an RFC 3339 datetime or epoch milliseconds", "datetime_parsing")])
+        })
+}
+
+/// `GET /v1/organizations/{organization_id}/usage`
+pub async fn org_aggregate(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(org): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<Response> {
+    let org = path_uuid("organization_id", &org)?;
+    let (start, end) = match (q.get("period_start"), q.get("period_end")) {
+        (None, None) => {
+            let w = utc_month(state.usage.now());
+            (w.start, w.end)
+        }
+        (Some(s), Some(e)) => (parse_instant("period_start", s)?, parse_instant("period_end", e)?),
+        (Some(_), None) => {
+            return Err(ApiError::Validation(vec![FieldError::new(
+                &["query", "period_end"],
+                "period_end must be supplied together with period_start",
+                "missing",
+            )]))
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::Validation(vec![FieldError::new(
+                &["query", "period_start"],
+                "period_start must be supplied together with period_end",
+                "missing",
+            )]))
+        }
+    };
+    if end <= start {
+        return Err(ApiError::invalid_query("period_end", "period_end must be after period_start"));
+    }
+    let whole_minutes = start.timestamp_subsec_millis() == 0
+        && end.timestamp_subsec_millis() == 0
+        && start.timestamp() % 60 == 0
+        && end.timestamp() % 60 == 0;
+    let sql = if whole_minutes { AGG_ROLLUP_SQL } else { AGG_RAW_SQL };
+    let tenant = caller.tenant_id;
+    let row: AggRow = state
+        .db
+        .run("usage_org_aggregate", |c| async move {
+            c.query(sql)
+                .param("t", tenant.to_string())
+                .param("o", org.to_string())
+                .param("from_ms", start.timestamp_millis())
+                .param("to_ms", end.timestamp_millis())
+                .fetch_one()
+                .await
+        })
+        .await?;
+    let body = OrgAggregate {
+        organization_id: org,
+        organization_name: None,
+        organization_slug: None,
+        period_start: start,
+        period_end: end,
+        messages_count: row.messages,
+        tokens_count: row.total_tokens,
+        input_tokens_count: row.input_tokens,
+        output_tokens_count: row.output_tokens,
+        cost_usd: Metric::CostUsd.decimal(row.cost_usd).to_string(),
+    };
+    Ok(exact_json(StatusCode::OK, HeaderMap::new(), &body))
+}
+
+#[derive(Debug, Serialize)]
+struct Feature {
+    utilization: Option<f64>,
+    resets_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+struct ExtraUsage {
+    is_enabled: Option<bool>,
+    monthly_limit: Option<Amount>,
+    used_credits: Option<Amount>,
+    utilization: Option<f64>,
+}
+
+/// `GET /api/organizations/{org_uuid}/usage`
+pub async fn organizations_usage(State(state): State<AppState>, caller: Caller, Path(org): Path<String>) -> ApiResult<Response> {
+    state.usage.start();
+    let org = path_uuid("org_uuid", &org)?;
+    let tenant = caller.tenant_id;
+    let mut body = serde_json::Map::new();
+    let mut extra = ExtraUsage { is_enabled: Some(false), monthly_limit: None, used_credits: None, utilization: None };
+    let mut as_of = None;
+    for metric in Metric::ALL {
+        let out = evaluate(&state, tenant, org, None, metric)?;
+        as_of = Some((out.as_of, out.staleness_ms()));
+        let Some(d) = out.checks.first() else { continue };
+        let f = Feature { utilization: Some(percentage(d.used, d.limit.max_units)), resets_at: Some(d.resets_at) };
+        body.insert(metric.as_str().to_owned(), serde_json::to_value(f).map_err(|e| ApiError::Internal(e.to_string()))?);
+        if metric == Metric::CostUsd {
+            if let Some(m) = out.checks.iter().find(|c| matches!(c.limit.period, PeriodSpec::Month { .. })) {
+                extra = ExtraUsage {
+                    is_enabled: Some(true),
+                    monthly_limit: Some(Amount::Micros(m.limit.max_units)),
+                    used_credits: Some(Amount::Micros(m.used)),
+                    utilization: Some(percentage(m.used, m.limit.max_units)),
+                };
+            }
+        }
+    }
+    #[derive(Serialize)]
+    struct OrgUsage {
+        #[serde(flatten)]
+        features: serde_json::Map<String, serde_json::Value>,
+        extra_usage: ExtraUsage,
+        as_of: Option<DateTime<Utc>>,
+        staleness_ms: Option<i64>,
+    }
+    let v = OrgUsage { features: body, extra_usage: extra, as_of: as_of.map(|a| a.0), staleness_ms: as_of.map(|a| a.1) };
+    Ok(exact_json(StatusCode::OK, HeaderMap::new(), &v))
+}

@@ -1,0 +1,386 @@
+//! The usage state and the check itself: which limits apply, how much of each
+//! is used, which one decides, and the reservation that goes with it.
+//!
+//! "Strictest" limit: every limit on the checked metric that applies to the
+//! caller (the tenant's, the organization's, the user's) is evaluated; the
+//! call is allowed only if every one of them allows it, and the limit that
+//! answers (the "deciding" limit, whose figures fill `current_usage`,
+//! `max_limit`, `remaining`, `resets_at`) is the one with the least
+//! remaining budget. Ties go to the limit that resets later (the caller
+//! must wait for that one), then to the narrower subject (user before
+//! organization before tenant). Since every limit sees the same request, the
+//! least remaining is also the first to deny.
+//!
+//! Nothing here touches ClickHouse: counters and limits are in memory, kept
+//! current by `refresh`. "Now" comes from [`Clock`], which tests can pin.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Duration, Utc};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts};
+use uuid::Uuid;
+
+use super::config::UsageArgs;
+use super::counters::{Counters, SubjectKey, Totals};
+use super::limits::{Limit, LimitSet, Metric, Subject};
+use super::period::{minute_of, PeriodSpec, Window};
+use super::reservations::{Hold, Holds};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// Where "now" comes from: the system clock, or a pinned instant (tests).
+#[derive(Debug)]
+pub struct Clock {
+    pinned_ms: AtomicI64,
+}
+
+const UNPINNED: i64 = i64::MIN;
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self { pinned_ms: AtomicI64::new(UNPINNED) }
+    }
+}
+
+impl Clock {
+    pub fn now(&self) -> DateTime<Utc> {
+        match self.pinned_ms.load(Ordering::Acquire) {
+            UNPINNED => Utc::now(),
+            ms => DateTime::from_timestamp_millis(ms).expect("pinned instant in range"),
+        }
+    }
+
+    /// Pins "now" to `t` until pinned again or unpinned.
+    pub fn pin(&self, t: DateTime<Utc>) {
+        self.pinned_ms.store(t.timestamp_millis(), Ordering::Release);
+    }
+
+    pub fn unpin(&self) {
+        self.pinned_ms.store(UNPINNED, Ordering::Release);
+    }
+}
+
+/// Metrics of the usage counters (registered in the API's registry).
+#[derive(Debug, Clone)]
+pub struct UsageMetrics {
+    pub refresh_duration_seconds: HistogramVec,
+    pub refresh_errors_total: IntCounterVec,
+    pub checks_total: IntCounterVec,
+    pub subjects: IntGauge,
+    pub counter_staleness_ms: IntGauge,
+}
+
+impl UsageMetrics {
+    fn new(metrics: &Metrics) -> Self {
+        let refresh_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "agentmeter_usage_refresh_duration_seconds",
+                "Time to re-read usage from the rollups, by kind (delta, reconcile)",
+            )
+            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let refresh_errors_total = IntCounterVec::new(
+            Opts::new("agentmeter_usage_refresh_errors_total", "Usage refreshes that failed, by kind"),
+            &["kind"],
+        )
+        .expect("valid metric");
+        let checks_total = IntCounterVec::new(
+            Opts::new("agentmeter_usage_checks_total", "Usage checks answered, by outcome (allowed, denied, unlimited)"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let subjects = IntGauge::new("agentmeter_usage_subjects", "Subjects (tenant, organization, user) with usage held in memory")
+            .expect("valid metric");
+        let counter_staleness_ms = IntGauge::new(
+            "agentmeter_usage_counter_staleness_milliseconds",
+            "Age of the usage counters at the last refresh, in milliseconds",
+        )
+        .expect("valid metric");
+        let m = Self { refresh_duration_seconds, refresh_errors_total, checks_total, subjects, counter_staleness_ms };
+        // A second app in the same registry (never in practice) keeps its own
+        // unregistered copies rather than failing.
+        let _ = metrics.registry.register(Box::new(m.refresh_duration_seconds.clone()));
+        let _ = metrics.registry.register(Box::new(m.refresh_errors_total.clone()));
+        let _ = metrics.registry.register(Box::new(m.checks_total.clone()));
+        let _ = metrics.registry.register(Box::new(m.subjects.clone()));
+        let _ = metrics.registry.register(Box::new(m.counter_staleness_ms.clone()));
+        m
+    }
+}
+
+/// Everything the usage endpoints share.
+pub struct UsageState {
+    pub(crate) db: clickhouse::Client,
+    pub(crate) cfg: UsageArgs,
+    pub(crate) counters: RwLock<Counters>,
+    pub(crate) limits: RwLock<LimitSet>,
+    /// Bumped by every limit write, so a reconcile that read the table
+    /// before a write does not install the older set.
+    pub(crate) limits_generation: AtomicU64,
+    pub(crate) holds: Holds,
+    /// Serialises limit writes of this process (dense versions, If-Match).
+    pub(crate) write_lock: tokio::sync::Mutex<()>,
+    pub clock: Clock,
+    /// Clock time (ms) at which the data of the last successful refresh was
+    /// read; `UNPINNED` until the first full load.
+    as_of_ms: AtomicI64,
+    limits_loaded: AtomicBool,
+    started: AtomicBool,
+    pub(crate) metrics: UsageMetrics,
+}
+
+impl std::fmt::Debug for UsageState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UsageState").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+/// One limit evaluated for one request.
+#[derive(Debug, Clone)]
+pub struct LimitCheck {
+    pub limit: Limit,
+    pub window: Window,
+    /// Consumed in the period (billable usage in ClickHouse), metric units.
+    pub used: i128,
+    /// Held by other live reservations.
+    pub held: i128,
+    /// `max - used - held`, never below zero.
+    pub remaining: i128,
+    pub allowed: bool,
+    pub resets_at: DateTime<Utc>,
+    /// `used + held + requested` reached the soft threshold.
+    pub soft_reached: bool,
+}
+
+/// What a check asks.
+#[derive(Debug, Clone)]
+pub struct CheckRequest {
+    pub organization_id: Option<Uuid>,
+    pub user_id: Option<Uuid>,
+    pub metric: Metric,
+    pub units: i128,
+    pub reserve: bool,
+    pub execution_id: Option<Uuid>,
+}
+
+/// The answer to a check: every applicable limit, the deciding one first.
+#[derive(Debug, Clone)]
+pub struct CheckOutcome {
+    pub allowed: bool,
+    pub checks: Vec<LimitCheck>,
+    pub reservation: Option<Hold>,
+    pub now: DateTime<Utc>,
+    pub as_of: DateTime<Utc>,
+}
+
+impl CheckOutcome {
+    pub fn staleness_ms(&self) -> i64 {
+        (self.now - self.as_of).num_milliseconds().max(0)
+    }
+}
+
+impl UsageState {
+    /// Built once per app from the database-bound client and the config.
+    /// Loads nothing yet: [`UsageState::start`] spawns the refresher.
+    pub fn new(clickhouse: &clickhouse::Client, args: &crate::config::Args, metrics: &Metrics) -> Self {
+        Self::with_config(clickhouse.clone(), args.usage.clone(), metrics)
+    }
+
+    pub fn with_config(db: clickhouse::Client, cfg: UsageArgs, metrics: &Metrics) -> Self {
+        Self {
+            db,
+            cfg,
+            counters: RwLock::new(Counters::default()),
+            limits: RwLock::new(LimitSet::default()),
+            limits_generation: AtomicU64::new(0),
+            holds: Holds::default(),
+            write_lock: tokio::sync::Mutex::new(()),
+            clock: Clock::default(),
+            as_of_ms: AtomicI64::new(UNPINNED),
+            limits_loaded: AtomicBool::new(false),
+            started: AtomicBool::new(false),
+            metrics: UsageMetrics::new(metrics),
+        }
+    }
+
+    /// Spawns the background refresher once (later calls do nothing). Must
+    /// be called inside a Tokio runtime. The task ends when the state is
+    /// dropped.
+    pub fn start(self: &Arc<Self>) {
+        if !self.started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(super::refresh::run(Arc::downgrade(self)));
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// When the counters were last read, or 503 if they never were.
+    pub fn as_of(&self) -> Result<DateTime<Utc>, ApiError> {
+        match self.as_of_ms.load(Ordering::Acquire) {
+            UNPINNED => Err(ApiError::Unavailable("Usage counters are loading, try again shortly".into())),
+            ms => Ok(DateTime::from_timestamp_millis(ms).expect("in range")),
+        }
+    }
+
+    pub(crate) fn set_as_of(&self, t: DateTime<Utc>) {
+        self.as_of_ms.store(t.timestamp_millis(), Ordering::Release);
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.as_of_ms.load(Ordering::Acquire) != UNPINNED && self.limits_loaded.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn install_limits(&self, set: LimitSet, generation: u64) -> bool {
+        let mut l = self.limits.write().unwrap_or_else(|e| e.into_inner());
+        if self.limits_generation.load(Ordering::Acquire) != generation {
+            return false;
+        }
+        *l = set;
+        self.limits_loaded.store(true, Ordering::Release);
+        true
+    }
+
+    /// Installs one limit written through the API (or removes it).
+    pub(crate) fn put_limit(&self, tenant: Uuid, limit_id: Uuid, limit: Option<Limit>) {
+        let mut l = self.limits.write().unwrap_or_else(|e| e.into_inner());
+        self.limits_generation.fetch_add(1, Ordering::AcqRel);
+        l.upsert(tenant, limit_id, limit);
+    }
+
+    /// Usage of one subject in a window, up to now (inclusive of the current minute).
+    pub fn usage(&self, subject: SubjectKey, window: &Window, now: DateTime<Utc>) -> Totals {
+        let to = minute_of(now).min(minute_of(window.end - Duration::milliseconds(1))) + 1;
+        let c = self.counters.read().unwrap_or_else(|e| e.into_inner());
+        c.sum(subject, minute_of(window.start), to)
+    }
+
+    /// Limits of a tenant applying to a call (see the module docs).
+    pub fn applicable(&self, tenant: Uuid, metric: Metric, org: Option<Uuid>, user: Option<Uuid>) -> Vec<Limit> {
+        self.limits.read().unwrap_or_else(|e| e.into_inner()).applicable(tenant, metric, org, user)
+    }
+
+    /// Every limit of a tenant.
+    pub fn tenant_limits(&self, tenant: Uuid) -> Vec<Limit> {
+        self.limits.read().unwrap_or_else(|e| e.into_inner()).tenant(tenant).to_vec()
+    }
+
+    /// The check. With `reserve`, an allowed request also holds its amount
+    /// against every applicable limit until its execution shows up or the
+    /// TTL passes; the decision and the hold are atomic per tenant.
+    pub fn check(&self, tenant: Uuid, req: &CheckRequest) -> Result<CheckOutcome, ApiError> {
+        let out = self.evaluate(tenant, req)?;
+        let outcome = if out.checks.is_empty() {
+            "unlimited"
+        } else if out.allowed {
+            "allowed"
+        } else {
+            "denied"
+        };
+        self.metrics.checks_total.with_label_values(&[outcome]).inc();
+        Ok(out)
+    }
+
+    /// [`UsageState::check`] without counting it in the metrics (the
+    /// current-usage endpoints evaluate with a zero request).
+    pub fn evaluate(&self, tenant: Uuid, req: &CheckRequest) -> Result<CheckOutcome, ApiError> {
+        let as_of = self.as_of()?;
+        if !self.limits_loaded.load(Ordering::Acquire) {
+            return Err(ApiError::Unavailable("Plan limits are loading, try again shortly".into()));
+        }
+        let now = self.now();
+        let limits = self.applicable(tenant, req.metric, req.organization_id, req.user_id);
+        let holds = self.holds.tenant(tenant);
+        let mut holds = holds.lock().unwrap_or_else(|e| e.into_inner());
+        holds.expire(now);
+        if let (true, Some(e)) = (req.reserve, req.execution_id) {
+            // A retried reserving check for the same execution replaces its
+            // hold instead of holding twice.
+            holds.release(&[e]);
+        }
+        let mut checks: Vec<LimitCheck> = {
+            let c = self.counters.read().unwrap_or_else(|e| e.into_inner());
+            limits
+                .into_iter()
+                .map(|limit| {
+                    let subject = limit.subject.key(tenant);
+                    let window = limit.period.window_at(now);
+                    let from = minute_of(window.start);
+                    let to = minute_of(now) + 1;
+                    let used = c.sum(subject, from, to).get(req.metric);
+                    let held = holds.held(subject, req.metric);
+                    let remaining = (limit.max_units - used - held).max(0);
+                    let allowed = used + held + req.units <= limit.max_units;
+                    let resets_at = match limit.period {
+                        PeriodSpec::Rolling { hours } => c
+                            .first_used_minute(subject, req.metric, from, to)
+                            .map(|m| {
+                                DateTime::from_timestamp(m * 60, 0).expect("in range") + Duration::hours(i64::from(hours))
+                            })
+                            .unwrap_or(window.end),
+                        _ => window.end,
+                    };
+                    let soft_reached = limit.soft_threshold.is_some_and(|f| {
+                        // A ratio, not money: f64 is fine here.
+                        (used + held + req.units) as f64 >= f * limit.max_units as f64
+                    });
+                    LimitCheck { limit, window, used, held, remaining, allowed, resets_at, soft_reached }
+                })
+                .collect()
+        };
+        checks.sort_by(|a, b| {
+            a.remaining
+                .cmp(&b.remaining)
+                .then(b.resets_at.cmp(&a.resets_at))
+                .then(b.limit.subject.rank().cmp(&a.limit.subject.rank()))
+                .then(a.limit.limit_id.cmp(&b.limit.limit_id))
+        });
+        let allowed = checks.iter().all(|c| c.allowed);
+        let reservation = (req.reserve && allowed && !checks.is_empty()).then(|| {
+            let hold = Hold {
+                reservation_id: Uuid::new_v4(),
+                execution_id: req.execution_id,
+                subjects: checks.iter().map(|c| c.limit.subject.key(tenant)).collect(),
+                metric: req.metric,
+                units: req.units,
+                created_at: now,
+                expires_at: now + Duration::milliseconds(self.cfg.usage_reservation_ttl_ms as i64),
+            };
+            holds.add(hold.clone());
+            hold
+        });
+        drop(holds);
+        Ok(CheckOutcome { allowed, checks, reservation, now, as_of })
+    }
+
+    /// Ends a reservation early; false if it was not live.
+    pub fn release(&self, tenant: Uuid, reservation_id: Uuid) -> bool {
+        let holds = self.holds.tenant(tenant);
+        let mut holds = holds.lock().unwrap_or_else(|e| e.into_inner());
+        holds.expire(self.now());
+        holds.release(&[reservation_id]) > 0
+    }
+}
+
+/// Subject key of a request's (organization, user) for usage figures: the
+/// user if given, else the organization, else the tenant.
+pub fn request_subject(tenant: Uuid, org: Option<Uuid>, user: Option<Uuid>) -> SubjectKey {
+    match (org, user) {
+        (Some(o), Some(u)) => SubjectKey::User(tenant, o, u),
+        (Some(o), None) => SubjectKey::Organization(tenant, o),
+        _ => SubjectKey::Tenant(tenant),
+    }
+}
+
+/// Subject of a limit, for display.
+pub fn subject_ids(s: &Subject) -> (Option<Uuid>, Option<Uuid>) {
+    match *s {
+        Subject::Tenant => (None, None),
+        Subject::Organization { organization_id } => (Some(organization_id), None),
+        Subject::User { organization_id, user_id } => (Some(organization_id), Some(user_id)),
+    }
+}

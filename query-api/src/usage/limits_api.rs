@@ -1,0 +1,142 @@
+//! `/v1/limits`: admin-key endpoints to set, read and delete the plan limits
+//! of the caller's tenant.
+//!
+//! * `POST /v1/limits` creates a limit with a new id (201).
+//! * `PUT /v1/limits/{limit_id}` creates or replaces it (201 / 200).
+//! * `GET /v1/limits`, `GET /v1/limits/{limit_id}`.
+//! * `DELETE /v1/limits/{limit_id}` writes a tombstone.
+//!
+//! Every write returns the new `version` (also as `ETag: "<version>"`). A
+//! write may name the version it expects, as `If-Match: "<version>"` or
+//! `expected_version` in the body (0 = "must not exist yet"); a mismatch is
+//! 409 with the current version in the detail. A limit id of another tenant
+//! is 404, exactly like an unknown one.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::limits::{load_one, load_tenant, write, Limit, LimitInput, LimitRow, LimitView};
+use crate::auth::AdminCaller;
+use crate::error::{ApiError, ApiResult, FieldError};
+use crate::state::AppState;
+
+fn parse_limit_id(s: &str) -> ApiResult<Uuid> {
+    Uuid::parse_str(s).map_err(|_| ApiError::invalid_path("limit_id", "Input should be a valid UUID", "uuid_parsing"))
+}
+
+/// The version a write expects, from `If-Match` (wins) or the body.
+fn expected_version(headers: &HeaderMap, body: Option<u64>) -> ApiResult<Option<u64>> {
+    let Some(v) = headers.get(axum::http::header::IF_MATCH) else { return Ok(body) };
+    let s = v.to_str().unwrap_or("").trim().trim_start_matches("W/").trim_matches('"');
+    s.parse::<u64>().map(Some).map_err(|_| {
+        ApiError::Validation(vec![FieldError::new(&["header", "If-Match"], "Input should be a version number, e.g. \"3\"", "int_parsing")])
+    })
+}
+
+fn parse_body(body: &Bytes) -> ApiResult<LimitInput> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::Validation(vec![FieldError::new(&["body"], format!("Invalid JSON body: {e}"), "json_invalid")])
+    })
+}
+
+fn with_etag(status: StatusCode, limit: &Limit) -> Response {
+    let mut resp = (status, Json(LimitView::from(limit))).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", limit.version)) {
+        resp.headers_mut().insert(axum::http::header::ETAG, v);
+    }
+    resp
+}
+
+async fn upsert(state: &AppState, caller: &AdminCaller, limit_id: Uuid, headers: &HeaderMap, body: &Bytes) -> ApiResult<Response> {
+    let tenant = caller.0.tenant_id;
+    let input = parse_body(body)?;
+    let expected = expected_version(headers, input.expected_version)?;
+    let mut limit = input.validate(tenant, limit_id, &caller.0.key_name).map_err(|issues| {
+        ApiError::Validation(issues.into_iter().map(|i| FieldError::new(&["body", i.field], i.msg, i.kind)).collect())
+    })?;
+    let usage = &state.usage;
+    let _guard = usage.write_lock.lock().await;
+    let current = state.db.run("limits_read", |c| async move { load_one(&c, tenant, limit_id).await }).await?;
+    let live_version = current.as_ref().filter(|r| !r.deleted).map(|r| r.version).unwrap_or(0);
+    if let Some(e) = expected {
+        if e != live_version {
+            return Err(ApiError::Conflict(format!("Version mismatch: the limit is at version {live_version}, not {e}")));
+        }
+    }
+    limit.version = current.as_ref().map(|r| r.version).unwrap_or(0) + 1;
+    let row = LimitRow::from_limit(&limit, false);
+    state.db.run("limits_write", |c| async move { write(&c, &row).await }).await?;
+    usage.put_limit(tenant, limit_id, Some(limit.clone()));
+    Ok(with_etag(if live_version == 0 { StatusCode::CREATED } else { StatusCode::OK }, &limit))
+}
+
+/// `POST /v1/limits`
+pub async fn create(State(state): State<AppState>, caller: AdminCaller, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+    upsert(&state, &caller, Uuid::new_v4(), &headers, &body).await
+}
+
+/// `PUT /v1/limits/{limit_id}`
+pub async fn put(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    Path(limit_id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult<Response> {
+    let limit_id = parse_limit_id(&limit_id)?;
+    upsert(&state, &caller, limit_id, &headers, &body).await
+}
+
+/// `GET /v1/limits`
+pub async fn list(State(state): State<AppState>, caller: AdminCaller) -> ApiResult<Response> {
+    let tenant = caller.0.tenant_id;
+    let rows = state.db.run("limits_list", |c| async move { load_tenant(&c, tenant).await }).await?;
+    let limits: Vec<LimitView> = rows.iter().filter_map(LimitRow::to_limit).map(|l| LimitView::from(&l)).collect();
+    Ok(Json(json!({ "count": limits.len(), "limits": limits })).into_response())
+}
+
+/// `GET /v1/limits/{limit_id}`
+pub async fn get_one(State(state): State<AppState>, caller: AdminCaller, Path(limit_id): Path<String>) -> ApiResult<Response> {
+    let limit_id = parse_limit_id(&limit_id)?;
+    let tenant = caller.0.tenant_id;
+    let row = state.db.run("limits_read", |c| async move { load_one(&c, tenant, limit_id).await }).await?;
+    match row.as_ref().and_then(LimitRow::to_limit) {
+        Some(l) => Ok(with_etag(StatusCode::OK, &l)),
+        None => Err(ApiError::NotFound("Limit not found".into())),
+    }
+}
+
+/// `DELETE /v1/limits/{limit_id}`
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: AdminCaller,
+    Path(limit_id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    let limit_id = parse_limit_id(&limit_id)?;
+    let tenant = caller.0.tenant_id;
+    let expected = expected_version(&headers, None)?;
+    let usage = &state.usage;
+    let _guard = usage.write_lock.lock().await;
+    let row = state.db.run("limits_read", |c| async move { load_one(&c, tenant, limit_id).await }).await?;
+    let Some(mut limit) = row.as_ref().and_then(LimitRow::to_limit) else {
+        return Err(ApiError::NotFound("Limit not found".into()));
+    };
+    if let Some(e) = expected {
+        if e != limit.version {
+            return Err(ApiError::Conflict(format!("Version mismatch: the limit is at version {}, not {e}", limit.version)));
+        }
+    }
+    limit.version += 1;
+    limit.updated_at = chrono::Utc::now();
+    limit.updated_by = caller.0.key_name.clone();
+    let tombstone = LimitRow::from_limit(&limit, true);
+    state.db.run("limits_write", |c| async move { write(&c, &tombstone).await }).await?;
+    usage.put_limit(tenant, limit_id, None);
+    Ok(Json(json!({ "limit_id": limit_id, "version": limit.version, "deleted": true })).into_response())
+}

@@ -1,0 +1,244 @@
+//! The background refresher: keeps the in-memory counters equal to the
+//! minute rollups in ClickHouse.
+//!
+//! * Every `--usage-refresh-interval-ms` (250 ms): re-read the last
+//!   `--usage-refresh-lookback-minutes` minutes (plus the current one) of
+//!   `agent_executions_1m` (billable only) and `tool_calls_1m`, and replace
+//!   those minutes in memory. These rows are few, so the query is cheap.
+//! * Every `--usage-reconcile-interval-ms` (60 s) and at start: re-read the
+//!   whole retention (35 days) and every limit, build a fresh set of counters
+//!   on a blocking thread and swap it in (so checks never wait for it). This catches events that
+//!   reached ClickHouse more than the look-back after their `occurred_at`,
+//!   and limits written by another API process.
+//! * Before each delta read, live reservations that name an `execution_id`
+//!   are looked up in the raw `agent_executions` table (pruned by
+//!   `occurred_at`); those found are released after the delta that contains
+//!   their usage has been applied.
+//!
+//! `as_of` is the clock time just before the rollup read started: every row
+//! ClickHouse had acknowledged by then is in the counters. A failed refresh
+//! leaves the counters and `as_of` as they were, so `staleness_ms` grows and
+//! says so.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use clickhouse::Row;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::counters::{Counters, ExecRow, Totals, ToolRow};
+use super::engine::UsageState;
+use super::limits::{load_all, LimitSet};
+use super::period::minute_of;
+
+/// Days of usage held in memory: the longest period (a month, or a rolling
+/// window of up to 31 days) plus time-zone and anchor slack.
+pub const RETENTION_DAYS: i64 = 35;
+
+#[derive(Debug, Row, Deserialize)]
+struct ExecDbRow {
+    minute_no: i64,
+    #[serde(with = "clickhouse::serde::uuid")]
+    tenant_id: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    organization_id: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    user_id: Uuid,
+    executions: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    total_tokens: u64,
+    messages: u64,
+    /// `Decimal(38, 6)`: micro-dollars.
+    cost_usd: i128,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct ToolDbRow {
+    minute_no: i64,
+    #[serde(with = "clickhouse::serde::uuid")]
+    tenant_id: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    organization_id: Uuid,
+    calls: u64,
+}
+
+const EXEC_SQL: &str = "SELECT toInt64(intDiv(toUnixTimestamp(minute), 60)) AS minute_no, tenant_id, organization_id, user_id,
+        toUInt64(sum(executions)) AS executions, toUInt64(sum(input_tokens)) AS input_tokens,
+        toUInt64(sum(output_tokens)) AS output_tokens, toUInt64(sum(total_tokens)) AS total_tokens,
+        toUInt64(sum(messages)) AS messages, toDecimal128(sum(cost_usd), 6) AS cost_usd
+    FROM agent_executions_1m
+    WHERE billable AND minute >= toDateTime({from:Int64}, 'UTC') AND minute < toDateTime({to:Int64}, 'UTC')
+    GROUP BY minute_no, tenant_id, organization_id, user_id";
+
+const TOOL_SQL: &str = "SELECT toInt64(intDiv(toUnixTimestamp(minute), 60)) AS minute_no, tenant_id, organization_id,
+        toUInt64(sum(calls)) AS calls
+    FROM tool_calls_1m
+    WHERE minute >= toDateTime({from:Int64}, 'UTC') AND minute < toDateTime({to:Int64}, 'UTC')
+    GROUP BY minute_no, tenant_id, organization_id";
+
+const SEEN_SQL: &str = "SELECT DISTINCT execution_id FROM agent_executions
+    WHERE tenant_id = {t:UUID} AND occurred_at >= toDateTime64({since_ms:Int64} / 1000, 3, 'UTC')
+      AND execution_id IN {ids:Array(UUID)}";
+
+#[derive(Debug, Row, Deserialize)]
+struct SeenRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    execution_id: Uuid,
+}
+
+/// Reads minutes `[from, to)` of both rollups.
+async fn read_minutes(db: &clickhouse::Client, from: i64, to: i64) -> clickhouse::error::Result<(Vec<ExecRow>, Vec<ToolRow>)> {
+    let exec: Vec<ExecDbRow> =
+        db.query(EXEC_SQL).param("from", from * 60).param("to", to * 60).fetch_all().await?;
+    let tools: Vec<ToolDbRow> =
+        db.query(TOOL_SQL).param("from", from * 60).param("to", to * 60).fetch_all().await?;
+    let exec = exec
+        .into_iter()
+        .map(|r| ExecRow {
+            minute: r.minute_no,
+            tenant_id: r.tenant_id,
+            organization_id: r.organization_id,
+            user_id: r.user_id,
+            totals: Totals {
+                executions: i128::from(r.executions),
+                input_tokens: i128::from(r.input_tokens),
+                output_tokens: i128::from(r.output_tokens),
+                total_tokens: i128::from(r.total_tokens),
+                messages: i128::from(r.messages),
+                cost_micros: r.cost_usd,
+                tool_calls: 0,
+            },
+        })
+        .collect();
+    let tools = tools
+        .into_iter()
+        .map(|r| ToolRow { minute: r.minute_no, tenant_id: r.tenant_id, organization_id: r.organization_id, calls: i128::from(r.calls) })
+        .collect();
+    Ok((exec, tools))
+}
+
+/// Execution ids among `ids` that ClickHouse holds with `occurred_at >= since`.
+async fn seen_executions(db: &clickhouse::Client, tenant: Uuid, ids: &[Uuid], since: DateTime<Utc>) -> clickhouse::error::Result<Vec<Uuid>> {
+    let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+    let rows: Vec<SeenRow> = db
+        .query(SEEN_SQL)
+        .param("t", tenant.to_string())
+        .param("since_ms", since.timestamp_millis())
+        .param("ids", ids)
+        .fetch_all()
+        .await?;
+    Ok(rows.into_iter().map(|r| r.execution_id).collect())
+}
+
+/// Re-reads the recent minutes (or, with `full`, the whole retention and the
+/// limits) and applies them.
+pub async fn refresh_once(state: &UsageState, full: bool) -> clickhouse::error::Result<()> {
+    let kind = if full { "reconcile" } else { "delta" };
+    let started = Instant::now();
+    let result = refresh_inner(state, full).await;
+    state.metrics.refresh_duration_seconds.with_label_values(&[kind]).observe(started.elapsed().as_secs_f64());
+    if result.is_err() {
+        state.metrics.refresh_errors_total.with_label_values(&[kind]).inc();
+    }
+    result
+}
+
+async fn refresh_inner(state: &UsageState, full: bool) -> clickhouse::error::Result<()> {
+    let db = &state.db;
+    let now = state.now();
+    let to = minute_of(now) + 1;
+    let from = if full {
+        to - RETENTION_DAYS * 24 * 60
+    } else {
+        to - 1 - i64::from(state.cfg.usage_refresh_lookback_minutes)
+    };
+
+    if full {
+        let generation = state.limits_generation.load(Ordering::Acquire);
+        let rows = load_all(db).await?;
+        state.install_limits(LimitSet::from_rows(&rows), generation);
+    }
+
+    // Executions awaited by reservations, looked up before the rollups so
+    // that every one found is inside the rollup read that follows.
+    let since_delta = DateTime::from_timestamp(from * 60, 0).expect("in range");
+    let mut seen: Vec<(Uuid, Vec<Uuid>)> = Vec::new();
+    for (tenant, ids, _created) in state.holds.awaited(now) {
+        // Only events inside the delta window: their usage is in this read.
+        // An event that occurred earlier keeps its hold until the TTL.
+        let found = seen_executions(db, tenant, &ids, since_delta).await?;
+        if !found.is_empty() {
+            seen.push((tenant, found));
+        }
+    }
+
+    let read_at = state.now();
+    let (exec, tools) = read_minutes(db, from, to).await?;
+    if full {
+        // Build the whole set off the async workers and swap it in: checks
+        // never wait for a rebuild. Nothing is lost by replacing: deltas run
+        // in this same task, so none was applied after this read started.
+        let fresh = tokio::task::spawn_blocking(move || {
+            let mut c = Counters::default();
+            c.replace_minutes(from, to, &exec, &tools);
+            c
+        })
+        .await
+        .expect("counter rebuild does not panic");
+        state.metrics.subjects.set(fresh.subjects() as i64);
+        let old = std::mem::replace(&mut *state.counters.write().unwrap_or_else(|e| e.into_inner()), fresh);
+        // Free the old set off the async workers too.
+        tokio::task::spawn_blocking(move || drop(old));
+    } else {
+        let mut c = state.counters.write().unwrap_or_else(|e| e.into_inner());
+        c.replace_minutes(from, to, &exec, &tools);
+        state.metrics.subjects.set(c.subjects() as i64);
+    }
+    for (tenant, ids) in seen {
+        let h = state.holds.tenant(tenant);
+        h.lock().unwrap_or_else(|e| e.into_inner()).release(&ids);
+    }
+    state.set_as_of(read_at);
+    state.metrics.counter_staleness_ms.set((state.now() - read_at).num_milliseconds());
+    Ok(())
+}
+
+/// The refresher loop; ends when the state is dropped.
+pub async fn run(state: Weak<UsageState>) {
+    let mut last_full: Option<Instant> = None;
+    let mut failures: u32 = 0;
+    loop {
+        let Some(s) = state.upgrade() else { return };
+        let interval = Duration::from_millis(s.cfg.usage_refresh_interval_ms.max(10));
+        let reconcile = Duration::from_millis(s.cfg.usage_reconcile_interval_ms.max(1));
+        let full = last_full.is_none_or(|t| t.elapsed() >= reconcile);
+        match refresh_once(&s, full).await {
+            Ok(()) => {
+                failures = 0;
+                if full {
+                    last_full = Some(Instant::now());
+                }
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                if failures == 1 || failures.is_multiple_of(40) {
+                    tracing::warn!(error = %e, full, failures, "usage refresh failed; counters keep their last figures");
+                }
+            }
+        }
+        drop(s);
+        // Back off while ClickHouse is away (up to 5 s), else the interval.
+        let wait = if failures == 0 { interval } else { (interval * failures.min(20)).min(Duration::from_secs(5)) };
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Forces one full reload now (used at startup by callers that want to wait
+/// for it, and by tests).
+pub async fn load_now(state: &Arc<UsageState>) -> clickhouse::error::Result<()> {
+    refresh_once(state, true).await
+}

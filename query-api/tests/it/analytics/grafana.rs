@@ -1,0 +1,195 @@
+//! The Grafana endpoint and time-zone-aligned buckets across DST changes.
+
+use agentmeter_schema::rows::AgentExecutionRow;
+use chrono::{DateTime, Duration, NaiveDate, Offset, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::fixture::{blank, count_by, select, Figures, Filt, Kinds, World};
+use super::schema::assert_valid;
+use super::{time_of, App, KEY_A};
+
+fn series_points(s: &Value) -> Vec<(i64, Value)> {
+    s["points"].as_array().unwrap().iter().map(|p| (p[0].as_i64().unwrap(), p[1].clone())).collect()
+}
+
+fn at_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap()
+}
+
+#[tokio::test]
+async fn timeseries_metrics_group_by_and_formats() {
+    let app = App::start("an_grafana", &[]).await;
+    let now = Utc::now();
+    let a = World::generate(app.tenant_a, 31, 150, now, "alpha");
+    app.insert_calls(&a.rows).await;
+    let rows = &a.rows;
+    let from = (now - Duration::days(6)).timestamp_millis();
+    let to = now.timestamp_millis();
+
+    let body = app.ok(KEY_A, &format!("/api/v1/query/timeseries?metric=tool_calls&from={from}&to={to}&step=6h")).await;
+    assert_eq!(body["step"], "6h");
+    let (start, end) = (at_ms(body["from"].as_i64().unwrap()), at_ms(body["to"].as_i64().unwrap()));
+    let s = &body["series"].as_array().unwrap()[0];
+    assert_eq!(s["name"], "tool_calls");
+    let pts = series_points(s);
+    assert_eq!(pts[0].0, start.timestamp_millis());
+    let mut total = 0;
+    for (i, (t, v)) in pts.iter().enumerate() {
+        assert_eq!(*t % (6 * 3_600_000), 0, "6h buckets aligned to UTC midnight");
+        let e = pts.get(i + 1).map(|p| at_ms(p.0)).unwrap_or(end);
+        let n = select(rows, at_ms(*t), e, Kinds::Tool, &Filt::default()).len() as u64;
+        total += n;
+        assert_eq!(v.as_f64().unwrap() as u64, n);
+    }
+    assert!(total > 0);
+    assert_eq!(body["open_bucket"], pts.last().unwrap().0);
+
+    // max_points picks a step; group_by keeps the top N and sums the rest.
+    let body = app.ok(KEY_A, &format!("/api/v1/query/timeseries?metric=tool_calls&from={from}&to={to}&max_points=10&group_by=tool&top=2")).await;
+    assert_eq!(body["step"], "1d");
+    let (start, end) = (at_ms(body["from"].as_i64().unwrap()), at_ms(body["to"].as_i64().unwrap()));
+    let sel = select(rows, start, end, Kinds::Tool, &Filt::default());
+    let by_tool = count_by(&sel, |r| Some(r.tool_name.clone()));
+    let mut ranked: Vec<(String, u64)> = by_tool.clone().into_iter().collect();
+    ranked.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+    let series = body["series"].as_array().unwrap();
+    let names: Vec<&str> = series.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec![ranked[0].0.as_str(), ranked[1].0.as_str(), "other"]);
+    for s in series {
+        let sum: f64 = series_points(s).iter().map(|p| p.1.as_f64().unwrap()).sum();
+        let want: u64 = match s["name"].as_str().unwrap() {
+            "other" => ranked[2..].iter().map(|x| x.1).sum(),
+            n => by_tool[n],
+        };
+        assert_eq!(sum as u64, want, "{}", s["name"]);
+    }
+
+    // Table format: one row per series and bucket.
+    let body = app.ok(KEY_A, &format!("/api/v1/query/timeseries?metric=errors&from={from}&to={to}&step=1d&group_by=error_type&format=table")).await;
+    let table = body.as_array().unwrap();
+    let failed: Vec<_> = sel.iter().filter(|r| !r.success).collect();
+    let sum: f64 = table.iter().map(|r| r["value"].as_f64().unwrap()).sum();
+    assert_eq!(sum as usize, failed.len());
+    assert!(table.iter().all(|r| r["time"].is_i64() && r["series"].is_string()));
+
+    // Ratios are null where there is no data; latency in ms.
+    let project = a.projects[0];
+    let body = app.ok(KEY_A, &format!("/api/v1/query/timeseries?metric=latency_avg&from={from}&to={to}&step=1h&project_id={project}")).await;
+    let pts = series_points(&body["series"][0]);
+    let end = at_ms(body["to"].as_i64().unwrap());
+    let mut nulls = 0;
+    for (i, (t, v)) in pts.iter().enumerate() {
+        let e = pts.get(i + 1).map(|p| at_ms(p.0)).unwrap_or(end);
+        let f = Figures::of(&select(rows, at_ms(*t), e, Kinds::Tool, &Filt { project: Some(project), ..Filt::default() }));
+        if f.calls == 0 {
+            assert!(v.is_null());
+            nulls += 1;
+        } else {
+            super::fixture::close(v, f.latency_sum_ms / f.calls as f64, 1e-6, "latency_avg");
+        }
+    }
+    assert!(nulls > 0);
+
+    // Execution metrics from the other rollup.
+    let exec = |model: &str, tokens: u64, micros: i64, minutes_ago: i64| AgentExecutionRow {
+        event_id: Uuid::new_v4(),
+        occurred_at: DateTime::from_timestamp_millis((now - Duration::minutes(minutes_ago)).timestamp_millis()).unwrap(),
+        tenant_id: app.tenant_a,
+        execution_id: Uuid::new_v4(),
+        execution_kind: "agent_chat".into(),
+        billable: true,
+        organization_id: Uuid::nil(),
+        user_id: Uuid::new_v4(),
+        agent_id: Uuid::nil(),
+        conversation_id: Uuid::nil(),
+        plan_id: Uuid::nil(),
+        project_id: project,
+        navigator_id: Uuid::nil(),
+        navigator_instance_id: Uuid::nil(),
+        user_token_id: Uuid::nil(),
+        user_email: String::new(),
+        model: model.into(),
+        input_tokens: tokens / 2,
+        output_tokens: tokens - tokens / 2,
+        total_tokens: tokens,
+        cost_usd: micros,
+        messages_count: 1,
+        duration_ms: Some(100.0),
+        status: "success".into(),
+        error_type: String::new(),
+        error_message: String::new(),
+    };
+    app.insert_executions(&[exec("m-large", 1000, 1_500_000, 30), exec("m-large", 500, 250_000, 90), exec("m-small", 10, 1, 30)]).await;
+    let body = app.ok(KEY_A, "/api/v1/query/timeseries?metric=tokens&window=6h&step=1h&group_by=model").await;
+    let totals: Vec<(String, f64)> = body["series"].as_array().unwrap().iter().map(|s| (s["name"].as_str().unwrap().to_owned(), series_points(s).iter().map(|p| p.1.as_f64().unwrap()).sum())).collect();
+    assert_eq!(totals, vec![("m-large".to_owned(), 1500.0), ("m-small".to_owned(), 10.0)]);
+    let body = app.ok(KEY_A, "/api/v1/query/timeseries?metric=cost_usd&window=6h&step=6h").await;
+    let sum: f64 = series_points(&body["series"][0]).iter().map(|p| p.1.as_f64().unwrap()).sum();
+    assert!((sum - 1.750001).abs() < 1e-9, "{sum}");
+
+    app.drop_db().await;
+}
+
+/// The most recent day (local date) within the last 300 days on which
+/// `tz` changed its UTC offset.
+fn last_dst_day(tz: Tz, now: DateTime<Utc>) -> NaiveDate {
+    let today = now.with_timezone(&tz).date_naive();
+    (1..300)
+        .map(|i| today - Duration::days(i))
+        .find(|d| {
+            let noon = |d: NaiveDate| tz.from_local_datetime(&d.and_hms_opt(12, 0, 0).unwrap()).earliest().unwrap().offset().fix();
+            noon(*d) != noon(*d - Duration::days(1))
+        })
+        .expect("a DST change in the last 300 days")
+}
+
+#[tokio::test]
+async fn daily_buckets_follow_local_midnight_across_dst() {
+    let app = App::start("an_dst", &[]).await;
+    let now = Utc::now();
+    let mut rows = Vec::new();
+    let mut plans = Vec::new();
+    for (zone, project) in [("Europe/Berlin", Uuid::new_v4()), ("America/New_York", Uuid::new_v4())] {
+        let tz: Tz = zone.parse().unwrap();
+        let day = last_dst_day(tz, now);
+        let midnight = |d: NaiveDate| tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap()).earliest().unwrap().with_timezone(&Utc);
+        let (start, end) = (midnight(day - Duration::days(1)), midnight(day + Duration::days(2)));
+        // One call at every half past the hour (UTC), local days of 24, 23 or 25 hours.
+        let mut t = start + Duration::minutes(30);
+        while t < end {
+            let mut r = blank(app.tenant_a, t);
+            r.project_id = project;
+            rows.push(r);
+            t += Duration::hours(1);
+        }
+        let lengths: Vec<i64> = (0..3).map(|i| (midnight(day - Duration::days(1) + Duration::days(i + 1)) - midnight(day - Duration::days(1) + Duration::days(i))).num_hours()).collect();
+        assert!(lengths[1] == 23 || lengths[1] == 25, "{zone} {day}: {lengths:?}");
+        plans.push((zone, project, start, end, lengths, (0..3).map(|i| midnight(day - Duration::days(1) + Duration::days(i))).collect::<Vec<_>>()));
+    }
+    app.insert_calls(&rows).await;
+
+    for (zone, project, start, end, lengths, midnights) in plans {
+        let q = format!("from={}&to={}&tz={zone}&project_id={project}", start.to_rfc3339(), end.to_rfc3339()).replace('+', "%2B");
+        let body = app.ok(KEY_A, &format!("/api/v1/analytics/tool-calls-processed-graph?frequency=1d&{q}")).await;
+        assert_valid("ToolCallsGraphResponse", &body);
+        let pts = body["data"]["data_points"].as_array().unwrap();
+        let got: Vec<(DateTime<Utc>, i64)> = pts.iter().map(|p| (time_of(p, "timestamp"), p["count"].as_i64().unwrap())).collect();
+        let want: Vec<(DateTime<Utc>, i64)> = midnights.iter().copied().zip(lengths.iter().copied()).collect();
+        assert_eq!(got, want, "{zone}");
+        assert!(body["data"]["open_bucket"].is_null(), "a past range has no open bucket");
+
+        let body = app.ok(KEY_A, &format!("/api/v1/query/timeseries?metric=tool_calls&step=1d&{}", q)).await;
+        let got: Vec<(i64, i64)> = series_points(&body["series"][0]).iter().map(|p| (p.0, p.1.as_f64().unwrap() as i64)).collect();
+        let want: Vec<(i64, i64)> = midnights.iter().map(|m| m.timestamp_millis()).zip(lengths.iter().copied()).collect();
+        assert_eq!(got, want, "{zone} grafana");
+
+        // Hourly buckets stay one hour long through the change.
+        let body = app.ok(KEY_A, &format!("/api/v1/analytics/tool-calls-processed-graph?frequency=1h&{q}")).await;
+        let pts = body["data"]["data_points"].as_array().unwrap();
+        assert_eq!(pts.len() as i64, lengths.iter().sum::<i64>());
+        assert!(pts.iter().all(|p| p["count"] == 1));
+    }
+    app.drop_db().await;
+}

@@ -1,0 +1,118 @@
+//! Analytics endpoints against the local ClickHouse: known tool-call
+//! events for two tenants are inserted into the raw table of a fresh
+//! database (the materialized views fill the rollups), the API is started
+//! on an ephemeral port, and every answer is compared with a computation
+//! over the same events done here in Rust, and validated against the
+//! Caylex schemas of `shared/spec/caylex-openapi.json`.
+
+mod endpoints;
+mod fixture;
+mod grafana;
+mod ops;
+mod schema;
+mod tenancy;
+mod validation;
+
+use std::sync::Arc;
+
+use agentmeter_api::auth::{hash_key, KeyEntry, KeyStore, Role};
+use agentmeter_api::{AppState, Args};
+use agentmeter_schema::rows::{AgentExecutionRow, ToolCallRow};
+use clap::Parser;
+use serde_json::Value;
+use uuid::Uuid;
+
+pub const KEY_A: &str = "am_test_analytics_a";
+pub const KEY_B: &str = "am_test_analytics_b";
+pub const KEY_ADMIN_A: &str = "am_test_analytics_admin_a";
+
+pub struct App {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub server: clickhouse::Client,
+    pub db: clickhouse::Client,
+    pub db_name: String,
+    pub tenant_a: Uuid,
+    pub tenant_b: Uuid,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+fn clickhouse_url() -> String {
+    std::env::var("AGENTMETER_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+}
+
+impl App {
+    /// A fresh database and the API on 127.0.0.1:0; `extra` are flags.
+    pub async fn start(what: &str, extra: &[&str]) -> App {
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
+        let url = clickhouse_url();
+        let db_name = format!("agentmeter_test_{what}_{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let server = agentmeter_schema::config::ClickHouseArgs::new(&url, &db_name).server_client();
+        agentmeter_schema::migrations::migrate(&server, &db_name).await.expect("migrate");
+        let (tenant_a, tenant_b) = (Uuid::new_v4(), Uuid::new_v4());
+        let entry = |name: &str, tenant_id, role, key: &str| KeyEntry { name: name.into(), tenant_id, role, sha256: hash_key(key) };
+        let keys = KeyStore::from_entries(vec![
+            entry("a", tenant_a, Role::Read, KEY_A),
+            entry("b", tenant_b, Role::Read, KEY_B),
+            entry("admin-a", tenant_a, Role::Admin, KEY_ADMIN_A),
+        ])
+        .unwrap();
+        let mut argv = vec!["agentmeter-api", "--clickhouse-url", &url, "--clickhouse-database", &db_name];
+        argv.extend_from_slice(extra);
+        let args = Args::parse_from(argv);
+        let db = args.clickhouse.client();
+        let state = AppState::new(db.clone(), Arc::new(keys), &args);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(agentmeter_api::serve(listener, state, async {
+            let _ = rx.await;
+        }));
+        App { base, http: reqwest::Client::new(), server, db, db_name, tenant_a, tenant_b, _stop: tx }
+    }
+
+    pub async fn drop_db(self) {
+        self.server.query(&format!("DROP DATABASE IF EXISTS `{}`", self.db_name)).execute().await.unwrap();
+    }
+
+    pub async fn insert_calls(&self, rows: &[ToolCallRow]) {
+        let mut insert = self.db.insert::<ToolCallRow>("tool_calls").await.unwrap();
+        for r in rows {
+            insert.write(r).await.unwrap();
+        }
+        insert.end().await.unwrap();
+    }
+
+    pub async fn insert_executions(&self, rows: &[AgentExecutionRow]) {
+        let mut insert = self.db.insert::<AgentExecutionRow>("agent_executions").await.unwrap();
+        for r in rows {
+            insert.write(r).await.unwrap();
+        }
+        insert.end().await.unwrap();
+    }
+
+    /// GET with a key; returns status and JSON body (Null if not JSON).
+    pub async fn get(&self, key: Option<&str>, path_and_query: &str) -> (u16, Value) {
+        let mut req = self.http.get(format!("{}{}", self.base, path_and_query));
+        if let Some(k) = key {
+            req = req.header("X-API-Key", k);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// GET expecting 200; returns the body.
+    pub async fn ok(&self, key: &str, path_and_query: &str) -> Value {
+        let (status, body) = self.get(Some(key), path_and_query).await;
+        assert_eq!(status, 200, "GET {path_and_query}: {body}");
+        body
+    }
+}
+
+/// Parses an RFC 3339 field of a JSON object.
+pub fn time_of(v: &Value, field: &str) -> chrono::DateTime<chrono::Utc> {
+    let s = v[field].as_str().unwrap_or_else(|| panic!("{field} missing in {v}"));
+    chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&chrono::Utc)
+}

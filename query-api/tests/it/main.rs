@@ -1,0 +1,6 @@
+//! Integration tests of agentmeter-api against the local stack, each with
+//! its own database.
+
+mod analytics;
+mod usage;
+mod ui;
