@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 /// Produces realistic agentmeter events to Kafka.
 #[derive(Debug, Parser)]
-#[command(name = "agentmeter-loadgen", version, about)]
+#[command(name = "agentmeter-loadgen", version, about = "Produces realistic agentmeter events (tool calls and agent executions) to Kafka")]
 struct Args {
     /// Kafka bootstrap servers.
     #[arg(long, env = "AGENTMETER_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
