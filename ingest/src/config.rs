@@ -65,6 +65,11 @@ pub struct Config {
     #[arg(long, env = "AGENTMETER_KAFKA_FETCH_QUEUE_KIB", default_value_t = 8192)]
     pub kafka_fetch_queue_kib: u64,
 
+    /// At start, create any of the three topics that does not exist yet, with
+    /// this many partitions (0: create nothing and wait for them to appear).
+    #[arg(long, env = "AGENTMETER_KAFKA_CREATE_TOPICS_PARTITIONS", default_value_t = 4)]
+    pub kafka_create_topics_partitions: i32,
+
     /// Flush a table's batch when it holds this many rows.
     #[arg(long, env = "AGENTMETER_INGEST_MAX_BATCH_ROWS", default_value_t = 50_000)]
     pub max_batch_rows: usize,

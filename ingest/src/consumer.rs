@@ -211,6 +211,7 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
         paused: AtomicBool::new(false),
         revoke_timeout: Duration::from_millis(config.revoke_timeout_ms),
     });
+    crate::topics::ensure_topics(&config).await;
     let session_ms = config.kafka_session_timeout_ms;
     let consumer: StreamConsumer<IngestContext> = ClientConfig::new()
         .set("bootstrap.servers", &config.kafka_brokers)
@@ -222,6 +223,8 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
         .set("session.timeout.ms", session_ms.to_string())
         .set("heartbeat.interval.ms", (session_ms / 3).max(100).to_string())
         .set("queued.max.messages.kbytes", config.kafka_fetch_queue_kib.to_string())
+        // A topic created after the worker subscribed is noticed within 10 s.
+        .set("topic.metadata.refresh.interval.ms", "10000")
         .create_with_context(IngestContext { shared: Arc::clone(&shared) })?;
     let consumer = Arc::new(consumer);
     consumer.subscribe(&[&config.tool_calls_topic, &config.agent_executions_topic])?;

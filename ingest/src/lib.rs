@@ -19,6 +19,7 @@ pub mod dedup;
 pub mod errors;
 pub mod metrics;
 pub mod shutdown;
+pub mod topics;
 pub mod writer;
 
 use std::future::Future;
