@@ -35,4 +35,6 @@ pub struct Args {
     pub clickhouse: ClickHouseArgs,
     #[command(flatten)]
     pub usage: crate::usage::UsageArgs,
+    #[command(flatten)]
+    pub abuse: crate::rate_limit::AbuseArgs,
 }

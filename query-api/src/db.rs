@@ -6,6 +6,13 @@
 //! at most `--clickhouse-concurrency` queries run at once. Waiting for a slot
 //! and running the query share one budget of `--query-timeout-ms`; a request
 //! over budget gets 503 `{detail}` instead of hanging.
+//!
+//! Every query also carries ClickHouse's own resource limits as settings
+//! ([`QueryLimits`]: `max_execution_time`, `max_memory_usage`,
+//! `max_rows_to_read`, `max_result_rows`), so the server stops a query that
+//! would scan or hold too much even when the client has stopped waiting.
+//! A query stopped by a row limit is the request's fault (422 naming no
+//! internals); by time or memory, the store is busy (503).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,6 +23,74 @@ use tokio::sync::Semaphore;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+
+/// ClickHouse resource limits sent as settings with every query (0 = unset).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueryLimits {
+    pub max_execution_time_s: u64,
+    pub max_memory_bytes: u64,
+    pub max_rows_to_read: u64,
+    pub max_result_rows: u64,
+}
+
+impl QueryLimits {
+    pub fn from_args(a: &crate::rate_limit::AbuseArgs) -> Self {
+        Self {
+            max_execution_time_s: a.clickhouse_max_execution_time_s,
+            max_memory_bytes: a.clickhouse_max_memory_bytes,
+            max_rows_to_read: a.clickhouse_max_rows_to_read,
+            max_result_rows: a.clickhouse_max_result_rows,
+        }
+    }
+
+    /// The settings as `(name, value)` pairs, unset ones left out.
+    pub fn settings(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        for (name, v) in [
+            ("max_execution_time", self.max_execution_time_s),
+            ("max_memory_usage", self.max_memory_bytes),
+            ("max_rows_to_read", self.max_rows_to_read),
+            ("max_result_rows", self.max_result_rows),
+        ] {
+            if v > 0 {
+                out.push((name, v.to_string()));
+            }
+        }
+        if self.max_rows_to_read > 0 {
+            out.push(("read_overflow_mode", "throw".into()));
+        }
+        if self.max_result_rows > 0 {
+            out.push(("result_overflow_mode", "throw".into()));
+        }
+        if self.max_execution_time_s > 0 {
+            out.push(("timeout_overflow_mode", "throw".into()));
+        }
+        out
+    }
+}
+
+/// What a ClickHouse error means for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LimitHit {
+    /// Too many rows read or returned: 422.
+    Rows,
+    /// Too slow or too much memory: 503.
+    Busy,
+}
+
+/// Recognises ClickHouse's resource-limit errors by their code
+/// (TOO_MANY_ROWS 158, TOO_MANY_ROWS_OR_BYTES 396, TIMEOUT_EXCEEDED 159,
+/// MEMORY_LIMIT_EXCEEDED 241).
+fn limit_hit(e: &clickhouse::error::Error) -> Option<LimitHit> {
+    let text = e.to_string();
+    if text.contains("Code: 158.") || text.contains("Code: 396.") {
+        Some(LimitHit::Rows)
+    } else if text.contains("Code: 159.") || text.contains("Code: 241.") {
+        Some(LimitHit::Busy)
+    } else {
+        None
+    }
+}
 
 /// A ClickHouse client behind a concurrency limit and a per-query timeout.
 #[derive(Clone)]
@@ -29,6 +104,14 @@ pub struct Db {
 impl Db {
     pub fn new(client: Client, concurrency: usize, timeout: Duration, metrics: Arc<Metrics>) -> Self {
         Self { client, permits: Arc::new(Semaphore::new(concurrency.max(1))), timeout, metrics }
+    }
+
+    /// Sends `limits` as settings with every query of this handle.
+    pub fn with_limits(mut self, limits: QueryLimits) -> Self {
+        for (name, value) in limits.settings() {
+            self.client = self.client.with_option(name, value);
+        }
+        self
     }
 
     /// The raw client (for code that manages its own limits, e.g. readiness).
@@ -67,10 +150,26 @@ impl Db {
                 )))
             }
             Ok(Err(e)) => Err(e),
-            Ok(Ok(Err(e))) => {
-                self.metrics.clickhouse_query_errors_total.with_label_values(&[name, "error"]).inc();
-                Err(ApiError::ClickHouse(e))
-            }
+            Ok(Ok(Err(e))) => match limit_hit(&e) {
+                Some(LimitHit::Rows) => {
+                    self.metrics.clickhouse_query_errors_total.with_label_values(&[name, "limit"]).inc();
+                    tracing::warn!(query = name, error = %e, "query stopped by a ClickHouse row limit");
+                    Err(ApiError::Validation(vec![crate::error::FieldError::new(
+                        &["query"],
+                        "This request would read or return too many rows; use a shorter window, a coarser frequency or more filters",
+                        "too_expensive",
+                    )]))
+                }
+                Some(LimitHit::Busy) => {
+                    self.metrics.clickhouse_query_errors_total.with_label_values(&[name, "limit"]).inc();
+                    tracing::warn!(query = name, error = %e, "query stopped by a ClickHouse time or memory limit");
+                    Err(ApiError::Unavailable("Analytics store is busy: query exceeded its time or memory budget, try again or narrow the request".into()))
+                }
+                None => {
+                    self.metrics.clickhouse_query_errors_total.with_label_values(&[name, "error"]).inc();
+                    Err(ApiError::ClickHouse(e))
+                }
+            },
             Ok(Ok(Ok(v))) => Ok(v),
         }
     }

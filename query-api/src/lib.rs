@@ -6,7 +6,11 @@
 //! * [`ops`]: `/health`, `/ready`, `/metrics`, `/openapi.json`, `/docs`.
 //!
 //! [`app`] builds the router from an [`AppState`]; [`run`] binds the
-//! configured address and serves until `shutdown` completes. Handlers are
+//! configured address and serves until `shutdown` completes. Abuse bounds
+//! (docs/security.md): per-key rate and concurrency limits
+//! ([`rate_limit`]), a request body limit, header size and header read
+//! timeout ([`limits_http`]) and ClickHouse settings on every query
+//! ([`db`]). Handlers are
 //! thin: they parse parameters ([`params`], [`window`], [`buckets`]), call one
 //! function of [`queries`] and shape the response.
 
@@ -17,9 +21,11 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod metrics;
+pub mod limits_http;
 pub mod ops;
 pub mod params;
 pub mod queries;
+pub mod rate_limit;
 pub mod state;
 pub mod ui;
 pub mod usage;
@@ -27,6 +33,7 @@ pub mod window;
 
 use std::future::Future;
 
+use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -42,14 +49,18 @@ pub fn app(state: AppState) -> Router {
         .merge(usage::router())
         .merge(crate::ui::router())
         .fallback(ops::not_found)
+        // Innermost first: the rate limit runs after routing (it needs the
+        // route template) and inside the metrics layer (429s are counted).
+        .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit::limit))
+        .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
         .with_state(state)
 }
 
 /// Serves `state` on an already bound listener until `shutdown` completes.
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await?;
-    Ok(())
+    let limits = state.http_limits;
+    limits_http::serve(listener, app(state), limits, shutdown).await
 }
 
 /// Loads the keys, binds `config.addr` and serves until `shutdown`.

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
+use axum::http::Uri;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use serde::Deserialize;
@@ -56,10 +57,25 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        match Query::<RawParams>::try_from_uri(&parts.uri) {
-            Ok(Query(p)) => Ok(Params(p)),
+        RawParams::from_uri(&parts.uri).map(Params)
+    }
+}
+
+impl RawParams {
+    /// The parameters of a request URI; a malformed query string (e.g. a
+    /// repeated parameter) is a 422.
+    pub fn from_uri(uri: &Uri) -> Result<Self, ApiError> {
+        match Query::<RawParams>::try_from_uri(uri) {
+            Ok(Query(p)) => Ok(p),
             Err(e) => Err(ApiError::Validation(vec![FieldError::new(&["query"], e.body_text(), "query_parsing")])),
         }
+    }
+
+    /// [`RawParams::from_uri`] of a path and query given as text (for the
+    /// fuzzer, which has no `Uri` type of its own).
+    pub fn from_path_and_query(s: &str) -> Result<Self, ApiError> {
+        let uri: Uri = s.parse().map_err(|_| ApiError::Validation(vec![FieldError::new(&["query"], "Invalid URI", "query_parsing")]))?;
+        Self::from_uri(&uri)
     }
 }
 

@@ -5,8 +5,10 @@ use std::time::Duration;
 
 use crate::auth::KeyStore;
 use crate::config::Args;
-use crate::db::Db;
+use crate::db::{Db, QueryLimits};
+use crate::limits_http::HttpLimits;
 use crate::metrics::Metrics;
+use crate::rate_limit::RateLimiter;
 
 /// Cloned into every request (all fields are cheap handles).
 #[derive(Clone)]
@@ -20,6 +22,12 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Most buckets one series may have (`--max-buckets`).
     pub max_buckets: usize,
+    /// Per-key rate limits and concurrency caps.
+    pub limiter: Arc<RateLimiter>,
+    /// Connection-level bounds (header size and read timeout).
+    pub http_limits: HttpLimits,
+    /// Largest request body in bytes.
+    pub max_body_bytes: usize,
 }
 
 impl AppState {
@@ -38,8 +46,14 @@ impl AppState {
             args.clickhouse_concurrency,
             Duration::from_millis(args.query_timeout_ms),
             metrics.clone(),
-        );
+        )
+        .with_limits(QueryLimits::from_args(&args.abuse));
         let usage = Arc::new(crate::usage::UsageState::new(&clickhouse, args, &metrics));
-        Self { clickhouse, db, keys, usage, metrics, max_buckets: args.max_buckets }
+        let limiter = Arc::new(RateLimiter::new(&args.abuse, &metrics.registry));
+        let http_limits = HttpLimits {
+            header_read_timeout: Duration::from_millis(args.abuse.header_read_timeout_ms),
+            max_header_bytes: args.abuse.max_header_bytes,
+        };
+        Self { clickhouse, db, keys, usage, metrics, max_buckets: args.max_buckets, limiter, http_limits, max_body_bytes: args.abuse.max_body_bytes }
     }
 }

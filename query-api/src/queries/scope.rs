@@ -99,6 +99,19 @@ impl Scope {
                 params.push(("end_ms".into(), self.range.end.timestamp_millis().to_string()));
             }
         }
+        let (filters, fparams) = self.tool_calls_filters(time == TimeColumn::OccurredAt);
+        cond.extend(filters);
+        params.extend(fparams);
+        (cond.join(" AND "), params)
+    }
+
+    /// The call-kind and filter conditions of [`Scope::tool_calls_where`]
+    /// without tenant and time (for queries that put several time ranges of
+    /// different tables together). `raw` allows the user filter, which only
+    /// the raw table has.
+    pub fn tool_calls_filters(&self, raw: bool) -> (Vec<String>, Vec<(String, String)>) {
+        let mut cond: Vec<String> = Vec::new();
+        let mut params: Vec<(String, String)> = Vec::new();
         match self.kinds {
             CallKinds::Tool => cond.push("call_kind = 'tool'".into()),
             CallKinds::Proxy => cond.push("call_kind IN ('suggest_tools', 'get_tool_schemas', 'invoke_tools')".into()),
@@ -126,10 +139,10 @@ impl Scope {
             params.push(("f_tool_name".into(), v.clone()));
         }
         if let Some(v) = f.user_token_id {
-            debug_assert!(time == TimeColumn::OccurredAt, "only the raw table has user_token_id");
+            debug_assert!(raw, "only the raw table has user_token_id");
             cond.push("user_token_id = {f_user:UUID}".into());
             params.push(("f_user".into(), v.to_string()));
         }
-        (cond.join(" AND "), params)
+        (cond, params)
     }
 }

@@ -6,6 +6,7 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
+use super::rollup::{self, Source};
 use super::scope::{Scope, Sql, TimeColumn};
 use crate::buckets::Buckets;
 use crate::db::Db;
@@ -164,10 +165,20 @@ fn where_sql(scope: &Scope, table: Table) -> (String, Vec<(String, String)>) {
     }
 }
 
-fn table_name(table: Table) -> &'static str {
-    match table {
-        Table::ToolCalls => "tool_calls_1m",
-        Table::Executions => "agent_executions_1m",
+/// `(FROM source, WHERE condition, params)` of a metric: tool-call metrics
+/// from the rollup [`rollup::choose`] picks (distinct queries from the
+/// minute rollup's sets, as groups may be tools or servers), execution
+/// metrics from `agent_executions_1m`.
+fn from_sql(scope: &Scope, metric: Metric, buckets: Option<&Buckets>) -> (String, String, Vec<(String, String)>) {
+    match metric.table() {
+        Table::ToolCalls => {
+            let source = if metric == Metric::Queries { Source::Minute } else { rollup::choose(scope, buckets, false) };
+            rollup::tool_calls_from(scope, &source)
+        }
+        Table::Executions => {
+            let (cond, params) = where_sql(scope, Table::Executions);
+            ("agent_executions_1m".into(), cond, params)
+        }
     }
 }
 
@@ -184,10 +195,9 @@ pub struct Point {
 pub async fn top_groups(db: &Db, scope: &Scope, metric: Metric, group: GroupBy, top: u32) -> Result<(Vec<String>, bool), ApiError> {
     let table = metric.table();
     let key = group.key_sql(table).ok_or_else(|| ApiError::Internal("group not available".into()))?;
-    let (cond, params) = where_sql(scope, table);
+    let (from, cond, params) = from_sql(scope, metric, None);
     let sql = Sql::new(format!(
-        "SELECT {key} AS g FROM {t} WHERE {cond} GROUP BY g ORDER BY {rank} DESC, g ASC LIMIT {{top_plus_one:UInt32}}",
-        t = table_name(table),
+        "SELECT {key} AS g FROM {from} WHERE {cond} GROUP BY g ORDER BY {rank} DESC, g ASC LIMIT {{top_plus_one:UInt32}}",
         rank = metric.rank_sql()
     ))
     .bind_all(params)
@@ -202,7 +212,7 @@ pub async fn top_groups(db: &Db, scope: &Scope, metric: Metric, group: GroupBy, 
 /// the metric; with one, groups outside `keys` are summed into `other`.
 pub async fn points(db: &Db, scope: &Scope, metric: Metric, buckets: &Buckets, group: Option<(GroupBy, &[String])>, name: &str) -> Result<Vec<Point>, ApiError> {
     let table = metric.table();
-    let (cond, params) = where_sql(scope, table);
+    let (from, cond, params) = from_sql(scope, metric, Some(buckets));
     let (bucket, bparams) = buckets.index_sql("minute");
     let mut sql = Sql::new(String::new()).bind_all(params).bind_all(bparams);
     let series = match group {
@@ -217,10 +227,9 @@ pub async fn points(db: &Db, scope: &Scope, metric: Metric, buckets: &Buckets, g
         }
     };
     sql.text = format!(
-        "SELECT {series} AS series, {bucket} AS bucket, {value} AS value FROM {t} WHERE {cond}
+        "SELECT {series} AS series, {bucket} AS bucket, {value} AS value FROM {from} WHERE {cond}
          GROUP BY series, bucket ORDER BY series, bucket",
         value = metric.value_sql(),
-        t = table_name(table)
     );
     db.run("timeseries_points", |c| async move { sql.query(&c).fetch_all::<Point>().await }).await
 }

@@ -1,5 +1,7 @@
-//! Tool-call figures from the `tool_calls_1m` rollup: totals, per-bucket
-//! series, group-by lists and error-type series.
+//! Tool-call figures from the tool-call rollups: totals, per-bucket
+//! series, group-by lists and error-type series. [`rollup::choose`] picks
+//! the hourly or the minute rollup; the `_via` variants take the choice as
+//! an argument (tests compare both paths).
 //!
 //! Counts are exact (sums of per-minute counts, exact distinct-query
 //! sets); latency percentiles come from merged t-digest states, so they are
@@ -9,12 +11,12 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
-use super::scope::{Scope, Sql, TimeColumn};
+use super::rollup::{self, HourSplit, Source};
+use super::scope::{Scope, Sql};
 use crate::buckets::Buckets;
 use crate::db::Db;
 use crate::error::ApiError;
 
-/// The aggregate columns read from `tool_calls_1m`.
 /// Which of the expensive aggregates a query needs: merging t-digest
 /// states and exact distinct-query sets costs far more than summing counts,
 /// so each endpoint asks only for what it shows.
@@ -139,20 +141,65 @@ struct BucketStats {
 
 /// Totals over the scope.
 pub async fn totals(db: &Db, scope: &Scope, need: Need) -> Result<CallStats, ApiError> {
-    let (cond, params) = scope.tool_calls_where(TimeColumn::Minute);
-    let sql = Sql::new(format!("SELECT {} FROM tool_calls_1m WHERE {cond}", stats(need))).bind_all(params);
-    db.run("tool_calls_totals", |c| async move { sql.query(&c).fetch_one::<CallStats>().await }).await
+    totals_via(db, scope, need, &rollup::choose(scope, None, need.queries)).await
+}
+
+/// [`totals`] from the given source.
+pub async fn totals_via(db: &Db, scope: &Scope, need: Need, source: &Source) -> Result<CallStats, ApiError> {
+    let split = match source {
+        Source::Minute => {
+            let (cond, params) = scope.tool_calls_where(super::scope::TimeColumn::Minute);
+            let sql = Sql::new(format!("SELECT {} FROM tool_calls_1m WHERE {cond}", stats(need))).bind_all(params);
+            return db.run("tool_calls_totals", |c| async move { sql.query(&c).fetch_one::<CallStats>().await }).await;
+        }
+        Source::Hourly(split) => split,
+    };
+    let (from, cond, params) = rollup::tool_calls_from(scope, source);
+    let counts = Need { queries: false, ..need };
+    let sql = Sql::new(format!("SELECT {} FROM {from} WHERE {cond}", stats(counts))).bind_all(params);
+    let stats = db.run("tool_calls_totals", |c| async move { sql.query(&c).fetch_one::<CallStats>().await });
+    if !need.queries {
+        return stats.await;
+    }
+    let (from, params) = rollup::queries_from(scope, split);
+    let sql = Sql::new(format!("SELECT toUInt64(uniqExact(query_id)) FROM {from}")).bind_all(params);
+    let queries = db.run("tool_calls_queries", |c| async move { sql.query(&c).fetch_one::<u64>().await });
+    let (mut stats, queries) = tokio::try_join!(stats, queries)?;
+    stats.queries = queries;
+    Ok(stats)
 }
 
 /// One [`CallStats`] per bucket, zero-filled. The scope's range should
 /// start at the first bucket.
 pub async fn series(db: &Db, scope: &Scope, buckets: &Buckets, need: Need) -> Result<Vec<CallStats>, ApiError> {
-    let (cond, params) = scope.tool_calls_where(TimeColumn::Minute);
+    series_via(db, scope, buckets, need, &rollup::choose(scope, Some(buckets), need.queries)).await
+}
+
+/// [`series`] from the given source (which must suit the buckets: see
+/// [`rollup::choose`]).
+pub async fn series_via(db: &Db, scope: &Scope, buckets: &Buckets, need: Need, source: &Source) -> Result<Vec<CallStats>, ApiError> {
+    let split: Option<&HourSplit> = match source {
+        Source::Minute => None,
+        Source::Hourly(s) => Some(s),
+    };
+    let (from, cond, params) = rollup::tool_calls_from(scope, source);
     let (bucket, bparams) = buckets.index_sql("minute");
-    let sql = Sql::new(format!("SELECT {bucket} AS bucket, {} FROM tool_calls_1m WHERE {cond} GROUP BY bucket ORDER BY bucket", stats(need)))
+    let in_stats = Need { queries: need.queries && split.is_none(), ..need };
+    let sql = Sql::new(format!("SELECT {bucket} AS bucket, {} FROM {from} WHERE {cond} GROUP BY bucket ORDER BY bucket", stats(in_stats)))
         .bind_all(params)
-        .bind_all(bparams);
-    let rows = db.run("tool_calls_series", |c| async move { sql.query(&c).fetch_all::<BucketStats>().await }).await?;
+        .bind_all(bparams.clone());
+    let rows = db.run("tool_calls_series", |c| async move { sql.query(&c).fetch_all::<BucketStats>().await });
+    let (rows, queries) = match split.filter(|_| need.queries) {
+        None => (rows.await?, Vec::new()),
+        Some(split) => {
+            let (from, params) = rollup::queries_from(scope, split);
+            let sql = Sql::new(format!("SELECT {bucket} AS bucket, toUInt64(uniqExact(query_id)) AS n FROM {from} GROUP BY bucket ORDER BY bucket"))
+                .bind_all(params)
+                .bind_all(bparams);
+            let queries = db.run("tool_calls_queries", |c| async move { sql.query(&c).fetch_all::<(u32, u64)>().await });
+            tokio::try_join!(rows, queries)?
+        }
+    };
     let mut out = vec![CallStats::default(); buckets.len()];
     for r in rows {
         if let Some(slot) = out.get_mut(r.bucket as usize) {
@@ -166,6 +213,11 @@ pub async fn series(db: &Db, scope: &Scope, buckets: &Buckets, need: Need) -> Re
                 runtime_sum_ms: r.runtime_sum_ms,
                 runtime_count: r.runtime_count,
             };
+        }
+    }
+    for (b, n) in queries {
+        if let Some(slot) = out.get_mut(b as usize) {
+            slot.queries = n;
         }
     }
     Ok(out)
@@ -216,11 +268,13 @@ pub struct GroupCount {
 /// Calls and (if `with_queries`, else 0) distinct queries per value of
 /// `dim` (at most 10 000 groups), ordered by key.
 pub async fn group_counts(db: &Db, scope: &Scope, dim: Dim, with_queries: bool) -> Result<Vec<GroupCount>, ApiError> {
-    let (cond, params) = scope.tool_calls_where(TimeColumn::Minute);
+    // Distinct queries per tool or server need the minute rollup's sets.
+    let source = if with_queries { Source::Minute } else { rollup::choose(scope, None, false) };
+    let (from, cond, params) = rollup::tool_calls_from(scope, &source);
     let queries = if with_queries { "toUInt64(uniqExactIfMerge(queries))" } else { "toUInt64(0)" };
     let sql = Sql::new(format!(
         "SELECT {key} AS key, toUInt64(sum(calls)) AS n_calls, {queries} AS n_queries
-         FROM tool_calls_1m WHERE {cond} AND {present}
+         FROM {from} WHERE {cond} AND {present}
          GROUP BY key ORDER BY key LIMIT 10000",
         key = dim.key_sql(),
         present = dim.present_sql()
@@ -242,11 +296,11 @@ pub struct Connection {
 
 /// Navigator-instance × tool usage, most used first (at most 1000 pairs).
 pub async fn connections(db: &Db, scope: &Scope) -> Result<Vec<Connection>, ApiError> {
-    let (cond, params) = scope.tool_calls_where(TimeColumn::Minute);
+    let (from, cond, params) = rollup::tool_calls_from(scope, &rollup::choose(scope, None, false));
     let sql = Sql::new(format!(
         "SELECT toString(navigator_instance_id) AS nav, toString(tool_id) AS tool,
                 toUInt64(sum(calls)) AS usage_count, toInt64(toUnixTimestamp64Milli(max(last_used))) AS last_used_ms
-         FROM tool_calls_1m WHERE {cond}
+         FROM {from} WHERE {cond}
            AND navigator_instance_id != toUUID('00000000-0000-0000-0000-000000000000')
            AND tool_id != toUUID('00000000-0000-0000-0000-000000000000')
          GROUP BY nav, tool
@@ -268,10 +322,10 @@ pub struct KindCount {
 }
 
 pub async fn kind_counts(db: &Db, scope: &Scope) -> Result<Vec<KindCount>, ApiError> {
-    let (cond, params) = scope.tool_calls_where(TimeColumn::Minute);
+    let (from, cond, params) = rollup::tool_calls_from(scope, &rollup::choose(scope, None, false));
     let sql = Sql::new(format!(
         "SELECT toString(call_kind) AS kind, toUInt64(sum(calls)) AS n_calls, toUInt64(sum(suggestions)) AS n_suggestions
-         FROM tool_calls_1m WHERE {cond} GROUP BY kind ORDER BY kind"
+         FROM {from} WHERE {cond} GROUP BY kind ORDER BY kind"
     ))
     .bind_all(params);
     db.run("tool_calls_kinds", |c| async move { sql.query(&c).fetch_all::<KindCount>().await }).await
@@ -288,11 +342,11 @@ pub struct ErrorTypeBucket {
 }
 
 pub async fn error_type_series(db: &Db, scope: &Scope, buckets: &Buckets) -> Result<Vec<ErrorTypeBucket>, ApiError> {
-    let (cond, params) = scope.tool_calls_where(TimeColumn::Minute);
+    let (from, cond, params) = rollup::tool_calls_from(scope, &rollup::choose(scope, Some(buckets), false));
     let (bucket, bparams) = buckets.index_sql("minute");
     let sql = Sql::new(format!(
         "SELECT if(error_type = '', 'other', toString(error_type)) AS kind, {bucket} AS bucket, toUInt64(sum(errors)) AS n_errors
-         FROM tool_calls_1m WHERE {cond} AND errors > 0
+         FROM {from} WHERE {cond} AND errors > 0
          GROUP BY kind, bucket HAVING n_errors > 0 ORDER BY kind, bucket"
     ))
     .bind_all(params)

@@ -1,6 +1,7 @@
 //! Integration tests of agentmeter-api against the local stack, each with
 //! its own database.
 
+mod abuse;
 mod analytics;
 mod usage;
 mod ui;

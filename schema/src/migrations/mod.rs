@@ -10,10 +10,14 @@
 //!
 //! Statements use unqualified table names; the client is bound to the target
 //! database, which the runner creates first.
+//!
+//! A migration that adds a materialized view over existing data also lists
+//! [`Backfill`]s: the view alone only sees rows inserted after it exists.
 
 mod m0001_raw_tables;
 mod m0002_rollups;
 mod m0003_limits;
+mod m0004_hourly_rollups;
 
 use anyhow::Context;
 use clickhouse::Client;
@@ -28,6 +32,90 @@ pub trait Migration: Send + Sync {
     fn statements(&self) -> Vec<String>;
     /// How to undo it by hand (ClickHouse DDL is not transactional).
     fn rollback(&self) -> &'static str;
+    /// Materialized views to create after [`Migration::statements`], each
+    /// with a copy of the rows that were already in its source table.
+    fn backfills(&self) -> Vec<Backfill> {
+        Vec::new()
+    }
+}
+
+/// A materialized view and the one-time copy of the rows its source table
+/// held before the view existed.
+///
+/// Exactly once, by construction:
+/// 1. if the view does not exist yet, a cutoff (`now64(3)` of ClickHouse)
+///    is recorded in `rollup_backfills`, then the view is created. Inserts
+///    that start after the view exists reach it, and their rows get an
+///    `ingested_at` after the cutoff, so they are not copied;
+/// 2. the copy takes the rows with `ingested_at` before the earliest
+///    recorded cutoff of the view (a rerun after a crash, or a second
+///    runner, finds the same cutoff);
+/// 3. the copy is inserted with `insert_deduplication_token` derived from
+///    view and cutoff, and the target has `non_replicated_deduplication_window`,
+///    so a second identical copy (a rerun, a concurrent runner) is dropped.
+///
+/// Caveat: an insert into the source table that is in flight during the
+/// milliseconds between recording the cutoff and creating the view (or
+/// that started before and stamps `ingested_at` after the cutoff) reaches
+/// neither the view nor the copy. Run migrations before starting ingest, as
+/// `./dev/run` and deployments do; if in doubt, compare the rollup with the
+/// raw table for the migration's hour and rebuild that hour.
+#[derive(Debug, Clone)]
+pub struct Backfill {
+    /// Name of the materialized view.
+    pub view: &'static str,
+    /// Target table of the view (and of the copy).
+    pub target: &'static str,
+    /// `CREATE MATERIALIZED VIEW IF NOT EXISTS <view> TO <target> AS ...`.
+    pub create_view: String,
+    /// The view's `SELECT`, restricted to
+    /// `ingested_at < fromUnixTimestamp64Milli({cutoff_ms:Int64}, 'UTC')`.
+    pub select_before_cutoff: String,
+}
+
+const BACKFILLS_TABLE: &str = "CREATE TABLE IF NOT EXISTS rollup_backfills (
+    view String,
+    cutoff DateTime64(3, 'UTC'),
+    recorded_at DateTime64(3, 'UTC') DEFAULT now64(3)
+) ENGINE = MergeTree ORDER BY view";
+
+/// Creates the view of `b` (recording a cutoff first) and copies the rows
+/// before the cutoff into its target; see [`Backfill`].
+async fn run_backfill(db: &Client, b: &Backfill) -> anyhow::Result<()> {
+    db.query(BACKFILLS_TABLE).execute().await.context("creating rollup_backfills")?;
+    let exists: u8 = db
+        .query("SELECT toUInt8(count() > 0) FROM system.tables WHERE database = currentDatabase() AND name = ?")
+        .bind(b.view)
+        .fetch_one()
+        .await
+        .with_context(|| format!("looking for view {}", b.view))?;
+    if exists == 0 {
+        db.query("INSERT INTO rollup_backfills (view, cutoff) SELECT ?, now64(3)")
+            .bind(b.view)
+            .execute()
+            .await
+            .with_context(|| format!("recording the backfill cutoff of {}", b.view))?;
+        db.query(&b.create_view).execute().await.with_context(|| format!("creating view {}", b.view))?;
+    }
+    let (n, cutoff_ms): (u64, i64) = db
+        .query("SELECT count(), toInt64(toUnixTimestamp64Milli(min(cutoff))) FROM rollup_backfills WHERE view = ?")
+        .bind(b.view)
+        .fetch_one()
+        .await
+        .with_context(|| format!("reading the backfill cutoff of {}", b.view))?;
+    anyhow::ensure!(n > 0, "view {} exists but no backfill cutoff is recorded; it was not created by this migration runner", b.view);
+    db.clone()
+        .with_option("insert_deduplication_token", format!("backfill:{}:{cutoff_ms}", b.view))
+        .with_option("insert_deduplicate", "1")
+        .with_option("max_threads", "1")
+        .with_option("max_insert_threads", "1")
+        .query(&format!("INSERT INTO {} {}", b.target, b.select_before_cutoff))
+        .param("cutoff_ms", cutoff_ms)
+        .execute()
+        .await
+        .with_context(|| format!("backfilling {} before {cutoff_ms}", b.target))?;
+    tracing::info!(view = b.view, target = b.target, cutoff_ms, "backfilled rollup");
+    Ok(())
 }
 
 /// Every migration, in order.
@@ -36,6 +124,7 @@ pub fn all() -> Vec<Box<dyn Migration>> {
         Box::new(m0001_raw_tables::RawTables),
         Box::new(m0002_rollups::Rollups),
         Box::new(m0003_limits::Limits),
+        Box::new(m0004_hourly_rollups::HourlyRollups),
     ]
 }
 
@@ -80,6 +169,9 @@ pub async fn migrate(server: &Client, database: &str) -> anyhow::Result<MigrateR
                 .execute()
                 .await
                 .with_context(|| format!("migration {:04} {} statement {}", m.version(), m.name(), i + 1))?;
+        }
+        for b in m.backfills() {
+            run_backfill(&db, &b).await.with_context(|| format!("migration {:04} {}", m.version(), m.name()))?;
         }
         db.query("INSERT INTO schema_migrations (version, name) VALUES (?, ?)")
             .bind(m.version())
@@ -138,6 +230,10 @@ mod tests {
             for sql in m.statements() {
                 let s = sql.trim_start().to_ascii_uppercase();
                 assert!(s.contains("IF NOT EXISTS"), "migration {} has a statement that is not idempotent: {sql}", m.version());
+            }
+            for b in m.backfills() {
+                assert!(b.create_view.to_ascii_uppercase().contains("IF NOT EXISTS"), "view {} is not created idempotently", b.view);
+                assert!(b.select_before_cutoff.contains("{cutoff_ms:Int64}"), "backfill of {} ignores the cutoff", b.view);
             }
         }
     }

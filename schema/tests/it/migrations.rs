@@ -41,8 +41,13 @@ async fn migrate_twice_creates_every_table_once() {
         "agent_executions_1m",
         "agent_executions_1m_mv",
         "plan_limits",
+        "rollup_backfills",
         "schema_migrations",
+        "tool_call_queries_1h",
+        "tool_call_queries_1h_mv",
         "tool_calls",
+        "tool_calls_1h",
+        "tool_calls_1h_mv",
         "tool_calls_1m",
         "tool_calls_1m_mv",
     ] {
@@ -121,5 +126,105 @@ async fn rollups_equal_raw_totals_and_retried_inserts_count_once() {
         .unwrap();
     assert_eq!(raw, (500, 50, 167));
     assert_eq!(rollup, raw);
+    drop_db(&ch).await;
+}
+
+/// Rows in `tool_calls` before 0004 created its views reach the hourly
+/// rollups through the backfill, exactly once even when the migration runs
+/// twice at the same time and once more after that (a rerun after a crash
+/// before the migration was recorded); rows inserted afterwards arrive
+/// through the views.
+#[tokio::test]
+async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
+    use agentmeter_schema::rows::ToolCallRow;
+    let ch = clickhouse(&unique_db("backfill"));
+    migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
+    let db = ch.client();
+    // Back to version 3: no hourly views, empty hourly tables.
+    let forget_0004 = || async {
+        db.query("TRUNCATE TABLE schema_migrations").execute().await.unwrap();
+        db.query("INSERT INTO schema_migrations (version, name) VALUES (1, 'raw_tables'), (2, 'minute_rollups'), (3, 'plan_limits')")
+            .execute()
+            .await
+            .unwrap();
+    };
+    for sql in [
+        "DROP VIEW tool_calls_1h_mv",
+        "DROP VIEW tool_call_queries_1h_mv",
+        "TRUNCATE TABLE tool_calls_1h",
+        "TRUNCATE TABLE tool_call_queries_1h",
+        "TRUNCATE TABLE rollup_backfills",
+    ] {
+        db.query(sql).execute().await.unwrap();
+    }
+    forget_0004().await;
+    let tenant = uuid::Uuid::new_v4();
+    let rows = |from: i64, n: i64| -> Vec<ToolCallRow> {
+        (from..from + n)
+            .map(|i| {
+                let raw = serde_json::json!({
+                    "event_id": uuid::Uuid::new_v4(), "occurred_at": chrono::Utc::now().timestamp_millis() - 3 * 86_400_000 + i * 60_000,
+                    "tenant_id": tenant, "tool_name": format!("tool_{}", i % 5), "latency_ms": (i % 50) as f64,
+                    "success": i % 8 != 0, "error_type": if i % 8 == 0 { Some("upstream") } else { None },
+                    "query_id": uuid::Uuid::from_u128((i / 4) as u128 + 1),
+                    "call_kind": if i % 9 == 0 { "suggest_tools" } else { "tool" },
+                });
+                ToolCallRow::from(&agentmeter_schema::parse_tool_call(raw.to_string().as_bytes(), chrono::Utc::now()).unwrap())
+            })
+            .collect()
+    };
+    let insert = |rows: Vec<ToolCallRow>| {
+        let db = db.clone();
+        async move {
+            let mut insert = db.insert::<ToolCallRow>("tool_calls").await.unwrap();
+            for row in &rows {
+                insert.write(row).await.unwrap();
+            }
+            insert.end().await.unwrap();
+        }
+    };
+    insert(rows(0, 300)).await;
+    let (first, second) = (ch.server_client(), ch.server_client());
+    let (a, b) = tokio::join!(migrations::migrate(&first, &ch.database), migrations::migrate(&second, &ch.database));
+    a.unwrap();
+    b.unwrap();
+    forget_0004().await;
+    let rerun = migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
+    assert_eq!(rerun.applied.len(), 1);
+    insert(rows(300, 200)).await;
+
+    let raw: (u64, u64, u64, u64) = db
+        .query(
+            "SELECT count(), countIf(NOT success), uniqExactIf(query_id, call_kind = 'tool'), uniqExact(query_id)
+             FROM tool_calls WHERE tenant_id = toUUID(?)",
+        )
+        .bind(tenant.to_string())
+        .fetch_one()
+        .await
+        .unwrap();
+    let hourly: (u64, u64) = db
+        .query("SELECT sum(calls), sum(errors) FROM tool_calls_1h WHERE tenant_id = toUUID(?)")
+        .bind(tenant.to_string())
+        .fetch_one()
+        .await
+        .unwrap();
+    let queries: (u64, u64) = db
+        .query("SELECT uniqExactIf(query_id, tool_calls > 0), uniqExact(query_id) FROM tool_call_queries_1h WHERE tenant_id = toUUID(?)")
+        .bind(tenant.to_string())
+        .fetch_one()
+        .await
+        .unwrap();
+    let calls_in_queries: u64 = db
+        .query("SELECT sum(tool_calls) + sum(proxy_calls) FROM tool_call_queries_1h WHERE tenant_id = toUUID(?)")
+        .bind(tenant.to_string())
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(raw.0, 500);
+    assert_eq!(raw.1, 63); // i % 8 == 0 for i in 0..500
+    assert_eq!(hourly, (raw.0, raw.1));
+    assert_eq!(queries, (raw.2, raw.3));
+    assert_eq!(raw.3, 125);
+    assert_eq!(calls_in_queries, 500);
     drop_db(&ch).await;
 }

@@ -9,6 +9,7 @@ mod endpoints;
 mod fixture;
 mod grafana;
 mod ops;
+mod rollups;
 mod schema;
 mod tenancy;
 mod validation;

@@ -1,0 +1,220 @@
+//! Freshness: the time from producing an event to seeing it counted by the
+//! API, while `agentmeter-ingest` carries background traffic at half the
+//! maximum ingest rate measured by the ingest benchmark.
+//!
+//! Each sample is one tool call with a unique `tool_name` (the marker) for
+//! demo tenant A; the clock starts just before the produce call and stops
+//! when `GET /api/v1/analytics/tool-calls-processed?window=1h&tool_name=<marker>`
+//! reports `total_tool_calls = 1`. Samples start every `--interval-ms` and
+//! are polled concurrently every `--poll-ms`, so a slow sample does not
+//! delay the next. Target: p99 < 3 s.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentmeter_bench::{Generator, Settings, TENANT_A, TENANT_B};
+use agentmeter_schema::config::ClickHouseArgs;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use serde_json::{json, Value};
+
+use crate::kafka::{self, Topics};
+use crate::process::{self, Proc};
+use crate::report::{self, percentile, round};
+use crate::{env, graphs, Common};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Opts {
+    /// Background events per second (0: half of `ingest_events_per_s` in
+    /// `<results-dir>/ingest.json`, or 5000 without it).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Number of marker events measured.
+    #[arg(long, default_value_t = 50)]
+    pub samples: usize,
+    /// A new sample starts this often.
+    #[arg(long, default_value_t = 300)]
+    pub interval_ms: u64,
+    /// Each sample polls the API this often.
+    #[arg(long, default_value_t = 100)]
+    pub poll_ms: u64,
+    /// Background traffic before the first sample.
+    #[arg(long, default_value_t = 5)]
+    pub warmup_s: u64,
+    /// Partitions of each event topic.
+    #[arg(long, default_value_t = 3)]
+    pub partitions: i32,
+    /// Name of the result file (`<name>.json`).
+    #[arg(long, default_value = "freshness")]
+    pub result_name: String,
+}
+
+fn half_max_rate(dir: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("{dir}/ingest.json")).ok()?;
+    let v: Value = serde_json::from_str(&text).ok()?;
+    v["figures"]["ingest_events_per_s"].as_f64().map(|r| (r / 2.0) as u64)
+}
+
+/// Produces generated traffic at `rate` events/s until `stop`. Blocking.
+fn background(brokers: String, topics: Topics, rate: u64, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> anyhow::Result<()> {
+    let producer = kafka::bulk_producer(&brokers)?;
+    let mut generator = Generator::new(Settings { seed: 5, tenants: vec![TENANT_A, TENANT_B], ..Settings::default() });
+    let started = Instant::now();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let now = chrono::Utc::now();
+        for _ in 0..(rate / 100).max(1) {
+            let m = generator.next_message(now);
+            kafka::send_blocking(&producer, topics.of(m.kind), &m.key, &m.payload)?;
+            n += 1;
+        }
+        sent.store(n, Ordering::Relaxed);
+        let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(())
+}
+
+pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
+    let rate = if o.rate > 0 { o.rate } else { half_max_rate(&common.results_dir).unwrap_or(5000) };
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let db = format!("agentmeter_bench_fresh_{run_id}");
+    let ch = ClickHouseArgs::new(&common.clickhouse_url, &db);
+    let server = ch.server_client();
+    agentmeter_schema::migrations::migrate(&server, &db).await?;
+    let machine = env::machine();
+    let versions = env::versions(&server).await;
+    let topics = Topics::fresh(&run_id);
+    topics.create(&common.kafka_brokers, o.partitions).await?;
+
+    let port = process::free_port()?;
+    let mut cmd = std::process::Command::new(format!("{}/agentmeter-ingest", common.bin_dir));
+    cmd.env("AGENTMETER_KAFKA_BROKERS", &common.kafka_brokers)
+        .env("AGENTMETER_KAFKA_GROUP", format!("bench-fresh-{run_id}"))
+        .env("AGENTMETER_TOOL_CALLS_TOPIC", &topics.tool_calls)
+        .env("AGENTMETER_AGENT_EXECUTIONS_TOPIC", &topics.executions)
+        .env("AGENTMETER_DEAD_LETTER_TOPIC", &topics.dead_letter)
+        .env("AGENTMETER_CLICKHOUSE_URL", &ch.url)
+        .env("AGENTMETER_CLICKHOUSE_DATABASE", &db)
+        .env("AGENTMETER_KAFKA_SESSION_TIMEOUT_MS", "6000")
+        .env("AGENTMETER_INGEST_METRICS_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn");
+    let log = std::env::temp_dir().join("agentmeter-bench-fresh-worker.log");
+    let mut worker = Proc::spawn(cmd, "agentmeter-ingest", &log.to_string_lossy())?;
+    let Some((api, base)) = graphs::start_api(common, &db).await? else {
+        anyhow::bail!("the freshness benchmark needs {}/agentmeter-api", common.bin_dir);
+    };
+
+    eprintln!("freshness: background traffic at {rate} events/s");
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let bg = {
+        let (b, t, s, n) = (common.kafka_brokers.clone(), topics.clone(), stop.clone(), sent.clone());
+        tokio::task::spawn_blocking(move || background(b, t, rate, s, n))
+    };
+    // Wait for the worker to join and write, then warm up.
+    let client = ch.client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        worker.ensure_running()?;
+        let n = client.query("SELECT count() FROM tool_calls").fetch_one::<u64>().await?;
+        if n > 0 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the worker wrote nothing within 60 s (log: {})", log.display());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(o.warmup_s)).await;
+    let sent_at_start = sent.load(Ordering::Relaxed);
+    let measure_start = Instant::now();
+
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &common.kafka_brokers).set("linger.ms", "0").create()?;
+    let http = reqwest::Client::new();
+    let mut lanes = Vec::new();
+    for i in 0..o.samples {
+        let marker = format!("fresh-{run_id}-{i}");
+        let (producer, http, base, topic, poll) = (producer.clone(), http.clone(), base.clone(), topics.tool_calls.clone(), o.poll_ms);
+        lanes.push(tokio::spawn(async move { sample(producer, http, base, topic, marker, poll).await }));
+        tokio::time::sleep(Duration::from_millis(o.interval_ms)).await;
+    }
+    let mut ms = Vec::new();
+    let mut failures = Vec::new();
+    for l in lanes {
+        match l.await? {
+            Ok(v) => ms.push(v),
+            Err(e) => failures.push(e.to_string()),
+        }
+    }
+    let achieved = (sent.load(Ordering::Relaxed) - sent_at_start) as f64 / measure_start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    bg.await??;
+    let usage = process::usage(worker.pid())?;
+    worker.stop(Duration::from_secs(20));
+    drop(api);
+
+    let (p50, p90, p99, max) = (percentile(&ms, 50.0), percentile(&ms, 90.0), percentile(&ms, 99.0), percentile(&ms, 100.0));
+    let met = failures.is_empty() && p99 < 3000.0;
+    report::table(&[
+        vec!["freshness (produce -> API)".into(), "ms".into()],
+        vec!["p50".into(), format!("{p50:.0}")],
+        vec!["p90".into(), format!("{p90:.0}")],
+        vec!["p99".into(), format!("{p99:.0}")],
+        vec!["max".into(), format!("{max:.0}")],
+        vec![format!("samples ({} failed)", failures.len()), format!("{}", ms.len())],
+        vec!["background events/s (offered / achieved)".into(), format!("{rate} / {achieved:.0}")],
+        vec!["target p99 < 3000 ms".into(), report::met(met)],
+    ]);
+    let doc = json!({
+        "benchmark": "freshness",
+        "what": "produce -> counted by GET /api/v1/analytics/tool-calls-processed, with agentmeter-ingest under background load at half its measured max rate",
+        "started_at": chrono::Utc::now().to_rfc3339(),
+        "events": {"samples": o.samples, "measured": ms.len(), "failed": failures.len(), "background_events_sent": sent.load(Ordering::Relaxed)},
+        "figures": {
+            "p50_ms": round(p50, 1), "p90_ms": round(p90, 1), "p99_ms": round(p99, 1), "max_ms": round(max, 1),
+            "background_rate_offered_per_s": rate, "background_rate_achieved_per_s": round(achieved, 0),
+            "worker_peak_rss_mib": round(usage.hwm_kib as f64 / 1024.0, 1),
+            "failures": failures,
+        },
+        "ceiling": {"background_rate_is_half_of_ingest_events_per_s": half_max_rate(&common.results_dir).map(|h| h * 2)},
+        "ratio": Value::Null,
+        "target": {"p99_ms_max": 3000},
+        "met": {"all": met},
+        "settings": {"interval_ms": o.interval_ms, "poll_ms": o.poll_ms, "worker_flush_interval_ms": 1000, "partitions": o.partitions},
+        "versions": versions,
+        "machine": machine,
+    });
+    report::write(&common.results_dir, &o.result_name, &doc)?;
+    if !common.keep {
+        server.query(&format!("DROP DATABASE IF EXISTS `{db}`")).execute().await?;
+    }
+    Ok(())
+}
+
+/// Produces one marker and polls the API until it is counted; milliseconds.
+async fn sample(producer: FutureProducer, http: reqwest::Client, base: String, topic: String, marker: String, poll_ms: u64) -> anyhow::Result<f64> {
+    let id = uuid::Uuid::new_v4();
+    let payload = json!({
+        "event_id": id, "occurred_at": chrono::Utc::now().timestamp_millis(), "tenant_id": TENANT_A,
+        "tool_name": marker, "call_kind": "tool", "latency_ms": 1.0, "success": true,
+    })
+    .to_string();
+    let key = id.to_string();
+    let started = Instant::now();
+    producer
+        .send(FutureRecord::to(&topic).key(&key).payload(&payload), Duration::from_secs(10))
+        .await
+        .map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
+    let url = format!("{base}/api/v1/analytics/tool-calls-processed?window=1h&tool_name={marker}");
+    loop {
+        let v: Value = http.get(&url).header("X-API-Key", "am_dev_tenant_a").send().await?.json().await?;
+        if v["data"]["total_tool_calls"].as_u64().or_else(|| v["total_tool_calls"].as_u64()) == Some(1) {
+            return Ok(started.elapsed().as_secs_f64() * 1000.0);
+        }
+        anyhow::ensure!(started.elapsed() < Duration::from_secs(30), "{marker} not visible after 30 s (last answer {v})");
+        tokio::time::sleep(Duration::from_millis(poll_ms)).await;
+    }
+}

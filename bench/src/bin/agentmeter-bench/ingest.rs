@@ -1,0 +1,313 @@
+//! Ingest throughput: `agentmeter-ingest` (release binary) end to end, from
+//! the first message it consumes to the last row visible in ClickHouse,
+//! against the ceiling of the same run:
+//!
+//! * (a) **raw consume**: a bare rdkafka consumer draining the same topics
+//!   of the same broker, decoding nothing;
+//! * (b) **raw insert**: the same rows (generated from the same seed,
+//!   parsed in advance, not timed) inserted into a twin database on the
+//!   same ClickHouse with the clickhouse crate, in batches of the worker's
+//!   size, one insert at a time per table (as the worker writes);
+//! * ceiling = min(a, b). Target: worker >= 60 % of it, peak RSS < 200 MB.
+//!
+//! The worker's peak RSS is `VmHWM` and its CPU `utime + stime` from /proc.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use agentmeter_bench::{Generator, Kind, Settings, TENANT_A, TENANT_B};
+use agentmeter_schema::config::ClickHouseArgs;
+use agentmeter_schema::rows::{AgentExecutionRow, ToolCallRow};
+use clickhouse::{Client, Row};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::kafka::{self, Topics};
+use crate::process::{self, Proc};
+use crate::report::{self, round};
+use crate::{env, Common};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Opts {
+    /// Events to pre-load and ingest.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Partitions of each event topic.
+    #[arg(long, default_value_t = 3)]
+    pub partitions: i32,
+    /// Rows per INSERT for the worker and the raw-insert ceiling (the worker's default).
+    #[arg(long, default_value_t = 50_000)]
+    pub batch_rows: usize,
+    /// The worker's Kafka fetch queue bound in KiB (its default); the raw consumer uses the same.
+    #[arg(long, default_value_t = 8192)]
+    pub fetch_queue_kib: u64,
+    /// Random seed of the traffic.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Give up on a phase after this many seconds.
+    #[arg(long, default_value_t = 1200)]
+    pub timeout_s: u64,
+    /// Spread `occurred_at` of the pre-loaded events over this many past
+    /// hours (0: the time of producing, as live traffic). A wide spread
+    /// makes every batch span the whole range: the worst case of the
+    /// worker's duplicate look-up (see bench/README.md).
+    #[arg(long, default_value_t = 0.0)]
+    pub backfill_hours: f64,
+    /// Name of the result file (`<name>.json`).
+    #[arg(long, default_value = "ingest")]
+    pub result_name: String,
+}
+
+fn settings(seed: u64, backfill_hours: f64) -> Settings {
+    Settings { seed, tenants: vec![TENANT_A, TENANT_B], duplicate_ratio: 0.0, bad_ratio: 0.0, backfill_hours }
+}
+
+pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let db = format!("agentmeter_bench_ingest_{run_id}");
+    let db_ceiling = format!("{db}_ceiling");
+    let ch = ClickHouseArgs::new(&common.clickhouse_url, &db);
+    let ch_ceiling = ClickHouseArgs::new(&common.clickhouse_url, &db_ceiling);
+    let server = ch.server_client();
+    agentmeter_schema::migrations::migrate(&server, &db).await?;
+    agentmeter_schema::migrations::migrate(&server, &db_ceiling).await?;
+    let machine = env::machine();
+    let versions = env::versions(&server).await;
+    let topics = Topics::fresh(&run_id);
+    topics.create(&common.kafka_brokers, o.partitions).await?;
+    let timeout = Duration::from_secs(o.timeout_s);
+
+    eprintln!("ingest: pre-loading {} events into {} / {}", o.events, topics.tool_calls, topics.executions);
+    let (brokers, t, n, seed, back) = (common.kafka_brokers.clone(), topics.clone(), o.events, o.seed, o.backfill_hours);
+    let produced = tokio::task::spawn_blocking(move || kafka::preload(&brokers, &t, n, settings(seed, back))).await??;
+    eprintln!("ingest: produced {} events in {:.1} s", produced.events(), produced.seconds);
+
+    eprintln!("ingest: (a) raw consume");
+    let (brokers, t, q) = (common.kafka_brokers.clone(), topics.clone(), o.fetch_queue_kib);
+    let consumed = tokio::task::spawn_blocking(move || kafka::raw_consume(&brokers, &t, n, q, timeout)).await??;
+    let consume_rate = consumed.messages as f64 / consumed.seconds;
+    eprintln!("ingest: raw consume {:.0} events/s", consume_rate);
+
+    eprintln!("ingest: (b) raw insert");
+    let insert = raw_insert(&ch_ceiling.client(), o.events, settings(o.seed, o.backfill_hours), o.batch_rows).await?;
+    let insert_rate = o.events as f64 / insert.seconds;
+    eprintln!("ingest: raw insert {:.0} events/s", insert_rate);
+
+    eprintln!("ingest: (c) agentmeter-ingest");
+    let worker = run_worker(common, &ch, &topics, &o, produced.events(), timeout).await?;
+    let ingest_rate = produced.events() as f64 / worker.seconds;
+
+    // Exactness while we are here: raw tables and rollups hold every event once.
+    let exact = exact_counts(&ch.client()).await?;
+    let exact_ok = exact == (produced.tool_calls, produced.executions, produced.tool_calls, produced.executions);
+
+    let (ceiling, limited_by) = if consume_rate <= insert_rate { (consume_rate, "raw consume") } else { (insert_rate, "raw insert") };
+    let ratio = ingest_rate / ceiling;
+    let rss_mib = worker.peak_rss_kib as f64 / 1024.0;
+    let cpu_per_100k = worker.cpu_s / produced.events() as f64 * 100_000.0;
+    let met_throughput = ratio >= 0.6;
+    let met_memory = rss_mib < 200.0;
+
+    report::table(&[
+        vec!["measure".into(), "events/s".into(), "seconds".into(), "note".into()],
+        vec!["(a) raw consume".into(), format!("{consume_rate:.0}"), format!("{:.2}", consumed.seconds), format!("{} MiB payload", consumed.bytes / (1 << 20))],
+        vec!["(b) raw insert".into(), format!("{insert_rate:.0}"), format!("{:.2}", insert.seconds), format!("{} inserts of <= {} rows", insert.inserts, o.batch_rows)],
+        vec!["ceiling min(a,b)".into(), format!("{ceiling:.0}"), "".into(), limited_by.into()],
+        vec!["(c) agentmeter-ingest".into(), format!("{ingest_rate:.0}"), format!("{:.2}", worker.seconds), format!("{:.1} CPU s / 100k events", cpu_per_100k)],
+    ]);
+    println!();
+    report::table(&[
+        vec!["target".into(), "measured".into(), "goal".into(), "met".into()],
+        vec!["throughput c / ceiling".into(), format!("{:.1} %", ratio * 100.0), ">= 60 %".into(), report::met(met_throughput)],
+        vec!["worker peak RSS".into(), format!("{rss_mib:.1} MB"), "< 200 MB".into(), report::met(met_memory)],
+        vec!["exact counts (raw + rollups)".into(), format!("{exact:?}"), "= produced".into(), report::met(exact_ok)],
+    ]);
+
+    let doc = json!({
+        "benchmark": "ingest",
+        "what": "Kafka -> rows visible in ClickHouse: agentmeter-ingest (release) vs min(raw consume, raw insert) of the same run",
+        "started_at": chrono::Utc::now().to_rfc3339(),
+        "events": {
+            "total": produced.events(), "tool_calls": produced.tool_calls, "agent_executions": produced.executions,
+            "payload_bytes": produced.bytes, "partitions_per_topic": o.partitions,
+        },
+        "figures": {
+            "raw_consume_events_per_s": round(consume_rate, 0),
+            "raw_consume_seconds": round(consumed.seconds, 3),
+            "raw_consume_group_join_seconds": round(consumed.join_seconds, 3),
+            "raw_insert_events_per_s": round(insert_rate, 0),
+            "raw_insert_seconds": round(insert.seconds, 3),
+            "raw_insert_batches": insert.inserts,
+            "ingest_events_per_s": round(ingest_rate, 0),
+            "ingest_seconds_first_consumed_to_last_visible": round(worker.seconds, 3),
+            "ingest_group_join_seconds": round(worker.join_seconds, 3),
+            "worker_peak_rss_mib": round(rss_mib, 1),
+            "worker_rss_at_end_mib": round(worker.rss_end_kib as f64 / 1024.0, 1),
+            "worker_cpu_seconds": round(worker.cpu_s, 2),
+            "worker_cpu_seconds_per_100k_events": round(cpu_per_100k, 3),
+            "preload_events_per_s": round(produced.events() as f64 / produced.seconds, 0),
+            "counts_raw_and_rollup": {"tool_calls": exact.0, "agent_executions": exact.1, "tool_calls_1m_sum_calls": exact.2, "agent_executions_1m_sum": exact.3},
+        },
+        "ceiling": {"events_per_s": round(ceiling, 0), "limited_by": limited_by},
+        "ratio": round(ratio, 4),
+        "target": {"ratio_min": 0.6, "worker_peak_rss_mib_max": 200},
+        "met": {"throughput": met_throughput, "memory": met_memory, "exact_counts": exact_ok, "all": met_throughput && met_memory && exact_ok},
+        "settings": {"batch_rows": o.batch_rows, "fetch_queue_kib": o.fetch_queue_kib, "seed": o.seed, "occurred_at_backfill_hours": o.backfill_hours},
+        "versions": versions,
+        "machine": machine,
+    });
+    report::write(&common.results_dir, &o.result_name, &doc)?;
+    if !common.keep {
+        for d in [&db, &db_ceiling] {
+            server.query(&format!("DROP DATABASE IF EXISTS `{d}`")).execute().await?;
+        }
+    }
+    Ok(())
+}
+
+struct Inserted {
+    seconds: f64,
+    inserts: u64,
+}
+
+/// Rows of up to this many events are materialised at a time (bounded memory).
+const CHUNK_EVENTS: u64 = 1_000_000;
+
+/// Generates the same traffic as the pre-load, parses it into rows (not
+/// timed) and inserts the rows chunk by chunk (timed).
+async fn raw_insert(client: &Client, events: u64, settings: Settings, batch_rows: usize) -> anyhow::Result<Inserted> {
+    let client = client.clone().with_validation(false);
+    let mut generator = Generator::new(settings);
+    let mut done = 0u64;
+    let mut out = Inserted { seconds: 0.0, inserts: 0 };
+    while done < events {
+        let n = CHUNK_EVENTS.min(events - done);
+        let (mut calls, mut execs) = (Vec::new(), Vec::new());
+        let mut now = chrono::Utc::now();
+        for i in 0..n {
+            if i % 1000 == 0 {
+                now = chrono::Utc::now();
+            }
+            let m = generator.next_message(now);
+            match m.kind {
+                Kind::ToolCall => calls.push(ToolCallRow::from(&agentmeter_schema::parse_tool_call(&m.payload, now)?)),
+                Kind::AgentExecution => execs.push(AgentExecutionRow::from(&agentmeter_schema::parse_agent_execution(&m.payload, now)?)),
+            }
+        }
+        done += n;
+        let started = Instant::now();
+        let (a, b) = tokio::try_join!(insert_all(&client, "tool_calls", &calls, batch_rows), insert_all(&client, "agent_executions", &execs, batch_rows))?;
+        out.seconds += started.elapsed().as_secs_f64();
+        out.inserts += a + b;
+    }
+    Ok(out)
+}
+
+/// Sequential INSERTs of `batch_rows` rows, as one worker table writer does.
+async fn insert_all<R>(client: &Client, table: &str, rows: &[R], batch_rows: usize) -> anyhow::Result<u64>
+where
+    R: Serialize + Send + Sync + for<'a> Row<Value<'a> = R>,
+{
+    let mut n = 0;
+    for chunk in rows.chunks(batch_rows) {
+        let mut insert = client.insert::<R>(table).await?.with_option("max_insert_block_size", "1000001");
+        for r in chunk {
+            insert.write(r).await?;
+        }
+        insert.end().await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+struct WorkerRun {
+    seconds: f64,
+    join_seconds: f64,
+    peak_rss_kib: u64,
+    rss_end_kib: u64,
+    cpu_s: f64,
+}
+
+async fn metric(http: &reqwest::Client, url: &str, name: &str) -> Option<f64> {
+    let text = http.get(url).send().await.ok()?.text().await.ok()?;
+    let mut total = 0.0;
+    let mut seen = false;
+    for line in text.lines().filter(|l| l.starts_with(name)) {
+        if let Some(v) = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) {
+            total += v;
+            seen = true;
+        }
+    }
+    seen.then_some(total)
+}
+
+async fn visible(client: &Client) -> anyhow::Result<u64> {
+    Ok(client.query("SELECT toUInt64(sum(c)) FROM (SELECT count() AS c FROM tool_calls UNION ALL SELECT count() AS c FROM agent_executions)").fetch_one::<u64>().await?)
+}
+
+/// Starts the worker on the pre-loaded topics and times it.
+async fn run_worker(common: &Common, ch: &ClickHouseArgs, topics: &Topics, o: &Opts, expected: u64, timeout: Duration) -> anyhow::Result<WorkerRun> {
+    let port = process::free_port()?;
+    let mut cmd = Command::new(format!("{}/agentmeter-ingest", common.bin_dir));
+    cmd.env("AGENTMETER_KAFKA_BROKERS", &common.kafka_brokers)
+        .env("AGENTMETER_KAFKA_GROUP", format!("bench-ingest-{}", uuid::Uuid::new_v4().simple()))
+        .env("AGENTMETER_TOOL_CALLS_TOPIC", &topics.tool_calls)
+        .env("AGENTMETER_AGENT_EXECUTIONS_TOPIC", &topics.executions)
+        .env("AGENTMETER_DEAD_LETTER_TOPIC", &topics.dead_letter)
+        .env("AGENTMETER_CLICKHOUSE_URL", &ch.url)
+        .env("AGENTMETER_CLICKHOUSE_DATABASE", &ch.database)
+        .env("AGENTMETER_KAFKA_SESSION_TIMEOUT_MS", "6000")
+        .env("AGENTMETER_INGEST_MAX_BATCH_ROWS", o.batch_rows.to_string())
+        .env("AGENTMETER_KAFKA_FETCH_QUEUE_KIB", o.fetch_queue_kib.to_string())
+        .env("AGENTMETER_INGEST_METRICS_ADDR", format!("127.0.0.1:{port}"))
+        .env("RUST_LOG", "warn");
+    let log = std::env::temp_dir().join("agentmeter-bench-ingest-worker.log");
+    let mut worker = Proc::spawn(cmd, "agentmeter-ingest", &log.to_string_lossy())?;
+    let started = Instant::now();
+    let http = reqwest::Client::new();
+    let metrics_url = format!("http://127.0.0.1:{port}/metrics");
+    let client = ch.client();
+
+    // First message consumed (the worker's counter), polled finely.
+    let (first, cpu_at_first) = loop {
+        worker.ensure_running()?;
+        anyhow::ensure!(started.elapsed() < timeout, "the worker consumed nothing before the timeout");
+        if metric(&http, &metrics_url, "agentmeter_ingest_events_consumed_total").await.unwrap_or(0.0) > 0.0 {
+            break (Instant::now(), process::usage(worker.pid())?.cpu_s);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    // Last row visible.
+    let mut peak_rss = 0;
+    let last = loop {
+        worker.ensure_running()?;
+        let u = process::usage(worker.pid())?;
+        peak_rss = peak_rss.max(u.rss_kib);
+        let n = visible(&client).await?;
+        if n >= expected {
+            break Instant::now();
+        }
+        anyhow::ensure!(started.elapsed() < timeout, "only {n} of {expected} rows visible before the timeout (log: {})", log.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let u = process::usage(worker.pid())?;
+    worker.stop(Duration::from_secs(20));
+    Ok(WorkerRun {
+        seconds: (last - first).as_secs_f64(),
+        join_seconds: (first - started).as_secs_f64(),
+        peak_rss_kib: u.hwm_kib.max(peak_rss),
+        rss_end_kib: u.rss_kib,
+        cpu_s: u.cpu_s - cpu_at_first,
+    })
+}
+
+async fn exact_counts(client: &Client) -> anyhow::Result<(u64, u64, u64, u64)> {
+    Ok(client
+        .query(
+            "SELECT toUInt64(assumeNotNull((SELECT count() FROM tool_calls))), toUInt64(assumeNotNull((SELECT count() FROM agent_executions))),
+                    toUInt64(assumeNotNull((SELECT sum(calls) FROM tool_calls_1m))), toUInt64(assumeNotNull((SELECT sum(executions) FROM agent_executions_1m)))",
+        )
+        .fetch_one::<(u64, u64, u64, u64)>()
+        .await?)
+}
+

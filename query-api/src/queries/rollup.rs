@@ -1,0 +1,284 @@
+//! The one place that decides which rollup answers a tool-call request, and
+//! the `FROM` sources that follow from the decision.
+//!
+//! `tool_calls_1h` holds whole UTC hours, so it answers exactly only where a
+//! whole hour falls inside one bucket. For a range `[start, end)` the full
+//! hours `[ceil_hour(start), floor_hour(end))` are read from the hourly
+//! rollup when no bucket boundary falls strictly inside one of them, and the
+//! partial hours at either end (the trailing minutes up to "now", a range
+//! starting at :17) from the minute rollup. That holds for hour, day, week
+//! and month buckets in UTC and in whole-hour-offset zones
+//! (Europe/Berlin, America/New_York, across DST changes too), and for any
+//! totals; it does not for Asia/Kolkata (+05:30) hourly or daily buckets
+//! or for 5-minute buckets, which read the minute rollup throughout.
+//!
+//! Distinct queries come from `tool_call_queries_1h` (one row per query
+//! and hour) for the full hours and from the raw table for the partial
+//! hours, as plain query ids counted with one `uniqExact`, so a query seen
+//! on both sides of an hour edge is counted once. That table has no tool or
+//! server columns: a request filtering on those reads the minute rollup.
+//!
+//! Never a silent approximation: whichever source is chosen, counts and
+//! distinct-query counts are the same as from the raw events; only the
+//! t-digest latency percentiles differ slightly between sources.
+
+use chrono::{DateTime, Duration, Utc};
+
+use super::scope::Scope;
+use crate::buckets::Buckets;
+use crate::window::TimeRange;
+
+/// Where a tool-call request is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `tool_calls_1m` over the whole range.
+    Minute,
+    /// `tool_calls_1h` for `hours`, `tool_calls_1m` for `head` and `tail`.
+    Hourly(HourSplit),
+}
+
+/// A range cut at whole UTC hours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HourSplit {
+    /// Whole hours, non-empty.
+    pub hours: TimeRange,
+    /// Minutes before the first whole hour.
+    pub head: Option<TimeRange>,
+    /// Minutes after the last whole hour.
+    pub tail: Option<TimeRange>,
+}
+
+impl HourSplit {
+    /// The partial-hour ranges.
+    pub fn edges(&self) -> impl Iterator<Item = TimeRange> + '_ {
+        self.head.iter().chain(self.tail.iter()).copied()
+    }
+}
+
+fn floor_hour(t: DateTime<Utc>) -> DateTime<Utc> {
+    let s = t.timestamp();
+    DateTime::from_timestamp(s - s.rem_euclid(3_600), 0).unwrap_or(t)
+}
+
+fn ceil_hour(t: DateTime<Utc>) -> DateTime<Utc> {
+    let f = floor_hour(t);
+    if f == t {
+        t
+    } else {
+        f + Duration::hours(1)
+    }
+}
+
+fn is_whole_hour(t: DateTime<Utc>) -> bool {
+    t.timestamp().rem_euclid(3_600) == 0
+}
+
+/// The coarsest source that answers exactly. `buckets` are the series'
+/// buckets (`None` for totals and lists); `queries` says whether distinct
+/// queries are needed.
+pub fn choose(scope: &Scope, buckets: Option<&Buckets>, queries: bool) -> Source {
+    if queries && !queries_table_answers(scope) {
+        return Source::Minute;
+    }
+    split(scope.range, buckets).map(Source::Hourly).unwrap_or(Source::Minute)
+}
+
+/// `tool_call_queries_1h` keeps project and navigator instance only.
+fn queries_table_answers(scope: &Scope) -> bool {
+    let f = &scope.filters;
+    f.server_instance_id.is_none() && f.tool_id.is_none() && f.tool_name.is_none() && f.user_token_id.is_none()
+}
+
+/// The hour split of `range`, if it has a whole hour and every bucket
+/// boundary inside the whole hours is itself a whole hour.
+pub fn split(range: TimeRange, buckets: Option<&Buckets>) -> Option<HourSplit> {
+    let (hs, he) = (ceil_hour(range.start), floor_hour(range.end));
+    if hs >= he {
+        return None;
+    }
+    if let Some(b) = buckets {
+        let crosses = (1..b.len()).map(|i| b.start(i)).any(|t| t > hs && t < he && !is_whole_hour(t));
+        if crosses {
+            return None;
+        }
+    }
+    let part = |start, end| (start < end).then_some(TimeRange { start, end });
+    Some(HourSplit { hours: TimeRange { start: hs, end: he }, head: part(range.start, hs), tail: part(he, range.end) })
+}
+
+/// The columns both tool-call rollups share (`minute`/`hour` aside).
+const SHARED_COLUMNS: &str = "tenant_id, project_id, navigator_id, navigator_instance_id, server_id, server_instance_id, server_name,
+    tool_id, tool_name, call_kind, error_type, organization_id, calls, errors, latency_sum_ms, latency_digest,
+    runtime_sum_ms, runtime_count, suggestions, last_used";
+
+/// `(time condition, params)` of `column` in one of `ranges` (seconds).
+fn ranges_sql(column: &str, ranges: &[TimeRange], prefix: &str, to_time: &str) -> (String, Vec<(String, String)>) {
+    let mut conds = Vec::new();
+    let mut params = Vec::new();
+    for (i, r) in ranges.iter().enumerate() {
+        let (s, e) = (format!("{prefix}{i}_s"), format!("{prefix}{i}_e"));
+        conds.push(format!("({column} >= {to_time}({{{s}:Int64}}, 'UTC') AND {column} < {to_time}({{{e}:Int64}}, 'UTC'))"));
+        let (vs, ve) = if to_time == "toDateTime" {
+            (r.start.timestamp(), r.end.timestamp())
+        } else {
+            (r.start.timestamp_millis(), r.end.timestamp_millis())
+        };
+        params.push((s, vs.to_string()));
+        params.push((e, ve.to_string()));
+    }
+    (format!("({})", conds.join(" OR ")), params)
+}
+
+/// A `FROM` source of tool-call rollup rows with a `minute` column, and
+/// the conditions to put in the outer `WHERE` (the scope's): either
+/// `tool_calls_1m` with the scope's conditions, or the union of both
+/// rollups with the conditions inside each branch (then the outer
+/// condition is `1`).
+pub fn tool_calls_from(scope: &Scope, source: &Source) -> (String, String, Vec<(String, String)>) {
+    match source {
+        Source::Minute => {
+            let (cond, params) = scope.tool_calls_where(super::scope::TimeColumn::Minute);
+            ("tool_calls_1m".into(), cond, params)
+        }
+        Source::Hourly(split) => {
+            let (filters, mut params) = scope.tool_calls_filters(false);
+            let mut common = vec!["tenant_id = {tenant:UUID}".to_owned()];
+            common.extend(filters);
+            let common = common.join(" AND ");
+            params.push(("tenant".into(), scope.tenant.to_string()));
+            let (hour_cond, hp) = ranges_sql("hour", &[split.hours], "r_h", "toDateTime");
+            params.extend(hp);
+            let mut branches = vec![format!("SELECT hour AS minute, {SHARED_COLUMNS} FROM tool_calls_1h WHERE {common} AND {hour_cond}")];
+            let edges: Vec<TimeRange> = split.edges().collect();
+            if !edges.is_empty() {
+                let (minute_cond, mp) = ranges_sql("minute", &edges, "r_m", "toDateTime");
+                params.extend(mp);
+                branches.push(format!("SELECT minute, {SHARED_COLUMNS} FROM tool_calls_1m WHERE {common} AND {minute_cond}"));
+            }
+            (format!("({})", branches.join(" UNION ALL ")), "1".into(), params)
+        }
+    }
+}
+
+/// A `FROM` source of `(minute, query_id)` rows, one or more per distinct
+/// query of the scope, for a [`Source::Hourly`] split: the per-query hourly
+/// table for the whole hours, the raw table for the partial hours.
+pub fn queries_from(scope: &Scope, split: &HourSplit) -> (String, Vec<(String, String)>) {
+    use super::scope::CallKinds;
+    let mut params = vec![("tenant".to_owned(), scope.tenant.to_string())];
+    let mut hour_conds = vec!["tenant_id = {tenant:UUID}".to_owned()];
+    hour_conds.push(
+        match scope.kinds {
+            CallKinds::Tool => "tool_calls > 0",
+            CallKinds::Proxy => "proxy_calls > 0",
+            CallKinds::All => "1",
+        }
+        .into(),
+    );
+    if let Some(v) = scope.filters.project_id {
+        hour_conds.push("project_id = {f_project:UUID}".into());
+        params.push(("f_project".into(), v.to_string()));
+    }
+    if let Some(v) = scope.filters.navigator_instance_id {
+        hour_conds.push("navigator_instance_id = {f_navigator_instance:UUID}".into());
+        params.push(("f_navigator_instance".into(), v.to_string()));
+    }
+    let (hour_cond, hp) = ranges_sql("hour", &[split.hours], "q_h", "toDateTime");
+    params.extend(hp);
+    hour_conds.push(hour_cond);
+    let mut branches = vec![format!("SELECT hour AS minute, query_id FROM tool_call_queries_1h WHERE {}", hour_conds.join(" AND "))];
+    let edges: Vec<TimeRange> = split.edges().collect();
+    if !edges.is_empty() {
+        // The same filters as the hourly branch (project, navigator
+        // instance), bound under the same names with the same values.
+        let (filters, _) = scope.tool_calls_filters(true);
+        let mut raw_conds = vec!["tenant_id = {tenant:UUID}".to_owned(), "query_id != toUUID('00000000-0000-0000-0000-000000000000')".to_owned()];
+        raw_conds.extend(filters);
+        let (raw_time, rp) = ranges_sql("occurred_at", &edges, "q_m", "fromUnixTimestamp64Milli");
+        params.extend(rp);
+        raw_conds.push(raw_time);
+        branches.push(format!("SELECT toStartOfMinute(occurred_at) AS minute, query_id FROM tool_calls WHERE {}", raw_conds.join(" AND ")));
+    }
+    (format!("({})", branches.join(" UNION ALL ")), params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::Filters;
+    use crate::queries::CallKinds;
+    use crate::window::{Span, Unit};
+    use chrono_tz::Tz;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn range(a: &str, b: &str) -> TimeRange {
+        TimeRange { start: t(a), end: t(b) }
+    }
+
+    fn buckets(r: TimeRange, f: Span, tz: &str) -> (Buckets, TimeRange) {
+        let b = Buckets::plan(r, f, tz.parse::<Tz>().unwrap(), 5000).unwrap();
+        let r = TimeRange { start: b.first_start(), end: r.end };
+        (b, r)
+    }
+
+    fn scope(r: TimeRange, filters: Filters) -> Scope {
+        Scope { tenant: uuid::Uuid::nil(), range: r, filters, kinds: CallKinds::Tool }
+    }
+
+    #[test]
+    fn daily_utc_up_to_now_reads_hours_and_the_trailing_minutes() {
+        let (b, r) = buckets(range("2024-01-01T10:17:00Z", "2024-01-31T10:18:00Z"), Span::new(1, Unit::Day), "UTC");
+        let s = split(r, Some(&b)).unwrap();
+        assert_eq!(s.hours, range("2024-01-01T00:00:00Z", "2024-01-31T10:00:00Z"));
+        assert_eq!(s.head, None);
+        assert_eq!(s.tail, Some(range("2024-01-31T10:00:00Z", "2024-01-31T10:18:00Z")));
+        assert!(matches!(choose(&scope(r, Filters::default()), Some(&b), true), Source::Hourly(_)));
+    }
+
+    #[test]
+    fn whole_hour_zones_across_dst_read_hours() {
+        for tz in ["Europe/Berlin", "America/New_York"] {
+            let (b, r) = buckets(range("2024-03-01T00:00:00Z", "2024-04-02T00:00:00Z"), Span::new(1, Unit::Day), tz);
+            assert!(split(r, Some(&b)).is_some(), "{tz}");
+            let (b, r) = buckets(range("2024-03-30T00:00:00Z", "2024-04-01T00:00:00Z"), Span::new(1, Unit::Hour), tz);
+            assert!(split(r, Some(&b)).is_some(), "{tz}");
+        }
+    }
+
+    #[test]
+    fn half_hour_zones_and_sub_hour_buckets_read_minutes() {
+        let (b, r) = buckets(range("2024-01-01T00:00:00Z", "2024-01-08T00:00:00Z"), Span::new(1, Unit::Day), "Asia/Kolkata");
+        assert_eq!(split(r, Some(&b)), None);
+        assert_eq!(choose(&scope(r, Filters::default()), Some(&b), false), Source::Minute);
+        let (b, r) = buckets(range("2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"), Span::new(1, Unit::Hour), "Asia/Kolkata");
+        assert_eq!(split(r, Some(&b)), None);
+        let (b, r) = buckets(range("2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"), Span::new(5, Unit::Minute), "UTC");
+        assert_eq!(split(r, Some(&b)), None);
+        // 60-minute buckets are whole hours.
+        let (b, r) = buckets(range("2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"), Span::new(60, Unit::Minute), "UTC");
+        assert!(split(r, Some(&b)).is_some());
+    }
+
+    #[test]
+    fn totals_split_any_range_with_a_whole_hour() {
+        let s = split(range("2024-01-01T10:17:00Z", "2024-01-02T10:18:00Z"), None).unwrap();
+        assert_eq!(s.head, Some(range("2024-01-01T10:17:00Z", "2024-01-01T11:00:00Z")));
+        assert_eq!(s.hours, range("2024-01-01T11:00:00Z", "2024-01-02T10:00:00Z"));
+        assert_eq!(s.tail, Some(range("2024-01-02T10:00:00Z", "2024-01-02T10:18:00Z")));
+        assert_eq!(split(range("2024-01-01T10:17:00Z", "2024-01-01T11:18:00Z"), None), None);
+        assert!(split(range("2024-01-01T10:00:00Z", "2024-01-01T11:00:00Z"), None).is_some());
+    }
+
+    #[test]
+    fn queries_filtered_by_tool_read_minutes() {
+        let r = range("2024-01-01T00:00:00Z", "2024-01-03T00:00:00Z");
+        let by_tool = Filters { tool_name: Some("search".into()), ..Filters::default() };
+        assert_eq!(choose(&scope(r, by_tool.clone()), None, true), Source::Minute);
+        assert!(matches!(choose(&scope(r, by_tool), None, false), Source::Hourly(_)));
+        let by_project = Filters { project_id: Some(uuid::Uuid::new_v4()), ..Filters::default() };
+        assert!(matches!(choose(&scope(r, by_project), None, true), Source::Hourly(_)));
+    }
+}

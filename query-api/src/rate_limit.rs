@@ -1,0 +1,352 @@
+//! Per-key request rate limits and concurrency caps, so that one API key
+//! (a runaway dashboard, a script in a loop, a leaked key) cannot take the
+//! API or ClickHouse away from every other caller.
+//!
+//! Each authenticated key gets, per endpoint class, a token bucket (a
+//! sustained rate with a burst) and a cap on requests in flight. A request
+//! over either gets 429 `{detail}` with `Retry-After` (whole seconds). Two
+//! classes with separate budgets:
+//!
+//! * `analytics`: the analytics endpoints, the usage read endpoints and the
+//!   limits admin API. These reach ClickHouse; the per-key concurrency cap
+//!   is below the global `--clickhouse-concurrency`, so one key can never
+//!   hold every ClickHouse slot.
+//! * `check`: the plan-limit check (`POST /v1/usage/check`, the
+//!   organization check, releasing a reservation). Served from memory in
+//!   about a millisecond and called before every agent call, so the budget
+//!   is generous (thousands per second per key).
+//!
+//! Operational endpoints (`/health`, `/metrics`, ...), the web UI and
+//! unknown paths are not limited here.
+//!
+//! Buckets are keyed by the SHA-256 of the presented key and created only
+//! after the key authenticated, so the map holds at most one entry per key
+//! of the keys file (plus revoked keys until the next sweep): an attacker
+//! sending random keys creates no state. Metrics carry the class and the
+//! reason, never a key, tenant or hash.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use prometheus::{IntCounterVec, Opts, Registry};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::auth::presented_key;
+use crate::state::AppState;
+
+/// Flags of the abuse limits (flattened into [`crate::Args`]).
+#[derive(clap::Args, Debug, Clone)]
+pub struct AbuseArgs {
+    /// Sustained analytics requests per second per API key (0 = unlimited).
+    #[arg(long = "analytics-rate-per-s", env = "AGENTMETER_API_ANALYTICS_RATE_PER_S", default_value_t = 50.0)]
+    pub analytics_rate_per_s: f64,
+    /// Analytics requests a key may send at once above the sustained rate.
+    #[arg(long = "analytics-burst", env = "AGENTMETER_API_ANALYTICS_BURST", default_value_t = 200)]
+    pub analytics_burst: u32,
+    /// Analytics requests in flight per API key (0 = unlimited); keep it
+    /// below `--clickhouse-concurrency`.
+    #[arg(long = "analytics-concurrency-per-key", env = "AGENTMETER_API_ANALYTICS_CONCURRENCY_PER_KEY", default_value_t = 8)]
+    pub analytics_concurrency_per_key: u32,
+    /// Sustained plan-limit checks per second per API key (0 = unlimited).
+    #[arg(long = "check-rate-per-s", env = "AGENTMETER_API_CHECK_RATE_PER_S", default_value_t = 10_000.0)]
+    pub check_rate_per_s: f64,
+    /// Plan-limit checks a key may send at once above the sustained rate.
+    #[arg(long = "check-burst", env = "AGENTMETER_API_CHECK_BURST", default_value_t = 20_000)]
+    pub check_burst: u32,
+    /// Plan-limit checks in flight per API key (0 = unlimited).
+    #[arg(long = "check-concurrency-per-key", env = "AGENTMETER_API_CHECK_CONCURRENCY_PER_KEY", default_value_t = 1024)]
+    pub check_concurrency_per_key: u32,
+    /// Largest request body accepted, in bytes; larger is 413.
+    #[arg(long = "max-body-bytes", env = "AGENTMETER_API_MAX_BODY_BYTES", default_value_t = 65_536)]
+    pub max_body_bytes: usize,
+    /// Largest request head (request line + headers) accepted, in bytes
+    /// (at least 8192); larger is 431.
+    #[arg(long = "max-header-bytes", env = "AGENTMETER_API_MAX_HEADER_BYTES", default_value_t = 32_768)]
+    pub max_header_bytes: usize,
+    /// Time a client has to send a request's headers, in milliseconds; a
+    /// slower client is disconnected.
+    #[arg(long = "header-read-timeout-ms", env = "AGENTMETER_API_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+    /// ClickHouse `max_execution_time` of every API query, in seconds (0 = unset).
+    #[arg(long = "clickhouse-max-execution-time-s", env = "AGENTMETER_API_CLICKHOUSE_MAX_EXECUTION_TIME_S", default_value_t = 10)]
+    pub clickhouse_max_execution_time_s: u64,
+    /// ClickHouse `max_memory_usage` of every API query, in bytes (0 = unset).
+    #[arg(long = "clickhouse-max-memory-bytes", env = "AGENTMETER_API_CLICKHOUSE_MAX_MEMORY_BYTES", default_value_t = 1_073_741_824)]
+    pub clickhouse_max_memory_bytes: u64,
+    /// ClickHouse `max_rows_to_read` of every API query (0 = unset).
+    #[arg(long = "clickhouse-max-rows-to-read", env = "AGENTMETER_API_CLICKHOUSE_MAX_ROWS_TO_READ", default_value_t = 2_000_000_000)]
+    pub clickhouse_max_rows_to_read: u64,
+    /// ClickHouse `max_result_rows` of every API query (0 = unset).
+    #[arg(long = "clickhouse-max-result-rows", env = "AGENTMETER_API_CLICKHOUSE_MAX_RESULT_ROWS", default_value_t = 1_000_000)]
+    pub clickhouse_max_result_rows: u64,
+}
+
+/// Which budget a route draws from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    Analytics,
+    Check,
+}
+
+impl Class {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Analytics => "analytics",
+            Self::Check => "check",
+        }
+    }
+
+    /// The class of a route template, `None` for unlimited routes.
+    pub fn of_route(route: &str) -> Option<Self> {
+        match route {
+            "/v1/usage/check" | "/v1/organizations/{organization_id}/usage/check" | "/v1/usage/reservations/{reservation_id}" => {
+                Some(Self::Check)
+            }
+            r if r.starts_with("/api/v1/") || r.starts_with("/v1/") || r.starts_with("/api/organizations/") => Some(Self::Analytics),
+            _ => None,
+        }
+    }
+}
+
+/// Rate, burst and concurrency of one class.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    pub rate_per_s: f64,
+    pub burst: f64,
+    pub concurrency: u32,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
+    in_flight: u32,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Refusal {
+    /// Out of tokens; retry after this long.
+    Rate(Duration),
+    /// Too many requests of this key in flight.
+    Concurrency,
+}
+
+/// The token buckets and in-flight counts of every key.
+pub struct RateLimiter {
+    analytics: Budget,
+    check: Budget,
+    buckets: Mutex<HashMap<([u8; 32], Class), Bucket>>,
+    refused_total: IntCounterVec,
+}
+
+/// Holds one in-flight slot; released on drop.
+pub struct Permit {
+    limiter: Arc<RateLimiter>,
+    key: ([u8; 32], Class),
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut map = self.limiter.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = map.get_mut(&self.key) {
+            b.in_flight = b.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+/// Buckets idle (full and nothing in flight) are dropped when the map grows
+/// beyond this many entries.
+const SWEEP_ABOVE: usize = 1024;
+
+impl RateLimiter {
+    pub fn new(args: &AbuseArgs, registry: &Registry) -> Self {
+        let refused_total = IntCounterVec::new(
+            Opts::new("agentmeter_api_rate_limited_total", "Requests refused with 429, by endpoint class and reason (rate or concurrency)"),
+            &["class", "reason"],
+        )
+        .expect("valid metric");
+        // A second registration (several apps sharing a registry) is harmless.
+        let _ = registry.register(Box::new(refused_total.clone()));
+        Self {
+            analytics: Budget {
+                rate_per_s: args.analytics_rate_per_s,
+                burst: f64::from(args.analytics_burst.max(1)),
+                concurrency: args.analytics_concurrency_per_key,
+            },
+            check: Budget { rate_per_s: args.check_rate_per_s, burst: f64::from(args.check_burst.max(1)), concurrency: args.check_concurrency_per_key },
+            buckets: Mutex::new(HashMap::new()),
+            refused_total,
+        }
+    }
+
+    fn budget(&self, class: Class) -> Budget {
+        match class {
+            Class::Analytics => self.analytics,
+            Class::Check => self.check,
+        }
+    }
+
+    /// Takes a token and an in-flight slot for `key_hash` in `class`.
+    pub fn acquire(self: &Arc<Self>, key_hash: [u8; 32], class: Class, now: Instant) -> Result<Permit, Refusal> {
+        let budget = self.budget(class);
+        let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > SWEEP_ABOVE {
+            map.retain(|(_, c), b| {
+                let budget = self.budget(*c);
+                b.in_flight > 0 || b.tokens + now.duration_since(b.refilled).as_secs_f64() * budget.rate_per_s < budget.burst
+            });
+        }
+        let b = map.entry((key_hash, class)).or_insert(Bucket { tokens: budget.burst, refilled: now, in_flight: 0 });
+        if budget.rate_per_s > 0.0 {
+            let elapsed = now.saturating_duration_since(b.refilled).as_secs_f64();
+            b.tokens = (b.tokens + elapsed * budget.rate_per_s).min(budget.burst);
+            b.refilled = now;
+        }
+        if budget.concurrency > 0 && b.in_flight >= budget.concurrency {
+            self.refused_total.with_label_values(&[class.label(), "concurrency"]).inc();
+            return Err(Refusal::Concurrency);
+        }
+        if budget.rate_per_s > 0.0 {
+            if b.tokens < 1.0 {
+                self.refused_total.with_label_values(&[class.label(), "rate"]).inc();
+                return Err(Refusal::Rate(Duration::from_secs_f64((1.0 - b.tokens) / budget.rate_per_s)));
+            }
+            b.tokens -= 1.0;
+        }
+        b.in_flight += 1;
+        Ok(Permit { limiter: self.clone(), key: (key_hash, class) })
+    }
+
+    /// Number of buckets held (for tests of boundedness).
+    pub fn len(&self) -> usize {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The 429 response of a refusal.
+pub fn too_many_requests(refusal: Refusal) -> Response {
+    let (retry_after, detail) = match refusal {
+        Refusal::Rate(wait) => {
+            (wait.as_secs_f64().ceil().max(1.0) as u64, "Too many requests for this API key; slow down and retry after the Retry-After delay")
+        }
+        Refusal::Concurrency => (1, "Too many concurrent requests for this API key; wait for earlier requests to finish"),
+    };
+    let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(json!({ "detail": detail }))).into_response();
+    resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after));
+    resp
+}
+
+/// Middleware: authenticates the key (once: the caller is left in the
+/// request's extensions for the handler's extractor) and applies the budget
+/// of the route's class. Requests without a valid key pass through and get
+/// the handler's 401.
+pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(class) = req.extensions().get::<MatchedPath>().and_then(|p| Class::of_route(p.as_str())) else {
+        return next.run(req).await;
+    };
+    let (mut parts, body) = req.into_parts();
+    let Some(key) = presented_key(&parts).map(str::to_owned) else {
+        return next.run(Request::from_parts(parts, body)).await;
+    };
+    let Some(caller) = state.keys.authenticate(&key) else {
+        return next.run(Request::from_parts(parts, body)).await;
+    };
+    parts.extensions.insert(caller);
+    let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+    match state.limiter.acquire(hash, class, Instant::now()) {
+        Ok(permit) => {
+            let resp = next.run(Request::from_parts(parts, body)).await;
+            drop(permit);
+            resp
+        }
+        Err(refusal) => too_many_requests(refusal),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        abuse: AbuseArgs,
+    }
+
+    fn limiter(flags: &[&str]) -> Arc<RateLimiter> {
+        let mut argv = vec!["x"];
+        argv.extend_from_slice(flags);
+        Arc::new(RateLimiter::new(&Cli::parse_from(argv).abuse, &Registry::new()))
+    }
+
+    #[test]
+    fn token_bucket_refills_at_the_rate() {
+        let l = limiter(&["--analytics-rate-per-s", "2", "--analytics-burst", "3", "--analytics-concurrency-per-key", "0"]);
+        let t0 = Instant::now();
+        let k = [1u8; 32];
+        for _ in 0..3 {
+            drop(l.acquire(k, Class::Analytics, t0).unwrap());
+        }
+        match l.acquire(k, Class::Analytics, t0) {
+            Err(Refusal::Rate(wait)) => assert_eq!(wait, Duration::from_millis(500)),
+            other => panic!("expected a rate refusal, got {:?}", other.map(|_| ())),
+        }
+        // Another key and another class are untouched.
+        assert!(l.acquire([2u8; 32], Class::Analytics, t0).is_ok());
+        assert!(l.acquire(k, Class::Check, t0).is_ok());
+        // Half a second later one token is back, and only one.
+        let t1 = t0 + Duration::from_millis(500);
+        assert!(l.acquire(k, Class::Analytics, t1).is_ok());
+        assert!(l.acquire(k, Class::Analytics, t1).is_err());
+    }
+
+    #[test]
+    fn concurrency_cap_releases_on_drop() {
+        let l = limiter(&["--analytics-concurrency-per-key", "2"]);
+        let t = Instant::now();
+        let k = [7u8; 32];
+        let a = l.acquire(k, Class::Analytics, t).unwrap();
+        let _b = l.acquire(k, Class::Analytics, t).unwrap();
+        assert_eq!(l.acquire(k, Class::Analytics, t).err(), Some(Refusal::Concurrency));
+        drop(a);
+        assert!(l.acquire(k, Class::Analytics, t).is_ok());
+    }
+
+    #[test]
+    fn idle_buckets_are_swept() {
+        let l = limiter(&["--analytics-rate-per-s", "1000"]);
+        let t = Instant::now();
+        for i in 0..3000u32 {
+            let mut k = [0u8; 32];
+            k[..4].copy_from_slice(&i.to_le_bytes());
+            drop(l.acquire(k, Class::Analytics, t).unwrap());
+        }
+        let later = t + Duration::from_secs(10);
+        drop(l.acquire([9u8; 32], Class::Analytics, later).unwrap());
+        assert!(l.len() <= SWEEP_ABOVE + 1, "{} buckets", l.len());
+    }
+
+    #[test]
+    fn routes_map_to_classes() {
+        assert_eq!(Class::of_route("/v1/usage/check"), Some(Class::Check));
+        assert_eq!(Class::of_route("/v1/organizations/{organization_id}/usage/check"), Some(Class::Check));
+        assert_eq!(Class::of_route("/api/v1/analytics/tools"), Some(Class::Analytics));
+        assert_eq!(Class::of_route("/v1/limits"), Some(Class::Analytics));
+        assert_eq!(Class::of_route("/health"), None);
+        assert_eq!(Class::of_route("/metrics"), None);
+    }
+}

@@ -1,0 +1,137 @@
+//! 0004: hourly tool-call rollups, so that a month-long graph reads ~720
+//! hours instead of ~43,000 minutes, and a narrow per-query table that makes
+//! exact distinct-query counts cheap.
+//!
+//! * `tool_calls_1h`: the columns and sort key of `tool_calls_1m` with
+//!   `hour` for `minute` and without the distinct-query state. Reading the
+//!   exact `uniqExactIf` state cost more than computing from raw events, so
+//!   distinct queries come from the next table instead.
+//! * `tool_call_queries_1h`: one row per (tenant, hour, project, navigator
+//!   instance, query) with the number of tool and proxy calls. A count of
+//!   distinct queries over a range is `uniqExact(query_id)` over these rows:
+//!   exact (the same query in two hours or two unmerged parts is counted
+//!   once) and over about one row per query instead of one per call.
+//!   `tool_calls > 0` / `proxy_calls > 0` select the call kinds (a row in
+//!   one part may have only proxy calls, another part the tool calls of the
+//!   same query: the condition is per row, the dedup across rows, so the
+//!   answer is still exact).
+//! * Same deduplication window, monthly partitions and 400-day TTL as 0002.
+//!
+//! Rows already in `tool_calls` when the views are created are copied by a
+//! [`Backfill`](super::Backfill): the runner records a cutoff, creates the
+//! view, and copies the rows with `ingested_at` before the cutoff (see
+//! `Backfill` for the exactness argument and its caveat).
+
+use super::{Backfill, Migration};
+
+pub struct HourlyRollups;
+
+const TOOL_CALLS_1H_SELECT: &str = "SELECT
+    tenant_id,
+    toStartOfHour(occurred_at) AS hour,
+    project_id, navigator_id, navigator_instance_id, server_id, server_instance_id, server_name,
+    tool_id, tool_name, call_kind, error_type, organization_id,
+    toUInt64(count()) AS calls,
+    toUInt64(countIf(NOT success)) AS errors,
+    sum(latency_ms) AS latency_sum_ms,
+    quantilesTDigestState(0.5, 0.95, 0.99)(latency_ms) AS latency_digest,
+    sum(ifNull(runtime_ms, 0)) AS runtime_sum_ms,
+    toUInt64(count(runtime_ms)) AS runtime_count,
+    toUInt64(sum(suggestions_count)) AS suggestions,
+    max(occurred_at) AS last_used
+FROM tool_calls";
+
+const TOOL_CALLS_1H_GROUP: &str = "GROUP BY tenant_id, hour, project_id, navigator_id, navigator_instance_id, server_id,
+         server_instance_id, server_name, tool_id, tool_name, call_kind, error_type, organization_id";
+
+const QUERIES_1H_SELECT: &str = "SELECT
+    tenant_id,
+    toStartOfHour(occurred_at) AS hour,
+    project_id, navigator_instance_id, query_id,
+    toUInt64(countIf(call_kind = 'tool')) AS tool_calls,
+    toUInt64(countIf(call_kind != 'tool')) AS proxy_calls
+FROM tool_calls";
+
+const QUERIES_1H_WHERE: &str = "query_id != toUUID('00000000-0000-0000-0000-000000000000')";
+
+const QUERIES_1H_GROUP: &str = "GROUP BY tenant_id, hour, project_id, navigator_instance_id, query_id";
+
+impl Migration for HourlyRollups {
+    fn version(&self) -> u32 {
+        4
+    }
+    fn name(&self) -> &'static str {
+        "hourly_rollups"
+    }
+    fn statements(&self) -> Vec<String> {
+        vec![
+            "CREATE TABLE IF NOT EXISTS tool_calls_1h (
+                tenant_id UUID,
+                hour DateTime('UTC'),
+                project_id UUID,
+                navigator_id UUID,
+                navigator_instance_id UUID,
+                server_id UUID,
+                server_instance_id UUID,
+                server_name LowCardinality(String),
+                tool_id UUID,
+                tool_name LowCardinality(String),
+                call_kind LowCardinality(String),
+                error_type LowCardinality(String),
+                organization_id UUID,
+                calls SimpleAggregateFunction(sum, UInt64),
+                errors SimpleAggregateFunction(sum, UInt64),
+                latency_sum_ms SimpleAggregateFunction(sum, Float64),
+                latency_digest AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), Float64),
+                runtime_sum_ms SimpleAggregateFunction(sum, Float64),
+                runtime_count SimpleAggregateFunction(sum, UInt64),
+                suggestions SimpleAggregateFunction(sum, UInt64),
+                last_used SimpleAggregateFunction(max, DateTime64(3, 'UTC'))
+            ) ENGINE = AggregatingMergeTree
+            PARTITION BY toYYYYMM(hour)
+            ORDER BY (tenant_id, hour, project_id, navigator_instance_id, server_instance_id, tool_name,
+                      navigator_id, server_id, server_name, tool_id, call_kind, error_type, organization_id)
+            TTL hour + INTERVAL 400 DAY
+            SETTINGS non_replicated_deduplication_window = 10000"
+                .into(),
+            "CREATE TABLE IF NOT EXISTS tool_call_queries_1h (
+                tenant_id UUID,
+                hour DateTime('UTC'),
+                project_id UUID,
+                navigator_instance_id UUID,
+                query_id UUID,
+                tool_calls SimpleAggregateFunction(sum, UInt64),
+                proxy_calls SimpleAggregateFunction(sum, UInt64)
+            ) ENGINE = AggregatingMergeTree
+            PARTITION BY toYYYYMM(hour)
+            ORDER BY (tenant_id, hour, project_id, navigator_instance_id, query_id)
+            TTL hour + INTERVAL 400 DAY
+            SETTINGS non_replicated_deduplication_window = 10000"
+                .into(),
+        ]
+    }
+    fn backfills(&self) -> Vec<Backfill> {
+        vec![
+            Backfill {
+                view: "tool_calls_1h_mv",
+                target: "tool_calls_1h",
+                create_view: format!("CREATE MATERIALIZED VIEW IF NOT EXISTS tool_calls_1h_mv TO tool_calls_1h AS {TOOL_CALLS_1H_SELECT} {TOOL_CALLS_1H_GROUP}"),
+                select_before_cutoff: format!("{TOOL_CALLS_1H_SELECT} WHERE ingested_at < fromUnixTimestamp64Milli({{cutoff_ms:Int64}}, 'UTC') {TOOL_CALLS_1H_GROUP}"),
+            },
+            Backfill {
+                view: "tool_call_queries_1h_mv",
+                target: "tool_call_queries_1h",
+                create_view: format!(
+                    "CREATE MATERIALIZED VIEW IF NOT EXISTS tool_call_queries_1h_mv TO tool_call_queries_1h AS {QUERIES_1H_SELECT} WHERE {QUERIES_1H_WHERE} {QUERIES_1H_GROUP}"
+                ),
+                select_before_cutoff: format!(
+                    "{QUERIES_1H_SELECT} WHERE {QUERIES_1H_WHERE} AND ingested_at < fromUnixTimestamp64Milli({{cutoff_ms:Int64}}, 'UTC') {QUERIES_1H_GROUP}"
+                ),
+            },
+        ]
+    }
+    fn rollback(&self) -> &'static str {
+        "DROP VIEW tool_calls_1h_mv; DROP VIEW tool_call_queries_1h_mv; DROP TABLE tool_calls_1h; DROP TABLE tool_call_queries_1h; \
+         ALTER TABLE rollup_backfills DELETE WHERE view IN ('tool_calls_1h_mv', 'tool_call_queries_1h_mv')"
+    }
+}
