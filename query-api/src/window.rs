@@ -38,6 +38,21 @@ pub enum Unit {
     Month,
 }
 
+impl Unit {
+    /// The unit letters shared by `window` and `frequency`; `mo` and `mon`
+    /// both mean months (the spec uses one in each).
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "m" => Some(Unit::Minute),
+            "h" => Some(Unit::Hour),
+            "d" => Some(Unit::Day),
+            "w" => Some(Unit::Week),
+            "mo" | "mon" => Some(Unit::Month),
+            _ => None,
+        }
+    }
+}
+
 /// `n` units: a window or a frequency.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span {
@@ -62,15 +77,7 @@ impl Span {
     /// Parses a `window`: `<n>(m|h|d|w|mon)`.
     pub fn parse_window(s: &str) -> Result<Self, String> {
         let err = || format!("Invalid window '{}': expected <number><unit> with unit m, h, d, w or mon (e.g. 1h, 24h, 7d, 1w, 1mon)", truncate(s));
-        let (n, unit) = split_number(s).ok_or_else(err)?;
-        let unit = match unit {
-            "m" => Unit::Minute,
-            "h" => Unit::Hour,
-            "d" => Unit::Day,
-            "w" => Unit::Week,
-            "mon" | "mo" => Unit::Month,
-            _ => return Err(err()),
-        };
+        let (n, unit) = split_number(s).and_then(|(n, u)| Some((n, Unit::parse(u)?))).ok_or_else(err)?;
         Self::checked(n, unit, "window")
     }
 
@@ -87,15 +94,7 @@ impl Span {
     /// Parses a `frequency`: `<n>(m|h|d|w|mo)`.
     pub fn parse_frequency(s: &str) -> Result<Self, String> {
         let err = || format!("Invalid frequency '{}': expected <number><unit> with unit m (minutes), h, d, w or mo (months), e.g. 5m, 1h, 1d, 1w, 1mo", truncate(s));
-        let (n, unit) = split_number(s).ok_or_else(err)?;
-        let unit = match unit {
-            "m" => Unit::Minute,
-            "h" => Unit::Hour,
-            "d" => Unit::Day,
-            "w" => Unit::Week,
-            "mo" | "mon" => Unit::Month,
-            _ => return Err(err()),
-        };
+        let (n, unit) = split_number(s).and_then(|(n, u)| Some((n, Unit::parse(u)?))).ok_or_else(err)?;
         Self::checked(n, unit, "frequency")
     }
 
