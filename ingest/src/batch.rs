@@ -1,10 +1,12 @@
 //! Per-table batches: what has been read from Kafka and not yet acknowledged.
 //!
-//! A [`Batch`] holds the valid rows of one table together with their source
-//! messages (partition, offset, key and original bytes, kept so that a row
-//! ClickHouse refuses can still be dead-lettered verbatim), the pending
-//! dead-letter deliveries of the rejected messages read in the same period,
-//! and the highest offset read per partition. The batch is the unit of
+//! A [`Batch`] holds the valid rows of one table together with where they
+//! came from (partition, offset, size), the pending dead-letter deliveries
+//! of the rejected messages read in the same period, and the highest offset
+//! read per partition. The original bytes are not kept: a row ClickHouse
+//! refuses is read again from Kafka to be dead-lettered verbatim (its
+//! offset is not committed yet, so it is still there), which halves the
+//! memory a batch takes. The batch is the unit of
 //! progress: its offsets are stored only after every row in it is
 //! acknowledged by ClickHouse and every dead letter by Kafka.
 //!
@@ -68,13 +70,12 @@ impl IngestRow for AgentExecutionRow {
     }
 }
 
-/// Where a message came from, and its original bytes.
-#[derive(Debug, Clone)]
+/// Where a message came from, and its size (key and payload bytes).
+#[derive(Debug, Clone, Copy)]
 pub struct Source {
     pub partition: i32,
     pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
+    pub bytes: usize,
 }
 
 /// A valid row and its source message.
@@ -120,7 +121,7 @@ impl<R> Batch<R> {
     }
 
     pub fn push_row(&mut self, row: R, source: Source) {
-        self.touch(source.partition, source.offset, source.payload.len());
+        self.touch(source.partition, source.offset, source.bytes);
         self.entries.push(Entry { row, source });
     }
 
@@ -157,7 +158,7 @@ impl<R> Batch<R> {
         self.entries.retain(|e| !partitions.contains(&e.source.partition));
         self.dead_letters.retain(|(p, _, _)| !partitions.contains(p));
         self.offsets.retain(|p, _| !partitions.contains(p));
-        self.bytes = self.entries.iter().map(|e| e.source.payload.len()).sum::<usize>()
+        self.bytes = self.entries.iter().map(|e| e.source.bytes).sum::<usize>()
             + self.dead_letters.iter().map(|(_, bytes, _)| bytes).sum::<usize>();
         if self.is_empty() {
             self.opened_at = None;
@@ -171,7 +172,7 @@ mod tests {
     use super::*;
 
     fn source(partition: i32, offset: i64, len: usize) -> Source {
-        Source { partition, offset, key: None, payload: vec![b'x'; len] }
+        Source { partition, offset, bytes: len }
     }
 
     fn limits() -> Limits {

@@ -5,9 +5,15 @@
 //! * One batch per table is written at a time; reading continues into the
 //!   next batch meanwhile. Offsets therefore advance in order.
 //! * Memory is bounded: when the bytes held in batches (open and being
-//!   written) reach `max_inflight_bytes`, every assigned partition is paused
-//!   (the loop keeps polling, so rebalances and heartbeats are served) and
-//!   resumed once the writer has caught up.
+//!   written) reach `max_inflight_bytes`, the loop stops taking messages and
+//!   librdkafka's bounded prefetch queue stops fetching. A writer that
+//!   catches up within [`HOLD_BEFORE_PAUSE`] finds the queue full and reading
+//!   continues without a gap. Held longer (ClickHouse slow or away), every
+//!   assigned partition is paused and the loop polls again, so rebalances
+//!   are served; they are resumed below three quarters of the bound. Pausing
+//!   straight away would cost a re-fetch (up to a second on librdkafka's
+//!   broker thread) each time the writer is the bottleneck, the normal case
+//!   at full throughput.
 //! * Revocation (rebalance or shutdown): [`IngestContext::pre_rebalance`]
 //!   waits for the batches being written that cover the revoked partitions,
 //!   commits the stored offsets synchronously, and the loop then forgets
@@ -39,6 +45,10 @@ use crate::metrics::Metrics;
 use crate::writer::Writer;
 
 type Partition = (String, i32);
+
+/// How long the loop stops taking messages at the in-flight bound before it
+/// pauses the partitions (and polls again to serve rebalances).
+pub const HOLD_BEFORE_PAUSE: Duration = Duration::from_secs(2);
 
 /// State shared between the loop, the batch-writing tasks and the
 /// rebalance callbacks (which run inside `recv`).
@@ -197,6 +207,9 @@ struct Worker {
     limits: Limits,
     max_inflight_bytes: usize,
     next_batch_id: u64,
+    /// Since when the in-flight bound has held consumption back.
+    held_since: Option<Instant>,
+    /// Whether the partitions are paused at the bound.
     paused: bool,
 }
 
@@ -223,6 +236,11 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
         .set("session.timeout.ms", session_ms.to_string())
         .set("heartbeat.interval.ms", (session_ms / 3).max(100).to_string())
         .set("queued.max.messages.kbytes", config.kafka_fetch_queue_kib.to_string())
+        // When the fetch queue is full, librdkafka waits this long before it
+        // fetches that partition again (default 1 s): with a queue that holds
+        // about a second of work, the default caps consumption at one queue
+        // per second. Parsing drains the queue in milliseconds, so look again soon.
+        .set("fetch.queue.backoff.ms", "10")
         // A topic created after the worker subscribed is noticed within 10 s.
         .set("topic.metadata.refresh.interval.ms", "10000")
         .create_with_context(IngestContext { shared: Arc::clone(&shared) })?;
@@ -252,6 +270,7 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
         },
         max_inflight_bytes: config.max_inflight_bytes,
         next_batch_id: 0,
+        held_since: None,
         paused: false,
     };
     let mut tool_calls = Table::<ToolCallRow>::new(&config.tool_calls_topic);
@@ -298,14 +317,14 @@ impl Worker {
             let now = Instant::now();
             self.flush_if_due(tool_calls, now, false);
             self.flush_if_due(executions, now, false);
-            self.pause_or_resume(tool_calls.held_bytes() + executions.held_bytes());
+            let receive = self.apply_bound(tool_calls.held_bytes() + executions.held_bytes(), now);
             let consumer = Arc::clone(&self.consumer);
             tokio::select! {
                 biased;
                 _ = &mut shutdown => return,
                 _ = written(&mut tool_calls.writing) => commit(consumer.as_ref(), CommitMode::Async),
                 _ = written(&mut executions.writing) => commit(consumer.as_ref(), CommitMode::Async),
-                message = consumer.recv() => match message {
+                message = consumer.recv(), if receive => match message {
                     Ok(m) => self.accept(&m, tool_calls, executions),
                     Err(e) => {
                         tracing::warn!(error = %e, "kafka consumer error");
@@ -344,7 +363,7 @@ impl Worker {
         match R::parse(payload, chrono::Utc::now()) {
             Ok(row) => table.open.push_row(
                 row,
-                Source { partition, offset, key: m.key().map(<[u8]>::to_vec), payload: payload.to_vec() },
+                Source { partition, offset, bytes: payload.len() + m.key_len() },
             ),
             Err(rejection) => {
                 tracing::debug!(topic = %table.topic, partition, offset, %rejection, "rejected message");
@@ -420,14 +439,34 @@ impl Worker {
         }
     }
 
-    /// Pauses every assigned partition while `held` bytes reach the bound;
-    /// resumes below three quarters of it.
-    fn pause_or_resume(&mut self, held: usize) {
+    /// Applies the in-flight byte bound to `held` bytes and returns whether
+    /// the loop may take messages: below the bound it may; at the bound it
+    /// holds back, and after [`HOLD_BEFORE_PAUSE`] it pauses the partitions
+    /// and polls again (paused partitions deliver nothing) until `held` falls
+    /// below three quarters of the bound.
+    fn apply_bound(&mut self, held: usize, now: Instant) -> bool {
         self.metrics.inflight_bytes.set(held as i64);
-        let pause = if self.paused { held > self.max_inflight_bytes * 3 / 4 } else { held >= self.max_inflight_bytes };
-        if pause == self.paused {
-            return;
+        if self.paused {
+            if held <= self.max_inflight_bytes * 3 / 4 {
+                self.set_paused(false, held);
+                self.held_since = None;
+            }
+            return true;
         }
+        if held < self.max_inflight_bytes {
+            self.held_since = None;
+            return true;
+        }
+        let since = *self.held_since.get_or_insert(now);
+        if now.duration_since(since) < HOLD_BEFORE_PAUSE {
+            return false;
+        }
+        self.set_paused(true, held);
+        true
+    }
+
+    /// Pauses or resumes every assigned partition.
+    fn set_paused(&mut self, pause: bool, held: usize) {
         let assignment = match self.consumer.assignment() {
             Ok(a) => a,
             Err(e) => {
@@ -442,6 +481,6 @@ impl Worker {
         }
         self.paused = pause;
         self.metrics.consumption_paused.set(i64::from(pause));
-        tracing::info!(held_bytes = held, paused = pause, "in-flight byte bound: consumption {}", if pause { "paused" } else { "resumed" });
+        tracing::info!(held_bytes = held, paused = pause, "in-flight byte bound: partitions {}", if pause { "paused" } else { "resumed" });
     }
 }

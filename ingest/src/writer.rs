@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use clickhouse::Client;
 use sha2::{Digest, Sha256};
 
-use crate::batch::{Entry, IngestRow};
+use crate::batch::{Entry, IngestRow, Source};
 use crate::config::MAX_BATCH_ROWS_LIMIT;
 use crate::dead_letter::{DeadLetters, Rejected};
 use crate::dedup::{dedup_in_batch, stored_ids};
@@ -97,8 +97,9 @@ impl Writer {
 
         let rejected = self.insert_isolating(&entries).await;
         for (index, error) in &rejected {
-            let e = &entries[*index];
-            tracing::warn!(table = R::TABLE, partition = e.source.partition, offset = e.source.offset, %error, "ClickHouse refused a row; dead-lettering it");
+            let Source { partition, offset, .. } = entries[*index].source;
+            tracing::warn!(table = R::TABLE, partition, offset, %error, "ClickHouse refused a row; dead-lettering it");
+            let original = self.dead_letters.read_original(source_topic, partition, offset).await;
             self.dead_letters
                 .deliver(&Rejected {
                     kind: R::EVENT_KIND,
@@ -106,10 +107,10 @@ impl Writer {
                     field: String::new(),
                     error: error.clone(),
                     source_topic: source_topic.to_owned(),
-                    partition: e.source.partition,
-                    offset: e.source.offset,
-                    key: e.source.key.clone(),
-                    payload: e.source.payload.clone(),
+                    partition,
+                    offset,
+                    key: original.key,
+                    payload: original.payload,
                 })
                 .await;
         }
@@ -210,7 +211,7 @@ mod tests {
             "tenant_id": uuid::Uuid::from_u128(7), "tool_name": "t", "latency_ms": 1.0, "success": true,
         });
         let row = <ToolCallRow as IngestRow>::parse(raw.to_string().as_bytes(), chrono::Utc::now()).unwrap();
-        Entry { row, source: Source { partition: 0, offset: id as i64, key: None, payload: Vec::new() } }
+        Entry { row, source: Source { partition: 0, offset: id as i64, bytes: 0 } }
     }
 
     #[test]

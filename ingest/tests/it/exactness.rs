@@ -39,3 +39,32 @@ async fn unique_valid_events_are_stored_exactly_once() {
 }
 
 const KINDS: [&str; 2] = ["tool_call", "agent_execution"];
+
+/// A row ClickHouse refuses is dead-lettered with its message read again
+/// from the source topic by position (batches do not keep the bytes): the
+/// key and payload come back verbatim, and a position past the end gives
+/// an empty payload after the retries instead of hanging the writer.
+///
+/// The refusal itself cannot be produced here: the local engine's
+/// streaming insert does not evaluate CHECK constraints, so the split path
+/// is covered by the writer's unit tests and this test covers the read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_rows_message_is_read_again_verbatim() {
+    let f = Fixture::new("read_again", 2).await;
+    let messages = traffic(43, 200);
+    let positions = produce(&f, &producer(), &messages).await;
+    let metrics = agentmeter_ingest::Metrics::new();
+    let backoff = agentmeter_ingest::errors::Backoff::new(10, 50);
+    let dead_letters =
+        agentmeter_ingest::dead_letter::DeadLetters::new(&brokers(), &f.dead_letter_topic, backoff, metrics).unwrap();
+    for i in [0, 57, 199] {
+        let p = &positions[i];
+        let original = dead_letters.read_original(&p.topic, p.partition, p.offset).await;
+        assert_eq!(original.payload, messages[i].payload, "payload at {p:?}");
+        assert_eq!(original.key.as_deref(), Some(messages[i].key.as_slice()), "key at {p:?}");
+    }
+    let last = positions.iter().filter(|p| p.partition == 0 && p.topic == f.tool_calls_topic).map(|p| p.offset).max().unwrap();
+    let missing = dead_letters.read_original(&f.tool_calls_topic, 0, last + 1_000).await;
+    assert_eq!(missing, agentmeter_ingest::dead_letter::Original::default());
+    f.drop_database().await;
+}

@@ -1,23 +1,32 @@
-//! Analytics graph latency over a month of data: the rollup SQL the API
-//! runs (copied from `query-api/src/queries/` — same tables, expressions,
-//! bucket keys and bound parameters) against the same answer computed from
-//! the raw `tool_calls` table, asserting both give the same numbers, and
-//! the same graph through `agentmeter-api` over HTTP when its release
-//! binary is present.
+//! Analytics graph latency over a month of data: the API's own query
+//! functions (`agentmeter_api::queries::tool_calls`, which choose the hourly
+//! or minute rollup) called in-process, so the time is the bare ClickHouse
+//! query of our SQL plus decoding; the same answer computed from the raw
+//! `tool_calls` table, asserted equal (counts and distinct queries exactly,
+//! p95 within 10 %); and the same graph through `agentmeter-api` over HTTP
+//! when its release binary is present (API overhead = HTTP p50 - query p50).
 //!
 //! Data: `--events` tool calls of generated traffic for demo tenant A, spread
 //! uniformly over the last `--days` days, written with RowBinary straight
-//! into `tool_calls` of a fresh database (the materialized view fills
-//! `tool_calls_1m` as in production). Targets: p95 < 150 ms from the
-//! rollup, and raw / rollup >= 10x.
+//! into `tool_calls` of a fresh database (the materialized views fill the
+//! rollups as in production). Targets: p95 < 150 ms from the rollups, and
+//! raw / rollup >= 10x.
 
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agentmeter_api::buckets::Buckets;
+use agentmeter_api::db::Db;
+use agentmeter_api::params::Filters;
+use agentmeter_api::queries::scope::{CallKinds, Scope};
+use agentmeter_api::queries::tool_calls::{self, Dim, Need};
+use agentmeter_api::window::{Span, TimeRange};
 use agentmeter_bench::{Generator, Kind, Settings, TENANT_A};
 use agentmeter_schema::config::ClickHouseArgs;
 use agentmeter_schema::rows::ToolCallRow;
-use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use clickhouse::{Client, Row};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -58,186 +67,183 @@ pub struct Opts {
     pub result_name: String,
 }
 
-/// The rollup aggregate columns of `query-api/src/queries/tool_calls.rs` (`STATS`).
-const ROLLUP_STATS: &str = "toUInt64(sum(calls)) AS n_calls,
-    toUInt64(sum(errors)) AS n_errors,
-    toFloat64(sum(latency_sum_ms)) AS lat_sum_ms,
-    arrayMap(x -> toFloat64(x), quantilesTDigestMerge(0.5, 0.95, 0.99)(latency_digest)) AS lat_q,
-    toUInt64(uniqExactIfMerge(queries)) AS n_queries,
-    toUInt64(sum(suggestions)) AS n_suggestions,
-    toFloat64(sum(runtime_sum_ms)) AS rt_sum_ms,
-    toUInt64(sum(runtime_count)) AS rt_count";
-
-/// The same figures from raw events.
+/// The figures of a bucket computed from raw events (the reference).
 const RAW_STATS: &str = "toUInt64(count()) AS n_calls,
     toUInt64(countIf(NOT success)) AS n_errors,
     toFloat64(sum(latency_ms)) AS lat_sum_ms,
     arrayMap(x -> toFloat64(x), quantilesTDigest(0.5, 0.95, 0.99)(latency_ms)) AS lat_q,
-    toUInt64(uniqExactIf(query_id, query_id != toUUID('00000000-0000-0000-0000-000000000000'))) AS n_queries,
-    toUInt64(sum(suggestions_count)) AS n_suggestions,
-    toFloat64(sum(ifNull(runtime_ms, 0))) AS rt_sum_ms,
-    toUInt64(count(runtime_ms)) AS rt_count";
+    toUInt64(uniqExactIf(query_id, query_id != toUUID('00000000-0000-0000-0000-000000000000'))) AS n_queries";
 
-const ROLLUP_WHERE: &str = "tenant_id = {tenant:UUID} AND minute >= toDateTime({start_s:Int64}, 'UTC') AND minute < toDateTime({end_s:Int64}, 'UTC') AND call_kind = 'tool'";
 const RAW_WHERE: &str = "tenant_id = {tenant:UUID} AND occurred_at >= fromUnixTimestamp64Milli({start_ms:Int64}, 'UTC') AND occurred_at < fromUnixTimestamp64Milli({end_ms:Int64}, 'UTC') AND call_kind = 'tool'";
 
-/// One row of a bucketed series (`tool_calls::series`).
+/// One bucket of a series, from raw events.
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
-struct BucketStats {
+struct RawBucket {
     bucket: u32,
     n_calls: u64,
     n_errors: u64,
     lat_sum_ms: f64,
     lat_q: Vec<f64>,
     n_queries: u64,
-    n_suggestions: u64,
-    rt_sum_ms: f64,
-    rt_count: u64,
 }
 
-/// One group of a list (`tool_calls::group_counts`).
+/// One group of a list, from raw events.
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
-struct GroupCount {
+struct RawGroup {
     key: String,
     n_calls: u64,
     n_queries: u64,
 }
 
+/// What the API computes for a graph, through its own query functions.
 #[derive(Debug, Clone, Copy)]
-enum Shape {
-    Series,
-    Groups,
+enum Ours {
+    /// `tool_calls::series` with this `Need`.
+    Series(Need),
+    /// `tool_calls::group_counts` by server id, with distinct queries.
+    TopServers,
 }
 
-/// A graph: its SQL on the rollup and on raw events, parameters, API call.
+/// A graph: the API's query (called in-process), its raw-events
+/// equivalent, and the HTTP path of the endpoint.
 struct Graph {
     name: &'static str,
-    shape: Shape,
-    rollup_sql: String,
+    ours: Ours,
+    scope: Scope,
+    buckets: Option<Buckets>,
     raw_sql: String,
-    params: Vec<(&'static str, String)>,
-    api_path: String,
+    raw_params: Vec<(String, String)>,
+    api_path: &'static str,
 }
 
-fn graphs(now: DateTime<Utc>) -> Vec<Graph> {
-    // Minute-aligned end just after the data, so the rollup (per minute)
-    // and raw events (per millisecond) cover exactly the same events.
-    let end = now.duration_trunc(TimeDelta::minutes(1)).expect("trunc") + TimeDelta::minutes(1);
-    // The API's ranges: `window` back from now, widened to the first bucket's start.
-    let day_first = (end - TimeDelta::days(30)).date_naive().and_hms_opt(0, 0, 0).expect("midnight").and_utc();
-    let hour_first = (end - TimeDelta::days(7)).duration_trunc(TimeDelta::hours(1)).expect("trunc");
-    let week_start = end - TimeDelta::days(7);
-    let range = |start: DateTime<Utc>| {
-        vec![
-            ("tenant", TENANT_A.to_string()),
-            ("start_s", start.timestamp().to_string()),
-            ("end_s", end.timestamp().to_string()),
-            ("start_ms", start.timestamp_millis().to_string()),
-            ("end_ms", end.timestamp_millis().to_string()),
-        ]
+/// The graphs, resolved like the API resolves `window`/`frequency` at `now`.
+fn graphs(now: DateTime<Utc>) -> anyhow::Result<Vec<Graph>> {
+    let series = |name, window: &str, frequency: &str, need, api_path| -> anyhow::Result<Graph> {
+        let range = TimeRange::resolve(Span::parse_window(window).map_err(anyhow::Error::msg)?, None, None, now, Tz::UTC).map_err(anyhow::Error::msg)?;
+        let buckets = Buckets::plan(range, Span::parse_frequency(frequency).map_err(anyhow::Error::msg)?, Tz::UTC, 5000).map_err(anyhow::Error::msg)?;
+        // As the API: the range starts at the first bucket so each is whole.
+        let range = TimeRange { start: buckets.first_start(), end: range.end };
+        let (index, index_params) = buckets.index_sql("occurred_at");
+        let mut raw_params = range_params(range);
+        raw_params.extend(index_params.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        Ok(Graph {
+            name,
+            ours: Ours::Series(need),
+            scope: scope(range),
+            buckets: Some(buckets),
+            raw_sql: format!("SELECT {index} AS bucket, {RAW_STATS} FROM tool_calls WHERE {RAW_WHERE} GROUP BY bucket ORDER BY bucket"),
+            raw_params,
+            api_path,
+        })
     };
-    let day_bucket = |col: &str| format!("toUInt32(intDiv(dateDiff('day', {{b_first:Date}}, toDate({col}, {{b_tz:String}})), {{b_days:Int64}}))");
-    let hour_bucket = |col: &str| format!("toUInt32(intDiv(toInt64(toUnixTimestamp({col})) - {{b_origin:Int64}}, {{b_step:Int64}}))");
-    let series = |bucket: &dyn Fn(&str) -> String| {
-        (
-            format!("SELECT {} AS bucket, {ROLLUP_STATS} FROM tool_calls_1m WHERE {ROLLUP_WHERE} GROUP BY bucket ORDER BY bucket", bucket("minute")),
-            format!("SELECT {} AS bucket, {RAW_STATS} FROM tool_calls WHERE {RAW_WHERE} GROUP BY bucket ORDER BY bucket", bucket("occurred_at")),
-        )
-    };
-    let mut daily = range(day_first);
-    daily.extend([("b_first", day_first.date_naive().to_string()), ("b_tz", "UTC".into()), ("b_days", "1".into())]);
-    let mut hourly = range(hour_first);
-    hourly.extend([("b_origin", hour_first.timestamp().to_string()), ("b_step", "3600".into())]);
-    let (day_rollup, day_raw) = series(&day_bucket);
-    let (hour_rollup, hour_raw) = series(&hour_bucket);
-    vec![
-        Graph {
-            name: "tool calls per day, 30 d",
-            shape: Shape::Series,
-            rollup_sql: day_rollup.clone(),
-            raw_sql: day_raw.clone(),
-            params: daily.clone(),
-            api_path: "/api/v1/analytics/tool-calls-processed-graph?window=30d&frequency=1d".into(),
-        },
-        Graph {
-            name: "error rate per day, 30 d",
-            shape: Shape::Series,
-            rollup_sql: day_rollup,
-            raw_sql: day_raw,
-            params: daily,
-            api_path: "/api/v1/analytics/error-rate-graph?window=30d&frequency=1d".into(),
-        },
-        Graph {
-            name: "latency p95 per hour, 7 d",
-            shape: Shape::Series,
-            rollup_sql: hour_rollup,
-            raw_sql: hour_raw,
-            params: hourly,
-            api_path: "/api/v1/analytics/average-tool-call-latency-graph?window=7d&frequency=1h".into(),
-        },
+    let week = TimeRange::resolve(Span::parse_window("7d").map_err(anyhow::Error::msg)?, None, None, now, Tz::UTC).map_err(anyhow::Error::msg)?;
+    Ok(vec![
+        series("tool calls per day, 30 d", "30d", "1d", Need::COUNTS, "/api/v1/analytics/tool-calls-processed-graph?window=30d&frequency=1d")?,
+        series("error rate per day, 30 d", "30d", "1d", Need::COUNTS, "/api/v1/analytics/error-rate-graph?window=30d&frequency=1d")?,
+        series("calls per query per day, 30 d", "30d", "1d", Need::QUERIES, "/api/v1/analytics/average-tool-calls-per-query-graph?window=30d&frequency=1d")?,
+        series("latency p50/p95/p99 per hour, 7 d", "7d", "1h", Need::LATENCY, "/api/v1/analytics/average-tool-call-latency-graph?window=7d&frequency=1h")?,
         Graph {
             name: "top servers, 7 d",
-            shape: Shape::Groups,
-            rollup_sql: format!(
-                "SELECT toString(server_id) AS key, toUInt64(sum(calls)) AS n_calls, toUInt64(uniqExactIfMerge(queries)) AS n_queries
-                 FROM tool_calls_1m WHERE {ROLLUP_WHERE} AND server_id != {NIL} GROUP BY key ORDER BY key LIMIT 10000"
-            ),
+            ours: Ours::TopServers,
+            scope: scope(week),
+            buckets: None,
             raw_sql: format!(
                 "SELECT toString(server_id) AS key, toUInt64(count()) AS n_calls, toUInt64(uniqExactIf(query_id, query_id != {NIL})) AS n_queries
                  FROM tool_calls WHERE {RAW_WHERE} AND server_id != {NIL} GROUP BY key ORDER BY key LIMIT 10000"
             ),
-            params: range(week_start),
-            api_path: "/api/v1/analytics/top-servers?window=7d&limit=10".into(),
+            raw_params: range_params(week),
+            api_path: "/api/v1/analytics/top-servers?window=7d&limit=10",
         },
+    ])
+}
+
+fn scope(range: TimeRange) -> Scope {
+    Scope { tenant: TENANT_A, range, filters: Filters::default(), kinds: CallKinds::Tool }
+}
+
+fn range_params(range: TimeRange) -> Vec<(String, String)> {
+    vec![
+        ("tenant".into(), TENANT_A.to_string()),
+        ("start_ms".into(), range.start.timestamp_millis().to_string()),
+        ("end_ms".into(), range.end.timestamp_millis().to_string()),
     ]
 }
 
-fn bind(client: &Client, sql: &str, params: &[(&'static str, String)]) -> clickhouse::query::Query {
-    let mut q = client.query(sql);
-    for (k, v) in params {
-        // Only the parameters the text names (ClickHouse ignores extra ones,
-        // but keep the request minimal).
-        if sql.contains(&format!("{{{k}:")) {
-            q = q.param(k, v);
-        }
-    }
-    q
-}
-
-/// The answer of one graph query (for comparison).
-#[derive(Debug, Clone)]
+/// A graph's answer in one shape: per bucket (index, calls, errors,
+/// queries, latency sum, p95) or per group (key, calls, queries).
+#[derive(Debug, Clone, PartialEq)]
 enum Answer {
-    Series(Vec<BucketStats>),
-    Groups(Vec<GroupCount>),
+    Series(Vec<(u32, u64, u64, u64, f64, Option<f64>)>),
+    Groups(Vec<(String, u64, u64)>),
 }
 
-async fn answer(client: &Client, shape: Shape, sql: &str, params: &[(&'static str, String)]) -> anyhow::Result<Answer> {
-    Ok(match shape {
-        Shape::Series => Answer::Series(bind(client, sql, params).fetch_all::<BucketStats>().await?),
-        Shape::Groups => Answer::Groups(bind(client, sql, params).fetch_all::<GroupCount>().await?),
+/// The API's answer, from its own query functions (no HTTP, no JSON).
+async fn ours(db: &Db, g: &Graph) -> anyhow::Result<Answer> {
+    Ok(match (g.ours, &g.buckets) {
+        (Ours::Series(need), Some(buckets)) => {
+            let stats = tool_calls::series(db, &g.scope, buckets, need).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            Answer::Series(
+                stats
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.calls > 0)
+                    .map(|(i, s)| (i as u32, s.calls, s.errors, s.queries, s.latency_sum_ms, need.latency_pct.then(|| s.latency_pct_ms(1))))
+                    .collect(),
+            )
+        }
+        (Ours::TopServers, _) => Answer::Groups(
+            tool_calls::group_counts(db, &g.scope, Dim::ServerId, true)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?
+                .into_iter()
+                .map(|r| (r.key, r.calls, r.queries))
+                .collect(),
+        ),
+        (Ours::Series(_), None) => anyhow::bail!("{}: a series needs buckets", g.name),
     })
 }
 
-/// Exact counts must match; latency percentiles (t-digest of per-minute
-/// states vs t-digest of raw values) within 10 %. Returns the largest
-/// relative p95 deviation.
-fn compare(name: &str, rollup: &Answer, raw: &Answer) -> anyhow::Result<f64> {
+/// The same answer from raw events.
+async fn raw(client: &Client, g: &Graph) -> anyhow::Result<Answer> {
+    let mut q = client.query(&g.raw_sql);
+    for (k, v) in &g.raw_params {
+        q = q.param(k, v);
+    }
+    Ok(match g.ours {
+        Ours::Series(need) => Answer::Series(
+            q.fetch_all::<RawBucket>()
+                .await?
+                .into_iter()
+                .map(|b| {
+                    let queries = if need.queries { b.n_queries } else { 0 };
+                    let p95 = need.latency_pct.then(|| b.lat_q.get(1).copied().unwrap_or(0.0));
+                    (b.bucket, b.n_calls, b.n_errors, queries, b.lat_sum_ms, p95)
+                })
+                .collect(),
+        ),
+        Ours::TopServers => Answer::Groups(q.fetch_all::<RawGroup>().await?.into_iter().map(|r| (r.key, r.n_calls, r.n_queries)).collect()),
+    })
+}
+
+/// Counts and distinct queries must match exactly, latency sums to 1e-6,
+/// p95 (t-digest of merged states vs t-digest of raw values) within 10 %.
+/// Returns the largest relative p95 deviation.
+fn compare(name: &str, ours: &Answer, raw: &Answer) -> anyhow::Result<f64> {
     let mut worst: f64 = 0.0;
-    match (rollup, raw) {
+    match (ours, raw) {
         (Answer::Series(a), Answer::Series(b)) => {
-            anyhow::ensure!(a.len() == b.len(), "{name}: {} rollup buckets vs {} raw", a.len(), b.len());
+            anyhow::ensure!(a.len() == b.len(), "{name}: {} buckets from the API's query vs {} from raw events", a.len(), b.len());
+            let rel = |p: f64, q: f64| if q == 0.0 { (p - q).abs() } else { ((p - q) / q).abs() };
             for (x, y) in a.iter().zip(b) {
-                let counts = |s: &BucketStats| (s.bucket, s.n_calls, s.n_errors, s.n_queries, s.n_suggestions, s.rt_count);
-                anyhow::ensure!(counts(x) == counts(y), "{name}: rollup {:?} != raw {:?}", counts(x), counts(y));
-                let rel = |p: f64, q: f64| if q == 0.0 { (p - q).abs() } else { ((p - q) / q).abs() };
-                anyhow::ensure!(rel(x.lat_sum_ms, y.lat_sum_ms) < 1e-6, "{name}: latency sums differ in bucket {}", x.bucket);
-                if let (Some(p), Some(q)) = (x.lat_q.get(1), y.lat_q.get(1)) {
-                    worst = worst.max(rel(*p, *q));
+                anyhow::ensure!((x.0, x.1, x.2, x.3) == (y.0, y.1, y.2, y.3), "{name}: ours {x:?} != raw {y:?}");
+                anyhow::ensure!(rel(x.4, y.4) < 1e-6, "{name}: latency sums differ in bucket {}", x.0);
+                if let (Some(p), Some(q)) = (x.5, y.5) {
+                    worst = worst.max(rel(p, q));
                 }
             }
             anyhow::ensure!(worst < 0.10, "{name}: p95 from the rollup is {:.1} % off the raw t-digest", worst * 100.0);
         }
-        (Answer::Groups(a), Answer::Groups(b)) => anyhow::ensure!(a == b, "{name}: rollup {a:?} != raw {b:?}"),
+        (Answer::Groups(a), Answer::Groups(b)) => anyhow::ensure!(a == b, "{name}: ours {a:?} != raw {b:?}"),
         _ => anyhow::bail!("{name}: shapes differ"),
     }
     Ok(worst)
@@ -245,15 +251,15 @@ fn compare(name: &str, rollup: &Answer, raw: &Answer) -> anyhow::Result<f64> {
 
 fn calls_of(a: &Answer) -> u64 {
     match a {
-        Answer::Series(s) => s.iter().map(|b| b.n_calls).sum(),
-        Answer::Groups(g) => g.iter().map(|b| b.n_calls).sum(),
+        Answer::Series(s) => s.iter().map(|b| b.1).sum(),
+        Answer::Groups(g) => g.iter().map(|b| b.1).sum(),
     }
 }
 
-/// Milliseconds of one run of `sql`.
-async fn time_query(client: &Client, g: &Graph, sql: &str) -> anyhow::Result<f64> {
+/// Milliseconds of one run of `f`.
+async fn timed<F: std::future::Future<Output = anyhow::Result<Answer>>>(f: F) -> anyhow::Result<f64> {
     let t = Instant::now();
-    answer(client, g.shape, sql, &g.params).await?;
+    f.await?;
     Ok(t.elapsed().as_secs_f64() * 1000.0)
 }
 
@@ -306,20 +312,17 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     let load = load(&client, &o, now).await?;
     eprintln!("graphs: loaded in {:.1} s ({:.0} rows/s)", load.0, o.events as f64 / load.0);
     let merge_wait = settle_merges(&client, Duration::from_secs(180)).await?;
-    // What an hourly rollup over only the graph dimensions would hold.
-    let hourly_rows = bind(
-        &client,
-        "SELECT count() FROM (SELECT 1 FROM tool_calls WHERE tenant_id = {tenant:UUID}
-         GROUP BY toStartOfHour(occurred_at), server_id, server_name, tool_id, tool_name, call_kind, error_type)",
-        &[("tenant", TENANT_A.to_string())],
-    )
-    .fetch_one::<u64>()
-    .await?;
     let sizes = client
-        .query("SELECT toUInt64(assumeNotNull((SELECT count() FROM tool_calls))), toUInt64(assumeNotNull((SELECT count() FROM tool_calls_1m))), toUInt64(assumeNotNull((SELECT count() FROM system.parts WHERE database = currentDatabase() AND table = 'tool_calls_1m' AND active)))")
-        .fetch_one::<(u64, u64, u64)>()
+        .query(
+            "SELECT toUInt64(assumeNotNull((SELECT count() FROM tool_calls))), toUInt64(assumeNotNull((SELECT count() FROM tool_calls_1m))),
+                    toUInt64(assumeNotNull((SELECT count() FROM tool_calls_1h))), toUInt64(assumeNotNull((SELECT count() FROM tool_call_queries_1h)))",
+        )
+        .fetch_one::<(u64, u64, u64, u64)>()
         .await?;
-    eprintln!("graphs: raw rows {}, rollup rows {} in {} parts after {merge_wait:.0} s of merges; an hourly rollup of the graph dimensions would hold {hourly_rows} rows", sizes.0, sizes.1, sizes.2);
+    eprintln!(
+        "graphs: raw rows {}, minute rollup rows {}, hourly rollup rows {}, hourly query rows {} after {merge_wait:.0} s of merges",
+        sizes.0, sizes.1, sizes.2, sizes.3
+    );
 
     let api = if o.no_api { None } else { start_api(common, &db).await? };
     let http = reqwest::Client::new();
@@ -337,16 +340,17 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     ]];
     let mut results = Vec::new();
     let mut all_met = true;
-    for g in graphs(now) {
-        let rollup = answer(&client, g.shape, &g.rollup_sql, &g.params).await?;
-        let raw = answer(&client, g.shape, &g.raw_sql, &g.params).await?;
-        let p95_dev = compare(g.name, &rollup, &raw)?;
-        let calls = calls_of(&rollup);
-        // Warm-up, then rollup, raw and API runs interleaved so that any
+    let api_db = Db::new(client.clone(), 4, Duration::from_secs(120), Arc::new(agentmeter_api::metrics::Metrics::new()));
+    for g in graphs(Utc::now())? {
+        let mine = ours(&api_db, &g).await?;
+        let reference = raw(&client, &g).await?;
+        let p95_dev = compare(g.name, &mine, &reference)?;
+        let calls = calls_of(&mine);
+        // Warm-up, then ours, raw and API runs interleaved so that any
         // drift (background merges, other load) touches all three alike.
         let api_url = api.as_ref().map(|(_, base)| format!("{base}{}", g.api_path));
         for _ in 0..2 {
-            answer(&client, g.shape, &g.rollup_sql, &g.params).await?;
+            ours(&api_db, &g).await?;
             if let Some(url) = &api_url {
                 api_get(&http, url).await?;
             }
@@ -354,9 +358,9 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         let (mut r_ms, mut w_ms, mut a_ms) = (Vec::new(), Vec::new(), Vec::new());
         let mut api_total = None;
         for i in 0..o.runs {
-            r_ms.push(time_query(&client, &g, &g.rollup_sql).await?);
+            r_ms.push(timed(ours(&api_db, &g)).await?);
             if i < o.raw_runs {
-                w_ms.push(time_query(&client, &g, &g.raw_sql).await?);
+                w_ms.push(timed(raw(&client, &g)).await?);
             }
             if let Some(url) = &api_url {
                 let t = Instant::now();
@@ -396,14 +400,14 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     }
     let api_used = api.is_some();
     drop(api);
-    println!("times in ms, {} events over {} days ({} rollup rows in {} parts)", sizes.0, o.days, sizes.1, sizes.2);
+    println!("times in ms, {} events over {} days (rollup rows: {} per minute, {} per hour)", sizes.0, o.days, sizes.1, sizes.2);
     report::table(&rows);
     let doc = json!({
         "benchmark": "graphs",
-        "what": "analytics graph queries: rollup SQL of the API vs the same answer from raw events (asserted equal), and through agentmeter-api",
+        "what": "analytics graph queries: the API's query functions on the rollups (in-process) vs the same answer from raw events (asserted equal), and through agentmeter-api over HTTP",
         "started_at": now.to_rfc3339(),
-        "events": {"tool_calls": sizes.0, "days": o.days, "tenant": TENANT_A.to_string(), "rollup_rows": sizes.1, "rollup_parts": sizes.2,
-                   "rows_of_an_hourly_rollup_of_the_graph_dimensions": hourly_rows, "merge_wait_seconds": round(merge_wait, 1)},
+        "events": {"tool_calls": sizes.0, "days": o.days, "tenant": TENANT_A.to_string(), "rollup_rows": sizes.1,
+                   "hourly_rollup_rows": sizes.2, "hourly_query_rows": sizes.3, "merge_wait_seconds": round(merge_wait, 1)},
         "load": {"seconds": round(load.0, 2), "rows_per_s": round(o.events as f64 / load.0, 0), "batch_rows": o.load_batch_rows, "disk_available_before": avail},
         "figures": results,
         "ceiling": "the same answer computed from raw events in the same ClickHouse (ratio = raw p50 / rollup p50)",

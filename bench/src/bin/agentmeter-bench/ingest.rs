@@ -260,7 +260,8 @@ async fn run_worker(common: &Common, ch: &ClickHouseArgs, topics: &Topics, o: &O
         .env("AGENTMETER_INGEST_MAX_BATCH_ROWS", o.batch_rows.to_string())
         .env("AGENTMETER_KAFKA_FETCH_QUEUE_KIB", o.fetch_queue_kib.to_string())
         .env("AGENTMETER_INGEST_METRICS_ADDR", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn");
+        // BENCH_WORKER_RUST_LOG=agentmeter_ingest=debug logs every batch's timing.
+        .env("RUST_LOG", std::env::var("BENCH_WORKER_RUST_LOG").unwrap_or_else(|_| "warn".into()));
     let log = std::env::temp_dir().join("agentmeter-bench-ingest-worker.log");
     let mut worker = Proc::spawn(cmd, "agentmeter-ingest", &log.to_string_lossy())?;
     let started = Instant::now();

@@ -144,6 +144,8 @@ pub fn raw_consume(brokers: &str, topics: &Topics, expected: u64, fetch_queue_ki
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "2000")
         .set("queued.max.messages.kbytes", fetch_queue_kib.to_string())
+        // As the worker: fetch again soon after the queue drained (default 1 s).
+        .set("fetch.queue.backoff.ms", "10")
         .create()?;
     consumer.subscribe(&[&topics.tool_calls, &topics.executions])?;
     let subscribed = Instant::now();
