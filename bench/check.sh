@@ -43,7 +43,9 @@ chq "INSERT INTO agent_executions (event_id, occurred_at, tenant_id, execution_i
        7, 3, 10, toDecimal64(0.001234, 6), 1, 'success'
      FROM numbers($rows)"
 
+# The per-key abuse limits are off: the benchmark is one key at saturation.
 AGENTMETER_CLICKHOUSE_URL="$ch" AGENTMETER_CLICKHOUSE_DATABASE="$db" AGENTMETER_API_ADDR="127.0.0.1:$port" \
+  AGENTMETER_API_CHECK_RATE_PER_S=0 AGENTMETER_API_CHECK_CONCURRENCY_PER_KEY=0 \
   AGENTMETER_API_KEYS=dev/api-keys.toml RUST_LOG=warn target/release/agentmeter-api &
 api_pid=$!
 trap 'kill $api_pid 2>/dev/null || true; curl -sS "$ch/" --data-binary "DROP DATABASE IF EXISTS $db" >/dev/null || true' EXIT

@@ -486,6 +486,9 @@ pub async fn start_api(common: &Common, db: &str) -> anyhow::Result<Option<(Proc
         .env("AGENTMETER_CLICKHOUSE_DATABASE", db)
         .env("AGENTMETER_API_ADDR", format!("127.0.0.1:{port}"))
         .env("AGENTMETER_API_KEYS", &common.api_keys)
+        // One key asks as fast as it can: the per-key abuse limits are off.
+        .env("AGENTMETER_API_ANALYTICS_RATE_PER_S", "0")
+        .env("AGENTMETER_API_ANALYTICS_CONCURRENCY_PER_KEY", "0")
         .env("RUST_LOG", "warn");
     let log = std::env::temp_dir().join("agentmeter-bench-api.log");
     let mut p = Proc::spawn(cmd, "agentmeter-api", &log.to_string_lossy())?;
