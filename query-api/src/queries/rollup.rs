@@ -18,6 +18,11 @@
 //! on both sides of an hour edge is counted once. That table has no tool or
 //! server columns: a request filtering on those reads the minute rollup.
 //!
+//! A request over a whole tenant (no project, navigator, server, tool or
+//! user filter) that does not group by a dimension (totals and series:
+//! [`choose_ungrouped`]) reads the whole hours from `tool_calls_tenant_1h`
+//! instead, a few rows per tenant-hour whatever the traffic's variety.
+//!
 //! Never a silent approximation: whichever source is chosen, counts and
 //! distinct-query counts are the same as from the raw events; only the
 //! t-digest latency percentiles differ slightly between sources.
@@ -26,6 +31,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::scope::Scope;
 use crate::buckets::Buckets;
+use crate::params::Filters;
 use crate::window::TimeRange;
 
 /// Where a tool-call request is read from.
@@ -35,6 +41,19 @@ pub enum Source {
     Minute,
     /// `tool_calls_1h` for `hours`, `tool_calls_1m` for `head` and `tail`.
     Hourly(HourSplit),
+    /// `tool_calls_tenant_1h` for `hours`, `tool_calls_1m` for `head` and
+    /// `tail`: no filters and no grouping by a dimension.
+    TenantHourly(HourSplit),
+}
+
+impl Source {
+    /// The hour split of an hourly source.
+    pub fn hour_split(&self) -> Option<&HourSplit> {
+        match self {
+            Source::Minute => None,
+            Source::Hourly(s) | Source::TenantHourly(s) => Some(s),
+        }
+    }
 }
 
 /// A range cut at whole UTC hours.
@@ -83,6 +102,15 @@ pub fn choose(scope: &Scope, buckets: Option<&Buckets>, queries: bool) -> Source
     split(scope.range, buckets).map(Source::Hourly).unwrap_or(Source::Minute)
 }
 
+/// [`choose`] for totals and series (nothing grouped by a dimension): a
+/// request over the whole tenant reads the tenant-level hourly rollup.
+pub fn choose_ungrouped(scope: &Scope, buckets: Option<&Buckets>, queries: bool) -> Source {
+    match choose(scope, buckets, queries) {
+        Source::Hourly(split) if scope.filters == Filters::default() => Source::TenantHourly(split),
+        other => other,
+    }
+}
+
 /// `tool_call_queries_1h` keeps project and navigator instance only.
 fn queries_table_answers(scope: &Scope) -> bool {
     let f = &scope.filters;
@@ -111,6 +139,9 @@ const SHARED_COLUMNS: &str = "tenant_id, project_id, navigator_id, navigator_ins
     tool_id, tool_name, call_kind, error_type, organization_id, calls, errors, latency_sum_ms, latency_digest,
     runtime_sum_ms, runtime_count, suggestions, last_used";
 
+/// The columns `tool_calls_tenant_1h` shares with the other rollups.
+const TENANT_COLUMNS: &str = "tenant_id, call_kind, calls, errors, latency_sum_ms, latency_digest, runtime_sum_ms, runtime_count, suggestions";
+
 /// `(time condition, params)` of `column` in one of `ranges` (seconds).
 fn ranges_sql(column: &str, ranges: &[TimeRange], prefix: &str, to_time: &str) -> (String, Vec<(String, String)>) {
     let mut conds = Vec::new();
@@ -131,16 +162,21 @@ fn ranges_sql(column: &str, ranges: &[TimeRange], prefix: &str, to_time: &str) -
 
 /// A `FROM` source of tool-call rollup rows with a `minute` column, and
 /// the conditions to put in the outer `WHERE` (the scope's): either
-/// `tool_calls_1m` with the scope's conditions, or the union of both
-/// rollups with the conditions inside each branch (then the outer
-/// condition is `1`).
+/// `tool_calls_1m` with the scope's conditions, or the union of an hourly
+/// rollup and the minute rollup with the conditions inside each branch
+/// (then the outer condition is `1`). A [`Source::TenantHourly`] source
+/// has the aggregate columns, `tenant_id` and `call_kind` only.
 pub fn tool_calls_from(scope: &Scope, source: &Source) -> (String, String, Vec<(String, String)>) {
     match source {
         Source::Minute => {
             let (cond, params) = scope.tool_calls_where(super::scope::TimeColumn::Minute);
             ("tool_calls_1m".into(), cond, params)
         }
-        Source::Hourly(split) => {
+        Source::Hourly(split) | Source::TenantHourly(split) => {
+            let (table, columns) = match source {
+                Source::TenantHourly(_) => ("tool_calls_tenant_1h", TENANT_COLUMNS),
+                _ => ("tool_calls_1h", SHARED_COLUMNS),
+            };
             let (filters, mut params) = scope.tool_calls_filters(false);
             let mut common = vec!["tenant_id = {tenant:UUID}".to_owned()];
             common.extend(filters);
@@ -148,12 +184,12 @@ pub fn tool_calls_from(scope: &Scope, source: &Source) -> (String, String, Vec<(
             params.push(("tenant".into(), scope.tenant.to_string()));
             let (hour_cond, hp) = ranges_sql("hour", &[split.hours], "r_h", "toDateTime");
             params.extend(hp);
-            let mut branches = vec![format!("SELECT hour AS minute, {SHARED_COLUMNS} FROM tool_calls_1h WHERE {common} AND {hour_cond}")];
+            let mut branches = vec![format!("SELECT hour AS minute, {columns} FROM {table} WHERE {common} AND {hour_cond}")];
             let edges: Vec<TimeRange> = split.edges().collect();
             if !edges.is_empty() {
                 let (minute_cond, mp) = ranges_sql("minute", &edges, "r_m", "toDateTime");
                 params.extend(mp);
-                branches.push(format!("SELECT minute, {SHARED_COLUMNS} FROM tool_calls_1m WHERE {common} AND {minute_cond}"));
+                branches.push(format!("SELECT minute, {columns} FROM tool_calls_1m WHERE {common} AND {minute_cond}"));
             }
             (format!("({})", branches.join(" UNION ALL ")), "1".into(), params)
         }
@@ -236,6 +272,7 @@ mod tests {
         assert_eq!(s.head, None);
         assert_eq!(s.tail, Some(range("2024-01-31T10:00:00Z", "2024-01-31T10:18:00Z")));
         assert!(matches!(choose(&scope(r, Filters::default()), Some(&b), true), Source::Hourly(_)));
+        assert!(matches!(choose_ungrouped(&scope(r, Filters::default()), Some(&b), true), Source::TenantHourly(_)));
     }
 
     #[test]
@@ -279,6 +316,8 @@ mod tests {
         assert_eq!(choose(&scope(r, by_tool.clone()), None, true), Source::Minute);
         assert!(matches!(choose(&scope(r, by_tool), None, false), Source::Hourly(_)));
         let by_project = Filters { project_id: Some(uuid::Uuid::new_v4()), ..Filters::default() };
-        assert!(matches!(choose(&scope(r, by_project), None, true), Source::Hourly(_)));
+        assert!(matches!(choose(&scope(r, by_project.clone()), None, true), Source::Hourly(_)));
+        // Any filter keeps the dimension-keyed hourly rollup.
+        assert!(matches!(choose_ungrouped(&scope(r, by_project), None, true), Source::Hourly(_)));
     }
 }

@@ -1,7 +1,8 @@
 //! Tool-call figures from the tool-call rollups: totals, per-bucket
-//! series, group-by lists and error-type series. [`rollup::choose`] picks
-//! the hourly or the minute rollup; the `_via` variants take the choice as
-//! an argument (tests compare both paths).
+//! series, group-by lists and error-type series. [`rollup::choose`] (and
+//! [`rollup::choose_ungrouped`] for totals and series) picks the hourly or
+//! the minute rollup; the `_via` variants take the choice as an argument
+//! (tests compare the paths).
 //!
 //! Counts are exact (sums of per-minute counts, exact distinct-query
 //! sets); latency percentiles come from merged t-digest states, so they are
@@ -141,18 +142,15 @@ struct BucketStats {
 
 /// Totals over the scope.
 pub async fn totals(db: &Db, scope: &Scope, need: Need) -> Result<CallStats, ApiError> {
-    totals_via(db, scope, need, &rollup::choose(scope, None, need.queries)).await
+    totals_via(db, scope, need, &rollup::choose_ungrouped(scope, None, need.queries)).await
 }
 
 /// [`totals`] from the given source.
 pub async fn totals_via(db: &Db, scope: &Scope, need: Need, source: &Source) -> Result<CallStats, ApiError> {
-    let split = match source {
-        Source::Minute => {
-            let (cond, params) = scope.tool_calls_where(super::scope::TimeColumn::Minute);
-            let sql = Sql::new(format!("SELECT {} FROM tool_calls_1m WHERE {cond}", stats(need))).bind_all(params);
-            return db.run("tool_calls_totals", |c| async move { sql.query(&c).fetch_one::<CallStats>().await }).await;
-        }
-        Source::Hourly(split) => split,
+    let Some(split) = source.hour_split() else {
+        let (cond, params) = scope.tool_calls_where(super::scope::TimeColumn::Minute);
+        let sql = Sql::new(format!("SELECT {} FROM tool_calls_1m WHERE {cond}", stats(need))).bind_all(params);
+        return db.run("tool_calls_totals", |c| async move { sql.query(&c).fetch_one::<CallStats>().await }).await;
     };
     let (from, cond, params) = rollup::tool_calls_from(scope, source);
     let counts = Need { queries: false, ..need };
@@ -172,16 +170,13 @@ pub async fn totals_via(db: &Db, scope: &Scope, need: Need, source: &Source) -> 
 /// One [`CallStats`] per bucket, zero-filled. The scope's range should
 /// start at the first bucket.
 pub async fn series(db: &Db, scope: &Scope, buckets: &Buckets, need: Need) -> Result<Vec<CallStats>, ApiError> {
-    series_via(db, scope, buckets, need, &rollup::choose(scope, Some(buckets), need.queries)).await
+    series_via(db, scope, buckets, need, &rollup::choose_ungrouped(scope, Some(buckets), need.queries)).await
 }
 
 /// [`series`] from the given source (which must suit the buckets: see
-/// [`rollup::choose`]).
+/// [`rollup::choose_ungrouped`]).
 pub async fn series_via(db: &Db, scope: &Scope, buckets: &Buckets, need: Need, source: &Source) -> Result<Vec<CallStats>, ApiError> {
-    let split: Option<&HourSplit> = match source {
-        Source::Minute => None,
-        Source::Hourly(s) => Some(s),
-    };
+    let split: Option<&HourSplit> = source.hour_split();
     let (from, cond, params) = rollup::tool_calls_from(scope, source);
     let (bucket, bparams) = buckets.index_sql("minute");
     let in_stats = Need { queries: need.queries && split.is_none(), ..need };

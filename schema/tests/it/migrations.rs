@@ -50,6 +50,8 @@ async fn migrate_twice_creates_every_table_once() {
         "tool_calls_1h_mv",
         "tool_calls_1m",
         "tool_calls_1m_mv",
+        "tool_calls_tenant_1h",
+        "tool_calls_tenant_1h_mv",
     ] {
         assert!(names.contains(&table), "{table} missing from {names:?}");
     }
@@ -126,10 +128,20 @@ async fn rollups_equal_raw_totals_and_retried_inserts_count_once() {
         .unwrap();
     assert_eq!(raw, (500, 50, 167));
     assert_eq!(rollup, raw);
+    // Every tool-call rollup counts the retried block once.
+    for table in ["tool_calls_1h", "tool_calls_tenant_1h"] {
+        let counts: (u64, u64) = db
+            .query(&format!("SELECT sum(calls), sum(errors) FROM {table} WHERE tenant_id = toUUID(?)"))
+            .bind(tenant.to_string())
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(counts, (raw.0, raw.1), "{table}");
+    }
     drop_db(&ch).await;
 }
 
-/// Rows in `tool_calls` before 0004 created its views reach the hourly
+/// Rows in `tool_calls` before 0004 and 0005 created their views reach the hourly
 /// rollups through the backfill, exactly once even when the migration runs
 /// twice at the same time and once more after that (a rerun after a crash
 /// before the migration was recorded); rows inserted afterwards arrive
@@ -140,7 +152,7 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
     let ch = clickhouse(&unique_db("backfill"));
     migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
     let db = ch.client();
-    // Back to version 3: no hourly views, empty hourly tables.
+    // Back to version 3: no hourly views, empty hourly tables (0004 and 0005).
     let forget_0004 = || async {
         db.query("TRUNCATE TABLE schema_migrations").execute().await.unwrap();
         db.query("INSERT INTO schema_migrations (version, name) VALUES (1, 'raw_tables'), (2, 'minute_rollups'), (3, 'plan_limits')")
@@ -151,8 +163,10 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
     for sql in [
         "DROP VIEW tool_calls_1h_mv",
         "DROP VIEW tool_call_queries_1h_mv",
+        "DROP VIEW tool_calls_tenant_1h_mv",
         "TRUNCATE TABLE tool_calls_1h",
         "TRUNCATE TABLE tool_call_queries_1h",
+        "TRUNCATE TABLE tool_calls_tenant_1h",
         "TRUNCATE TABLE rollup_backfills",
     ] {
         db.query(sql).execute().await.unwrap();
@@ -190,7 +204,7 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
     b.unwrap();
     forget_0004().await;
     let rerun = migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
-    assert_eq!(rerun.applied.len(), 1);
+    assert_eq!(rerun.applied.len(), 2);
     insert(rows(300, 200)).await;
 
     let raw: (u64, u64, u64, u64) = db
@@ -204,6 +218,12 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
         .unwrap();
     let hourly: (u64, u64) = db
         .query("SELECT sum(calls), sum(errors) FROM tool_calls_1h WHERE tenant_id = toUUID(?)")
+        .bind(tenant.to_string())
+        .fetch_one()
+        .await
+        .unwrap();
+    let tenant_hourly: (u64, u64) = db
+        .query("SELECT sum(calls), sum(errors) FROM tool_calls_tenant_1h WHERE tenant_id = toUUID(?)")
         .bind(tenant.to_string())
         .fetch_one()
         .await
@@ -223,6 +243,7 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
     assert_eq!(raw.0, 500);
     assert_eq!(raw.1, 63); // i % 8 == 0 for i in 0..500
     assert_eq!(hourly, (raw.0, raw.1));
+    assert_eq!(tenant_hourly, (raw.0, raw.1));
     assert_eq!(queries, (raw.2, raw.3));
     assert_eq!(raw.3, 125);
     assert_eq!(calls_in_queries, 500);

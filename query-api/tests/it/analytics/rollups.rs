@@ -1,7 +1,9 @@
-//! The hourly and the minute rollup give the same answers: the same
-//! requests are answered through `rollup::choose` (which picks the hourly
-//! rollup for these ranges) and forced onto the minute rollup, over the
-//! fixture plus queries that straddle hour edges and the range start.
+//! The hourly, the tenant-level hourly and the minute rollups give the same
+//! answers: the same requests are answered as the API does
+//! (`rollup::choose_ungrouped`: the tenant-level rollup when nothing is
+//! filtered), through `rollup::choose` (the dimension-keyed hourly rollup)
+//! and forced onto the minute rollup, over the fixture plus queries that
+//! straddle hour edges and the range start.
 //! Counts, sums and distinct queries must be identical; t-digest
 //! percentiles close. Totals are also checked against the events.
 
@@ -84,12 +86,17 @@ async fn hourly_and_minute_rollups_answer_alike() {
         let scope = Scope { tenant, range: TimeRange { start: buckets.first_start(), end }, filters, kinds };
         let chosen = rollup::choose(&scope, Some(&buckets), true);
         assert!(matches!(chosen, Source::Hourly(s) if s.tail.is_some()), "{what}: {chosen:?}");
+        let ungrouped = rollup::choose_ungrouped(&scope, Some(&buckets), true);
+        let whole_tenant = scope.filters == Filters::default();
+        assert_eq!(matches!(ungrouped, Source::TenantHourly(_)), whole_tenant, "{what}: {ungrouped:?}");
         let auto = tool_calls::series(&db, &scope, &buckets, Need::ALL).await.unwrap();
+        let hourly = tool_calls::series_via(&db, &scope, &buckets, Need::ALL, &chosen).await.unwrap();
         let minute = tool_calls::series_via(&db, &scope, &buckets, Need::ALL, &Source::Minute).await.unwrap();
         assert_eq!(auto.len(), minute.len());
         assert!(minute.iter().map(|s| s.calls).sum::<u64>() > 0, "{what}: no data");
-        for (i, (a, m)) in auto.iter().zip(&minute).enumerate() {
-            assert_same(a, m, &format!("{what}, bucket {i}"));
+        for (i, ((a, h), m)) in auto.iter().zip(&hourly).zip(&minute).enumerate() {
+            assert_same(a, m, &format!("{what}, bucket {i}, as the API reads it"));
+            assert_same(h, m, &format!("{what}, bucket {i}, dimension-keyed hourly"));
         }
     }
 
@@ -101,8 +108,10 @@ async fn hourly_and_minute_rollups_answer_alike() {
         let chosen = rollup::choose(&scope, None, true);
         assert!(matches!(chosen, Source::Hourly(s) if s.head.is_some() && s.tail.is_some()), "{chosen:?}");
         let auto = tool_calls::totals(&db, &scope, Need::ALL).await.unwrap();
+        let hourly = tool_calls::totals_via(&db, &scope, Need::ALL, &chosen).await.unwrap();
         let minute = tool_calls::totals_via(&db, &scope, Need::ALL, &Source::Minute).await.unwrap();
         assert_same(&auto, &minute, "totals");
+        assert_same(&hourly, &minute, "totals, dimension-keyed hourly");
         let selected: Vec<_> = world
             .rows
             .iter()
