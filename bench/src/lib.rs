@@ -180,7 +180,9 @@ impl Generator {
             Some(m) => m,
             None => self.fresh(now),
         };
-        if self.history.len() < 200_000 {
+        if self.settings.duplicate_ratio <= 0.0 {
+            // No duplicates asked for: keep no history (a clone per event).
+        } else if self.history.len() < 200_000 {
             self.history.push(m.clone());
         } else {
             let i = self.rng.random_range(0..self.history.len());

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentmeter_bench::{Generator, Settings, TENANT_A, TENANT_B};
+use agentmeter_bench::{Generator, Kind, Settings, TENANT_A, TENANT_B};
 use agentmeter_schema::config::ClickHouseArgs;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -56,17 +56,53 @@ fn half_max_rate(dir: &str) -> Option<u64> {
     v["figures"]["ingest_events_per_s"].as_f64().map(|r| (r / 2.0) as u64)
 }
 
+/// Generated messages replayed with a new `event_id` each time: producing
+/// tens of thousands of events a second then costs the machine little
+/// (generating each one afresh took most of a core from the system under
+/// test on a 2-core machine).
+struct Replay {
+    messages: Vec<(Kind, Vec<u8>, Vec<u8>, usize)>,
+    id_base: u128,
+    sent: u64,
+}
+
+impl Replay {
+    const SIZE: usize = 20_000;
+    const ID_FIELD: &'static [u8] = b"\"event_id\":\"";
+
+    fn new(now: chrono::DateTime<chrono::Utc>) -> Self {
+        let mut generator = Generator::new(Settings { seed: 5, tenants: vec![TENANT_A, TENANT_B], ..Settings::default() });
+        let messages = (0..Self::SIZE)
+            .map(|_| generator.next_message(now))
+            .filter_map(|m| {
+                let at = m.payload.windows(Self::ID_FIELD.len()).position(|w| w == Self::ID_FIELD)? + Self::ID_FIELD.len();
+                Some((m.kind, m.key, m.payload, at))
+            })
+            .collect();
+        Self { messages, id_base: uuid::Uuid::new_v4().as_u128(), sent: 0 }
+    }
+
+    /// The next message: kind, key and payload with a never-used event id.
+    fn next(&mut self) -> (Kind, &[u8], Vec<u8>) {
+        let (kind, key, payload, at) = &self.messages[self.sent as usize % self.messages.len()];
+        let id = uuid::Builder::from_random_bytes((self.id_base ^ u128::from(self.sent)).to_le_bytes()).into_uuid();
+        self.sent += 1;
+        let mut payload = payload.clone();
+        id.hyphenated().encode_lower(&mut payload[*at..*at + uuid::fmt::Hyphenated::LENGTH]);
+        (*kind, key, payload)
+    }
+}
+
 /// Produces generated traffic at `rate` events/s until `stop`. Blocking.
 fn background(brokers: String, topics: Topics, rate: u64, stop: Arc<AtomicBool>, sent: Arc<AtomicU64>) -> anyhow::Result<()> {
     let producer = kafka::bulk_producer(&brokers)?;
-    let mut generator = Generator::new(Settings { seed: 5, tenants: vec![TENANT_A, TENANT_B], ..Settings::default() });
+    let mut replay = Replay::new(chrono::Utc::now());
     let started = Instant::now();
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        let now = chrono::Utc::now();
         for _ in 0..(rate / 100).max(1) {
-            let m = generator.next_message(now);
-            kafka::send_blocking(&producer, topics.of(m.kind), &m.key, &m.payload)?;
+            let (kind, key, payload) = replay.next();
+            kafka::send_blocking(&producer, topics.of(kind), key, &payload)?;
             n += 1;
         }
         sent.store(n, Ordering::Relaxed);
@@ -102,7 +138,8 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         .env("AGENTMETER_CLICKHOUSE_DATABASE", &db)
         .env("AGENTMETER_KAFKA_SESSION_TIMEOUT_MS", "6000")
         .env("AGENTMETER_INGEST_METRICS_ADDR", format!("127.0.0.1:{port}"))
-        .env("RUST_LOG", "warn");
+        // BENCH_WORKER_RUST_LOG=agentmeter_ingest=debug logs every batch's timing.
+        .env("RUST_LOG", std::env::var("BENCH_WORKER_RUST_LOG").unwrap_or_else(|_| "warn".into()));
     let log = std::env::temp_dir().join("agentmeter-bench-fresh-worker.log");
     let mut worker = Proc::spawn(cmd, "agentmeter-ingest", &log.to_string_lossy())?;
     let Some((api, base)) = graphs::start_api(common, &db).await? else {
