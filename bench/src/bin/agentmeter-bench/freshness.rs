@@ -227,6 +227,7 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     report::write(&common.results_dir, &o.result_name, &doc)?;
     if !common.keep {
         server.query(&format!("DROP DATABASE IF EXISTS `{db}`")).execute().await?;
+        topics.delete(&common.kafka_brokers).await?;
     }
     Ok(())
 }

@@ -161,6 +161,7 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         for d in [&db, &db_ceiling] {
             server.query(&format!("DROP DATABASE IF EXISTS `{d}`")).execute().await?;
         }
+        topics.delete(&common.kafka_brokers).await?;
     }
     Ok(())
 }

@@ -42,6 +42,17 @@ impl Topics {
         Ok(())
     }
 
+    /// Deletes the topics: the local broker keeps every message in memory,
+    /// so runs that leave theirs behind add up to gigabytes.
+    pub async fn delete(&self, brokers: &str) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+        let names = [self.tool_calls.as_str(), self.executions.as_str(), self.dead_letter.as_str()];
+        for r in admin.delete_topics(&names, &AdminOptions::new()).await? {
+            r.map_err(|(t, e)| anyhow::anyhow!("deleting topic {t}: {e:?}"))?;
+        }
+        Ok(())
+    }
+
     pub fn of(&self, kind: Kind) -> &str {
         match kind {
             Kind::ToolCall => &self.tool_calls,
