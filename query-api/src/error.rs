@@ -5,7 +5,7 @@
 //!
 //! * 422 `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}` for
 //!   invalid parameters (the FastAPI shape the Caylex spec uses),
-//! * 401 / 403 / 404 `{"detail": "..."}`,
+//! * 401 / 403 / 404 / 413 `{"detail": "..."}`,
 //! * 503 `{"detail": "..."}` when ClickHouse is saturated or too slow,
 //! * 500 `{"detail": "Internal server error"}`: the cause is logged, never
 //!   sent to the client.
@@ -53,6 +53,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("unavailable: {0}")]
     Unavailable(String),
+    #[error("payload too large: {0}")]
+    PayloadTooLarge(String),
     #[error("clickhouse: {0}")]
     ClickHouse(#[from] clickhouse::error::Error),
     #[error("internal: {0}")]
@@ -77,6 +79,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ClickHouse(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -87,7 +90,12 @@ impl IntoResponse for ApiError {
         let status = self.status();
         let body = match self {
             Self::Validation(errors) => json!({ "detail": errors }),
-            Self::Unauthorized(d) | Self::Forbidden(d) | Self::NotFound(d) | Self::Conflict(d) | Self::Unavailable(d) => {
+            Self::Unauthorized(d)
+            | Self::Forbidden(d)
+            | Self::NotFound(d)
+            | Self::Conflict(d)
+            | Self::Unavailable(d)
+            | Self::PayloadTooLarge(d) => {
                 json!({ "detail": d })
             }
             Self::ClickHouse(e) => {

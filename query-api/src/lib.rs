@@ -16,6 +16,7 @@
 
 pub mod analytics;
 pub mod auth;
+pub mod body;
 pub mod buckets;
 pub mod config;
 pub mod db;

@@ -15,7 +15,6 @@
 //! figures are. `RateLimit-Policy` / `RateLimit` headers describe every
 //! applicable limit (see `json`).
 
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -31,6 +30,7 @@ use super::json::{exact_json, ratelimit_headers, Amount};
 use super::limits::{json_decimal, LimitView, Metric};
 use super::period::utc_month;
 use crate::auth::Caller;
+use crate::body::Body;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::state::AppState;
 
@@ -189,7 +189,7 @@ fn view(state: &AppState, tenant: Uuid, req: &CheckRequest, out: &CheckOutcome) 
 }
 
 /// `POST /v1/usage/check`
-pub async fn check(State(state): State<AppState>, caller: Caller, body: Bytes) -> ApiResult<Response> {
+pub async fn check(State(state): State<AppState>, caller: Caller, Body(body): Body) -> ApiResult<Response> {
     state.usage.start();
     let b: CheckBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::Validation(vec![FieldError::new(&["body"], format!("Invalid JSON body: {e}"), "json_invalid")])

@@ -22,6 +22,7 @@ use uuid::Uuid;
 
 use super::limits::{load_one, load_tenant, write, Limit, LimitInput, LimitRow, LimitView};
 use crate::auth::AdminCaller;
+use crate::body::Body;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::state::AppState;
 
@@ -76,7 +77,7 @@ async fn upsert(state: &AppState, caller: &AdminCaller, limit_id: Uuid, headers:
 }
 
 /// `POST /v1/limits`
-pub async fn create(State(state): State<AppState>, caller: AdminCaller, headers: HeaderMap, body: Bytes) -> ApiResult<Response> {
+pub async fn create(State(state): State<AppState>, caller: AdminCaller, headers: HeaderMap, Body(body): Body) -> ApiResult<Response> {
     upsert(&state, &caller, Uuid::new_v4(), &headers, &body).await
 }
 
@@ -86,7 +87,7 @@ pub async fn put(
     caller: AdminCaller,
     Path(limit_id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    Body(body): Body,
 ) -> ApiResult<Response> {
     let limit_id = parse_limit_id(&limit_id)?;
     upsert(&state, &caller, limit_id, &headers, &body).await

@@ -268,6 +268,8 @@ async fn oversize_heads_and_bodies_are_431_and_413() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 413);
+    let detail: serde_json::Value = r.json().await.expect("413 in the API's JSON error shape");
+    assert_eq!(detail["detail"], "Request body larger than 4096 bytes");
     // A chunked body (no Content-Length) is limited too.
     let base = app.base.clone();
     let (status, text) = tokio::task::spawn_blocking(move || {
@@ -283,6 +285,7 @@ async fn oversize_heads_and_bodies_are_431_and_413() {
     .await
     .unwrap();
     assert_eq!(status, 413, "{text}");
+    assert!(text.contains(r#"{"detail":"Request body larger than 4096 bytes"}"#), "{text}");
     // The server is still healthy.
     assert_eq!(app.get(None, "/health").await.0, 200);
     app.drop_db().await;
