@@ -130,13 +130,7 @@ async fn rollups_equal_raw_totals_and_retried_inserts_count_once() {
     assert_eq!(rollup, raw);
     // Every tool-call rollup counts the retried block once.
     for table in ["tool_calls_1h", "tool_calls_tenant_1h"] {
-        let counts: (u64, u64) = db
-            .query(&format!("SELECT sum(calls), sum(errors) FROM {table} WHERE tenant_id = toUUID(?)"))
-            .bind(tenant.to_string())
-            .fetch_one()
-            .await
-            .unwrap();
-        assert_eq!(counts, (raw.0, raw.1), "{table}");
+        assert_eq!(calls_and_errors(&db, table, tenant).await, (raw.0, raw.1), "{table}");
     }
     drop_db(&ch).await;
 }
@@ -216,18 +210,6 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
         .fetch_one()
         .await
         .unwrap();
-    let hourly: (u64, u64) = db
-        .query("SELECT sum(calls), sum(errors) FROM tool_calls_1h WHERE tenant_id = toUUID(?)")
-        .bind(tenant.to_string())
-        .fetch_one()
-        .await
-        .unwrap();
-    let tenant_hourly: (u64, u64) = db
-        .query("SELECT sum(calls), sum(errors) FROM tool_calls_tenant_1h WHERE tenant_id = toUUID(?)")
-        .bind(tenant.to_string())
-        .fetch_one()
-        .await
-        .unwrap();
     let queries: (u64, u64) = db
         .query("SELECT uniqExactIf(query_id, tool_calls > 0), uniqExact(query_id) FROM tool_call_queries_1h WHERE tenant_id = toUUID(?)")
         .bind(tenant.to_string())
@@ -242,10 +224,20 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
         .unwrap();
     assert_eq!(raw.0, 500);
     assert_eq!(raw.1, 63); // i % 8 == 0 for i in 0..500
-    assert_eq!(hourly, (raw.0, raw.1));
-    assert_eq!(tenant_hourly, (raw.0, raw.1));
+    for table in ["tool_calls_1h", "tool_calls_tenant_1h"] {
+        assert_eq!(calls_and_errors(&db, table, tenant).await, (raw.0, raw.1), "{table}");
+    }
     assert_eq!(queries, (raw.2, raw.3));
     assert_eq!(raw.3, 125);
     assert_eq!(calls_in_queries, 500);
     drop_db(&ch).await;
+}
+
+/// `(sum(calls), sum(errors))` of a tool-call rollup for one tenant.
+async fn calls_and_errors(db: &clickhouse::Client, table: &str, tenant: uuid::Uuid) -> (u64, u64) {
+    db.query(&format!("SELECT sum(calls), sum(errors) FROM {table} WHERE tenant_id = toUUID(?)"))
+        .bind(tenant.to_string())
+        .fetch_one()
+        .await
+        .unwrap()
 }
