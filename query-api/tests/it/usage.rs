@@ -1,7 +1,8 @@
 //! Usage and plan limits against the local stack: limits set through the
 //! admin API, usage inserted as raw `agent_executions` rows (the
 //! materialized views fill the rollups the counters read), answers checked
-//! against figures computed here.
+//! against figures computed here; and once end to end, with the events
+//! produced to Kafka and carried by the ingest worker.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -539,5 +540,143 @@ async fn organization_usage_aggregate_and_org_check() {
     let path = format!("/v1/organizations/{org}/usage/check?additional_tokens=51");
     let (_, _, v) = h.send(reqwest::Method::POST, &path, READ_A, None).await;
     assert_eq!(v["would_exceed"], true);
+    h.drop_db().await;
+}
+
+/// The billing path end to end: agent-execution events produced to Kafka,
+/// half of them twice in a row and a third again hundreds of messages
+/// later, with garbage in between, carried into ClickHouse by the ingest
+/// worker (small batches, so repeats cross batch boundaries), answered by
+/// the organization usage endpoint and the plan-limit check: the sums are
+/// those of the unique billable events, to the micro-dollar, and the check
+/// flips exactly at the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn usage_through_kafka_and_the_worker_counts_each_event_once() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rust_decimal::Decimal;
+
+    let h = Harness::start("usage_e2e", None, &[]).await;
+    let (tenant, org, user) = (h.tenant_a, Uuid::new_v4(), Uuid::new_v4());
+    let brokers = std::env::var("AGENTMETER_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let run = Uuid::new_v4().simple().to_string();
+    let topic = |what: &str| format!("test.usage_e2e_{}.{what}", &run[..12]);
+    let (calls_topic, executions_topic, dead_topic) = (topic("tool-calls"), topic("agent-executions"), topic("dead-letter"));
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+    let new_topics: Vec<NewTopic> =
+        [&calls_topic, &executions_topic, &dead_topic].iter().map(|t| NewTopic::new(t, 2, TopicReplication::Fixed(1))).collect();
+    for r in admin.create_topics(&new_topics, &AdminOptions::new()).await.unwrap() {
+        r.expect("topic created");
+    }
+
+    // 600 executions over the last 4 minutes (inside the counters' 5-minute
+    // refresh look-back; older arrivals wait for the 60 s reconcile, which
+    // the other tests cover); every 7th is not billable.
+    let now = Utc::now();
+    let (mut input, mut output, mut messages, mut cost) = (0u64, 0u64, 0u64, Decimal::ZERO);
+    let events: Vec<(String, Vec<u8>)> = (0..600u64)
+        .map(|i| {
+            let (billable, inp, out, msgs) = (i % 7 != 0, 10 + i % 90, 5 + i % 40, 1 + i % 3);
+            let price = Decimal::new(1_234 * i as i64 + 1, 6);
+            if billable {
+                (input, output, messages, cost) = (input + inp, output + out, messages + msgs, cost + price);
+            }
+            let id = Uuid::new_v4();
+            let at = (now - chrono::Duration::milliseconds(400 * i as i64)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let event = json!({
+                "event_id": id, "occurred_at": at, "tenant_id": tenant, "execution_id": Uuid::new_v4(),
+                "execution_kind": "agent_chat", "billable": billable, "organization_id": org, "user_id": user,
+                "input_tokens": inp, "output_tokens": out, "total_tokens": inp + out, "cost_usd": price.to_string(),
+                "messages_count": msgs, "status": "success",
+            });
+            (id.to_string(), serde_json::to_vec(&event).unwrap())
+        })
+        .collect();
+    let mut stream: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        stream.push(e.clone());
+        if i % 2 == 0 {
+            stream.push(e.clone());
+        }
+        if i >= 300 && i % 3 == 0 {
+            stream.push(events[i - 300].clone());
+        }
+        if i % 50 == 0 {
+            stream.push((format!("garbage-{i}"), b"{\"event_id\": not json".to_vec()));
+        }
+    }
+    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).set("linger.ms", "5").create().unwrap();
+    for (key, payload) in &stream {
+        producer
+            .send(FutureRecord::to(&executions_topic).key(key).payload(payload), Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produced");
+    }
+
+    let mut config = agentmeter_ingest::Config::defaults();
+    config.clickhouse = agentmeter_schema::config::ClickHouseArgs::new(clickhouse_url(), &h.db_name);
+    config.kafka_brokers = brokers.clone();
+    config.kafka_group = format!("test-usage-e2e-{run}");
+    config.tool_calls_topic = calls_topic.clone();
+    config.agent_executions_topic = executions_topic.clone();
+    config.dead_letter_topic = dead_topic.clone();
+    config.kafka_session_timeout_ms = 6000;
+    config.max_batch_rows = 100;
+    config.flush_interval_ms = 200;
+    config.metrics_addr = "127.0.0.1:0".parse().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(agentmeter_ingest::consumer::run(config, agentmeter_ingest::Metrics::new(), async {
+        let _ = stopped.await;
+    }));
+
+    // The organization's usage over a period around the events, polled
+    // until every event has arrived, then compared field by field.
+    let minute = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:00Z").to_string();
+    let path = format!(
+        "/v1/organizations/{org}/usage?period_start={}&period_end={}",
+        minute(now - chrono::Duration::hours(1)),
+        minute(now + chrono::Duration::minutes(5))
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let usage = loop {
+        let (s, _, v) = h.send(reqwest::Method::GET, &path, READ_A, None).await;
+        assert_eq!(s, 200, "{v}");
+        if v["messages_count"].as_u64() >= Some(messages) || Instant::now() > deadline {
+            break v;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    // Anything counted twice would show up after the first match: wait a
+    // few flush intervals and read again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, _, again) = h.send(reqwest::Method::GET, &path, READ_A, None).await;
+    assert_eq!(usage, again, "usage moved after every event had arrived");
+    assert_eq!(usage["messages_count"], json!(messages), "{usage}");
+    assert_eq!(usage["input_tokens_count"], json!(input), "{usage}");
+    assert_eq!(usage["output_tokens_count"], json!(output), "{usage}");
+    assert_eq!(usage["tokens_count"], json!(input + output), "{usage}");
+    assert_eq!(usage["cost_usd"], json!(format!("{:.6}", cost)), "{usage}");
+
+    // A limit just above the usage: the check admits exactly what is left.
+    let (s, v) = h
+        .put_limit(
+            ADMIN_A,
+            Uuid::new_v4(),
+            json!({"subject": "organization", "organization_id": org, "metric": "tokens", "period": "rolling_hours", "rolling_hours": 2, "max_value": input + output + 10}),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let fits = h.wait_usage(json!({"tokens": 10, "usage_type": "tokens", "organization_id": org}), json!(input + output)).await;
+    assert_eq!(fits["allowed"], true, "{fits}");
+    let (over, _) = h.check(json!({"tokens": 11, "usage_type": "tokens", "organization_id": org})).await;
+    assert_eq!(over["allowed"], false, "{over}");
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap().unwrap();
+    let names = [calls_topic.as_str(), executions_topic.as_str(), dead_topic.as_str()];
+    let _ = admin.delete_topics(&names, &AdminOptions::new()).await;
     h.drop_db().await;
 }
