@@ -103,9 +103,10 @@ pub enum GroupBy {
     User,
     Model,
     ErrorType,
+    Organization,
 }
 
-pub const GROUP_BY_NAMES: &str = "tool, server, project, navigator, user, model, error_type";
+pub const GROUP_BY_NAMES: &str = "tool, server, project, navigator, user, model, error_type, organization";
 
 impl GroupBy {
     pub fn parse(s: &str) -> Option<Self> {
@@ -117,6 +118,7 @@ impl GroupBy {
             "user" => Self::User,
             "model" => Self::Model,
             "error_type" => Self::ErrorType,
+            "organization" => Self::Organization,
             _ => return None,
         })
     }
@@ -131,6 +133,7 @@ impl GroupBy {
             (Self::User, Table::Executions) => Some("toString(user_id)"),
             (Self::Model, Table::Executions) => Some("toString(model)"),
             (Self::ErrorType, _) => Some("toString(error_type)"),
+            (Self::Organization, _) => Some("toString(organization_id)"),
             _ => None,
         }
     }

@@ -129,6 +129,36 @@ async fn timeseries_metrics_group_by_and_formats() {
     let sum: f64 = series_points(&body["series"][0]).iter().map(|p| p.1.as_f64().unwrap()).sum();
     assert!((sum - 1.750001).abs() < 1e-9, "{sum}");
 
+    // Tokens and cost per organization (the rows above have none: nil id).
+    let (org_a, org_b) = (Uuid::new_v4(), Uuid::new_v4());
+    let for_org = |org: Uuid, tokens: u64, micros: i64| AgentExecutionRow { organization_id: org, ..exec("m-org", tokens, micros, 20) };
+    let rows = [for_org(org_a, 300, 2_000_000), for_org(org_a, 200, 500_000), for_org(org_b, 7, 3)];
+    app.insert_executions(&rows).await;
+    let per_org = |body: &Value| -> Vec<(String, f64)> {
+        let mut v: Vec<(String, f64)> = body["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["name"].as_str().unwrap().to_owned(), series_points(s).iter().map(|p| p.1.as_f64().unwrap()).sum()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let mut want = vec![(org_a.to_string(), 500.0), (org_b.to_string(), 7.0), (Uuid::nil().to_string(), 1510.0)];
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    let body = app.ok(KEY_A, "/api/v1/query/timeseries?metric=tokens&window=6h&step=1h&group_by=organization").await;
+    assert_eq!(per_org(&body), want);
+    // Tool calls per organization add up to the ungrouped series (top=100: no "other").
+    let grouped = app.ok(KEY_A, "/api/v1/query/timeseries?metric=tool_calls&window=6h&step=1h&group_by=organization&top=100").await;
+    let whole = app.ok(KEY_A, "/api/v1/query/timeseries?metric=tool_calls&window=6h&step=1h").await;
+    let total: f64 = per_org(&grouped).iter().map(|(_, v)| v).sum();
+    let expected: f64 = series_points(&whole["series"][0]).iter().map(|p| p.1.as_f64().unwrap_or(0.0)).sum();
+    assert!(expected > 0.0 && total == expected, "{total} vs {expected}");
+    let body = app.ok(KEY_A, "/api/v1/query/timeseries?metric=cost_usd&window=6h&step=6h&group_by=organization").await;
+    let cost: Vec<(String, f64)> = per_org(&body);
+    let of = |org: Uuid| cost.iter().find(|(k, _)| *k == org.to_string()).map(|(_, v)| *v).unwrap();
+    assert!((of(org_a) - 2.5).abs() < 1e-9 && (of(org_b) - 0.000003).abs() < 1e-12, "{cost:?}");
+
     app.drop_db().await;
 }
 
