@@ -6,7 +6,6 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
 
 use crate::error::{ApiError, FieldError};
 use crate::state::AppState;
@@ -23,7 +22,6 @@ impl FromRequest<AppState> for Body {
                 ApiError::PayloadTooLarge(format!("Request body larger than {} bytes", state.max_body_bytes))
             } else {
                 let msg = rejection.body_text();
-                let _ = rejection.into_response();
                 ApiError::Validation(vec![FieldError::new(&["body"], format!("Cannot read the request body: {msg}"), "body_unreadable")])
             }
         })
