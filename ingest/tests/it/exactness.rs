@@ -46,8 +46,9 @@ const KINDS: [&str; 2] = ["tool_call", "agent_execution"];
 /// an empty payload after the retries instead of hanging the writer.
 ///
 /// The refusal itself cannot be produced here: the local engine's
-/// streaming insert does not evaluate CHECK constraints, so the split path
-/// is covered by the writer's unit tests and this test covers the read.
+/// streaming insert evaluates neither CHECK constraints nor exceptions
+/// raised by a view (both work with `INSERT ... VALUES`), so the split of a
+/// refused batch has no test against the engine; this test covers the read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_rows_message_is_read_again_verbatim() {
     let f = Fixture::new("read_again", 2).await;
