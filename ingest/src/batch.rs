@@ -36,39 +36,30 @@ pub trait IngestRow: Sized + clickhouse::RowOwned + clickhouse::RowWrite + Send 
     fn occurred_at(&self) -> DateTime<Utc>;
 }
 
-impl IngestRow for ToolCallRow {
-    const TABLE: &'static str = "tool_calls";
-    const EVENT_KIND: &'static str = "tool_call";
-    fn parse(bytes: &[u8], now: DateTime<Utc>) -> Result<Self, Rejection> {
-        parse_tool_call(bytes, now).map(|e| ToolCallRow::from(&e))
-    }
-    fn event_id(&self) -> Uuid {
-        self.event_id
-    }
-    fn tenant_id(&self) -> Uuid {
-        self.tenant_id
-    }
-    fn occurred_at(&self) -> DateTime<Utc> {
-        self.occurred_at
-    }
+/// The two raw tables differ only in these names: one impl for both.
+macro_rules! ingest_row {
+    ($row:ty, $table:literal, $kind:literal, $parse:path) => {
+        impl IngestRow for $row {
+            const TABLE: &'static str = $table;
+            const EVENT_KIND: &'static str = $kind;
+            fn parse(bytes: &[u8], now: DateTime<Utc>) -> Result<Self, Rejection> {
+                $parse(bytes, now).map(|e| <$row>::from(&e))
+            }
+            fn event_id(&self) -> Uuid {
+                self.event_id
+            }
+            fn tenant_id(&self) -> Uuid {
+                self.tenant_id
+            }
+            fn occurred_at(&self) -> DateTime<Utc> {
+                self.occurred_at
+            }
+        }
+    };
 }
 
-impl IngestRow for AgentExecutionRow {
-    const TABLE: &'static str = "agent_executions";
-    const EVENT_KIND: &'static str = "agent_execution";
-    fn parse(bytes: &[u8], now: DateTime<Utc>) -> Result<Self, Rejection> {
-        parse_agent_execution(bytes, now).map(|e| AgentExecutionRow::from(&e))
-    }
-    fn event_id(&self) -> Uuid {
-        self.event_id
-    }
-    fn tenant_id(&self) -> Uuid {
-        self.tenant_id
-    }
-    fn occurred_at(&self) -> DateTime<Utc> {
-        self.occurred_at
-    }
-}
+ingest_row!(ToolCallRow, "tool_calls", "tool_call", parse_tool_call);
+ingest_row!(AgentExecutionRow, "agent_executions", "agent_execution", parse_agent_execution);
 
 /// Where a message came from, and its size (key and payload bytes).
 #[derive(Debug, Clone, Copy)]
