@@ -42,28 +42,51 @@ pub async fn navigator_tool_connections(State(state): State<AppState>, caller: C
 /// `GET /api/v1/analytics/tools`: distinct tool names, sorted by name;
 /// `total_count` counts all of them (before `limit`).
 pub async fn tools(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
-    let mut c = Checker::new();
-    let base = Base::parse(&mut c, &p, "1w", Accepts::PNS);
-    let order = c.sort_order(&p.sort_order, SortOrder::Asc);
-    let limit = c.int("limit", &p.limit, 100, 1, 1000);
-    c.finish()?;
-    base.authorize(&state, &caller).await?;
-    let mut groups = tool_calls::group_counts(&state.db, &base.scope(&caller, CallKinds::Tool), Dim::ToolName, false).await?;
+    let req = ListRequest::parse(&state, &caller, &p, Accepts::PNS, SortOrder::Asc).await?;
+    let mut groups = tool_calls::group_counts(&state.db, &req.base.scope(&caller, CallKinds::Tool), Dim::ToolName, false).await?;
     let total = groups.len();
-    if order == SortOrder::Desc {
+    if req.order == SortOrder::Desc {
         groups.reverse();
     }
-    let names: Vec<&str> = groups.iter().take(limit as usize).map(|g| g.key.as_str()).collect();
-    let data = json!({
-        "tools": names,
-        "total_count": total,
-        "window": base.res.window_str,
-        "filters": base.echo(),
-        "sort_order": order.as_str(),
-        "limit": limit,
-        "timestamp": ts(base.now),
-    });
-    Ok(envelope(merge(data, base.freshness(base.res.range)), base.now))
+    let names: Vec<&str> = groups.iter().take(req.limit as usize).map(|g| g.key.as_str()).collect();
+    Ok(req.answer(json!({ "tools": names, "total_count": total })))
+}
+
+/// The parameters every sorted list shares (window and filters, sort
+/// order, limit 1–1000 defaulting to 100) and the fields of its answer.
+struct ListRequest {
+    base: Base,
+    order: SortOrder,
+    limit: u32,
+}
+
+impl ListRequest {
+    /// Parses and authorizes the request (404 for another tenant's filter ids).
+    async fn parse(state: &AppState, caller: &Caller, p: &RawParams, accepts: Accepts, default_order: SortOrder) -> Result<Self, ApiError> {
+        let mut c = Checker::new();
+        let base = Base::parse(&mut c, p, "1w", accepts);
+        let order = c.sort_order(&p.sort_order, default_order);
+        let limit = c.int("limit", &p.limit, 100, 1, 1000);
+        c.finish()?;
+        base.authorize(state, caller).await?;
+        Ok(Self { base, order, limit })
+    }
+
+    /// `items` (the list and its `total_count`) with the echoed request and
+    /// freshness fields, in the response envelope.
+    fn answer(&self, items: Value) -> Json<Value> {
+        let data = merge(
+            items,
+            json!({
+                "window": self.base.res.window_str,
+                "filters": self.base.echo(),
+                "sort_order": self.order.as_str(),
+                "limit": self.limit,
+                "timestamp": ts(self.base.now),
+            }),
+        );
+        envelope(merge(data, self.base.freshness(self.base.res.range)), self.base.now)
+    }
 }
 
 /// Sorts groups by `count` in `order`, ties by key ascending.
@@ -77,26 +100,12 @@ fn sort_by_count(groups: &mut [GroupCount], count: impl Fn(&GroupCount) -> u64, 
 
 /// `GET /api/v1/analytics/servers`: calls per server name.
 pub async fn servers(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
-    let mut c = Checker::new();
-    let base = Base::parse(&mut c, &p, "1w", Accepts::PN);
-    let order = c.sort_order(&p.sort_order, SortOrder::Desc);
-    let limit = c.int("limit", &p.limit, 100, 1, 1000);
-    c.finish()?;
-    base.authorize(&state, &caller).await?;
-    let mut groups = tool_calls::group_counts(&state.db, &base.scope(&caller, CallKinds::Tool), Dim::ServerName, false).await?;
+    let req = ListRequest::parse(&state, &caller, &p, Accepts::PN, SortOrder::Desc).await?;
+    let mut groups = tool_calls::group_counts(&state.db, &req.base.scope(&caller, CallKinds::Tool), Dim::ServerName, false).await?;
     let total = groups.len();
-    sort_by_count(&mut groups, |g| g.calls, order);
-    let servers: Vec<Value> = groups.iter().take(limit as usize).map(|g| json!({ "server_name": g.key, "tool_count": g.calls })).collect();
-    let data = json!({
-        "servers": servers,
-        "total_count": total,
-        "window": base.res.window_str,
-        "filters": base.echo(),
-        "sort_order": order.as_str(),
-        "limit": limit,
-        "timestamp": ts(base.now),
-    });
-    Ok(envelope(merge(data, base.freshness(base.res.range)), base.now))
+    sort_by_count(&mut groups, |g| g.calls, req.order);
+    let servers: Vec<Value> = groups.iter().take(req.limit as usize).map(|g| json!({ "server_name": g.key, "tool_count": g.calls })).collect();
+    Ok(req.answer(json!({ "servers": servers, "total_count": total })))
 }
 
 /// The two maps of a top-N endpoint: by tool calls and by distinct
@@ -157,23 +166,9 @@ pub async fn top_navigators(State(state): State<AppState>, caller: Caller, Param
 /// `GET /api/v1/analytics/users`: tool calls per user e-mail (raw table:
 /// the rollups carry no user). `total_count` counts all users.
 pub async fn users(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
-    let mut c = Checker::new();
-    let base = Base::parse(&mut c, &p, "1w", Accepts::PN);
-    let order = c.sort_order(&p.sort_order, SortOrder::Desc);
-    let limit = c.int("limit", &p.limit, 100, 1, 1000);
-    c.finish()?;
-    base.authorize(&state, &caller).await?;
-    let rows = raw::users_by_email(&state.db, &base.scope(&caller, CallKinds::Tool), order, limit).await?;
+    let req = ListRequest::parse(&state, &caller, &p, Accepts::PN, SortOrder::Desc).await?;
+    let rows = raw::users_by_email(&state.db, &req.base.scope(&caller, CallKinds::Tool), req.order, req.limit).await?;
     let total = rows.first().map(|r| r.total).unwrap_or(0);
     let users: Vec<Value> = rows.iter().map(|r| json!({ "user_email": r.user_email, "tool_count": r.tool_count })).collect();
-    let data = json!({
-        "users": users,
-        "total_count": total,
-        "window": base.res.window_str,
-        "filters": base.echo(),
-        "sort_order": order.as_str(),
-        "limit": limit,
-        "timestamp": ts(base.now),
-    });
-    Ok(envelope(merge(data, base.freshness(base.res.range)), base.now))
+    Ok(req.answer(json!({ "users": users, "total_count": total })))
 }
