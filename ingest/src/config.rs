@@ -82,8 +82,9 @@ pub struct Config {
     #[arg(long, env = "AGENTMETER_INGEST_FLUSH_INTERVAL_MS", default_value_t = 1000)]
     pub flush_interval_ms: u64,
 
-    /// Bytes the worker may hold in batches (buffered plus being written)
-    /// before it pauses consumption until ClickHouse catches up.
+    /// Message bytes the worker may hold in batches (buffered plus being
+    /// written) before it stops reading until ClickHouse catches up (after
+    /// 2 s it also pauses the partitions); about 1.5x this in memory.
     #[arg(long, env = "AGENTMETER_INGEST_MAX_INFLIGHT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_inflight_bytes: usize,
 
