@@ -20,8 +20,9 @@
 //!
 //! A request over a whole tenant (no project, navigator, server, tool or
 //! user filter) that does not group by a dimension (totals and series:
-//! [`choose_ungrouped`]) reads the whole hours from `tool_calls_tenant_1h`
-//! instead, a few rows per tenant-hour whatever the traffic's variety.
+//! [`choose_ungrouped`]) reads `tool_calls_tenant_1h` and
+//! `tool_calls_tenant_1m` instead, a few rows per tenant-hour and
+//! tenant-minute whatever the traffic's variety.
 //!
 //! Never a silent approximation: whichever source is chosen, counts and
 //! distinct-query counts are the same as from the raw events; only the
@@ -41,8 +42,8 @@ pub enum Source {
     Minute,
     /// `tool_calls_1h` for `hours`, `tool_calls_1m` for `head` and `tail`.
     Hourly(HourSplit),
-    /// `tool_calls_tenant_1h` for `hours`, `tool_calls_1m` for `head` and
-    /// `tail`: no filters and no grouping by a dimension.
+    /// `tool_calls_tenant_1h` for `hours`, `tool_calls_tenant_1m` for `head`
+    /// and `tail`: no filters and no grouping by a dimension.
     TenantHourly(HourSplit),
 }
 
@@ -139,7 +140,7 @@ const SHARED_COLUMNS: &str = "tenant_id, project_id, navigator_id, navigator_ins
     tool_id, tool_name, call_kind, error_type, organization_id, calls, errors, latency_sum_ms, latency_digest,
     runtime_sum_ms, runtime_count, suggestions, last_used";
 
-/// The columns `tool_calls_tenant_1h` shares with the other rollups.
+/// The columns `tool_calls_tenant_1h` / `_1m` share with the other rollups.
 const TENANT_COLUMNS: &str = "tenant_id, call_kind, calls, errors, latency_sum_ms, latency_digest, runtime_sum_ms, runtime_count, suggestions";
 
 /// `(time condition, params)` of `column` in one of `ranges` (seconds).
@@ -173,9 +174,9 @@ pub fn tool_calls_from(scope: &Scope, source: &Source) -> (String, String, Vec<(
             ("tool_calls_1m".into(), cond, params)
         }
         Source::Hourly(split) | Source::TenantHourly(split) => {
-            let (table, columns) = match source {
-                Source::TenantHourly(_) => ("tool_calls_tenant_1h", TENANT_COLUMNS),
-                _ => ("tool_calls_1h", SHARED_COLUMNS),
+            let (hour_table, minute_table, columns) = match source {
+                Source::TenantHourly(_) => ("tool_calls_tenant_1h", "tool_calls_tenant_1m", TENANT_COLUMNS),
+                _ => ("tool_calls_1h", "tool_calls_1m", SHARED_COLUMNS),
             };
             let (filters, mut params) = scope.tool_calls_filters(false);
             let mut common = vec!["tenant_id = {tenant:UUID}".to_owned()];
@@ -184,12 +185,12 @@ pub fn tool_calls_from(scope: &Scope, source: &Source) -> (String, String, Vec<(
             params.push(("tenant".into(), scope.tenant.to_string()));
             let (hour_cond, hp) = ranges_sql("hour", &[split.hours], "r_h", "toDateTime");
             params.extend(hp);
-            let mut branches = vec![format!("SELECT hour AS minute, {columns} FROM {table} WHERE {common} AND {hour_cond}")];
+            let mut branches = vec![format!("SELECT hour AS minute, {columns} FROM {hour_table} WHERE {common} AND {hour_cond}")];
             let edges: Vec<TimeRange> = split.edges().collect();
             if !edges.is_empty() {
                 let (minute_cond, mp) = ranges_sql("minute", &edges, "r_m", "toDateTime");
                 params.extend(mp);
-                branches.push(format!("SELECT minute, {columns} FROM tool_calls_1m WHERE {common} AND {minute_cond}"));
+                branches.push(format!("SELECT minute, {columns} FROM {minute_table} WHERE {common} AND {minute_cond}"));
             }
             (format!("({})", branches.join(" UNION ALL ")), "1".into(), params)
         }

@@ -18,7 +18,7 @@ mod m0001_raw_tables;
 mod m0002_rollups;
 mod m0003_limits;
 mod m0004_hourly_rollups;
-mod m0005_tenant_hourly;
+mod m0005_tenant_rollups;
 
 use anyhow::Context;
 use clickhouse::Client;
@@ -126,7 +126,7 @@ pub fn all() -> Vec<Box<dyn Migration>> {
         Box::new(m0002_rollups::Rollups),
         Box::new(m0003_limits::Limits),
         Box::new(m0004_hourly_rollups::HourlyRollups),
-        Box::new(m0005_tenant_hourly::TenantHourly),
+        Box::new(m0005_tenant_rollups::TenantRollups),
     ]
 }
 

@@ -52,6 +52,8 @@ async fn migrate_twice_creates_every_table_once() {
         "tool_calls_1m_mv",
         "tool_calls_tenant_1h",
         "tool_calls_tenant_1h_mv",
+        "tool_calls_tenant_1m",
+        "tool_calls_tenant_1m_mv",
     ] {
         assert!(names.contains(&table), "{table} missing from {names:?}");
     }
@@ -129,7 +131,7 @@ async fn rollups_equal_raw_totals_and_retried_inserts_count_once() {
     assert_eq!(raw, (500, 50, 167));
     assert_eq!(rollup, raw);
     // Every tool-call rollup counts the retried block once.
-    for table in ["tool_calls_1h", "tool_calls_tenant_1h"] {
+    for table in ["tool_calls_1h", "tool_calls_tenant_1h", "tool_calls_tenant_1m"] {
         assert_eq!(calls_and_errors(&db, table, tenant).await, (raw.0, raw.1), "{table}");
     }
     drop_db(&ch).await;
@@ -158,9 +160,11 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
         "DROP VIEW tool_calls_1h_mv",
         "DROP VIEW tool_call_queries_1h_mv",
         "DROP VIEW tool_calls_tenant_1h_mv",
+        "DROP VIEW tool_calls_tenant_1m_mv",
         "TRUNCATE TABLE tool_calls_1h",
         "TRUNCATE TABLE tool_call_queries_1h",
         "TRUNCATE TABLE tool_calls_tenant_1h",
+        "TRUNCATE TABLE tool_calls_tenant_1m",
         "TRUNCATE TABLE rollup_backfills",
     ] {
         db.query(sql).execute().await.unwrap();
@@ -224,7 +228,7 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
         .unwrap();
     assert_eq!(raw.0, 500);
     assert_eq!(raw.1, 63); // i % 8 == 0 for i in 0..500
-    for table in ["tool_calls_1h", "tool_calls_tenant_1h"] {
+    for table in ["tool_calls_1h", "tool_calls_tenant_1h", "tool_calls_tenant_1m"] {
         assert_eq!(calls_and_errors(&db, table, tenant).await, (raw.0, raw.1), "{table}");
     }
     assert_eq!(queries, (raw.2, raw.3));
