@@ -104,7 +104,7 @@ pub fn choose(scope: &Scope, buckets: Option<&Buckets>, queries: bool) -> Source
 }
 
 /// [`choose`] for totals and series (nothing grouped by a dimension): a
-/// request over the whole tenant reads the tenant-level hourly rollup.
+/// request over the whole tenant reads the tenant-level rollups.
 pub fn choose_ungrouped(scope: &Scope, buckets: Option<&Buckets>, queries: bool) -> Source {
     match choose(scope, buckets, queries) {
         Source::Hourly(split) if scope.filters == Filters::default() => Source::TenantHourly(split),
