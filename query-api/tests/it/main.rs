@@ -3,5 +3,6 @@
 
 mod abuse;
 mod analytics;
+mod common;
 mod usage;
 mod ui;

@@ -19,12 +19,10 @@ use clap::Parser;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::common::{insert, serve, TestDb};
+
 const READ_KEY: &str = "am_test_ui_read";
 const ADMIN_KEY: &str = "am_test_ui_admin";
-
-fn clickhouse_url() -> String {
-    std::env::var("AGENTMETER_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
-}
 
 fn chromium() -> PathBuf {
     if let Ok(p) = std::env::var("AGENTMETER_CHROMIUM") {
@@ -181,8 +179,7 @@ fn execution(tenant: Uuid, org: Uuid, at: DateTime<Utc>, messages: u32) -> Agent
 struct Stack {
     base: String,
     f: Fixture,
-    server: clickhouse::Client,
-    db_name: String,
+    test_db: TestDb,
     keys_path: PathBuf,
     stop: tokio::sync::oneshot::Sender<()>,
 }
@@ -191,15 +188,13 @@ impl Stack {
     async fn stop(self) {
         let _ = self.stop.send(());
         let _ = std::fs::remove_file(&self.keys_path);
-        self.server.query(&format!("DROP DATABASE IF EXISTS `{}`", self.db_name)).execute().await.unwrap();
+        self.test_db.drop().await;
     }
 }
 
 async fn start(what: &str) -> Stack {
-    let url = clickhouse_url();
-    let db_name = format!("agentmeter_test_{what}_{}", Uuid::new_v4().simple());
-    let server = agentmeter_schema::config::ClickHouseArgs::new(&url, &db_name).server_client();
-    agentmeter_schema::migrations::migrate(&server, &db_name).await.expect("migrate");
+    let test_db = TestDb::fresh(what).await;
+    let (url, db_name) = (test_db.url.clone(), test_db.name.clone());
 
     let f = Fixture {
         tenant: Uuid::new_v4(),
@@ -224,18 +219,10 @@ async fn start(what: &str) -> Stack {
         .collect();
     calls.push(tool_call(f.tenant, now - chrono::Duration::days(3), &f, 0, Uuid::new_v4()));
     calls.push(tool_call(other_tenant, now - chrono::Duration::minutes(5), &f, 9, Uuid::new_v4()));
-    let client = agentmeter_schema::config::ClickHouseArgs::new(&url, &db_name).client();
-    let mut ins = client.insert::<ToolCallRow>("tool_calls").await.unwrap();
-    for r in &calls {
-        ins.write(r).await.unwrap();
-    }
-    ins.end().await.unwrap();
+    insert(&test_db.client, "tool_calls", &calls).await;
     // 30 billable messages this month for the organization.
-    let mut ins = client.insert::<AgentExecutionRow>("agent_executions").await.unwrap();
-    for m in [10, 15, 5] {
-        ins.write(&execution(f.tenant, f.org, now - chrono::Duration::minutes(2), m)).await.unwrap();
-    }
-    ins.end().await.unwrap();
+    let executions: Vec<AgentExecutionRow> = [10, 15, 5].map(|m| execution(f.tenant, f.org, now - chrono::Duration::minutes(2), m)).into();
+    insert(&test_db.client, "agent_executions", &executions).await;
 
     // The API with a keys file, on an ephemeral port.
     let keys_path = std::env::temp_dir().join(format!("agentmeter-ui-keys-{}.toml", Uuid::new_v4().simple()));
@@ -257,13 +244,8 @@ async fn start(what: &str) -> Stack {
     let args = Args::parse_from(["agentmeter-api", "--clickhouse-url", &url, "--clickhouse-database", &db_name, "--api-keys", &keys_arg]);
     let state = AppState::from_args(&args).expect("state");
     state.usage.start();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(agentmeter_api::serve(listener, state.clone(), async {
-        let _ = stopped.await;
-    }));
-    Stack { base, f, server, db_name, keys_path, stop }
+    let (base, stop) = serve(state).await;
+    Stack { base, f, test_db, keys_path, stop }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -16,6 +16,8 @@ use clap::Parser;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::common::{clickhouse_url, insert, serve, TestDb};
+
 const ADMIN_A: &str = "am_test_usage_admin_a";
 const READ_A: &str = "am_test_usage_read_a";
 const ADMIN_B: &str = "am_test_usage_admin_b";
@@ -23,8 +25,7 @@ const ADMIN_B: &str = "am_test_usage_admin_b";
 struct Harness {
     base: String,
     http: reqwest::Client,
-    server: clickhouse::Client,
-    db: clickhouse::Client,
+    test_db: TestDb,
     db_name: String,
     state: AppState,
     tenant_a: Uuid,
@@ -32,18 +33,12 @@ struct Harness {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-fn clickhouse_url() -> String {
-    std::env::var("AGENTMETER_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
-}
-
 impl Harness {
     /// A fresh database and an API on an ephemeral port. `pin` fixes the
     /// usage clock; `extra` are more command-line flags.
     async fn start(what: &str, pin: Option<DateTime<Utc>>, extra: &[&str]) -> Harness {
-        let url = clickhouse_url();
-        let db_name = format!("agentmeter_test_{what}_{}", Uuid::new_v4().simple());
-        let server = agentmeter_schema::config::ClickHouseArgs::new(&url, &db_name).server_client();
-        agentmeter_schema::migrations::migrate(&server, &db_name).await.expect("migrate");
+        let test_db = TestDb::fresh(what).await;
+        let (url, db_name) = (test_db.url.clone(), test_db.name.clone());
         let (tenant_a, tenant_b) = (Uuid::new_v4(), Uuid::new_v4());
         let entry = |name: &str, tenant_id, role, key: &str| KeyEntry { name: name.into(), tenant_id, role, sha256: hash_key(key) };
         let keys = KeyStore::from_entries(vec![
@@ -55,19 +50,13 @@ impl Harness {
         let mut argv = vec!["agentmeter-api", "--clickhouse-url", &url, "--clickhouse-database", &db_name];
         argv.extend_from_slice(extra);
         let args = Args::parse_from(argv);
-        let db = args.clickhouse.client();
-        let state = AppState::new(db.clone(), Arc::new(keys), &args);
+        let state = AppState::new(args.clickhouse.client(), Arc::new(keys), &args);
         if let Some(t) = pin {
             state.usage.clock.pin(t);
         }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(agentmeter_api::serve(listener, state.clone(), async {
-            let _ = rx.await;
-        }));
+        let (base, stop) = serve(state.clone()).await;
         state.usage.start();
-        let h = Harness { base, http: reqwest::Client::new(), server, db, db_name, state, tenant_a, tenant_b, _stop: tx };
+        let h = Harness { base, http: reqwest::Client::new(), test_db, db_name, state, tenant_a, tenant_b, _stop: stop };
         h.wait_loaded().await;
         h
     }
@@ -81,7 +70,7 @@ impl Harness {
     }
 
     async fn drop_db(self) {
-        self.server.query(&format!("DROP DATABASE IF EXISTS `{}`", self.db_name)).execute().await.unwrap();
+        self.test_db.drop().await;
     }
 
     async fn send(&self, method: reqwest::Method, path: &str, key: &str, body: Option<Value>) -> (u16, reqwest::header::HeaderMap, Value) {
@@ -122,11 +111,7 @@ impl Harness {
     }
 
     async fn insert(&self, rows: &[AgentExecutionRow]) {
-        let mut ins = self.db.insert::<AgentExecutionRow>("agent_executions").await.unwrap();
-        for r in rows {
-            ins.write(r).await.unwrap();
-        }
-        ins.end().await.unwrap();
+        insert(&self.test_db.client, "agent_executions", rows).await;
     }
 
     /// Polls a check until `current_usage` (as JSON) equals `want`.

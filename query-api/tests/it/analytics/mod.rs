@@ -23,6 +23,8 @@ use clap::Parser;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::common::{insert, serve, TestDb};
+
 pub const KEY_A: &str = "am_test_analytics_a";
 pub const KEY_B: &str = "am_test_analytics_b";
 pub const KEY_ADMIN_A: &str = "am_test_analytics_admin_a";
@@ -38,18 +40,12 @@ pub struct App {
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-fn clickhouse_url() -> String {
-    std::env::var("AGENTMETER_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
-}
-
 impl App {
     /// A fresh database and the API on 127.0.0.1:0; `extra` are flags.
     pub async fn start(what: &str, extra: &[&str]) -> App {
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
-        let url = clickhouse_url();
-        let db_name = format!("agentmeter_test_{what}_{}", &Uuid::new_v4().simple().to_string()[..12]);
-        let server = agentmeter_schema::config::ClickHouseArgs::new(&url, &db_name).server_client();
-        agentmeter_schema::migrations::migrate(&server, &db_name).await.expect("migrate");
+        let test_db = TestDb::fresh(what).await;
+        let (url, db_name) = (test_db.url.clone(), test_db.name.clone());
         let (tenant_a, tenant_b) = (Uuid::new_v4(), Uuid::new_v4());
         let entry = |name: &str, tenant_id, role, key: &str| KeyEntry { name: name.into(), tenant_id, role, sha256: hash_key(key) };
         let keys = KeyStore::from_entries(vec![
@@ -63,13 +59,8 @@ impl App {
         let args = Args::parse_from(argv);
         let db = args.clickhouse.client();
         let state = AppState::new(db.clone(), Arc::new(keys), &args);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(agentmeter_api::serve(listener, state, async {
-            let _ = rx.await;
-        }));
-        App { base, http: reqwest::Client::new(), server, db, db_name, tenant_a, tenant_b, _stop: tx }
+        let (base, stop) = serve(state).await;
+        App { base, http: reqwest::Client::new(), server: test_db.server, db, db_name, tenant_a, tenant_b, _stop: stop }
     }
 
     pub async fn drop_db(self) {
@@ -77,19 +68,11 @@ impl App {
     }
 
     pub async fn insert_calls(&self, rows: &[ToolCallRow]) {
-        let mut insert = self.db.insert::<ToolCallRow>("tool_calls").await.unwrap();
-        for r in rows {
-            insert.write(r).await.unwrap();
-        }
-        insert.end().await.unwrap();
+        insert(&self.db, "tool_calls", rows).await;
     }
 
     pub async fn insert_executions(&self, rows: &[AgentExecutionRow]) {
-        let mut insert = self.db.insert::<AgentExecutionRow>("agent_executions").await.unwrap();
-        for r in rows {
-            insert.write(r).await.unwrap();
-        }
-        insert.end().await.unwrap();
+        insert(&self.db, "agent_executions", rows).await;
     }
 
     /// GET with a key; returns status and JSON body (Null if not JSON).
