@@ -22,24 +22,23 @@
 //! view, and copies the rows with `ingested_at` before the cutoff (see
 //! `Backfill` for the exactness argument and its caveat).
 
+use super::tool_call_aggregates::{COLUMNS as AGGREGATE_COLUMNS, SELECT as AGGREGATES};
 use super::{Backfill, Migration};
 
 pub struct HourlyRollups;
 
-const TOOL_CALLS_1H_SELECT: &str = "SELECT
+fn tool_calls_1h_select() -> String {
+    format!(
+        "SELECT
     tenant_id,
     toStartOfHour(occurred_at) AS hour,
     project_id, navigator_id, navigator_instance_id, server_id, server_instance_id, server_name,
     tool_id, tool_name, call_kind, error_type, organization_id,
-    toUInt64(count()) AS calls,
-    toUInt64(countIf(NOT success)) AS errors,
-    sum(latency_ms) AS latency_sum_ms,
-    quantilesTDigestState(0.5, 0.95, 0.99)(latency_ms) AS latency_digest,
-    sum(ifNull(runtime_ms, 0)) AS runtime_sum_ms,
-    toUInt64(count(runtime_ms)) AS runtime_count,
-    toUInt64(sum(suggestions_count)) AS suggestions,
+    {AGGREGATES},
     max(occurred_at) AS last_used
-FROM tool_calls";
+FROM tool_calls"
+    )
+}
 
 const TOOL_CALLS_1H_GROUP: &str = "GROUP BY tenant_id, hour, project_id, navigator_id, navigator_instance_id, server_id,
          server_instance_id, server_name, tool_id, tool_name, call_kind, error_type, organization_id";
@@ -65,7 +64,8 @@ impl Migration for HourlyRollups {
     }
     fn statements(&self) -> Vec<String> {
         vec![
-            "CREATE TABLE IF NOT EXISTS tool_calls_1h (
+            format!(
+                "CREATE TABLE IF NOT EXISTS tool_calls_1h (
                 tenant_id UUID,
                 hour DateTime('UTC'),
                 project_id UUID,
@@ -79,13 +79,7 @@ impl Migration for HourlyRollups {
                 call_kind LowCardinality(String),
                 error_type LowCardinality(String),
                 organization_id UUID,
-                calls SimpleAggregateFunction(sum, UInt64),
-                errors SimpleAggregateFunction(sum, UInt64),
-                latency_sum_ms SimpleAggregateFunction(sum, Float64),
-                latency_digest AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), Float64),
-                runtime_sum_ms SimpleAggregateFunction(sum, Float64),
-                runtime_count SimpleAggregateFunction(sum, UInt64),
-                suggestions SimpleAggregateFunction(sum, UInt64),
+                {AGGREGATE_COLUMNS},
                 last_used SimpleAggregateFunction(max, DateTime64(3, 'UTC'))
             ) ENGINE = AggregatingMergeTree
             PARTITION BY toYYYYMM(hour)
@@ -93,7 +87,7 @@ impl Migration for HourlyRollups {
                       navigator_id, server_id, server_name, tool_id, call_kind, error_type, organization_id)
             TTL hour + INTERVAL 400 DAY
             SETTINGS non_replicated_deduplication_window = 10000"
-                .into(),
+            ),
             "CREATE TABLE IF NOT EXISTS tool_call_queries_1h (
                 tenant_id UUID,
                 hour DateTime('UTC'),
@@ -111,12 +105,13 @@ impl Migration for HourlyRollups {
         ]
     }
     fn backfills(&self) -> Vec<Backfill> {
+        let select = tool_calls_1h_select();
         vec![
             Backfill {
                 view: "tool_calls_1h_mv",
                 target: "tool_calls_1h",
-                create_view: format!("CREATE MATERIALIZED VIEW IF NOT EXISTS tool_calls_1h_mv TO tool_calls_1h AS {TOOL_CALLS_1H_SELECT} {TOOL_CALLS_1H_GROUP}"),
-                select_before_cutoff: format!("{TOOL_CALLS_1H_SELECT} WHERE ingested_at < fromUnixTimestamp64Milli({{cutoff_ms:Int64}}, 'UTC') {TOOL_CALLS_1H_GROUP}"),
+                create_view: format!("CREATE MATERIALIZED VIEW IF NOT EXISTS tool_calls_1h_mv TO tool_calls_1h AS {select} {TOOL_CALLS_1H_GROUP}"),
+                select_before_cutoff: format!("{select} WHERE ingested_at < fromUnixTimestamp64Milli({{cutoff_ms:Int64}}, 'UTC') {TOOL_CALLS_1H_GROUP}"),
             },
             Backfill {
                 view: "tool_call_queries_1h_mv",

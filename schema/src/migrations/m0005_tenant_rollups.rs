@@ -18,20 +18,10 @@
 //! Same deduplication window, monthly partitions, 400-day TTL and
 //! backfill of existing rows as 0004.
 
+use super::tool_call_aggregates::{COLUMNS, SELECT as AGGREGATES};
 use super::{Backfill, Migration};
 
 pub struct TenantRollups;
-
-/// The aggregates of both tables, after the time column.
-const AGGREGATES: &str = "call_kind,
-    toUInt64(count()) AS calls,
-    toUInt64(countIf(NOT success)) AS errors,
-    sum(latency_ms) AS latency_sum_ms,
-    quantilesTDigestState(0.5, 0.95, 0.99)(latency_ms) AS latency_digest,
-    sum(ifNull(runtime_ms, 0)) AS runtime_sum_ms,
-    toUInt64(count(runtime_ms)) AS runtime_count,
-    toUInt64(sum(suggestions_count)) AS suggestions
-FROM tool_calls";
 
 /// `(table, its view, time column, the column's expression)`.
 const TABLES: [(&str, &str, &str, &str); 2] = [
@@ -55,13 +45,7 @@ impl Migration for TenantRollups {
                 tenant_id UUID,
                 {time} DateTime('UTC'),
                 call_kind LowCardinality(String),
-                calls SimpleAggregateFunction(sum, UInt64),
-                errors SimpleAggregateFunction(sum, UInt64),
-                latency_sum_ms SimpleAggregateFunction(sum, Float64),
-                latency_digest AggregateFunction(quantilesTDigest(0.5, 0.95, 0.99), Float64),
-                runtime_sum_ms SimpleAggregateFunction(sum, Float64),
-                runtime_count SimpleAggregateFunction(sum, UInt64),
-                suggestions SimpleAggregateFunction(sum, UInt64)
+                {COLUMNS}
             ) ENGINE = AggregatingMergeTree
             PARTITION BY toYYYYMM({time})
             ORDER BY (tenant_id, {time}, call_kind)
@@ -75,7 +59,7 @@ impl Migration for TenantRollups {
         TABLES
             .iter()
             .map(|(table, view, time, expr)| {
-                let select = format!("SELECT tenant_id, {expr} AS {time}, {AGGREGATES}");
+                let select = format!("SELECT tenant_id, {expr} AS {time}, call_kind, {AGGREGATES} FROM tool_calls");
                 let group = format!("GROUP BY tenant_id, {time}, call_kind");
                 Backfill {
                     view,

@@ -19,6 +19,7 @@ mod m0002_rollups;
 mod m0003_limits;
 mod m0004_hourly_rollups;
 mod m0005_tenant_rollups;
+mod tool_call_aggregates;
 
 use anyhow::Context;
 use clickhouse::Client;
