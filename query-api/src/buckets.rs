@@ -186,13 +186,7 @@ impl Buckets {
 mod tests {
     use super::*;
 
-    fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    fn range(a: &str, b: &str) -> TimeRange {
-        TimeRange { start: t(a), end: t(b) }
-    }
+    use crate::window::test_time::{range, t};
 
     #[test]
     fn hourly_utc() {

@@ -256,13 +256,26 @@ impl TimeRange {
     }
 }
 
+/// Instants and ranges written as RFC 3339 text, for the unit tests of
+/// this module and of the ones that plan buckets and choose rollups.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_time {
+    use super::TimeRange;
+    use chrono::{DateTime, Utc};
 
-    fn t(s: &str) -> DateTime<Utc> {
+    pub fn t(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
     }
+
+    pub fn range(a: &str, b: &str) -> TimeRange {
+        TimeRange { start: t(a), end: t(b) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_time::t;
+    use super::*;
 
     #[test]
     fn windows_parse() {

@@ -247,13 +247,7 @@ mod tests {
     use crate::window::{Span, Unit};
     use chrono_tz::Tz;
 
-    fn t(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-    }
-
-    fn range(a: &str, b: &str) -> TimeRange {
-        TimeRange { start: t(a), end: t(b) }
-    }
+    use crate::window::test_time::range;
 
     fn buckets(r: TimeRange, f: Span, tz: &str) -> (Buckets, TimeRange) {
         let b = Buckets::plan(r, f, tz.parse::<Tz>().unwrap(), 5000).unwrap();
