@@ -100,8 +100,7 @@ impl Dimensions {
         let projects = (0..4).map(|_| seeded_uuid(rng)).collect();
         let navigators = (0..6).map(|i| (seeded_uuid(rng), seeded_uuid(rng), format!("navigator-{i}"))).collect();
         let server_names = ["github", "slack", "jira", "postgres", "search", "calendar", "drive", "crm"];
-        let servers: Vec<(Uuid, Uuid, String)> =
-            server_names.iter().map(|n| (seeded_uuid(rng), seeded_uuid(rng), n.to_string())).collect();
+        let servers: Vec<(Uuid, Uuid, String)> = server_names.iter().map(|n| (seeded_uuid(rng), seeded_uuid(rng), n.to_string())).collect();
         let verbs = ["list", "get", "create", "update", "search", "delete"];
         let mut tools = Vec::new();
         for (s, (_, _, name)) in servers.iter().enumerate() {

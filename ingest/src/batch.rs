@@ -133,8 +133,7 @@ impl<R> Batch<R> {
 
     /// Must be written now because of its size or the age of its oldest message.
     pub fn is_due(&self, limits: &Limits, now: Instant) -> bool {
-        !self.is_empty()
-            && (self.is_full(limits) || self.opened_at.is_some_and(|t| now.duration_since(t) >= limits.max_age))
+        !self.is_empty() && (self.is_full(limits) || self.opened_at.is_some_and(|t| now.duration_since(t) >= limits.max_age))
     }
 
     /// Forgets everything read from `partitions` (after they were revoked:
@@ -149,8 +148,8 @@ impl<R> Batch<R> {
         self.entries.retain(|e| !partitions.contains(&e.source.partition));
         self.dead_letters.retain(|(p, _, _)| !partitions.contains(p));
         self.offsets.retain(|p, _| !partitions.contains(p));
-        self.bytes = self.entries.iter().map(|e| e.source.bytes).sum::<usize>()
-            + self.dead_letters.iter().map(|(_, bytes, _)| bytes).sum::<usize>();
+        self.bytes =
+            self.entries.iter().map(|e| e.source.bytes).sum::<usize>() + self.dead_letters.iter().map(|(_, bytes, _)| bytes).sum::<usize>();
         if self.is_empty() {
             self.opened_at = None;
         }

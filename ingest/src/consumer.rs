@@ -116,8 +116,7 @@ impl ClientContext for IngestContext {}
 impl ConsumerContext for IngestContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let partitions: Vec<Partition> =
-                tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+            let partitions: Vec<Partition> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
             if !self.shared.wait_for(&partitions) {
                 tracing::warn!(?partitions, "revoked partitions still have a batch being written; giving them up");
             }
@@ -130,8 +129,7 @@ impl ConsumerContext for IngestContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
-                let partitions: Vec<Partition> =
-                    tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                let partitions: Vec<Partition> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
                 tracing::info!(?partitions, "partitions assigned");
                 if self.shared.paused.load(Ordering::SeqCst) {
                     if let Err(e) = consumer.pause(tpl) {
@@ -248,8 +246,7 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
     consumer.subscribe(&[&config.tool_calls_topic, &config.agent_executions_topic])?;
 
     let backoff = Backoff::new(config.retry_initial_ms, config.retry_max_ms);
-    let dead_letters =
-        Arc::new(DeadLetters::new(&config.kafka_brokers, &config.dead_letter_topic, backoff, Arc::clone(&metrics))?);
+    let dead_letters = Arc::new(DeadLetters::new(&config.kafka_brokers, &config.dead_letter_topic, backoff, Arc::clone(&metrics))?);
     let writer = Arc::new(Writer::new(
         config.clickhouse.client(),
         backoff,
@@ -263,11 +260,7 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
         writer,
         dead_letters,
         metrics,
-        limits: Limits {
-            max_rows: config.max_batch_rows,
-            max_bytes: config.max_batch_bytes,
-            max_age: config.flush_interval(),
-        },
+        limits: Limits { max_rows: config.max_batch_rows, max_bytes: config.max_batch_bytes, max_age: config.flush_interval() },
         max_inflight_bytes: config.max_inflight_bytes,
         next_batch_id: 0,
         held_since: None,
@@ -283,11 +276,8 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
 
     worker.consume(&mut tool_calls, &mut executions, shutdown).await;
 
-    let drain = tokio::time::timeout(
-        Duration::from_millis(config.shutdown_timeout_ms),
-        worker.drain(&mut tool_calls, &mut executions),
-    )
-    .await;
+    let drain =
+        tokio::time::timeout(Duration::from_millis(config.shutdown_timeout_ms), worker.drain(&mut tool_calls, &mut executions)).await;
     if drain.is_err() {
         tracing::warn!("shutdown timeout reached; unwritten batches will be read again by the next owner");
         for w in [tool_calls.writing.take(), executions.writing.take()].into_iter().flatten() {
@@ -361,10 +351,7 @@ impl Worker {
         let payload = m.payload().unwrap_or_default();
         let (partition, offset) = (m.partition(), m.offset());
         match R::parse(payload, chrono::Utc::now()) {
-            Ok(row) => table.open.push_row(
-                row,
-                Source { partition, offset, bytes: payload.len() + m.key_len() },
-            ),
+            Ok(row) => table.open.push_row(row, Source { partition, offset, bytes: payload.len() + m.key_len() }),
             Err(rejection) => {
                 tracing::debug!(topic = %table.topic, partition, offset, %rejection, "rejected message");
                 let delivery = self.dead_letters.spawn(Rejected {
@@ -417,8 +404,13 @@ impl Worker {
             metrics.flush_duration.with_label_values(&[R::EVENT_KIND]).observe(started.elapsed().as_secs_f64());
             metrics.last_flush_timestamp.set(chrono::Utc::now().timestamp());
             tracing::debug!(
-                table = R::TABLE, rows, inserted = written.inserted, deduplicated = written.deduplicated,
-                rejected = written.rejected, dead_lettered, elapsed_ms = started.elapsed().as_millis() as u64,
+                table = R::TABLE,
+                rows,
+                inserted = written.inserted,
+                deduplicated = written.deduplicated,
+                rejected = written.rejected,
+                dead_lettered,
+                elapsed_ms = started.elapsed().as_millis() as u64,
                 "batch acknowledged"
             );
         });
@@ -432,8 +424,7 @@ impl Worker {
             return;
         }
         let of = |topic: &str| revoked.iter().filter(|(t, _)| t == topic).map(|(_, p)| *p).collect::<Vec<_>>();
-        let released = tool_calls.open.drop_partitions(&of(&tool_calls.topic))
-            + executions.open.drop_partitions(&of(&executions.topic));
+        let released = tool_calls.open.drop_partitions(&of(&tool_calls.topic)) + executions.open.drop_partitions(&of(&executions.topic));
         if released > 0 {
             tracing::info!(released_bytes = released, "dropped unwritten messages of revoked partitions");
         }

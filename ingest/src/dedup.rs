@@ -75,9 +75,7 @@ pub async fn stored_ids<R: IngestRow>(
             .bind(ids)
             // ~37 bytes of SQL per id; the default limit is 256 KiB.
             .with_option("max_query_size", (1024 * 1024 + 64 * LOOKUP_CHUNK_IDS).to_string());
-        let rows = tokio::time::timeout(timeout, query.fetch_all::<StoredId>())
-            .await
-            .map_err(|_| clickhouse::error::Error::TimedOut)??;
+        let rows = tokio::time::timeout(timeout, query.fetch_all::<StoredId>()).await.map_err(|_| clickhouse::error::Error::TimedOut)??;
         found.extend(rows.into_iter().map(|r| r.event_id));
     }
     Ok(found)

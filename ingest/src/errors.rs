@@ -120,9 +120,7 @@ pub fn classify(err: &clickhouse::error::Error) -> ErrorClass {
         E::BadResponse(message) => classify_response(message),
         E::SchemaMismatch(_) | E::InvalidColumnsHeader(_) => ErrorClass::Schema,
         // The rows could not be serialised on our side: they are the problem.
-        E::Custom(_) | E::SequenceMustHaveLength | E::InvalidUtf8Encoding(_) | E::InvalidTagEncoding(_) => {
-            ErrorClass::Data
-        }
+        E::Custom(_) | E::SequenceMustHaveLength | E::InvalidUtf8Encoding(_) | E::InvalidTagEncoding(_) => ErrorClass::Data,
         _ => ErrorClass::Server,
     }
 }

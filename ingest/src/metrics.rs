@@ -10,9 +10,7 @@ use std::sync::Arc;
 
 use agentmeter_schema::RejectionKind;
 use axum::{extract::State, http::header, response::IntoResponse, routing::get, Router};
-use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
-};
+use prometheus::{Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 use crate::errors::{ErrorClass, IngestError};
 
@@ -67,11 +65,7 @@ impl Metrics {
                 .expect("valid metric");
         registry.register(Box::new(insert_retries.clone())).expect("registered once");
         let m = Self {
-            events_consumed: counter_vec(
-                "agentmeter_ingest_events_consumed_total",
-                "Kafka messages read, valid or not",
-                &["kind"],
-            ),
+            events_consumed: counter_vec("agentmeter_ingest_events_consumed_total", "Kafka messages read, valid or not", &["kind"]),
             events_inserted: counter_vec(
                 "agentmeter_ingest_events_inserted_total",
                 "Events written to ClickHouse and acknowledged",
@@ -108,14 +102,8 @@ impl Metrics {
                 "Time from an event's occurred_at to its insert acknowledgement",
                 vec![0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0],
             ),
-            inflight_bytes: gauge(
-                "agentmeter_ingest_inflight_bytes",
-                "Bytes of messages held in batches, buffered or being written",
-            ),
-            last_flush_timestamp: gauge(
-                "agentmeter_ingest_last_flush_timestamp_seconds",
-                "Unix time of the last acknowledged flush",
-            ),
+            inflight_bytes: gauge("agentmeter_ingest_inflight_bytes", "Bytes of messages held in batches, buffered or being written"),
+            last_flush_timestamp: gauge("agentmeter_ingest_last_flush_timestamp_seconds", "Unix time of the last acknowledged flush"),
             consumption_paused: gauge(
                 "agentmeter_ingest_consumption_paused",
                 "1 while the partitions are paused because the in-flight byte bound held reading back for 2 s",

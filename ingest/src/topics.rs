@@ -23,17 +23,15 @@ pub async fn ensure_topics(config: &Config) {
     if partitions <= 0 {
         return;
     }
-    let admin: AdminClient<DefaultClientContext> =
-        match ClientConfig::new().set("bootstrap.servers", &config.kafka_brokers).create() {
-            Ok(admin) => admin,
-            Err(error) => {
-                tracing::warn!(%error, "cannot create a Kafka admin client; not creating topics");
-                return;
-            }
-        };
+    let admin: AdminClient<DefaultClientContext> = match ClientConfig::new().set("bootstrap.servers", &config.kafka_brokers).create() {
+        Ok(admin) => admin,
+        Err(error) => {
+            tracing::warn!(%error, "cannot create a Kafka admin client; not creating topics");
+            return;
+        }
+    };
     let names = [&config.tool_calls_topic, &config.agent_executions_topic, &config.dead_letter_topic];
-    let topics: Vec<NewTopic> =
-        names.iter().map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(-1))).collect();
+    let topics: Vec<NewTopic> = names.iter().map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(-1))).collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     match admin.create_topics(&topics, &options).await {
         Ok(results) => {

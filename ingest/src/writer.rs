@@ -60,13 +60,7 @@ pub fn dedup_token<R: IngestRow>(entries: &[Entry<R>]) -> String {
 }
 
 impl Writer {
-    pub fn new(
-        client: Client,
-        backoff: Backoff,
-        timeout: Duration,
-        metrics: Arc<Metrics>,
-        dead_letters: Arc<DeadLetters>,
-    ) -> Self {
+    pub fn new(client: Client, backoff: Backoff, timeout: Duration, metrics: Arc<Metrics>, dead_letters: Arc<DeadLetters>) -> Self {
         // RowBinary without per-insert schema look-ups; the row types are
         // tested against the migrations in the schema crate.
         Self { client: client.with_validation(false), backoff, timeout, metrics, dead_letters }
@@ -145,7 +139,12 @@ impl Writer {
                 match self.insert_once(slice).await {
                     Ok(()) => {
                         self.metrics.batch_rows.with_label_values(&[R::EVENT_KIND]).observe(slice.len() as f64);
-                        tracing::debug!(table = R::TABLE, rows = slice.len(), elapsed_ms = started.elapsed().as_millis() as u64, "inserted");
+                        tracing::debug!(
+                            table = R::TABLE,
+                            rows = slice.len(),
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "inserted"
+                        );
                         break;
                     }
                     Err(e) if classify(&e).is_retryable() => {

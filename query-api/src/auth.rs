@@ -253,8 +253,8 @@ impl FromRequestParts<AppState> for Caller {
         if let Some(c) = parts.extensions.get::<Caller>() {
             return Ok(c.clone());
         }
-        let key = presented_key(parts)
-            .ok_or_else(|| ApiError::Unauthorized("Missing API key (X-API-Key or Authorization: Bearer)".into()))?;
+        let key =
+            presented_key(parts).ok_or_else(|| ApiError::Unauthorized("Missing API key (X-API-Key or Authorization: Bearer)".into()))?;
         let caller = state.keys.authenticate(key).ok_or_else(|| ApiError::Unauthorized("Invalid API key".into()))?;
         parts.extensions.insert(caller.clone());
         Ok(caller)
@@ -277,12 +277,7 @@ mod tests {
 
     #[test]
     fn hashes_and_matches() {
-        let e = KeyEntry {
-            name: "a".into(),
-            tenant_id: Uuid::nil(),
-            role: Role::Read,
-            sha256: hash_key("secret"),
-        };
+        let e = KeyEntry { name: "a".into(), tenant_id: Uuid::nil(), role: Role::Read, sha256: hash_key("secret") };
         let store = KeyStore::from_entries(vec![e]).unwrap();
         assert!(store.authenticate("secret").is_some());
         assert!(store.authenticate("secret2").is_none());
@@ -295,11 +290,8 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("keys.toml");
         let write = |key: &str, age_s: u64| {
-            let text = format!(
-                "[[keys]]\nname = \"k\"\ntenant_id = \"{}\"\nrole = \"read\"\nsha256 = \"{}\"\n",
-                Uuid::nil(),
-                hash_key(key)
-            );
+            let text =
+                format!("[[keys]]\nname = \"k\"\ntenant_id = \"{}\"\nrole = \"read\"\nsha256 = \"{}\"\n", Uuid::nil(), hash_key(key));
             std::fs::write(&path, text).unwrap();
             // Distinct modification times even on coarse-grained file systems.
             let f = std::fs::File::options().write(true).open(&path).unwrap();

@@ -128,19 +128,12 @@ impl Db {
     {
         let started = Instant::now();
         let work = async {
-            let _permit = self
-                .permits
-                .acquire()
-                .await
-                .map_err(|_| ApiError::Unavailable("ClickHouse client is shutting down".into()))?;
+            let _permit = self.permits.acquire().await.map_err(|_| ApiError::Unavailable("ClickHouse client is shutting down".into()))?;
             let result = f(self.client.clone()).await;
             Ok::<_, ApiError>(result)
         };
         let outcome = tokio::time::timeout(self.timeout, work).await;
-        self.metrics
-            .clickhouse_query_duration_seconds
-            .with_label_values(&[name])
-            .observe(started.elapsed().as_secs_f64());
+        self.metrics.clickhouse_query_duration_seconds.with_label_values(&[name]).observe(started.elapsed().as_secs_f64());
         match outcome {
             Err(_) => {
                 self.metrics.clickhouse_query_errors_total.with_label_values(&[name, "timeout"]).inc();
@@ -163,7 +156,9 @@ impl Db {
                 Some(LimitHit::Busy) => {
                     self.metrics.clickhouse_query_errors_total.with_label_values(&[name, "limit"]).inc();
                     tracing::warn!(query = name, error = %e, "query stopped by a ClickHouse time or memory limit");
-                    Err(ApiError::Unavailable("Analytics store is busy: query exceeded its time or memory budget, try again or narrow the request".into()))
+                    Err(ApiError::Unavailable(
+                        "Analytics store is busy: query exceeded its time or memory budget, try again or narrow the request".into(),
+                    ))
                 }
                 None => {
                     self.metrics.clickhouse_query_errors_total.with_label_values(&[name, "error"]).inc();

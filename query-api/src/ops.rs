@@ -35,10 +35,12 @@ pub async fn health() -> Json<serde_json::Value> {
 pub async fn ready(State(state): State<AppState>) -> Response {
     let expected = agentmeter_schema::migrations::latest_version();
     let client = state.db.client().clone();
-    let check = tokio::time::timeout(std::time::Duration::from_secs(5), async move {
-        agentmeter_schema::migrations::applied_versions(&client).await
-    })
-    .await;
+    let check =
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            async move { agentmeter_schema::migrations::applied_versions(&client).await },
+        )
+        .await;
     match check {
         Ok(Ok(versions)) => {
             let current = versions.iter().copied().max().unwrap_or(0);
@@ -55,9 +57,11 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not_ready", "detail": "ClickHouse is not reachable" }))).into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not_ready", "detail": "ClickHouse is not reachable" })))
+                .into_response()
         }
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not_ready", "detail": "ClickHouse did not answer in time" }))).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not_ready", "detail": "ClickHouse did not answer in time" })))
+            .into_response(),
     }
 }
 

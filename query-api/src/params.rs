@@ -149,7 +149,11 @@ impl Checker {
         match Uuid::parse_str(s.trim()) {
             Ok(u) => Some(u),
             Err(_) => {
-                self.errors.push(FieldError::new(&["query", name], format!("Input should be a valid UUID, got '{}'", s.chars().take(40).collect::<String>()), "uuid_parsing"));
+                self.errors.push(FieldError::new(
+                    &["query", name],
+                    format!("Input should be a valid UUID, got '{}'", s.chars().take(40).collect::<String>()),
+                    "uuid_parsing",
+                ));
                 None
             }
         }
@@ -171,11 +175,19 @@ impl Checker {
         match s.trim().parse::<i64>() {
             Ok(v) if v >= i64::from(min) && v <= i64::from(max) => v as u32,
             Ok(v) if v < i64::from(min) => {
-                self.errors.push(FieldError::new(&["query", name], format!("Input should be greater than or equal to {min}"), "greater_than_equal"));
+                self.errors.push(FieldError::new(
+                    &["query", name],
+                    format!("Input should be greater than or equal to {min}"),
+                    "greater_than_equal",
+                ));
                 default
             }
             Ok(_) => {
-                self.errors.push(FieldError::new(&["query", name], format!("Input should be less than or equal to {max}"), "less_than_equal"));
+                self.errors.push(FieldError::new(
+                    &["query", name],
+                    format!("Input should be less than or equal to {max}"),
+                    "less_than_equal",
+                ));
                 default
             }
             Err(_) => {
@@ -272,7 +284,11 @@ impl Checker {
     pub fn filters(&mut self, p: &RawParams, accepts: Accepts) -> Filters {
         Filters {
             project_id: if accepts.project { self.uuid("project_id", &p.project_id) } else { None },
-            navigator_instance_id: if accepts.navigator_instance { self.uuid("navigator_instance_id", &p.navigator_instance_id) } else { None },
+            navigator_instance_id: if accepts.navigator_instance {
+                self.uuid("navigator_instance_id", &p.navigator_instance_id)
+            } else {
+                None
+            },
             server_instance_id: if accepts.server_instance { self.uuid("server_instance_id", &p.server_instance_id) } else { None },
             tool_id: if accepts.tool_id { self.uuid("tool_id", &p.tool_id) } else { None },
             tool_name: if accepts.tool_name { self.name("tool_name", &p.tool_name) } else { None },

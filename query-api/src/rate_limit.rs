@@ -182,7 +182,11 @@ impl RateLimiter {
                 burst: f64::from(args.analytics_burst.max(1)),
                 concurrency: args.analytics_concurrency_per_key,
             },
-            check: Budget { rate_per_s: args.check_rate_per_s, burst: f64::from(args.check_burst.max(1)), concurrency: args.check_concurrency_per_key },
+            check: Budget {
+                rate_per_s: args.check_rate_per_s,
+                burst: f64::from(args.check_burst.max(1)),
+                concurrency: args.check_concurrency_per_key,
+            },
             buckets: Mutex::new(HashMap::new()),
             refused_total,
         }
@@ -239,9 +243,10 @@ impl RateLimiter {
 /// The 429 response of a refusal.
 pub fn too_many_requests(refusal: Refusal) -> Response {
     let (retry_after, detail) = match refusal {
-        Refusal::Rate(wait) => {
-            (wait.as_secs_f64().ceil().max(1.0) as u64, "Too many requests for this API key; slow down and retry after the Retry-After delay")
-        }
+        Refusal::Rate(wait) => (
+            wait.as_secs_f64().ceil().max(1.0) as u64,
+            "Too many requests for this API key; slow down and retry after the Retry-After delay",
+        ),
         Refusal::Concurrency => (1, "Too many concurrent requests for this API key; wait for earlier requests to finish"),
     };
     let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(json!({ "detail": detail }))).into_response();

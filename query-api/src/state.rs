@@ -41,19 +41,24 @@ impl AppState {
     /// State from parts (tests build their own key store and client).
     pub fn new(clickhouse: clickhouse::Client, keys: Arc<KeyStore>, args: &Args) -> Self {
         let metrics = Arc::new(Metrics::new());
-        let db = Db::new(
-            clickhouse.clone(),
-            args.clickhouse_concurrency,
-            Duration::from_millis(args.query_timeout_ms),
-            metrics.clone(),
-        )
-        .with_limits(QueryLimits::from_args(&args.abuse));
+        let db = Db::new(clickhouse.clone(), args.clickhouse_concurrency, Duration::from_millis(args.query_timeout_ms), metrics.clone())
+            .with_limits(QueryLimits::from_args(&args.abuse));
         let usage = Arc::new(crate::usage::UsageState::new(&clickhouse, args, &metrics));
         let limiter = Arc::new(RateLimiter::new(&args.abuse, &metrics.registry));
         let http_limits = HttpLimits {
             header_read_timeout: Duration::from_millis(args.abuse.header_read_timeout_ms),
             max_header_bytes: args.abuse.max_header_bytes,
         };
-        Self { clickhouse, db, keys, usage, metrics, max_buckets: args.max_buckets, limiter, http_limits, max_body_bytes: args.abuse.max_body_bytes }
+        Self {
+            clickhouse,
+            db,
+            keys,
+            usage,
+            metrics,
+            max_buckets: args.max_buckets,
+            limiter,
+            http_limits,
+            max_body_bytes: args.abuse.max_body_bytes,
+        }
     }
 }

@@ -76,7 +76,9 @@ impl Span {
 
     /// Parses a `window`: `<n>(m|h|d|w|mon)`.
     pub fn parse_window(s: &str) -> Result<Self, String> {
-        let err = || format!("Invalid window '{}': expected <number><unit> with unit m, h, d, w or mon (e.g. 1h, 24h, 7d, 1w, 1mon)", truncate(s));
+        let err = || {
+            format!("Invalid window '{}': expected <number><unit> with unit m, h, d, w or mon (e.g. 1h, 24h, 7d, 1w, 1mon)", truncate(s))
+        };
         let (n, unit) = split_number(s).and_then(|(n, u)| Some((n, Unit::parse(u)?))).ok_or_else(err)?;
         Self::checked(n, unit, "window")
     }
@@ -93,7 +95,12 @@ impl Span {
 
     /// Parses a `frequency`: `<n>(m|h|d|w|mo)`.
     pub fn parse_frequency(s: &str) -> Result<Self, String> {
-        let err = || format!("Invalid frequency '{}': expected <number><unit> with unit m (minutes), h, d, w or mo (months), e.g. 5m, 1h, 1d, 1w, 1mo", truncate(s));
+        let err = || {
+            format!(
+                "Invalid frequency '{}': expected <number><unit> with unit m (minutes), h, d, w or mo (months), e.g. 5m, 1h, 1d, 1w, 1mo",
+                truncate(s)
+            )
+        };
         let (n, unit) = split_number(s).and_then(|(n, u)| Some((n, Unit::parse(u)?))).ok_or_else(err)?;
         Self::checked(n, unit, "frequency")
     }
@@ -234,7 +241,13 @@ pub struct TimeRange {
 
 impl TimeRange {
     /// Resolves `window` / `from` / `to` against `now` (see module docs).
-    pub fn resolve(window: Span, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>, now: DateTime<Utc>, tz: Tz) -> Result<Self, String> {
+    pub fn resolve(
+        window: Span,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+        tz: Tz,
+    ) -> Result<Self, String> {
         let end = ceil_minute(to.unwrap_or(now));
         let start = match from {
             Some(f) => floor_minute(f),
@@ -284,7 +297,9 @@ mod tests {
         assert_eq!(Span::parse_window("1w").unwrap(), Span::new(1, Unit::Week));
         assert_eq!(Span::parse_window("1mon").unwrap(), Span::new(1, Unit::Month));
         assert_eq!(Span::parse_window("15m").unwrap(), Span::new(15, Unit::Minute));
-        for bad in ["", "h", "0h", "1", "1x", "1 h", " 1h", "1h ", "-1h", "1.5h", "1H", "1hour", "1000000h", "500d", "1h;DROP", "14mon", "'1h'"] {
+        for bad in
+            ["", "h", "0h", "1", "1x", "1 h", " 1h", "1h ", "-1h", "1.5h", "1H", "1hour", "1000000h", "500d", "1h;DROP", "14mon", "'1h'"]
+        {
             assert!(Span::parse_window(bad).is_err(), "{bad} should be rejected");
         }
         assert!(Span::parse_window_strict("1mon").is_ok());

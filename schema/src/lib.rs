@@ -14,7 +14,4 @@ pub mod event;
 pub mod migrations;
 pub mod rows;
 
-pub use event::{
-    parse_agent_execution, parse_tool_call, AgentExecutionEvent, Rejection, RejectionKind,
-    ToolCallEvent,
-};
+pub use event::{parse_agent_execution, parse_tool_call, AgentExecutionEvent, Rejection, RejectionKind, ToolCallEvent};

@@ -53,11 +53,8 @@ struct Args {
 
 /// Tenant ids of the keys file, or the two demo tenants.
 fn tenants(path: &str) -> Vec<Uuid> {
-    let mut out: Vec<Uuid> = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| text.parse::<toml_lite::Doc>().ok())
-        .map(|d| d.tenant_ids)
-        .unwrap_or_default();
+    let mut out: Vec<Uuid> =
+        std::fs::read_to_string(path).ok().and_then(|text| text.parse::<toml_lite::Doc>().ok()).map(|d| d.tenant_ids).unwrap_or_default();
     out.sort();
     out.dedup();
     if out.is_empty() {

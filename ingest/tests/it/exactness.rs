@@ -56,8 +56,7 @@ async fn a_refused_rows_message_is_read_again_verbatim() {
     let positions = produce(&f, &producer(), &messages).await;
     let metrics = agentmeter_ingest::Metrics::new();
     let backoff = agentmeter_ingest::errors::Backoff::new(10, 50);
-    let dead_letters =
-        agentmeter_ingest::dead_letter::DeadLetters::new(&brokers(), &f.dead_letter_topic, backoff, metrics).unwrap();
+    let dead_letters = agentmeter_ingest::dead_letter::DeadLetters::new(&brokers(), &f.dead_letter_topic, backoff, metrics).unwrap();
     for i in [0, 57, 199] {
         let p = &positions[i];
         let original = dead_letters.read_original(&p.topic, p.partition, p.offset).await;

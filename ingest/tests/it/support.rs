@@ -239,8 +239,7 @@ pub fn expect(messages: &[Message], positions: &[Position]) -> Expectation {
 /// Totals in the raw tables.
 pub async fn raw_totals(ch: &ClickHouseArgs) -> Totals {
     let db = ch.client();
-    let (calls, call_errors): (u64, u64) =
-        db.query("SELECT count(), countIf(NOT success) FROM tool_calls").fetch_one().await.unwrap();
+    let (calls, call_errors): (u64, u64) = db.query("SELECT count(), countIf(NOT success) FROM tool_calls").fetch_one().await.unwrap();
     let (executions, failed_executions, input_tokens, output_tokens, cost, messages): (u64, u64, u64, u64, String, u64) = db
         .query(
             "SELECT count(), countIf(status = 'failed'), sum(input_tokens), sum(output_tokens), \
@@ -249,23 +248,13 @@ pub async fn raw_totals(ch: &ClickHouseArgs) -> Totals {
         .fetch_one()
         .await
         .unwrap();
-    Totals {
-        calls,
-        call_errors,
-        executions,
-        failed_executions,
-        input_tokens,
-        output_tokens,
-        cost_usd: cost.parse().unwrap(),
-        messages,
-    }
+    Totals { calls, call_errors, executions, failed_executions, input_tokens, output_tokens, cost_usd: cost.parse().unwrap(), messages }
 }
 
 /// Totals in the rollups.
 pub async fn rollup_totals(ch: &ClickHouseArgs) -> Totals {
     let db = ch.client();
-    let (calls, call_errors): (u64, u64) =
-        db.query("SELECT sum(calls), sum(errors) FROM tool_calls_1m").fetch_one().await.unwrap();
+    let (calls, call_errors): (u64, u64) = db.query("SELECT sum(calls), sum(errors) FROM tool_calls_1m").fetch_one().await.unwrap();
     let (executions, failed_executions, input_tokens, output_tokens, cost, messages): (u64, u64, u64, u64, String, u64) = db
         .query(
             "SELECT sum(executions), sumIf(executions, status = 'failed'), sum(input_tokens), sum(output_tokens), \
@@ -274,24 +263,14 @@ pub async fn rollup_totals(ch: &ClickHouseArgs) -> Totals {
         .fetch_one()
         .await
         .unwrap();
-    Totals {
-        calls,
-        call_errors,
-        executions,
-        failed_executions,
-        input_tokens,
-        output_tokens,
-        cost_usd: cost.parse().unwrap(),
-        messages,
-    }
+    Totals { calls, call_errors, executions, failed_executions, input_tokens, output_tokens, cost_usd: cost.parse().unwrap(), messages }
 }
 
 /// Distinct event ids in the raw tables equal their row counts.
 pub async fn assert_no_duplicate_rows(ch: &ClickHouseArgs) {
     let db = ch.client();
     for table in ["tool_calls", "agent_executions"] {
-        let (rows, ids): (u64, u64) =
-            db.query(&format!("SELECT count(), uniqExact(event_id) FROM {table}")).fetch_one().await.unwrap();
+        let (rows, ids): (u64, u64) = db.query(&format!("SELECT count(), uniqExact(event_id) FROM {table}")).fetch_one().await.unwrap();
         assert_eq!(rows, ids, "{table} holds a duplicate event");
     }
 }
@@ -371,9 +350,7 @@ pub fn assert_dead_letters(found: &[DeadLetter], expected: &HashMap<Position, (&
 }
 
 /// Runs the worker in-process; the returned sender stops it.
-pub fn spawn_worker(
-    config: Config,
-) -> (tokio::sync::oneshot::Sender<()>, Arc<agentmeter_ingest::Metrics>, tokio::task::JoinHandle<()>) {
+pub fn spawn_worker(config: Config) -> (tokio::sync::oneshot::Sender<()>, Arc<agentmeter_ingest::Metrics>, tokio::task::JoinHandle<()>) {
     let metrics = agentmeter_ingest::Metrics::new();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let m = Arc::clone(&metrics);

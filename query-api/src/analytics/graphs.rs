@@ -104,10 +104,7 @@ pub async fn runtime_graph(State(state): State<AppState>, caller: Caller, Params
     let g = prepare(&state, &caller, &p, Accepts::PNS).await?;
     let series = tool_calls::series(&state.db, &g.scope(&caller), &g.buckets, Need::COUNTS).await?;
     let points = g.points(
-        series
-            .iter()
-            .map(|s| json!({ "average_runtime": secs(s.runtime_avg_ms()), "total_executions": s.runtime_count }))
-            .collect(),
+        series.iter().map(|s| json!({ "average_runtime": secs(s.runtime_avg_ms()), "total_executions": s.runtime_count })).collect(),
     );
     let data = merge(json!({ "data_points": points }), g.common("view"));
     Ok(envelope(data, g.base.now))
@@ -187,7 +184,11 @@ pub(crate) fn error_name(t: &str) -> String {
 
 /// Error-type series from `(type, bucket, count)` rows: one entry per type,
 /// every bucket present, most frequent type first.
-pub(crate) fn error_type_entries(rows: impl IntoIterator<Item = (String, u32, u64)>, buckets: &Buckets, open: Option<usize>) -> (Vec<Value>, u64) {
+pub(crate) fn error_type_entries(
+    rows: impl IntoIterator<Item = (String, u32, u64)>,
+    buckets: &Buckets,
+    open: Option<usize>,
+) -> (Vec<Value>, u64) {
     let mut by_type: std::collections::BTreeMap<String, Vec<u64>> = std::collections::BTreeMap::new();
     for (t, b, n) in rows {
         let v = by_type.entry(t).or_insert_with(|| vec![0; buckets.len()]);
@@ -195,7 +196,13 @@ pub(crate) fn error_type_entries(rows: impl IntoIterator<Item = (String, u32, u6
             *slot += n;
         }
     }
-    let mut entries: Vec<(String, Vec<u64>, u64)> = by_type.into_iter().map(|(t, v)| { let total = v.iter().sum(); (t, v, total) }).collect();
+    let mut entries: Vec<(String, Vec<u64>, u64)> = by_type
+        .into_iter()
+        .map(|(t, v)| {
+            let total = v.iter().sum();
+            (t, v, total)
+        })
+        .collect();
     entries.sort_by(|a, b| b.2.cmp(&a.2).then(a.0.cmp(&b.0)));
     let total: u64 = entries.iter().map(|e| e.2).sum();
     let out = entries

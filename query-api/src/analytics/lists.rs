@@ -104,13 +104,21 @@ pub async fn servers(State(state): State<AppState>, caller: Caller, Params(p): P
     let mut groups = tool_calls::group_counts(&state.db, &req.base.scope(&caller, CallKinds::Tool), Dim::ServerName, false).await?;
     let total = groups.len();
     sort_by_count(&mut groups, |g| g.calls, req.order);
-    let servers: Vec<Value> = groups.iter().take(req.limit as usize).map(|g| json!({ "server_name": g.key, "tool_count": g.calls })).collect();
+    let servers: Vec<Value> =
+        groups.iter().take(req.limit as usize).map(|g| json!({ "server_name": g.key, "tool_count": g.calls })).collect();
     Ok(req.answer(json!({ "servers": servers, "total_count": total })))
 }
 
 /// The two maps of a top-N endpoint: by tool calls and by distinct
 /// queries, each most first and cut to `limit` (queries: non-zero only).
-async fn top(state: &AppState, caller: &Caller, p: &RawParams, accepts: Accepts, dim: Dim, names: (&str, &str, &str)) -> Result<Json<Value>, ApiError> {
+async fn top(
+    state: &AppState,
+    caller: &Caller,
+    p: &RawParams,
+    accepts: Accepts,
+    dim: Dim,
+    names: (&str, &str, &str),
+) -> Result<Json<Value>, ApiError> {
     let mut c = Checker::new();
     let base = Base::parse(&mut c, p, "1w", accepts);
     let limit = c.int("limit", &p.limit, 5, 1, 100);

@@ -7,8 +7,8 @@
 //! functions of [`crate::queries`], shape the response in the spec's
 //! envelope `{success, data, error, timestamp}`.
 
-mod graphs;
 mod grafana;
+mod graphs;
 mod lists;
 mod project_users;
 mod summary;

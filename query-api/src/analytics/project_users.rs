@@ -27,11 +27,22 @@ use crate::state::AppState;
 use crate::window::{ceil_minute, Span, TimeRange, Unit};
 
 fn path_uuid(name: &str, s: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(s).map_err(|_| ApiError::invalid_path(name, format!("Input should be a valid UUID, got '{}'", s.chars().take(40).collect::<String>()), "uuid_parsing"))
+    Uuid::parse_str(s).map_err(|_| {
+        ApiError::invalid_path(
+            name,
+            format!("Input should be a valid UUID, got '{}'", s.chars().take(40).collect::<String>()),
+            "uuid_parsing",
+        )
+    })
 }
 
 /// `GET /api/v1/projects/{project_id}/users/summary`.
-pub async fn summary(State(state): State<AppState>, caller: Caller, Path(project): Path<String>, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn summary(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(project): Path<String>,
+    Params(p): Params,
+) -> Result<Json<Value>, ApiError> {
     let project = path_uuid("project_id", &project)?;
     let mut c = Checker::new();
     let tz = c.tz(&p.tz);
@@ -61,7 +72,12 @@ pub async fn summary(State(state): State<AppState>, caller: Caller, Path(project
 }
 
 /// `GET /api/v1/projects/{project_id}/users/{user_id}/analytics`.
-pub async fn user_analytics(State(state): State<AppState>, caller: Caller, Path((project, user)): Path<(String, String)>, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn user_analytics(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((project, user)): Path<(String, String)>,
+    Params(p): Params,
+) -> Result<Json<Value>, ApiError> {
     let project = path_uuid("project_id", &project)?;
     let user = path_uuid("user_id", &user)?;
     let mut c = Checker::new();

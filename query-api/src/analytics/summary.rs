@@ -111,7 +111,8 @@ async fn processed(state: AppState, caller: Caller, p: crate::params::RawParams,
     };
     let need = if queries { Need::QUERIES } else { Need::COUNTS };
     let (cur, prev) = tokio::try_join!(tool_calls::totals(&state.db, &scope, need), tool_calls::totals(&state.db, &prev_scope, need))?;
-    let (key, now_v, prev_v) = if queries { ("total_queries", cur.queries, prev.queries) } else { ("total_tool_calls", cur.calls, prev.calls) };
+    let (key, now_v, prev_v) =
+        if queries { ("total_queries", cur.queries, prev.queries) } else { ("total_tool_calls", cur.calls, prev.calls) };
     let mut data = json!({
         "window": base.res.window_str,
         "filters": base.echo(),
@@ -185,12 +186,14 @@ pub async fn global_stats(State(state): State<AppState>, caller: Caller, Params(
     let mut base = Base::parse(&mut c, &params, "1mon", Accepts::PNS);
     c.finish()?;
     base.res.window = period.1;
-    base.res.range = TimeRange::resolve(period.1, None, Some(base.res.range.end), base.now, base.res.tz).map_err(|m| ApiError::invalid_query("to", m))?;
+    base.res.range = TimeRange::resolve(period.1, None, Some(base.res.range.end), base.now, base.res.tz)
+        .map_err(|m| ApiError::invalid_query("to", m))?;
     base.authorize(&state, &caller).await?;
     let scope = base.scope(&caller, CallKinds::Tool);
     let mut prev_scope = scope.clone();
     prev_scope.range = base.res.range.previous(period.1, base.res.tz);
-    let (cur, prev) = tokio::try_join!(tool_calls::totals(&state.db, &scope, Need::QUERIES), tool_calls::totals(&state.db, &prev_scope, Need::QUERIES))?;
+    let (cur, prev) =
+        tokio::try_join!(tool_calls::totals(&state.db, &scope, Need::QUERIES), tool_calls::totals(&state.db, &prev_scope, Need::QUERIES))?;
     let data = json!({
         "total_queries": cur.queries,
         "total_tool_calls": cur.calls,

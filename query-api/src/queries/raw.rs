@@ -162,7 +162,14 @@ pub struct UserbaseCounts {
     pub mau: u64,
 }
 
-pub async fn userbase(db: &Db, tenant: Uuid, project: Uuid, wau_start: DateTime<Utc>, mau_start: DateTime<Utc>, end: DateTime<Utc>) -> Result<UserbaseCounts, ApiError> {
+pub async fn userbase(
+    db: &Db,
+    tenant: Uuid,
+    project: Uuid,
+    wau_start: DateTime<Utc>,
+    mau_start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> Result<UserbaseCounts, ApiError> {
     let sql = Sql::new(
         "SELECT toUInt64(uniqExact(user_token_id)) AS total,
                 toUInt64(uniqExactIf(user_token_id, occurred_at >= fromUnixTimestamp64Milli({wau:Int64}, 'UTC'))) AS wau,
@@ -181,7 +188,13 @@ pub async fn userbase(db: &Db, tenant: Uuid, project: Uuid, wau_start: DateTime<
 }
 
 /// Distinct users per bucket (zero-filled).
-pub async fn active_users_series(db: &Db, tenant: Uuid, project: Uuid, buckets: &Buckets, end: DateTime<Utc>) -> Result<Vec<u64>, ApiError> {
+pub async fn active_users_series(
+    db: &Db,
+    tenant: Uuid,
+    project: Uuid,
+    buckets: &Buckets,
+    end: DateTime<Utc>,
+) -> Result<Vec<u64>, ApiError> {
     let (bucket, bparams) = buckets.index_sql("occurred_at");
     let sql = Sql::new(format!(
         "SELECT {bucket} AS bucket, toUInt64(uniqExact(user_token_id)) AS n FROM tool_calls

@@ -141,7 +141,8 @@ const SHARED_COLUMNS: &str = "tenant_id, project_id, navigator_id, navigator_ins
     runtime_sum_ms, runtime_count, suggestions, last_used";
 
 /// The columns `tool_calls_tenant_1h` / `_1m` share with the other rollups.
-const TENANT_COLUMNS: &str = "tenant_id, call_kind, calls, errors, latency_sum_ms, latency_digest, runtime_sum_ms, runtime_count, suggestions";
+const TENANT_COLUMNS: &str =
+    "tenant_id, call_kind, calls, errors, latency_sum_ms, latency_digest, runtime_sum_ms, runtime_count, suggestions";
 
 /// `(time condition, params)` of `column` in one of `ranges` (seconds).
 fn ranges_sql(column: &str, ranges: &[TimeRange], prefix: &str, to_time: &str) -> (String, Vec<(String, String)>) {
@@ -229,7 +230,8 @@ pub fn queries_from(scope: &Scope, split: &HourSplit) -> (String, Vec<(String, S
         // The same filters as the hourly branch (project, navigator
         // instance), bound under the same names with the same values.
         let (filters, _) = scope.tool_calls_filters(true);
-        let mut raw_conds = vec!["tenant_id = {tenant:UUID}".to_owned(), "query_id != toUUID('00000000-0000-0000-0000-000000000000')".to_owned()];
+        let mut raw_conds =
+            vec!["tenant_id = {tenant:UUID}".to_owned(), "query_id != toUUID('00000000-0000-0000-0000-000000000000')".to_owned()];
         raw_conds.extend(filters);
         let (raw_time, rp) = ranges_sql("occurred_at", &edges, "q_m", "fromUnixTimestamp64Milli");
         params.extend(rp);

@@ -35,7 +35,8 @@ pub enum Metric {
     Messages,
 }
 
-pub const METRIC_NAMES: &str = "tool_calls, queries, errors, error_rate, latency_avg, latency_p50, latency_p95, latency_p99, tokens, cost_usd, messages";
+pub const METRIC_NAMES: &str =
+    "tool_calls, queries, errors, error_rate, latency_avg, latency_p50, latency_p95, latency_p99, tokens, cost_usd, messages";
 
 impl Metric {
     pub fn parse(s: &str) -> Option<Self> {
@@ -213,7 +214,14 @@ pub async fn top_groups(db: &Db, scope: &Scope, metric: Metric, group: GroupBy, 
 
 /// Values per (series, bucket). Without a group the series is named after
 /// the metric; with one, groups outside `keys` are summed into `other`.
-pub async fn points(db: &Db, scope: &Scope, metric: Metric, buckets: &Buckets, group: Option<(GroupBy, &[String])>, name: &str) -> Result<Vec<Point>, ApiError> {
+pub async fn points(
+    db: &Db,
+    scope: &Scope,
+    metric: Metric,
+    buckets: &Buckets,
+    group: Option<(GroupBy, &[String])>,
+    name: &str,
+) -> Result<Vec<Point>, ApiError> {
     let table = metric.table();
     let (from, cond, params) = from_sql(scope, metric, Some(buckets));
     let (bucket, bparams) = buckets.index_sql("minute");

@@ -188,9 +188,11 @@ pub async fn series_via(db: &Db, scope: &Scope, buckets: &Buckets, need: Need, s
         None => (rows.await?, Vec::new()),
         Some(split) => {
             let (from, params) = rollup::queries_from(scope, split);
-            let sql = Sql::new(format!("SELECT {bucket} AS bucket, toUInt64(uniqExact(query_id)) AS n FROM {from} GROUP BY bucket ORDER BY bucket"))
-                .bind_all(params)
-                .bind_all(bparams);
+            let sql = Sql::new(format!(
+                "SELECT {bucket} AS bucket, toUInt64(uniqExact(query_id)) AS n FROM {from} GROUP BY bucket ORDER BY bucket"
+            ))
+            .bind_all(params)
+            .bind_all(bparams);
             let queries = db.run("tool_calls_queries", |c| async move { sql.query(&c).fetch_all::<(u32, u64)>().await });
             tokio::try_join!(rows, queries)?
         }

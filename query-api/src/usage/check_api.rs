@@ -191,9 +191,8 @@ fn view(state: &AppState, tenant: Uuid, req: &CheckRequest, out: &CheckOutcome) 
 /// `POST /v1/usage/check`
 pub async fn check(State(state): State<AppState>, caller: Caller, Body(body): Body) -> ApiResult<Response> {
     state.usage.start();
-    let b: CheckBody = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::Validation(vec![FieldError::new(&["body"], format!("Invalid JSON body: {e}"), "json_invalid")])
-    })?;
+    let b: CheckBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::Validation(vec![FieldError::new(&["body"], format!("Invalid JSON body: {e}"), "json_invalid")]))?;
     let mut errs = Vec::new();
     let metric = Metric::parse(b.usage_type.as_deref().unwrap_or("tokens"));
     if metric.is_none() {
@@ -235,14 +234,7 @@ pub async fn check(State(state): State<AppState>, caller: Caller, Body(body): Bo
         return Err(ApiError::Validation(errs));
     };
     let tenant = caller.tenant_id;
-    let req = CheckRequest {
-        organization_id,
-        user_id,
-        metric,
-        units,
-        reserve: b.reserve.unwrap_or(false),
-        execution_id,
-    };
+    let req = CheckRequest { organization_id, user_id, metric, units, reserve: b.reserve.unwrap_or(false), execution_id };
     let out = state.usage.check(tenant, &req)?;
     let headers = ratelimit_headers(&out.checks, out.now);
     Ok(exact_json(StatusCode::OK, headers, &view(&state, tenant, &req, &out)))
@@ -321,4 +313,3 @@ pub async fn release(State(state): State<AppState>, caller: Caller, Path(id): Pa
         Err(ApiError::NotFound("Reservation not found or already ended".into()))
     }
 }
-

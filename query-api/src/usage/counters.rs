@@ -125,9 +125,7 @@ impl Series {
         if h_from >= h_to {
             return fold(self.minutes.range(from..to));
         }
-        fold(self.minutes.range(from..h_from * 60))
-            .plus(fold(self.hours.range(h_from..h_to)))
-            .plus(fold(self.minutes.range(h_to * 60..to)))
+        fold(self.minutes.range(from..h_from * 60)).plus(fold(self.hours.range(h_from..h_to))).plus(fold(self.minutes.range(h_to * 60..to)))
     }
 
     fn prune(&mut self, before: i64) {

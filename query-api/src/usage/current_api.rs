@@ -123,8 +123,7 @@ fn current_view(state: &AppState, tenant: Uuid, org: Uuid, user: Option<Uuid>) -
     let msgs = evaluate(state, tenant, org, user, Metric::Messages)?;
     let cost = evaluate(state, tenant, org, user, Metric::CostUsd)?;
     let now = msgs.now;
-    let period: Window =
-        msgs.checks.first().or(cost.checks.first()).map(|c| c.window).unwrap_or_else(|| utc_month(now));
+    let period: Window = msgs.checks.first().or(cost.checks.first()).map(|c| c.window).unwrap_or_else(|| utc_month(now));
     let t = state.usage.usage(request_subject(tenant, Some(org), user), &period, now);
     Ok(CurrentView {
         period_start: period.start,
@@ -136,11 +135,7 @@ fn current_view(state: &AppState, tenant: Uuid, org: Uuid, user: Option<Uuid>) -
         usage: UsageObject {
             messages: block(state, tenant, org, user, &msgs, Metric::Messages),
             cost_usd: block(state, tenant, org, user, &cost, Metric::CostUsd),
-            tokens: TokensBlock {
-                total: t.total_tokens as i64,
-                input: t.input_tokens as i64,
-                output: t.output_tokens as i64,
-            },
+            tokens: TokensBlock { total: t.total_tokens as i64, input: t.input_tokens as i64, output: t.output_tokens as i64 },
         },
         error: None,
         as_of: msgs.as_of,
@@ -152,9 +147,9 @@ fn query_uuid(q: &HashMap<String, String>, name: &str, required: bool) -> ApiRes
     match q.get(name) {
         None if required => Err(ApiError::Validation(vec![FieldError::new(&["query", name], "Field required", "missing")])),
         None => Ok(None),
-        Some(s) => Uuid::parse_str(s.trim()).map(Some).map_err(|_| {
-            ApiError::Validation(vec![FieldError::new(&["query", name], "Input should be a valid UUID", "uuid_parsing")])
-        }),
+        Some(s) => Uuid::parse_str(s.trim())
+            .map(Some)
+            .map_err(|_| ApiError::Validation(vec![FieldError::new(&["query", name], "Input should be a valid UUID", "uuid_parsing")])),
     }
 }
 
@@ -223,7 +218,11 @@ fn parse_instant(name: &str, s: &str) -> ApiResult<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
         .or_else(|_| s.trim().parse::<i64>().ok().and_then(DateTime::from_timestamp_millis).ok_or(()))
         .map_err(|_| {
-            ApiError::Validation(vec![FieldError::new(&["query", name], "Input should be an RFC 3339 datetime or epoch milliseconds", "datetime_parsing")])
+            ApiError::Validation(vec![FieldError::new(
+                &["query", name],
+                "Input should be an RFC 3339 datetime or epoch milliseconds",
+                "datetime_parsing",
+            )])
         })
 }
 

@@ -82,11 +82,9 @@ impl UsageMetrics {
             &["kind"],
         )
         .expect("valid metric");
-        let refresh_errors_total = IntCounterVec::new(
-            Opts::new("agentmeter_usage_refresh_errors_total", "Usage refreshes that failed, by kind"),
-            &["kind"],
-        )
-        .expect("valid metric");
+        let refresh_errors_total =
+            IntCounterVec::new(Opts::new("agentmeter_usage_refresh_errors_total", "Usage refreshes that failed, by kind"), &["kind"])
+                .expect("valid metric");
         let checks_total = IntCounterVec::new(
             Opts::new("agentmeter_usage_checks_total", "Usage checks answered, by outcome (allowed, denied, unlimited)"),
             &["outcome"],
@@ -318,9 +316,7 @@ impl UsageState {
                     let resets_at = match limit.period {
                         PeriodSpec::Rolling { hours } => c
                             .first_used_minute(subject, req.metric, from, to)
-                            .map(|m| {
-                                DateTime::from_timestamp(m * 60, 0).expect("in range") + Duration::hours(i64::from(hours))
-                            })
+                            .map(|m| DateTime::from_timestamp(m * 60, 0).expect("in range") + Duration::hours(i64::from(hours)))
                             .unwrap_or(window.end),
                         _ => window.end,
                     };

@@ -338,11 +338,7 @@ impl LimitInput {
                 }
                 Some(h) if h >= 1 && h <= i64::from(MAX_ROLLING_HOURS) => Some(PeriodSpec::Rolling { hours: h as u32 }),
                 Some(_) => {
-                    issues.push(issue(
-                        "rolling_hours",
-                        "value_error",
-                        format!("Input should be between 1 and {MAX_ROLLING_HOURS}"),
-                    ));
+                    issues.push(issue("rolling_hours", "value_error", format!("Input should be between 1 and {MAX_ROLLING_HOURS}")));
                     None
                 }
             };
@@ -562,8 +558,7 @@ pub async fn load_tenant(db: &clickhouse::Client, tenant: Uuid) -> clickhouse::e
 /// Latest row of one limit of one tenant.
 pub async fn load_one(db: &clickhouse::Client, tenant: Uuid, limit_id: Uuid) -> clickhouse::error::Result<Option<LimitRow>> {
     let sql = format!("{LATEST_SQL} WHERE tenant_id = {{t:UUID}} AND limit_id = {{l:UUID}} {LATEST_ORDER}");
-    let rows: Vec<LimitRow> =
-        db.query(&sql).param("t", tenant.to_string()).param("l", limit_id.to_string()).fetch_all().await?;
+    let rows: Vec<LimitRow> = db.query(&sql).param("t", tenant.to_string()).param("l", limit_id.to_string()).fetch_all().await?;
     Ok(rows.into_iter().next())
 }
 
@@ -648,7 +643,8 @@ mod tests {
         assert_eq!(back.max_units, l.max_units);
         assert_eq!(LimitView::from(&back).max_value, "12.500000");
 
-        let i = input(serde_json::json!({"subject":"tenant","metric":"tokens","period":"rolling_hours","rolling_hours":5,"max_value":1000}));
+        let i =
+            input(serde_json::json!({"subject":"tenant","metric":"tokens","period":"rolling_hours","rolling_hours":5,"max_value":1000}));
         let l = i.validate(t, Uuid::new_v4(), "k").unwrap();
         assert_eq!(LimitRow::from_limit(&l, false).max_value, 1_000_000_000);
         assert_eq!(LimitRow::from_limit(&l, false).to_limit().unwrap().max_units, 1000);

@@ -40,9 +40,8 @@ fn expected_version(headers: &HeaderMap, body: Option<u64>) -> ApiResult<Option<
 }
 
 fn parse_body(body: &Bytes) -> ApiResult<LimitInput> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::Validation(vec![FieldError::new(&["body"], format!("Invalid JSON body: {e}"), "json_invalid")])
-    })
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::Validation(vec![FieldError::new(&["body"], format!("Invalid JSON body: {e}"), "json_invalid")]))
 }
 
 fn with_etag(status: StatusCode, limit: &Limit) -> Response {
@@ -57,9 +56,9 @@ async fn upsert(state: &AppState, caller: &AdminCaller, limit_id: Uuid, headers:
     let tenant = caller.0.tenant_id;
     let input = parse_body(body)?;
     let expected = expected_version(headers, input.expected_version)?;
-    let mut limit = input.validate(tenant, limit_id, &caller.0.key_name).map_err(|issues| {
-        ApiError::Validation(issues.into_iter().map(|i| FieldError::new(&["body", i.field], i.msg, i.kind)).collect())
-    })?;
+    let mut limit = input
+        .validate(tenant, limit_id, &caller.0.key_name)
+        .map_err(|issues| ApiError::Validation(issues.into_iter().map(|i| FieldError::new(&["body", i.field], i.msg, i.kind)).collect()))?;
     let usage = &state.usage;
     let _guard = usage.write_lock.lock().await;
     let current = state.db.run("limits_read", |c| async move { load_one(&c, tenant, limit_id).await }).await?;

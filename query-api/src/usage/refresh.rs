@@ -29,7 +29,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::counters::{Counters, ExecRow, Totals, ToolRow};
+use super::counters::{Counters, ExecRow, ToolRow, Totals};
 use super::engine::UsageState;
 use super::limits::{load_all, LimitSet};
 use super::period::minute_of;
@@ -92,10 +92,8 @@ struct SeenRow {
 
 /// Reads minutes `[from, to)` of both rollups.
 async fn read_minutes(db: &clickhouse::Client, from: i64, to: i64) -> clickhouse::error::Result<(Vec<ExecRow>, Vec<ToolRow>)> {
-    let exec: Vec<ExecDbRow> =
-        db.query(EXEC_SQL).param("from", from * 60).param("to", to * 60).fetch_all().await?;
-    let tools: Vec<ToolDbRow> =
-        db.query(TOOL_SQL).param("from", from * 60).param("to", to * 60).fetch_all().await?;
+    let exec: Vec<ExecDbRow> = db.query(EXEC_SQL).param("from", from * 60).param("to", to * 60).fetch_all().await?;
+    let tools: Vec<ToolDbRow> = db.query(TOOL_SQL).param("from", from * 60).param("to", to * 60).fetch_all().await?;
     let exec = exec
         .into_iter()
         .map(|r| ExecRow {
@@ -122,15 +120,15 @@ async fn read_minutes(db: &clickhouse::Client, from: i64, to: i64) -> clickhouse
 }
 
 /// Execution ids among `ids` that ClickHouse holds with `occurred_at >= since`.
-async fn seen_executions(db: &clickhouse::Client, tenant: Uuid, ids: &[Uuid], since: DateTime<Utc>) -> clickhouse::error::Result<Vec<Uuid>> {
+async fn seen_executions(
+    db: &clickhouse::Client,
+    tenant: Uuid,
+    ids: &[Uuid],
+    since: DateTime<Utc>,
+) -> clickhouse::error::Result<Vec<Uuid>> {
     let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-    let rows: Vec<SeenRow> = db
-        .query(SEEN_SQL)
-        .param("t", tenant.to_string())
-        .param("since_ms", since.timestamp_millis())
-        .param("ids", ids)
-        .fetch_all()
-        .await?;
+    let rows: Vec<SeenRow> =
+        db.query(SEEN_SQL).param("t", tenant.to_string()).param("since_ms", since.timestamp_millis()).param("ids", ids).fetch_all().await?;
     Ok(rows.into_iter().map(|r| r.execution_id).collect())
 }
 
@@ -151,11 +149,7 @@ async fn refresh_inner(state: &UsageState, full: bool) -> clickhouse::error::Res
     let db = &state.db;
     let now = state.now();
     let to = minute_of(now) + 1;
-    let from = if full {
-        to - RETENTION_DAYS * 24 * 60
-    } else {
-        to - 1 - i64::from(state.cfg.usage_refresh_lookback_minutes)
-    };
+    let from = if full { to - RETENTION_DAYS * 24 * 60 } else { to - 1 - i64::from(state.cfg.usage_refresh_lookback_minutes) };
 
     if full {
         let generation = state.limits_generation.load(Ordering::Acquire);

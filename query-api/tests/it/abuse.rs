@@ -62,9 +62,11 @@ struct Seeded {
 async fn seed(app: &App) -> Seeded {
     let now = Utc::now() - chrono::Duration::minutes(5);
     let (project_a, tool_a) = (Uuid::new_v4(), Uuid::new_v4());
-    let rows_a: Vec<ToolCallRow> = (0..20).map(|i| call(app.tenant_a, now - chrono::Duration::minutes(i * 7), "alphasecret", project_a, tool_a)).collect();
+    let rows_a: Vec<ToolCallRow> =
+        (0..20).map(|i| call(app.tenant_a, now - chrono::Duration::minutes(i * 7), "alphasecret", project_a, tool_a)).collect();
     let (project_b, tool_b) = (Uuid::new_v4(), Uuid::new_v4());
-    let rows_b: Vec<ToolCallRow> = (0..5).map(|i| call(app.tenant_b, now - chrono::Duration::minutes(i * 11), "betaown", project_b, tool_b)).collect();
+    let rows_b: Vec<ToolCallRow> =
+        (0..5).map(|i| call(app.tenant_b, now - chrono::Duration::minutes(i * 11), "betaown", project_b, tool_b)).collect();
     app.insert_calls(&rows_a).await;
     app.insert_calls(&rows_b).await;
     Seeded { project_a, tool_a }
@@ -84,8 +86,28 @@ const ENDPOINTS: &[&str] = &[
 ];
 
 const PARAMS: &[&str] = &[
-    "window", "frequency", "from", "to", "tz", "project_id", "navigator_instance_id", "server_instance_id", "tool_id", "tool_name",
-    "sort_order", "limit", "comparison_period", "view", "metric", "step", "max_points", "group_by", "top", "format", "model", "error_type",
+    "window",
+    "frequency",
+    "from",
+    "to",
+    "tz",
+    "project_id",
+    "navigator_instance_id",
+    "server_instance_id",
+    "tool_id",
+    "tool_name",
+    "sort_order",
+    "limit",
+    "comparison_period",
+    "view",
+    "metric",
+    "step",
+    "max_points",
+    "group_by",
+    "top",
+    "format",
+    "model",
+    "error_type",
 ];
 
 const PAYLOADS: &[&str] = &[
@@ -245,7 +267,8 @@ async fn malformed_query_strings_and_duplicates_are_4xx() {
 async fn oversize_heads_and_bodies_are_431_and_413() {
     let app = App::start("abuse_size", &["--max-header-bytes", "16384", "--max-body-bytes", "4096"]).await;
     let big = "a".repeat(64 * 1024);
-    let resp = app.http.get(format!("{}/api/v1/analytics/health", app.base)).header("X-API-Key", KEY_A).header("X-Padding", &big).send().await;
+    let resp =
+        app.http.get(format!("{}/api/v1/analytics/health", app.base)).header("X-API-Key", KEY_A).header("X-Padding", &big).send().await;
     match resp {
         Ok(r) => assert_eq!(r.status().as_u16(), 431),
         // hyper may close the connection before the client finished writing.
@@ -257,7 +280,11 @@ async fn oversize_heads_and_bodies_are_431_and_413() {
         assert_eq!(r.status().as_u16(), 431);
     }
     // Body over the limit on the one endpoint family that reads bodies.
-    let body = format!("{{\"tokens\": 1, \"usage_type\": \"tokens\", \"organization_id\": \"{}\", \"pad\": \"{}\"}}", Uuid::new_v4(), "p".repeat(8192));
+    let body = format!(
+        "{{\"tokens\": 1, \"usage_type\": \"tokens\", \"organization_id\": \"{}\", \"pad\": \"{}\"}}",
+        Uuid::new_v4(),
+        "p".repeat(8192)
+    );
     let r = app
         .http
         .post(format!("{}/v1/usage/check", app.base))
@@ -453,7 +480,10 @@ async fn cross_tenant_attempts_find_nothing() {
 fn write_keys(path: &std::path::Path, tenant: Uuid, keys: &[&str], age_s: u64) {
     let mut text = String::new();
     for (i, k) in keys.iter().enumerate() {
-        text.push_str(&format!("[[keys]]\nname = \"key-{i}\"\ntenant_id = \"{tenant}\"\nrole = \"read\"\nsha256 = \"{}\"\n\n", hash_key(k)));
+        text.push_str(&format!(
+            "[[keys]]\nname = \"key-{i}\"\ntenant_id = \"{tenant}\"\nrole = \"read\"\nsha256 = \"{}\"\n\n",
+            hash_key(k)
+        ));
     }
     std::fs::write(path, text).unwrap();
     // Distinct modification times even on coarse-grained file systems.
@@ -497,7 +527,9 @@ async fn keys_rotate_and_revoke_without_restart() {
     let http = reqwest::Client::new();
     let status = |key: &'static str| {
         let (http, base) = (http.clone(), base.clone());
-        async move { http.get(format!("{base}/api/v1/analytics/tools?window=1h")).header("X-API-Key", key).send().await.unwrap().status().as_u16() }
+        async move {
+            http.get(format!("{base}/api/v1/analytics/tools?window=1h")).header("X-API-Key", key).send().await.unwrap().status().as_u16()
+        }
     };
     assert_eq!(status(old).await, 200);
     assert_eq!(status(new).await, 401);

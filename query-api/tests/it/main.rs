@@ -4,5 +4,5 @@
 mod abuse;
 mod analytics;
 mod common;
-mod usage;
 mod ui;
+mod usage;

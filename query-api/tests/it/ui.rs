@@ -37,9 +37,7 @@ fn chromium() -> PathBuf {
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
 /// Runs headless Chromium on `url` with `extra` flags (`--dump-dom` or
@@ -108,7 +106,13 @@ struct Fixture {
 
 fn tool_call(tenant: Uuid, at: DateTime<Utc>, f: &Fixture, i: usize, query: Uuid) -> ToolCallRow {
     let latency = [60.0, 80.0, 100.0, 120.0, 140.0, 160.0, 180.0, 200.0, 220.0, 240.0][i % 10];
-    let tool = if i < 6 { "search" } else if i < 9 { "fetch" } else { "write" };
+    let tool = if i < 6 {
+        "search"
+    } else if i < 9 {
+        "fetch"
+    } else {
+        "write"
+    };
     let (success, error_type) = match i {
         2 => (false, "timeout"),
         7 => (false, "upstream"),
@@ -126,8 +130,23 @@ fn tool_call(tenant: Uuid, at: DateTime<Utc>, f: &Fixture, i: usize, query: Uuid
         query_id: query,
         call_kind: "tool".into(),
         suggestions_count: 0,
-        server_id: f.servers[if i < 5 { 0 } else if i < 8 { 1 } else { 2 }],
-        server_name: format!("server-{}", if i < 5 { 0 } else if i < 8 { 1 } else { 2 }),
+        server_id: f.servers[if i < 5 {
+            0
+        } else if i < 8 {
+            1
+        } else {
+            2
+        }],
+        server_name: format!(
+            "server-{}",
+            if i < 5 {
+                0
+            } else if i < 8 {
+                1
+            } else {
+                2
+            }
+        ),
         server_instance_id: Uuid::nil(),
         tool_id: Uuid::nil(),
         tool_name: tool.into(),

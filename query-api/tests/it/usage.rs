@@ -98,14 +98,7 @@ impl Harness {
     }
 
     async fn check_text(&self, body: Value) -> String {
-        let resp = self
-            .http
-            .post(format!("{}/v1/usage/check", self.base))
-            .header("X-API-Key", ADMIN_A)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let resp = self.http.post(format!("{}/v1/usage/check", self.base)).header("X-API-Key", ADMIN_A).json(&body).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200);
         resp.text().await.unwrap()
     }
@@ -238,9 +231,16 @@ async fn limits_admin_api_versions_validates_and_walls_off_tenants() {
     for f in ["organization_id", "user_id", "subject", "anchor_day", "time_zone", "max_value", "soft_threshold"] {
         assert!(locs.iter().any(|l| l == f), "{f} not in {locs:?}");
     }
-    let (s, v) = h.put_limit(ADMIN_A, Uuid::new_v4(), json!({"subject": "tenant", "metric": "tokens", "period": "rolling_hours", "rolling_hours": 0, "max_value": 1})).await;
+    let (s, v) = h
+        .put_limit(
+            ADMIN_A,
+            Uuid::new_v4(),
+            json!({"subject": "tenant", "metric": "tokens", "period": "rolling_hours", "rolling_hours": 0, "max_value": 1}),
+        )
+        .await;
     assert_eq!((s, v["detail"][0]["loc"][1].clone()), (422, json!("rolling_hours")));
-    let (s, _) = h.put_limit(ADMIN_A, Uuid::new_v4(), json!({"subject": "tenant", "metric": "tokens", "period": "day", "max_value": 1.5})).await;
+    let (s, _) =
+        h.put_limit(ADMIN_A, Uuid::new_v4(), json!({"subject": "tenant", "metric": "tokens", "period": "day", "max_value": 1.5})).await;
     assert_eq!(s, 422);
 
     // Another tenant sees none of it and cannot change or delete it.
@@ -258,7 +258,12 @@ async fn limits_admin_api_versions_validates_and_walls_off_tenants() {
 
     // POST creates with a new id; list shows both of ours.
     let (s, _, v) = h
-        .send(reqwest::Method::POST, "/v1/limits", ADMIN_A, Some(json!({"subject": "tenant", "metric": "messages", "period": "day", "max_value": 10})))
+        .send(
+            reqwest::Method::POST,
+            "/v1/limits",
+            ADMIN_A,
+            Some(json!({"subject": "tenant", "metric": "messages", "period": "day", "max_value": 10})),
+        )
         .await;
     assert_eq!(s, 201, "{v}");
     let (_, _, v) = h.send(reqwest::Method::GET, "/v1/limits", ADMIN_A, None).await;
@@ -284,7 +289,11 @@ async fn check_flips_exactly_at_the_limit_and_ignores_non_billable() {
     let (t, org, user) = (h.tenant_a, Uuid::new_v4(), Uuid::new_v4());
     let now = Utc::now();
     let (s, v) = h
-        .put_limit(ADMIN_A, Uuid::new_v4(), json!({"subject": "organization", "organization_id": org, "metric": "tokens", "period": "month", "max_value": 1000}))
+        .put_limit(
+            ADMIN_A,
+            Uuid::new_v4(),
+            json!({"subject": "organization", "organization_id": org, "metric": "tokens", "period": "month", "max_value": 1000}),
+        )
         .await;
     assert_eq!(s, 201, "{v}");
     let mut rows = vec![Exec::new(t, org, user, now).tokens(600, 390).row()];
@@ -316,7 +325,11 @@ async fn check_flips_exactly_at_the_limit_and_ignores_non_billable() {
 
     // Money: exact decimals in and out.
     let (s, _) = h
-        .put_limit(ADMIN_A, Uuid::new_v4(), json!({"subject": "organization", "organization_id": org, "metric": "cost_usd", "period": "day", "max_value": "1.5"}))
+        .put_limit(
+            ADMIN_A,
+            Uuid::new_v4(),
+            json!({"subject": "organization", "organization_id": org, "metric": "cost_usd", "period": "day", "max_value": "1.5"}),
+        )
         .await;
     assert_eq!(s, 201);
     let mut e = Exec::new(t, org, user, now);
@@ -351,7 +364,10 @@ async fn user_org_and_tenant_limits_combine_strictest_wins() {
     // u1 asks 20: the user limit allows (80+20 <= 100), the org denies (140+20 > 150).
     let (v, _) = h.check(json!({"tokens": 20, "usage_type": "messages", "organization_id": org, "user_id": u1})).await;
     assert_eq!(v["allowed"], false, "{v}");
-    assert_eq!((v["limit"]["subject"].clone(), v["remaining"].clone(), v["current_usage"].clone()), (json!("organization"), json!(10), json!(140)));
+    assert_eq!(
+        (v["limit"]["subject"].clone(), v["remaining"].clone(), v["current_usage"].clone()),
+        (json!("organization"), json!(10), json!(140))
+    );
     let subjects: Vec<&str> = v["limits"].as_array().unwrap().iter().map(|l| l["subject"].as_str().unwrap()).collect();
     assert_eq!(subjects, ["organization", "user", "tenant"]);
     assert_eq!(v["limits"][1]["allowed"], true);
@@ -367,7 +383,10 @@ async fn user_org_and_tenant_limits_combine_strictest_wins() {
     assert_eq!(v["allowed"], false);
     // No limit on this metric: unlimited.
     let (v, _) = h.check(json!({"tokens": 5, "usage_type": "executions", "organization_id": org})).await;
-    assert_eq!((v["allowed"].clone(), v["max_limit"].clone(), v["remaining"].clone(), v["current_usage"].clone()), (json!(true), json!("unlimited"), json!("unlimited"), json!(2)));
+    assert_eq!(
+        (v["allowed"].clone(), v["max_limit"].clone(), v["remaining"].clone(), v["current_usage"].clone()),
+        (json!(true), json!("unlimited"), json!("unlimited"), json!(2))
+    );
 
     // The Genlobe current-usage shape.
     let (s, _, v) = h.send(reqwest::Method::GET, &format!("/v1/api/usage/current?organization_id={org}&user_id={u1}"), READ_A, None).await;
@@ -431,12 +450,17 @@ async fn concurrent_reservations_admit_exactly_the_budget() {
     let h = Harness::start("usage_reserve", None, &["--usage-reservation-ttl-ms", "15000"]).await;
     let (t, org, user) = (h.tenant_a, Uuid::new_v4(), Uuid::new_v4());
     let (s, _) = h
-        .put_limit(ADMIN_A, Uuid::new_v4(), json!({"subject": "user", "organization_id": org, "user_id": user, "metric": "executions", "period": "day", "max_value": 10}))
+        .put_limit(
+            ADMIN_A,
+            Uuid::new_v4(),
+            json!({"subject": "user", "organization_id": org, "user_id": user, "metric": "executions", "period": "day", "max_value": 10}),
+        )
         .await;
     assert_eq!(s, 201);
     let ids: Vec<Uuid> = (0..100).map(|_| Uuid::new_v4()).collect();
     let results = futures::future::join_all(ids.iter().map(|id| {
-        let body = json!({"tokens": 1, "usage_type": "executions", "organization_id": org, "user_id": user, "reserve": true, "execution_id": id});
+        let body =
+            json!({"tokens": 1, "usage_type": "executions", "organization_id": org, "user_id": user, "reserve": true, "execution_id": id});
         let h = &h;
         async move { (*id, h.check(body).await.0) }
     }))
@@ -508,11 +532,16 @@ async fn organization_usage_aggregate_and_org_check() {
     assert_eq!(v["input_tokens_count"], 100);
     assert_eq!(v["output_tokens_count"], 50);
     assert_eq!(v["cost_usd"], "12.345600");
-    let (s, _, v) = h.send(reqwest::Method::GET, &format!("/v1/organizations/{org}/usage?period_start=2020-01-01T00:00:00Z"), READ_A, None).await;
+    let (s, _, v) =
+        h.send(reqwest::Method::GET, &format!("/v1/organizations/{org}/usage?period_start=2020-01-01T00:00:00Z"), READ_A, None).await;
     assert_eq!(s, 422, "{v}");
 
     let (s, _) = h
-        .put_limit(ADMIN_A, Uuid::new_v4(), json!({"subject": "organization", "organization_id": org, "metric": "tokens", "period": "month", "max_value": 200}))
+        .put_limit(
+            ADMIN_A,
+            Uuid::new_v4(),
+            json!({"subject": "organization", "organization_id": org, "metric": "tokens", "period": "month", "max_value": 200}),
+        )
         .await;
     assert_eq!(s, 201);
     h.wait_usage(json!({"tokens": 1, "organization_id": org}), json!(150)).await;

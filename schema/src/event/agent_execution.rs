@@ -89,8 +89,9 @@ pub fn parse_agent_execution(bytes: &[u8], now: DateTime<Utc>) -> Result<AgentEx
         .ok_or_else(|| Rejection::new(RejectionKind::InvalidValue, "output_tokens", "input_tokens + output_tokens overflows"))?;
     let total_tokens = f.opt_count("total_tokens")?.unwrap_or(sum);
     let messages_count = match f.opt_count("messages_count")? {
-        Some(n) => u32::try_from(n)
-            .map_err(|_| Rejection::new(RejectionKind::InvalidValue, "messages_count", "is larger than 4294967295"))?,
+        Some(n) => {
+            u32::try_from(n).map_err(|_| Rejection::new(RejectionKind::InvalidValue, "messages_count", "is larger than 4294967295"))?
+        }
         None => 1,
     };
     Ok(AgentExecutionEvent {
@@ -119,9 +120,7 @@ pub fn parse_agent_execution(bytes: &[u8], now: DateTime<Utc>) -> Result<AgentEx
         cost_usd: f.opt_money("cost_usd")?.unwrap_or_default(),
         messages_count,
         duration_ms: f.opt_non_negative("duration_ms")?,
-        status: f
-            .opt_vocabulary("status", ExecutionStatus::parse, &ExecutionStatus::expected())?
-            .unwrap_or(ExecutionStatus::Success),
+        status: f.opt_vocabulary("status", ExecutionStatus::parse, &ExecutionStatus::expected())?.unwrap_or(ExecutionStatus::Success),
         error_type: f.opt_vocabulary("error_type", ErrorType::parse, &ErrorType::expected())?,
         error_message: f.opt_string("error_message", MAX_MESSAGE_BYTES)?,
     })

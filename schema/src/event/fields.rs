@@ -49,11 +49,7 @@ impl Fields {
         }
         match serde_json::from_slice::<Value>(bytes) {
             Ok(Value::Object(map)) => Ok(Self { map }),
-            Ok(other) => Err(Rejection::new(
-                RejectionKind::InvalidJson,
-                "",
-                format!("expected a JSON object, got {}", json_type(&other)),
-            )),
+            Ok(other) => Err(Rejection::new(RejectionKind::InvalidJson, "", format!("expected a JSON object, got {}", json_type(&other)))),
             Err(e) => Err(Rejection::new(RejectionKind::InvalidJson, "", format!("not valid JSON: {e}"))),
         }
     }
@@ -63,8 +59,7 @@ impl Fields {
     }
 
     fn required<'a>(&'a self, field: &str) -> Result<&'a Value> {
-        self.get(field)
-            .ok_or_else(|| Rejection::new(RejectionKind::MissingField, field, "required field is missing"))
+        self.get(field).ok_or_else(|| Rejection::new(RejectionKind::MissingField, field, "required field is missing"))
     }
 
     pub fn uuid(&self, field: &str) -> Result<Uuid> {
@@ -129,11 +124,11 @@ impl Fields {
     pub fn opt_money(&self, field: &str) -> Result<Option<Decimal>> {
         let Some(v) = self.get(field) else { return Ok(None) };
         let amount = match v {
-            Value::String(s) => Decimal::from_str(s.trim())
-                .map_err(|_| invalid(field, format!("`{s}` is not a decimal number")))?,
+            Value::String(s) => Decimal::from_str(s.trim()).map_err(|_| invalid(field, format!("`{s}` is not a decimal number")))?,
             Value::Number(n) => {
                 let f = n.as_f64().filter(|f| f.is_finite()).ok_or_else(|| invalid(field, "not a finite number"))?;
-                Decimal::from_str(&format!("{f}")).or_else(|_| Decimal::from_scientific(&format!("{f:e}")))
+                Decimal::from_str(&format!("{f}"))
+                    .or_else(|_| Decimal::from_scientific(&format!("{f:e}")))
                     .map_err(|_| invalid(field, format!("{n} cannot be represented as a decimal")))?
             }
             other => return Err(wrong_type(field, "a decimal string or number", other)),
@@ -160,9 +155,7 @@ impl Fields {
                 .map_err(|e| invalid(field, format!("`{s}` is not an RFC 3339 timestamp with offset: {e}")))?
                 .with_timezone(&Utc),
             Value::Number(n) => {
-                let ms = n
-                    .as_i64()
-                    .ok_or_else(|| invalid(field, format!("epoch milliseconds must be an integer, got {n}")))?;
+                let ms = n.as_i64().ok_or_else(|| invalid(field, format!("epoch milliseconds must be an integer, got {n}")))?;
                 Utc.timestamp_millis_opt(ms).single().ok_or_else(|| invalid(field, "epoch milliseconds out of range"))?
             }
             other => return Err(wrong_type(field, "an RFC 3339 string or epoch milliseconds", other)),
@@ -187,9 +180,7 @@ fn parse_uuid(field: &str, v: &Value) -> Result<Uuid> {
 
 fn parse_string(field: &str, v: &Value, max_bytes: usize) -> Result<String> {
     match v {
-        Value::String(s) if s.len() > max_bytes => {
-            Err(invalid(field, format!("is {} bytes long, the limit is {max_bytes}", s.len())))
-        }
+        Value::String(s) if s.len() > max_bytes => Err(invalid(field, format!("is {} bytes long, the limit is {max_bytes}", s.len()))),
         Value::String(s) => Ok(s.clone()),
         other => Err(wrong_type(field, "a string", other)),
     }

@@ -63,8 +63,15 @@ pub fn json_schemas() -> Vec<(&'static str, String)> {
             render(
                 schemars::schema_for!(AgentExecutionEvent),
                 &[
-                    "execution_id", "execution_kind", "billable", "input_tokens", "output_tokens", "total_tokens",
-                    "cost_usd", "messages_count", "status",
+                    "execution_id",
+                    "execution_kind",
+                    "billable",
+                    "input_tokens",
+                    "output_tokens",
+                    "total_tokens",
+                    "cost_usd",
+                    "messages_count",
+                    "status",
                 ],
             ),
         ),

@@ -31,8 +31,7 @@ impl RejectionKind {
     }
 
     /// Every kind, for pre-registering metric label values.
-    pub const ALL: [RejectionKind; 5] =
-        [Self::InvalidJson, Self::MissingField, Self::WrongType, Self::InvalidValue, Self::TooLarge];
+    pub const ALL: [RejectionKind; 5] = [Self::InvalidJson, Self::MissingField, Self::WrongType, Self::InvalidValue, Self::TooLarge];
 }
 
 /// A refused event: which field (empty when the whole message is at fault),

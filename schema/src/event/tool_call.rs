@@ -74,9 +74,10 @@ pub struct ToolCallEvent {
 pub fn parse_tool_call(bytes: &[u8], now: DateTime<Utc>) -> Result<ToolCallEvent, Rejection> {
     let f = Fields::parse(bytes)?;
     let suggestions_count = match f.opt_count("suggestions_count")? {
-        Some(n) => Some(u32::try_from(n).map_err(|_| {
-            Rejection::new(super::RejectionKind::InvalidValue, "suggestions_count", "is larger than 4294967295")
-        })?),
+        Some(n) => Some(
+            u32::try_from(n)
+                .map_err(|_| Rejection::new(super::RejectionKind::InvalidValue, "suggestions_count", "is larger than 4294967295"))?,
+        ),
         None => None,
     };
     Ok(ToolCallEvent {

@@ -168,10 +168,7 @@ pub async fn migrate(server: &Client, database: &str) -> anyhow::Result<MigrateR
             continue;
         }
         for (i, sql) in m.statements().iter().enumerate() {
-            db.query(sql)
-                .execute()
-                .await
-                .with_context(|| format!("migration {:04} {} statement {}", m.version(), m.name(), i + 1))?;
+            db.query(sql).execute().await.with_context(|| format!("migration {:04} {} statement {}", m.version(), m.name(), i + 1))?;
         }
         for b in m.backfills() {
             run_backfill(&db, &b).await.with_context(|| format!("migration {:04} {}", m.version(), m.name()))?;

@@ -1,7 +1,7 @@
 //! The parser accepts what the contract allows, refuses everything else with
 //! the field and the kind of problem, and never panics.
 
-use agentmeter_schema::event::{CallKind, ExecutionKind, ExecutionStatus, ErrorType, MAX_EVENT_BYTES};
+use agentmeter_schema::event::{CallKind, ErrorType, ExecutionKind, ExecutionStatus, MAX_EVENT_BYTES};
 use agentmeter_schema::{parse_agent_execution, parse_tool_call, AgentExecutionEvent, RejectionKind, ToolCallEvent};
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
@@ -173,7 +173,15 @@ fn any_ms() -> impl Strategy<Value = f64> {
 fn tool_call_strategy() -> impl Strategy<Value = ToolCallEvent> {
     (
         (any_uuid(), any_time(), any_uuid(), opt(any_uuid()), opt(any_uuid()), opt(any_uuid()), opt(any_name())),
-        (opt(any_uuid()), proptest::sample::select(CallKind::ALL), opt(any::<u32>()), opt(any_uuid()), opt(any_name()), opt(any_uuid()), opt(any_uuid())),
+        (
+            opt(any_uuid()),
+            proptest::sample::select(CallKind::ALL),
+            opt(any::<u32>()),
+            opt(any_uuid()),
+            opt(any_name()),
+            opt(any_uuid()),
+            opt(any_uuid()),
+        ),
         (any_name(), opt(any_uuid()), opt(any_name()), opt(any_uuid()), opt(any_uuid()), opt(any_uuid())),
         (any_ms(), opt(any_ms()), any::<bool>(), opt(proptest::sample::select(ErrorType::ALL)), opt(any_name())),
     )
@@ -209,9 +217,25 @@ fn tool_call_strategy() -> impl Strategy<Value = ToolCallEvent> {
 fn execution_strategy() -> impl Strategy<Value = AgentExecutionEvent> {
     (
         (any_uuid(), any_time(), any_uuid(), any_uuid(), proptest::sample::select(ExecutionKind::ALL), any::<bool>()),
-        (opt(any_uuid()), opt(any_uuid()), opt(any_uuid()), opt(any_uuid()), opt(any_uuid()), opt(any_uuid()), opt(any_uuid()), opt(any_uuid())),
+        (
+            opt(any_uuid()),
+            opt(any_uuid()),
+            opt(any_uuid()),
+            opt(any_uuid()),
+            opt(any_uuid()),
+            opt(any_uuid()),
+            opt(any_uuid()),
+            opt(any_uuid()),
+        ),
         (opt(any_uuid()), opt(any_name()), opt(any_name()), 0u64..1u64 << 40, 0u64..1u64 << 40, 0u64..1u64 << 41),
-        (0i64..999_999_999_999_999_999i64, any::<u32>(), opt(any_ms()), proptest::sample::select(ExecutionStatus::ALL), opt(proptest::sample::select(ErrorType::ALL)), opt(any_name())),
+        (
+            0i64..999_999_999_999_999_999i64,
+            any::<u32>(),
+            opt(any_ms()),
+            proptest::sample::select(ExecutionStatus::ALL),
+            opt(proptest::sample::select(ErrorType::ALL)),
+            opt(any_name()),
+        ),
     )
         .prop_map(|(a, b, c, d)| AgentExecutionEvent {
             event_id: a.0,

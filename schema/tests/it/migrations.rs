@@ -71,13 +71,9 @@ async fn concurrent_migrations_leave_one_schema() {
     b.unwrap();
     let reference = clickhouse(&unique_db("reference"));
     migrations::migrate(&reference.server_client(), &reference.database).await.unwrap();
-    let strip = |rows: Vec<(String, String, String)>, db: &str| {
-        rows.into_iter().map(|(n, e, q)| (n, e, q.replace(db, "DB"))).collect::<Vec<_>>()
-    };
-    assert_eq!(
-        strip(schema_of(&ch.client()).await, &ch.database),
-        strip(schema_of(&reference.client()).await, &reference.database)
-    );
+    let strip =
+        |rows: Vec<(String, String, String)>, db: &str| rows.into_iter().map(|(n, e, q)| (n, e, q.replace(db, "DB"))).collect::<Vec<_>>();
+    assert_eq!(strip(schema_of(&ch.client()).await, &ch.database), strip(schema_of(&reference.client()).await, &reference.database));
     let recorded: u64 = ch.client().query("SELECT count() FROM schema_migrations FINAL").fetch_one().await.unwrap();
     assert_eq!(recorded, migrations::all().len() as u64);
     drop_db(&ch).await;

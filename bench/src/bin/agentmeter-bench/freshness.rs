@@ -206,7 +206,8 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
 
     let check_ms = check_ms?;
     let (p50, p90, p99, max) = (percentile(&ms, 50.0), percentile(&ms, 90.0), percentile(&ms, 99.0), percentile(&ms, 100.0));
-    let (c50, c90, c99, cmax) = (percentile(&check_ms, 50.0), percentile(&check_ms, 90.0), percentile(&check_ms, 99.0), percentile(&check_ms, 100.0));
+    let (c50, c90, c99, cmax) =
+        (percentile(&check_ms, 50.0), percentile(&check_ms, 90.0), percentile(&check_ms, 99.0), percentile(&check_ms, 100.0));
     let met_analytics = failures.is_empty() && p99 < 3000.0;
     let met_check = c99 < 3000.0;
     let met = met_analytics && met_check;
@@ -250,7 +251,14 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
 }
 
 /// Produces one marker and polls the API until it is counted; milliseconds.
-async fn sample(producer: FutureProducer, http: reqwest::Client, base: String, topic: String, marker: String, poll_ms: u64) -> anyhow::Result<f64> {
+async fn sample(
+    producer: FutureProducer,
+    http: reqwest::Client,
+    base: String,
+    topic: String,
+    marker: String,
+    poll_ms: u64,
+) -> anyhow::Result<f64> {
     let id = uuid::Uuid::new_v4();
     let payload = json!({
         "event_id": id, "occurred_at": chrono::Utc::now().timestamp_millis(), "tenant_id": TENANT_A,
@@ -277,10 +285,18 @@ async fn sample(producer: FutureProducer, http: reqwest::Client, base: String, t
 /// Sets a limit on a fresh organization, then produces `n` billable agent
 /// executions for it one after the other, each timed until the check's
 /// `current_usage` counts it; milliseconds.
-async fn check_samples(producer: &FutureProducer, http: &reqwest::Client, base: &str, topic: &str, n: usize, poll_ms: u64) -> anyhow::Result<Vec<f64>> {
+async fn check_samples(
+    producer: &FutureProducer,
+    http: &reqwest::Client,
+    base: &str,
+    topic: &str,
+    n: usize,
+    poll_ms: u64,
+) -> anyhow::Result<Vec<f64>> {
     let org = uuid::Uuid::new_v4();
     let limit = json!({"subject": "organization", "organization_id": org, "metric": "executions", "period": "rolling_hours", "rolling_hours": 1, "max_value": 1_000_000});
-    let resp = http.put(format!("{base}/v1/limits/{}", uuid::Uuid::new_v4())).header("X-API-Key", "am_dev_admin").json(&limit).send().await?;
+    let resp =
+        http.put(format!("{base}/v1/limits/{}", uuid::Uuid::new_v4())).header("X-API-Key", "am_dev_admin").json(&limit).send().await?;
     anyhow::ensure!(resp.status().is_success(), "setting the limit: {} {}", resp.status(), resp.text().await.unwrap_or_default());
     let check = json!({"tokens": 1, "usage_type": "executions", "organization_id": org});
     let mut out = Vec::with_capacity(n);
@@ -299,7 +315,14 @@ async fn check_samples(producer: &FutureProducer, http: &reqwest::Client, base: 
             .await
             .map_err(|(e, _)| anyhow::anyhow!("produce: {e}"))?;
         loop {
-            let v: Value = http.post(format!("{base}/v1/usage/check")).header("X-API-Key", "am_dev_tenant_a").json(&check).send().await?.json().await?;
+            let v: Value = http
+                .post(format!("{base}/v1/usage/check"))
+                .header("X-API-Key", "am_dev_tenant_a")
+                .json(&check)
+                .send()
+                .await?
+                .json()
+                .await?;
             if v["current_usage"].as_u64() >= Some(k) {
                 out.push(started.elapsed().as_secs_f64() * 1000.0);
                 break;

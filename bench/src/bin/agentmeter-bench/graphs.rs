@@ -119,8 +119,10 @@ struct Graph {
 /// The graphs, resolved like the API resolves `window`/`frequency` at `now`.
 fn graphs(now: DateTime<Utc>) -> anyhow::Result<Vec<Graph>> {
     let series = |name, window: &str, frequency: &str, need, api_path| -> anyhow::Result<Graph> {
-        let range = TimeRange::resolve(Span::parse_window(window).map_err(anyhow::Error::msg)?, None, None, now, Tz::UTC).map_err(anyhow::Error::msg)?;
-        let buckets = Buckets::plan(range, Span::parse_frequency(frequency).map_err(anyhow::Error::msg)?, Tz::UTC, 5000).map_err(anyhow::Error::msg)?;
+        let range = TimeRange::resolve(Span::parse_window(window).map_err(anyhow::Error::msg)?, None, None, now, Tz::UTC)
+            .map_err(anyhow::Error::msg)?;
+        let buckets = Buckets::plan(range, Span::parse_frequency(frequency).map_err(anyhow::Error::msg)?, Tz::UTC, 5000)
+            .map_err(anyhow::Error::msg)?;
         // As the API: the range starts at the first bucket so each is whole.
         let range = TimeRange { start: buckets.first_start(), end: range.end };
         let (index, index_params) = buckets.index_sql("occurred_at");
@@ -136,7 +138,8 @@ fn graphs(now: DateTime<Utc>) -> anyhow::Result<Vec<Graph>> {
             api_path,
         })
     };
-    let week = TimeRange::resolve(Span::parse_window("7d").map_err(anyhow::Error::msg)?, None, None, now, Tz::UTC).map_err(anyhow::Error::msg)?;
+    let week =
+        TimeRange::resolve(Span::parse_window("7d").map_err(anyhow::Error::msg)?, None, None, now, Tz::UTC).map_err(anyhow::Error::msg)?;
     Ok(vec![
         series("tool calls per day, 30 d", "30d", "1d", Need::COUNTS, "/api/v1/analytics/tool-calls-processed-graph?window=30d&frequency=1d")?,
         series("error rate per day, 30 d", "30d", "1d", Need::COUNTS, "/api/v1/analytics/error-rate-graph?window=30d&frequency=1d")?,
@@ -385,7 +388,18 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         let met_speedup = speedup >= 10.0;
         all_met &= met_p95 && met_speedup;
         let f = |v: f64| if v.is_nan() { "-".to_string() } else { format!("{v:.1}") };
-        rows.push(vec![g.name.into(), f(r50), f(r95), f(w50), f(w95), format!("{speedup:.1}x"), f(a50), f(a95), report::met(met_p95), report::met(met_speedup)]);
+        rows.push(vec![
+            g.name.into(),
+            f(r50),
+            f(r95),
+            f(w50),
+            f(w95),
+            format!("{speedup:.1}x"),
+            f(a50),
+            f(a95),
+            report::met(met_p95),
+            report::met(met_speedup),
+        ]);
         results.push(json!({
             "graph": g.name,
             "tool_calls_in_answer": calls,
@@ -438,7 +452,13 @@ async fn load(client: &Client, o: &Opts, now: DateTime<Utc>) -> anyhow::Result<(
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<ToolCallRow>>(2);
     let (events, seed, days, batch) = (o.events, o.seed, o.days, o.load_batch_rows);
     let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let mut generator = Generator::new(Settings { seed, tenants: vec![TENANT_A], duplicate_ratio: 0.0, bad_ratio: 0.0, backfill_hours: f64::from(days) * 24.0 });
+        let mut generator = Generator::new(Settings {
+            seed,
+            tenants: vec![TENANT_A],
+            duplicate_ratio: 0.0,
+            bad_ratio: 0.0,
+            backfill_hours: f64::from(days) * 24.0,
+        });
         let mut left = events;
         while left > 0 {
             let n = (batch as u64).min(left) as usize;

@@ -110,10 +110,25 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
 
     report::table(&[
         vec!["measure".into(), "events/s".into(), "seconds".into(), "note".into()],
-        vec!["(a) raw consume".into(), format!("{consume_rate:.0}"), format!("{:.2}", consumed.seconds), format!("{} MiB payload", consumed.bytes / (1 << 20))],
-        vec!["(b) raw insert".into(), format!("{insert_rate:.0}"), format!("{:.2}", insert.seconds), format!("{} inserts of <= {} rows", insert.inserts, o.batch_rows)],
+        vec![
+            "(a) raw consume".into(),
+            format!("{consume_rate:.0}"),
+            format!("{:.2}", consumed.seconds),
+            format!("{} MiB payload", consumed.bytes / (1 << 20)),
+        ],
+        vec![
+            "(b) raw insert".into(),
+            format!("{insert_rate:.0}"),
+            format!("{:.2}", insert.seconds),
+            format!("{} inserts of <= {} rows", insert.inserts, o.batch_rows),
+        ],
         vec!["ceiling min(a,b)".into(), format!("{ceiling:.0}"), "".into(), limited_by.into()],
-        vec!["(c) agentmeter-ingest".into(), format!("{ingest_rate:.0}"), format!("{:.2}", worker.seconds), format!("{:.1} CPU s / 100k events", cpu_per_100k)],
+        vec![
+            "(c) agentmeter-ingest".into(),
+            format!("{ingest_rate:.0}"),
+            format!("{:.2}", worker.seconds),
+            format!("{:.1} CPU s / 100k events", cpu_per_100k),
+        ],
     ]);
     println!();
     report::table(&[
@@ -197,7 +212,10 @@ async fn raw_insert(client: &Client, events: u64, settings: Settings, batch_rows
         }
         done += n;
         let started = Instant::now();
-        let (a, b) = tokio::try_join!(insert_all(&client, "tool_calls", &calls, batch_rows), insert_all(&client, "agent_executions", &execs, batch_rows))?;
+        let (a, b) = tokio::try_join!(
+            insert_all(&client, "tool_calls", &calls, batch_rows),
+            insert_all(&client, "agent_executions", &execs, batch_rows)
+        )?;
         out.seconds += started.elapsed().as_secs_f64();
         out.inserts += a + b;
     }
@@ -243,11 +261,21 @@ async fn metric(http: &reqwest::Client, url: &str, name: &str) -> Option<f64> {
 }
 
 async fn visible(client: &Client) -> anyhow::Result<u64> {
-    Ok(client.query("SELECT toUInt64(sum(c)) FROM (SELECT count() AS c FROM tool_calls UNION ALL SELECT count() AS c FROM agent_executions)").fetch_one::<u64>().await?)
+    Ok(client
+        .query("SELECT toUInt64(sum(c)) FROM (SELECT count() AS c FROM tool_calls UNION ALL SELECT count() AS c FROM agent_executions)")
+        .fetch_one::<u64>()
+        .await?)
 }
 
 /// Starts the worker on the pre-loaded topics and times it.
-async fn run_worker(common: &Common, ch: &ClickHouseArgs, topics: &Topics, o: &Opts, expected: u64, timeout: Duration) -> anyhow::Result<WorkerRun> {
+async fn run_worker(
+    common: &Common,
+    ch: &ClickHouseArgs,
+    topics: &Topics,
+    o: &Opts,
+    expected: u64,
+    timeout: Duration,
+) -> anyhow::Result<WorkerRun> {
     let port = process::free_port()?;
     let mut cmd = Command::new(format!("{}/agentmeter-ingest", common.bin_dir));
     cmd.env("AGENTMETER_KAFKA_BROKERS", &common.kafka_brokers)
@@ -312,4 +340,3 @@ async fn exact_counts(client: &Client) -> anyhow::Result<(u64, u64, u64, u64)> {
         .fetch_one::<(u64, u64, u64, u64)>()
         .await?)
 }
-

@@ -124,7 +124,8 @@ async fn every_endpoint_matches_the_events() {
         assert_eq!(d[format!("{k}_count")], kinds.get(k).copied().unwrap_or(0), "{k}");
     }
     let nav = &a.navs[1];
-    let body = app.ok(KEY_A, &format!("/api/v1/analytics/proxy-tools/suggest-tools?window=1mon&navigator_instance_id={}", nav.instance)).await;
+    let body =
+        app.ok(KEY_A, &format!("/api/v1/analytics/proxy-tools/suggest-tools?window=1mon&navigator_instance_id={}", nav.instance)).await;
     assert_valid("ProxyToolSuggestionsResponse", &body);
     let d = &body["data"];
     let (from, to) = range_of(d);
@@ -236,7 +237,12 @@ async fn every_endpoint_matches_the_events() {
         assert_eq!(n, by_type[t], "{t}");
         let pts = s["time_series_data"].as_array().unwrap();
         for (p, (bs, be)) in pts.iter().zip(bucket_ranges(pts, to)) {
-            let want = failed.iter().filter(|r| r.occurred_at >= bs && r.occurred_at < be && (if t == "other" { r.error_type.is_empty() } else { r.error_type == t })).count() as u64;
+            let want = failed
+                .iter()
+                .filter(|r| {
+                    r.occurred_at >= bs && r.occurred_at < be && (if t == "other" { r.error_type.is_empty() } else { r.error_type == t })
+                })
+                .count() as u64;
             assert_eq!(p["value"], want);
             assert_eq!(p["labels"]["error_type"], t);
         }
@@ -248,12 +254,19 @@ async fn every_endpoint_matches_the_events() {
     let items = body["data"].as_array().unwrap();
     // Connections echo no range; the window is 24h ending now (events keep 10 min away from the edges).
     let recent = select(rows, now - chrono::Duration::hours(24), now + chrono::Duration::minutes(5), Kinds::Tool, &none);
-    let pairs = count_by(&recent, |r| (!r.navigator_instance_id.is_nil() && !r.tool_id.is_nil()).then(|| (r.navigator_instance_id.to_string(), r.tool_id.to_string())));
+    let pairs = count_by(&recent, |r| {
+        (!r.navigator_instance_id.is_nil() && !r.tool_id.is_nil()).then(|| (r.navigator_instance_id.to_string(), r.tool_id.to_string()))
+    });
     assert_eq!(items.len(), pairs.len());
     for it in items {
         let key = (it["navigator_instance_id"].as_str().unwrap().to_owned(), it["tool_id"].as_str().unwrap().to_owned());
         assert_eq!(it["usage_count"], pairs[&key]);
-        let last = recent.iter().filter(|r| r.navigator_instance_id.to_string() == key.0 && r.tool_id.to_string() == key.1).map(|r| r.occurred_at).max().unwrap();
+        let last = recent
+            .iter()
+            .filter(|r| r.navigator_instance_id.to_string() == key.0 && r.tool_id.to_string() == key.1)
+            .map(|r| r.occurred_at)
+            .max()
+            .unwrap();
         assert_eq!(time_of(it, "last_used").timestamp(), last.timestamp());
         assert_eq!(it["connection_status"], "active");
         assert_eq!(it["window"], "24h");
@@ -277,11 +290,23 @@ async fn every_endpoint_matches_the_events() {
     let by_server = count_by(&select(rows, from, to, Kinds::Tool, &none), |r| (!r.server_name.is_empty()).then(|| r.server_name.clone()));
     let mut want: Vec<(String, u64)> = by_server.into_iter().collect();
     want.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
-    let got: Vec<(String, u64)> = d["servers"].as_array().unwrap().iter().map(|s| (s["server_name"].as_str().unwrap().to_owned(), s["tool_count"].as_u64().unwrap())).collect();
+    let got: Vec<(String, u64)> = d["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["server_name"].as_str().unwrap().to_owned(), s["tool_count"].as_u64().unwrap()))
+        .collect();
     assert_eq!(got, want);
 
     for (path, schema, map_key, list_key, id_key, key) in [
-        ("top-servers", "TopServersActivityResponse", "server_count", "servers", "server_id", (|r: &agentmeter_schema::rows::ToolCallRow| r.server_id) as fn(&agentmeter_schema::rows::ToolCallRow) -> uuid::Uuid),
+        (
+            "top-servers",
+            "TopServersActivityResponse",
+            "server_count",
+            "servers",
+            "server_id",
+            (|r: &agentmeter_schema::rows::ToolCallRow| r.server_id) as fn(&agentmeter_schema::rows::ToolCallRow) -> uuid::Uuid,
+        ),
         ("top-projects", "TopProjectsActivityResponse", "project_count", "projects", "project_id", |r| r.project_id),
         ("top-navigators", "TopNavigatorsActivityResponse", "navigator_count", "navigators", "navigator_id", |r| r.navigator_id),
     ] {
@@ -296,7 +321,12 @@ async fn every_endpoint_matches_the_events() {
             let mut want: Vec<(String, u64)> = counts.into_iter().filter(|x| x.1 > 0).collect();
             want.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
             want.truncate(2);
-            let got: Vec<(String, u64)> = d[m][list_key].as_array().unwrap().iter().map(|s| (s[id_key].as_str().unwrap().to_owned(), s["count"].as_u64().unwrap())).collect();
+            let got: Vec<(String, u64)> = d[m][list_key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| (s[id_key].as_str().unwrap().to_owned(), s["count"].as_u64().unwrap()))
+                .collect();
             assert_eq!(got, want, "{path} {m}");
             assert_eq!(d[m][map_key], want.len());
         }
@@ -309,7 +339,12 @@ async fn every_endpoint_matches_the_events() {
     let by_user = count_by(&select(rows, from, to, Kinds::Tool, &none), |r| (!r.user_email.is_empty()).then(|| r.user_email.clone()));
     let mut want: Vec<(String, u64)> = by_user.into_iter().collect();
     want.sort_by(|x, y| x.1.cmp(&y.1).then(x.0.cmp(&y.0)));
-    let got: Vec<(String, u64)> = d["users"].as_array().unwrap().iter().map(|s| (s["user_email"].as_str().unwrap().to_owned(), s["tool_count"].as_u64().unwrap())).collect();
+    let got: Vec<(String, u64)> = d["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["user_email"].as_str().unwrap().to_owned(), s["tool_count"].as_u64().unwrap()))
+        .collect();
     assert_eq!(got, want);
     assert_eq!(d["total_count"], want.len());
 
@@ -319,7 +354,10 @@ async fn every_endpoint_matches_the_events() {
     assert_valid("UserbaseSummaryResponse", &body);
     let d = &body["data"];
     let in_project: Vec<_> = rows.iter().filter(|r| r.project_id == project && !r.user_token_id.is_nil()).collect();
-    let distinct = |since: DateTime<Utc>| in_project.iter().filter(|r| r.occurred_at >= since).map(|r| r.user_token_id).collect::<std::collections::BTreeSet<_>>().len() as u64;
+    let distinct = |since: DateTime<Utc>| {
+        in_project.iter().filter(|r| r.occurred_at >= since).map(|r| r.user_token_id).collect::<std::collections::BTreeSet<_>>().len()
+            as u64
+    };
     let calc = time_of(d, "calculated_at");
     let total = distinct(calc - chrono::Duration::days(400));
     assert_eq!(d["total_users"], total);
@@ -330,7 +368,12 @@ async fn every_endpoint_matches_the_events() {
     assert_eq!(wau.len(), 8);
     for (p, (s, e)) in wau.iter().zip(bucket_ranges(wau, now + chrono::Duration::minutes(1))) {
         assert_eq!(chrono::Datelike::weekday(&s), chrono::Weekday::Mon);
-        let n = in_project.iter().filter(|r| r.occurred_at >= s && r.occurred_at < e).map(|r| r.user_token_id).collect::<std::collections::BTreeSet<_>>().len() as u64;
+        let n = in_project
+            .iter()
+            .filter(|r| r.occurred_at >= s && r.occurred_at < e)
+            .map(|r| r.user_token_id)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as u64;
         assert_eq!(p["value"], n, "week {s}");
     }
 
@@ -348,10 +391,20 @@ async fn every_endpoint_matches_the_events() {
     assert_eq!(d["total_queries"], f.queries);
     assert_eq!(d["error_rate_data"]["total_errors"], f.errors);
     let tools = count_by(&sel, |r| Some(r.tool_name.clone()));
-    let got: BTreeMap<String, u64> = d["top_tools"].as_array().unwrap().iter().map(|t| (t["tool_name"].as_str().unwrap().to_owned(), t["call_count"].as_u64().unwrap())).collect();
+    let got: BTreeMap<String, u64> = d["top_tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["tool_name"].as_str().unwrap().to_owned(), t["call_count"].as_u64().unwrap()))
+        .collect();
     assert_eq!(got, tools);
     let navs = count_by(&sel, |r| Some(r.navigator_instance_id.to_string()));
-    let got: BTreeMap<String, u64> = d["top_navigators"].as_array().unwrap().iter().map(|t| (t["navigator_instance_id"].as_str().unwrap().to_owned(), t["tool_count"].as_u64().unwrap())).collect();
+    let got: BTreeMap<String, u64> = d["top_navigators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["navigator_instance_id"].as_str().unwrap().to_owned(), t["tool_count"].as_u64().unwrap()))
+        .collect();
     assert_eq!(got, navs);
     let tl = d["tool_calls_timeline"].as_array().unwrap();
     let first = time_of(&tl[0], "timestamp");

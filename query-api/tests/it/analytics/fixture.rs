@@ -104,7 +104,12 @@ impl World {
         let mut rng = Rng::new(seed);
         let projects = vec![Uuid::new_v4(), Uuid::new_v4()];
         let navs: Vec<Nav> = (0..3)
-            .map(|i| Nav { instance: Uuid::new_v4(), navigator_id: Uuid::new_v4(), project: projects[i % 2], name: format!("{label}-navigator-{i}") })
+            .map(|i| Nav {
+                instance: Uuid::new_v4(),
+                navigator_id: Uuid::new_v4(),
+                project: projects[i % 2],
+                name: format!("{label}-navigator-{i}"),
+            })
             .collect();
         let servers: Vec<(Uuid, Uuid, String)> = (0..3).map(|i| (Uuid::new_v4(), Uuid::new_v4(), format!("{label}-server-{i}"))).collect();
         let tool_names = ["search", "create_issue", "read_file", &format!("{label}_only_tool"), "send_mail"];
@@ -285,10 +290,18 @@ impl Figures {
         }
     }
     pub fn avg_latency_s(&self) -> f64 {
-        if self.calls == 0 { 0.0 } else { self.latency_sum_ms / self.calls as f64 / 1000.0 }
+        if self.calls == 0 {
+            0.0
+        } else {
+            self.latency_sum_ms / self.calls as f64 / 1000.0
+        }
     }
     pub fn avg_runtime_s(&self) -> f64 {
-        if self.runtime_count == 0 { 0.0 } else { self.runtime_sum_ms / self.runtime_count as f64 / 1000.0 }
+        if self.runtime_count == 0 {
+            0.0
+        } else {
+            self.runtime_sum_ms / self.runtime_count as f64 / 1000.0
+        }
     }
     /// Exact percentile (nearest rank) in ms.
     pub fn pct_ms(&self, q: f64) -> f64 {

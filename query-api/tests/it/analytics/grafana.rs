@@ -47,7 +47,8 @@ async fn timeseries_metrics_group_by_and_formats() {
     assert_eq!(body["open_bucket"], pts.last().unwrap().0);
 
     // max_points picks a step; group_by keeps the top N and sums the rest.
-    let body = app.ok(KEY_A, &format!("/api/v1/query/timeseries?metric=tool_calls&from={from}&to={to}&max_points=10&group_by=tool&top=2")).await;
+    let body =
+        app.ok(KEY_A, &format!("/api/v1/query/timeseries?metric=tool_calls&from={from}&to={to}&max_points=10&group_by=tool&top=2")).await;
     assert_eq!(body["step"], "1d");
     let (start, end) = (at_ms(body["from"].as_i64().unwrap()), at_ms(body["to"].as_i64().unwrap()));
     let sel = select(rows, start, end, Kinds::Tool, &Filt::default());
@@ -67,7 +68,9 @@ async fn timeseries_metrics_group_by_and_formats() {
     }
 
     // Table format: one row per series and bucket.
-    let body = app.ok(KEY_A, &format!("/api/v1/query/timeseries?metric=errors&from={from}&to={to}&step=1d&group_by=error_type&format=table")).await;
+    let body = app
+        .ok(KEY_A, &format!("/api/v1/query/timeseries?metric=errors&from={from}&to={to}&step=1d&group_by=error_type&format=table"))
+        .await;
     let table = body.as_array().unwrap();
     let failed: Vec<_> = sel.iter().filter(|r| !r.success).collect();
     let sum: f64 = table.iter().map(|r| r["value"].as_f64().unwrap()).sum();
@@ -76,7 +79,8 @@ async fn timeseries_metrics_group_by_and_formats() {
 
     // Ratios are null where there is no data; latency in ms.
     let project = a.projects[0];
-    let body = app.ok(KEY_A, &format!("/api/v1/query/timeseries?metric=latency_avg&from={from}&to={to}&step=1h&project_id={project}")).await;
+    let body =
+        app.ok(KEY_A, &format!("/api/v1/query/timeseries?metric=latency_avg&from={from}&to={to}&step=1h&project_id={project}")).await;
     let pts = series_points(&body["series"][0]);
     let end = at_ms(body["to"].as_i64().unwrap());
     let mut nulls = 0;
@@ -123,7 +127,12 @@ async fn timeseries_metrics_group_by_and_formats() {
     };
     app.insert_executions(&[exec("m-large", 1000, 1_500_000, 30), exec("m-large", 500, 250_000, 90), exec("m-small", 10, 1, 30)]).await;
     let body = app.ok(KEY_A, "/api/v1/query/timeseries?metric=tokens&window=6h&step=1h&group_by=model").await;
-    let totals: Vec<(String, f64)> = body["series"].as_array().unwrap().iter().map(|s| (s["name"].as_str().unwrap().to_owned(), series_points(s).iter().map(|p| p.1.as_f64().unwrap()).sum())).collect();
+    let totals: Vec<(String, f64)> = body["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_owned(), series_points(s).iter().map(|p| p.1.as_f64().unwrap()).sum()))
+        .collect();
     assert_eq!(totals, vec![("m-large".to_owned(), 1500.0), ("m-small".to_owned(), 10.0)]);
     let body = app.ok(KEY_A, "/api/v1/query/timeseries?metric=cost_usd&window=6h&step=6h").await;
     let sum: f64 = series_points(&body["series"][0]).iter().map(|p| p.1.as_f64().unwrap()).sum();
@@ -194,9 +203,21 @@ async fn daily_buckets_follow_local_midnight_across_dst() {
             rows.push(r);
             t += Duration::hours(1);
         }
-        let lengths: Vec<i64> = (0..3).map(|i| (midnight(day - Duration::days(1) + Duration::days(i + 1)) - midnight(day - Duration::days(1) + Duration::days(i))).num_hours()).collect();
+        let lengths: Vec<i64> = (0..3)
+            .map(|i| {
+                (midnight(day - Duration::days(1) + Duration::days(i + 1)) - midnight(day - Duration::days(1) + Duration::days(i)))
+                    .num_hours()
+            })
+            .collect();
         assert!(lengths[1] == 23 || lengths[1] == 25, "{zone} {day}: {lengths:?}");
-        plans.push((zone, project, start, end, lengths, (0..3).map(|i| midnight(day - Duration::days(1) + Duration::days(i))).collect::<Vec<_>>()));
+        plans.push((
+            zone,
+            project,
+            start,
+            end,
+            lengths,
+            (0..3).map(|i| midnight(day - Duration::days(1) + Duration::days(i))).collect::<Vec<_>>(),
+        ));
     }
     app.insert_calls(&rows).await;
 

@@ -76,10 +76,38 @@ async fn hourly_and_minute_rollups_answer_alike() {
     let berlin: Tz = "Europe/Berlin".parse().unwrap();
     let by_project = Filters { project_id: Some(nav.project), ..Filters::default() };
     let cases = [
-        ("daily UTC 30 days", TimeRange { start: end - Duration::days(30), end }, Span::new(1, Unit::Day), Tz::UTC, Filters::default(), CallKinds::Tool),
-        ("hourly Berlin 3 days", TimeRange { start: end - Duration::days(3), end }, Span::new(1, Unit::Hour), berlin, Filters::default(), CallKinds::Tool),
-        ("daily UTC by project, all kinds", TimeRange { start: end - Duration::days(7), end }, Span::new(1, Unit::Day), Tz::UTC, by_project.clone(), CallKinds::All),
-        ("3-hourly UTC proxy calls", TimeRange { start: end - Duration::days(5), end }, Span::new(3, Unit::Hour), Tz::UTC, Filters::default(), CallKinds::Proxy),
+        (
+            "daily UTC 30 days",
+            TimeRange { start: end - Duration::days(30), end },
+            Span::new(1, Unit::Day),
+            Tz::UTC,
+            Filters::default(),
+            CallKinds::Tool,
+        ),
+        (
+            "hourly Berlin 3 days",
+            TimeRange { start: end - Duration::days(3), end },
+            Span::new(1, Unit::Hour),
+            berlin,
+            Filters::default(),
+            CallKinds::Tool,
+        ),
+        (
+            "daily UTC by project, all kinds",
+            TimeRange { start: end - Duration::days(7), end },
+            Span::new(1, Unit::Day),
+            Tz::UTC,
+            by_project.clone(),
+            CallKinds::All,
+        ),
+        (
+            "3-hourly UTC proxy calls",
+            TimeRange { start: end - Duration::days(5), end },
+            Span::new(3, Unit::Hour),
+            Tz::UTC,
+            Filters::default(),
+            CallKinds::Proxy,
+        ),
     ];
     for (what, range, freq, tz, filters, kinds) in cases {
         let buckets = Buckets::plan(range, freq, tz, 2000).unwrap();

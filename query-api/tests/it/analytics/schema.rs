@@ -37,7 +37,11 @@ fn inline(v: &Value, depth: usize) -> Value {
             }
             let mut out = serde_json::Map::new();
             for (k, val) in m {
-                let val = if k == "additionalProperties" && *val == Value::String("true".into()) { Value::Bool(true) } else { inline(val, depth + 1) };
+                let val = if k == "additionalProperties" && *val == Value::String("true".into()) {
+                    Value::Bool(true)
+                } else {
+                    inline(val, depth + 1)
+                };
                 out.insert(k.clone(), val);
             }
             Value::Object(out)

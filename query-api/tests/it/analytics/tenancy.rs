@@ -65,19 +65,43 @@ async fn tenant_b_sees_nothing_of_tenant_a() {
     // A tool name both tenants use counts only B's calls.
     let body = app.ok(KEY_B, "/api/v1/analytics/tool-calls-processed?tool_name=search").await;
     let d = &body["data"];
-    let f = Figures::of(&select(&b.rows, time_of(d, "from"), time_of(d, "to"), Kinds::Tool, &Filt { tool_name: Some("search".into()), ..Filt::default() }));
+    let f = Figures::of(&select(
+        &b.rows,
+        time_of(d, "from"),
+        time_of(d, "to"),
+        Kinds::Tool,
+        &Filt { tool_name: Some("search".into()), ..Filt::default() },
+    ));
     assert_eq!(d["total_tool_calls"], f.calls);
 
     // A's ids are not found for B, on every filter and on the user endpoints.
     let pa = a.projects[0];
     let cases = [
-        (format!("/api/v1/analytics/tool-calls-processed?project_id={pa}"), format!("Project {pa} not found or does not belong to this tenant")),
-        (format!("/api/v1/analytics/proxy-tools?navigator_instance_id={}", a.navs[0].instance), format!("Navigator instance {} not found or does not belong to this tenant", a.navs[0].instance)),
-        (format!("/api/v1/analytics/average-tool-call-latency?server_instance_id={}", a.tools[0].server_instance), format!("Server instance {} not found or does not belong to this tenant", a.tools[0].server_instance)),
-        (format!("/api/v1/analytics/average-tool-calls-per-query?tool_id={}", a.tools[0].id), format!("Tool {} not found or does not belong to this tenant", a.tools[0].id)),
+        (
+            format!("/api/v1/analytics/tool-calls-processed?project_id={pa}"),
+            format!("Project {pa} not found or does not belong to this tenant"),
+        ),
+        (
+            format!("/api/v1/analytics/proxy-tools?navigator_instance_id={}", a.navs[0].instance),
+            format!("Navigator instance {} not found or does not belong to this tenant", a.navs[0].instance),
+        ),
+        (
+            format!("/api/v1/analytics/average-tool-call-latency?server_instance_id={}", a.tools[0].server_instance),
+            format!("Server instance {} not found or does not belong to this tenant", a.tools[0].server_instance),
+        ),
+        (
+            format!("/api/v1/analytics/average-tool-calls-per-query?tool_id={}", a.tools[0].id),
+            format!("Tool {} not found or does not belong to this tenant", a.tools[0].id),
+        ),
         (format!("/api/v1/projects/{pa}/users/summary"), format!("Project {pa} not found or does not belong to this tenant")),
-        (format!("/api/v1/projects/{pa}/users/{}/analytics", a.users[0].token), format!("Project {pa} not found or does not belong to this tenant")),
-        (format!("/api/v1/query/timeseries?metric=errors&project_id={pa}"), format!("Project {pa} not found or does not belong to this tenant")),
+        (
+            format!("/api/v1/projects/{pa}/users/{}/analytics", a.users[0].token),
+            format!("Project {pa} not found or does not belong to this tenant"),
+        ),
+        (
+            format!("/api/v1/query/timeseries?metric=errors&project_id={pa}"),
+            format!("Project {pa} not found or does not belong to this tenant"),
+        ),
     ];
     for (path, detail) in &cases {
         let (status, body) = app.get(Some(KEY_B), path).await;

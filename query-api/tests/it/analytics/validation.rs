@@ -15,10 +15,7 @@ fn assert_422(path: &str, status: u16, body: &Value, param: &str) {
     for d in detail {
         assert!(d["loc"].is_array() && d["msg"].is_string() && d["type"].is_string(), "{path}: {d}");
     }
-    assert!(
-        detail.iter().any(|d| d["loc"].as_array().unwrap().iter().any(|l| l == param)),
-        "{path}: no error about {param}: {body}"
-    );
+    assert!(detail.iter().any(|d| d["loc"].as_array().unwrap().iter().any(|l| l == param)), "{path}: no error about {param}: {body}");
     super::schema::assert_valid("HTTPValidationError", body);
 }
 
