@@ -121,15 +121,17 @@ class Lease:
 class Engine:
     """The engine, its anchor connection and the pool of request connections."""
 
-    def __init__(self, data_dir: str, max_connections: int, connect: Callable[[str], Any] | None = None):
-        if connect is None:
-            from chdb import _chdb
+    def __init__(self, data_dir: str, max_connections: int, wrap: Callable[[Any], Any] | None = None):
+        """`wrap`, if given, wraps every connection opened (tests use it to
+        make a connection fail the way the real one rarely does)."""
+        from chdb import _chdb
 
-            # chDB would otherwise install its own process-wide signal
-            # handlers; the front handles SIGTERM/SIGINT itself.
-            _chdb.set_signal_handlers_enabled(0)
-            from chdb.state import connect
-        self._connect = lambda: connect(data_dir)
+        # chDB would otherwise install its own process-wide signal handlers;
+        # the front handles SIGTERM/SIGINT itself.
+        _chdb.set_signal_handlers_enabled(0)
+        from chdb.state import connect
+
+        self._connect = lambda: (wrap or (lambda c: c))(connect(data_dir))
         self._anchor = self._connect()
         self.version = bytes(self._anchor.query("SELECT version()", "TabSeparated").bytes()).decode().strip()
         self.max_connections = max_connections

@@ -130,6 +130,55 @@ def test_database_param(front, db):
     assert r.code == "81" and r.status == 404
 
 
+# ---------------------------------------------------------------- per-request state is reset
+# Requests from one client run one after another, and the front reuses the
+# connection returned last (LIFO), so each request below lands on the
+# connection the previous one used, if that one went back to the pool.
+
+def current_state(front) -> bytes:
+    return front.ok("SELECT currentDatabase(), getSetting('max_insert_block_size'), "
+                    "getSetting('insert_deduplication_token'), getSetting('max_result_rows')")
+
+
+def test_settings_and_params_reset_after_insert(front, db):
+    default = current_state(front)
+    front.ok(f"CREATE TABLE {db}.t (a UInt64) ENGINE = MergeTree ORDER BY a")
+    # a streamed insert whose query parameter is set as a session setting
+    r = front.request(body=struct.pack("<Q", 5), query="INSERT INTO {tbl:Identifier} FORMAT RowBinary",
+                      database=db, param_tbl="t", max_insert_block_size="7", insert_deduplication_token="tok-1",
+                      max_result_rows="1")
+    assert r.status == 200, r.text
+    assert front.ok(f"SELECT a FROM {db}.t") == b"5\n"
+    assert current_state(front) == default
+    r = front.query("SELECT {tbl:Identifier}")
+    assert r.code == "456", r.text  # UNKNOWN_QUERY_PARAMETER: the insert's parameter is gone
+
+
+def test_settings_reset_after_failed_insert_and_query(front, db):
+    default = current_state(front)
+    front.ok(f"CREATE TABLE {db}.t (a UInt64) ENGINE = MergeTree ORDER BY a")
+    r = front.request(body=b"\x01\x02\x03", query="INSERT INTO t FORMAT RowBinary", database=db,
+                      max_insert_block_size="7", insert_deduplication_token="tok-2")
+    assert r.code == "33", r.text
+    assert current_state(front) == default
+    r = front.query("SELECT * FROM t", database=db, max_insert_block_size="7", max_result_rows="1",
+                    param_unused="1", default_format="JSONEachRow")
+    assert r.status == 200 and r.body == b"", r.text
+    r = front.query("SELECT number FROM numbers(5)", database=db, max_result_rows="2", result_overflow_mode="throw",
+                    max_insert_block_size="7")
+    assert r.code == "396", r.text
+    assert current_state(front) == default
+    # a setting the engine rejects after others in the same request were accepted
+    r = front.query("SELECT 1", max_insert_block_size="7", max_result_rows="not-a-number")
+    assert r.status != 200
+    assert current_state(front) == default
+
+
+def test_ddl_and_temporary_tables_do_not_leak(front):
+    assert front.query("CREATE TEMPORARY TABLE agentmeter_tmp (a UInt8)").status == 200
+    assert front.ok("EXISTS TEMPORARY TABLE agentmeter_tmp") == b"0\n"
+
+
 # ---------------------------------------------------------------- errors
 
 def test_error_unknown_table(front):
@@ -351,6 +400,31 @@ def test_concurrent_clients(front, db):
     assert not errors, errors[:5]
     total = workers * rounds * per
     assert front.ok(f"SELECT count(), uniqExact(worker, seq) FROM {db}.c") == f"{total}\t{total}\n".encode()
+
+
+def running_marked(front, marker: str) -> int:
+    """How many queries carrying `marker` the engine is running right now."""
+    return int(front.ok(f"SELECT count() FROM system.processes WHERE query LIKE '%{marker}%' "
+                        "AND query NOT LIKE '%system.processes%'"))
+
+
+def test_slow_queries_run_in_parallel(front):
+    """Two slow queries are running at the same moment, seen from a third
+    request: with queries executed one at a time, the third request could
+    only run once both had finished (and would see none)."""
+    marker = f"overlap-{os.getpid()}-{threading.get_ident()}"
+    sql = f"SELECT '{marker}', sleepEachRow(0.5) FROM numbers(4) SETTINGS max_threads = 1, max_block_size = 1 FORMAT Null"
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(front.query(sql))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    most = 0
+    while any(t.is_alive() for t in threads) and most < 2:
+        most = max(most, running_marked(front, marker))
+    for t in threads:
+        t.join(60)
+    assert [r.status for r in results] == [200, 200], [r.text for r in results]
+    assert most == 2
 
 
 def test_slow_upload_does_not_block_others(front, db):
