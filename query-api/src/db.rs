@@ -2,10 +2,10 @@
 //! budget and a latency histogram around every query.
 //!
 //! A burst of expensive dashboard requests must not pile up unbounded work in
-//! ClickHouse (or in the local HTTP front, which may serialise queries), so
-//! at most `--clickhouse-concurrency` queries run at once. Waiting for a slot
-//! and running the query share one budget of `--query-timeout-ms`; a request
-//! over budget gets 503 `{detail}` instead of hanging.
+//! ClickHouse, so at most `--clickhouse-concurrency` queries run at once.
+//! Waiting for a slot and running the query share one budget of
+//! `--query-timeout-ms`; a request over budget gets 503 `{detail}` instead
+//! of hanging.
 //!
 //! Every query also carries ClickHouse's own resource limits as settings
 //! ([`QueryLimits`]: `max_execution_time`, `max_memory_usage`,
