@@ -22,10 +22,10 @@
 //! the previous keys stay in force.
 
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -33,7 +33,6 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -246,25 +245,36 @@ pub fn presented_key(parts: &Parts) -> Option<&str> {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
+/// The caller of a request, authenticated against the key store of any
+/// state that has one (`FromRef`). The rate-limit middleware may have
+/// authenticated the request already; then its caller is reused.
+impl<S> FromRequestParts<S> for Caller
+where
+    S: Send + Sync,
+    Arc<KeyStore>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         if let Some(c) = parts.extensions.get::<Caller>() {
             return Ok(c.clone());
         }
         let key =
             presented_key(parts).ok_or_else(|| ApiError::Unauthorized("Missing API key (X-API-Key or Authorization: Bearer)".into()))?;
-        let caller = state.keys.authenticate(key).ok_or_else(|| ApiError::Unauthorized("Invalid API key".into()))?;
+        let caller = Arc::<KeyStore>::from_ref(state).authenticate(key).ok_or_else(|| ApiError::Unauthorized("Invalid API key".into()))?;
         parts.extensions.insert(caller.clone());
         Ok(caller)
     }
 }
 
-impl FromRequestParts<AppState> for AdminCaller {
+impl<S> FromRequestParts<S> for AdminCaller
+where
+    S: Send + Sync,
+    Arc<KeyStore>: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let caller = Caller::from_request_parts(parts, state).await?;
         caller.require_admin()?;
         Ok(AdminCaller(caller))

@@ -4,25 +4,33 @@
 //! (413 `{"detail": "..."}`) rather than axum's plain text.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRef, FromRequest, Request};
 use axum::http::StatusCode;
 
 use crate::error::{ApiError, FieldError};
-use crate::state::AppState;
 
 /// The whole request body.
 pub struct Body(pub Bytes);
 
-impl FromRequest<AppState> for Body {
+/// The `--max-body-bytes` limit, as a substate (`FromRef`) for the message of
+/// the 413.
+#[derive(Debug, Clone, Copy)]
+pub struct MaxBodyBytes(pub usize);
+
+impl<S> FromRequest<S> for Body
+where
+    S: Send + Sync,
+    MaxBodyBytes: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         Bytes::from_request(req, state).await.map(Body).map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge(format!("Request body larger than {} bytes", state.max_body_bytes))
+                ApiError::PayloadTooLarge(format!("Request body larger than {} bytes", MaxBodyBytes::from_ref(state).0))
             } else {
                 let msg = rejection.body_text();
-                ApiError::Validation(vec![FieldError::new(&["body"], format!("Cannot read the request body: {msg}"), "body_unreadable")])
+                ApiError::invalid([FieldError::new(&["body"], format!("Cannot read the request body: {msg}"), "body_unreadable")])
             }
         })
     }

@@ -1,11 +1,23 @@
-//! Command-line and environment configuration of `agentmeter-api`: one clap
-//! struct, every flag with an `AGENTMETER_*` variable and its unit in the name.
+//! Command-line and environment configuration of `agentmeter-api`: every clap
+//! struct of the API lives here, every flag with an `AGENTMETER_*` variable
+//! and its unit in the name.
+//!
+//! Feature modules never see a clap struct: [`Args`] hands each of them a
+//! plain settings value ([`Args::usage_settings`], [`Args::rate_budgets`],
+//! [`Args::query_limits`], [`Args::http_limits`]), so that parsing the
+//! command line is the only thing that knows about all of them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use agentmeter_schema::config::ClickHouseArgs;
 use clap::Parser;
+
+use crate::db::QueryLimits;
+use crate::limits_http::HttpLimits;
+use crate::rate_limit::{Budget, Budgets};
+use crate::usage::UsageSettings;
 
 /// agentmeter-api: analytics, usage and plan-limit HTTP API over ClickHouse.
 #[derive(Parser, Debug, Clone)]
@@ -34,7 +46,141 @@ pub struct Args {
     #[command(flatten)]
     pub clickhouse: ClickHouseArgs,
     #[command(flatten)]
-    pub usage: crate::usage::UsageArgs,
+    pub usage: UsageArgs,
     #[command(flatten)]
-    pub abuse: crate::rate_limit::AbuseArgs,
+    pub rate: RateLimitArgs,
+    #[command(flatten)]
+    pub request: RequestBoundsArgs,
+    #[command(flatten)]
+    pub clickhouse_limits: ClickHouseLimitArgs,
+}
+
+impl Args {
+    /// Settings of the usage counters and reservations.
+    pub fn usage_settings(&self) -> UsageSettings {
+        let u = &self.usage;
+        UsageSettings {
+            usage_refresh_interval_ms: u.usage_refresh_interval_ms,
+            usage_refresh_lookback_minutes: u.usage_refresh_lookback_minutes,
+            usage_reconcile_interval_ms: u.usage_reconcile_interval_ms,
+            usage_reservation_ttl_ms: u.usage_reservation_ttl_ms,
+        }
+    }
+
+    /// Per-key budgets of the two endpoint classes.
+    pub fn rate_budgets(&self) -> Budgets {
+        let r = &self.rate;
+        Budgets {
+            analytics: Budget {
+                rate_per_s: r.analytics_rate_per_s,
+                burst: f64::from(r.analytics_burst.max(1)),
+                concurrency: r.analytics_concurrency_per_key,
+            },
+            check: Budget {
+                rate_per_s: r.check_rate_per_s,
+                burst: f64::from(r.check_burst.max(1)),
+                concurrency: r.check_concurrency_per_key,
+            },
+        }
+    }
+
+    /// ClickHouse resource limits sent with every query.
+    pub fn query_limits(&self) -> QueryLimits {
+        let c = &self.clickhouse_limits;
+        QueryLimits {
+            max_execution_time_s: c.clickhouse_max_execution_time_s,
+            max_memory_bytes: c.clickhouse_max_memory_bytes,
+            max_rows_to_read: c.clickhouse_max_rows_to_read,
+            max_result_rows: c.clickhouse_max_result_rows,
+        }
+    }
+
+    /// Connection-level bounds (header size and read timeout).
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            header_read_timeout: Duration::from_millis(self.request.header_read_timeout_ms),
+            max_header_bytes: self.request.max_header_bytes,
+        }
+    }
+
+    /// Time budget of one ClickHouse query.
+    pub fn query_timeout(&self) -> Duration {
+        Duration::from_millis(self.query_timeout_ms)
+    }
+}
+
+/// How the in-memory usage counters are kept fresh, and how long a
+/// reservation holds budget.
+#[derive(clap::Args, Debug, Clone)]
+pub struct UsageArgs {
+    /// How often the recent minutes of the rollups are re-read, in milliseconds.
+    #[arg(long = "usage-refresh-interval-ms", env = "AGENTMETER_USAGE_REFRESH_INTERVAL_MS", default_value_t = 250)]
+    pub usage_refresh_interval_ms: u64,
+    /// How many recent minutes each refresh re-reads (events that land later
+    /// than this after their `occurred_at` are picked up by the reconcile).
+    #[arg(long = "usage-refresh-lookback-minutes", env = "AGENTMETER_USAGE_REFRESH_LOOKBACK_MINUTES", default_value_t = 5)]
+    pub usage_refresh_lookback_minutes: u32,
+    /// How often every counter and every limit is re-read in full, in milliseconds.
+    #[arg(long = "usage-reconcile-interval-ms", env = "AGENTMETER_USAGE_RECONCILE_INTERVAL_MS", default_value_t = 60_000)]
+    pub usage_reconcile_interval_ms: u64,
+    /// How long a reservation made with `reserve=true` holds its amount, in milliseconds.
+    #[arg(long = "usage-reservation-ttl-ms", env = "AGENTMETER_USAGE_RESERVATION_TTL_MS", default_value_t = 30_000)]
+    pub usage_reservation_ttl_ms: u64,
+}
+
+/// Per-key rate limits and concurrency caps (see `rate_limit`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct RateLimitArgs {
+    /// Sustained analytics requests per second per API key (0 = unlimited).
+    #[arg(long = "analytics-rate-per-s", env = "AGENTMETER_API_ANALYTICS_RATE_PER_S", default_value_t = 50.0)]
+    pub analytics_rate_per_s: f64,
+    /// Analytics requests a key may send at once above the sustained rate.
+    #[arg(long = "analytics-burst", env = "AGENTMETER_API_ANALYTICS_BURST", default_value_t = 200)]
+    pub analytics_burst: u32,
+    /// Analytics requests in flight per API key (0 = unlimited); keep it
+    /// below `--clickhouse-concurrency`.
+    #[arg(long = "analytics-concurrency-per-key", env = "AGENTMETER_API_ANALYTICS_CONCURRENCY_PER_KEY", default_value_t = 8)]
+    pub analytics_concurrency_per_key: u32,
+    /// Sustained plan-limit checks per second per API key (0 = unlimited).
+    #[arg(long = "check-rate-per-s", env = "AGENTMETER_API_CHECK_RATE_PER_S", default_value_t = 10_000.0)]
+    pub check_rate_per_s: f64,
+    /// Plan-limit checks a key may send at once above the sustained rate.
+    #[arg(long = "check-burst", env = "AGENTMETER_API_CHECK_BURST", default_value_t = 20_000)]
+    pub check_burst: u32,
+    /// Plan-limit checks in flight per API key (0 = unlimited).
+    #[arg(long = "check-concurrency-per-key", env = "AGENTMETER_API_CHECK_CONCURRENCY_PER_KEY", default_value_t = 1024)]
+    pub check_concurrency_per_key: u32,
+}
+
+/// Bounds on what one request may send (see `limits_http`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct RequestBoundsArgs {
+    /// Largest request body accepted, in bytes; larger is 413.
+    #[arg(long = "max-body-bytes", env = "AGENTMETER_API_MAX_BODY_BYTES", default_value_t = 65_536)]
+    pub max_body_bytes: usize,
+    /// Largest request head (request line + headers) accepted, in bytes
+    /// (at least 8192); larger is 431.
+    #[arg(long = "max-header-bytes", env = "AGENTMETER_API_MAX_HEADER_BYTES", default_value_t = 32_768)]
+    pub max_header_bytes: usize,
+    /// Time a client has to send a request's headers, in milliseconds; a
+    /// slower client is disconnected.
+    #[arg(long = "header-read-timeout-ms", env = "AGENTMETER_API_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_read_timeout_ms: u64,
+}
+
+/// ClickHouse's own resource limits on every API query (see `db`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClickHouseLimitArgs {
+    /// ClickHouse `max_execution_time` of every API query, in seconds (0 = unset).
+    #[arg(long = "clickhouse-max-execution-time-s", env = "AGENTMETER_API_CLICKHOUSE_MAX_EXECUTION_TIME_S", default_value_t = 10)]
+    pub clickhouse_max_execution_time_s: u64,
+    /// ClickHouse `max_memory_usage` of every API query, in bytes (0 = unset).
+    #[arg(long = "clickhouse-max-memory-bytes", env = "AGENTMETER_API_CLICKHOUSE_MAX_MEMORY_BYTES", default_value_t = 1_073_741_824)]
+    pub clickhouse_max_memory_bytes: u64,
+    /// ClickHouse `max_rows_to_read` of every API query (0 = unset).
+    #[arg(long = "clickhouse-max-rows-to-read", env = "AGENTMETER_API_CLICKHOUSE_MAX_ROWS_TO_READ", default_value_t = 2_000_000_000)]
+    pub clickhouse_max_rows_to_read: u64,
+    /// ClickHouse `max_result_rows` of every API query (0 = unset).
+    #[arg(long = "clickhouse-max-result-rows", env = "AGENTMETER_API_CLICKHOUSE_MAX_RESULT_ROWS", default_value_t = 1_000_000)]
+    pub clickhouse_max_result_rows: u64,
 }

@@ -21,10 +21,11 @@ use std::time::{Duration, Instant};
 use clickhouse::Client;
 use tokio::sync::Semaphore;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldError};
 use crate::metrics::Metrics;
 
-/// ClickHouse resource limits sent as settings with every query (0 = unset).
+/// ClickHouse resource limits sent as settings with every query (0 = unset;
+/// filled by `config` from the `--clickhouse-max-*` flags).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueryLimits {
     pub max_execution_time_s: u64,
@@ -34,15 +35,6 @@ pub struct QueryLimits {
 }
 
 impl QueryLimits {
-    pub fn from_args(a: &crate::rate_limit::AbuseArgs) -> Self {
-        Self {
-            max_execution_time_s: a.clickhouse_max_execution_time_s,
-            max_memory_bytes: a.clickhouse_max_memory_bytes,
-            max_rows_to_read: a.clickhouse_max_rows_to_read,
-            max_result_rows: a.clickhouse_max_result_rows,
-        }
-    }
-
     /// The settings as `(name, value)` pairs, unset ones left out.
     pub fn settings(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
@@ -147,7 +139,7 @@ impl Db {
                 Some(LimitHit::Rows) => {
                     self.metrics.clickhouse_query_errors_total.with_label_values(&[name, "limit"]).inc();
                     tracing::warn!(query = name, error = %e, "query stopped by a ClickHouse row limit");
-                    Err(ApiError::Validation(vec![crate::error::FieldError::new(
+                    Err(ApiError::invalid([FieldError::new(
                         &["query"],
                         "This request would read or return too many rows; use a shorter window, a coarser frequency or more filters",
                         "too_expensive",

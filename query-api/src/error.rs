@@ -36,6 +36,10 @@ impl FieldError {
     pub fn query(name: &str, msg: impl Into<String>) -> Self {
         Self::new(&["query", name], msg, "value_error")
     }
+    /// An invalid path parameter.
+    pub fn path(name: &str, msg: impl Into<String>, kind: &str) -> Self {
+        Self::new(&["path", name], msg, kind)
+    }
 }
 
 /// Everything a request can fail with.
@@ -62,13 +66,10 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    /// A single invalid query parameter.
-    pub fn invalid_query(name: &str, msg: impl Into<String>) -> Self {
-        Self::Validation(vec![FieldError::query(name, msg)])
-    }
-    /// A single invalid path parameter.
-    pub fn invalid_path(name: &str, msg: impl Into<String>, kind: &str) -> Self {
-        Self::Validation(vec![FieldError::new(&["path", name], msg, kind)])
+    /// The 422 of a request: every invalid field at once. The only way the
+    /// API builds one (the [`FieldError`] constructors say where).
+    pub fn invalid(errors: impl IntoIterator<Item = FieldError>) -> Self {
+        Self::Validation(errors.into_iter().collect())
     }
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {

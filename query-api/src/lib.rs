@@ -1,18 +1,31 @@
 //! agentmeter-api: the HTTP API over ClickHouse.
 //!
+//! Features:
 //! * [`analytics`]: the Caylex-compatible analytics endpoints under
 //!   `/api/v1` and the Grafana time-series endpoint.
-//! * [`usage`]: usage and plan-limit endpoints.
-//! * [`ops`]: `/health`, `/ready`, `/metrics`, `/openapi.json`, `/docs`.
+//! * [`usage`]: usage and plan-limit endpoints, the in-memory counters and
+//!   their refresher.
+//! * [`ops`]: `/health`, `/ready`, `/metrics`, `/openapi.json`, `/docs`, and
+//!   the request metrics middleware; [`ui`]: the web page.
 //!
-//! [`app`] builds the router from an [`AppState`]; [`run`] binds the
-//! configured address and serves until `shutdown` completes. Abuse bounds
-//! (docs/security.md): per-key rate and concurrency limits
-//! ([`rate_limit`]), a request body limit, header size and header read
-//! timeout ([`limits_http`]) and ClickHouse settings on every query
-//! ([`db`]). Handlers are
-//! thin: they parse parameters ([`params`], [`window`], [`buckets`]), call one
-//! function of [`queries`] and shape the response.
+//! Layers under them (each depends only on layers further down, never on a
+//! feature or on the state; a test in `layering.rs` fails on any cycle
+//! among the top-level modules):
+//! * HTTP edge: [`params`], [`window`] and [`buckets`] parse parameters;
+//!   [`auth`] and [`body`] are extractors; [`rate_limit`] and
+//!   [`limits_http`] bound what one key or one connection may take
+//!   (docs/security.md).
+//! * Data: [`queries`] holds the analytics SQL; [`db`] is the only path to
+//!   ClickHouse (concurrency limit, time budget, ClickHouse settings on every
+//!   query).
+//! * Leaves: [`error`] (the one error type and its HTTP shape), [`metrics`]
+//!   (every metric of the API, declared once).
+//!
+//! Composition: [`config`] owns every command-line flag and hands each
+//! feature a plain settings value; [`state`] builds [`AppState`] from it and
+//! lends each handler, extractor and middleware the part it needs through
+//! axum's `FromRef`; [`app`] builds the router; [`serve`] starts the usage
+//! refresher and serves; [`run`] binds the configured address.
 
 pub mod analytics;
 pub mod auth;
@@ -31,6 +44,9 @@ pub mod state;
 pub mod ui;
 pub mod usage;
 pub mod window;
+
+#[cfg(test)]
+mod layering;
 
 use std::future::Future;
 
@@ -54,12 +70,16 @@ pub fn app(state: AppState) -> Router {
         // route template) and inside the metrics layer (429s are counted).
         .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit::limit))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), ops::track))
         .with_state(state)
 }
 
 /// Serves `state` on an already bound listener until `shutdown` completes.
+///
+/// This is the one place the usage refresher starts: an app that serves
+/// keeps its usage counters current from its first request on.
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    state.usage.start();
     let limits = state.http_limits;
     limits_http::serve(listener, app(state), limits, shutdown).await
 }
@@ -67,7 +87,6 @@ pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future
 /// Loads the keys, binds `config.addr` and serves until `shutdown`.
 pub async fn run(config: Args, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     let state = AppState::from_args(&config)?;
-    state.usage.start();
     let listener = TcpListener::bind(config.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, keys = state.keys.len(), "agentmeter-api listening");
     serve(listener, state, shutdown).await

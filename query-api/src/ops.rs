@@ -1,26 +1,40 @@
 //! Operational endpoints: liveness, readiness, metrics, the OpenAPI
 //! document of this API and a small HTML page rendering it (no CDN: the page
-//! is self-contained so it works offline).
+//! is self-contained so it works offline); and [`track`], the middleware
+//! that counts and times every request. The metrics themselves are declared
+//! in `metrics`.
 
-use axum::extract::State;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{FromRef, MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use prometheus::TextEncoder;
 use serde_json::json;
 
-use crate::state::AppState;
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
 
 /// The OpenAPI document of this API, maintained by hand next to the code;
 /// a test checks that every route of [`crate::app`] is in it.
 pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    Db: FromRef<S>,
+    Arc<Metrics>: FromRef<S>,
+{
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .route("/metrics", get(crate::metrics::render))
+        .route("/metrics", get(render))
         .route("/openapi.json", get(openapi))
         .route("/docs", get(docs))
 }
@@ -32,9 +46,9 @@ pub async fn health() -> Json<serde_json::Value> {
 
 /// Readiness: ClickHouse answers and the schema is at the version this build
 /// expects.
-pub async fn ready(State(state): State<AppState>) -> Response {
+pub async fn ready(State(db): State<Db>) -> Response {
     let expected = agentmeter_schema::migrations::latest_version();
-    let client = state.db.client().clone();
+    let client = db.client().clone();
     let check =
         tokio::time::timeout(
             std::time::Duration::from_secs(5),
@@ -73,6 +87,26 @@ pub async fn openapi() -> Response {
 /// a few lines of inline script.
 pub async fn docs() -> Html<&'static str> {
     Html(include_str!("docs.html"))
+}
+
+/// `GET /metrics` in the Prometheus text format.
+pub async fn render(State(metrics): State<Arc<Metrics>>) -> Response {
+    let families = metrics.registry.gather();
+    match TextEncoder::new().encode_to_string(&families) {
+        Ok(text) => ([(CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response(),
+        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+    }
+}
+
+/// Middleware counting and timing every request by its route template.
+pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().as_str().to_owned();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    metrics.request_duration_seconds.with_label_values(&[&route, &method]).observe(started.elapsed().as_secs_f64());
+    metrics.requests_total.with_label_values(&[&route, &method, resp.status().as_str()]).inc();
+    resp
 }
 
 /// 404 for unknown paths, in the API's error shape.

@@ -67,14 +67,14 @@ impl RawParams {
     pub fn from_uri(uri: &Uri) -> Result<Self, ApiError> {
         match Query::<RawParams>::try_from_uri(uri) {
             Ok(Query(p)) => Ok(p),
-            Err(e) => Err(ApiError::Validation(vec![FieldError::new(&["query"], e.body_text(), "query_parsing")])),
+            Err(e) => Err(ApiError::invalid([FieldError::new(&["query"], e.body_text(), "query_parsing")])),
         }
     }
 
     /// [`RawParams::from_uri`] of a path and query given as text (for the
     /// fuzzer, which has no `Uri` type of its own).
     pub fn from_path_and_query(s: &str) -> Result<Self, ApiError> {
-        let uri: Uri = s.parse().map_err(|_| ApiError::Validation(vec![FieldError::new(&["query"], "Invalid URI", "query_parsing")]))?;
+        let uri: Uri = s.parse().map_err(|_| ApiError::invalid([FieldError::new(&["query"], "Invalid URI", "query_parsing")]))?;
         Self::from_uri(&uri)
     }
 }
@@ -99,7 +99,7 @@ impl Checker {
         if self.errors.is_empty() {
             Ok(())
         } else {
-            Err(ApiError::Validation(self.errors))
+            Err(ApiError::invalid(self.errors))
         }
     }
 

@@ -35,59 +35,12 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::IntCounterVec;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::auth::presented_key;
-use crate::state::AppState;
-
-/// Flags of the abuse limits (flattened into [`crate::Args`]).
-#[derive(clap::Args, Debug, Clone)]
-pub struct AbuseArgs {
-    /// Sustained analytics requests per second per API key (0 = unlimited).
-    #[arg(long = "analytics-rate-per-s", env = "AGENTMETER_API_ANALYTICS_RATE_PER_S", default_value_t = 50.0)]
-    pub analytics_rate_per_s: f64,
-    /// Analytics requests a key may send at once above the sustained rate.
-    #[arg(long = "analytics-burst", env = "AGENTMETER_API_ANALYTICS_BURST", default_value_t = 200)]
-    pub analytics_burst: u32,
-    /// Analytics requests in flight per API key (0 = unlimited); keep it
-    /// below `--clickhouse-concurrency`.
-    #[arg(long = "analytics-concurrency-per-key", env = "AGENTMETER_API_ANALYTICS_CONCURRENCY_PER_KEY", default_value_t = 8)]
-    pub analytics_concurrency_per_key: u32,
-    /// Sustained plan-limit checks per second per API key (0 = unlimited).
-    #[arg(long = "check-rate-per-s", env = "AGENTMETER_API_CHECK_RATE_PER_S", default_value_t = 10_000.0)]
-    pub check_rate_per_s: f64,
-    /// Plan-limit checks a key may send at once above the sustained rate.
-    #[arg(long = "check-burst", env = "AGENTMETER_API_CHECK_BURST", default_value_t = 20_000)]
-    pub check_burst: u32,
-    /// Plan-limit checks in flight per API key (0 = unlimited).
-    #[arg(long = "check-concurrency-per-key", env = "AGENTMETER_API_CHECK_CONCURRENCY_PER_KEY", default_value_t = 1024)]
-    pub check_concurrency_per_key: u32,
-    /// Largest request body accepted, in bytes; larger is 413.
-    #[arg(long = "max-body-bytes", env = "AGENTMETER_API_MAX_BODY_BYTES", default_value_t = 65_536)]
-    pub max_body_bytes: usize,
-    /// Largest request head (request line + headers) accepted, in bytes
-    /// (at least 8192); larger is 431.
-    #[arg(long = "max-header-bytes", env = "AGENTMETER_API_MAX_HEADER_BYTES", default_value_t = 32_768)]
-    pub max_header_bytes: usize,
-    /// Time a client has to send a request's headers, in milliseconds; a
-    /// slower client is disconnected.
-    #[arg(long = "header-read-timeout-ms", env = "AGENTMETER_API_HEADER_READ_TIMEOUT_MS", default_value_t = 10_000)]
-    pub header_read_timeout_ms: u64,
-    /// ClickHouse `max_execution_time` of every API query, in seconds (0 = unset).
-    #[arg(long = "clickhouse-max-execution-time-s", env = "AGENTMETER_API_CLICKHOUSE_MAX_EXECUTION_TIME_S", default_value_t = 10)]
-    pub clickhouse_max_execution_time_s: u64,
-    /// ClickHouse `max_memory_usage` of every API query, in bytes (0 = unset).
-    #[arg(long = "clickhouse-max-memory-bytes", env = "AGENTMETER_API_CLICKHOUSE_MAX_MEMORY_BYTES", default_value_t = 1_073_741_824)]
-    pub clickhouse_max_memory_bytes: u64,
-    /// ClickHouse `max_rows_to_read` of every API query (0 = unset).
-    #[arg(long = "clickhouse-max-rows-to-read", env = "AGENTMETER_API_CLICKHOUSE_MAX_ROWS_TO_READ", default_value_t = 2_000_000_000)]
-    pub clickhouse_max_rows_to_read: u64,
-    /// ClickHouse `max_result_rows` of every API query (0 = unset).
-    #[arg(long = "clickhouse-max-result-rows", env = "AGENTMETER_API_CLICKHOUSE_MAX_RESULT_ROWS", default_value_t = 1_000_000)]
-    pub clickhouse_max_result_rows: u64,
-}
+use crate::auth::{presented_key, KeyStore};
+use crate::metrics::Metrics;
 
 /// Which budget a route draws from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -119,9 +72,19 @@ impl Class {
 /// Rate, burst and concurrency of one class.
 #[derive(Debug, Clone, Copy)]
 pub struct Budget {
+    /// Sustained requests per second (0 = unlimited).
     pub rate_per_s: f64,
+    /// Requests at once above the sustained rate (at least 1).
     pub burst: f64,
+    /// Requests in flight (0 = unlimited).
     pub concurrency: u32,
+}
+
+/// The budgets of both classes (from `config`).
+#[derive(Debug, Clone, Copy)]
+pub struct Budgets {
+    pub analytics: Budget,
+    pub check: Budget,
 }
 
 #[derive(Debug)]
@@ -168,27 +131,12 @@ impl Drop for Permit {
 const SWEEP_ABOVE: usize = 1024;
 
 impl RateLimiter {
-    pub fn new(args: &AbuseArgs, registry: &Registry) -> Self {
-        let refused_total = IntCounterVec::new(
-            Opts::new("agentmeter_api_rate_limited_total", "Requests refused with 429, by endpoint class and reason (rate or concurrency)"),
-            &["class", "reason"],
-        )
-        .expect("valid metric");
-        // A second registration (several apps sharing a registry) is harmless.
-        let _ = registry.register(Box::new(refused_total.clone()));
+    pub fn new(budgets: Budgets, metrics: &Metrics) -> Self {
         Self {
-            analytics: Budget {
-                rate_per_s: args.analytics_rate_per_s,
-                burst: f64::from(args.analytics_burst.max(1)),
-                concurrency: args.analytics_concurrency_per_key,
-            },
-            check: Budget {
-                rate_per_s: args.check_rate_per_s,
-                burst: f64::from(args.check_burst.max(1)),
-                concurrency: args.check_concurrency_per_key,
-            },
+            analytics: budgets.analytics,
+            check: budgets.check,
             buckets: Mutex::new(HashMap::new()),
-            refused_total,
+            refused_total: metrics.rate_limited_total.clone(),
         }
     }
 
@@ -258,7 +206,7 @@ pub fn too_many_requests(refusal: Refusal) -> Response {
 /// request's extensions for the handler's extractor) and applies the budget
 /// of the route's class. Requests without a valid key pass through and get
 /// the handler's 401.
-pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn limit(State(keys): State<Arc<KeyStore>>, State(limiter): State<Arc<RateLimiter>>, req: Request, next: Next) -> Response {
     let Some(class) = req.extensions().get::<MatchedPath>().and_then(|p| Class::of_route(p.as_str())) else {
         return next.run(req).await;
     };
@@ -266,12 +214,12 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
     let Some(key) = presented_key(&parts).map(str::to_owned) else {
         return next.run(Request::from_parts(parts, body)).await;
     };
-    let Some(caller) = state.keys.authenticate(&key) else {
+    let Some(caller) = keys.authenticate(&key) else {
         return next.run(Request::from_parts(parts, body)).await;
     };
     parts.extensions.insert(caller);
     let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-    match state.limiter.acquire(hash, class, Instant::now()) {
+    match limiter.acquire(hash, class, Instant::now()) {
         Ok(permit) => {
             let resp = next.run(Request::from_parts(parts, body)).await;
             drop(permit);
@@ -284,23 +232,16 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
 
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        abuse: AbuseArgs,
-    }
-
-    fn limiter(flags: &[&str]) -> Arc<RateLimiter> {
-        let mut argv = vec!["x"];
-        argv.extend_from_slice(flags);
-        Arc::new(RateLimiter::new(&Cli::parse_from(argv).abuse, &Registry::new()))
+    /// The defaults of the command line, with `analytics` replaced.
+    fn limiter(analytics: Budget) -> Arc<RateLimiter> {
+        let check = Budget { rate_per_s: 10_000.0, burst: 20_000.0, concurrency: 1024 };
+        Arc::new(RateLimiter::new(Budgets { analytics, check }, &Metrics::new()))
     }
 
     #[test]
     fn token_bucket_refills_at_the_rate() {
-        let l = limiter(&["--analytics-rate-per-s", "2", "--analytics-burst", "3", "--analytics-concurrency-per-key", "0"]);
+        let l = limiter(Budget { rate_per_s: 2.0, burst: 3.0, concurrency: 0 });
         let t0 = Instant::now();
         let k = [1u8; 32];
         for _ in 0..3 {
@@ -321,7 +262,7 @@ mod tests {
 
     #[test]
     fn concurrency_cap_releases_on_drop() {
-        let l = limiter(&["--analytics-concurrency-per-key", "2"]);
+        let l = limiter(Budget { rate_per_s: 50.0, burst: 200.0, concurrency: 2 });
         let t = Instant::now();
         let k = [7u8; 32];
         let a = l.acquire(k, Class::Analytics, t).unwrap();
@@ -333,7 +274,7 @@ mod tests {
 
     #[test]
     fn idle_buckets_are_swept() {
-        let l = limiter(&["--analytics-rate-per-s", "1000"]);
+        let l = limiter(Budget { rate_per_s: 1000.0, burst: 200.0, concurrency: 8 });
         let t = Instant::now();
         for i in 0..3000u32 {
             let mut k = [0u8; 32];

@@ -1,24 +1,33 @@
-//! Shared state of every handler: ClickHouse access, keys, metrics, limits.
+//! The app's state, built once from the configuration: ClickHouse access,
+//! keys, metrics, the usage state and the limits.
+//!
+//! Nothing but the composition root (`lib.rs`) names [`AppState`]: handlers,
+//! extractors and middleware take the part they need (`State<Db>`,
+//! `Arc<KeyStore>`, ...) through axum's `FromRef`, implemented here. That is
+//! what keeps feature modules from depending on the state that holds them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::FromRef;
+
+use crate::analytics::AnalyticsState;
 use crate::auth::KeyStore;
+use crate::body::MaxBodyBytes;
 use crate::config::Args;
-use crate::db::{Db, QueryLimits};
+use crate::db::Db;
 use crate::limits_http::HttpLimits;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
+use crate::usage::{UsageApiState, UsageState};
 
 /// Cloned into every request (all fields are cheap handles).
 #[derive(Clone)]
 pub struct AppState {
-    /// The database-bound client. Handlers go through [`AppState::db`].
-    pub clickhouse: clickhouse::Client,
     /// ClickHouse behind the concurrency limit and the query timeout.
     pub db: Db,
     pub keys: Arc<KeyStore>,
-    pub usage: Arc<crate::usage::UsageState>,
+    pub usage: Arc<UsageState>,
     pub metrics: Arc<Metrics>,
     /// Most buckets one series may have (`--max-buckets`).
     pub max_buckets: usize,
@@ -41,24 +50,61 @@ impl AppState {
     /// State from parts (tests build their own key store and client).
     pub fn new(clickhouse: clickhouse::Client, keys: Arc<KeyStore>, args: &Args) -> Self {
         let metrics = Arc::new(Metrics::new());
-        let db = Db::new(clickhouse.clone(), args.clickhouse_concurrency, Duration::from_millis(args.query_timeout_ms), metrics.clone())
-            .with_limits(QueryLimits::from_args(&args.abuse));
-        let usage = Arc::new(crate::usage::UsageState::new(&clickhouse, args, &metrics));
-        let limiter = Arc::new(RateLimiter::new(&args.abuse, &metrics.registry));
-        let http_limits = HttpLimits {
-            header_read_timeout: Duration::from_millis(args.abuse.header_read_timeout_ms),
-            max_header_bytes: args.abuse.max_header_bytes,
-        };
+        let db = Db::new(clickhouse.clone(), args.clickhouse_concurrency, args.query_timeout(), metrics.clone())
+            .with_limits(args.query_limits());
+        let usage = Arc::new(UsageState::new(clickhouse, args.usage_settings(), &metrics));
+        let limiter = Arc::new(RateLimiter::new(args.rate_budgets(), &metrics));
         Self {
-            clickhouse,
             db,
             keys,
             usage,
             metrics,
             max_buckets: args.max_buckets,
             limiter,
-            http_limits,
-            max_body_bytes: args.abuse.max_body_bytes,
+            http_limits: args.http_limits(),
+            max_body_bytes: args.request.max_body_bytes,
         }
+    }
+}
+
+impl FromRef<AppState> for Db {
+    fn from_ref(s: &AppState) -> Self {
+        s.db.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<KeyStore> {
+    fn from_ref(s: &AppState) -> Self {
+        s.keys.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Metrics> {
+    fn from_ref(s: &AppState) -> Self {
+        s.metrics.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<RateLimiter> {
+    fn from_ref(s: &AppState) -> Self {
+        s.limiter.clone()
+    }
+}
+
+impl FromRef<AppState> for MaxBodyBytes {
+    fn from_ref(s: &AppState) -> Self {
+        MaxBodyBytes(s.max_body_bytes)
+    }
+}
+
+impl FromRef<AppState> for AnalyticsState {
+    fn from_ref(s: &AppState) -> Self {
+        AnalyticsState { db: s.db.clone(), max_buckets: s.max_buckets }
+    }
+}
+
+impl FromRef<AppState> for UsageApiState {
+    fn from_ref(s: &AppState) -> Self {
+        UsageApiState { usage: s.usage.clone(), db: s.db.clone() }
     }
 }

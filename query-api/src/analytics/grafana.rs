@@ -17,6 +17,7 @@ use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::AnalyticsState;
 use super::{now, ts};
 use crate::auth::Caller;
 use crate::buckets::Buckets;
@@ -25,7 +26,6 @@ use crate::params::{Accepts, Checker, Params};
 use crate::queries::ownership;
 use crate::queries::timeseries::{self, GroupBy, Metric, Table, GROUP_BY_NAMES, METRIC_NAMES};
 use crate::queries::{CallKinds, Scope};
-use crate::state::AppState;
 use crate::window::{Span, TimeRange, Unit};
 
 /// Steps `max_points` chooses from, finest first.
@@ -44,7 +44,7 @@ const NICE_STEPS: &[(u32, Unit)] = &[
     (1, Unit::Month),
 ];
 
-pub async fn timeseries(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn timeseries(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     let mut c = Checker::new();
     let metric = match p.metric.as_deref() {
         None => {
@@ -106,7 +106,8 @@ pub async fn timeseries(State(state): State<AppState>, caller: Caller, Params(p)
             Span::new(n, u)
         }
     };
-    let buckets = Buckets::plan(res.range, step, res.tz, state.max_buckets).map_err(|m| ApiError::invalid_query("step", m))?;
+    let buckets =
+        Buckets::plan(res.range, step, res.tz, state.max_buckets).map_err(|m| ApiError::invalid([FieldError::query("step", m)]))?;
     ownership::require_filters(&state.db, caller.tenant_id, &filters).await?;
     let scope = Scope {
         tenant: caller.tenant_id,

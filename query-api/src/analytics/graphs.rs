@@ -6,6 +6,7 @@ use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::AnalyticsState;
 use super::{envelope, merge, open_bucket, plan_buckets, secs, ts, Base};
 use crate::auth::Caller;
 use crate::buckets::Buckets;
@@ -13,7 +14,6 @@ use crate::error::ApiError;
 use crate::params::{Accepts, Checker, Params, RawParams};
 use crate::queries::tool_calls::{self, Need};
 use crate::queries::CallKinds;
-use crate::state::AppState;
 use crate::window::TimeRange;
 
 /// A parsed graph request: base, view, frequency, buckets, scope range.
@@ -24,7 +24,7 @@ struct GraphReq {
     range: TimeRange,
 }
 
-async fn prepare(state: &AppState, caller: &Caller, p: &RawParams, accepts: Accepts) -> Result<GraphReq, ApiError> {
+async fn prepare(state: &AnalyticsState, caller: &Caller, p: &RawParams, accepts: Accepts) -> Result<GraphReq, ApiError> {
     let mut c = Checker::new();
     let base = Base::parse(&mut c, p, "1mon", accepts);
     let view = c.view(&p.view);
@@ -78,7 +78,7 @@ impl GraphReq {
 }
 
 /// `GET /api/v1/analytics/average-tool-call-latency-graph`.
-pub async fn latency_graph(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn latency_graph(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     let g = prepare(&state, &caller, &p, Accepts::PNS).await?;
     let series = tool_calls::series(&state.db, &g.scope(&caller), &g.buckets, Need::LATENCY).await?;
     let points = g.points(
@@ -100,7 +100,7 @@ pub async fn latency_graph(State(state): State<AppState>, caller: Caller, Params
 }
 
 /// `GET /api/v1/analytics/average-tool-call-runtime-graph`.
-pub async fn runtime_graph(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn runtime_graph(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     let g = prepare(&state, &caller, &p, Accepts::PNS).await?;
     let series = tool_calls::series(&state.db, &g.scope(&caller), &g.buckets, Need::COUNTS).await?;
     let points = g.points(
@@ -111,7 +111,11 @@ pub async fn runtime_graph(State(state): State<AppState>, caller: Caller, Params
 }
 
 /// `GET /api/v1/analytics/average-tool-calls-per-query-graph`.
-pub async fn calls_per_query_graph(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn calls_per_query_graph(
+    State(state): State<AnalyticsState>,
+    caller: Caller,
+    Params(p): Params,
+) -> Result<Json<Value>, ApiError> {
     let g = prepare(&state, &caller, &p, Accepts::PNS_TOOL_ID).await?;
     let series = tool_calls::series(&state.db, &g.scope(&caller), &g.buckets, Need::QUERIES).await?;
     let points = g.points(
@@ -131,16 +135,16 @@ pub async fn calls_per_query_graph(State(state): State<AppState>, caller: Caller
 }
 
 /// `GET /api/v1/analytics/queries-processed-graph` (`{timestamp, count}`).
-pub async fn queries_graph(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn queries_graph(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     count_graph(state, caller, p, true).await
 }
 
 /// `GET /api/v1/analytics/tool-calls-processed-graph` (`{timestamp, count}`).
-pub async fn tool_calls_graph(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn tool_calls_graph(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     count_graph(state, caller, p, false).await
 }
 
-async fn count_graph(state: AppState, caller: Caller, p: RawParams, queries: bool) -> Result<Json<Value>, ApiError> {
+async fn count_graph(state: AnalyticsState, caller: Caller, p: RawParams, queries: bool) -> Result<Json<Value>, ApiError> {
     let g = prepare(&state, &caller, &p, Accepts::PNS_TOOL_NAME).await?;
     let series = tool_calls::series(&state.db, &g.scope(&caller), &g.buckets, if queries { Need::QUERIES } else { Need::COUNTS }).await?;
     let points = g.points(series.iter().map(|s| json!({ "count": if queries { s.queries } else { s.calls } })).collect());
@@ -150,7 +154,7 @@ async fn count_graph(state: AppState, caller: Caller, p: RawParams, queries: boo
 
 /// `GET /api/v1/analytics/error-rate-graph`: error rate as a fraction 0–1
 /// per bucket (with its numerator and denominator).
-pub async fn error_rate_graph(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn error_rate_graph(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     let g = prepare(&state, &caller, &p, Accepts::PNS).await?;
     let series = tool_calls::series(&state.db, &g.scope(&caller), &g.buckets, Need::COUNTS).await?;
     let (errors, calls) = series.iter().fold((0u64, 0u64), |(e, c), s| (e + s.errors, c + s.calls));
@@ -228,7 +232,7 @@ pub(crate) fn error_type_entries(
 }
 
 /// `GET /api/v1/analytics/error-types-graph`.
-pub async fn error_types_graph(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn error_types_graph(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     let g = prepare(&state, &caller, &p, Accepts::PNS).await?;
     let rows = tool_calls::error_type_series(&state.db, &g.scope(&caller), &g.buckets).await?;
     let (entries, total) = error_type_entries(rows.into_iter().map(|r| (r.error_type, r.bucket, r.errors)), &g.buckets, g.open());

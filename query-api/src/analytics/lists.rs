@@ -5,17 +5,21 @@ use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::AnalyticsState;
 use super::{envelope, merge, ts, Base};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::params::{Accepts, Checker, Params, RawParams, SortOrder};
 use crate::queries::tool_calls::{self, Dim, GroupCount};
 use crate::queries::{raw, CallKinds};
-use crate::state::AppState;
 
 /// `GET /api/v1/analytics/navigator-tool-connections`: one item per
 /// (navigator instance, tool id) used in the window, most used first.
-pub async fn navigator_tool_connections(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn navigator_tool_connections(
+    State(state): State<AnalyticsState>,
+    caller: Caller,
+    Params(p): Params,
+) -> Result<Json<Value>, ApiError> {
     let mut c = Checker::new();
     let base = Base::parse(&mut c, &p, "24h", Accepts::PNS);
     c.finish()?;
@@ -41,7 +45,7 @@ pub async fn navigator_tool_connections(State(state): State<AppState>, caller: C
 
 /// `GET /api/v1/analytics/tools`: distinct tool names, sorted by name;
 /// `total_count` counts all of them (before `limit`).
-pub async fn tools(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn tools(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     let req = ListRequest::parse(&state, &caller, &p, Accepts::PNS, SortOrder::Asc).await?;
     let mut groups = tool_calls::group_counts(&state.db, &req.base.scope(&caller, CallKinds::Tool), Dim::ToolName, false).await?;
     let total = groups.len();
@@ -62,7 +66,13 @@ struct ListRequest {
 
 impl ListRequest {
     /// Parses and authorizes the request (404 for another tenant's filter ids).
-    async fn parse(state: &AppState, caller: &Caller, p: &RawParams, accepts: Accepts, default_order: SortOrder) -> Result<Self, ApiError> {
+    async fn parse(
+        state: &AnalyticsState,
+        caller: &Caller,
+        p: &RawParams,
+        accepts: Accepts,
+        default_order: SortOrder,
+    ) -> Result<Self, ApiError> {
         let mut c = Checker::new();
         let base = Base::parse(&mut c, p, "1w", accepts);
         let order = c.sort_order(&p.sort_order, default_order);
@@ -99,7 +109,7 @@ fn sort_by_count(groups: &mut [GroupCount], count: impl Fn(&GroupCount) -> u64, 
 }
 
 /// `GET /api/v1/analytics/servers`: calls per server name.
-pub async fn servers(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn servers(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     let req = ListRequest::parse(&state, &caller, &p, Accepts::PN, SortOrder::Desc).await?;
     let mut groups = tool_calls::group_counts(&state.db, &req.base.scope(&caller, CallKinds::Tool), Dim::ServerName, false).await?;
     let total = groups.len();
@@ -112,7 +122,7 @@ pub async fn servers(State(state): State<AppState>, caller: Caller, Params(p): P
 /// The two maps of a top-N endpoint: by tool calls and by distinct
 /// queries, each most first and cut to `limit` (queries: non-zero only).
 async fn top(
-    state: &AppState,
+    state: &AnalyticsState,
     caller: &Caller,
     p: &RawParams,
     accepts: Accepts,
@@ -157,23 +167,23 @@ async fn top(
 }
 
 /// `GET /api/v1/analytics/top-servers` (by `server_id`).
-pub async fn top_servers(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn top_servers(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     top(&state, &caller, &p, Accepts::PN, Dim::ServerId, ("server_count", "servers", "server_id")).await
 }
 
 /// `GET /api/v1/analytics/top-projects` (by `project_id`, no filters).
-pub async fn top_projects(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn top_projects(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     top(&state, &caller, &p, Accepts::NONE, Dim::ProjectId, ("project_count", "projects", "project_id")).await
 }
 
 /// `GET /api/v1/analytics/top-navigators` (by navigator identity `navigator_id`).
-pub async fn top_navigators(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn top_navigators(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     top(&state, &caller, &p, Accepts::P, Dim::NavigatorId, ("navigator_count", "navigators", "navigator_id")).await
 }
 
 /// `GET /api/v1/analytics/users`: tool calls per user e-mail (raw table:
 /// the rollups carry no user). `total_count` counts all users.
-pub async fn users(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn users(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     let req = ListRequest::parse(&state, &caller, &p, Accepts::PN, SortOrder::Desc).await?;
     let rows = raw::users_by_email(&state.db, &req.base.scope(&caller, CallKinds::Tool), req.order, req.limit).await?;
     let total = rows.first().map(|r| r.total).unwrap_or(0);

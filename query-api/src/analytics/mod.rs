@@ -14,21 +14,37 @@ mod project_users;
 mod summary;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use axum::extract::FromRef;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
-use crate::auth::Caller;
+use crate::auth::{Caller, KeyStore};
 use crate::buckets::Buckets;
+use crate::db::Db;
 use crate::error::{ApiError, FieldError};
 use crate::params::{Accepts, Checker, Filters, RawParams, Resolved};
 use crate::queries::{ownership, CallKinds, Scope};
-use crate::state::AppState;
 use crate::window::{Span, TimeRange};
 
-pub fn router() -> Router<AppState> {
+/// What the analytics handlers need of the app's state.
+#[derive(Clone)]
+pub struct AnalyticsState {
+    /// ClickHouse behind the concurrency limit and the query timeout.
+    pub db: Db,
+    /// Most buckets one series may have (`--max-buckets`).
+    pub max_buckets: usize,
+}
+
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    AnalyticsState: FromRef<S>,
+    Arc<KeyStore>: FromRef<S>,
+{
     Router::new()
         .route("/api/v1/analytics/navigator-tool-connections", get(lists::navigator_tool_connections))
         .route("/api/v1/analytics/average-tool-call-latency", get(summary::average_latency))
@@ -92,7 +108,7 @@ impl Base {
     }
 
     /// 404 for filter ids outside the caller's tenant.
-    pub async fn authorize(&self, state: &AppState, caller: &Caller) -> Result<(), ApiError> {
+    pub async fn authorize(&self, state: &AnalyticsState, caller: &Caller) -> Result<(), ApiError> {
         ownership::require_filters(&state.db, caller.tenant_id, &self.filters).await
     }
 
@@ -118,9 +134,9 @@ impl Base {
 
 /// Buckets of a graph request; the scope's range is widened to start at
 /// the first bucket so every bucket is complete.
-pub(crate) fn plan_buckets(state: &AppState, base: &Base, frequency: Span) -> Result<(Buckets, TimeRange), ApiError> {
+pub(crate) fn plan_buckets(state: &AnalyticsState, base: &Base, frequency: Span) -> Result<(Buckets, TimeRange), ApiError> {
     let buckets = Buckets::plan(base.res.range, frequency, base.res.tz, state.max_buckets)
-        .map_err(|msg| ApiError::Validation(vec![FieldError::query("frequency", msg)]))?;
+        .map_err(|msg| ApiError::invalid([FieldError::query("frequency", msg)]))?;
     let range = TimeRange { start: buckets.first_start(), end: base.res.range.end };
     Ok((buckets, range))
 }

@@ -15,30 +15,30 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::graphs::error_type_entries;
+use super::AnalyticsState;
 use super::{envelope, now, ts};
 use crate::auth::Caller;
 use crate::buckets::Buckets;
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldError};
 use crate::params::{Checker, Filters, Params};
 use crate::queries::ownership::{self, IdKind};
 use crate::queries::raw::{self, TopBy};
 use crate::queries::{CallKinds, Scope};
-use crate::state::AppState;
 use crate::window::{ceil_minute, Span, TimeRange, Unit};
 
 fn path_uuid(name: &str, s: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(s).map_err(|_| {
-        ApiError::invalid_path(
+        ApiError::invalid([FieldError::path(
             name,
             format!("Input should be a valid UUID, got '{}'", s.chars().take(40).collect::<String>()),
             "uuid_parsing",
-        )
+        )])
     })
 }
 
 /// `GET /api/v1/projects/{project_id}/users/summary`.
 pub async fn summary(
-    State(state): State<AppState>,
+    State(state): State<AnalyticsState>,
     caller: Caller,
     Path(project): Path<String>,
     Params(p): Params,
@@ -73,7 +73,7 @@ pub async fn summary(
 
 /// `GET /api/v1/projects/{project_id}/users/{user_id}/analytics`.
 pub async fn user_analytics(
-    State(state): State<AppState>,
+    State(state): State<AnalyticsState>,
     caller: Caller,
     Path((project, user)): Path<(String, String)>,
     Params(p): Params,
@@ -85,7 +85,8 @@ pub async fn user_analytics(
     let frequency = c.frequency(&p.frequency, "1d", true);
     c.finish()?;
     let now = now();
-    let buckets = Buckets::plan(res.range, frequency, res.tz, state.max_buckets).map_err(|m| ApiError::invalid_query("frequency", m))?;
+    let buckets = Buckets::plan(res.range, frequency, res.tz, state.max_buckets)
+        .map_err(|m| ApiError::invalid([FieldError::query("frequency", m)]))?;
     ownership::require(&state.db, caller.tenant_id, IdKind::Project, project).await?;
     let email = raw::user_email(&state.db, caller.tenant_id, project, user)
         .await?

@@ -6,17 +6,17 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::AnalyticsState;
 use super::{envelope, merge, secs, ts, Base};
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::params::{Accepts, Checker, Params};
 use crate::queries::tool_calls::{self, Need};
 use crate::queries::{raw, CallKinds};
-use crate::state::AppState;
 use crate::window::{Span, TimeRange, Unit};
 
 /// `GET /api/v1/analytics/average-tool-call-latency` (seconds; p50/p95/p99 extra).
-pub async fn average_latency(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn average_latency(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     let mut c = Checker::new();
     let base = Base::parse(&mut c, &p, "24h", Accepts::PNS);
     c.finish()?;
@@ -37,7 +37,7 @@ pub async fn average_latency(State(state): State<AppState>, caller: Caller, Para
 
 /// `GET /api/v1/analytics/average-tool-call-runtime` (seconds, over calls
 /// that reported a runtime; percentiles from the raw table).
-pub async fn average_runtime(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn average_runtime(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     let mut c = Checker::new();
     let base = Base::parse(&mut c, &p, "24h", Accepts::PNS);
     c.finish()?;
@@ -57,7 +57,7 @@ pub async fn average_runtime(State(state): State<AppState>, caller: Caller, Para
 }
 
 /// `GET /api/v1/analytics/average-tool-calls-per-query`.
-pub async fn calls_per_query(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn calls_per_query(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     let mut c = Checker::new();
     let base = Base::parse(&mut c, &p, "24h", Accepts::PNS_TOOL_ID);
     let view = c.view(&p.view);
@@ -87,16 +87,16 @@ fn change_percent(current: u64, previous: u64) -> Value {
 }
 
 /// `GET /api/v1/analytics/queries-processed` (+ previous period, change %).
-pub async fn queries_processed(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn queries_processed(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     processed(state, caller, p, true).await
 }
 
 /// `GET /api/v1/analytics/tool-calls-processed` (+ previous period, change %).
-pub async fn tool_calls_processed(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn tool_calls_processed(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     processed(state, caller, p, false).await
 }
 
-async fn processed(state: AppState, caller: Caller, p: crate::params::RawParams, queries: bool) -> Result<Json<Value>, ApiError> {
+async fn processed(state: AnalyticsState, caller: Caller, p: crate::params::RawParams, queries: bool) -> Result<Json<Value>, ApiError> {
     let mut c = Checker::new();
     let base = Base::parse(&mut c, &p, "1mon", Accepts::PNS_TOOL_NAME);
     c.finish()?;
@@ -126,7 +126,7 @@ async fn processed(state: AppState, caller: Caller, p: crate::params::RawParams,
 }
 
 /// `GET /api/v1/analytics/proxy-tools`.
-pub async fn proxy_tools(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn proxy_tools(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     let mut c = Checker::new();
     let base = Base::parse(&mut c, &p, "1w", Accepts::PN);
     c.finish()?;
@@ -145,7 +145,7 @@ pub async fn proxy_tools(State(state): State<AppState>, caller: Caller, Params(p
 }
 
 /// `GET /api/v1/analytics/proxy-tools/suggest-tools`.
-pub async fn suggest_tools(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn suggest_tools(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     let mut c = Checker::new();
     let base = Base::parse(&mut c, &p, "1w", Accepts::PN);
     c.finish()?;
@@ -164,7 +164,7 @@ pub async fn suggest_tools(State(state): State<AppState>, caller: Caller, Params
 
 /// `GET /api/v1/analytics/heroes/global/stats`: current vs previous
 /// rolling period (month = calendar month back in `tz`).
-pub async fn global_stats(State(state): State<AppState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+pub async fn global_stats(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     let mut c = Checker::new();
     let period = match p.comparison_period.as_deref().unwrap_or("rolling_month") {
         "rolling_month" => ("rolling_month", Span::new(1, Unit::Month)),
@@ -187,7 +187,7 @@ pub async fn global_stats(State(state): State<AppState>, caller: Caller, Params(
     c.finish()?;
     base.res.window = period.1;
     base.res.range = TimeRange::resolve(period.1, None, Some(base.res.range.end), base.now, base.res.tz)
-        .map_err(|m| ApiError::invalid_query("to", m))?;
+        .map_err(|m| ApiError::invalid([FieldError::query("to", m)]))?;
     base.authorize(&state, &caller).await?;
     let scope = base.scope(&caller, CallKinds::Tool);
     let mut prev_scope = scope.clone();
@@ -209,7 +209,7 @@ pub async fn global_stats(State(state): State<AppState>, caller: Caller, Params(
 
 /// `GET /api/v1/analytics/health`: ClickHouse reachability (no InfluxDB
 /// here: `influxdb_connected` mirrors the analytics store for old clients).
-pub async fn analytics_health(State(state): State<AppState>) -> Response {
+pub async fn analytics_health(State(state): State<AnalyticsState>) -> Response {
     let ok = state.db.run("health", |c| async move { c.query("SELECT 1").fetch_one::<u8>().await }).await.is_ok();
     let body = json!({
         "status": if ok { "healthy" } else { "unhealthy" },

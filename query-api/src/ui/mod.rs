@@ -27,8 +27,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::state::AppState;
-
 /// One embedded file.
 struct Asset {
     body: &'static str,
@@ -46,7 +44,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
                    base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// Routes of the page (public: the assets hold no data).
-pub fn router() -> Router<AppState> {
+pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| async { serve(&INDEX) }))
         .route("/ui/app.js", get(|| async { serve(&APP_JS) }))

@@ -29,10 +29,10 @@ use super::engine::{request_subject, subject_ids, CheckOutcome, CheckRequest, Li
 use super::json::{exact_json, ratelimit_headers, Amount};
 use super::limits::{json_decimal, LimitView, Metric};
 use super::period::utc_month;
+use super::UsageApiState;
 use crate::auth::Caller;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult, FieldError};
-use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
 struct CheckBody {
@@ -134,7 +134,7 @@ pub struct CheckView {
     pub staleness_ms: i64,
 }
 
-fn view(state: &AppState, tenant: Uuid, req: &CheckRequest, out: &CheckOutcome) -> CheckView {
+fn view(state: &UsageApiState, tenant: Uuid, req: &CheckRequest, out: &CheckOutcome) -> CheckView {
     let m = req.metric;
     let limits: Vec<LimitCheckView> = out.checks.iter().map(LimitCheckView::new).collect();
     let reservation = out.reservation.as_ref().map(|h| ReservationView {
@@ -189,10 +189,9 @@ fn view(state: &AppState, tenant: Uuid, req: &CheckRequest, out: &CheckOutcome) 
 }
 
 /// `POST /v1/usage/check`
-pub async fn check(State(state): State<AppState>, caller: Caller, Body(body): Body) -> ApiResult<Response> {
-    state.usage.start();
+pub async fn check(State(state): State<UsageApiState>, caller: Caller, Body(body): Body) -> ApiResult<Response> {
     let b: CheckBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::Validation(vec![FieldError::new(&["body"], format!("Invalid JSON body: {e}"), "json_invalid")]))?;
+        .map_err(|e| ApiError::invalid([FieldError::new(&["body"], format!("Invalid JSON body: {e}"), "json_invalid")]))?;
     let mut errs = Vec::new();
     let metric = Metric::parse(b.usage_type.as_deref().unwrap_or("tokens"));
     if metric.is_none() {
@@ -231,7 +230,7 @@ pub async fn check(State(state): State<AppState>, caller: Caller, Body(body): Bo
         },
     };
     let (Some(metric), Some(units), true) = (metric, units, errs.is_empty()) else {
-        return Err(ApiError::Validation(errs));
+        return Err(ApiError::invalid(errs));
     };
     let tenant = caller.tenant_id;
     let req = CheckRequest { organization_id, user_id, metric, units, reserve: b.reserve.unwrap_or(false), execution_id };
@@ -242,12 +241,11 @@ pub async fn check(State(state): State<AppState>, caller: Caller, Body(body): Bo
 
 /// `POST /v1/organizations/{organization_id}/usage/check`
 pub async fn org_check(
-    State(state): State<AppState>,
+    State(state): State<UsageApiState>,
     caller: Caller,
     Path(org): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    state.usage.start();
     let mut errs = Vec::new();
     let org = uuid_field(&["path", "organization_id"], Some(&org), true, &mut errs);
     let user_id = uuid_field(&["query", "user_id"], q.get("user_id").map(String::as_str), false, &mut errs);
@@ -264,7 +262,7 @@ pub async fn org_check(
     let messages = amount("additional_messages");
     let tokens = amount("additional_tokens");
     let (Some(org), true) = (org, errs.is_empty()) else {
-        return Err(ApiError::Validation(errs));
+        return Err(ApiError::invalid(errs));
     };
     let tenant = caller.tenant_id;
     let mut all_checks: Vec<LimitCheck> = Vec::new();
@@ -305,8 +303,9 @@ struct OrgCheckView {
 }
 
 /// `DELETE /v1/usage/reservations/{reservation_id}`
-pub async fn release(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::invalid_path("reservation_id", "Input should be a valid UUID", "uuid_parsing"))?;
+pub async fn release(State(state): State<UsageApiState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
+    let id = Uuid::parse_str(&id)
+        .map_err(|_| ApiError::invalid([FieldError::path("reservation_id", "Input should be a valid UUID", "uuid_parsing")]))?;
     if state.usage.release(caller.tenant_id, id) {
         Ok(Json(json!({ "reservation_id": id, "released": true })).into_response())
     } else {

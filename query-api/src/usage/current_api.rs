@@ -35,9 +35,9 @@ use super::engine::{request_subject, CheckOutcome, CheckRequest};
 use super::json::{exact_json, Amount};
 use super::limits::Metric;
 use super::period::{utc_month, PeriodSpec, Window};
+use super::UsageApiState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, FieldError};
-use crate::state::AppState;
 
 #[derive(Debug, Serialize)]
 struct MetricBlock {
@@ -87,12 +87,12 @@ fn percentage(current: i128, max: i128) -> f64 {
     ((current as f64 / max as f64) * 10000.0).round() / 100.0
 }
 
-fn evaluate(state: &AppState, tenant: Uuid, org: Uuid, user: Option<Uuid>, metric: Metric) -> ApiResult<CheckOutcome> {
+fn evaluate(state: &UsageApiState, tenant: Uuid, org: Uuid, user: Option<Uuid>, metric: Metric) -> ApiResult<CheckOutcome> {
     let req = CheckRequest { organization_id: Some(org), user_id: user, metric, units: 0, reserve: false, execution_id: None };
     state.usage.evaluate(tenant, &req)
 }
 
-fn block(state: &AppState, tenant: Uuid, org: Uuid, user: Option<Uuid>, out: &CheckOutcome, metric: Metric) -> MetricBlock {
+fn block(state: &UsageApiState, tenant: Uuid, org: Uuid, user: Option<Uuid>, out: &CheckOutcome, metric: Metric) -> MetricBlock {
     match out.checks.first() {
         Some(d) => MetricBlock {
             current: Amount::of(metric, d.used),
@@ -119,7 +119,7 @@ fn block(state: &AppState, tenant: Uuid, org: Uuid, user: Option<Uuid>, out: &Ch
     }
 }
 
-fn current_view(state: &AppState, tenant: Uuid, org: Uuid, user: Option<Uuid>) -> ApiResult<CurrentView> {
+fn current_view(state: &UsageApiState, tenant: Uuid, org: Uuid, user: Option<Uuid>) -> ApiResult<CurrentView> {
     let msgs = evaluate(state, tenant, org, user, Metric::Messages)?;
     let cost = evaluate(state, tenant, org, user, Metric::CostUsd)?;
     let now = msgs.now;
@@ -145,21 +145,20 @@ fn current_view(state: &AppState, tenant: Uuid, org: Uuid, user: Option<Uuid>) -
 
 fn query_uuid(q: &HashMap<String, String>, name: &str, required: bool) -> ApiResult<Option<Uuid>> {
     match q.get(name) {
-        None if required => Err(ApiError::Validation(vec![FieldError::new(&["query", name], "Field required", "missing")])),
+        None if required => Err(ApiError::invalid([FieldError::new(&["query", name], "Field required", "missing")])),
         None => Ok(None),
         Some(s) => Uuid::parse_str(s.trim())
             .map(Some)
-            .map_err(|_| ApiError::Validation(vec![FieldError::new(&["query", name], "Input should be a valid UUID", "uuid_parsing")])),
+            .map_err(|_| ApiError::invalid([FieldError::new(&["query", name], "Input should be a valid UUID", "uuid_parsing")])),
     }
 }
 
 fn path_uuid(name: &str, s: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(s).map_err(|_| ApiError::invalid_path(name, "Input should be a valid UUID", "uuid_parsing"))
+    Uuid::parse_str(s).map_err(|_| ApiError::invalid([FieldError::path(name, "Input should be a valid UUID", "uuid_parsing")]))
 }
 
 /// `GET /v1/api/usage/current` and `GET /v1/usage/stats`
-pub async fn current(State(state): State<AppState>, caller: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
-    state.usage.start();
+pub async fn current(State(state): State<UsageApiState>, caller: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
     let org = query_uuid(&q, "organization_id", true)?.expect("required");
     let user = query_uuid(&q, "user_id", false)?;
     let v = current_view(&state, caller.tenant_id, org, user)?;
@@ -167,8 +166,11 @@ pub async fn current(State(state): State<AppState>, caller: Caller, Query(q): Qu
 }
 
 /// `GET /v1/organizations/{organization_id}/usage/user/{user_id}`
-pub async fn org_user(State(state): State<AppState>, caller: Caller, Path((org, user)): Path<(String, String)>) -> ApiResult<Response> {
-    state.usage.start();
+pub async fn org_user(
+    State(state): State<UsageApiState>,
+    caller: Caller,
+    Path((org, user)): Path<(String, String)>,
+) -> ApiResult<Response> {
     let org = path_uuid("organization_id", &org)?;
     let user = path_uuid("user_id", &user)?;
     let v = current_view(&state, caller.tenant_id, org, Some(user))?;
@@ -218,7 +220,7 @@ fn parse_instant(name: &str, s: &str) -> ApiResult<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
         .or_else(|_| s.trim().parse::<i64>().ok().and_then(DateTime::from_timestamp_millis).ok_or(()))
         .map_err(|_| {
-            ApiError::Validation(vec![FieldError::new(
+            ApiError::invalid([FieldError::new(
                 &["query", name],
                 "Input should be an RFC 3339 datetime or epoch milliseconds",
                 "datetime_parsing",
@@ -228,7 +230,7 @@ fn parse_instant(name: &str, s: &str) -> ApiResult<DateTime<Utc>> {
 
 /// `GET /v1/organizations/{organization_id}/usage`
 pub async fn org_aggregate(
-    State(state): State<AppState>,
+    State(state): State<UsageApiState>,
     caller: Caller,
     Path(org): Path<String>,
     Query(q): Query<HashMap<String, String>>,
@@ -241,14 +243,14 @@ pub async fn org_aggregate(
         }
         (Some(s), Some(e)) => (parse_instant("period_start", s)?, parse_instant("period_end", e)?),
         (Some(_), None) => {
-            return Err(ApiError::Validation(vec![FieldError::new(
+            return Err(ApiError::invalid([FieldError::new(
                 &["query", "period_end"],
                 "period_end must be supplied together with period_start",
                 "missing",
             )]))
         }
         (None, Some(_)) => {
-            return Err(ApiError::Validation(vec![FieldError::new(
+            return Err(ApiError::invalid([FieldError::new(
                 &["query", "period_start"],
                 "period_start must be supplied together with period_end",
                 "missing",
@@ -256,7 +258,7 @@ pub async fn org_aggregate(
         }
     };
     if end <= start {
-        return Err(ApiError::invalid_query("period_end", "period_end must be after period_start"));
+        return Err(ApiError::invalid([FieldError::query("period_end", "period_end must be after period_start")]));
     }
     let whole_minutes = start.timestamp_subsec_millis() == 0
         && end.timestamp_subsec_millis() == 0
@@ -306,8 +308,7 @@ struct ExtraUsage {
 }
 
 /// `GET /api/organizations/{org_uuid}/usage`
-pub async fn organizations_usage(State(state): State<AppState>, caller: Caller, Path(org): Path<String>) -> ApiResult<Response> {
-    state.usage.start();
+pub async fn organizations_usage(State(state): State<UsageApiState>, caller: Caller, Path(org): Path<String>) -> ApiResult<Response> {
     let org = path_uuid("org_uuid", &org)?;
     let tenant = caller.tenant_id;
     let mut body = serde_json::Map::new();

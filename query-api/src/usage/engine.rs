@@ -18,16 +18,15 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts};
 use uuid::Uuid;
 
-use super::config::UsageArgs;
 use super::counters::{Counters, SubjectKey, Totals};
 use super::limits::{Limit, LimitSet, Metric, Subject};
 use super::period::{minute_of, PeriodSpec, Window};
 use super::reservations::{Hold, Holds};
+use super::settings::UsageSettings;
 use crate::error::ApiError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, UsageMetrics};
 
 /// Where "now" comes from: the system clock, or a pinned instant (tests).
 #[derive(Debug)]
@@ -61,58 +60,10 @@ impl Clock {
     }
 }
 
-/// Metrics of the usage counters (registered in the API's registry).
-#[derive(Debug, Clone)]
-pub struct UsageMetrics {
-    pub refresh_duration_seconds: HistogramVec,
-    pub refresh_errors_total: IntCounterVec,
-    pub checks_total: IntCounterVec,
-    pub subjects: IntGauge,
-    pub counter_staleness_ms: IntGauge,
-}
-
-impl UsageMetrics {
-    fn new(metrics: &Metrics) -> Self {
-        let refresh_duration_seconds = HistogramVec::new(
-            HistogramOpts::new(
-                "agentmeter_usage_refresh_duration_seconds",
-                "Time to re-read usage from the rollups, by kind (delta, reconcile)",
-            )
-            .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
-            &["kind"],
-        )
-        .expect("valid metric");
-        let refresh_errors_total =
-            IntCounterVec::new(Opts::new("agentmeter_usage_refresh_errors_total", "Usage refreshes that failed, by kind"), &["kind"])
-                .expect("valid metric");
-        let checks_total = IntCounterVec::new(
-            Opts::new("agentmeter_usage_checks_total", "Usage checks answered, by outcome (allowed, denied, unlimited)"),
-            &["outcome"],
-        )
-        .expect("valid metric");
-        let subjects = IntGauge::new("agentmeter_usage_subjects", "Subjects (tenant, organization, user) with usage held in memory")
-            .expect("valid metric");
-        let counter_staleness_ms = IntGauge::new(
-            "agentmeter_usage_counter_staleness_milliseconds",
-            "Age of the usage counters at the last refresh, in milliseconds",
-        )
-        .expect("valid metric");
-        let m = Self { refresh_duration_seconds, refresh_errors_total, checks_total, subjects, counter_staleness_ms };
-        // A second app in the same registry (never in practice) keeps its own
-        // unregistered copies rather than failing.
-        let _ = metrics.registry.register(Box::new(m.refresh_duration_seconds.clone()));
-        let _ = metrics.registry.register(Box::new(m.refresh_errors_total.clone()));
-        let _ = metrics.registry.register(Box::new(m.checks_total.clone()));
-        let _ = metrics.registry.register(Box::new(m.subjects.clone()));
-        let _ = metrics.registry.register(Box::new(m.counter_staleness_ms.clone()));
-        m
-    }
-}
-
 /// Everything the usage endpoints share.
 pub struct UsageState {
     pub(crate) db: clickhouse::Client,
-    pub(crate) cfg: UsageArgs,
+    pub(crate) cfg: UsageSettings,
     pub(crate) counters: RwLock<Counters>,
     pub(crate) limits: RwLock<LimitSet>,
     /// Bumped by every limit write, so a reconcile that read the table
@@ -181,13 +132,9 @@ impl CheckOutcome {
 }
 
 impl UsageState {
-    /// Built once per app from the database-bound client and the config.
+    /// Built once per app from the database-bound client and the settings.
     /// Loads nothing yet: [`UsageState::start`] spawns the refresher.
-    pub fn new(clickhouse: &clickhouse::Client, args: &crate::config::Args, metrics: &Metrics) -> Self {
-        Self::with_config(clickhouse.clone(), args.usage.clone(), metrics)
-    }
-
-    pub fn with_config(db: clickhouse::Client, cfg: UsageArgs, metrics: &Metrics) -> Self {
+    pub fn new(db: clickhouse::Client, cfg: UsageSettings, metrics: &Metrics) -> Self {
         Self {
             db,
             cfg,
@@ -200,7 +147,7 @@ impl UsageState {
             as_of_ms: AtomicI64::new(UNPINNED),
             limits_loaded: AtomicBool::new(false),
             started: AtomicBool::new(false),
-            metrics: UsageMetrics::new(metrics),
+            metrics: metrics.usage.clone(),
         }
     }
 

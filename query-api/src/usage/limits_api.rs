@@ -21,13 +21,13 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::limits::{load_one, load_tenant, write, Limit, LimitInput, LimitRow, LimitView};
+use super::UsageApiState;
 use crate::auth::AdminCaller;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult, FieldError};
-use crate::state::AppState;
 
 fn parse_limit_id(s: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(s).map_err(|_| ApiError::invalid_path("limit_id", "Input should be a valid UUID", "uuid_parsing"))
+    Uuid::parse_str(s).map_err(|_| ApiError::invalid([FieldError::path("limit_id", "Input should be a valid UUID", "uuid_parsing")]))
 }
 
 /// The version a write expects, from `If-Match` (wins) or the body.
@@ -35,13 +35,13 @@ fn expected_version(headers: &HeaderMap, body: Option<u64>) -> ApiResult<Option<
     let Some(v) = headers.get(axum::http::header::IF_MATCH) else { return Ok(body) };
     let s = v.to_str().unwrap_or("").trim().trim_start_matches("W/").trim_matches('"');
     s.parse::<u64>().map(Some).map_err(|_| {
-        ApiError::Validation(vec![FieldError::new(&["header", "If-Match"], "Input should be a version number, e.g. \"3\"", "int_parsing")])
+        ApiError::invalid([FieldError::new(&["header", "If-Match"], "Input should be a version number, e.g. \"3\"", "int_parsing")])
     })
 }
 
 fn parse_body(body: &Bytes) -> ApiResult<LimitInput> {
     serde_json::from_slice(body)
-        .map_err(|e| ApiError::Validation(vec![FieldError::new(&["body"], format!("Invalid JSON body: {e}"), "json_invalid")]))
+        .map_err(|e| ApiError::invalid([FieldError::new(&["body"], format!("Invalid JSON body: {e}"), "json_invalid")]))
 }
 
 fn with_etag(status: StatusCode, limit: &Limit) -> Response {
@@ -52,13 +52,13 @@ fn with_etag(status: StatusCode, limit: &Limit) -> Response {
     resp
 }
 
-async fn upsert(state: &AppState, caller: &AdminCaller, limit_id: Uuid, headers: &HeaderMap, body: &Bytes) -> ApiResult<Response> {
+async fn upsert(state: &UsageApiState, caller: &AdminCaller, limit_id: Uuid, headers: &HeaderMap, body: &Bytes) -> ApiResult<Response> {
     let tenant = caller.0.tenant_id;
     let input = parse_body(body)?;
     let expected = expected_version(headers, input.expected_version)?;
     let mut limit = input
         .validate(tenant, limit_id, &caller.0.key_name)
-        .map_err(|issues| ApiError::Validation(issues.into_iter().map(|i| FieldError::new(&["body", i.field], i.msg, i.kind)).collect()))?;
+        .map_err(|issues| ApiError::invalid(issues.into_iter().map(|i| FieldError::new(&["body", i.field], i.msg, i.kind))))?;
     let usage = &state.usage;
     let _guard = usage.write_lock.lock().await;
     let current = state.db.run("limits_read", |c| async move { load_one(&c, tenant, limit_id).await }).await?;
@@ -76,13 +76,13 @@ async fn upsert(state: &AppState, caller: &AdminCaller, limit_id: Uuid, headers:
 }
 
 /// `POST /v1/limits`
-pub async fn create(State(state): State<AppState>, caller: AdminCaller, headers: HeaderMap, Body(body): Body) -> ApiResult<Response> {
+pub async fn create(State(state): State<UsageApiState>, caller: AdminCaller, headers: HeaderMap, Body(body): Body) -> ApiResult<Response> {
     upsert(&state, &caller, Uuid::new_v4(), &headers, &body).await
 }
 
 /// `PUT /v1/limits/{limit_id}`
 pub async fn put(
-    State(state): State<AppState>,
+    State(state): State<UsageApiState>,
     caller: AdminCaller,
     Path(limit_id): Path<String>,
     headers: HeaderMap,
@@ -93,7 +93,7 @@ pub async fn put(
 }
 
 /// `GET /v1/limits`
-pub async fn list(State(state): State<AppState>, caller: AdminCaller) -> ApiResult<Response> {
+pub async fn list(State(state): State<UsageApiState>, caller: AdminCaller) -> ApiResult<Response> {
     let tenant = caller.0.tenant_id;
     let rows = state.db.run("limits_list", |c| async move { load_tenant(&c, tenant).await }).await?;
     let limits: Vec<LimitView> = rows.iter().filter_map(LimitRow::to_limit).map(|l| LimitView::from(&l)).collect();
@@ -101,7 +101,7 @@ pub async fn list(State(state): State<AppState>, caller: AdminCaller) -> ApiResu
 }
 
 /// `GET /v1/limits/{limit_id}`
-pub async fn get_one(State(state): State<AppState>, caller: AdminCaller, Path(limit_id): Path<String>) -> ApiResult<Response> {
+pub async fn get_one(State(state): State<UsageApiState>, caller: AdminCaller, Path(limit_id): Path<String>) -> ApiResult<Response> {
     let limit_id = parse_limit_id(&limit_id)?;
     let tenant = caller.0.tenant_id;
     let row = state.db.run("limits_read", |c| async move { load_one(&c, tenant, limit_id).await }).await?;
@@ -113,7 +113,7 @@ pub async fn get_one(State(state): State<AppState>, caller: AdminCaller, Path(li
 
 /// `DELETE /v1/limits/{limit_id}`
 pub async fn delete(
-    State(state): State<AppState>,
+    State(state): State<UsageApiState>,
     caller: AdminCaller,
     Path(limit_id): Path<String>,
     headers: HeaderMap,

@@ -8,11 +8,11 @@
 //! * [`refresh`]: keeps the counters equal to the ClickHouse rollups.
 //! * [`reservations`]: budget held by `reserve=true` checks.
 //! * [`engine`]: the state and the check (strictest limit, reservation).
+//! * [`settings`]: the plain settings the state is built from.
 //! * [`json`]: exact money in JSON, RateLimit headers.
 //! * [`limits_api`], [`check_api`], [`current_api`]: the HTTP handlers.
 
 pub mod check_api;
-pub mod config;
 pub mod counters;
 pub mod current_api;
 pub mod engine;
@@ -22,17 +22,38 @@ pub mod limits_api;
 pub mod period;
 pub mod refresh;
 pub mod reservations;
+pub mod settings;
 
+use std::sync::Arc;
+
+use axum::extract::FromRef;
 use axum::routing::{delete, get, post};
 use axum::Router;
 
-pub use config::UsageArgs;
 pub use engine::UsageState;
+pub use settings::UsageSettings;
 
-use crate::state::AppState;
+use crate::auth::KeyStore;
+use crate::body::MaxBodyBytes;
+use crate::db::Db;
+
+/// What the usage handlers need of the app's state.
+#[derive(Clone)]
+pub struct UsageApiState {
+    /// Counters, limits and reservations in memory.
+    pub usage: Arc<UsageState>,
+    /// ClickHouse behind the concurrency limit and the query timeout.
+    pub db: Db,
+}
 
 /// Routes of the usage endpoints (full paths, merged into the app).
-pub fn router() -> Router<AppState> {
+pub fn router<S>() -> Router<S>
+where
+    S: Clone + Send + Sync + 'static,
+    UsageApiState: FromRef<S>,
+    Arc<KeyStore>: FromRef<S>,
+    MaxBodyBytes: FromRef<S>,
+{
     Router::new()
         .route("/v1/limits", get(limits_api::list).post(limits_api::create))
         .route("/v1/limits/{limit_id}", get(limits_api::get_one).put(limits_api::put).delete(limits_api::delete))
