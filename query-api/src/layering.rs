@@ -133,16 +133,35 @@ fn references(code: &str, super_is_root: bool) -> BTreeSet<String> {
     out
 }
 
+/// Names `lib.rs` re-exports (`pub use state::AppState;`), by the module
+/// they come from: `crate::AppState` is a use of `state`.
+fn re_exports() -> BTreeMap<String, String> {
+    let lib = std::fs::read_to_string(src().join("lib.rs")).expect("read lib.rs");
+    let mut out = BTreeMap::new();
+    for line in lib.lines() {
+        let Some(rest) = line.trim().strip_prefix("pub use ") else { continue };
+        let Some((module, names)) = rest.trim_end_matches(';').split_once("::") else { continue };
+        for name in names.trim_matches(|c| c == '{' || c == '}').split(',') {
+            let name = name.rsplit("::").next().unwrap_or(name);
+            let name = name.rsplit(" as ").next().unwrap_or(name).trim();
+            out.insert(name.to_owned(), module.trim().to_owned());
+        }
+    }
+    out
+}
+
 fn crate_graph() -> Graph {
     let modules = top_level_modules();
     let known: BTreeSet<&str> = modules.iter().map(String::as_str).collect();
+    let aliases = re_exports();
     let mut graph = Graph::new();
     for m in &modules {
         let mut deps = BTreeSet::new();
         for f in files_of(m) {
             let text = std::fs::read_to_string(&f).expect("read source");
             let super_is_root = f.parent() == Some(src().as_path());
-            deps.extend(references(&code(&text), super_is_root).into_iter().filter(|d| d != m && known.contains(d.as_str())));
+            let named = references(&code(&text), super_is_root).into_iter().map(|d| aliases.get(&d).cloned().unwrap_or(d));
+            deps.extend(named.filter(|d| d != m && known.contains(d.as_str())));
         }
         graph.insert(m.clone(), deps);
     }
@@ -199,6 +218,7 @@ fn the_cycle_check_sees_edges_and_cycles() {
     for (from, to) in [("state", "usage"), ("state", "config"), ("db", "metrics"), ("rate_limit", "auth")] {
         assert!(graph[from].contains(to), "{from} -> {to} not found: {graph:?}");
     }
+    assert_eq!(re_exports().get("AppState").map(String::as_str), Some("state"));
     let refs = references(&code("use crate::{a::X, b::{c, d}, e};\nlet x = crate::f::g();\n// crate::h\n"), false);
     assert_eq!(refs.into_iter().collect::<Vec<_>>(), ["a", "b", "e", "f"]);
     let mut planted = graph.clone();
