@@ -20,6 +20,9 @@
 //!   the unwritten rows of those partitions: their next owner reads them
 //!   again from the committed offset, and the duplicate look-up makes a
 //!   second write of anything that did land harmless.
+//! * Rows ClickHouse refused come back from the writer with their position;
+//!   the loop's batch task reads each message again and dead-letters it
+//!   before the batch's offsets are stored (the writer never touches Kafka).
 //! * Offsets are committed after each acknowledged batch (asynchronously),
 //!   on revocation and on shutdown (synchronously).
 
@@ -41,8 +44,8 @@ use crate::batch::{Batch, IngestRow, Limits, Source};
 use crate::config::Config;
 use crate::dead_letter::{DeadLetters, Rejected};
 use crate::errors::{Backoff, IngestError};
-use crate::metrics::Metrics;
-use crate::writer::Writer;
+use crate::metrics::{Metrics, REASON_CLICKHOUSE_REJECTED};
+use crate::writer::{Refused, Writer};
 
 type Partition = (String, i32);
 
@@ -151,6 +154,28 @@ fn commit<C: Consumer<X>, X: ConsumerContext>(consumer: &C, mode: CommitMode) {
     }
 }
 
+/// Dead-letters the rows ClickHouse refused (reason `clickhouse_rejected`),
+/// each with its message read again from `topic` by position. Returns once
+/// Kafka acknowledged every one, before the batch's offsets are stored.
+async fn dead_letter_refused<R: IngestRow>(dead_letters: &DeadLetters, topic: &str, refused: &[Refused]) {
+    for r in refused {
+        let original = dead_letters.read_original(topic, r.partition, r.offset).await;
+        dead_letters
+            .deliver(&Rejected {
+                kind: R::EVENT_KIND,
+                reason: REASON_CLICKHOUSE_REJECTED,
+                field: String::new(),
+                error: r.reason.clone(),
+                source_topic: topic.to_owned(),
+                partition: r.partition,
+                offset: r.offset,
+                key: original.key,
+                payload: original.payload,
+            })
+            .await;
+    }
+}
+
 /// A batch being written.
 struct Writing {
     id: u64,
@@ -252,7 +277,6 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
         backoff,
         Duration::from_millis(config.clickhouse_timeout_ms),
         Arc::clone(&metrics),
-        Arc::clone(&dead_letters),
     ));
     let mut worker = Worker {
         consumer,
@@ -382,14 +406,20 @@ impl Worker {
         let topic = table.topic.clone();
         self.shared.begin(id, batch.offsets.keys().map(|p| (topic.clone(), *p)).collect());
         let bytes = batch.bytes;
-        let (consumer, shared, writer, metrics) =
-            (Arc::clone(&self.consumer), Arc::clone(&self.shared), Arc::clone(&self.writer), Arc::clone(&self.metrics));
+        let (consumer, shared, writer, metrics, refusals) = (
+            Arc::clone(&self.consumer),
+            Arc::clone(&self.shared),
+            Arc::clone(&self.writer),
+            Arc::clone(&self.metrics),
+            Arc::clone(&self.dead_letters),
+        );
         let handle = tokio::spawn(async move {
             let started = Instant::now();
             let Batch { entries, dead_letters, offsets, .. } = batch;
             let rows = entries.len();
-            let written = writer.write(entries, &topic).await;
-            let dead_lettered = dead_letters.len();
+            let written = writer.write(entries).await;
+            dead_letter_refused::<R>(&refusals, &topic, &written.refused).await;
+            let dead_lettered = dead_letters.len() + written.refused.len();
             for (_, _, delivery) in dead_letters {
                 let _ = delivery.await;
             }
@@ -408,7 +438,7 @@ impl Worker {
                 rows,
                 inserted = written.inserted,
                 deduplicated = written.deduplicated,
-                rejected = written.rejected,
+                refused = written.refused.len(),
                 dead_lettered,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "batch acknowledged"

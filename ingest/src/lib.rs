@@ -4,8 +4,10 @@
 //! * [`consumer`]: the loop, per-table batches, offsets stored only after
 //!   acknowledgement, pause on the memory bound, commit on revoke/shutdown.
 //! * [`writer`]: duplicate look-up ([`dedup`]), one deduplicated INSERT per
-//!   batch, retry with backoff, split-and-isolate on data errors.
-//! * [`dead_letter`]: rejected messages, verbatim, with the reason.
+//!   batch, retry with backoff, split-and-isolate on data errors; returns
+//!   the refused rows' positions (it never talks to Kafka).
+//! * [`dead_letter`]: rejected messages, verbatim, with the reason (the
+//!   consumer dead-letters the rows the writer returns as refused).
 //! * [`errors`]: the error type and the one classification of failures.
 //! * [`metrics`]: Prometheus metrics and the `/metrics` + `/health` server.
 //!

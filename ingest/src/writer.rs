@@ -1,6 +1,8 @@
 //! Writes one batch to ClickHouse, however long it takes, and reports what
 //! happened to each row: inserted, skipped as a duplicate, or refused by
-//! ClickHouse (then dead-lettered with reason `clickhouse_rejected`).
+//! ClickHouse. Refused rows are returned with their Kafka position and
+//! ClickHouse's reason; the writer never talks to Kafka; the consumer,
+//! which owns Kafka, reads them again and dead-letters them.
 //!
 //! * Retryable failures (see [`crate::errors`]) are retried with capped
 //!   exponential backoff and jitter, forever: the caller's offsets do not
@@ -24,17 +26,27 @@ use sha2::{Digest, Sha256};
 
 use crate::batch::{Entry, IngestRow, Source};
 use crate::config::MAX_BATCH_ROWS_LIMIT;
-use crate::dead_letter::{DeadLetters, Rejected};
 use crate::dedup::{dedup_in_batch, stored_ids};
 use crate::errors::{classify, Backoff};
-use crate::metrics::{Metrics, REASON_CLICKHOUSE_REJECTED};
+use crate::metrics::Metrics;
+
+/// A row ClickHouse refused on its own (a data error), and where its
+/// message was read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    pub partition: i32,
+    pub offset: i64,
+    /// ClickHouse's error, for the dead letter's `agentmeter-error` header.
+    pub reason: String,
+}
 
 /// What became of a batch's rows.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Written {
     pub inserted: usize,
     pub deduplicated: usize,
-    pub rejected: usize,
+    /// Rows ClickHouse refused, in batch order; the caller dead-letters them.
+    pub refused: Vec<Refused>,
 }
 
 pub struct Writer {
@@ -42,7 +54,6 @@ pub struct Writer {
     backoff: Backoff,
     timeout: Duration,
     metrics: Arc<Metrics>,
-    dead_letters: Arc<DeadLetters>,
 }
 
 /// The deduplication token of a set of rows: the same rows give the same
@@ -60,15 +71,16 @@ pub fn dedup_token<R: IngestRow>(entries: &[Entry<R>]) -> String {
 }
 
 impl Writer {
-    pub fn new(client: Client, backoff: Backoff, timeout: Duration, metrics: Arc<Metrics>, dead_letters: Arc<DeadLetters>) -> Self {
+    pub fn new(client: Client, backoff: Backoff, timeout: Duration, metrics: Arc<Metrics>) -> Self {
         // RowBinary without per-insert schema look-ups; the row types are
         // tested against the migrations in the schema crate.
-        Self { client: client.with_validation(false), backoff, timeout, metrics, dead_letters }
+        Self { client: client.with_validation(false), backoff, timeout, metrics }
     }
 
-    /// Writes `entries` (read from `source_topic`), returning once every row
-    /// is acknowledged, skipped as a duplicate, or dead-lettered.
-    pub async fn write<R: IngestRow>(&self, mut entries: Vec<Entry<R>>, source_topic: &str) -> Written {
+    /// Writes `entries`, returning once every row is acknowledged, skipped
+    /// as a duplicate, or refused by ClickHouse (those are returned in
+    /// [`Written::refused`]; nothing else is done with them here).
+    pub async fn write<R: IngestRow>(&self, mut entries: Vec<Entry<R>>) -> Written {
         let mut written = Written { deduplicated: dedup_in_batch(&mut entries), ..Written::default() };
         if !entries.is_empty() {
             let mut attempt = 0;
@@ -89,41 +101,30 @@ impl Writer {
         }
         self.metrics.events_deduplicated.with_label_values(&[R::EVENT_KIND]).inc_by(written.deduplicated as u64);
 
-        let rejected = self.insert_isolating(&entries).await;
-        for (index, error) in &rejected {
-            let Source { partition, offset, .. } = entries[*index].source;
-            tracing::warn!(table = R::TABLE, partition, offset, %error, "ClickHouse refused a row; dead-lettering it");
-            let original = self.dead_letters.read_original(source_topic, partition, offset).await;
-            self.dead_letters
-                .deliver(&Rejected {
-                    kind: R::EVENT_KIND,
-                    reason: REASON_CLICKHOUSE_REJECTED,
-                    field: String::new(),
-                    error: error.clone(),
-                    source_topic: source_topic.to_owned(),
-                    partition,
-                    offset,
-                    key: original.key,
-                    payload: original.payload,
-                })
-                .await;
-        }
-        written.rejected = rejected.len();
-        written.inserted = entries.len() - rejected.len();
+        let refused = self.insert_isolating(&entries).await;
+        written.inserted = entries.len() - refused.len();
         self.metrics.events_inserted.with_label_values(&[R::EVENT_KIND]).inc_by(written.inserted as u64);
         let now = chrono::Utc::now();
         let delay = self.metrics.delay(R::EVENT_KIND);
-        let rejected_idx: std::collections::HashSet<usize> = rejected.iter().map(|(i, _)| *i).collect();
+        let refused_idx: std::collections::HashSet<usize> = refused.iter().map(|(i, _)| *i).collect();
         for (i, e) in entries.iter().enumerate() {
-            if !rejected_idx.contains(&i) {
+            if !refused_idx.contains(&i) {
                 delay.observe((now - e.row.occurred_at()).num_milliseconds().max(0) as f64 / 1000.0);
             }
         }
+        written.refused = refused
+            .into_iter()
+            .map(|(index, reason)| {
+                let Source { partition, offset, .. } = entries[index].source;
+                tracing::warn!(table = R::TABLE, partition, offset, error = %reason, "ClickHouse refused a row");
+                Refused { partition, offset, reason }
+            })
+            .collect();
         written
     }
 
     /// Inserts every row it can; returns the index and error of each row
-    /// ClickHouse refused on its own.
+    /// ClickHouse refused on its own, in batch order.
     async fn insert_isolating<R: IngestRow>(&self, entries: &[Entry<R>]) -> Vec<(usize, String)> {
         let mut rejected = Vec::new();
         let mut pending = Vec::with_capacity(16);
@@ -167,6 +168,7 @@ impl Writer {
                 }
             }
         }
+        rejected.sort_unstable_by_key(|(index, _)| *index);
         rejected
     }
 

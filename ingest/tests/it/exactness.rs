@@ -45,10 +45,10 @@ const KINDS: [&str; 2] = ["tool_call", "agent_execution"];
 /// key and payload come back verbatim, and a position past the end gives
 /// an empty payload after the retries instead of hanging the writer.
 ///
-/// The refusal itself cannot be produced here: the local engine's
+/// The refusal itself cannot be produced by the local engine (its
 /// streaming insert evaluates neither CHECK constraints nor exceptions
-/// raised by a view (both work with `INSERT ... VALUES`), so the split of a
-/// refused batch has no test against the engine; this test covers the read.
+/// raised by a view); `refused.rs` tests the split against a mock
+/// ClickHouse, and this test the read with its edge case.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_rows_message_is_read_again_verbatim() {
     let f = Fixture::new("read_again", 2).await;

@@ -6,4 +6,5 @@
 
 mod exactness;
 mod faults;
+mod refused;
 mod support;
