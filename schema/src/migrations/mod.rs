@@ -6,7 +6,8 @@
 //! the same schema; the runner then records it in `schema_migrations`
 //! (a `ReplacingMergeTree` keyed by version, so two concurrent runners leave
 //! one row). Migrations that have landed are never edited: a change is a new
-//! migration.
+//! migration. `schema/migrations.sha256` records a checksum of each landed
+//! migration's SQL, and a test (`tests/it/checksums.rs`) fails if it changes.
 //!
 //! Statements use unqualified table names; the client is bound to the target
 //! database, which the runner creates first.
