@@ -1,24 +1,57 @@
 // app.js: the usage page. A plain client of the public API: every number on
 // the page comes from an /api/v1/analytics/*, /api/v1/query/timeseries or
-// usage endpoint called with the read key the user entered.
+// usage endpoint called with the key the user entered.
 //
-// The key is kept in sessionStorage (gone when the tab closes) and may be
-// passed as /#key=<key>: the URL fragment is never sent to the server, and
-// the page removes the key from the address bar as soon as it has read it.
-// Other fragment fields (window, frequency, tz, org) make a view linkable.
+// State lives in the URL fragment (window, frequency, tz and the active
+// filters), so a view can be bookmarked and shared; the fragment never
+// reaches the server. The key may be handed over as /#key=<key> too: it is
+// moved to sessionStorage (gone when the tab closes) and removed from the
+// address bar at once, and the "Share link" button never includes it.
+//
+// Clicking a project, navigator, tool (or a server, when the answer carries
+// its instance id) adds a filter that every panel whose endpoint accepts it
+// applies; panels whose endpoint cannot filter by it say so.
 "use strict";
 
 (function () {
   const KEY_STORE = "agentmeter.key";
   const REFRESH_MS = 10000;
   const AUTO_FREQUENCY = { "1h": "1m", "24h": "1h", "7d": "6h", "30d": "1d" };
+  const NIL = "00000000-0000-0000-0000-000000000000";
+  const MAX_ORGS = 20;
   const $ = (id) => document.getElementById(id);
   const num = new Intl.NumberFormat("en-US");
   const num1 = new Intl.NumberFormat("en-US", { maximumFractionDigits: 1 });
   const num2 = new Intl.NumberFormat("en-US", { maximumFractionDigits: 2 });
+  const compact = new Intl.NumberFormat("en-US", { notation: "compact", maximumFractionDigits: 1 });
   let timer = null;
   let running = false;
   let generation = 0;
+
+  // The filters the page knows, in the order chips are shown. The value of
+  // `label` is remembered from the tables so a chip can show a name.
+  const FILTERS = {
+    project_id: { noun: "Project" },
+    navigator_instance_id: { noun: "Navigator" },
+    server_instance_id: { noun: "Server" },
+    tool_name: { noun: "Tool" },
+  };
+  const filters = {};
+  const labels = {};
+
+  // Which filters each endpoint accepts (docs/api.md; params.rs `Accepts`).
+  // A filter an endpoint does not accept is not sent (some answer 422) and
+  // the panel is marked "not filtered by ...".
+  const PNS = ["project_id", "navigator_instance_id", "server_instance_id"];
+  const ACCEPTS = {
+    countGraph: [...PNS, "tool_name"],
+    graph: PNS,
+    topServers: ["project_id", "navigator_instance_id"],
+    topProjects: [],
+    users: ["project_id", "navigator_instance_id"],
+    callSeries: [...PNS, "tool_name"],
+    execSeries: ["project_id", "navigator_instance_id"],
+  };
 
   class ApiError extends Error {
     constructor(status, detail, path) {
@@ -29,33 +62,45 @@
     }
   }
 
-  // --- settings -----------------------------------------------------------
+  // --- state in the URL -----------------------------------------------------
 
   function browserTz() {
     try { return Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC"; } catch (_) { return "UTC"; }
   }
 
+  // Reads window, frequency, tz and filters (and a key, which it removes)
+  // from the fragment.
   function readFragment() {
     const p = new URLSearchParams(location.hash.replace(/^#/, ""));
-    if (p.get("key")) {
-      sessionStorage.setItem(KEY_STORE, p.get("key"));
-      p.delete("key");
-    }
-    for (const f of ["window", "frequency", "tz", "org"]) {
+    if (p.get("key")) sessionStorage.setItem(KEY_STORE, p.get("key"));
+    for (const f of ["window", "frequency", "tz"]) {
       const v = p.get(f);
       if (v === null) continue;
       const input = $(f);
       if (input.tagName === "SELECT" && ![...input.options].some((o) => o.value === v)) continue;
       input.value = v;
     }
+    for (const k of Object.keys(FILTERS)) {
+      const v = p.get(k);
+      if (v) filters[k] = v; else delete filters[k];
+    }
     writeFragment();
   }
 
-  // The view (never the key) in the fragment, so it can be bookmarked.
-  function writeFragment() {
+  // The view, never the key.
+  function stateString() {
     const p = new URLSearchParams();
-    for (const f of ["window", "frequency", "tz", "org"]) if ($(f).value) p.set(f, $(f).value);
-    history.replaceState(null, "", location.pathname + location.search + "#" + p.toString());
+    for (const f of ["window", "frequency", "tz"]) if ($(f).value) p.set(f, $(f).value.trim());
+    for (const k of Object.keys(FILTERS)) if (filters[k]) p.set(k, filters[k]);
+    return p.toString();
+  }
+
+  function writeFragment() {
+    history.replaceState(null, "", location.pathname + location.search + "#" + stateString());
+  }
+
+  function shareLink() {
+    return location.origin + location.pathname + "#" + stateString();
   }
 
   function settings() {
@@ -66,32 +111,56 @@
       window: win,
       frequency: f === "auto" ? AUTO_FREQUENCY[win] || "1h" : f,
       tz: $("tz").value.trim() || browserTz(),
-      org: $("org").value.trim(),
     };
+  }
+
+  // The filters an endpoint accepts as query parameters, and the active
+  // ones it does not.
+  function scoped(accepts) {
+    const params = {};
+    const ignored = [];
+    for (const k of Object.keys(filters)) {
+      if (accepts.includes(k)) params[k] = filters[k]; else ignored.push(k);
+    }
+    return { params, ignored };
   }
 
   // --- HTTP ---------------------------------------------------------------
 
-  async function getJson(path, key) {
-    let resp;
-    try {
-      resp = await fetch(path, {
-        headers: { "X-API-Key": key, Accept: "application/json" },
-        cache: "no-store",
-        credentials: "omit",
-      });
-    } catch (_) {
-      throw new ApiError(0, "The API could not be reached.", path);
+  async function request(method, path, key, body) {
+    for (let attempt = 0; ; attempt++) {
+      let resp;
+      try {
+        const headers = { "X-API-Key": key, Accept: "application/json" };
+        if (body !== undefined) headers["Content-Type"] = "application/json";
+        resp = await fetch(path, {
+          method,
+          headers,
+          body: body === undefined ? undefined : JSON.stringify(body),
+          cache: "no-store",
+          credentials: "omit",
+        });
+      } catch (_) {
+        throw new ApiError(0, "The API could not be reached.", path);
+      }
+      if (resp.status === 429 && attempt < 2) {
+        const wait = Math.min(3, Number(resp.headers.get("Retry-After")) || 1);
+        await new Promise((r) => setTimeout(r, wait * 1000));
+        continue;
+      }
+      let json = null;
+      try { json = await resp.json(); } catch (_) { /* not JSON */ }
+      if (!resp.ok) {
+        let detail = json && json.detail;
+        if (Array.isArray(detail)) detail = detail.map((d) => `${(d.loc || []).slice(-1)[0] || ""}: ${d.msg}`).join("; ");
+        throw new ApiError(resp.status, detail || resp.statusText, path);
+      }
+      return json;
     }
-    let body = null;
-    try { body = await resp.json(); } catch (_) { /* not JSON */ }
-    if (!resp.ok) {
-      let detail = body && body.detail;
-      if (Array.isArray(detail)) detail = detail.map((d) => `${(d.loc || []).slice(-1)[0] || ""}: ${d.msg}`).join("; ");
-      throw new ApiError(resp.status, detail || resp.statusText, path);
-    }
-    return body;
   }
+
+  const getJson = (path, key) => request("GET", path, key);
+  const postJson = (path, key, body) => request("POST", path, key, body);
 
   function message(err) {
     switch (err.status) {
@@ -100,15 +169,14 @@
       case 403: return "This key may not read this (HTTP 403).";
       case 404: return `Not found (HTTP 404): ${err.detail}`;
       case 422: return `The API rejected a setting (HTTP 422): ${err.detail}`;
+      case 429: return "Too many requests for this key (HTTP 429); the next refresh will try again.";
       default: return err.status >= 500
         ? `The API failed to answer (HTTP ${err.status}); it will be retried.`
         : `Request failed (HTTP ${err.status}): ${err.detail}`;
     }
   }
 
-  function qs(params) {
-    return new URLSearchParams(params).toString();
-  }
+  const qs = (params) => new URLSearchParams(params).toString();
 
   // --- formatting -----------------------------------------------------------
 
@@ -135,8 +203,37 @@
   const ms = (secs) => (secs === null || secs === undefined ? null : secs * 1000);
   const fmtMs = (v) => (v === null ? "–" : v >= 1000 ? num2.format(v / 1000) + " s" : num1.format(v) + " ms");
   const fmtPct = (v) => (v === null ? "–" : num2.format(v * 100) + " %");
+  const fmtUsd = (v) => (v === null || v === undefined ? "–" : "$" + new Intl.NumberFormat("en-US", {
+    minimumFractionDigits: 2, maximumFractionDigits: Math.abs(v) < 1 && v !== 0 ? 4 : 2,
+  }).format(v));
+  const fmtCompact = (v) => (v === null ? "–" : Math.abs(v) >= 10000 ? compact.format(v) : num.format(v));
+  // Sums in floating point drift (0.1 + 0.2); the API's own figures have
+  // at most six decimals.
+  const round6 = (v) => Math.round(v * 1e6) / 1e6;
+
+  const shortId = (id) => (!id || id === NIL ? "(none)" : id.length > 12 ? id.slice(0, 8) + "…" : id);
+
+  // A row's display name: the `*_name` field when the answer carries one,
+  // else the id shortened (the full id is always the tooltip).
+  function label(item, idKey, nameKey) {
+    const id = item[idKey];
+    const name = nameKey && typeof item[nameKey] === "string" ? item[nameKey].trim() : "";
+    return { id, text: name || shortId(id), title: id };
+  }
 
   // --- charts -------------------------------------------------------------
+
+  function markIgnored(el, ignored) {
+    el.dataset.unfiltered = ignored.join(" ");
+    let note = el.querySelector(":scope > .unfiltered, :scope > figcaption .unfiltered, :scope > h3 .unfiltered");
+    if (note) note.remove();
+    if (ignored.length === 0) return;
+    note = document.createElement("span");
+    note.className = "unfiltered";
+    note.textContent = "not filtered by " + ignored.map((k) => FILTERS[k].noun.toLowerCase()).join(", ");
+    const host = el.querySelector("figcaption") || el.querySelector("h3") || el.querySelector("h2") || el;
+    host.appendChild(note);
+  }
 
   function chart(id, opts, total, totalText, attrs) {
     const fig = $(id);
@@ -180,6 +277,7 @@
       partial: partialIndex(pts),
       summary: `${title}: ${num.format(total)} in the last ${s.window}, in ${pts.length} buckets of ${s.frequency}; busiest bucket ${num.format(peak)}.`,
     }, total, num.format(total) + " total");
+    return total;
   }
 
   function errorRateChart(d, s, fmtT) {
@@ -223,18 +321,61 @@
     }, overall === null ? "" : overall, overall === null ? "no calls" : `avg ${fmtMs(overall)}`, { p95Max: worstP95 });
   }
 
+  // A grouped /query/timeseries answer: per series total, and per bucket
+  // the sum over all series (the "other" series holds the rest, so the sum
+  // is the whole).
+  function seriesTotals(d) {
+    const per = d.series.map((x) => ({ name: x.name, item: x, total: round6(x.points.reduce((a, p) => a + (p[1] || 0), 0)) }));
+    const times = d.series.length ? d.series[0].points.map((p) => p[0]) : [];
+    const buckets = times.map((_, i) => round6(d.series.reduce((a, x) => a + (x.points[i][1] || 0), 0)));
+    const total = round6(per.reduce((a, x) => a + x.total, 0));
+    const open = d.open_bucket === null || d.open_bucket === undefined ? -1 : times.indexOf(d.open_bucket);
+    return { per, times, buckets, total, partial: open < 0 ? null : open };
+  }
+
+  function execChart(id, title, t, s, fmtT, fmt, cls) {
+    chart(id, {
+      kind: "bar",
+      title: `${title} per ${s.frequency} bucket, ${s.tz}`,
+      times: t.times,
+      series: [{ name: title, values: t.buckets, cls }],
+      format: fmt,
+      formatTime: fmtT,
+      partial: t.partial,
+      summary: `${title}: ${fmt(t.total)} in the last ${s.window}.`,
+    }, t.total, `${fmt(t.total)} in ${s.window}`);
+  }
+
+  function card(id, value, text, note) {
+    const c = $(id);
+    c.dataset.value = String(value);
+    c.querySelector("[data-role=value]").textContent = text;
+    c.querySelector("[data-role=note]").textContent = note || "";
+    c.classList.remove("failed");
+  }
+
+  function cardError(id) {
+    const c = $(id);
+    delete c.dataset.value;
+    c.querySelector("[data-role=value]").textContent = "–";
+    c.querySelector("[data-role=note]").textContent = "not available";
+    c.classList.add("failed");
+  }
+
   // --- tables -------------------------------------------------------------
 
-  function table(id, caption, columns, rows) {
-    const box = $(id).querySelector("[data-role=body]");
+  // columns: [{ name, num?, fmt? }]; rows: [{ key, cells, label?, filter? }]
+  // where the first cell is the row's label and `filter` = [param, value]
+  // makes it a button that filters the page.
+  function table(box, caption, columns, rows, holder) {
     box.textContent = "";
-    $(id).dataset.rows = String(rows.length);
+    holder.dataset.rows = String(rows.length);
     if (rows.length === 0) {
       const p = document.createElement("p");
       p.className = "muted";
       p.textContent = "Nothing in this window.";
       box.appendChild(p);
-      return;
+      return null;
     }
     const t = document.createElement("table");
     const c = document.createElement("caption");
@@ -256,12 +397,35 @@
       columns.forEach((col, i) => {
         const td = tr.insertCell();
         const v = r.cells[i];
-        td.textContent = col.num ? num.format(v) : v;
+        if (i === 0) {
+          const lab = r.label || { text: String(v), title: r.key };
+          if (r.filter) {
+            const b = document.createElement("button");
+            b.type = "button";
+            b.className = "filter-link";
+            b.textContent = lab.text;
+            b.title = `${lab.title} — click to filter the page`;
+            b.dataset.filter = r.filter[0];
+            b.dataset.value = r.filter[1];
+            b.addEventListener("click", () => addFilter(r.filter[0], r.filter[1], lab.text));
+            td.appendChild(b);
+            if (filters[r.filter[0]] === r.filter[1]) tr.className = "selected";
+          } else {
+            td.textContent = lab.text;
+            td.title = lab.title;
+          }
+          return;
+        }
+        td.textContent = col.fmt ? col.fmt(v) : col.num ? num.format(v) : v;
         if (col.num) { td.className = "num"; td.dataset.value = String(v); }
-        if (col.title) td.title = r.key;
       });
     }
     box.appendChild(t);
+    return t;
+  }
+
+  function panelTable(id, caption, columns, rows) {
+    table($(id).querySelector("[data-role=body]"), caption, columns, rows, $(id));
   }
 
   function tableError(id, text) {
@@ -274,73 +438,162 @@
     box.appendChild(p);
   }
 
-  const shortId = (id) => (id && id !== "00000000-0000-0000-0000-000000000000" ? id.slice(0, 8) + "…" : "(none)");
-
   // A top-N answer: the by-calls list joined with the by-queries counts.
-  function topTable(id, noun, d, listKey, idKey) {
+  // `filterKey` names the filter a click sets, taken from the row's
+  // `filterField` (rows without it are not clickable).
+  function topTable(id, noun, d, listKey, idKey, nameKey, filterKey, filterField) {
     const byCalls = d.data.tool_calls[listKey];
     const queries = new Map(d.data.queries_processed[listKey].map((x) => [x[idKey], x.count]));
-    table(id, `Top ${noun} by tool calls`, [{ name: noun, title: true }, { name: "Calls", num: true }, { name: "Queries", num: true }],
-      byCalls.map((x) => ({ key: x[idKey], cells: [shortId(x[idKey]), x.count, queries.get(x[idKey]) || 0] })));
+    panelTable(id, `Top ${noun} by tool calls`, [{ name: noun }, { name: "Calls", num: true }, { name: "Queries", num: true }],
+      byCalls.map((x) => {
+        const lab = label(x, idKey, nameKey);
+        const fv = filterKey && x[filterField] && x[filterField] !== NIL ? x[filterField] : null;
+        if (fv) labels[filterKey + "=" + fv] = lab.text;
+        return { key: x[idKey], label: lab, filter: fv ? [filterKey, fv] : null, cells: [lab.text, x.count, queries.get(x[idKey]) || 0] };
+      }));
+  }
+
+  // Tool calls per navigator instance, from a grouped timeseries: the
+  // instance id is what the navigator filter takes.
+  function navigatorsTable(d) {
+    const rows = seriesTotals(d).per.filter((r) => r.total > 0 && r.name !== "other" && r.name !== NIL);
+    rows.sort((a, b) => b.total - a.total || a.name.localeCompare(b.name));
+    panelTable("top-navigators", "Top navigator instances by tool calls", [{ name: "Navigator" }, { name: "Calls", num: true }],
+      rows.map((r) => {
+        const lab = label({ id: r.name, navigator_name: r.item.navigator_name }, "id", "navigator_name");
+        labels["navigator_instance_id=" + r.name] = lab.text;
+        return { key: r.name, label: lab, filter: ["navigator_instance_id", r.name], cells: [lab.text, r.total] };
+      }));
   }
 
   function toolsTable(d) {
-    const rows = d.series.map((s) => ({
-      name: s.name,
-      total: s.points.reduce((a, p) => a + (p[1] || 0), 0),
-    })).filter((r) => r.total > 0);
+    const rows = seriesTotals(d).per.filter((r) => r.total > 0);
     rows.sort((a, b) => (a.name === "other") - (b.name === "other") || b.total - a.total || a.name.localeCompare(b.name));
-    table("top-tools", "Top tools by tool calls", [{ name: "Tool" }, { name: "Calls", num: true }],
-      rows.map((r) => ({ key: r.name, cells: [r.name === "other" ? "(all other tools)" : r.name, r.total] })));
+    panelTable("top-tools", "Top tools by tool calls", [{ name: "Tool" }, { name: "Calls", num: true }],
+      rows.map((r) => {
+        const other = r.name === "other";
+        const text = other ? "(all other tools)" : (r.item.tool_name || r.name);
+        return { key: r.name, label: { text, title: r.name }, filter: other ? null : ["tool_name", r.name], cells: [text, r.total] };
+      }));
   }
 
   function usersTable(d) {
-    table("top-users", "Top users by tool calls", [{ name: "User" }, { name: "Calls", num: true }],
-      d.data.users.map((u) => ({ key: u.user_email, cells: [u.user_email || "(no e-mail)", u.tool_count] })));
+    panelTable("top-users", "Top users by tool calls", [{ name: "User" }, { name: "Calls", num: true }],
+      d.data.users.map((u) => ({ key: u.user_email, label: { text: u.user_email || "(no e-mail)", title: "No API filter by user exists yet" }, cells: [u.user_email || "(no e-mail)", u.tool_count] })));
   }
 
-  // --- limits -------------------------------------------------------------
+  // --- organizations and limits ---------------------------------------------
 
   const METRIC_NAMES = {
     tokens: "Tokens", input_tokens: "Input tokens", output_tokens: "Output tokens", messages: "Messages",
-    cost_usd: "Cost (USD)", executions: "Executions", tool_calls: "Tool calls",
+    cost_usd: "Cost", executions: "Executions", tool_calls: "Tool calls",
   };
   const NOT_METRICS = new Set(["extra_usage", "as_of", "staleness_ms"]);
 
-  function amount(v) {
+  function orgLabel(id) {
+    if (id === "other") return { text: "(other organizations)", title: "every organization not listed" };
+    if (id === NIL) return { text: "(no organization)", title: id };
+    return { text: labels["organization=" + id] || shortId(id), title: id };
+  }
+
+  function amount(v, metric) {
     if (v === null || v === undefined) return "–";
     if (v === "unlimited") return "unlimited";
     const n = Number(v);
-    return Number.isFinite(n) ? num2.format(n) : String(v);
+    if (!Number.isFinite(n)) return String(v);
+    return metric === "cost_usd" ? fmtUsd(n) : num.format(n);
   }
 
-  function renderLimits(org, orgUsage, current, s) {
+  // Usage per organization in the window (tokens, cost, messages) and, from
+  // the usage counters, input and output tokens of the current period.
+  function orgsTable(exec, current) {
+    const byOrg = new Map();
+    for (const [metric, t] of Object.entries(exec)) {
+      for (const r of t.per) {
+        if (!byOrg.has(r.name)) byOrg.set(r.name, { tokens: 0, cost_usd: 0, messages: 0 });
+        byOrg.get(r.name)[metric] = r.total;
+        if (r.item.organization_name) labels["organization=" + r.name] = r.item.organization_name;
+      }
+    }
+    const rows = [...byOrg.entries()].filter(([, v]) => v.tokens || v.cost_usd || v.messages);
+    rows.sort((a, b) => (a[0] === "other") - (b[0] === "other") || b[1].cost_usd - a[1].cost_usd || b[1].tokens - a[1].tokens || a[0].localeCompare(b[0]));
+    const cur = (id, k) => (current.has(id) && current.get(id) ? current.get(id).usage.tokens[k] : null);
+    const box = $("orgs").querySelector("[data-role=body]");
+    table(box, "Usage per organization", [
+      { name: "Organization" },
+      { name: "Messages", num: true },
+      { name: "Tokens", num: true },
+      { name: "Cost", num: true, fmt: fmtUsd },
+      { name: "Input tokens, this month", num: true, fmt: (v) => (v === null ? "–" : num.format(v)) },
+      { name: "Output tokens, this month", num: true, fmt: (v) => (v === null ? "–" : num.format(v)) },
+    ], rows.map(([id, v]) => ({
+      key: id,
+      label: orgLabel(id),
+      cells: [orgLabel(id).text, v.messages, v.tokens, v.cost_usd, cur(id, "input"), cur(id, "output")],
+    })), $("orgs"));
+  }
+
+  function limitsMessage(text, cls) {
     const box = $("limits");
     box.textContent = "";
-    const metrics = Object.keys(orgUsage).filter((k) => !NOT_METRICS.has(k) && orgUsage[k] && typeof orgUsage[k] === "object");
-    const head = document.createElement("p");
-    head.className = "muted";
-    head.textContent = `Organization ${org}` + (current ? ` · period ${fullTime(current.period_start, s.tz)} – ${fullTime(current.period_end, s.tz)}` : "");
-    box.appendChild(head);
-    box.dataset.limited = String(metrics.length);
-    if (metrics.length === 0) {
-      const p = document.createElement("p");
-      p.textContent = "No limits apply to this organization.";
-      if (current) {
-        const u = current.usage;
-        p.textContent += ` This month: ${amount(u.messages.current)} messages, ${amount(u.tokens.total)} tokens, $${amount(u.cost_usd.current)}.`;
+    delete box.dataset.rows;
+    const p = document.createElement("p");
+    p.className = cls || "muted";
+    p.textContent = text;
+    box.appendChild(p);
+  }
+
+  // The organizations whose limit status is shown: every organization a
+  // limit names (the list needs an admin key) and every one with usage in
+  // the window.
+  async function limitOrgs(s, usageOrgs) {
+    const orgs = new Set();
+    let note = null;
+    let limits = [];
+    try {
+      const l = await getJson("/v1/limits", s.key);
+      limits = l.limits || [];
+      for (const x of limits) if (x.organization_id) orgs.add(x.organization_id);
+    } catch (e) {
+      if (e.status === 403) {
+        note = "Listing the limits needs an admin key (HTTP 403); showing the organizations with usage in this window.";
+      } else if (e.status !== 401) {
+        note = "Limits could not be listed: " + message(e);
+      } else {
+        throw e;
       }
-      box.appendChild(p);
-      return;
     }
+    for (const o of usageOrgs) if (o !== "other" && o !== NIL) orgs.add(o);
+    return { orgs: [...orgs].slice(0, MAX_ORGS), note, more: orgs.size > MAX_ORGS };
+  }
+
+  // One organization's limit status: the limited metrics (from the
+  // Organizations usage endpoint) and, per metric, used / limit / remaining
+  // / reset of the deciding limit, from a plan-limit check for the smallest
+  // amount (a question only: nothing is reserved or consumed).
+  async function orgLimitStatus(org, s) {
+    const usage = await getJson(`/api/organizations/${encodeURIComponent(org)}/usage`, s.key);
+    const metrics = Object.keys(usage).filter((k) => !NOT_METRICS.has(k) && usage[k] && typeof usage[k] === "object");
+    const out = [];
+    for (const m of metrics) {
+      const c = await postJson("/v1/usage/check", s.key, { organization_id: org, usage_type: m, tokens: m === "cost_usd" ? "0.000001" : 1 });
+      out.push({ org, metric: m, utilization: usage[m].utilization, check: c });
+    }
+    return out;
+  }
+
+  function renderLimits(rows, s) {
+    const box = $("limits");
+    box.textContent = "";
+    box.dataset.rows = String(rows.length);
     const t = document.createElement("table");
     t.className = "limits";
     const cap = document.createElement("caption");
     cap.className = "visually-hidden";
-    cap.textContent = "Limit status";
+    cap.textContent = "Limit status per organization";
     t.appendChild(cap);
     const hr = t.createTHead().insertRow();
-    for (const [name, isNum] of [["Metric"], ["Used", 1], ["Limit", 1], ["Remaining", 1], ["Utilization"], ["Resets"]]) {
+    for (const [name, isNum] of [["Organization"], ["Metric"], ["Used", 1], ["Limit", 1], ["Remaining", 1], ["Utilization"], ["Resets at"]]) {
       const th = document.createElement("th");
       th.scope = "col";
       th.textContent = name;
@@ -348,61 +601,125 @@
       hr.appendChild(th);
     }
     const tb = t.createTBody();
-    for (const m of metrics) {
-      const f = orgUsage[m];
-      const block = current && current.usage[m] && current.usage[m].max !== undefined ? current.usage[m] : null;
+    for (const r of rows) {
+      const c = r.check;
       const tr = tb.insertRow();
-      tr.dataset.metric = m;
-      tr.insertCell().textContent = METRIC_NAMES[m] || m;
-      for (const k of ["current", "max", "remaining"]) {
+      tr.dataset.org = r.org;
+      tr.dataset.metric = r.metric;
+      tr.dataset.used = String(c.current_usage);
+      tr.dataset.max = String(c.max_limit);
+      tr.dataset.remaining = String(c.remaining);
+      const lab = orgLabel(r.org);
+      const o = tr.insertCell();
+      o.textContent = lab.text;
+      o.title = lab.title;
+      tr.insertCell().textContent = METRIC_NAMES[r.metric] || r.metric;
+      for (const v of [c.current_usage, c.max_limit, c.remaining]) {
         const td = tr.insertCell();
         td.className = "num";
-        td.textContent = block ? amount(block[k]) : "–";
+        td.textContent = amount(v, r.metric);
       }
-      const util = f.utilization === null || f.utilization === undefined ? 0 : f.utilization;
+      const util = r.utilization === null || r.utilization === undefined ? 0 : r.utilization;
       const td = tr.insertCell();
       const meter = document.createElement("meter");
       meter.min = 0; meter.max = 100; meter.low = 80; meter.high = 95; meter.optimum = 0; meter.value = Math.min(100, util);
-      meter.setAttribute("aria-label", `${METRIC_NAMES[m] || m} utilization`);
+      meter.setAttribute("aria-label", `${METRIC_NAMES[r.metric] || r.metric} utilization`);
       td.appendChild(meter);
       td.appendChild(document.createTextNode(" " + num2.format(util) + " %"));
       tr.dataset.utilization = String(util);
-      if (util >= 100) tr.className = "over";
-      tr.insertCell().textContent = fullTime(f.resets_at, s.tz);
+      if (Number(c.remaining) <= 0) tr.className = "over";
+      else if (c.soft_limit_reached) tr.className = "soft";
+      const reset = tr.insertCell();
+      reset.className = "resets";
+      reset.dataset.resetsAt = c.resets_at || "";
+      reset.textContent = fullTime(c.resets_at, s.tz);
     }
     box.appendChild(t);
   }
 
-  function limitsMessage(text, cls) {
-    const box = $("limits");
-    box.textContent = "";
-    delete box.dataset.limited;
-    const p = document.createElement("p");
-    p.className = cls || "muted";
-    p.textContent = text;
-    box.appendChild(p);
+  async function loadOrgsAndLimits(s, exec, gen) {
+    const usageOrgs = new Set();
+    for (const t of Object.values(exec)) for (const r of t.per) if (r.total) usageOrgs.add(r.name);
+    const { orgs, note, more } = await limitOrgs(s, usageOrgs);
+    const current = new Map();
+    const status = [];
+    const failures = [];
+    await Promise.all(orgs.map(async (org) => {
+      const [cur, lim] = await Promise.allSettled([
+        getJson(`/v1/api/usage/current?${qs({ organization_id: org })}`, s.key),
+        orgLimitStatus(org, s),
+      ]);
+      current.set(org, cur.status === "fulfilled" ? cur.value : null);
+      if (lim.status === "fulfilled") status.push(...lim.value); else failures.push(lim.reason);
+    }));
+    if (gen !== generation) return;
+    orgsTable(exec, current);
+    status.sort((a, b) => orgLabel(a.org).text.localeCompare(orgLabel(b.org).text) || a.org.localeCompare(b.org) || a.metric.localeCompare(b.metric));
+    if (status.length > 0) renderLimits(status, s);
+    else if (failures.length > 0) limitsMessage("Limit status: " + message(failures[0]), "error");
+    else if (orgs.length === 0) limitsMessage("No organization has usage in this window.");
+    else limitsMessage("No limits apply to these organizations.");
+    const notes = [];
+    if (note) notes.push(note);
+    if (more) notes.push(`Showing the first ${MAX_ORGS} organizations.`);
+    if (status.length > 0 && failures.length > 0) notes.push("Some organizations' limits could not be read: " + message(failures[0]));
+    notes.push("Limits count all of an organization's usage: the page's filters do not apply here.");
+    for (const n of notes) {
+      const p = document.createElement("p");
+      p.className = n === note && note.includes("403") ? "notice" : "muted";
+      p.textContent = n;
+      $("limits").appendChild(p);
+    }
+    $("limits").dataset.listed = note ? "usage" : "limits";
   }
 
-  async function loadLimits(s) {
-    if (!s.org) {
-      limitsMessage("Enter an organization id to see its limit status.");
-      return;
+  // --- filters --------------------------------------------------------------
+
+  function addFilter(k, v, text) {
+    filters[k] = v;
+    if (text) labels[k + "=" + v] = text;
+    writeFragment();
+    renderChips();
+    refresh();
+  }
+
+  function removeFilter(k) {
+    delete filters[k];
+    writeFragment();
+    renderChips();
+    refresh();
+  }
+
+  function renderChips() {
+    const box = $("filters");
+    box.textContent = "";
+    const keys = Object.keys(FILTERS).filter((k) => filters[k]);
+    box.dataset.count = String(keys.length);
+    for (const k of keys) {
+      const v = filters[k];
+      const text = labels[k + "=" + v] || (k === "tool_name" ? v : shortId(v));
+      const chip = document.createElement("span");
+      chip.className = "chip";
+      chip.dataset.filter = k;
+      chip.dataset.value = v;
+      chip.title = `${k}=${v}`;
+      chip.appendChild(document.createTextNode(`${FILTERS[k].noun}: ${text}`));
+      const x = document.createElement("button");
+      x.type = "button";
+      x.className = "chip-remove";
+      x.textContent = "×";
+      x.setAttribute("aria-label", `Remove filter ${FILTERS[k].noun} ${text}`);
+      x.addEventListener("click", () => removeFilter(k));
+      chip.appendChild(x);
+      box.appendChild(chip);
     }
-    const org = encodeURIComponent(s.org);
-    try {
-      const [orgUsage, current] = await Promise.all([
-        getJson(`/api/organizations/${org}/usage`, s.key),
-        getJson(`/v1/api/usage/current?${qs({ organization_id: s.org })}`, s.key).catch(() => null),
-      ]);
-      renderLimits(s.org, orgUsage, current, s);
-    } catch (e) {
-      if (e.status === 404 && e.detail === "Not Found") {
-        limitsMessage("Limit status is not available on this server (no usage endpoints).", "error");
-      } else if (e.status === 422) {
-        limitsMessage("The organization id must be a UUID.", "error");
-      } else {
-        limitsMessage("Limit status: " + message(e), "error");
-      }
+    if (keys.length > 1) {
+      const all = document.createElement("button");
+      all.type = "button";
+      all.className = "secondary clear";
+      all.textContent = "Clear filters";
+      all.addEventListener("click", () => { for (const k of keys) delete filters[k]; writeFragment(); renderChips(); refresh(); });
+      box.appendChild(all);
     }
   }
 
@@ -414,42 +731,54 @@
     st.className = "status" + (kind ? " " + kind : "");
   }
 
-  async function refresh() {
+  async function refresh(fromTimer) {
     const s = settings();
     if (!s.key) {
       document.body.dataset.state = "nokey";
-      setStatus("Enter a read key to see usage.", "info");
+      setStatus("Enter an API key to see usage.", "info");
       return;
     }
-    if (running) return;
+    if (fromTimer && running) return;
     running = true;
     const gen = ++generation;
     document.body.dataset.state = "loading";
     const fmtT = timeFormatter(s);
-    const g = qs({ window: s.window, frequency: s.frequency, tz: s.tz });
-    const top = qs({ window: s.window, tz: s.tz, limit: 10 });
     const a = "/api/v1/analytics/";
+    const graph = (path, acc) => {
+      const sc = scoped(acc);
+      return { ignored: sc.ignored, p: getJson(a + path + "?" + qs({ window: s.window, frequency: s.frequency, tz: s.tz, ...sc.params }), s.key) };
+    };
+    const top = (path, acc) => {
+      const sc = scoped(acc);
+      return { ignored: sc.ignored, p: getJson(a + path + "?" + qs({ window: s.window, tz: s.tz, limit: 10, ...sc.params }), s.key) };
+    };
+    const series = (metric, group, acc, n) => {
+      const sc = scoped(acc);
+      return { ignored: sc.ignored, p: getJson("/api/v1/query/timeseries?" + qs({ metric, group_by: group, top: n, window: s.window, step: s.frequency, tz: s.tz, ...sc.params }), s.key) };
+    };
     const jobs = {
-      calls: getJson(a + "tool-calls-processed-graph?" + g, s.key),
-      queries: getJson(a + "queries-processed-graph?" + g, s.key),
-      errors: getJson(a + "error-rate-graph?" + g, s.key),
-      latency: getJson(a + "average-tool-call-latency-graph?" + g, s.key),
-      servers: getJson(a + "top-servers?" + top, s.key),
-      projects: getJson(a + "top-projects?" + top, s.key),
-      navigators: getJson(a + "top-navigators?" + top, s.key),
-      tools: getJson("/api/v1/query/timeseries?" + qs({ metric: "tool_calls", group_by: "tool", top: 10, window: s.window, step: s.frequency, tz: s.tz }), s.key),
-      users: getJson(a + "users?" + top, s.key),
+      tokens: series("tokens", "organization", ACCEPTS.execSeries, MAX_ORGS),
+      cost: series("cost_usd", "organization", ACCEPTS.execSeries, MAX_ORGS),
+      messages: series("messages", "organization", ACCEPTS.execSeries, MAX_ORGS),
+      calls: graph("tool-calls-processed-graph", ACCEPTS.countGraph),
+      queries: graph("queries-processed-graph", ACCEPTS.countGraph),
+      errors: graph("error-rate-graph", ACCEPTS.graph),
+      latency: graph("average-tool-call-latency-graph", ACCEPTS.graph),
+      servers: top("top-servers", ACCEPTS.topServers),
+      projects: top("top-projects", ACCEPTS.topProjects),
+      navigators: series("tool_calls", "navigator", ACCEPTS.callSeries, 10),
+      tools: series("tool_calls", "tool", ACCEPTS.callSeries, 10),
+      users: top("users", ACCEPTS.users),
     };
     const names = Object.keys(jobs);
-    const settled = await Promise.allSettled(names.map((n) => jobs[n]));
-    await loadLimits(s);
-    running = false;
+    const settled = await Promise.allSettled(names.map((n) => jobs[n].p));
     if (gen !== generation) return;
     const r = {};
     const errors = [];
     names.forEach((n, i) => { r[n] = settled[i]; if (settled[i].status === "rejected") errors.push(settled[i].reason); });
-    const draw = (name, ok, fail) => {
+    const draw = (name, el, ok, fail) => {
       const x = r[name];
+      markIgnored($(el), jobs[name].ignored);
       if (x.status === "fulfilled") {
         try { ok(x.value); } catch (e) { fail("Unexpected answer from the API."); console.error(e); }
       } else {
@@ -457,22 +786,55 @@
         fail(x.reason.status === 401 ? "Not shown: key not accepted." : message(x.reason));
       }
     };
-    draw("calls", (d) => countChart("chart-tool-calls", "Tool calls", d, s, fmtT), (m) => chartError("chart-tool-calls", m));
-    draw("queries", (d) => countChart("chart-queries", "Queries", d, s, fmtT), (m) => chartError("chart-queries", m));
-    draw("errors", (d) => errorRateChart(d, s, fmtT), (m) => chartError("chart-error-rate", m));
-    draw("latency", (d) => latencyChart(d, s, fmtT), (m) => chartError("chart-latency", m));
-    draw("servers", (d) => topTable("top-servers", "Server", d, "servers", "server_id"), (m) => tableError("top-servers", m));
-    draw("projects", (d) => topTable("top-projects", "Project", d, "projects", "project_id"), (m) => tableError("top-projects", m));
-    draw("navigators", (d) => topTable("top-navigators", "Navigator", d, "navigators", "navigator_id"), (m) => tableError("top-navigators", m));
-    draw("tools", toolsTable, (m) => tableError("top-tools", m));
-    draw("users", usersTable, (m) => tableError("top-users", m));
+    const exec = {};
+    const execPanel = (name, metric, cardId, chartId, title, fmt, cls) => draw(name, chartId, (d) => {
+      const t = seriesTotals(d);
+      exec[metric] = t;
+      execChart(chartId, title, t, s, fmtT, fmt, cls);
+      card(cardId, t.total, fmt === fmtUsd ? fmtUsd(t.total) : fmtCompact(t.total), `in the last ${s.window}`);
+      markIgnored($(cardId), jobs[name].ignored);
+    }, (m) => { chartError(chartId, m); cardError(cardId); });
+    execPanel("tokens", "tokens", "card-tokens", "chart-tokens", "Tokens", (v) => num.format(v), "s1");
+    execPanel("cost", "cost_usd", "card-cost", "chart-cost", "Cost", fmtUsd, "s2");
+    draw("messages", "card-messages", (d) => {
+      const t = seriesTotals(d);
+      exec.messages = t;
+      card("card-messages", t.total, fmtCompact(t.total), `in the last ${s.window}`);
+    }, () => cardError("card-messages"));
+    draw("calls", "chart-tool-calls", (d) => {
+      const total = countChart("chart-tool-calls", "Tool calls", d, s, fmtT);
+      card("card-calls", total, fmtCompact(total), `in the last ${s.window}`);
+      markIgnored($("card-calls"), jobs.calls.ignored);
+    }, (m) => { chartError("chart-tool-calls", m); cardError("card-calls"); });
+    draw("queries", "chart-queries", (d) => countChart("chart-queries", "Queries", d, s, fmtT), (m) => chartError("chart-queries", m));
+    draw("errors", "chart-error-rate", (d) => errorRateChart(d, s, fmtT), (m) => chartError("chart-error-rate", m));
+    draw("latency", "chart-latency", (d) => latencyChart(d, s, fmtT), (m) => chartError("chart-latency", m));
+    // Servers filter by instance: clickable when the answer names one.
+    draw("servers", "top-servers", (d) => topTable("top-servers", "Server", d, "servers", "server_id", "server_name", "server_instance_id", "server_instance_id"), (m) => tableError("top-servers", m));
+    draw("projects", "top-projects", (d) => topTable("top-projects", "Project", d, "projects", "project_id", "project_name", "project_id", "project_id"), (m) => tableError("top-projects", m));
+    draw("navigators", "top-navigators", navigatorsTable, (m) => tableError("top-navigators", m));
+    draw("tools", "top-tools", toolsTable, (m) => tableError("top-tools", m));
+    draw("users", "top-users", usersTable, (m) => tableError("top-users", m));
+    renderChips();
 
     const unauthorized = errors.find((e) => e.status === 401);
     if (unauthorized) {
+      running = false;
       document.body.dataset.state = "unauthorized";
       setStatus(message(unauthorized), "error");
+      limitsMessage("Not shown: key not accepted.", "error");
       $("key").focus();
-    } else if (errors.length > 0) {
+      return;
+    }
+    try {
+      if (exec.tokens && exec.cost_usd && exec.messages) await loadOrgsAndLimits(s, exec, gen);
+      else limitsMessage("Not shown: usage per organization could not be read.", "error");
+    } catch (e) {
+      if (gen === generation) limitsMessage("Limit status: " + message(e), "error");
+    }
+    running = false;
+    if (gen !== generation) return;
+    if (errors.length > 0) {
       document.body.dataset.state = "error";
       setStatus(message(errors[0]), "error");
     } else {
@@ -487,7 +849,7 @@
   function schedule() {
     clearInterval(timer);
     timer = null;
-    if ($("auto").checked) timer = setInterval(() => { if (!document.hidden) refresh(); }, REFRESH_MS);
+    if ($("auto").checked) timer = setInterval(() => { if (!document.hidden) refresh(true); }, REFRESH_MS);
   }
 
   function init() {
@@ -502,6 +864,7 @@
       }
     }
     readFragment();
+    renderChips();
     if (sessionStorage.getItem(KEY_STORE)) $("key").placeholder = "(key stored for this tab)";
     $("controls").addEventListener("submit", (ev) => {
       ev.preventDefault();
@@ -514,8 +877,18 @@
       writeFragment();
       refresh();
     });
-    for (const id of ["window", "frequency"]) $(id).addEventListener("change", () => { writeFragment(); refresh(); });
-    for (const id of ["tz", "org"]) $(id).addEventListener("change", () => { writeFragment(); refresh(); });
+    for (const id of ["window", "frequency", "tz"]) $(id).addEventListener("change", () => { writeFragment(); refresh(); });
+    // A pasted or edited link: take its state.
+    window.addEventListener("hashchange", () => { readFragment(); renderChips(); refresh(); });
+    $("share").addEventListener("click", () => {
+      const link = shareLink();
+      $("share-box").hidden = false;
+      $("share-link").value = link;
+      $("share-link").select();
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(link).then(() => setStatus("Link copied (it does not contain the key).", "info"), () => {});
+      }
+    });
     $("forget").addEventListener("click", () => {
       sessionStorage.removeItem(KEY_STORE);
       $("key").value = "";
@@ -524,7 +897,7 @@
       document.body.dataset.state = "nokey";
     });
     $("auto").addEventListener("change", schedule);
-    document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
+    document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(true); });
     schedule();
     refresh();
   }

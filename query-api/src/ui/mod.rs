@@ -3,10 +3,13 @@
 //! fresh `agentmeter-api` shows usage without Grafana, a CDN or an npm build.
 //!
 //! The page is a client of the public API only: it calls the analytics
-//! endpoints (`/api/v1/analytics/*`, `/api/v1/query/timeseries`) and the
-//! usage endpoints (`/v1/api/usage/current`, `/api/organizations/{id}/usage`)
-//! with the read key the user enters, exactly as any other client would. The
-//! routes here are therefore public and serve no data of their own.
+//! endpoints (`/api/v1/analytics/*`, `/api/v1/query/timeseries` for tokens,
+//! cost and messages per organization) and the usage endpoints (`GET
+//! /v1/limits` when the key is an admin key, `/api/organizations/{id}/usage`,
+//! `/v1/api/usage/current`, and `POST /v1/usage/check` for the smallest
+//! amount to read used / remaining / reset of each limit) with the key the
+//! user enters, exactly as any other client would. The routes here are
+//! therefore public and serve no data of their own.
 //!
 //! Charts are drawn by a hand-written SVG renderer (`svgchart.js`, a few
 //! hundred lines) rather than a charting library: nothing to download or
@@ -15,7 +18,9 @@
 //!
 //! The key never reaches this module: it is kept in the browser's
 //! `sessionStorage` and may be handed to the page in the URL fragment
-//! (`/#key=...`), which browsers never send to the server.
+//! (`/#key=...`), which browsers never send to the server. The rest of the
+//! fragment is the view (window, frequency, time zone, filters), so a link
+//! to it can be shared; the page's "Share link" leaves the key out.
 //!
 //! Every response carries a strict Content-Security-Policy (scripts, styles
 //! and connections from this origin only, no inline script), so even a bug in

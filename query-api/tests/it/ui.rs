@@ -1,12 +1,16 @@
 //! The built-in usage page, end to end in headless Chromium: known events
-//! in a fresh database, the API on an ephemeral port with a keys file, the
-//! page loaded with the key in the URL fragment, and the numbers the page
-//! wrote into its DOM (`data-total` of each chart, the top-N tables, the
-//! limit status) compared with figures computed here. A screenshot is saved
-//! as `target/usage-page.png` for a human to look at.
+//! in a fresh database, the API on an ephemeral port with a keys file, and a
+//! real browser driven over the DevTools protocol (`ui/cdp.rs`): the page is
+//! loaded, rows are clicked with the mouse, chips removed, links shared and
+//! reopened, and what the page shows (the `data-*` figures it writes next
+//! to every number) and the requests it makes are compared with figures
+//! computed here from the inserted rows. A screenshot is saved as
+//! `target/usage-page.png` (the one in `docs/` is taken from it).
 //!
 //! Chromium is Debian's `chromium` package (`./dev/test` installs it), or
 //! the binary named by `AGENTMETER_CHROMIUM`.
+
+mod cdp;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,11 +18,12 @@ use std::time::{Duration, Instant};
 use agentmeter_api::auth::hash_key;
 use agentmeter_api::{AppState, Args};
 use agentmeter_schema::rows::{AgentExecutionRow, ToolCallRow};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, TimeZone, Utc};
 use clap::Parser;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use self::cdp::Browser;
 use crate::common::{insert, serve, TestDb};
 
 const READ_KEY: &str = "am_test_ui_read";
@@ -40,9 +45,9 @@ fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
 }
 
-/// Runs headless Chromium on `url` with `extra` flags (`--dump-dom` or
-/// `--screenshot=...`), with a fresh profile; returns stdout.
-fn run_chromium(url: &str, extra: &[String]) -> String {
+/// Runs headless Chromium on `url` with `extra` flags (`--screenshot=...`),
+/// with a fresh profile.
+fn run_chromium(url: &str, extra: &[String]) {
     let profile = std::env::temp_dir().join(format!("agentmeter-ui-chromium-{}", Uuid::new_v4().simple()));
     let mut cmd = std::process::Command::new(chromium());
     cmd.args([
@@ -63,45 +68,20 @@ fn run_chromium(url: &str, extra: &[String]) -> String {
     let out = cmd.output().expect("start chromium");
     let _ = std::fs::remove_dir_all(&profile);
     assert!(out.status.success(), "chromium failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The opening tag of the element whose `id` (or another attribute, given
-/// as `attr="value"`) matches.
-fn tag_with<'a>(dom: &'a str, needle: &str) -> Option<&'a str> {
-    let at = dom.find(needle)?;
-    let start = dom[..at].rfind('<')?;
-    let end = at + dom[at..].find('>')?;
-    Some(&dom[start..=end])
-}
-
-fn attr(tag: &str, name: &str) -> Option<String> {
-    let pat = format!(" {name}=\"");
-    let i = tag.find(&pat)? + pat.len();
-    let j = tag[i..].find('"')?;
-    Some(tag[i..i + j].replace("&amp;", "&"))
-}
-
-fn data_attr(dom: &str, id: &str, name: &str) -> Option<String> {
-    attr(tag_with(dom, &format!("id=\"{id}\""))?, name)
-}
-
-/// `data-value`s of the numeric cells of the table row `data-key="key"`
-/// inside the element with id `within`.
-fn row_values(dom: &str, within: &str, key: &str) -> Vec<String> {
-    let Some(start) = dom.find(&format!("id=\"{within}\"")) else { return vec![] };
-    let section = &dom[start..];
-    let Some(r) = section.find(&format!("data-key=\"{key}\"")) else { return vec![] };
-    let row = &section[r..r + section[r..].find("</tr>").unwrap_or(0)];
-    row.match_indices("data-value=\"").map(|(i, m)| row[i + m.len()..].split('"').next().unwrap_or("").to_owned()).collect()
 }
 
 struct Fixture {
     tenant: Uuid,
+    /// Organization A: every tool call, executions every hour.
     org: Uuid,
+    /// Organization B: executions every other hour.
+    org_b: Uuid,
+    /// Organization C: a limit, no usage.
+    org_c: Uuid,
     servers: [Uuid; 3],
     projects: [Uuid; 2],
     navigators: [Uuid; 2],
+    executions: Vec<AgentExecutionRow>,
 }
 
 fn tool_call(tenant: Uuid, at: DateTime<Utc>, f: &Fixture, i: usize, query: Uuid) -> ToolCallRow {
@@ -118,6 +98,13 @@ fn tool_call(tenant: Uuid, at: DateTime<Utc>, f: &Fixture, i: usize, query: Uuid
         7 => (false, "upstream"),
         _ => (true, ""),
     };
+    let server = if i < 5 {
+        0
+    } else if i < 8 {
+        1
+    } else {
+        2
+    };
     ToolCallRow {
         event_id: Uuid::new_v4(),
         occurred_at: at,
@@ -130,23 +117,8 @@ fn tool_call(tenant: Uuid, at: DateTime<Utc>, f: &Fixture, i: usize, query: Uuid
         query_id: query,
         call_kind: "tool".into(),
         suggestions_count: 0,
-        server_id: f.servers[if i < 5 {
-            0
-        } else if i < 8 {
-            1
-        } else {
-            2
-        }],
-        server_name: format!(
-            "server-{}",
-            if i < 5 {
-                0
-            } else if i < 8 {
-                1
-            } else {
-                2
-            }
-        ),
+        server_id: f.servers[server],
+        server_name: format!("server-{server}"),
         server_instance_id: Uuid::nil(),
         tool_id: Uuid::nil(),
         tool_name: tool.into(),
@@ -163,7 +135,7 @@ fn tool_call(tenant: Uuid, at: DateTime<Utc>, f: &Fixture, i: usize, query: Uuid
     }
 }
 
-fn execution(tenant: Uuid, org: Uuid, at: DateTime<Utc>, messages: u32) -> AgentExecutionRow {
+fn execution(tenant: Uuid, org: Uuid, at: DateTime<Utc>, messages: u32, input: u64, output: u64, cost_micros: i64) -> AgentExecutionRow {
     AgentExecutionRow {
         event_id: Uuid::new_v4(),
         occurred_at: at,
@@ -182,16 +154,32 @@ fn execution(tenant: Uuid, org: Uuid, at: DateTime<Utc>, messages: u32) -> Agent
         user_token_id: Uuid::nil(),
         user_email: String::new(),
         model: "m".into(),
-        input_tokens: 100,
-        output_tokens: 50,
-        total_tokens: 150,
-        cost_usd: 10_000,
+        input_tokens: input,
+        output_tokens: output,
+        total_tokens: input + output,
+        cost_usd: cost_micros,
         messages_count: messages,
         duration_ms: Some(10.0),
         status: "success".into(),
         error_type: String::new(),
         error_message: String::new(),
     }
+}
+
+/// Sums over `f.executions` of organization `org` since `since`:
+/// (messages, input tokens, output tokens, cost in micro-dollars).
+fn sums(f: &Fixture, org: Uuid, since: DateTime<Utc>) -> (u64, u64, u64, i64) {
+    f.executions.iter().filter(|e| e.organization_id == org && e.occurred_at >= since).fold((0, 0, 0, 0), |a, e| {
+        (a.0 + u64::from(e.messages_count), a.1 + e.input_tokens, a.2 + e.output_tokens, a.3 + e.cost_usd)
+    })
+}
+
+fn month_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0).unwrap()
+}
+
+fn day_start(now: DateTime<Utc>) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(now.year(), now.month(), now.day(), 0, 0, 0).unwrap()
 }
 
 /// A fresh database with the fixture's events and the API serving it.
@@ -215,12 +203,15 @@ async fn start(what: &str) -> Stack {
     let test_db = TestDb::fresh(what).await;
     let (url, db_name) = (test_db.url.clone(), test_db.name.clone());
 
-    let f = Fixture {
+    let mut f = Fixture {
         tenant: Uuid::new_v4(),
         org: Uuid::new_v4(),
+        org_b: Uuid::new_v4(),
+        org_c: Uuid::new_v4(),
         servers: [Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4()],
         projects: [Uuid::new_v4(), Uuid::new_v4()],
         navigators: [Uuid::new_v4(), Uuid::new_v4()],
+        executions: Vec::new(),
     };
     let other_tenant = Uuid::new_v4();
 
@@ -239,9 +230,24 @@ async fn start(what: &str) -> Stack {
     calls.push(tool_call(f.tenant, now - chrono::Duration::days(3), &f, 0, Uuid::new_v4()));
     calls.push(tool_call(other_tenant, now - chrono::Duration::minutes(5), &f, 9, Uuid::new_v4()));
     insert(&test_db.client, "tool_calls", &calls).await;
-    // 30 billable messages this month for the organization.
-    let executions: Vec<AgentExecutionRow> = [10, 15, 5].map(|m| execution(f.tenant, f.org, now - chrono::Duration::minutes(2), m)).into();
-    insert(&test_db.client, "agent_executions", &executions).await;
+
+    // Agent executions over the last day, like a working day of two
+    // organizations: A every hour, B every other hour, plus three of A just
+    // now; one of another tenant, which must not show.
+    let mut ex: Vec<AgentExecutionRow> =
+        [10, 15, 5].map(|m| execution(f.tenant, f.org, now - chrono::Duration::minutes(2), m, 100, 50, 10_000)).into();
+    for h in 1..=22u64 {
+        let at = now - chrono::Duration::minutes(60 * h as i64 - 7);
+        let wave = [3, 5, 8, 12, 9, 6][h as usize % 6];
+        ex.push(execution(f.tenant, f.org, at, 1 + (h % 4) as u32, 600 * wave + 40 * h, 220 * wave + 9 * h, 9_000 * wave as i64 + 700 * h as i64));
+        if h % 2 == 0 {
+            ex.push(execution(f.tenant, f.org_b, at, 2, 400 * wave + 25 * h, 150 * wave, 5_500 * wave as i64 + 300 * h as i64));
+        }
+    }
+    let mut all = ex.clone();
+    all.push(execution(other_tenant, f.org, now - chrono::Duration::minutes(3), 99, 9_999, 9_999, 9_999_999));
+    insert(&test_db.client, "agent_executions", &all).await;
+    f.executions = ex;
 
     // The API with a keys file, on an ephemeral port.
     let keys_path = std::env::temp_dir().join(format!("agentmeter-ui-keys-{}.toml", Uuid::new_v4().simple()));
@@ -267,8 +273,73 @@ async fn start(what: &str) -> Stack {
     Stack { base, f, test_db, keys_path, stop }
 }
 
+/// Puts three limits in place (messages per month for A, tokens per UTC day
+/// for B, cost per month for C) and waits until the usage counters have
+/// loaded A's messages.
+async fn set_limits(base: &str, f: &Fixture) {
+    let http = reqwest::Client::new();
+    for (org, metric, period, max) in
+        [(f.org, "messages", "month", json!(1000)), (f.org_b, "tokens", "day", json!(200000)), (f.org_c, "cost_usd", "month", json!("100"))]
+    {
+        let limit = json!({"subject": "organization", "organization_id": org, "metric": metric, "period": period, "max_value": max});
+        let resp = http.put(format!("{base}/v1/limits/{}", Uuid::new_v4())).header("X-API-Key", ADMIN_KEY).json(&limit).send().await.unwrap();
+        assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    }
+    let want = sums(f, f.org, month_start(Utc::now())).0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: Value = http
+            .post(format!("{base}/v1/usage/check"))
+            .header("X-API-Key", READ_KEY)
+            .json(&json!({"organization_id": f.org, "usage_type": "messages", "tokens": 1}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["current_usage"] == json!(want) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "usage never reached {want} messages: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The `data-value`s of the numeric cells of row `key` in table `within`.
+async fn row_values(b: &mut Browser, within: &str, key: &str) -> Vec<String> {
+    let sel = serde_json::to_string(&format!("#{within} tr[data-key=\"{key}\"] td.num")).unwrap();
+    let v = b.eval(&format!("[...document.querySelectorAll({sel})].map((td) => td.dataset.value)")).await;
+    v.as_array().unwrap().iter().map(|x| x.as_str().unwrap_or("").to_owned()).collect()
+}
+
+async fn data(b: &mut Browser, id: &str, name: &str) -> String {
+    b.eval_str(&format!("document.getElementById('{id}').dataset.{name} ?? null")).await
+}
+
+/// Waits until the page has finished a refresh started after `refreshes`.
+async fn wait_ready(b: &mut Browser, after: u64, what: &str) -> u64 {
+    b.wait_until(&format!("document.body.dataset.state === 'ready' && Number(document.body.dataset.refreshes) > {after}"), what).await;
+    b.eval("Number(document.body.dataset.refreshes)").await.as_u64().unwrap()
+}
+
+fn close(a: &str, b: f64) -> bool {
+    a.parse::<f64>().map(|a| (a - b).abs() < 1e-6).unwrap_or(false)
+}
+
+/// Opens the page in a fresh browser with `fragment`, waits for the first
+/// complete refresh and stops the automatic refresh (so the requests seen
+/// afterwards are the ones a click caused).
+async fn open(base: &str, fragment: &str) -> (Browser, u64) {
+    let mut b = Browser::launch(chromium(), 1280, 1800).await;
+    b.goto(&format!("{base}/#{fragment}")).await;
+    let n = wait_ready(&mut b, 0, "first load").await;
+    b.eval("(() => { const a = document.getElementById('auto'); if (a.checked) a.click(); return a.checked; })()").await;
+    (b, n)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn usage_page_renders_the_api_numbers_in_headless_chromium() {
+async fn usage_page_shows_usage_limits_filters_and_shareable_state_in_chromium() {
     let stack = start("ui").await;
     let (base, f) = (stack.base.clone(), &stack.f);
     let http = reqwest::Client::new();
@@ -283,98 +354,187 @@ async fn usage_page_renders_the_api_numbers_in_headless_chromium() {
         assert_eq!(resp.status(), 200, "{path}");
         assert!(resp.headers()["content-type"].to_str().unwrap().starts_with(ty), "{path}");
     }
+    set_limits(&base, f).await;
+    let now = Utc::now();
 
-    // A messages limit of 100 for the organization; wait until the usage
-    // counters see the 30 messages.
-    let limit = json!({"subject": "organization", "organization_id": f.org, "metric": "messages", "period": "month", "max_value": 100});
-    let resp = http.put(format!("{base}/v1/limits/{}", Uuid::new_v4())).header("X-API-Key", ADMIN_KEY).json(&limit).send().await.unwrap();
-    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let v: Value = http
-            .get(format!("{base}/api/organizations/{}/usage", f.org))
-            .header("X-API-Key", READ_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["messages"]["utilization"] == json!(30.0) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "usage never reached 30 messages: {v}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // --- A read key: totals, organizations, limit status without an id ---
+    let (mut b, mut n) = open(&base, &format!("key={READ_KEY}&window=24h&frequency=1h&tz=UTC")).await;
+    let href = b.eval_str("location.href").await;
+    assert!(!href.contains(READ_KEY) && !href.contains("key="), "the key must leave the address bar: {href}");
+    assert!(!b.eval_str("document.documentElement.outerHTML").await.contains(READ_KEY), "the key must not be written into the page");
+
+    // Tokens, cost and messages over the window, from the rows above.
+    let day_ago = now - chrono::Duration::hours(24);
+    let (ma, ia, oa, ca) = sums(f, f.org, day_ago);
+    let (mb, ib, ob, cb) = sums(f, f.org_b, day_ago);
+    assert_eq!(data(&mut b, "card-tokens", "value").await, (ia + oa + ib + ob).to_string());
+    assert_eq!(data(&mut b, "card-messages", "value").await, (ma + mb).to_string());
+    let cost = data(&mut b, "card-cost", "value").await;
+    assert!(close(&cost, (ca + cb) as f64 / 1e6), "cost {cost} != {}", (ca + cb) as f64 / 1e6);
+    assert_eq!(data(&mut b, "card-calls", "value").await, "10");
+    assert_eq!(data(&mut b, "chart-tokens", "total").await, (ia + oa + ib + ob).to_string());
+    let shown = b.eval_str("document.querySelector('#card-cost [data-role=value]').textContent").await;
+    assert!(shown.starts_with('$'), "cost is shown in dollars: {shown}");
+
+    // Per organization: messages, tokens, cost in the window; input and
+    // output tokens of the month.
+    let month = month_start(now);
+    for (org, m, i, o, c) in [(f.org, ma, ia, oa, ca), (f.org_b, mb, ib, ob, cb)] {
+        let (_, im, om, _) = sums(f, org, month);
+        let row = row_values(&mut b, "orgs", &org.to_string()).await;
+        assert_eq!(row.len(), 5, "{org}: {row:?}");
+        assert_eq!(row[0], m.to_string(), "messages of {org}");
+        assert_eq!(row[1], (i + o).to_string(), "tokens of {org}");
+        assert!(close(&row[2], c as f64 / 1e6), "cost of {org}: {row:?}");
+        assert_eq!(row[3..], [im.to_string(), om.to_string()], "month input/output tokens of {org}");
     }
 
-    // Load the page with the key in the fragment; retry while the page has
-    // not finished (the first load of a cold profile can be slow).
-    let page = format!("{base}/#key={READ_KEY}&window=24h&frequency=1h&tz=UTC&org={}", f.org);
-    let mut dom = String::new();
-    for _ in 0..3 {
-        let p = page.clone();
-        dom = tokio::task::spawn_blocking(move || run_chromium(&p, &["--dump-dom".into()])).await.unwrap();
-        if attr(tag_with(&dom, "<body").unwrap_or(""), "data-state").as_deref() == Some("ready") {
-            break;
-        }
+    // Limit status of every organization with usage, no id typed; listing
+    // all limits needs an admin key, which the page says.
+    let limit_row = |org: Uuid, metric: &str| format!("#limits tr[data-org=\"{org}\"][data-metric=\"{metric}\"]");
+    let attrs = |sel: String| {
+        format!("(() => {{ const r = document.querySelector({}); return r ? [r.dataset.used, r.dataset.max, r.dataset.remaining, r.querySelector('.resets').dataset.resetsAt] : null; }})()", serde_json::to_string(&sel).unwrap())
+    };
+    let used_a = sums(f, f.org, month).0;
+    let next_month = if now.month() == 12 { Utc.with_ymd_and_hms(now.year() + 1, 1, 1, 0, 0, 0) } else { Utc.with_ymd_and_hms(now.year(), now.month() + 1, 1, 0, 0, 0) }.unwrap();
+    let resets = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    assert_eq!(
+        b.eval(&attrs(limit_row(f.org, "messages"))).await,
+        json!([used_a.to_string(), "1000", (1000 - used_a).to_string(), resets(next_month)])
+    );
+    let (_, ib_day, ob_day, _) = sums(f, f.org_b, day_start(now));
+    let used_b = ib_day + ob_day;
+    assert_eq!(
+        b.eval(&attrs(limit_row(f.org_b, "tokens"))).await,
+        json!([used_b.to_string(), "200000", (200000 - used_b).to_string(), resets(day_start(now) + chrono::Duration::days(1))])
+    );
+    assert_eq!(b.eval(&attrs(limit_row(f.org_c, "cost_usd"))).await, Value::Null, "C has no usage; a read key cannot list limits");
+    let notice = b.eval_str("document.querySelector('#limits .notice').textContent").await;
+    assert!(notice.contains("admin key") && notice.contains("403"), "{notice}");
+    let org_cell = b.eval(&format!("(() => {{ const c = document.querySelector('{}').cells[0]; return [c.textContent, c.title]; }})()", limit_row(f.org, "messages"))).await;
+    assert_eq!(org_cell, json!([format!("{}…", &f.org.to_string()[..8]), f.org.to_string()]), "a shortened id, the full one in the tooltip");
+
+    // Top tables as before: [calls, queries].
+    assert_eq!(row_values(&mut b, "top-servers", &f.servers[0].to_string()).await, ["5", "2"]);
+    assert_eq!(row_values(&mut b, "top-servers", &f.servers[1].to_string()).await, ["3", "2"]);
+    assert_eq!(row_values(&mut b, "top-servers", &f.servers[2].to_string()).await, ["2", "2"]);
+    assert_eq!(row_values(&mut b, "top-projects", &f.projects[0].to_string()).await, ["7", "3"]);
+    assert_eq!(row_values(&mut b, "top-projects", &f.projects[1].to_string()).await, ["3", "2"]);
+    assert_eq!(row_values(&mut b, "top-navigators", &f.navigators[0].to_string()).await, ["6"]);
+    assert_eq!(row_values(&mut b, "top-navigators", &f.navigators[1].to_string()).await, ["4"]);
+    assert_eq!(row_values(&mut b, "top-tools", "search").await, ["6"]);
+    assert_eq!(row_values(&mut b, "top-tools", "fetch").await, ["3"]);
+    assert_eq!(row_values(&mut b, "top-users", "ana@example.com").await, ["6"]);
+    assert_eq!(data(&mut b, "chart-error-rate", "total").await, "0.2");
+    assert_eq!(data(&mut b, "chart-latency", "total").await, "150");
+    // Without a `*_name` in the answer a row shows the id shortened, the
+    // full id in its tooltip.
+    let p1 = f.projects[1].to_string();
+    let cell = b.eval(&format!("(() => {{ const e = document.querySelector('#top-projects button[data-value=\"{p1}\"]'); return [e.textContent, e.title]; }})()")).await;
+    assert_eq!(cell[0], json!(format!("{}…", &p1[..8])));
+    assert!(cell[1].as_str().unwrap().starts_with(&p1));
+
+    // --- A click on a project filters the whole page ---
+    b.take_requests().await;
+    b.click(&format!("#top-projects button[data-value=\"{p1}\"]")).await;
+    n = wait_ready(&mut b, n, "after the project click").await;
+    let reqs = b.take_requests().await;
+    assert!(reqs.len() >= 10, "{reqs:?}");
+    for r in reqs.iter().filter(|r| r.starts_with("/api/v1/") && !r.contains("/top-projects?")) {
+        assert!(r.contains(&format!("project_id={p1}")), "request without the filter: {r}");
     }
-    let body = tag_with(&dom, "<body").expect("a body");
-    assert_eq!(attr(body, "data-state").as_deref(), Some("ready"), "page did not finish: {dom}");
-    assert!(!dom.contains(READ_KEY), "the key must not be written into the page or its URL");
+    assert!(reqs.iter().any(|r| r.starts_with("/api/v1/analytics/tool-calls-processed-graph?")));
+    assert_eq!(b.eval_str("document.querySelector('#filters .chip').dataset.filter").await, "project_id");
+    assert!(b.eval_str("location.hash").await.contains(&format!("project_id={p1}")));
+    assert_eq!(data(&mut b, "card-calls", "value").await, "3");
+    assert_eq!(data(&mut b, "chart-tool-calls", "total").await, "3");
+    assert_eq!(row_values(&mut b, "top-servers", &f.servers[1].to_string()).await, ["1", "1"]);
+    assert_eq!(row_values(&mut b, "top-servers", &f.servers[2].to_string()).await, ["2", "2"]);
+    assert_eq!(row_values(&mut b, "top-servers", &f.servers[0].to_string()).await, Vec::<String>::new());
+    // The executions carry no project: zero tokens for it.
+    assert_eq!(data(&mut b, "card-tokens", "value").await, "0");
 
-    // Charts: totals computed from the rows above.
-    assert_eq!(data_attr(&dom, "chart-tool-calls", "data-total").as_deref(), Some("10"));
-    assert_eq!(data_attr(&dom, "chart-queries", "data-total").as_deref(), Some("4"));
-    assert_eq!(data_attr(&dom, "chart-error-rate", "data-total").as_deref(), Some("0.2"));
-    assert_eq!(data_attr(&dom, "chart-error-rate", "data-errors").as_deref(), Some("2"));
-    assert_eq!(data_attr(&dom, "chart-error-rate", "data-calls").as_deref(), Some("10"));
-    // (60 + 80 + ... + 240) / 10 ms.
-    assert_eq!(data_attr(&dom, "chart-latency", "data-total").as_deref(), Some("150"));
-    // Each chart is an image with a text alternative and a data table.
-    for id in ["chart-tool-calls", "chart-queries", "chart-error-rate", "chart-latency"] {
-        let start = dom.find(&format!("id=\"{id}\"")).unwrap();
-        let fig = &dom[start..start + dom[start..].find("</figure>").unwrap()];
-        assert!(fig.contains("role=\"img\"") && fig.contains("aria-label=\""), "{id} has no text alternative");
-        assert!(fig.contains("class=\"visually-hidden data-table\""), "{id} has no data table");
+    // --- then a tool: both filters; panels that cannot filter by tool say so ---
+    b.click("#top-tools button[data-value=\"fetch\"]").await;
+    n = wait_ready(&mut b, n, "after the tool click").await;
+    let reqs = b.take_requests().await;
+    let calls_req = reqs.iter().find(|r| r.starts_with("/api/v1/analytics/tool-calls-processed-graph?")).expect("tool-calls graph requested");
+    assert!(calls_req.contains("tool_name=fetch") && calls_req.contains(&format!("project_id={p1}")), "{calls_req}");
+    for r in reqs.iter().filter(|r| r.contains("metric=tokens") || r.contains("metric=messages") || r.contains("metric=cost_usd")) {
+        assert!(!r.contains("tool_name="), "execution metrics take no tool filter: {r}");
     }
-    assert!(dom.contains("aria-label=\"Tool calls: 10 in the last 24h"), "summary of the tool-calls chart");
+    assert_eq!(data(&mut b, "card-calls", "value").await, "2");
+    assert_eq!(data(&mut b, "card-tokens", "unfiltered").await, "tool_name");
+    assert_eq!(b.eval("document.querySelectorAll('#filters .chip').length").await, json!(2));
 
-    // Top-N tables: [calls, queries].
-    assert_eq!(row_values(&dom, "top-servers", &f.servers[0].to_string()), ["5", "2"]);
-    assert_eq!(row_values(&dom, "top-servers", &f.servers[1].to_string()), ["3", "2"]);
-    assert_eq!(row_values(&dom, "top-servers", &f.servers[2].to_string()), ["2", "2"]);
-    assert_eq!(row_values(&dom, "top-projects", &f.projects[0].to_string()), ["7", "3"]);
-    assert_eq!(row_values(&dom, "top-projects", &f.projects[1].to_string()), ["3", "2"]);
-    assert_eq!(row_values(&dom, "top-navigators", &f.navigators[0].to_string()), ["6", "2"]);
-    assert_eq!(row_values(&dom, "top-navigators", &f.navigators[1].to_string()), ["4", "2"]);
-    assert_eq!(row_values(&dom, "top-tools", "search"), ["6"]);
-    assert_eq!(row_values(&dom, "top-tools", "fetch"), ["3"]);
-    assert_eq!(row_values(&dom, "top-tools", "write"), ["1"]);
-    assert_eq!(row_values(&dom, "top-users", "ana@example.com"), ["6"]);
-    assert_eq!(row_values(&dom, "top-users", "bo@example.com"), ["4"]);
-    assert_eq!(data_attr(&dom, "top-servers", "data-rows").as_deref(), Some("3"));
+    // --- removing the project chip keeps the tool filter ---
+    b.click("#filters .chip[data-filter=\"project_id\"] .chip-remove").await;
+    n = wait_ready(&mut b, n, "after removing a chip").await;
+    let hash = b.eval_str("location.hash").await;
+    assert!(hash.contains("tool_name=fetch") && !hash.contains("project_id"), "{hash}");
+    assert_eq!(data(&mut b, "card-calls", "value").await, "3");
+    let reqs = b.take_requests().await;
+    assert!(reqs.iter().all(|r| !r.contains("project_id=")), "{reqs:?}");
 
-    // Limit status: 30 of 100 messages, with a reset time.
-    let limit_row = tag_with(&dom, "data-metric=\"messages\"").expect("a messages limit row");
-    assert_eq!(attr(limit_row, "data-utilization").as_deref(), Some("30"));
-    assert!(dom.contains("Resets") && dom.contains("UTC</td>"), "reset time shown");
+    // --- the share link holds the state, never the key ---
+    b.click("#share").await;
+    let link = b.eval_str("document.getElementById('share-link').value").await;
+    assert_eq!(link, format!("{base}/#window=24h&frequency=1h&tz=UTC&tool_name=fetch"));
+    let _ = n;
+    drop(b);
 
-    // A screenshot for people.
+    // Opened elsewhere, the link shows the same view and asks for a key.
+    let mut b = Browser::launch(chromium(), 1280, 1800).await;
+    b.goto(&link).await;
+    b.wait_until("document.body.dataset.state === 'nokey'", "shared link without key").await;
+    assert_eq!(b.eval_str("document.querySelector('#filters .chip').dataset.value").await, "fetch");
+    b.eval(&format!("document.getElementById('key').value = '{READ_KEY}'")).await;
+    b.click("#controls button[type=submit]").await;
+    wait_ready(&mut b, 0, "shared link with key entered").await;
+    assert_eq!(data(&mut b, "card-calls", "value").await, "3");
+    let reqs = b.take_requests().await;
+    assert!(reqs.iter().any(|r| r.starts_with("/api/v1/analytics/tool-calls-processed-graph?") && r.contains("tool_name=fetch")), "{reqs:?}");
+    drop(b);
+
+    // --- a URL with state: the page shows it and asks the API for it ---
+    let nav1 = f.navigators[1];
+    let (mut b, _) = open(&base, &format!("window=7d&frequency=1d&tz=Europe%2FBerlin&navigator_instance_id={nav1}&key={READ_KEY}")).await;
+    assert_eq!(b.eval("['window', 'frequency', 'tz'].map((id) => document.getElementById(id).value)").await, json!(["7d", "1d", "Europe/Berlin"]));
+    assert_eq!(b.eval_str("document.querySelector('#filters .chip').dataset.value").await, nav1.to_string());
+    assert_eq!(data(&mut b, "card-calls", "value").await, "4");
+    b.eval("document.getElementById('share').click()").await;
+    let link = b.eval_str("document.getElementById('share-link').value").await;
+    assert_eq!(link, format!("{base}/#window=7d&frequency=1d&tz=Europe%2FBerlin&navigator_instance_id={nav1}"));
+    // Editing the fragment in the address bar is followed too.
+    b.take_requests().await;
+    b.goto(&format!("{base}/#window=1h&frequency=5m&tz=UTC")).await;
+    b.wait_until("document.getElementById('window').value === '1h' && document.querySelectorAll('#filters .chip').length === 0 && document.body.dataset.state === 'ready'", "hash change").await;
+    // The last hour holds the calls of 10, 30 and 50 minutes ago, not 70.
+    b.wait_until("document.getElementById('card-calls').dataset.value === '9'", "1h window").await;
+    drop(b);
+
+    // --- an admin key: limits listed, including an organization without usage ---
+    let (mut b, _) = open(&base, &format!("key={ADMIN_KEY}&window=24h&frequency=1h&tz=UTC")).await;
+    assert_eq!(b.eval(&attrs(limit_row(f.org_c, "cost_usd"))).await, json!(["0", "100", "100", resets(next_month)]));
+    assert_eq!(b.eval("document.querySelector('#limits .notice')").await, Value::Null);
+    assert_eq!(data(&mut b, "limits", "listed").await, "limits");
+    drop(b);
+
+    // A screenshot for people (docs/usage-page.png is taken from it).
     let shot = target_dir().join("usage-page.png");
     let _ = std::fs::remove_file(&shot);
-    let (p, s) = (page.clone(), shot.clone());
-    tokio::task::spawn_blocking(move || run_chromium(&p, &[format!("--screenshot={}", s.display()), "--window-size=1280,1600".into()]))
-        .await
-        .unwrap();
+    let (p, s) = (format!("{base}/#key={ADMIN_KEY}&window=24h&frequency=1h&tz=UTC"), shot.clone());
+    tokio::task::spawn_blocking(move || run_chromium(&p, &[format!("--screenshot={}", s.display()), "--window-size=1280,2300".into()])).await.unwrap();
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "screenshot looks empty ({} bytes)", png.len());
 
     // A wrong key: the page says so.
-    let bad = format!("{base}/#key=am_not_a_key&window=24h");
-    let dom = tokio::task::spawn_blocking(move || run_chromium(&bad, &["--dump-dom".into()])).await.unwrap();
-    assert_eq!(attr(tag_with(&dom, "<body").unwrap(), "data-state").as_deref(), Some("unauthorized"), "{dom}");
-    assert!(dom.contains("Key not accepted"), "{dom}");
-    assert!(data_attr(&dom, "chart-tool-calls", "data-total").is_none());
+    let mut b = Browser::launch(chromium(), 1280, 1800).await;
+    b.goto(&format!("{base}/#key=am_not_a_key&window=24h")).await;
+    b.wait_until("document.body.dataset.state === 'unauthorized'", "wrong key").await;
+    assert!(b.eval_str("document.getElementById('status').textContent").await.contains("Key not accepted"));
+    assert_eq!(b.eval("document.getElementById('card-tokens').dataset.value ?? null").await, Value::Null);
+    drop(b);
 
     stack.stop().await;
 }
