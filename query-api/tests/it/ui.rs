@@ -169,9 +169,10 @@ fn execution(tenant: Uuid, org: Uuid, at: DateTime<Utc>, messages: u32, input: u
 /// Sums over `f.executions` of organization `org` since `since`:
 /// (messages, input tokens, output tokens, cost in micro-dollars).
 fn sums(f: &Fixture, org: Uuid, since: DateTime<Utc>) -> (u64, u64, u64, i64) {
-    f.executions.iter().filter(|e| e.organization_id == org && e.occurred_at >= since).fold((0, 0, 0, 0), |a, e| {
-        (a.0 + u64::from(e.messages_count), a.1 + e.input_tokens, a.2 + e.output_tokens, a.3 + e.cost_usd)
-    })
+    f.executions
+        .iter()
+        .filter(|e| e.organization_id == org && e.occurred_at >= since)
+        .fold((0, 0, 0, 0), |a, e| (a.0 + u64::from(e.messages_count), a.1 + e.input_tokens, a.2 + e.output_tokens, a.3 + e.cost_usd))
 }
 
 fn month_start(now: DateTime<Utc>) -> DateTime<Utc> {
@@ -239,7 +240,15 @@ async fn start(what: &str) -> Stack {
     for h in 1..=22u64 {
         let at = now - chrono::Duration::minutes(60 * h as i64 - 7);
         let wave = [3, 5, 8, 12, 9, 6][h as usize % 6];
-        ex.push(execution(f.tenant, f.org, at, 1 + (h % 4) as u32, 600 * wave + 40 * h, 220 * wave + 9 * h, 9_000 * wave as i64 + 700 * h as i64));
+        ex.push(execution(
+            f.tenant,
+            f.org,
+            at,
+            1 + (h % 4) as u32,
+            600 * wave + 40 * h,
+            220 * wave + 9 * h,
+            9_000 * wave as i64 + 700 * h as i64,
+        ));
         if h % 2 == 0 {
             ex.push(execution(f.tenant, f.org_b, at, 2, 400 * wave + 25 * h, 150 * wave, 5_500 * wave as i64 + 300 * h as i64));
         }
@@ -282,7 +291,8 @@ async fn set_limits(base: &str, f: &Fixture) {
         [(f.org, "messages", "month", json!(1000)), (f.org_b, "tokens", "day", json!(200000)), (f.org_c, "cost_usd", "month", json!("100"))]
     {
         let limit = json!({"subject": "organization", "organization_id": org, "metric": metric, "period": period, "max_value": max});
-        let resp = http.put(format!("{base}/v1/limits/{}", Uuid::new_v4())).header("X-API-Key", ADMIN_KEY).json(&limit).send().await.unwrap();
+        let resp =
+            http.put(format!("{base}/v1/limits/{}", Uuid::new_v4())).header("X-API-Key", ADMIN_KEY).json(&limit).send().await.unwrap();
         assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
     }
     let want = sums(f, f.org, month_start(Utc::now())).0;
@@ -396,7 +406,12 @@ async fn usage_page_shows_usage_limits_filters_and_shareable_state_in_chromium()
         format!("(() => {{ const r = document.querySelector({}); return r ? [r.dataset.used, r.dataset.max, r.dataset.remaining, r.querySelector('.resets').dataset.resetsAt] : null; }})()", serde_json::to_string(&sel).unwrap())
     };
     let used_a = sums(f, f.org, month).0;
-    let next_month = if now.month() == 12 { Utc.with_ymd_and_hms(now.year() + 1, 1, 1, 0, 0, 0) } else { Utc.with_ymd_and_hms(now.year(), now.month() + 1, 1, 0, 0, 0) }.unwrap();
+    let next_month = if now.month() == 12 {
+        Utc.with_ymd_and_hms(now.year() + 1, 1, 1, 0, 0, 0)
+    } else {
+        Utc.with_ymd_and_hms(now.year(), now.month() + 1, 1, 0, 0, 0)
+    }
+    .unwrap();
     let resets = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     assert_eq!(
         b.eval(&attrs(limit_row(f.org, "messages"))).await,
@@ -411,8 +426,17 @@ async fn usage_page_shows_usage_limits_filters_and_shareable_state_in_chromium()
     assert_eq!(b.eval(&attrs(limit_row(f.org_c, "cost_usd"))).await, Value::Null, "C has no usage; a read key cannot list limits");
     let notice = b.eval_str("document.querySelector('#limits .notice').textContent").await;
     assert!(notice.contains("admin key") && notice.contains("403"), "{notice}");
-    let org_cell = b.eval(&format!("(() => {{ const c = document.querySelector('{}').cells[0]; return [c.textContent, c.title]; }})()", limit_row(f.org, "messages"))).await;
-    assert_eq!(org_cell, json!([format!("{}…", &f.org.to_string()[..8]), f.org.to_string()]), "a shortened id, the full one in the tooltip");
+    let org_cell = b
+        .eval(&format!(
+            "(() => {{ const c = document.querySelector('{}').cells[0]; return [c.textContent, c.title]; }})()",
+            limit_row(f.org, "messages")
+        ))
+        .await;
+    assert_eq!(
+        org_cell,
+        json!([format!("{}…", &f.org.to_string()[..8]), f.org.to_string()]),
+        "a shortened id, the full one in the tooltip"
+    );
 
     // Top tables as before: [calls, queries].
     assert_eq!(row_values(&mut b, "top-servers", &f.servers[0].to_string()).await, ["5", "2"]);
@@ -458,7 +482,8 @@ async fn usage_page_shows_usage_limits_filters_and_shareable_state_in_chromium()
     b.click("#top-tools button[data-value=\"fetch\"]").await;
     n = wait_ready(&mut b, n, "after the tool click").await;
     let reqs = b.take_requests().await;
-    let calls_req = reqs.iter().find(|r| r.starts_with("/api/v1/analytics/tool-calls-processed-graph?")).expect("tool-calls graph requested");
+    let calls_req =
+        reqs.iter().find(|r| r.starts_with("/api/v1/analytics/tool-calls-processed-graph?")).expect("tool-calls graph requested");
     assert!(calls_req.contains("tool_name=fetch") && calls_req.contains(&format!("project_id={p1}")), "{calls_req}");
     for r in reqs.iter().filter(|r| r.contains("metric=tokens") || r.contains("metric=messages") || r.contains("metric=cost_usd")) {
         assert!(!r.contains("tool_name="), "execution metrics take no tool filter: {r}");
@@ -493,13 +518,19 @@ async fn usage_page_shows_usage_limits_filters_and_shareable_state_in_chromium()
     wait_ready(&mut b, 0, "shared link with key entered").await;
     assert_eq!(data(&mut b, "card-calls", "value").await, "3");
     let reqs = b.take_requests().await;
-    assert!(reqs.iter().any(|r| r.starts_with("/api/v1/analytics/tool-calls-processed-graph?") && r.contains("tool_name=fetch")), "{reqs:?}");
+    assert!(
+        reqs.iter().any(|r| r.starts_with("/api/v1/analytics/tool-calls-processed-graph?") && r.contains("tool_name=fetch")),
+        "{reqs:?}"
+    );
     drop(b);
 
     // --- a URL with state: the page shows it and asks the API for it ---
     let nav1 = f.navigators[1];
     let (mut b, _) = open(&base, &format!("window=7d&frequency=1d&tz=Europe%2FBerlin&navigator_instance_id={nav1}&key={READ_KEY}")).await;
-    assert_eq!(b.eval("['window', 'frequency', 'tz'].map((id) => document.getElementById(id).value)").await, json!(["7d", "1d", "Europe/Berlin"]));
+    assert_eq!(
+        b.eval("['window', 'frequency', 'tz'].map((id) => document.getElementById(id).value)").await,
+        json!(["7d", "1d", "Europe/Berlin"])
+    );
     assert_eq!(b.eval_str("document.querySelector('#filters .chip').dataset.value").await, nav1.to_string());
     assert_eq!(data(&mut b, "card-calls", "value").await, "4");
     b.eval("document.getElementById('share').click()").await;
@@ -524,7 +555,9 @@ async fn usage_page_shows_usage_limits_filters_and_shareable_state_in_chromium()
     let shot = target_dir().join("usage-page.png");
     let _ = std::fs::remove_file(&shot);
     let (p, s) = (format!("{base}/#key={ADMIN_KEY}&window=24h&frequency=1h&tz=UTC"), shot.clone());
-    tokio::task::spawn_blocking(move || run_chromium(&p, &[format!("--screenshot={}", s.display()), "--window-size=1280,2300".into()])).await.unwrap();
+    tokio::task::spawn_blocking(move || run_chromium(&p, &[format!("--screenshot={}", s.display()), "--window-size=1280,2300".into()]))
+        .await
+        .unwrap();
     let png = std::fs::read(&shot).expect("screenshot written");
     assert!(png.starts_with(b"\x89PNG") && png.len() > 20_000, "screenshot looks empty ({} bytes)", png.len());
 

@@ -57,7 +57,9 @@ impl Browser {
         let port_file = profile.join("DevToolsActivePort");
         let deadline = Instant::now() + Duration::from_secs(30);
         let port = loop {
-            if let Some(port) = std::fs::read_to_string(&port_file).ok().and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u16>().ok())) {
+            if let Some(port) =
+                std::fs::read_to_string(&port_file).ok().and_then(|s| s.lines().next().and_then(|l| l.trim().parse::<u16>().ok()))
+            {
                 break port;
             }
             assert!(Instant::now() < deadline, "chromium wrote no DevToolsActivePort");
@@ -134,7 +136,9 @@ impl Browser {
                 return;
             }
             if Instant::now() > deadline {
-                let state = self.eval_str("document.body && document.body.dataset.state + ' / ' + document.getElementById('status').textContent").await;
+                let state = self
+                    .eval_str("document.body && document.body.dataset.state + ' / ' + document.getElementById('status').textContent")
+                    .await;
                 panic!("{what}: `{expr}` never became true (page: {state})");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
