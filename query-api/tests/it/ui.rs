@@ -82,6 +82,9 @@ struct Fixture {
     projects: [Uuid; 2],
     navigators: [Uuid; 2],
     executions: Vec<AgentExecutionRow>,
+    /// Tool calls (and failures) of the background traffic, hours ago.
+    bg_calls: u64,
+    bg_errors: u64,
 }
 
 fn tool_call(tenant: Uuid, at: DateTime<Utc>, f: &Fixture, i: usize, query: Uuid) -> ToolCallRow {
@@ -213,6 +216,8 @@ async fn start(what: &str) -> Stack {
         projects: [Uuid::new_v4(), Uuid::new_v4()],
         navigators: [Uuid::new_v4(), Uuid::new_v4()],
         executions: Vec::new(),
+        bg_calls: 0,
+        bg_errors: 0,
     };
     let other_tenant = Uuid::new_v4();
 
@@ -230,6 +235,28 @@ async fn start(what: &str) -> Stack {
         .collect();
     calls.push(tool_call(f.tenant, now - chrono::Duration::days(3), &f, 0, Uuid::new_v4()));
     calls.push(tool_call(other_tenant, now - chrono::Duration::minutes(5), &f, 9, Uuid::new_v4()));
+    // Background traffic over the rest of the day (from two hours ago, so
+    // the last hour holds only the calls above), in a project, navigator,
+    // server and tool of its own: every call its own query, 150 ms each (the
+    // average latency stays 150 ms), every ninth failed.
+    let (bg_project, bg_navigator, bg_server) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    for h in 2..=22i64 {
+        for k in 0..2 * [3, 5, 8, 12, 9, 6][h as usize % 6] {
+            let mut c = tool_call(f.tenant, now - chrono::Duration::minutes(60 * h - 3 * k), &f, 0, Uuid::new_v4());
+            c.project_id = bg_project;
+            c.navigator_id = bg_navigator;
+            c.navigator_instance_id = bg_navigator;
+            c.server_id = bg_server;
+            c.server_name = "server-bg".into();
+            c.tool_name = "lookup".into();
+            c.user_email = "cy@example.com".into();
+            c.latency_ms = 150.0;
+            f.bg_calls += 1;
+            (c.success, c.error_type) = if f.bg_calls % 9 == 0 { (false, "upstream".into()) } else { (true, String::new()) };
+            f.bg_errors += u64::from(!c.success);
+            calls.push(c);
+        }
+    }
     insert(&test_db.client, "tool_calls", &calls).await;
 
     // Agent executions over the last day, like a working day of two
@@ -381,7 +408,7 @@ async fn usage_page_shows_usage_limits_filters_and_shareable_state_in_chromium()
     assert_eq!(data(&mut b, "card-messages", "value").await, (ma + mb).to_string());
     let cost = data(&mut b, "card-cost", "value").await;
     assert!(close(&cost, (ca + cb) as f64 / 1e6), "cost {cost} != {}", (ca + cb) as f64 / 1e6);
-    assert_eq!(data(&mut b, "card-calls", "value").await, "10");
+    assert_eq!(data(&mut b, "card-calls", "value").await, (10 + f.bg_calls).to_string());
     assert_eq!(data(&mut b, "chart-tokens", "total").await, (ia + oa + ib + ob).to_string());
     let shown = b.eval_str("document.querySelector('#card-cost [data-role=value]').textContent").await;
     assert!(shown.starts_with('$'), "cost is shown in dollars: {shown}");
@@ -449,7 +476,8 @@ async fn usage_page_shows_usage_limits_filters_and_shareable_state_in_chromium()
     assert_eq!(row_values(&mut b, "top-tools", "search").await, ["6"]);
     assert_eq!(row_values(&mut b, "top-tools", "fetch").await, ["3"]);
     assert_eq!(row_values(&mut b, "top-users", "ana@example.com").await, ["6"]);
-    assert_eq!(data(&mut b, "chart-error-rate", "total").await, "0.2");
+    let rate = data(&mut b, "chart-error-rate", "total").await;
+    assert!(close(&rate, (2 + f.bg_errors) as f64 / (10 + f.bg_calls) as f64), "error rate {rate}");
     assert_eq!(data(&mut b, "chart-latency", "total").await, "150");
     // Without a `*_name` in the answer a row shows the id shortened, the
     // full id in its tooltip.
@@ -555,7 +583,7 @@ async fn usage_page_shows_usage_limits_filters_and_shareable_state_in_chromium()
     let shot = target_dir().join("usage-page.png");
     let _ = std::fs::remove_file(&shot);
     let (p, s) = (format!("{base}/#key={ADMIN_KEY}&window=24h&frequency=1h&tz=UTC"), shot.clone());
-    tokio::task::spawn_blocking(move || run_chromium(&p, &[format!("--screenshot={}", s.display()), "--window-size=1280,2300".into()]))
+    tokio::task::spawn_blocking(move || run_chromium(&p, &[format!("--screenshot={}", s.display()), "--window-size=1280,2160".into()]))
         .await
         .unwrap();
     let png = std::fs::read(&shot).expect("screenshot written");
