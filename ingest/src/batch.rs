@@ -1,14 +1,15 @@
 //! Per-table batches: what has been read from Kafka and not yet acknowledged.
 //!
 //! A [`Batch`] holds the valid rows of one table together with where they
-//! came from (partition, offset, size), the pending dead-letter deliveries
-//! of the rejected messages read in the same period, and the highest offset
+//! came from (partition, offset, size), the pending deliveries (dead letters
+//! of rejected messages, copies forwarded to their home partition, see
+//! [`crate::routing`]) of the messages read in the same period, and the highest offset
 //! read per partition. The original bytes are not kept: a row ClickHouse
 //! refuses is read again from Kafka to be dead-lettered verbatim (its
 //! offset is not committed yet, so it is still there), which halves the
 //! memory a batch takes. The batch is the unit of
 //! progress: its offsets are stored only after every row in it is
-//! acknowledged by ClickHouse and every dead letter by Kafka.
+//! acknowledged by ClickHouse and every delivery by Kafka.
 //!
 //! A topic feeds exactly one table, so a partition's offsets only ever
 //! appear in that table's batches, and batches of one table are written one
@@ -88,8 +89,9 @@ pub struct Limits {
 #[derive(Debug)]
 pub struct Batch<R> {
     pub entries: Vec<Entry<R>>,
-    /// Pending dead-letter deliveries: partition, message bytes, delivery.
-    pub dead_letters: Vec<(i32, usize, JoinHandle<()>)>,
+    /// Pending Kafka deliveries (dead letters, forwarded copies):
+    /// partition, message bytes, delivery.
+    pub deliveries: Vec<(i32, usize, JoinHandle<()>)>,
     /// Highest offset read per partition.
     pub offsets: BTreeMap<i32, i64>,
     /// Bytes of the messages held (rows and dead letters).
@@ -99,7 +101,7 @@ pub struct Batch<R> {
 
 impl<R> Default for Batch<R> {
     fn default() -> Self {
-        Self { entries: Vec::new(), dead_letters: Vec::new(), offsets: BTreeMap::new(), bytes: 0, opened_at: None }
+        Self { entries: Vec::new(), deliveries: Vec::new(), offsets: BTreeMap::new(), bytes: 0, opened_at: None }
     }
 }
 
@@ -116,9 +118,11 @@ impl<R> Batch<R> {
         self.entries.push(Entry { row, source });
     }
 
-    pub fn push_dead_letter(&mut self, partition: i32, offset: i64, bytes: usize, delivery: JoinHandle<()>) {
+    /// A message that leaves through Kafka (dead letter, forwarded copy):
+    /// its offset is stored once `delivery` completes.
+    pub fn push_delivery(&mut self, partition: i32, offset: i64, bytes: usize, delivery: JoinHandle<()>) {
         self.touch(partition, offset, bytes);
-        self.dead_letters.push((partition, bytes, delivery));
+        self.deliveries.push((partition, bytes, delivery));
     }
 
     /// Nothing read since the batch was opened.
@@ -138,18 +142,19 @@ impl<R> Batch<R> {
 
     /// Forgets everything read from `partitions` (after they were revoked:
     /// their next owner reads them again from the committed offset). Returns
-    /// the bytes released. Dead letters already handed to the producer are
-    /// left to complete; a second copy may then reach the dead-letter topic.
+    /// the bytes released. Deliveries already handed to the producer are
+    /// left to complete; a second copy may then reach the dead-letter topic
+    /// or the home partition (where the look-up removes it).
     pub fn drop_partitions(&mut self, partitions: &[i32]) -> usize {
         if partitions.is_empty() || self.is_empty() {
             return 0;
         }
         let before = self.bytes;
         self.entries.retain(|e| !partitions.contains(&e.source.partition));
-        self.dead_letters.retain(|(p, _, _)| !partitions.contains(p));
+        self.deliveries.retain(|(p, _, _)| !partitions.contains(p));
         self.offsets.retain(|p, _| !partitions.contains(p));
         self.bytes =
-            self.entries.iter().map(|e| e.source.bytes).sum::<usize>() + self.dead_letters.iter().map(|(_, bytes, _)| bytes).sum::<usize>();
+            self.entries.iter().map(|e| e.source.bytes).sum::<usize>() + self.deliveries.iter().map(|(_, bytes, _)| bytes).sum::<usize>();
         if self.is_empty() {
             self.opened_at = None;
         }
@@ -204,7 +209,7 @@ mod tests {
     #[tokio::test]
     async fn dead_letters_count_and_move_offsets() {
         let mut b = Batch::<u32>::default();
-        b.push_dead_letter(2, 41, 10, tokio::spawn(async {}));
+        b.push_delivery(2, 41, 10, tokio::spawn(async {}));
         assert!(!b.is_empty());
         assert_eq!(b.offsets, BTreeMap::from([(2, 41)]));
         assert_eq!(b.bytes, 10);
@@ -216,12 +221,12 @@ mod tests {
         let mut b = Batch::<u32>::default();
         b.push_row(1, source(0, 5, 10));
         b.push_row(2, source(1, 3, 20));
-        b.push_dead_letter(1, 4, 30, tokio::spawn(async {}));
+        b.push_delivery(1, 4, 30, tokio::spawn(async {}));
         let released = b.drop_partitions(&[1]);
         assert_eq!(released, 50);
         assert_eq!(b.bytes, 10);
         assert_eq!(b.entries.len(), 1);
-        assert!(b.dead_letters.is_empty());
+        assert!(b.deliveries.is_empty());
         assert_eq!(b.offsets, BTreeMap::from([(0, 5)]));
         assert_eq!(b.drop_partitions(&[0]), 10);
         assert!(b.is_empty());

@@ -23,6 +23,9 @@
 //! * Rows ClickHouse refused come back from the writer with their position;
 //!   the loop's batch task reads each message again and dead-letters it
 //!   before the batch's offsets are stored (the writer never touches Kafka).
+//! * A valid message read off its event's home partition is not inserted
+//!   here but forwarded there ([`crate::routing`]); its offset moves like a
+//!   dead letter's, once Kafka acknowledged the copy.
 //! * Offsets are committed after each acknowledged batch (asynchronously),
 //!   on revocation and on shutdown (synchronously).
 
@@ -45,6 +48,7 @@ use crate::config::Config;
 use crate::dead_letter::{DeadLetters, Rejected};
 use crate::errors::{Backoff, IngestError};
 use crate::metrics::{Metrics, REASON_CLICKHOUSE_REJECTED};
+use crate::routing::{home_partition, Forward, Forwarder, PartitionCounts};
 use crate::writer::{Refused, Writer};
 
 type Partition = (String, i32);
@@ -63,6 +67,8 @@ struct Shared {
     revoked: Mutex<Vec<Partition>>,
     /// Whether consumption is paused (new assignments start paused too).
     paused: AtomicBool,
+    /// Set on every assignment: the loop reads the partition counts again.
+    assigned: AtomicBool,
     revoke_timeout: Duration,
 }
 
@@ -112,6 +118,7 @@ impl Shared {
 /// The consumer's callbacks.
 pub struct IngestContext {
     shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
 }
 
 impl ClientContext for IngestContext {}
@@ -134,6 +141,7 @@ impl ConsumerContext for IngestContext {
             Rebalance::Assign(tpl) => {
                 let partitions: Vec<Partition> = tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
                 tracing::info!(?partitions, "partitions assigned");
+                self.shared.assigned.store(true, Ordering::SeqCst);
                 if self.shared.paused.load(Ordering::SeqCst) {
                     if let Err(e) = consumer.pause(tpl) {
                         tracing::warn!(error = %e, "cannot pause newly assigned partitions");
@@ -143,7 +151,18 @@ impl ConsumerContext for IngestContext {
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
             Rebalance::Revoke(_) => {}
         }
+        match consumer.assignment() {
+            Ok(tpl) => self.metrics.assigned_partitions.set(tpl.count() as i64),
+            Err(e) => tracing::warn!(error = %e, "cannot read the assignment"),
+        }
     }
+}
+
+/// The event topics' partition counts, read without blocking the runtime;
+/// `None` while one is unknown.
+async fn read_partition_counts(consumer: &Arc<StreamConsumer<IngestContext>>, topics: &[String; 2]) -> Option<PartitionCounts> {
+    let (consumer, topics) = (Arc::clone(consumer), topics.clone());
+    tokio::task::spawn_blocking(move || PartitionCounts::fetch(consumer.as_ref(), &[&topics[0], &topics[1]])).await.ok().flatten()
 }
 
 /// Commits the stored offsets; "nothing to commit" is not an error.
@@ -226,6 +245,10 @@ struct Worker {
     shared: Arc<Shared>,
     writer: Arc<Writer>,
     dead_letters: Arc<DeadLetters>,
+    forwarder: Arc<Forwarder>,
+    /// The two event topics, and their partition counts (for routing).
+    topics: [String; 2],
+    partitions: PartitionCounts,
     metrics: Arc<Metrics>,
     limits: Limits,
     max_inflight_bytes: usize,
@@ -245,6 +268,7 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
         written: Condvar::new(),
         revoked: Mutex::new(Vec::new()),
         paused: AtomicBool::new(false),
+        assigned: AtomicBool::new(false),
         revoke_timeout: Duration::from_millis(config.revoke_timeout_ms),
     });
     crate::topics::ensure_topics(&config).await;
@@ -266,12 +290,22 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
         .set("fetch.queue.backoff.ms", "10")
         // A topic created after the worker subscribed is noticed within 10 s.
         .set("topic.metadata.refresh.interval.ms", "10000")
-        .create_with_context(IngestContext { shared: Arc::clone(&shared) })?;
+        .create_with_context(IngestContext { shared: Arc::clone(&shared), metrics: Arc::clone(&metrics) })?;
     let consumer = Arc::new(consumer);
     consumer.subscribe(&[&config.tool_calls_topic, &config.agent_executions_topic])?;
 
     let backoff = Backoff::new(config.retry_initial_ms, config.retry_max_ms);
     let dead_letters = Arc::new(DeadLetters::new(&config.kafka_brokers, &config.dead_letter_topic, backoff, Arc::clone(&metrics))?);
+    let forwarder = Arc::new(Forwarder::new(&config.kafka_brokers, backoff, Arc::clone(&metrics))?);
+    let topics = [config.tool_calls_topic.clone(), config.agent_executions_topic.clone()];
+    // Nothing is read before the partition counts are known: without them
+    // no message can be routed to its home partition.
+    let partitions = loop {
+        if let Some(counts) = read_partition_counts(&consumer, &topics).await {
+            break counts;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     let writer = Arc::new(Writer::new(
         config.clickhouse.client(),
         backoff,
@@ -283,6 +317,9 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
         shared,
         writer,
         dead_letters,
+        forwarder,
+        topics,
+        partitions,
         metrics,
         limits: Limits { max_rows: config.max_batch_rows, max_bytes: config.max_batch_bytes, max_age: config.flush_interval() },
         max_inflight_bytes: config.max_inflight_bytes,
@@ -328,6 +365,11 @@ impl Worker {
         tokio::pin!(shutdown);
         loop {
             self.forget_revoked(tool_calls, executions);
+            if self.shared.assigned.swap(false, Ordering::SeqCst) {
+                if let Some(counts) = read_partition_counts(&self.consumer, &self.topics).await {
+                    self.partitions = counts;
+                }
+            }
             let now = Instant::now();
             self.flush_if_due(tool_calls, now, false);
             self.flush_if_due(executions, now, false);
@@ -375,7 +417,16 @@ impl Worker {
         let payload = m.payload().unwrap_or_default();
         let (partition, offset) = (m.partition(), m.offset());
         match R::parse(payload, chrono::Utc::now()) {
-            Ok(row) => table.open.push_row(row, Source { partition, offset, bytes: payload.len() + m.key_len() }),
+            Ok(row) => {
+                let bytes = payload.len() + m.key_len();
+                match self.partitions.get(&table.topic).map(|n| home_partition(row.event_id(), n)) {
+                    Some(home) if home != partition => {
+                        let delivery = self.forwarder.spawn(Forward::of(m, R::EVENT_KIND, home));
+                        table.open.push_delivery(partition, offset, bytes, delivery);
+                    }
+                    _ => table.open.push_row(row, Source { partition, offset, bytes }),
+                }
+            }
             Err(rejection) => {
                 tracing::debug!(topic = %table.topic, partition, offset, %rejection, "rejected message");
                 let delivery = self.dead_letters.spawn(Rejected {
@@ -389,7 +440,7 @@ impl Worker {
                     key: m.key().map(<[u8]>::to_vec),
                     payload: payload.to_vec(),
                 });
-                table.open.push_dead_letter(partition, offset, payload.len(), delivery);
+                table.open.push_delivery(partition, offset, payload.len(), delivery);
             }
         }
     }
@@ -415,12 +466,12 @@ impl Worker {
         );
         let handle = tokio::spawn(async move {
             let started = Instant::now();
-            let Batch { entries, dead_letters, offsets, .. } = batch;
+            let Batch { entries, deliveries, offsets, .. } = batch;
             let rows = entries.len();
             let written = writer.write(entries).await;
             dead_letter_refused::<R>(&refusals, &topic, &written.refused).await;
-            let dead_lettered = dead_letters.len() + written.refused.len();
-            for (_, _, delivery) in dead_letters {
+            let delivered = deliveries.len() + written.refused.len();
+            for (_, _, delivery) in deliveries {
                 let _ = delivery.await;
             }
             let mut tpl = TopicPartitionList::new();
@@ -439,7 +490,7 @@ impl Worker {
                 inserted = written.inserted,
                 deduplicated = written.deduplicated,
                 refused = written.refused.len(),
-                dead_lettered,
+                delivered,
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "batch acknowledged"
             );

@@ -8,6 +8,8 @@
 //!   the refused rows' positions (it never talks to Kafka).
 //! * [`dead_letter`]: rejected messages, verbatim, with the reason (the
 //!   consumer dead-letters the rows the writer returns as refused).
+//! * [`routing`]: every copy of an event is inserted from its home
+//!   partition, so two workers never write one event at the same moment.
 //! * [`errors`]: the error type and the one classification of failures.
 //! * [`metrics`]: Prometheus metrics and the `/metrics` + `/health` server.
 //!
@@ -20,6 +22,7 @@ pub mod dead_letter;
 pub mod dedup;
 pub mod errors;
 pub mod metrics;
+pub mod routing;
 pub mod shutdown;
 pub mod topics;
 pub mod writer;

@@ -26,6 +26,7 @@ pub struct Metrics {
     pub events_inserted: IntCounterVec,
     pub events_deduplicated: IntCounterVec,
     pub events_dead_lettered: IntCounterVec,
+    pub events_forwarded: IntCounterVec,
     pub batch_rows: HistogramVec,
     pub flush_duration: HistogramVec,
     pub insert_retries: IntCounter,
@@ -34,6 +35,7 @@ pub struct Metrics {
     pub inflight_bytes: IntGauge,
     pub last_flush_timestamp: IntGauge,
     pub consumption_paused: IntGauge,
+    pub assigned_partitions: IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -76,6 +78,11 @@ impl Metrics {
                 "Events skipped because their event_id was already stored or repeated in the batch",
                 &["kind"],
             ),
+            events_forwarded: counter_vec(
+                "agentmeter_ingest_events_forwarded_total",
+                "Valid events read off their home partition and copied to it (acknowledged by Kafka)",
+                &["kind"],
+            ),
             events_dead_lettered: counter_vec(
                 "agentmeter_ingest_events_dead_lettered_total",
                 "Messages sent to the dead-letter topic, by rejection reason",
@@ -108,6 +115,10 @@ impl Metrics {
                 "agentmeter_ingest_consumption_paused",
                 "1 while the partitions are paused because the in-flight byte bound held reading back for 2 s",
             ),
+            assigned_partitions: gauge(
+                "agentmeter_ingest_assigned_partitions",
+                "Event-topic partitions currently assigned to this worker (after the last rebalance)",
+            ),
             registry,
         };
         // Pre-register every label value so dashboards see zeros, not gaps.
@@ -115,6 +126,7 @@ impl Metrics {
             m.events_consumed.with_label_values(&[kind]);
             m.events_inserted.with_label_values(&[kind]);
             m.events_deduplicated.with_label_values(&[kind]);
+            m.events_forwarded.with_label_values(&[kind]);
             for reason in RejectionKind::ALL.iter().map(|k| k.as_str()).chain([REASON_CLICKHOUSE_REJECTED]) {
                 m.events_dead_lettered.with_label_values(&[kind, reason]);
             }

@@ -6,5 +6,6 @@
 
 mod exactness;
 mod faults;
+mod multi_worker;
 mod refused;
 mod support;

@@ -363,3 +363,54 @@ pub fn spawn_worker(config: Config) -> (tokio::sync::oneshot::Sender<()>, Arc<ag
     });
     (stop, metrics, handle)
 }
+
+/// Every rollup table against the raw tables it is fed from: for each
+/// tool-call rollup (`tool_calls_1m`, `tool_calls_1h`, `tool_calls_tenant_1m`,
+/// `tool_calls_tenant_1h`) its calls, errors, suggestions and runtime
+/// counts; for `tool_call_queries_1h` its tool and proxy calls and distinct
+/// queries; for `agent_executions_1m` the totals of [`rollup_totals`]. Call
+/// it after the raw tables were found equal to the expected totals.
+pub async fn assert_every_rollup_matches_raw(ch: &ClickHouseArgs) {
+    let db = ch.client();
+    type Figures = (u64, u64, u64, u64);
+    let raw: Figures = db
+        .query("SELECT count(), countIf(NOT success), sum(suggestions_count), count(runtime_ms) FROM tool_calls")
+        .fetch_one()
+        .await
+        .unwrap();
+    for table in ["tool_calls_1m", "tool_calls_1h", "tool_calls_tenant_1m", "tool_calls_tenant_1h"] {
+        let rollup: Figures = db
+            .query(&format!("SELECT sum(calls), sum(errors), sum(suggestions), sum(runtime_count) FROM {table}"))
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(rollup, raw, "{table}: calls, errors, suggestions, runtime count");
+    }
+    let nil = "toUUID('00000000-0000-0000-0000-000000000000')";
+    let raw: (u64, u64, u64) = db
+        .query(&format!(
+            "SELECT countIf(call_kind = 'tool' AND query_id != {nil}), countIf(call_kind != 'tool' AND query_id != {nil}), \
+             uniqExactIf(query_id, query_id != {nil}) FROM tool_calls"
+        ))
+        .fetch_one()
+        .await
+        .unwrap();
+    let rollup: (u64, u64, u64) =
+        db.query("SELECT sum(tool_calls), sum(proxy_calls), uniqExact(query_id) FROM tool_call_queries_1h").fetch_one().await.unwrap();
+    assert_eq!(rollup, raw, "tool_call_queries_1h: tool calls, proxy calls, distinct queries");
+    assert_eq!(rollup_totals(ch).await, raw_totals(ch).await, "agent_executions_1m and tool_calls_1m");
+}
+
+/// Waits until the workers together hold `partitions` partitions, each
+/// at least one (the group has settled), or panics after `within`.
+pub async fn wait_for_assignment(workers: &[&agentmeter_ingest::Metrics], partitions: i64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let held: Vec<i64> = workers.iter().map(|m| m.assigned_partitions.get()).collect();
+        if held.iter().sum::<i64>() == partitions && held.iter().all(|n| *n > 0) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "partitions never settled over the workers: {held:?}, expected {partitions} in all");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
