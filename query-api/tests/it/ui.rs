@@ -252,7 +252,7 @@ async fn start(what: &str) -> Stack {
             c.user_email = "cy@example.com".into();
             c.latency_ms = 150.0;
             f.bg_calls += 1;
-            (c.success, c.error_type) = if f.bg_calls % 9 == 0 { (false, "upstream".into()) } else { (true, String::new()) };
+            (c.success, c.error_type) = if f.bg_calls.is_multiple_of(9) { (false, "upstream".into()) } else { (true, String::new()) };
             f.bg_errors += u64::from(!c.success);
             calls.push(c);
         }
