@@ -3,16 +3,13 @@
 //! with exact totals in the raw tables and the rollups.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
-use tokio::sync::watch;
 
 use crate::support::*;
 
@@ -91,44 +88,6 @@ async fn two_workers_share_partitions_and_one_dies() {
     assert_exact(&f, &expected, found).await;
     assert_dead_letters_at_least_once(&f, &expected).await;
     f.drop_database().await;
-}
-
-/// A TCP proxy in front of ClickHouse that can drop every connection.
-struct Proxy {
-    addr: SocketAddr,
-    up: watch::Sender<bool>,
-}
-
-impl Proxy {
-    async fn start(target: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (up, _) = watch::channel(true);
-        let up_rx = up.subscribe();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { continue };
-                if !*up_rx.borrow() {
-                    drop(inbound);
-                    continue;
-                }
-                let target = target.clone();
-                let mut up_rx = up_rx.clone();
-                tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(&target).await else { return };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
-                        _ = up_rx.wait_for(|up| !*up) => {}
-                    }
-                });
-            }
-        });
-        Self { addr, up }
-    }
-
-    fn set_up(&self, up: bool) {
-        self.up.send_replace(up);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -6,6 +6,7 @@
 
 mod exactness;
 mod faults;
+mod kafka_away;
 mod multi_worker;
 mod refused;
 mod support;

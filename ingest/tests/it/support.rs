@@ -34,6 +34,8 @@ pub fn event_count(default: usize) -> usize {
 /// A fresh database and topic names for one test.
 pub struct Fixture {
     pub name: String,
+    /// The broker list of this fixture's topics.
+    pub brokers: String,
     pub ch: ClickHouseArgs,
     pub tool_calls_topic: String,
     pub executions_topic: String,
@@ -42,7 +44,13 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// On the shared broker.
     pub async fn new(what: &str, partitions: i32) -> Self {
+        Self::new_on(what, partitions, &brokers()).await
+    }
+
+    /// On the broker(s) `brokers`.
+    pub async fn new_on(what: &str, partitions: i32, brokers: &str) -> Self {
         let id = Uuid::new_v4().simple().to_string();
         let name = format!("{what}_{}", &id[..12]);
         let ch = ClickHouseArgs::new(clickhouse_url(), format!("agentmeter_test_{name}"));
@@ -52,11 +60,12 @@ impl Fixture {
             executions_topic: format!("test.{name}.agent-executions"),
             dead_letter_topic: format!("test.{name}.dead-letter"),
             group: format!("test-{name}"),
+            brokers: brokers.to_owned(),
             name,
             ch,
         };
         let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("admin client");
+            ClientConfig::new().set("bootstrap.servers", &f.brokers).create().expect("admin client");
         let topics: Vec<NewTopic> = [&f.tool_calls_topic, &f.executions_topic, &f.dead_letter_topic]
             .iter()
             .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
@@ -72,7 +81,7 @@ impl Fixture {
     pub fn config(&self) -> Config {
         let mut c = Config::defaults();
         c.clickhouse = self.ch.clone();
-        c.kafka_brokers = brokers();
+        c.kafka_brokers = self.brokers.clone();
         c.kafka_group = self.group.clone();
         c.tool_calls_topic = self.tool_calls_topic.clone();
         c.agent_executions_topic = self.executions_topic.clone();
@@ -135,9 +144,14 @@ pub struct Position {
     pub offset: i64,
 }
 
+/// A producer on the shared broker.
 pub fn producer() -> FutureProducer {
+    producer_on(&brokers())
+}
+
+pub fn producer_on(brokers: &str) -> FutureProducer {
     ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", brokers)
         .set("linger.ms", "5")
         .set("message.timeout.ms", "60000")
         .create()
@@ -170,9 +184,10 @@ pub fn produce_over(f: &Fixture, messages: Vec<Message>, over: Duration) -> toki
         executions_topic: ae,
         dead_letter_topic: f.dead_letter_topic.clone(),
         group: f.group.clone(),
+        brokers: f.brokers.clone(),
     };
     tokio::spawn(async move {
-        let producer = producer();
+        let producer = producer_on(&shadow.brokers);
         let chunks = 40;
         let per = messages.len().div_ceil(chunks).max(1);
         let pause = over / chunks as u32;
@@ -300,7 +315,7 @@ pub struct DeadLetter {
 /// seen (or the deadline passes).
 pub async fn read_dead_letters(f: &Fixture, expected: &HashSet<Position>, within: Duration) -> Vec<DeadLetter> {
     let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", &f.brokers)
         .set("group.id", format!("{}-dlq-reader", f.group))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -412,5 +427,73 @@ pub async fn wait_for_assignment(workers: &[&agentmeter_ingest::Metrics], partit
         }
         assert!(Instant::now() < deadline, "partitions never settled over the workers: {held:?}, expected {partitions} in all");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A TCP proxy that can drop every connection and refuse new ones while
+/// down (a network partition between the worker and one service).
+pub struct Proxy {
+    pub addr: std::net::SocketAddr,
+    up: tokio::sync::watch::Sender<bool>,
+    target: Arc<std::sync::Mutex<String>>,
+    /// Open connections closed by going down.
+    pub cut: Arc<std::sync::atomic::AtomicU64>,
+    /// Connections refused while down.
+    pub refused: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Proxy {
+    /// A proxy to `target` (`host:port`).
+    pub async fn start(target: String) -> Self {
+        let proxy = Self::start_unbound().await;
+        proxy.set_target(target);
+        proxy
+    }
+
+    /// A proxy whose target is set later ([`Self::set_target`]); until
+    /// then connections are closed at once.
+    pub async fn start_unbound() -> Self {
+        use tokio::net::{TcpListener, TcpStream};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (up, _) = tokio::sync::watch::channel(true);
+        let up_rx = up.subscribe();
+        let target = Arc::new(std::sync::Mutex::new(String::new()));
+        let to = Arc::clone(&target);
+        let (cut, refused) = (Arc::<std::sync::atomic::AtomicU64>::default(), Arc::<std::sync::atomic::AtomicU64>::default());
+        let (cuts, refusals) = (Arc::clone(&cut), Arc::clone(&refused));
+        tokio::spawn(async move {
+            use std::sync::atomic::Ordering::SeqCst;
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                if !*up_rx.borrow() {
+                    refusals.fetch_add(1, SeqCst);
+                    drop(inbound);
+                    continue;
+                }
+                let target = to.lock().unwrap().clone();
+                let mut up_rx = up_rx.clone();
+                let cuts = Arc::clone(&cuts);
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(&target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = up_rx.wait_for(|up| !*up) => {
+                            cuts.fetch_add(1, SeqCst);
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, up, target, cut, refused }
+    }
+
+    pub fn set_target(&self, target: String) {
+        *self.target.lock().unwrap() = target;
+    }
+
+    /// Up: connections pass. Down: open ones are closed, new ones refused.
+    pub fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
     }
 }
