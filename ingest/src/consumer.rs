@@ -300,11 +300,18 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
     let topics = [config.tool_calls_topic.clone(), config.agent_executions_topic.clone()];
     // Nothing is read before the partition counts are known: without them
     // no message can be routed to its home partition.
+    tokio::pin!(shutdown);
     let partitions = loop {
         if let Some(counts) = read_partition_counts(&consumer, &topics).await {
             break counts;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::select! {
+            _ = &mut shutdown => {
+                tracing::info!("stopped before the topics' partition counts were known; nothing was read");
+                return Ok(());
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
     };
     let writer = Arc::new(Writer::new(
         config.clickhouse.client(),
@@ -335,7 +342,7 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
         database = %config.clickhouse.database, "ingest worker started"
     );
 
-    worker.consume(&mut tool_calls, &mut executions, shutdown).await;
+    worker.consume(&mut tool_calls, &mut executions, &mut shutdown).await;
 
     let drain =
         tokio::time::timeout(Duration::from_millis(config.shutdown_timeout_ms), worker.drain(&mut tool_calls, &mut executions)).await;
