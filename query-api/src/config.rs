@@ -4,7 +4,7 @@
 //!
 //! Feature modules never see a clap struct: [`Args`] hands each of them a
 //! plain settings value ([`Args::usage_settings`], [`Args::rate_budgets`],
-//! [`Args::query_limits`], [`Args::http_limits`]), so that parsing the
+//! [`Args::query_limits`], [`Args::http_limits`], [`Args::valkey_settings`]), so that parsing the
 //! command line is the only thing that knows about all of them.
 
 use std::net::SocketAddr;
@@ -18,6 +18,7 @@ use crate::db::QueryLimits;
 use crate::limits_http::HttpLimits;
 use crate::rate_limit::{Budget, Budgets};
 use crate::usage::UsageSettings;
+use crate::valkey::ValkeySettings;
 
 /// agentmeter-api: analytics, usage and plan-limit HTTP API over ClickHouse.
 #[derive(Parser, Debug, Clone)]
@@ -53,6 +54,8 @@ pub struct Args {
     pub request: RequestBoundsArgs,
     #[command(flatten)]
     pub clickhouse_limits: ClickHouseLimitArgs,
+    #[command(flatten)]
+    pub valkey: ValkeyArgs,
 }
 
 impl Args {
@@ -101,6 +104,24 @@ impl Args {
             header_read_timeout: Duration::from_millis(self.request.header_read_timeout_ms),
             max_header_bytes: self.request.max_header_bytes,
         }
+    }
+
+    /// Where the state shared by every replica lives, and its fences: a loss
+    /// of the store fences reservations for one hold lifetime; creating the
+    /// store's epoch, for 8 refresh intervals (at least 2 s).
+    pub fn valkey_settings(&self) -> ValkeySettings {
+        ValkeySettings {
+            url: self.valkey.valkey_url.clone(),
+            key_prefix: self.valkey.valkey_key_prefix.clone(),
+            loss_fence_ms: self.usage.usage_reservation_ttl_ms,
+            young_fence_ms: self.usage.usage_refresh_interval_ms.saturating_mul(8).max(2_000),
+        }
+    }
+
+    /// Longest a request can run (the query budget or the header read
+    /// timeout, whichever is larger): shared in-flight leases outlive it.
+    pub fn max_request_ms(&self) -> u64 {
+        self.query_timeout_ms.max(self.request.header_read_timeout_ms)
     }
 
     /// Time budget of one ClickHouse query.
@@ -183,4 +204,19 @@ pub struct ClickHouseLimitArgs {
     /// ClickHouse `max_result_rows` of every API query (0 = unset).
     #[arg(long = "clickhouse-max-result-rows", env = "AGENTMETER_API_CLICKHOUSE_MAX_RESULT_ROWS", default_value_t = 1_000_000)]
     pub clickhouse_max_result_rows: u64,
+}
+
+/// The store several API replicas share (reservations, per-key rate limits).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ValkeyArgs {
+    /// Valkey (or Redis) URL, e.g. redis://127.0.0.1:6379. Reservations of
+    /// `reserve=true` checks and per-key rate limits and concurrency caps are
+    /// then shared by every API replica using it. Without it both are kept in
+    /// this process: run a single replica.
+    #[arg(long = "valkey-url", env = "AGENTMETER_VALKEY_URL")]
+    pub valkey_url: Option<String>,
+    /// Prefix of every Valkey key this deployment writes (deployments sharing
+    /// one Valkey need different prefixes; replicas of one deployment the same).
+    #[arg(long = "valkey-key-prefix", env = "AGENTMETER_VALKEY_KEY_PREFIX", default_value = "agentmeter")]
+    pub valkey_key_prefix: String,
 }

@@ -14,7 +14,10 @@
 //! * HTTP edge: [`params`], [`window`] and [`buckets`] parse parameters;
 //!   [`auth`] and [`body`] are extractors; [`rate_limit`] and
 //!   [`limits_http`] bound what one key or one connection may take
-//!   (docs/security.md).
+//!   (docs/security.md); [`shared_rate_limit`] shares the per-key budgets
+//!   of several replicas.
+//! * Shared state: [`valkey`], the store several replicas share
+//!   (reservations in [`usage::shared_holds`], per-key budgets).
 //! * Data: [`queries`] holds the analytics SQL; [`db`] is the only path to
 //!   ClickHouse (concurrency limit, time budget, ClickHouse settings on every
 //!   query).
@@ -40,9 +43,11 @@ pub mod ops;
 pub mod params;
 pub mod queries;
 pub mod rate_limit;
+pub mod shared_rate_limit;
 pub mod state;
 pub mod ui;
 pub mod usage;
+pub mod valkey;
 pub mod window;
 
 #[cfg(test)]
@@ -89,5 +94,9 @@ pub async fn run(config: Args, shutdown: impl Future<Output = ()> + Send + 'stat
     let state = AppState::from_args(&config)?;
     let listener = TcpListener::bind(config.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, keys = state.keys.len(), "agentmeter-api listening");
+    match &state.valkey {
+        Some(v) => tracing::info!(endpoint = %v.endpoint, "reservations and per-key rate limits are shared through Valkey"),
+        None => tracing::warn!("no --valkey-url: reservations (holds) and per-key rate limits are process-local; run a single replica"),
+    }
     serve(listener, state, shutdown).await
 }

@@ -20,6 +20,7 @@ use serde_json::json;
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::valkey::{readiness, SharedStore};
 
 /// The OpenAPI document of this API, maintained by hand next to the code;
 /// a test checks that every route of [`crate::app`] is in it.
@@ -30,6 +31,7 @@ where
     S: Clone + Send + Sync + 'static,
     Db: FromRef<S>,
     Arc<Metrics>: FromRef<S>,
+    SharedStore: FromRef<S>,
 {
     Router::new()
         .route("/health", get(health))
@@ -45,9 +47,11 @@ pub async fn health() -> Json<serde_json::Value> {
 }
 
 /// Readiness: ClickHouse answers and the schema is at the version this build
-/// expects.
-pub async fn ready(State(db): State<Db>) -> Response {
+/// expects. `shared_state` says where reservations and rate limits live and,
+/// with Valkey, its state (`ok`, `unreachable`, `fenced`).
+pub async fn ready(State(db): State<Db>, State(store): State<SharedStore>) -> Response {
     let expected = agentmeter_schema::migrations::latest_version();
+    let shared = readiness(&store);
     let client = db.client().clone();
     let check =
         tokio::time::timeout(
@@ -60,21 +64,28 @@ pub async fn ready(State(db): State<Db>) -> Response {
             let current = versions.iter().copied().max().unwrap_or(0);
             let all_applied = (1..=expected).all(|v| versions.contains(&v));
             if all_applied {
-                Json(json!({ "status": "ready", "schema_version": current, "expected_schema_version": expected })).into_response()
+                Json(json!({ "status": "ready", "schema_version": current, "expected_schema_version": expected, "shared_state": shared }))
+                    .into_response()
             } else {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({ "status": "not_ready", "detail": "ClickHouse schema is not migrated to the expected version", "schema_version": current, "expected_schema_version": expected })),
+                    Json(json!({ "status": "not_ready", "detail": "ClickHouse schema is not migrated to the expected version", "schema_version": current, "expected_schema_version": expected, "shared_state": shared })),
                 )
                     .into_response()
             }
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not_ready", "detail": "ClickHouse is not reachable" })))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "not_ready", "detail": "ClickHouse is not reachable", "shared_state": shared })),
+            )
                 .into_response()
         }
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not_ready", "detail": "ClickHouse did not answer in time" })))
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not_ready", "detail": "ClickHouse did not answer in time", "shared_state": shared })),
+        )
             .into_response(),
     }
 }

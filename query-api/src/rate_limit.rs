@@ -16,6 +16,10 @@
 //!   about a millisecond and called before every agent call, so the budget
 //!   is generous (thousands per second per key).
 //!
+//! With `--valkey-url` the buckets and in-flight counts live in Valkey and
+//! are shared by every replica ([`crate::shared_rate_limit`]); while Valkey
+//! is unreachable this in-process limiter takes over.
+//!
 //! Operational endpoints (`/health`, `/metrics`, ...), the web UI and
 //! unknown paths are not limited here.
 //!
@@ -41,6 +45,7 @@ use sha2::{Digest, Sha256};
 
 use crate::auth::{presented_key, KeyStore};
 use crate::metrics::Metrics;
+use crate::shared_rate_limit::{SharedRateLimits, Verdict};
 
 /// Which budget a route draws from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -50,7 +55,7 @@ pub enum Class {
 }
 
 impl Class {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Self::Analytics => "analytics",
             Self::Check => "check",
@@ -140,11 +145,20 @@ impl RateLimiter {
         }
     }
 
-    fn budget(&self, class: Class) -> Budget {
+    pub fn budget(&self, class: Class) -> Budget {
         match class {
             Class::Analytics => self.analytics,
             Class::Check => self.check,
         }
+    }
+
+    /// Counts a refusal decided by the shared limiter.
+    pub fn count_refusal(&self, class: Class, refusal: Refusal) {
+        let reason = match refusal {
+            Refusal::Rate(_) => "rate",
+            Refusal::Concurrency => "concurrency",
+        };
+        self.refused_total.with_label_values(&[class.label(), reason]).inc();
     }
 
     /// Takes a token and an in-flight slot for `key_hash` in `class`.
@@ -206,7 +220,13 @@ pub fn too_many_requests(refusal: Refusal) -> Response {
 /// request's extensions for the handler's extractor) and applies the budget
 /// of the route's class. Requests without a valid key pass through and get
 /// the handler's 401.
-pub async fn limit(State(keys): State<Arc<KeyStore>>, State(limiter): State<Arc<RateLimiter>>, req: Request, next: Next) -> Response {
+pub async fn limit(
+    State(keys): State<Arc<KeyStore>>,
+    State(limiter): State<Arc<RateLimiter>>,
+    State(shared): State<SharedRateLimits>,
+    req: Request,
+    next: Next,
+) -> Response {
     let Some(class) = req.extensions().get::<MatchedPath>().and_then(|p| Class::of_route(p.as_str())) else {
         return next.run(req).await;
     };
@@ -217,8 +237,28 @@ pub async fn limit(State(keys): State<Arc<KeyStore>>, State(limiter): State<Arc<
     let Some(caller) = keys.authenticate(&key) else {
         return next.run(Request::from_parts(parts, body)).await;
     };
+    let tenant = caller.tenant_id;
     parts.extensions.insert(caller);
     let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+    // Shared by every replica when Valkey is configured and answers; else
+    // (and if it fails now) this process's own buckets.
+    if let Some(shared) = shared.0.as_ref().filter(|s| s.usable()) {
+        let b = limiter.budget(class);
+        let refusal = match shared.acquire(tenant, &hash, class.label(), b.rate_per_s, b.burst, b.concurrency).await {
+            Ok(Verdict::Admitted(permit)) => {
+                let resp = next.run(Request::from_parts(parts, body)).await;
+                drop(permit);
+                return resp;
+            }
+            Ok(Verdict::RateLimited(wait)) => Some(Refusal::Rate(wait)),
+            Ok(Verdict::TooManyInFlight) => Some(Refusal::Concurrency),
+            Err(_) => None,
+        };
+        if let Some(refusal) = refusal {
+            limiter.count_refusal(class, refusal);
+            return too_many_requests(refusal);
+        }
+    }
     match limiter.acquire(hash, class, Instant::now()) {
         Ok(permit) => {
             let resp = next.run(Request::from_parts(parts, body)).await;

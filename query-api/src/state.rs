@@ -19,7 +19,9 @@ use crate::db::Db;
 use crate::limits_http::HttpLimits;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
+use crate::shared_rate_limit::{SharedRateLimiter, SharedRateLimits};
 use crate::usage::{UsageApiState, UsageState};
+use crate::valkey::{SharedStore, Valkey};
 
 /// Cloned into every request (all fields are cheap handles).
 #[derive(Clone)]
@@ -37,6 +39,10 @@ pub struct AppState {
     pub http_limits: HttpLimits,
     /// Largest request body in bytes.
     pub max_body_bytes: usize,
+    /// The store shared by every replica (`--valkey-url`), if configured.
+    pub valkey: Option<Arc<Valkey>>,
+    /// Per-key budgets shared through Valkey (`None`: in process only).
+    pub shared_limiter: Option<Arc<SharedRateLimiter>>,
 }
 
 impl AppState {
@@ -44,15 +50,21 @@ impl AppState {
     /// or invalid) and builds the ClickHouse client. Does not connect.
     pub fn from_args(args: &Args) -> anyhow::Result<Self> {
         let keys = KeyStore::load(&args.api_keys, Duration::from_millis(args.api_keys_reload_ms))?;
+        // Rejects a malformed --valkey-url before anything starts.
+        Valkey::connect(&args.valkey_settings())?;
         Ok(Self::new(args.clickhouse.client(), Arc::new(keys), args))
     }
 
-    /// State from parts (tests build their own key store and client).
+    /// State from parts (tests build their own key store and client). Must
+    /// be called inside a Tokio runtime; panics on a malformed `--valkey-url`
+    /// ([`AppState::from_args`] reports it as an error instead).
     pub fn new(clickhouse: clickhouse::Client, keys: Arc<KeyStore>, args: &Args) -> Self {
+        let valkey = Valkey::connect(&args.valkey_settings()).expect("valid --valkey-url");
         let metrics = Arc::new(Metrics::new());
         let db = Db::new(clickhouse.clone(), args.clickhouse_concurrency, args.query_timeout(), metrics.clone())
             .with_limits(args.query_limits());
-        let usage = Arc::new(UsageState::new(clickhouse, args.usage_settings(), &metrics));
+        let usage = Arc::new(UsageState::new(clickhouse, args.usage_settings(), &metrics).with_valkey(valkey.clone()));
+        let shared_limiter = valkey.clone().map(|v| Arc::new(SharedRateLimiter::new(v, args.max_request_ms())));
         let limiter = Arc::new(RateLimiter::new(args.rate_budgets(), &metrics));
         Self {
             db,
@@ -63,6 +75,8 @@ impl AppState {
             limiter,
             http_limits: args.http_limits(),
             max_body_bytes: args.request.max_body_bytes,
+            valkey,
+            shared_limiter,
         }
     }
 }
@@ -106,5 +120,17 @@ impl FromRef<AppState> for AnalyticsState {
 impl FromRef<AppState> for UsageApiState {
     fn from_ref(s: &AppState) -> Self {
         UsageApiState { usage: s.usage.clone(), db: s.db.clone() }
+    }
+}
+
+impl FromRef<AppState> for SharedStore {
+    fn from_ref(s: &AppState) -> Self {
+        SharedStore(s.valkey.clone())
+    }
+}
+
+impl FromRef<AppState> for SharedRateLimits {
+    fn from_ref(s: &AppState) -> Self {
+        SharedRateLimits(s.shared_limiter.clone())
     }
 }

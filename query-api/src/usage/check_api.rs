@@ -234,7 +234,7 @@ pub async fn check(State(state): State<UsageApiState>, caller: Caller, Body(body
     };
     let tenant = caller.tenant_id;
     let req = CheckRequest { organization_id, user_id, metric, units, reserve: b.reserve.unwrap_or(false), execution_id };
-    let out = state.usage.check(tenant, &req)?;
+    let out = state.usage.check(tenant, &req).await?;
     let headers = ratelimit_headers(&out.checks, out.now);
     Ok(exact_json(StatusCode::OK, headers, &view(&state, tenant, &req, &out)))
 }
@@ -270,7 +270,7 @@ pub async fn org_check(
     let mut last = None;
     for (metric, units) in [(Metric::Messages, messages), (Metric::Tokens, tokens)] {
         let req = CheckRequest { organization_id: Some(org), user_id, metric, units, reserve: false, execution_id: None };
-        let out = state.usage.check(tenant, &req)?;
+        let out = state.usage.check(tenant, &req).await?;
         all_checks.extend(out.checks.iter().cloned());
         views.push(view(&state, tenant, &req, &out));
         last = Some(out);
@@ -306,7 +306,7 @@ struct OrgCheckView {
 pub async fn release(State(state): State<UsageApiState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     let id = Uuid::parse_str(&id)
         .map_err(|_| ApiError::invalid([FieldError::path("reservation_id", "Input should be a valid UUID", "uuid_parsing")]))?;
-    if state.usage.release(caller.tenant_id, id) {
+    if state.usage.release(caller.tenant_id, id).await? {
         Ok(Json(json!({ "reservation_id": id, "released": true })).into_response())
     } else {
         Err(ApiError::NotFound("Reservation not found or already ended".into()))

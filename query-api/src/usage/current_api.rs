@@ -87,9 +87,9 @@ fn percentage(current: i128, max: i128) -> f64 {
     ((current as f64 / max as f64) * 10000.0).round() / 100.0
 }
 
-fn evaluate(state: &UsageApiState, tenant: Uuid, org: Uuid, user: Option<Uuid>, metric: Metric) -> ApiResult<CheckOutcome> {
+async fn evaluate(state: &UsageApiState, tenant: Uuid, org: Uuid, user: Option<Uuid>, metric: Metric) -> ApiResult<CheckOutcome> {
     let req = CheckRequest { organization_id: Some(org), user_id: user, metric, units: 0, reserve: false, execution_id: None };
-    state.usage.evaluate(tenant, &req)
+    state.usage.evaluate(tenant, &req).await
 }
 
 fn block(state: &UsageApiState, tenant: Uuid, org: Uuid, user: Option<Uuid>, out: &CheckOutcome, metric: Metric) -> MetricBlock {
@@ -119,9 +119,9 @@ fn block(state: &UsageApiState, tenant: Uuid, org: Uuid, user: Option<Uuid>, out
     }
 }
 
-fn current_view(state: &UsageApiState, tenant: Uuid, org: Uuid, user: Option<Uuid>) -> ApiResult<CurrentView> {
-    let msgs = evaluate(state, tenant, org, user, Metric::Messages)?;
-    let cost = evaluate(state, tenant, org, user, Metric::CostUsd)?;
+async fn current_view(state: &UsageApiState, tenant: Uuid, org: Uuid, user: Option<Uuid>) -> ApiResult<CurrentView> {
+    let msgs = evaluate(state, tenant, org, user, Metric::Messages).await?;
+    let cost = evaluate(state, tenant, org, user, Metric::CostUsd).await?;
     let now = msgs.now;
     let period: Window = msgs.checks.first().or(cost.checks.first()).map(|c| c.window).unwrap_or_else(|| utc_month(now));
     let t = state.usage.usage(request_subject(tenant, Some(org), user), &period, now);
@@ -161,7 +161,7 @@ fn path_uuid(name: &str, s: &str) -> ApiResult<Uuid> {
 pub async fn current(State(state): State<UsageApiState>, caller: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
     let org = query_uuid(&q, "organization_id", true)?.expect("required");
     let user = query_uuid(&q, "user_id", false)?;
-    let v = current_view(&state, caller.tenant_id, org, user)?;
+    let v = current_view(&state, caller.tenant_id, org, user).await?;
     Ok(exact_json(StatusCode::OK, HeaderMap::new(), &v))
 }
 
@@ -173,7 +173,7 @@ pub async fn org_user(
 ) -> ApiResult<Response> {
     let org = path_uuid("organization_id", &org)?;
     let user = path_uuid("user_id", &user)?;
-    let v = current_view(&state, caller.tenant_id, org, Some(user))?;
+    let v = current_view(&state, caller.tenant_id, org, Some(user)).await?;
     Ok(exact_json(StatusCode::OK, HeaderMap::new(), &v))
 }
 
@@ -315,7 +315,7 @@ pub async fn organizations_usage(State(state): State<UsageApiState>, caller: Cal
     let mut extra = ExtraUsage { is_enabled: Some(false), monthly_limit: None, used_credits: None, utilization: None };
     let mut as_of = None;
     for metric in Metric::ALL {
-        let out = evaluate(&state, tenant, org, None, metric)?;
+        let out = evaluate(&state, tenant, org, None, metric).await?;
         as_of = Some((out.as_of, out.staleness_ms()));
         let Some(d) = out.checks.first() else { continue };
         let f = Feature { utilization: Some(percentage(d.used, d.limit.max_units)), resets_at: Some(d.resets_at) };

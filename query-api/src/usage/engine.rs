@@ -25,6 +25,7 @@ use super::limits::{Limit, LimitSet, Metric, Subject};
 use super::period::{minute_of, PeriodSpec, Window};
 use super::reservations::{Hold, Holds};
 use super::settings::UsageSettings;
+use super::shared_holds::SharedHolds;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, UsageMetrics};
 
@@ -70,6 +71,11 @@ pub struct UsageState {
     /// before a write does not install the older set.
     pub(crate) limits_generation: AtomicU64,
     pub(crate) holds: Holds,
+    /// Reservations in Valkey, shared by every replica (`--valkey-url`);
+    /// `None`: [`Self::holds`], in this process only.
+    pub(crate) shared: Option<SharedHolds>,
+    /// Fingerprint of `plan_limits` at the last limits load.
+    pub(crate) limits_version: std::sync::Mutex<Option<super::limits_version::LimitsVersion>>,
     /// Serialises limit writes of this process (dense versions, If-Match).
     pub(crate) write_lock: tokio::sync::Mutex<()>,
     pub clock: Clock,
@@ -142,6 +148,8 @@ impl UsageState {
             limits: RwLock::new(LimitSet::default()),
             limits_generation: AtomicU64::new(0),
             holds: Holds::default(),
+            shared: None,
+            limits_version: std::sync::Mutex::new(None),
             write_lock: tokio::sync::Mutex::new(()),
             clock: Clock::default(),
             as_of_ms: AtomicI64::new(UNPINNED),
@@ -151,12 +159,27 @@ impl UsageState {
         }
     }
 
+    /// Keeps reservations in Valkey (shared by every replica) instead of in
+    /// this process.
+    pub fn with_valkey(mut self, valkey: Option<Arc<crate::valkey::Valkey>>) -> Self {
+        self.shared = valkey.map(|v| SharedHolds::new(v, self.cfg.usage_reservation_ttl_ms, self.cfg.usage_refresh_interval_ms));
+        self
+    }
+
+    /// The shared reservations, if Valkey is configured.
+    pub fn shared_holds(&self) -> Option<&SharedHolds> {
+        self.shared.as_ref()
+    }
+
     /// Spawns the background refresher once (later calls do nothing). Must
     /// be called inside a Tokio runtime. The task ends when the state is
     /// dropped.
     pub fn start(self: &Arc<Self>) {
         if !self.started.swap(true, Ordering::AcqRel) {
             tokio::spawn(super::refresh::run(Arc::downgrade(self)));
+            if self.shared.is_some() {
+                tokio::spawn(super::shared_holds::watch(Arc::downgrade(self)));
+            }
         }
     }
 
@@ -217,8 +240,8 @@ impl UsageState {
     /// The check. With `reserve`, an allowed request also holds its amount
     /// against every applicable limit until its execution shows up or the
     /// TTL passes; the decision and the hold are atomic per tenant.
-    pub fn check(&self, tenant: Uuid, req: &CheckRequest) -> Result<CheckOutcome, ApiError> {
-        let out = self.evaluate(tenant, req)?;
+    pub async fn check(&self, tenant: Uuid, req: &CheckRequest) -> Result<CheckOutcome, ApiError> {
+        let out = self.evaluate(tenant, req).await?;
         let outcome = if out.checks.is_empty() {
             "unlimited"
         } else if out.allowed {
@@ -232,13 +255,91 @@ impl UsageState {
 
     /// [`UsageState::check`] without counting it in the metrics (the
     /// current-usage endpoints evaluate with a zero request).
-    pub fn evaluate(&self, tenant: Uuid, req: &CheckRequest) -> Result<CheckOutcome, ApiError> {
+    pub async fn evaluate(&self, tenant: Uuid, req: &CheckRequest) -> Result<CheckOutcome, ApiError> {
+        match &self.shared {
+            None => self.evaluate_local(tenant, req),
+            Some(shared) => self.evaluate_shared(shared, tenant, req).await,
+        }
+    }
+
+    /// The figures of every applicable limit from the counters, with `held`
+    /// units held against each subject.
+    fn figures(&self, tenant: Uuid, req: &CheckRequest, now: DateTime<Utc>, held: impl Fn(SubjectKey) -> i128) -> Vec<LimitCheck> {
+        let limits = self.applicable(tenant, req.metric, req.organization_id, req.user_id);
+        let c = self.counters.read().unwrap_or_else(|e| e.into_inner());
+        limits
+            .into_iter()
+            .map(|limit| {
+                let subject = limit.subject.key(tenant);
+                let window = limit.period.window_at(now);
+                let from = minute_of(window.start);
+                let to = minute_of(now) + 1;
+                let used = c.sum(subject, from, to).get(req.metric);
+                let resets_at = match limit.period {
+                    PeriodSpec::Rolling { hours } => c
+                        .first_used_minute(subject, req.metric, from, to)
+                        .map(|m| DateTime::from_timestamp(m * 60, 0).expect("in range") + Duration::hours(i64::from(hours)))
+                        .unwrap_or(window.end),
+                    _ => window.end,
+                };
+                let mut check = LimitCheck { limit, window, used, held: 0, remaining: 0, allowed: false, resets_at, soft_reached: false };
+                check.set_held(held(subject), req.units);
+                check
+            })
+            .collect()
+    }
+
+    /// The check against reservations shared in Valkey (one script call;
+    /// see `shared_holds`). A reserving check that cannot reach a decision
+    /// there is a 503; a plain check answers from the counters alone.
+    async fn evaluate_shared(&self, shared: &SharedHolds, tenant: Uuid, req: &CheckRequest) -> Result<CheckOutcome, ApiError> {
+        let as_of = self.as_of()?;
+        if !self.limits_loaded.load(Ordering::Acquire) {
+            return Err(ApiError::Unavailable("Plan limits are loading, try again shortly".into()));
+        }
+        // Read before the counters: the counters are at least this new.
+        let snapshot_us = shared.snapshot_us();
+        let now = self.now();
+        let mut checks = self.figures(tenant, req, now, |_| 0);
+        if checks.is_empty() {
+            return Ok(CheckOutcome { allowed: true, checks, reservation: None, now, as_of });
+        }
+        let budgets: Vec<(SubjectKey, i128)> = checks.iter().map(|c| (c.limit.subject.key(tenant), c.limit.max_units - c.used)).collect();
+        let reservation_id = Uuid::new_v4();
+        let reserve = req.reserve.then_some((reservation_id, req.execution_id));
+        let decision = match shared.decide(tenant, req.metric, req.units, &budgets, snapshot_us, reserve, now).await {
+            Ok(d) => d,
+            Err(detail) if req.reserve => return Err(ApiError::Unavailable(detail)),
+            Err(_) => {
+                sort_strictest(&mut checks);
+                let allowed = checks.iter().all(|c| c.allowed);
+                return Ok(CheckOutcome { allowed, checks, reservation: None, now, as_of });
+            }
+        };
+        for (c, held) in checks.iter_mut().zip(&decision.held) {
+            c.set_held(*held, req.units);
+        }
+        sort_strictest(&mut checks);
+        let allowed = decision.allowed && checks.iter().all(|c| c.allowed);
+        let reservation = (req.reserve && allowed).then(|| Hold {
+            reservation_id,
+            execution_id: req.execution_id,
+            subjects: budgets.iter().map(|(s, _)| *s).collect(),
+            metric: req.metric,
+            units: req.units,
+            created_at: now,
+            expires_at: now + Duration::milliseconds(self.cfg.usage_reservation_ttl_ms as i64),
+        });
+        Ok(CheckOutcome { allowed, checks, reservation, now, as_of })
+    }
+
+    /// The check against this process's own holds.
+    fn evaluate_local(&self, tenant: Uuid, req: &CheckRequest) -> Result<CheckOutcome, ApiError> {
         let as_of = self.as_of()?;
         if !self.limits_loaded.load(Ordering::Acquire) {
             return Err(ApiError::Unavailable("Plan limits are loading, try again shortly".into()));
         }
         let now = self.now();
-        let limits = self.applicable(tenant, req.metric, req.organization_id, req.user_id);
         let holds = self.holds.tenant(tenant);
         let mut holds = holds.lock().unwrap_or_else(|e| e.into_inner());
         holds.expire(now);
@@ -247,41 +348,8 @@ impl UsageState {
             // hold instead of holding twice.
             holds.release(&[e]);
         }
-        let mut checks: Vec<LimitCheck> = {
-            let c = self.counters.read().unwrap_or_else(|e| e.into_inner());
-            limits
-                .into_iter()
-                .map(|limit| {
-                    let subject = limit.subject.key(tenant);
-                    let window = limit.period.window_at(now);
-                    let from = minute_of(window.start);
-                    let to = minute_of(now) + 1;
-                    let used = c.sum(subject, from, to).get(req.metric);
-                    let held = holds.held(subject, req.metric);
-                    let remaining = (limit.max_units - used - held).max(0);
-                    let allowed = used + held + req.units <= limit.max_units;
-                    let resets_at = match limit.period {
-                        PeriodSpec::Rolling { hours } => c
-                            .first_used_minute(subject, req.metric, from, to)
-                            .map(|m| DateTime::from_timestamp(m * 60, 0).expect("in range") + Duration::hours(i64::from(hours)))
-                            .unwrap_or(window.end),
-                        _ => window.end,
-                    };
-                    let soft_reached = limit.soft_threshold.is_some_and(|f| {
-                        // A ratio, not money: f64 is fine here.
-                        (used + held + req.units) as f64 >= f * limit.max_units as f64
-                    });
-                    LimitCheck { limit, window, used, held, remaining, allowed, resets_at, soft_reached }
-                })
-                .collect()
-        };
-        checks.sort_by(|a, b| {
-            a.remaining
-                .cmp(&b.remaining)
-                .then(b.resets_at.cmp(&a.resets_at))
-                .then(b.limit.subject.rank().cmp(&a.limit.subject.rank()))
-                .then(a.limit.limit_id.cmp(&b.limit.limit_id))
-        });
+        let mut checks = self.figures(tenant, req, now, |subject| holds.held(subject, req.metric));
+        sort_strictest(&mut checks);
         let allowed = checks.iter().all(|c| c.allowed);
         let reservation = (req.reserve && allowed && !checks.is_empty()).then(|| {
             let hold = Hold {
@@ -301,12 +369,39 @@ impl UsageState {
     }
 
     /// Ends a reservation early; false if it was not live.
-    pub fn release(&self, tenant: Uuid, reservation_id: Uuid) -> bool {
+    pub async fn release(&self, tenant: Uuid, reservation_id: Uuid) -> Result<bool, ApiError> {
+        if let Some(shared) = &self.shared {
+            return shared.release(tenant, reservation_id).await.map_err(ApiError::Unavailable);
+        }
         let holds = self.holds.tenant(tenant);
         let mut holds = holds.lock().unwrap_or_else(|e| e.into_inner());
         holds.expire(self.now());
-        holds.release(&[reservation_id]) > 0
+        Ok(holds.release(&[reservation_id]) > 0)
     }
+}
+
+impl LimitCheck {
+    /// Sets the units held by others and what follows from them.
+    fn set_held(&mut self, held: i128, units: i128) {
+        let (used, max) = (self.used, self.limit.max_units);
+        self.held = held;
+        self.remaining = (max - used - held).max(0);
+        self.allowed = used + held + units <= max;
+        // A ratio, not money: f64 is fine here.
+        self.soft_reached = self.limit.soft_threshold.is_some_and(|f| (used + held + units) as f64 >= f * max as f64);
+    }
+}
+
+/// The deciding limit first: least remaining, then the later reset, then
+/// the narrower subject (see the module docs).
+fn sort_strictest(checks: &mut [LimitCheck]) {
+    checks.sort_by(|a, b| {
+        a.remaining
+            .cmp(&b.remaining)
+            .then(b.resets_at.cmp(&a.resets_at))
+            .then(b.limit.subject.rank().cmp(&a.limit.subject.rank()))
+            .then(a.limit.limit_id.cmp(&b.limit.limit_id))
+    });
 }
 
 /// Subject key of a request's (organization, user) for usage figures: the

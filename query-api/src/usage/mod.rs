@@ -6,7 +6,10 @@
 //! * [`limits`]: the limit model, validation and `plan_limits` storage.
 //! * [`counters`]: per-minute usage buckets per subject, in memory.
 //! * [`refresh`]: keeps the counters equal to the ClickHouse rollups.
-//! * [`reservations`]: budget held by `reserve=true` checks.
+//! * [`reservations`]: budget held by `reserve=true` checks, in process.
+//! * [`shared_holds`]: the same, shared by every replica in Valkey.
+//! * [`limits_version`]: the fingerprint that spreads limit writes to every
+//!   replica within one refresh.
 //! * [`engine`]: the state and the check (strictest limit, reservation).
 //! * [`settings`]: the plain settings the state is built from.
 //! * [`json`]: exact money in JSON, RateLimit headers.
@@ -19,10 +22,12 @@ pub mod engine;
 pub mod json;
 pub mod limits;
 pub mod limits_api;
+pub mod limits_version;
 pub mod period;
 pub mod refresh;
 pub mod reservations;
 pub mod settings;
+pub mod shared_holds;
 
 use std::sync::Arc;
 

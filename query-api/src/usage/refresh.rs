@@ -10,10 +10,20 @@
 //!   on a blocking thread and swap it in (so checks never wait for it). This catches events that
 //!   reached ClickHouse more than the look-back after their `occurred_at`,
 //!   and limits written by another API process.
+//! * Every round also reads a fingerprint of `plan_limits`
+//!   ([`super::limits_version`]) and reloads the limits when it changed, so a
+//!   limit written through another replica is enforced here within one
+//!   interval.
 //! * Before each delta read, live reservations that name an `execution_id`
 //!   are looked up in the raw `agent_executions` table (pruned by
-//!   `occurred_at`); those found are released after the delta that contains
-//!   their usage has been applied.
+//!   `occurred_at`, and only events at least two minutes inside the delta
+//!   window, so that every replica's next delta still covers their minute).
+//!   In-process holds found are released after the delta that contains
+//!   their usage has been applied; shared holds (Valkey) are stamped as
+//!   seen, and the snapshot start of this read (Valkey time) is published
+//!   once the counters are installed (see `shared_holds`).
+//! * A round whose previous success is older than a minute is a full
+//!   reconcile: a stalled replica never skips minutes a delta would miss.
 //!
 //! `as_of` is the clock time just before the rollup read started: every row
 //! ClickHouse had acknowledged by then is in the counters. A failed refresh
@@ -32,6 +42,7 @@ use uuid::Uuid;
 use super::counters::{Counters, ExecRow, ToolRow, Totals};
 use super::engine::UsageState;
 use super::limits::{load_all, LimitSet};
+use super::limits_version;
 use super::period::minute_of;
 
 /// Days of usage held in memory: the longest period (a month, or a rolling
@@ -151,25 +162,46 @@ async fn refresh_inner(state: &UsageState, full: bool) -> clickhouse::error::Res
     let to = minute_of(now) + 1;
     let from = if full { to - RETENTION_DAYS * 24 * 60 } else { to - 1 - i64::from(state.cfg.usage_refresh_lookback_minutes) };
 
-    if full {
+    // Limits: in full every time, else when their fingerprint moved.
+    let version = limits_version::read(db).await?;
+    let known = *state.limits_version.lock().unwrap_or_else(|e| e.into_inner());
+    if full || known != Some(version) {
         let generation = state.limits_generation.load(Ordering::Acquire);
         let rows = load_all(db).await?;
-        state.install_limits(LimitSet::from_rows(&rows), generation);
-    }
-
-    // Executions awaited by reservations, looked up before the rollups so
-    // that every one found is inside the rollup read that follows.
-    let since_delta = DateTime::from_timestamp(from * 60, 0).expect("in range");
-    let mut seen: Vec<(Uuid, Vec<Uuid>)> = Vec::new();
-    for (tenant, ids, _created) in state.holds.awaited(now) {
-        // Only events inside the delta window: their usage is in this read.
-        // An event that occurred earlier keeps its hold until the TTL.
-        let found = seen_executions(db, tenant, &ids, since_delta).await?;
-        if !found.is_empty() {
-            seen.push((tenant, found));
+        if state.install_limits(LimitSet::from_rows(&rows), generation) {
+            *state.limits_version.lock().unwrap_or_else(|e| e.into_inner()) = Some(version);
         }
     }
 
+    // Executions awaited by reservations, looked up before the rollups so
+    // that every one found is inside the rollup read that follows (and, for
+    // shared holds, inside the next delta of every other replica).
+    let since_seen = DateTime::from_timestamp((from + 2) * 60, 0).expect("in range");
+    let mut seen: Vec<(Uuid, Vec<Uuid>)> = Vec::new();
+    let awaited = match &state.shared {
+        Some(shared) => shared.awaited(now),
+        None => state.holds.awaited(now),
+    };
+    for (tenant, ids, _created) in awaited {
+        // An event that occurred earlier keeps its hold until the TTL.
+        let found = seen_executions(db, tenant, &ids, since_seen).await?;
+        match &state.shared {
+            // Stamped now, after the rows were visible.
+            Some(shared) => {
+                shared.stamp_seen(tenant, &found).await;
+            }
+            None if !found.is_empty() => seen.push((tenant, found)),
+            None => {}
+        }
+    }
+
+    // Snapshot start in Valkey time (None: Valkey away; the counters are
+    // installed but the published snapshot stays older, which only counts
+    // more holds).
+    let snapshot_us = match &state.shared {
+        Some(shared) => shared.valkey_now().await,
+        None => None,
+    };
     let read_at = state.now();
     let (exec, tools) = read_minutes(db, from, to).await?;
     if full {
@@ -196,6 +228,9 @@ async fn refresh_inner(state: &UsageState, full: bool) -> clickhouse::error::Res
         let h = state.holds.tenant(tenant);
         h.lock().unwrap_or_else(|e| e.into_inner()).release(&ids);
     }
+    if let (Some(shared), Some(snapshot_us)) = (&state.shared, snapshot_us) {
+        shared.set_snapshot(snapshot_us);
+    }
     state.set_as_of(read_at);
     state.metrics.counter_staleness_ms.set((state.now() - read_at).num_milliseconds());
     Ok(())
@@ -204,15 +239,18 @@ async fn refresh_inner(state: &UsageState, full: bool) -> clickhouse::error::Res
 /// The refresher loop; ends when the state is dropped.
 pub async fn run(state: Weak<UsageState>) {
     let mut last_full: Option<Instant> = None;
+    let mut last_ok: Option<Instant> = None;
     let mut failures: u32 = 0;
     loop {
         let Some(s) = state.upgrade() else { return };
         let interval = Duration::from_millis(s.cfg.usage_refresh_interval_ms.max(10));
         let reconcile = Duration::from_millis(s.cfg.usage_reconcile_interval_ms.max(1));
-        let full = last_full.is_none_or(|t| t.elapsed() >= reconcile);
+        let stalled = last_ok.is_some_and(|t| t.elapsed() > Duration::from_secs(60));
+        let full = stalled || last_full.is_none_or(|t| t.elapsed() >= reconcile);
         match refresh_once(&s, full).await {
             Ok(()) => {
                 failures = 0;
+                last_ok = Some(Instant::now());
                 if full {
                     last_full = Some(Instant::now());
                 }

@@ -1,0 +1,177 @@
+//! The connection to Valkey, the shared store that lets several API replicas
+//! behave as one: reservations ([`crate::usage::shared_holds`]) and per-key
+//! rate limits ([`crate::shared_rate_limit`]) live there when
+//! `--valkey-url` is set. Without it every replica keeps them in process.
+//!
+//! Client: the `redis` crate (the most used and best maintained Rust client
+//! for the Redis protocol, which Valkey speaks) with its Tokio
+//! `ConnectionManager`: one multiplexed connection per process that
+//! reconnects by itself, so a Valkey restart or a cut network heals without
+//! restarting the API. Everything is done by server-side Lua scripts (one
+//! round trip each, atomic on the server).
+//!
+//! Every call has a deadline ([`CALL_TIMEOUT`]); a failed call marks Valkey
+//! unreachable, and the epoch watch (`epoch`) marks it reachable again when
+//! a probe succeeds. Callers decide what unreachable means for them:
+//! reserving checks fail closed (503), rate limits fall back to the
+//! in-process limiter. This module never logs the URL's password.
+
+pub mod epoch;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{FromRedisValue, ScriptInvocation};
+
+/// Longest wait for one Valkey call before it counts as failed.
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(750);
+
+/// Where Valkey is and how this deployment's keys are named.
+#[derive(Debug, Clone, Default)]
+pub struct ValkeySettings {
+    /// `redis://host:port[/db]`; `None` keeps holds and rate limits in process.
+    pub url: Option<String>,
+    /// Prefix of every key (several deployments, or tests, share one Valkey).
+    pub key_prefix: String,
+    /// Fence after a detected loss of the store: one hold lifetime (see [`epoch`]).
+    pub loss_fence_ms: u64,
+    /// Fence when the first replica creates the epoch (see [`epoch`]).
+    pub young_fence_ms: u64,
+}
+
+/// Why a Valkey call did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ValkeyError {
+    #[error("Valkey did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("Valkey call failed: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// The shared store: a self-healing connection and its health.
+pub struct Valkey {
+    conn: ConnectionManager,
+    /// Which life of the store this replica knows; the fence after a loss.
+    pub epoch: epoch::Epoch,
+    prefix: String,
+    /// `host:port` of the URL (no credentials), for logs and `/ready`.
+    pub endpoint: String,
+    reachable: AtomicBool,
+    failures: AtomicU64,
+}
+
+impl std::fmt::Debug for Valkey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Valkey").field("endpoint", &self.endpoint).field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+impl Valkey {
+    /// A lazy connection (nothing is sent until the first call), or `None`
+    /// without a URL. Must be called inside a Tokio runtime. Fails only on a
+    /// malformed URL.
+    pub fn connect(settings: &ValkeySettings) -> anyhow::Result<Option<Arc<Valkey>>> {
+        let Some(url) = settings.url.as_deref().filter(|u| !u.trim().is_empty()) else { return Ok(None) };
+        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("invalid --valkey-url: {e}"))?;
+        let endpoint = client.get_connection_info().addr().to_string();
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_millis(500)))
+            .set_response_timeout(Some(CALL_TIMEOUT))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| anyhow::anyhow!("Valkey client: {e}"))?;
+        let prefix = if settings.key_prefix.is_empty() { "agentmeter".to_owned() } else { settings.key_prefix.clone() };
+        let ms_to_us = |ms: u64| i64::try_from(ms.saturating_mul(1000)).unwrap_or(i64::MAX / 2);
+        let epoch = epoch::Epoch::new(ms_to_us(settings.loss_fence_ms.max(1)), ms_to_us(settings.young_fence_ms.max(1)));
+        Ok(Some(Arc::new(Valkey { conn, epoch, prefix, endpoint, reachable: AtomicBool::new(false), failures: AtomicU64::new(0) })))
+    }
+
+    /// The full name of a key of this deployment.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}:{name}", self.prefix)
+    }
+
+    /// Runs a script invocation with the call deadline and records the outcome.
+    pub async fn eval<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, ValkeyError> {
+        let mut conn = self.conn.clone();
+        let result = match tokio::time::timeout(CALL_TIMEOUT, inv.invoke_async::<T>(&mut conn)).await {
+            Err(_) => Err(ValkeyError::Timeout(CALL_TIMEOUT)),
+            Ok(r) => r.map_err(ValkeyError::from),
+        };
+        match &result {
+            Ok(_) => self.mark(true),
+            Err(ValkeyError::Redis(e)) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {}
+            Err(_) => self.mark(false),
+        }
+        result
+    }
+
+    fn mark(&self, up: bool) {
+        let was = self.reachable.swap(up, Ordering::AcqRel);
+        if up {
+            if !was {
+                tracing::info!(endpoint = %self.endpoint, "Valkey reachable");
+            }
+            self.failures.store(0, Ordering::Relaxed);
+        } else {
+            let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+            if was || n == 1 || n.is_multiple_of(100) {
+                tracing::warn!(endpoint = %self.endpoint, failures = n, "Valkey unreachable: reserving checks answer 503, rate limits are per process until it is back");
+            }
+        }
+    }
+
+    /// Whether the last call succeeded.
+    pub fn is_reachable(&self) -> bool {
+        self.reachable.load(Ordering::Acquire)
+    }
+}
+
+impl Valkey {
+    /// Removes `member` from the sorted set `key` (a lease ending).
+    pub async fn zrem(&self, key: &str, member: &str) -> Result<(), ValkeyError> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("ZREM").arg(key).arg(member).clone();
+        match tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<i64>(&mut conn)).await {
+            Err(_) => Err(ValkeyError::Timeout(CALL_TIMEOUT)),
+            Ok(r) => r.map(|_| ()).map_err(ValkeyError::from),
+        }
+    }
+}
+
+/// The store as handlers see it (`None`: not configured), lent through
+/// axum's `FromRef`.
+#[derive(Debug, Clone, Default)]
+pub struct SharedStore(pub Option<Arc<Valkey>>);
+
+/// What `/ready` says about the shared state: where holds and rate limits
+/// live, and (with Valkey) whether it answers and whether reservations are
+/// fenced after a loss. Valkey being away does not make the API unready:
+/// analytics and plain checks keep working, reserving checks answer 503.
+pub fn readiness(store: &SharedStore) -> serde_json::Value {
+    match store.0.as_deref() {
+        None => serde_json::json!({
+            "holds": "process-local",
+            "rate_limits": "process-local",
+            "valkey": { "state": "not_configured" },
+            "detail": "Reservations and per-key rate limits are kept in this process (no --valkey-url): run a single replica",
+        }),
+        Some(v) => {
+            let fence_left_ms = v.epoch.fence_left_us() / 1000;
+            let state = if !v.is_reachable() {
+                "unreachable"
+            } else if fence_left_ms > 0 {
+                "fenced"
+            } else {
+                "ok"
+            };
+            serde_json::json!({
+                "holds": "valkey",
+                "rate_limits": "valkey",
+                "valkey": { "state": state, "endpoint": v.endpoint, "fence_left_ms": fence_left_ms },
+            })
+        }
+    }
+}
