@@ -155,6 +155,10 @@ impl SharedHolds {
         reserve: Option<(Uuid, Option<Uuid>)>,
         now: DateTime<Utc>,
     ) -> Result<SharedDecision, String> {
+        if !self.valkey.is_reachable() {
+            // Fail fast while away; the epoch watch brings it back.
+            return Err("Reservations are held in Valkey, which is unreachable; retry shortly".into());
+        }
         if snapshot_us == 0 {
             return Err("Usage counters have not been read against the shared reservations yet; retry shortly".into());
         }

@@ -4,5 +4,6 @@
 mod abuse;
 mod analytics;
 mod common;
+mod replicas;
 mod ui;
 mod usage;
