@@ -42,7 +42,7 @@ for j = 1, #all, 2 do
   expires, seen = tonumber(expires), tonumber(seen)
   if expires == nil or expires <= now then
     redis.call('HDEL', KEYS[1], id)
-  elseif seen > 0 and seen + linger < now then
+  elseif seen > 0 and seen + settle + linger < now then
     -- Every replica allowed to decide has a snapshot newer than this.
     redis.call('HDEL', KEYS[1], id)
   elseif reserve and exec ~= '' and hexec == exec then

@@ -20,10 +20,10 @@
 //! * A replica counts a hold unless it was stamped more than the settle
 //!   margin before its own snapshot start. Valkey runs scripts one at a
 //!   time, so "before" is one total order, free of clock skew.
-//! * A stamped hold is deleted only when it is older than the linger, and a
-//!   replica whose snapshot is older than the linger may not reserve
-//!   (`stale`, 503): every replica allowed to decide has seen the usage of
-//!   every deleted hold.
+//! * A stamped hold is deleted only once `seen + settle + linger < now`, and
+//!   a replica whose snapshot is older than the linger may not reserve
+//!   (`stale`, 503): every replica allowed to decide has a snapshot later
+//!   than `seen + settle` of every deleted hold, so it counts its usage.
 //!
 //! Valkey unreachable, fenced after a loss (see [`crate::valkey::epoch`]) or
 //! counters too old: a reserving check fails with 503 and a `detail`, never
