@@ -83,7 +83,7 @@ impl SharedRateLimiter {
 
     /// Whether the shared budget can be used now (else: the in-process one).
     pub fn usable(&self) -> bool {
-        self.valkey.is_reachable()
+        !self.valkey.is_down()
     }
 
     /// Takes a slot and a token of endpoint class `class` for one key of

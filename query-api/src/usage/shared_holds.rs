@@ -155,7 +155,7 @@ impl SharedHolds {
         reserve: Option<(Uuid, Option<Uuid>)>,
         now: DateTime<Utc>,
     ) -> Result<SharedDecision, String> {
-        if !self.valkey.is_reachable() {
+        if self.valkey.is_down() {
             // Fail fast while away; the epoch watch brings it back.
             return Err("Reservations are held in Valkey, which is unreachable; retry shortly".into());
         }

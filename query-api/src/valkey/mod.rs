@@ -18,7 +18,7 @@
 
 pub mod epoch;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,9 +58,14 @@ pub struct Valkey {
     prefix: String,
     /// `host:port` of the URL (no credentials), for logs and `/ready`.
     pub endpoint: String,
-    reachable: AtomicBool,
+    /// [`UNKNOWN`] until the first call, then [`UP`] or [`DOWN`] by the last call.
+    health: AtomicU8,
     failures: AtomicU64,
 }
+
+const UNKNOWN: u8 = 0;
+const UP: u8 = 1;
+const DOWN: u8 = 2;
 
 impl std::fmt::Debug for Valkey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -85,7 +90,7 @@ impl Valkey {
         let prefix = if settings.key_prefix.is_empty() { "agentmeter".to_owned() } else { settings.key_prefix.clone() };
         let ms_to_us = |ms: u64| i64::try_from(ms.saturating_mul(1000)).unwrap_or(i64::MAX / 2);
         let epoch = epoch::Epoch::new(ms_to_us(settings.loss_fence_ms.max(1)), ms_to_us(settings.young_fence_ms.max(1)));
-        Ok(Some(Arc::new(Valkey { conn, epoch, prefix, endpoint, reachable: AtomicBool::new(false), failures: AtomicU64::new(0) })))
+        Ok(Some(Arc::new(Valkey { conn, epoch, prefix, endpoint, health: AtomicU8::new(UNKNOWN), failures: AtomicU64::new(0) })))
     }
 
     /// The full name of a key of this deployment.
@@ -109,15 +114,15 @@ impl Valkey {
     }
 
     fn mark(&self, up: bool) {
-        let was = self.reachable.swap(up, Ordering::AcqRel);
+        let was = self.health.swap(if up { UP } else { DOWN }, Ordering::AcqRel);
         if up {
-            if !was {
+            if was != UP {
                 tracing::info!(endpoint = %self.endpoint, "Valkey reachable");
             }
             self.failures.store(0, Ordering::Relaxed);
         } else {
             let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-            if was || n == 1 || n.is_multiple_of(100) {
+            if was != DOWN || n.is_multiple_of(100) {
                 tracing::warn!(endpoint = %self.endpoint, failures = n, "Valkey unreachable: reserving checks answer 503, rate limits are per process until it is back");
             }
         }
@@ -125,7 +130,13 @@ impl Valkey {
 
     /// Whether the last call succeeded.
     pub fn is_reachable(&self) -> bool {
-        self.reachable.load(Ordering::Acquire)
+        self.health.load(Ordering::Acquire) == UP
+    }
+
+    /// Whether the last call failed (before the first call: not known to
+    /// be down, so callers try it).
+    pub fn is_down(&self) -> bool {
+        self.health.load(Ordering::Acquire) == DOWN
     }
 }
 
@@ -160,8 +171,10 @@ pub fn readiness(store: &SharedStore) -> serde_json::Value {
         }),
         Some(v) => {
             let fence_left_ms = v.epoch.fence_left_us() / 1000;
-            let state = if !v.is_reachable() {
+            let state = if v.is_down() {
                 "unreachable"
+            } else if !v.is_reachable() {
+                "connecting"
             } else if fence_left_ms > 0 {
                 "fenced"
             } else {
