@@ -490,3 +490,54 @@ async fn valkey_cut_restored_and_wiped_never_over_admits() {
     assert!(fenced > 0);
     pair.drop_all().await;
 }
+
+/// The in-flight cap of a key is shared: a slot held through one replica's
+/// limiter refuses the other's; released, it is free again; and a slot whose
+/// holder dies without releasing it (the permit is leaked, as by a crashed
+/// replica) frees itself when its lease expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_flight_slots_are_shared_and_a_dead_replicas_slots_expire() {
+    use agentmeter_api::shared_rate_limit::{SharedRateLimiter, Verdict};
+    use agentmeter_api::valkey::{Valkey, ValkeySettings};
+
+    let prefix = format!("test_replicas_slots_{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let settings = ValkeySettings { url: Some(valkey_url()), key_prefix: prefix.clone(), loss_fence_ms: 1_000, young_fence_ms: 1_000 };
+    // Two replicas; requests last at most 0 ms + the 5 s lease slack.
+    let a = SharedRateLimiter::new(Valkey::connect(&settings).unwrap().unwrap(), 0);
+    let b = SharedRateLimiter::new(Valkey::connect(&settings).unwrap().unwrap(), 0);
+    let (tenant, key) = (Uuid::new_v4(), [7u8; 32]);
+    let held = match a.acquire(tenant, &key, "analytics", 0.0, 1.0, 1).await.unwrap() {
+        Verdict::Admitted(Some(permit)) => permit,
+        _ => panic!("the first slot is free"),
+    };
+    assert!(matches!(b.acquire(tenant, &key, "analytics", 0.0, 1.0, 1).await.unwrap(), Verdict::TooManyInFlight));
+    // Another key of the same tenant has its own slots.
+    assert!(matches!(b.acquire(tenant, &[8u8; 32], "analytics", 0.0, 1.0, 1).await.unwrap(), Verdict::Admitted(Some(_))));
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let leaked = loop {
+        match b.acquire(tenant, &key, "analytics", 0.0, 1.0, 1).await.unwrap() {
+            Verdict::Admitted(Some(permit)) => break permit,
+            _ => assert!(Instant::now() < deadline, "a released slot stayed taken"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // The holder dies: nothing releases the slot, its lease ends it.
+    std::mem::forget(leaked);
+    let died = Instant::now();
+    assert!(matches!(a.acquire(tenant, &key, "analytics", 0.0, 1.0, 1).await.unwrap(), Verdict::TooManyInFlight));
+    loop {
+        match a.acquire(tenant, &key, "analytics", 0.0, 1.0, 1).await.unwrap() {
+            Verdict::Admitted(_) => break,
+            _ => assert!(died.elapsed() < Duration::from_secs(30), "a dead holder's slot never expired"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(died.elapsed() >= Duration::from_secs(4), "the lease ended early: {:?}", died.elapsed());
+    let client = redis::Client::open(valkey_url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:*")).query_async(&mut conn).await.unwrap();
+    if !keys.is_empty() {
+        let _: i64 = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+    }
+}
