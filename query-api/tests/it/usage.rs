@@ -61,10 +61,14 @@ impl Harness {
         h
     }
 
+    /// Until the counters are loaded and, with Valkey (AGENTMETER_VALKEY_URL),
+    /// reservations can be made: a Valkey that never held this deployment's
+    /// keys starts with a short fence (docs/limits.md).
     async fn wait_loaded(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.state.usage.is_loaded() {
-            assert!(Instant::now() < deadline, "usage counters never loaded");
+        let shared_ready = |s: &AppState| s.valkey.as_ref().is_none_or(|v| v.is_reachable() && v.epoch.fence_left_us() == 0);
+        while !self.state.usage.is_loaded() || !shared_ready(&self.state) {
+            assert!(Instant::now() < deadline, "usage counters never loaded or Valkey never answered");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
