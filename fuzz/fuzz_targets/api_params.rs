@@ -15,6 +15,7 @@
 #![no_main]
 
 use agentmeter_api::buckets::Buckets;
+use agentmeter_api::queries::analytics::bucket_index::index_sql;
 use agentmeter_api::params::{Checker, RawParams};
 use agentmeter_api::window::{parse_instant, parse_tz, Span, TimeRange, MAX_LOOKBACK_DAYS};
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -91,5 +92,5 @@ fn check_buckets(range: TimeRange, frequency: Span, tz: Tz) {
         assert!(b.start(i) < b.end(i), "bucket {i} of {frequency} in {tz} is empty: {range:?}");
     }
     assert!(b.index_of(range.start).is_some() && b.index_of(range.end - Duration::minutes(1)).is_some());
-    let _ = b.index_sql("minute");
+    let _ = index_sql(&b, "minute");
 }

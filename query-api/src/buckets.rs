@@ -22,9 +22,9 @@ use chrono_tz::Tz;
 
 use crate::window::{resolve_local, Span, TimeRange, Unit};
 
-/// How rows map to bucket indices.
+/// How rows map to bucket indices (`queries` turns it into SQL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Key {
+pub enum Key {
     /// `intDiv(epoch_seconds - origin, step)`.
     Fixed { origin: i64, step: i64 },
     /// `intDiv(local_date - first, days)`.
@@ -159,26 +159,14 @@ impl Buckets {
         self.index_of(as_of)
     }
 
-    /// ClickHouse expression (UInt32) giving the bucket index of `column`
-    /// (a `DateTime` or `DateTime64` in UTC), and the parameters it binds:
-    /// names prefixed with `b_`.
-    pub fn index_sql(&self, column: &str) -> (String, Vec<(&'static str, String)>) {
-        match self.key {
-            Key::Fixed { origin, step } => (
-                format!("toUInt32(intDiv(toInt64(toUnixTimestamp({column})) - {{b_origin:Int64}}, {{b_step:Int64}}))"),
-                vec![("b_origin", origin.to_string()), ("b_step", step.to_string())],
-            ),
-            Key::Days { first, days } => (
-                format!("toUInt32(intDiv(dateDiff('day', {{b_first:Date}}, toDate({column}, {{b_tz:String}})), {{b_days:Int64}}))"),
-                vec![("b_first", first.to_string()), ("b_tz", self.tz.name().to_owned()), ("b_days", days.to_string())],
-            ),
-            Key::Months { first, n } => (
-                format!(
-                    "toUInt32(intDiv(toInt64(toYear(toDate({column}, {{b_tz:String}}))) * 12 + toInt64(toMonth(toDate({column}, {{b_tz:String}}))) - 1 - {{b_first:Int64}}, {{b_n:Int64}}))"
-                ),
-                vec![("b_tz", self.tz.name().to_owned()), ("b_first", first.to_string()), ("b_n", n.to_string())],
-            ),
-        }
+    /// How a time maps to its bucket index.
+    pub fn key(&self) -> Key {
+        self.key
+    }
+
+    /// The time zone of calendar buckets.
+    pub fn tz(&self) -> Tz {
+        self.tz
     }
 }
 

@@ -11,8 +11,12 @@
 //! ([`QueryLimits`]: `max_execution_time`, `max_memory_usage`,
 //! `max_rows_to_read`, `max_result_rows`), so the server stops a query that
 //! would scan or hold too much even when the client has stopped waiting.
-//! A query stopped by a row limit is the request's fault (422 naming no
-//! internals); by time or memory, the store is busy (503).
+//! A query stopped by a row limit is the request's fault
+//! ([`QueryError::TooExpensive`]); by time or memory, the store is busy
+//! ([`QueryError::Busy`]).
+//!
+//! Failures are typed ([`QueryError`]), not HTTP: `error.rs` turns them into
+//! responses (422, 503, 500), once, at the edge.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,7 +25,6 @@ use std::time::{Duration, Instant};
 use clickhouse::Client;
 use tokio::sync::Semaphore;
 
-use crate::error::{ApiError, FieldError};
 use crate::metrics::Metrics;
 
 /// ClickHouse resource limits sent as settings with every query (0 = unset;
@@ -59,6 +62,27 @@ impl QueryLimits {
         }
         out
     }
+}
+
+/// Why a query gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// No slot or no answer within the time budget, or ClickHouse stopped the
+    /// query by its time or memory limit; the message says which.
+    #[error("busy: {0}")]
+    Busy(String),
+    /// ClickHouse stopped the query by a row limit: the request asks too much.
+    #[error("the query would read or return too many rows")]
+    TooExpensive,
+    /// The thing asked about does not exist for this tenant.
+    #[error("not found: {0}")]
+    NotFound(String),
+    /// The request asks for a combination the queries do not support.
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
+    /// Any other ClickHouse failure.
+    #[error("clickhouse: {0}")]
+    Failed(#[from] clickhouse::error::Error),
 }
 
 /// What a ClickHouse error means for the caller.
@@ -113,23 +137,23 @@ impl Db {
 
     /// Runs one query. `name` labels the latency histogram and must come
     /// from a fixed set (a `&'static str` in code).
-    pub async fn run<T, F, Fut>(&self, name: &'static str, f: F) -> Result<T, ApiError>
+    pub async fn run<T, F, Fut>(&self, name: &'static str, f: F) -> Result<T, QueryError>
     where
         F: FnOnce(Client) -> Fut,
         Fut: Future<Output = Result<T, clickhouse::error::Error>>,
     {
         let started = Instant::now();
         let work = async {
-            let _permit = self.permits.acquire().await.map_err(|_| ApiError::Unavailable("ClickHouse client is shutting down".into()))?;
+            let _permit = self.permits.acquire().await.map_err(|_| QueryError::Busy("ClickHouse client is shutting down".into()))?;
             let result = f(self.client.clone()).await;
-            Ok::<_, ApiError>(result)
+            Ok::<_, QueryError>(result)
         };
         let outcome = tokio::time::timeout(self.timeout, work).await;
         self.metrics.clickhouse_query_duration_seconds.with_label_values(&[name]).observe(started.elapsed().as_secs_f64());
         match outcome {
             Err(_) => {
                 self.metrics.clickhouse_query_errors_total.with_label_values(&[name, "timeout"]).inc();
-                Err(ApiError::Unavailable(format!(
+                Err(QueryError::Busy(format!(
                     "Analytics store is busy: query did not complete within {} ms, try again",
                     self.timeout.as_millis()
                 )))
@@ -139,22 +163,18 @@ impl Db {
                 Some(LimitHit::Rows) => {
                     self.metrics.clickhouse_query_errors_total.with_label_values(&[name, "limit"]).inc();
                     tracing::warn!(query = name, error = %e, "query stopped by a ClickHouse row limit");
-                    Err(ApiError::invalid([FieldError::new(
-                        &["query"],
-                        "This request would read or return too many rows; use a shorter window, a coarser frequency or more filters",
-                        "too_expensive",
-                    )]))
+                    Err(QueryError::TooExpensive)
                 }
                 Some(LimitHit::Busy) => {
                     self.metrics.clickhouse_query_errors_total.with_label_values(&[name, "limit"]).inc();
                     tracing::warn!(query = name, error = %e, "query stopped by a ClickHouse time or memory limit");
-                    Err(ApiError::Unavailable(
+                    Err(QueryError::Busy(
                         "Analytics store is busy: query exceeded its time or memory budget, try again or narrow the request".into(),
                     ))
                 }
                 None => {
                     self.metrics.clickhouse_query_errors_total.with_label_values(&[name, "error"]).inc();
-                    Err(ApiError::ClickHouse(e))
+                    Err(QueryError::Failed(e))
                 }
             },
             Ok(Ok(Ok(v))) => Ok(v),

@@ -1,7 +1,8 @@
 //! The one error type of the API and its HTTP shape.
 //!
 //! Every handler returns `Result<_, ApiError>`; the conversion to a response
-//! happens here and only here:
+//! happens here and only here (query failures, [`QueryError`], become an
+//! `ApiError` here too):
 //!
 //! * 422 `{"detail": [{"loc": [...], "msg": "...", "type": "..."}]}` for
 //!   invalid parameters (the FastAPI shape the Caylex spec uses),
@@ -15,6 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use serde_json::json;
+
+use crate::db::QueryError;
 
 /// One invalid parameter, FastAPI style.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -60,7 +63,7 @@ pub enum ApiError {
     #[error("payload too large: {0}")]
     PayloadTooLarge(String),
     #[error("clickhouse: {0}")]
-    ClickHouse(#[from] clickhouse::error::Error),
+    ClickHouse(clickhouse::error::Error),
     #[error("internal: {0}")]
     Internal(String),
 }
@@ -82,6 +85,23 @@ impl ApiError {
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::ClickHouse(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// The HTTP meaning of a query failure; the only place it is decided.
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
+        match e {
+            QueryError::Busy(msg) => Self::Unavailable(msg),
+            QueryError::TooExpensive => Self::invalid([FieldError::new(
+                &["query"],
+                "This request would read or return too many rows; use a shorter window, a coarser frequency or more filters",
+                "too_expensive",
+            )]),
+            QueryError::NotFound(msg) => Self::NotFound(msg),
+            QueryError::Unsupported(what) => Self::Internal(what.to_owned()),
+            QueryError::Failed(e) => Self::ClickHouse(e),
         }
     }
 }

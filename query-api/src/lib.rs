@@ -18,9 +18,10 @@
 //!   of several replicas.
 //! * Shared state: [`valkey`], the store several replicas share
 //!   (reservations in [`usage::shared_holds`], per-key budgets).
-//! * Data: [`queries`] holds the analytics SQL; [`db`] is the only path to
-//!   ClickHouse (concurrency limit, time budget, ClickHouse settings on every
-//!   query).
+//! * Data: [`queries`] holds every SQL statement of the API and knows no
+//!   HTTP (plain filters in, typed [`db::QueryError`]s out, turned into
+//!   responses by [`error`]); [`db`] is the only path to ClickHouse
+//!   (concurrency limit, time budget, ClickHouse settings on every query).
 //! * Leaves: [`error`] (the one error type and its HTTP shape), [`metrics`]
 //!   (every metric of the API, declared once).
 //!

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::error::{ApiError, FieldError};
+use crate::queries;
 use crate::window::{self, Span, TimeRange};
 
 /// Every query parameter any analytics endpoint reads, unparsed.
@@ -239,11 +240,13 @@ impl SortOrder {
             Self::Desc => "desc",
         }
     }
-    /// SQL keyword (a fixed string, never user input).
-    pub fn sql(self) -> &'static str {
-        match self {
-            Self::Asc => "ASC",
-            Self::Desc => "DESC",
+}
+
+impl From<SortOrder> for queries::Order {
+    fn from(o: SortOrder) -> Self {
+        match o {
+            SortOrder::Asc => Self::Asc,
+            SortOrder::Desc => Self::Desc,
         }
     }
 }
@@ -321,6 +324,20 @@ pub struct Resolved {
     pub window: Span,
     pub tz: Tz,
     pub range: TimeRange,
+}
+
+/// The query layer's plain filters (it knows nothing of parameters).
+impl From<&Filters> for queries::Filters {
+    fn from(f: &Filters) -> Self {
+        Self {
+            project_id: f.project_id,
+            navigator_instance_id: f.navigator_instance_id,
+            server_instance_id: f.server_instance_id,
+            tool_id: f.tool_id,
+            tool_name: f.tool_name.clone(),
+            user_token_id: f.user_token_id,
+        }
+    }
 }
 
 impl Filters {

@@ -23,8 +23,8 @@ use crate::auth::Caller;
 use crate::buckets::Buckets;
 use crate::error::{ApiError, FieldError};
 use crate::params::{Accepts, Checker, Params};
-use crate::queries::ownership;
-use crate::queries::timeseries::{self, GroupBy, Metric, Table, GROUP_BY_NAMES, METRIC_NAMES};
+use crate::queries::analytics::ownership;
+use crate::queries::analytics::timeseries::{self, GroupBy, Metric, Table, GROUP_BY_NAMES, METRIC_NAMES};
 use crate::queries::{CallKinds, Scope};
 use crate::window::{Span, TimeRange, Unit};
 
@@ -108,6 +108,7 @@ pub async fn timeseries(State(state): State<AnalyticsState>, caller: Caller, Par
     };
     let buckets =
         Buckets::plan(res.range, step, res.tz, state.max_buckets).map_err(|m| ApiError::invalid([FieldError::query("step", m)]))?;
+    let filters = crate::queries::Filters::from(&filters);
     ownership::require_filters(&state.db, caller.tenant_id, &filters).await?;
     let scope = Scope {
         tenant: caller.tenant_id,

@@ -12,7 +12,7 @@ use crate::auth::Caller;
 use crate::buckets::Buckets;
 use crate::error::ApiError;
 use crate::params::{Accepts, Checker, Params, RawParams};
-use crate::queries::tool_calls::{self, Need};
+use crate::queries::analytics::tool_calls::{self, Need};
 use crate::queries::CallKinds;
 use crate::window::TimeRange;
 

@@ -10,8 +10,9 @@ use super::{envelope, merge, ts, Base};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::params::{Accepts, Checker, Params, RawParams, SortOrder};
-use crate::queries::tool_calls::{self, Dim, GroupCount};
-use crate::queries::{raw, CallKinds};
+use crate::queries::analytics::raw;
+use crate::queries::analytics::tool_calls::{self, Dim, GroupCount};
+use crate::queries::CallKinds;
 
 /// `GET /api/v1/analytics/navigator-tool-connections`: one item per
 /// (navigator instance, tool id) used in the window, most used first.
@@ -185,7 +186,7 @@ pub async fn top_navigators(State(state): State<AnalyticsState>, caller: Caller,
 /// the rollups carry no user). `total_count` counts all users.
 pub async fn users(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
     let req = ListRequest::parse(&state, &caller, &p, Accepts::PN, SortOrder::Desc).await?;
-    let rows = raw::users_by_email(&state.db, &req.base.scope(&caller, CallKinds::Tool), req.order, req.limit).await?;
+    let rows = raw::users_by_email(&state.db, &req.base.scope(&caller, CallKinds::Tool), req.order.into(), req.limit).await?;
     let total = rows.first().map(|r| r.total).unwrap_or(0);
     let users: Vec<Value> = rows.iter().map(|r| json!({ "user_email": r.user_email, "tool_count": r.tool_count })).collect();
     Ok(req.answer(json!({ "users": users, "total_count": total })))

@@ -27,7 +27,8 @@ use crate::buckets::Buckets;
 use crate::db::Db;
 use crate::error::{ApiError, FieldError};
 use crate::params::{Accepts, Checker, Filters, RawParams, Resolved};
-use crate::queries::{ownership, CallKinds, Scope};
+use crate::queries::analytics::ownership;
+use crate::queries::{CallKinds, Scope};
 use crate::window::{Span, TimeRange};
 
 /// What the analytics handlers need of the app's state.
@@ -109,11 +110,11 @@ impl Base {
 
     /// 404 for filter ids outside the caller's tenant.
     pub async fn authorize(&self, state: &AnalyticsState, caller: &Caller) -> Result<(), ApiError> {
-        ownership::require_filters(&state.db, caller.tenant_id, &self.filters).await
+        Ok(ownership::require_filters(&state.db, caller.tenant_id, &(&self.filters).into()).await?)
     }
 
     pub fn scope(&self, caller: &Caller, kinds: CallKinds) -> Scope {
-        Scope { tenant: caller.tenant_id, range: self.res.range, filters: self.filters.clone(), kinds }
+        Scope { tenant: caller.tenant_id, range: self.res.range, filters: (&self.filters).into(), kinds }
     }
 
     /// The `filters` echo.

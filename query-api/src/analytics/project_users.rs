@@ -20,9 +20,10 @@ use super::{envelope, now, ts};
 use crate::auth::Caller;
 use crate::buckets::Buckets;
 use crate::error::{ApiError, FieldError};
-use crate::params::{Checker, Filters, Params};
-use crate::queries::ownership::{self, IdKind};
-use crate::queries::raw::{self, TopBy};
+use crate::params::{Checker, Params};
+use crate::queries::analytics::ownership::{self, IdKind};
+use crate::queries::analytics::raw::{self, TopBy};
+use crate::queries::Filters;
 use crate::queries::{CallKinds, Scope};
 use crate::window::{ceil_minute, Span, TimeRange, Unit};
 

@@ -11,8 +11,9 @@ use super::{envelope, merge, secs, ts, Base};
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::params::{Accepts, Checker, Params};
-use crate::queries::tool_calls::{self, Need};
-use crate::queries::{raw, CallKinds};
+use crate::queries::analytics::raw;
+use crate::queries::analytics::tool_calls::{self, Need};
+use crate::queries::CallKinds;
 use crate::window::{Span, TimeRange, Unit};
 
 /// `GET /api/v1/analytics/average-tool-call-latency` (seconds; p50/p95/p99 extra).
@@ -210,7 +211,7 @@ pub async fn global_stats(State(state): State<AnalyticsState>, caller: Caller, P
 /// `GET /api/v1/analytics/health`: ClickHouse reachability (no InfluxDB
 /// here: `influxdb_connected` mirrors the analytics store for old clients).
 pub async fn analytics_health(State(state): State<AnalyticsState>) -> Response {
-    let ok = state.db.run("health", |c| async move { c.query("SELECT 1").fetch_one::<u8>().await }).await.is_ok();
+    let ok = crate::queries::health::ping(&state.db).await.is_ok();
     let body = json!({
         "status": if ok { "healthy" } else { "unhealthy" },
         "database_connected": ok,

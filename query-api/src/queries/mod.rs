@@ -1,26 +1,29 @@
-//! All SQL of the analytics endpoints, one module per concern:
+//! Every SQL statement of the API, one module per concern:
 //!
-//! * [`scope`]: the `WHERE` clause every query shares (tenant, time range,
-//!   filters), built from fixed fragments with bound values only.
-//! * [`rollup`]: which rollup answers a request (`tool_calls_1h` for whole
-//!   UTC hours that fall inside one bucket, `tool_calls_1m` for the rest)
-//!   and the `FROM` sources that follow.
-//! * [`tool_calls`]: tool-call figures from the tool-call rollups.
-//! * [`raw`]: the few answers the rollups cannot give (per-user figures),
-//!   read from the raw `tool_calls` table.
-//! * [`ownership`]: does a filter id belong to the caller's tenant.
-//! * [`timeseries`]: the Grafana endpoint's metric/group-by queries over
-//!   the tool-call rollups or `agent_executions_1m`.
+//! * [`analytics`]: the analytics and Grafana endpoints (rollup choice,
+//!   tool-call figures, raw fallbacks, ownership probes, time series).
+//! * [`usage_counters`]: what the usage refresher reads (minute rollups,
+//!   executions seen) and the organization usage aggregate.
+//! * [`limits`]: the `plan_limits` table.
+//! * [`health`]: the store's liveness probe.
+//!
+//! Shared by them: [`sql`] (a statement and its bound parameters) and
+//! [`conditions`] (the one filters-to-`WHERE` builder, with the plain
+//! [`Filters`] the HTTP layer converts its parameters into).
 //!
 //! Rule: the tenant id and every user-supplied value reach ClickHouse as
 //! query parameters (`{name:Type}`); the SQL text is assembled only from
-//! constant fragments chosen by code.
+//! constant fragments chosen by code. Nothing here knows HTTP: failures are
+//! [`QueryError`]s, which `error.rs` turns into responses.
 
-pub mod ownership;
-pub mod raw;
-pub mod rollup;
-pub mod scope;
-pub mod timeseries;
-pub mod tool_calls;
+pub mod analytics;
+pub mod conditions;
+pub mod health;
+pub mod limits;
+pub mod sql;
+pub mod usage_counters;
 
-pub use scope::{CallKinds, Scope, Sql};
+pub use crate::db::QueryError;
+pub use analytics::scope::Scope;
+pub use conditions::{CallKinds, Filters, Order};
+pub use sql::{Param, Sql};

@@ -27,8 +27,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use clickhouse::Row;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use uuid::Uuid;
 
 use super::engine::{request_subject, CheckOutcome, CheckRequest};
@@ -38,6 +37,7 @@ use super::period::{utc_month, PeriodSpec, Window};
 use super::UsageApiState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, FieldError};
+use crate::queries::usage_counters;
 
 #[derive(Debug, Serialize)]
 struct MetricBlock {
@@ -177,29 +177,6 @@ pub async fn org_user(
     Ok(exact_json(StatusCode::OK, HeaderMap::new(), &v))
 }
 
-#[derive(Debug, Row, Deserialize)]
-struct AggRow {
-    messages: u64,
-    total_tokens: u64,
-    input_tokens: u64,
-    output_tokens: u64,
-    cost_usd: i128,
-}
-
-const AGG_ROLLUP_SQL: &str = "SELECT toUInt64(sum(messages)) AS messages, toUInt64(sum(total_tokens)) AS total_tokens,
-        toUInt64(sum(input_tokens)) AS input_tokens, toUInt64(sum(output_tokens)) AS output_tokens,
-        toDecimal128(sum(cost_usd), 6) AS cost_usd
-    FROM agent_executions_1m
-    WHERE tenant_id = {t:UUID} AND organization_id = {o:UUID} AND billable
-      AND minute >= toDateTime64({from_ms:Int64} / 1000, 3, 'UTC') AND minute < toDateTime64({to_ms:Int64} / 1000, 3, 'UTC')";
-
-const AGG_RAW_SQL: &str = "SELECT toUInt64(sum(messages_count)) AS messages, toUInt64(sum(total_tokens)) AS total_tokens,
-        toUInt64(sum(input_tokens)) AS input_tokens, toUInt64(sum(output_tokens)) AS output_tokens,
-        toDecimal128(sum(cost_usd), 6) AS cost_usd
-    FROM agent_executions
-    WHERE tenant_id = {t:UUID} AND organization_id = {o:UUID} AND billable
-      AND occurred_at >= toDateTime64({from_ms:Int64} / 1000, 3, 'UTC') AND occurred_at < toDateTime64({to_ms:Int64} / 1000, 3, 'UTC')";
-
 #[derive(Debug, Serialize)]
 struct OrgAggregate {
     organization_id: Uuid,
@@ -264,20 +241,7 @@ pub async fn org_aggregate(
         && end.timestamp_subsec_millis() == 0
         && start.timestamp() % 60 == 0
         && end.timestamp() % 60 == 0;
-    let sql = if whole_minutes { AGG_ROLLUP_SQL } else { AGG_RAW_SQL };
-    let tenant = caller.tenant_id;
-    let row: AggRow = state
-        .db
-        .run("usage_org_aggregate", |c| async move {
-            c.query(sql)
-                .param("t", tenant.to_string())
-                .param("o", org.to_string())
-                .param("from_ms", start.timestamp_millis())
-                .param("to_ms", end.timestamp_millis())
-                .fetch_one()
-                .await
-        })
-        .await?;
+    let row = usage_counters::org_totals(&state.db, caller.tenant_id, org, start, end, whole_minutes).await?;
     let body = OrgAggregate {
         organization_id: org,
         organization_name: None,

@@ -75,7 +75,7 @@ pub struct UsageState {
     /// `None`: [`Self::holds`], in this process only.
     pub(crate) shared: Option<SharedHolds>,
     /// Fingerprint of `plan_limits` at the last limits load.
-    pub(crate) limits_version: std::sync::Mutex<Option<super::limits_version::LimitsVersion>>,
+    pub(crate) limits_version: std::sync::Mutex<Option<crate::queries::limits::LimitsVersion>>,
     /// Serialises limit writes of this process (dense versions, If-Match).
     pub(crate) write_lock: tokio::sync::Mutex<()>,
     pub clock: Clock,

@@ -18,13 +18,13 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use clickhouse::Row;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::counters::SubjectKey;
 use super::period::{weekday_from_iso, PeriodSpec, MAX_ROLLING_HOURS};
+use crate::queries::limits::LimitRow;
 
 /// What a limit counts. Only billable agent executions count, except
 /// `tool_calls`, which counts every tool call.
@@ -443,33 +443,6 @@ fn period_fields(p: &PeriodSpec) -> (&'static str, Option<Tz>, Option<u32>, Opti
     }
 }
 
-/// A row of `plan_limits`.
-#[derive(Debug, Clone, Row, Serialize, Deserialize)]
-pub struct LimitRow {
-    #[serde(with = "clickhouse::serde::uuid")]
-    pub tenant_id: Uuid,
-    #[serde(with = "clickhouse::serde::uuid")]
-    pub limit_id: Uuid,
-    pub version: u64,
-    pub deleted: bool,
-    pub subject_kind: String,
-    #[serde(with = "clickhouse::serde::uuid")]
-    pub organization_id: Uuid,
-    #[serde(with = "clickhouse::serde::uuid")]
-    pub user_id: Uuid,
-    pub metric: String,
-    pub period_kind: String,
-    pub period_tz: String,
-    pub anchor_day: u8,
-    pub rolling_hours: u32,
-    /// `Decimal(38, 6)` as its mantissa.
-    pub max_value: i128,
-    pub soft_threshold: Option<f64>,
-    #[serde(with = "clickhouse::serde::chrono::datetime64::millis")]
-    pub updated_at: DateTime<Utc>,
-    pub updated_by: String,
-}
-
 const MICROS: i128 = 1_000_000;
 
 impl LimitRow {
@@ -534,39 +507,6 @@ impl LimitRow {
             updated_by: self.updated_by.clone(),
         })
     }
-}
-
-/// The latest row of every limit (tombstones included, so that versions of
-/// deleted limits keep increasing when re-created). `LIMIT 1 BY` over
-/// `version DESC` is the same answer as `argMax(..., version)` per column,
-/// without depending on merges; `updated_at` breaks a tie between two
-/// processes that wrote the same version.
-const LATEST_SQL: &str = "SELECT ?fields FROM plan_limits";
-const LATEST_ORDER: &str = "ORDER BY tenant_id, limit_id, version DESC, updated_at DESC LIMIT 1 BY tenant_id, limit_id";
-
-/// Latest rows of every limit of every tenant.
-pub async fn load_all(db: &clickhouse::Client) -> clickhouse::error::Result<Vec<LimitRow>> {
-    db.query(&format!("{LATEST_SQL} {LATEST_ORDER}")).fetch_all().await
-}
-
-/// Latest rows of every limit of one tenant.
-pub async fn load_tenant(db: &clickhouse::Client, tenant: Uuid) -> clickhouse::error::Result<Vec<LimitRow>> {
-    let sql = format!("{LATEST_SQL} WHERE tenant_id = {{t:UUID}} {LATEST_ORDER}");
-    db.query(&sql).param("t", tenant.to_string()).fetch_all().await
-}
-
-/// Latest row of one limit of one tenant.
-pub async fn load_one(db: &clickhouse::Client, tenant: Uuid, limit_id: Uuid) -> clickhouse::error::Result<Option<LimitRow>> {
-    let sql = format!("{LATEST_SQL} WHERE tenant_id = {{t:UUID}} AND limit_id = {{l:UUID}} {LATEST_ORDER}");
-    let rows: Vec<LimitRow> = db.query(&sql).param("t", tenant.to_string()).param("l", limit_id.to_string()).fetch_all().await?;
-    Ok(rows.into_iter().next())
-}
-
-/// Appends one row.
-pub async fn write(db: &clickhouse::Client, row: &LimitRow) -> clickhouse::error::Result<()> {
-    let mut insert = db.insert::<LimitRow>("plan_limits").await?;
-    insert.write(row).await?;
-    insert.end().await
 }
 
 /// The current limits of every tenant, in memory, for the check path.

@@ -20,11 +20,12 @@ use axum::Json;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::limits::{load_one, load_tenant, write, Limit, LimitInput, LimitRow, LimitView};
+use super::limits::{Limit, LimitInput, LimitView};
 use super::UsageApiState;
 use crate::auth::AdminCaller;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult, FieldError};
+use crate::queries::limits::{load_one, load_tenant, write, LimitRow};
 
 fn parse_limit_id(s: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(s).map_err(|_| ApiError::invalid([FieldError::path("limit_id", "Input should be a valid UUID", "uuid_parsing")]))
@@ -61,7 +62,7 @@ async fn upsert(state: &UsageApiState, caller: &AdminCaller, limit_id: Uuid, hea
         .map_err(|issues| ApiError::invalid(issues.into_iter().map(|i| FieldError::new(&["body", i.field], i.msg, i.kind))))?;
     let usage = &state.usage;
     let _guard = usage.write_lock.lock().await;
-    let current = state.db.run("limits_read", |c| async move { load_one(&c, tenant, limit_id).await }).await?;
+    let current = load_one(&state.db, tenant, limit_id).await?;
     let live_version = current.as_ref().filter(|r| !r.deleted).map(|r| r.version).unwrap_or(0);
     if let Some(e) = expected {
         if e != live_version {
@@ -70,7 +71,7 @@ async fn upsert(state: &UsageApiState, caller: &AdminCaller, limit_id: Uuid, hea
     }
     limit.version = current.as_ref().map(|r| r.version).unwrap_or(0) + 1;
     let row = LimitRow::from_limit(&limit, false);
-    state.db.run("limits_write", |c| async move { write(&c, &row).await }).await?;
+    write(&state.db, &row).await?;
     usage.put_limit(tenant, limit_id, Some(limit.clone()));
     Ok(with_etag(if live_version == 0 { StatusCode::CREATED } else { StatusCode::OK }, &limit))
 }
@@ -95,7 +96,7 @@ pub async fn put(
 /// `GET /v1/limits`
 pub async fn list(State(state): State<UsageApiState>, caller: AdminCaller) -> ApiResult<Response> {
     let tenant = caller.0.tenant_id;
-    let rows = state.db.run("limits_list", |c| async move { load_tenant(&c, tenant).await }).await?;
+    let rows = load_tenant(&state.db, tenant).await?;
     let limits: Vec<LimitView> = rows.iter().filter_map(LimitRow::to_limit).map(|l| LimitView::from(&l)).collect();
     Ok(Json(json!({ "count": limits.len(), "limits": limits })).into_response())
 }
@@ -104,7 +105,7 @@ pub async fn list(State(state): State<UsageApiState>, caller: AdminCaller) -> Ap
 pub async fn get_one(State(state): State<UsageApiState>, caller: AdminCaller, Path(limit_id): Path<String>) -> ApiResult<Response> {
     let limit_id = parse_limit_id(&limit_id)?;
     let tenant = caller.0.tenant_id;
-    let row = state.db.run("limits_read", |c| async move { load_one(&c, tenant, limit_id).await }).await?;
+    let row = load_one(&state.db, tenant, limit_id).await?;
     match row.as_ref().and_then(LimitRow::to_limit) {
         Some(l) => Ok(with_etag(StatusCode::OK, &l)),
         None => Err(ApiError::NotFound("Limit not found".into())),
@@ -123,7 +124,7 @@ pub async fn delete(
     let expected = expected_version(&headers, None)?;
     let usage = &state.usage;
     let _guard = usage.write_lock.lock().await;
-    let row = state.db.run("limits_read", |c| async move { load_one(&c, tenant, limit_id).await }).await?;
+    let row = load_one(&state.db, tenant, limit_id).await?;
     let Some(mut limit) = row.as_ref().and_then(LimitRow::to_limit) else {
         return Err(ApiError::NotFound("Limit not found".into()));
     };
@@ -136,7 +137,7 @@ pub async fn delete(
     limit.updated_at = chrono::Utc::now();
     limit.updated_by = caller.0.key_name.clone();
     let tombstone = LimitRow::from_limit(&limit, true);
-    state.db.run("limits_write", |c| async move { write(&c, &tombstone).await }).await?;
+    write(&state.db, &tombstone).await?;
     usage.put_limit(tenant, limit_id, None);
     Ok(Json(json!({ "limit_id": limit_id, "version": limit.version, "deleted": true })).into_response())
 }

@@ -8,8 +8,6 @@
 //! * [`refresh`]: keeps the counters equal to the ClickHouse rollups.
 //! * [`reservations`]: budget held by `reserve=true` checks, in process.
 //! * [`shared_holds`]: the same, shared by every replica in Valkey.
-//! * [`limits_version`]: the fingerprint that spreads limit writes to every
-//!   replica within one refresh.
 //! * [`engine`]: the state and the check (strictest limit, reservation).
 //! * [`settings`]: the plain settings the state is built from.
 //! * [`json`]: exact money in JSON, RateLimit headers.
@@ -22,7 +20,6 @@ pub mod engine;
 pub mod json;
 pub mod limits;
 pub mod limits_api;
-pub mod limits_version;
 pub mod period;
 pub mod refresh;
 pub mod reservations;

@@ -11,7 +11,7 @@
 //!   reached ClickHouse more than the look-back after their `occurred_at`,
 //!   and limits written by another API process.
 //! * Every round also reads a fingerprint of `plan_limits`
-//!   ([`super::limits_version`]) and reloads the limits when it changed, so a
+//!   (`queries::limits::version`) and reloads the limits when it changed, so a
 //!   limit written through another replica is enforced here within one
 //!   interval.
 //! * Before each delta read, live reservations that name an `execution_id`
@@ -34,77 +34,23 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-use clickhouse::Row;
-use serde::Deserialize;
+use chrono::DateTime;
 use uuid::Uuid;
 
 use super::counters::{Counters, ExecRow, ToolRow, Totals};
 use super::engine::UsageState;
-use super::limits::{load_all, LimitSet};
-use super::limits_version;
+use super::limits::LimitSet;
 use super::period::minute_of;
+use crate::queries::limits::{self as limit_rows, load_all};
+use crate::queries::usage_counters;
 
 /// Days of usage held in memory: the longest period (a month, or a rolling
 /// window of up to 31 days) plus time-zone and anchor slack.
 pub const RETENTION_DAYS: i64 = 35;
 
-#[derive(Debug, Row, Deserialize)]
-struct ExecDbRow {
-    minute_no: i64,
-    #[serde(with = "clickhouse::serde::uuid")]
-    tenant_id: Uuid,
-    #[serde(with = "clickhouse::serde::uuid")]
-    organization_id: Uuid,
-    #[serde(with = "clickhouse::serde::uuid")]
-    user_id: Uuid,
-    executions: u64,
-    input_tokens: u64,
-    output_tokens: u64,
-    total_tokens: u64,
-    messages: u64,
-    /// `Decimal(38, 6)`: micro-dollars.
-    cost_usd: i128,
-}
-
-#[derive(Debug, Row, Deserialize)]
-struct ToolDbRow {
-    minute_no: i64,
-    #[serde(with = "clickhouse::serde::uuid")]
-    tenant_id: Uuid,
-    #[serde(with = "clickhouse::serde::uuid")]
-    organization_id: Uuid,
-    calls: u64,
-}
-
-const EXEC_SQL: &str = "SELECT toInt64(intDiv(toUnixTimestamp(minute), 60)) AS minute_no, tenant_id, organization_id, user_id,
-        toUInt64(sum(executions)) AS executions, toUInt64(sum(input_tokens)) AS input_tokens,
-        toUInt64(sum(output_tokens)) AS output_tokens, toUInt64(sum(total_tokens)) AS total_tokens,
-        toUInt64(sum(messages)) AS messages, toDecimal128(sum(cost_usd), 6) AS cost_usd
-    FROM agent_executions_1m
-    WHERE billable AND minute >= toDateTime({from:Int64}, 'UTC') AND minute < toDateTime({to:Int64}, 'UTC')
-    GROUP BY minute_no, tenant_id, organization_id, user_id";
-
-const TOOL_SQL: &str = "SELECT toInt64(intDiv(toUnixTimestamp(minute), 60)) AS minute_no, tenant_id, organization_id,
-        toUInt64(sum(calls)) AS calls
-    FROM tool_calls_1m
-    WHERE minute >= toDateTime({from:Int64}, 'UTC') AND minute < toDateTime({to:Int64}, 'UTC')
-    GROUP BY minute_no, tenant_id, organization_id";
-
-const SEEN_SQL: &str = "SELECT DISTINCT execution_id FROM agent_executions
-    WHERE tenant_id = {t:UUID} AND occurred_at >= toDateTime64({since_ms:Int64} / 1000, 3, 'UTC')
-      AND execution_id IN {ids:Array(UUID)}";
-
-#[derive(Debug, Row, Deserialize)]
-struct SeenRow {
-    #[serde(with = "clickhouse::serde::uuid")]
-    execution_id: Uuid,
-}
-
 /// Reads minutes `[from, to)` of both rollups.
 async fn read_minutes(db: &clickhouse::Client, from: i64, to: i64) -> clickhouse::error::Result<(Vec<ExecRow>, Vec<ToolRow>)> {
-    let exec: Vec<ExecDbRow> = db.query(EXEC_SQL).param("from", from * 60).param("to", to * 60).fetch_all().await?;
-    let tools: Vec<ToolDbRow> = db.query(TOOL_SQL).param("from", from * 60).param("to", to * 60).fetch_all().await?;
+    let (exec, tools) = usage_counters::minutes(db, from, to).await?;
     let exec = exec
         .into_iter()
         .map(|r| ExecRow {
@@ -130,19 +76,6 @@ async fn read_minutes(db: &clickhouse::Client, from: i64, to: i64) -> clickhouse
     Ok((exec, tools))
 }
 
-/// Execution ids among `ids` that ClickHouse holds with `occurred_at >= since`.
-async fn seen_executions(
-    db: &clickhouse::Client,
-    tenant: Uuid,
-    ids: &[Uuid],
-    since: DateTime<Utc>,
-) -> clickhouse::error::Result<Vec<Uuid>> {
-    let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
-    let rows: Vec<SeenRow> =
-        db.query(SEEN_SQL).param("t", tenant.to_string()).param("since_ms", since.timestamp_millis()).param("ids", ids).fetch_all().await?;
-    Ok(rows.into_iter().map(|r| r.execution_id).collect())
-}
-
 /// Re-reads the recent minutes (or, with `full`, the whole retention and the
 /// limits) and applies them.
 pub async fn refresh_once(state: &UsageState, full: bool) -> clickhouse::error::Result<()> {
@@ -163,7 +96,7 @@ async fn refresh_inner(state: &UsageState, full: bool) -> clickhouse::error::Res
     let from = if full { to - RETENTION_DAYS * 24 * 60 } else { to - 1 - i64::from(state.cfg.usage_refresh_lookback_minutes) };
 
     // Limits: in full every time, else when their fingerprint moved.
-    let version = limits_version::read(db).await?;
+    let version = limit_rows::version(db).await?;
     let known = *state.limits_version.lock().unwrap_or_else(|e| e.into_inner());
     if full || known != Some(version) {
         let generation = state.limits_generation.load(Ordering::Acquire);
@@ -184,7 +117,7 @@ async fn refresh_inner(state: &UsageState, full: bool) -> clickhouse::error::Res
     };
     for (tenant, ids, _created) in awaited {
         // An event that occurred earlier keeps its hold until the TTL.
-        let found = seen_executions(db, tenant, &ids, since_seen).await?;
+        let found = usage_counters::seen_executions(db, tenant, &ids, since_seen).await?;
         match &state.shared {
             // Stamped now, after the rows were visible.
             Some(shared) => {

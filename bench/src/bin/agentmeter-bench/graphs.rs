@@ -1,5 +1,5 @@
 //! Analytics graph latency over a month of data: the API's own query
-//! functions (`agentmeter_api::queries::tool_calls`, which choose the hourly
+//! functions (`agentmeter_api::queries::analytics::tool_calls`, which choose the hourly
 //! or minute rollup) called in-process, so the time is the bare ClickHouse
 //! query of our SQL plus decoding; the same answer computed from the raw
 //! `tool_calls` table, asserted equal (counts and distinct queries exactly,
@@ -18,9 +18,10 @@ use std::time::{Duration, Instant};
 
 use agentmeter_api::buckets::Buckets;
 use agentmeter_api::db::Db;
-use agentmeter_api::params::Filters;
-use agentmeter_api::queries::scope::{CallKinds, Scope};
-use agentmeter_api::queries::tool_calls::{self, Dim, Need};
+use agentmeter_api::queries::analytics::bucket_index::index_sql;
+use agentmeter_api::queries::analytics::tool_calls::{self, Dim, Need};
+use agentmeter_api::queries::Filters;
+use agentmeter_api::queries::{CallKinds, Scope};
 use agentmeter_api::window::{Span, TimeRange};
 use agentmeter_bench::{Generator, Kind, Settings, TENANT_A};
 use agentmeter_schema::config::ClickHouseArgs;
@@ -125,7 +126,7 @@ fn graphs(now: DateTime<Utc>) -> anyhow::Result<Vec<Graph>> {
             .map_err(anyhow::Error::msg)?;
         // As the API: the range starts at the first bucket so each is whole.
         let range = TimeRange { start: buckets.first_start(), end: range.end };
-        let (index, index_params) = buckets.index_sql("occurred_at");
+        let (index, index_params) = index_sql(&buckets, "occurred_at");
         let mut raw_params = range_params(range);
         raw_params.extend(index_params.into_iter().map(|(k, v)| (k.to_owned(), v)));
         Ok(Graph {

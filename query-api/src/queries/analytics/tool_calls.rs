@@ -12,11 +12,14 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
+use super::bucket_index::index_sql;
 use super::rollup::{self, HourSplit, Source};
-use super::scope::{Scope, Sql};
+use super::scope::Scope;
 use crate::buckets::Buckets;
 use crate::db::Db;
-use crate::error::ApiError;
+use crate::db::QueryError;
+use crate::queries::conditions::TimeColumn;
+use crate::queries::sql::Sql;
 
 /// Which of the expensive aggregates a query needs: merging t-digest
 /// states and exact distinct-query sets costs far more than summing counts,
@@ -141,14 +144,14 @@ struct BucketStats {
 }
 
 /// Totals over the scope.
-pub async fn totals(db: &Db, scope: &Scope, need: Need) -> Result<CallStats, ApiError> {
+pub async fn totals(db: &Db, scope: &Scope, need: Need) -> Result<CallStats, QueryError> {
     totals_via(db, scope, need, &rollup::choose_ungrouped(scope, None, need.queries)).await
 }
 
 /// [`totals`] from the given source.
-pub async fn totals_via(db: &Db, scope: &Scope, need: Need, source: &Source) -> Result<CallStats, ApiError> {
+pub async fn totals_via(db: &Db, scope: &Scope, need: Need, source: &Source) -> Result<CallStats, QueryError> {
     let Some(split) = source.hour_split() else {
-        let (cond, params) = scope.tool_calls_where(super::scope::TimeColumn::Minute);
+        let (cond, params) = scope.tool_calls_where(TimeColumn::Minute);
         let sql = Sql::new(format!("SELECT {} FROM tool_calls_1m WHERE {cond}", stats(need))).bind_all(params);
         return db.run("tool_calls_totals", |c| async move { sql.query(&c).fetch_one::<CallStats>().await }).await;
     };
@@ -169,16 +172,16 @@ pub async fn totals_via(db: &Db, scope: &Scope, need: Need, source: &Source) -> 
 
 /// One [`CallStats`] per bucket, zero-filled. The scope's range should
 /// start at the first bucket.
-pub async fn series(db: &Db, scope: &Scope, buckets: &Buckets, need: Need) -> Result<Vec<CallStats>, ApiError> {
+pub async fn series(db: &Db, scope: &Scope, buckets: &Buckets, need: Need) -> Result<Vec<CallStats>, QueryError> {
     series_via(db, scope, buckets, need, &rollup::choose_ungrouped(scope, Some(buckets), need.queries)).await
 }
 
 /// [`series`] from the given source (which must suit the buckets: see
 /// [`rollup::choose_ungrouped`]).
-pub async fn series_via(db: &Db, scope: &Scope, buckets: &Buckets, need: Need, source: &Source) -> Result<Vec<CallStats>, ApiError> {
+pub async fn series_via(db: &Db, scope: &Scope, buckets: &Buckets, need: Need, source: &Source) -> Result<Vec<CallStats>, QueryError> {
     let split: Option<&HourSplit> = source.hour_split();
     let (from, cond, params) = rollup::tool_calls_from(scope, source);
-    let (bucket, bparams) = buckets.index_sql("minute");
+    let (bucket, bparams) = index_sql(buckets, "minute");
     let in_stats = Need { queries: need.queries && split.is_none(), ..need };
     let sql = Sql::new(format!("SELECT {bucket} AS bucket, {} FROM {from} WHERE {cond} GROUP BY bucket ORDER BY bucket", stats(in_stats)))
         .bind_all(params)
@@ -264,7 +267,7 @@ pub struct GroupCount {
 
 /// Calls and (if `with_queries`, else 0) distinct queries per value of
 /// `dim` (at most 10 000 groups), ordered by key.
-pub async fn group_counts(db: &Db, scope: &Scope, dim: Dim, with_queries: bool) -> Result<Vec<GroupCount>, ApiError> {
+pub async fn group_counts(db: &Db, scope: &Scope, dim: Dim, with_queries: bool) -> Result<Vec<GroupCount>, QueryError> {
     // Distinct queries per tool or server need the minute rollup's sets.
     let source = if with_queries { Source::Minute } else { rollup::choose(scope, None, false) };
     let (from, cond, params) = rollup::tool_calls_from(scope, &source);
@@ -292,7 +295,7 @@ pub struct Connection {
 }
 
 /// Navigator-instance × tool usage, most used first (at most 1000 pairs).
-pub async fn connections(db: &Db, scope: &Scope) -> Result<Vec<Connection>, ApiError> {
+pub async fn connections(db: &Db, scope: &Scope) -> Result<Vec<Connection>, QueryError> {
     let (from, cond, params) = rollup::tool_calls_from(scope, &rollup::choose(scope, None, false));
     let sql = Sql::new(format!(
         "SELECT toString(navigator_instance_id) AS nav, toString(tool_id) AS tool,
@@ -318,7 +321,7 @@ pub struct KindCount {
     pub suggestions: u64,
 }
 
-pub async fn kind_counts(db: &Db, scope: &Scope) -> Result<Vec<KindCount>, ApiError> {
+pub async fn kind_counts(db: &Db, scope: &Scope) -> Result<Vec<KindCount>, QueryError> {
     let (from, cond, params) = rollup::tool_calls_from(scope, &rollup::choose(scope, None, false));
     let sql = Sql::new(format!(
         "SELECT toString(call_kind) AS kind, toUInt64(sum(calls)) AS n_calls, toUInt64(sum(suggestions)) AS n_suggestions
@@ -338,9 +341,9 @@ pub struct ErrorTypeBucket {
     pub errors: u64,
 }
 
-pub async fn error_type_series(db: &Db, scope: &Scope, buckets: &Buckets) -> Result<Vec<ErrorTypeBucket>, ApiError> {
+pub async fn error_type_series(db: &Db, scope: &Scope, buckets: &Buckets) -> Result<Vec<ErrorTypeBucket>, QueryError> {
     let (from, cond, params) = rollup::tool_calls_from(scope, &rollup::choose(scope, Some(buckets), false));
-    let (bucket, bparams) = buckets.index_sql("minute");
+    let (bucket, bparams) = index_sql(buckets, "minute");
     let sql = Sql::new(format!(
         "SELECT if(error_type = '', 'other', toString(error_type)) AS kind, {bucket} AS bucket, toUInt64(sum(errors)) AS n_errors
          FROM {from} WHERE {cond} AND errors > 0

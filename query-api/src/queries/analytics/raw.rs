@@ -9,11 +9,14 @@ use clickhouse::Row;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::scope::{Scope, Sql, TimeColumn};
+use super::bucket_index::index_sql;
+use super::scope::Scope;
 use crate::buckets::Buckets;
 use crate::db::Db;
-use crate::error::ApiError;
-use crate::params::SortOrder;
+use crate::db::QueryError;
+use crate::queries::conditions::Order;
+use crate::queries::conditions::TimeColumn;
+use crate::queries::sql::Sql;
 
 /// Calls, failed calls, distinct queries.
 #[derive(Debug, Clone, Default, PartialEq, Row, Deserialize)]
@@ -26,7 +29,7 @@ pub struct RawStats {
 const STATS: &str = "toUInt64(count()) AS n_calls, toUInt64(countIf(NOT success)) AS n_errors,
     toUInt64(uniqExactIf(query_id, query_id != toUUID('00000000-0000-0000-0000-000000000000'))) AS n_queries";
 
-pub async fn totals(db: &Db, scope: &Scope) -> Result<RawStats, ApiError> {
+pub async fn totals(db: &Db, scope: &Scope) -> Result<RawStats, QueryError> {
     let (cond, params) = scope.tool_calls_where(TimeColumn::OccurredAt);
     let sql = Sql::new(format!("SELECT {STATS} FROM tool_calls WHERE {cond}")).bind_all(params);
     db.run("raw_totals", |c| async move { sql.query(&c).fetch_one::<RawStats>().await }).await
@@ -41,9 +44,9 @@ struct BucketRaw {
 }
 
 /// Per bucket, zero-filled.
-pub async fn series(db: &Db, scope: &Scope, buckets: &Buckets) -> Result<Vec<RawStats>, ApiError> {
+pub async fn series(db: &Db, scope: &Scope, buckets: &Buckets) -> Result<Vec<RawStats>, QueryError> {
     let (cond, params) = scope.tool_calls_where(TimeColumn::OccurredAt);
-    let (bucket, bparams) = buckets.index_sql("occurred_at");
+    let (bucket, bparams) = index_sql(buckets, "occurred_at");
     let sql = Sql::new(format!("SELECT {bucket} AS bucket, {STATS} FROM tool_calls WHERE {cond} GROUP BY bucket ORDER BY bucket"))
         .bind_all(params)
         .bind_all(bparams);
@@ -76,7 +79,7 @@ pub enum TopBy {
     Server,
 }
 
-pub async fn top(db: &Db, scope: &Scope, by: TopBy, limit: u32) -> Result<Vec<Top>, ApiError> {
+pub async fn top(db: &Db, scope: &Scope, by: TopBy, limit: u32) -> Result<Vec<Top>, QueryError> {
     let (cond, params) = scope.tool_calls_where(TimeColumn::OccurredAt);
     let (key, label, present) = match by {
         TopBy::NavigatorInstance => (
@@ -104,9 +107,9 @@ pub struct ErrorTypeBucket {
     pub n_errors: u64,
 }
 
-pub async fn error_type_series(db: &Db, scope: &Scope, buckets: &Buckets) -> Result<Vec<ErrorTypeBucket>, ApiError> {
+pub async fn error_type_series(db: &Db, scope: &Scope, buckets: &Buckets) -> Result<Vec<ErrorTypeBucket>, QueryError> {
     let (cond, params) = scope.tool_calls_where(TimeColumn::OccurredAt);
-    let (bucket, bparams) = buckets.index_sql("occurred_at");
+    let (bucket, bparams) = index_sql(buckets, "occurred_at");
     let sql = Sql::new(format!(
         "SELECT if(error_type = '', 'other', toString(error_type)) AS kind, {bucket} AS bucket, toUInt64(count()) AS n_errors
          FROM tool_calls WHERE {cond} AND NOT success GROUP BY kind, bucket ORDER BY kind, bucket"
@@ -125,7 +128,7 @@ pub struct UserCount {
     pub total: u64,
 }
 
-pub async fn users_by_email(db: &Db, scope: &Scope, order: SortOrder, limit: u32) -> Result<Vec<UserCount>, ApiError> {
+pub async fn users_by_email(db: &Db, scope: &Scope, order: Order, limit: u32) -> Result<Vec<UserCount>, QueryError> {
     let (cond, params) = scope.tool_calls_where(TimeColumn::OccurredAt);
     let sql = Sql::new(format!(
         "SELECT email AS user_email, tool_count, toUInt64(count() OVER ()) AS total FROM (
@@ -141,7 +144,7 @@ pub async fn users_by_email(db: &Db, scope: &Scope, order: SortOrder, limit: u32
 
 /// The latest e-mail seen for a user in a project, `None` if the user has
 /// no event there (at any time within retention).
-pub async fn user_email(db: &Db, tenant: Uuid, project: Uuid, user: Uuid) -> Result<Option<String>, ApiError> {
+pub async fn user_email(db: &Db, tenant: Uuid, project: Uuid, user: Uuid) -> Result<Option<String>, QueryError> {
     let sql = Sql::new(
         "SELECT toString(argMax(user_email, occurred_at)) AS email, toUInt64(count()) AS n FROM tool_calls
          WHERE tenant_id = {tenant:UUID} AND project_id = {project:UUID} AND user_token_id = {user:UUID}",
@@ -169,7 +172,7 @@ pub async fn userbase(
     wau_start: DateTime<Utc>,
     mau_start: DateTime<Utc>,
     end: DateTime<Utc>,
-) -> Result<UserbaseCounts, ApiError> {
+) -> Result<UserbaseCounts, QueryError> {
     let sql = Sql::new(
         "SELECT toUInt64(uniqExact(user_token_id)) AS total,
                 toUInt64(uniqExactIf(user_token_id, occurred_at >= fromUnixTimestamp64Milli({wau:Int64}, 'UTC'))) AS wau,
@@ -194,8 +197,8 @@ pub async fn active_users_series(
     project: Uuid,
     buckets: &Buckets,
     end: DateTime<Utc>,
-) -> Result<Vec<u64>, ApiError> {
-    let (bucket, bparams) = buckets.index_sql("occurred_at");
+) -> Result<Vec<u64>, QueryError> {
+    let (bucket, bparams) = index_sql(buckets, "occurred_at");
     let sql = Sql::new(format!(
         "SELECT {bucket} AS bucket, toUInt64(uniqExact(user_token_id)) AS n FROM tool_calls
          WHERE tenant_id = {{tenant:UUID}} AND project_id = {{project:UUID}}
@@ -243,7 +246,7 @@ impl RuntimeStats {
 }
 
 /// Runtime figures; the rollup keeps no runtime digest, so this reads raw.
-pub async fn runtime(db: &Db, scope: &Scope) -> Result<RuntimeStats, ApiError> {
+pub async fn runtime(db: &Db, scope: &Scope) -> Result<RuntimeStats, QueryError> {
     let (cond, params) = scope.tool_calls_where(TimeColumn::OccurredAt);
     let sql = Sql::new(format!(
         "SELECT toUInt64(count(runtime_ms)) AS n, toFloat64(sum(ifNull(runtime_ms, 0))) AS sum_ms,

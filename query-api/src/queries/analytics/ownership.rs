@@ -5,9 +5,10 @@
 
 use uuid::Uuid;
 
-use super::scope::Sql;
 use crate::db::Db;
-use crate::error::ApiError;
+use crate::db::QueryError;
+use crate::queries::conditions::Filters;
+use crate::queries::sql::Sql;
 
 /// Kinds of ids that can be filtered on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,8 +53,8 @@ impl IdKind {
 }
 
 /// Ok if `id` appears in the tenant's data, else 404 `{detail}`.
-pub async fn require(db: &Db, tenant: Uuid, kind: IdKind, id: Uuid) -> Result<(), ApiError> {
-    let not_found = || ApiError::NotFound(format!("{} {id} not found or does not belong to this tenant", kind.label()));
+pub async fn require(db: &Db, tenant: Uuid, kind: IdKind, id: Uuid) -> Result<(), QueryError> {
+    let not_found = || QueryError::NotFound(format!("{} {id} not found or does not belong to this tenant", kind.label()));
     if id.is_nil() {
         return Err(not_found());
     }
@@ -67,7 +68,7 @@ pub async fn require(db: &Db, tenant: Uuid, kind: IdKind, id: Uuid) -> Result<()
 }
 
 /// Checks every supplied filter id.
-pub async fn require_filters(db: &Db, tenant: Uuid, f: &crate::params::Filters) -> Result<(), ApiError> {
+pub async fn require_filters(db: &Db, tenant: Uuid, f: &Filters) -> Result<(), QueryError> {
     for (kind, id) in [
         (IdKind::Project, f.project_id),
         (IdKind::NavigatorInstance, f.navigator_instance_id),

@@ -32,7 +32,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use super::scope::Scope;
 use crate::buckets::Buckets;
-use crate::params::Filters;
+use crate::queries::conditions::{Conditions, Filters, Table, TimeColumn};
 use crate::window::TimeRange;
 
 /// Where a tool-call request is read from.
@@ -144,22 +144,8 @@ const SHARED_COLUMNS: &str = "tenant_id, project_id, navigator_id, navigator_ins
 const TENANT_COLUMNS: &str =
     "tenant_id, call_kind, calls, errors, latency_sum_ms, latency_digest, runtime_sum_ms, runtime_count, suggestions";
 
-/// `(time condition, params)` of `column` in one of `ranges` (seconds).
-fn ranges_sql(column: &str, ranges: &[TimeRange], prefix: &str, to_time: &str) -> (String, Vec<(String, String)>) {
-    let mut conds = Vec::new();
-    let mut params = Vec::new();
-    for (i, r) in ranges.iter().enumerate() {
-        let (s, e) = (format!("{prefix}{i}_s"), format!("{prefix}{i}_e"));
-        conds.push(format!("({column} >= {to_time}({{{s}:Int64}}, 'UTC') AND {column} < {to_time}({{{e}:Int64}}, 'UTC'))"));
-        let (vs, ve) = if to_time == "toDateTime" {
-            (r.start.timestamp(), r.end.timestamp())
-        } else {
-            (r.start.timestamp_millis(), r.end.timestamp_millis())
-        };
-        params.push((s, vs.to_string()));
-        params.push((e, ve.to_string()));
-    }
-    (format!("({})", conds.join(" OR ")), params)
+fn pairs(ranges: &[TimeRange]) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    ranges.iter().map(|r| (r.start, r.end)).collect()
 }
 
 /// A `FROM` source of tool-call rollup rows with a `minute` column, and
@@ -171,7 +157,7 @@ fn ranges_sql(column: &str, ranges: &[TimeRange], prefix: &str, to_time: &str) -
 pub fn tool_calls_from(scope: &Scope, source: &Source) -> (String, String, Vec<(String, String)>) {
     match source {
         Source::Minute => {
-            let (cond, params) = scope.tool_calls_where(super::scope::TimeColumn::Minute);
+            let (cond, params) = scope.tool_calls_where(TimeColumn::Minute);
             ("tool_calls_1m".into(), cond, params)
         }
         Source::Hourly(split) | Source::TenantHourly(split) => {
@@ -179,19 +165,15 @@ pub fn tool_calls_from(scope: &Scope, source: &Source) -> (String, String, Vec<(
                 Source::TenantHourly(_) => ("tool_calls_tenant_1h", "tool_calls_tenant_1m", TENANT_COLUMNS),
                 _ => ("tool_calls_1h", "tool_calls_1m", SHARED_COLUMNS),
             };
-            let (filters, mut params) = scope.tool_calls_filters(false);
-            let mut common = vec!["tenant_id = {tenant:UUID}".to_owned()];
-            common.extend(filters);
-            let common = common.join(" AND ");
-            params.push(("tenant".into(), scope.tenant.to_string()));
-            let (hour_cond, hp) = ranges_sql("hour", &[split.hours], "r_h", "toDateTime");
-            params.extend(hp);
-            let mut branches = vec![format!("SELECT hour AS minute, {columns} FROM {hour_table} WHERE {common} AND {hour_cond}")];
+            let common = Conditions::tenant(scope.tenant).and(scope.tool_calls_filters(Table::ToolCallsRollup));
+            let hours = common.clone().any_of(TimeColumn::Hour, &pairs(&[split.hours]), "r_h");
+            let mut params = hours.params().to_vec();
+            let mut branches = vec![format!("SELECT hour AS minute, {columns} FROM {hour_table} WHERE {}", hours.sql())];
             let edges: Vec<TimeRange> = split.edges().collect();
             if !edges.is_empty() {
-                let (minute_cond, mp) = ranges_sql("minute", &edges, "r_m", "toDateTime");
-                params.extend(mp);
-                branches.push(format!("SELECT minute, {columns} FROM {minute_table} WHERE {common} AND {minute_cond}"));
+                let minutes = Conditions::new().any_of(TimeColumn::Minute, &pairs(&edges), "r_m");
+                params.extend(minutes.params().iter().cloned());
+                branches.push(format!("SELECT minute, {columns} FROM {minute_table} WHERE {}", common.and(minutes).sql()));
             }
             (format!("({})", branches.join(" UNION ALL ")), "1".into(), params)
         }
@@ -202,41 +184,23 @@ pub fn tool_calls_from(scope: &Scope, source: &Source) -> (String, String, Vec<(
 /// query of the scope, for a [`Source::Hourly`] split: the per-query hourly
 /// table for the whole hours, the raw table for the partial hours.
 pub fn queries_from(scope: &Scope, split: &HourSplit) -> (String, Vec<(String, String)>) {
-    use super::scope::CallKinds;
-    let mut params = vec![("tenant".to_owned(), scope.tenant.to_string())];
-    let mut hour_conds = vec!["tenant_id = {tenant:UUID}".to_owned()];
-    hour_conds.push(
-        match scope.kinds {
-            CallKinds::Tool => "tool_calls > 0",
-            CallKinds::Proxy => "proxy_calls > 0",
-            CallKinds::All => "1",
-        }
-        .into(),
-    );
-    if let Some(v) = scope.filters.project_id {
-        hour_conds.push("project_id = {f_project:UUID}".into());
-        params.push(("f_project".into(), v.to_string()));
-    }
-    if let Some(v) = scope.filters.navigator_instance_id {
-        hour_conds.push("navigator_instance_id = {f_navigator_instance:UUID}".into());
-        params.push(("f_navigator_instance".into(), v.to_string()));
-    }
-    let (hour_cond, hp) = ranges_sql("hour", &[split.hours], "q_h", "toDateTime");
-    params.extend(hp);
-    hour_conds.push(hour_cond);
-    let mut branches = vec![format!("SELECT hour AS minute, query_id FROM tool_call_queries_1h WHERE {}", hour_conds.join(" AND "))];
+    let hours = Conditions::tenant(scope.tenant)
+        .kinds(scope.kinds, Table::QueriesHourly)
+        .filters(&scope.filters, Table::QueriesHourly)
+        .any_of(TimeColumn::Hour, &pairs(&[split.hours]), "q_h");
+    let mut params = hours.params().to_vec();
+    let mut branches = vec![format!("SELECT hour AS minute, query_id FROM tool_call_queries_1h WHERE {}", hours.sql())];
     let edges: Vec<TimeRange> = split.edges().collect();
     if !edges.is_empty() {
         // The same filters as the hourly branch (project, navigator
-        // instance), bound under the same names with the same values.
-        let (filters, _) = scope.tool_calls_filters(true);
-        let mut raw_conds =
-            vec!["tenant_id = {tenant:UUID}".to_owned(), "query_id != toUUID('00000000-0000-0000-0000-000000000000')".to_owned()];
-        raw_conds.extend(filters);
-        let (raw_time, rp) = ranges_sql("occurred_at", &edges, "q_m", "fromUnixTimestamp64Milli");
-        params.extend(rp);
-        raw_conds.push(raw_time);
-        branches.push(format!("SELECT toStartOfMinute(occurred_at) AS minute, query_id FROM tool_calls WHERE {}", raw_conds.join(" AND ")));
+        // instance: the only ones this source is chosen with), bound under
+        // the same names with the same values.
+        let raw = Conditions::tenant(scope.tenant)
+            .constant("query_id != toUUID('00000000-0000-0000-0000-000000000000')")
+            .and(scope.tool_calls_filters(Table::ToolCallsRaw))
+            .any_of(TimeColumn::OccurredAt, &pairs(&edges), "q_m");
+        params.extend(raw.params().iter().filter(|(k, _)| k.starts_with("q_m")).cloned());
+        branches.push(format!("SELECT toStartOfMinute(occurred_at) AS minute, query_id FROM tool_calls WHERE {}", raw.sql()));
     }
     (format!("({})", branches.join(" UNION ALL ")), params)
 }
@@ -244,7 +208,6 @@ pub fn queries_from(scope: &Scope, split: &HourSplit) -> (String, Vec<(String, S
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params::Filters;
     use crate::queries::CallKinds;
     use crate::window::{Span, Unit};
     use chrono_tz::Tz;

@@ -6,11 +6,14 @@
 use clickhouse::Row;
 use serde::Deserialize;
 
+use super::bucket_index::index_sql;
 use super::rollup::{self, Source};
-use super::scope::{Scope, Sql, TimeColumn};
+use super::scope::Scope;
 use crate::buckets::Buckets;
 use crate::db::Db;
-use crate::error::ApiError;
+use crate::db::QueryError;
+use crate::queries::conditions::{self, Conditions, TimeColumn};
+use crate::queries::sql::Sql;
 
 /// Rollup a metric is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,32 +146,6 @@ impl GroupBy {
 /// The series name of the groups outside the top N.
 pub const OTHER: &str = "other";
 
-fn where_sql(scope: &Scope, table: Table) -> (String, Vec<(String, String)>) {
-    match table {
-        Table::ToolCalls => scope.tool_calls_where(TimeColumn::Minute),
-        Table::Executions => {
-            let mut cond = vec![
-                "tenant_id = {tenant:UUID}".to_owned(),
-                "minute >= toDateTime({start_s:Int64}, 'UTC') AND minute < toDateTime({end_s:Int64}, 'UTC')".to_owned(),
-            ];
-            let mut params = vec![
-                ("tenant".to_owned(), scope.tenant.to_string()),
-                ("start_s".to_owned(), scope.range.start.timestamp().to_string()),
-                ("end_s".to_owned(), scope.range.end.timestamp().to_string()),
-            ];
-            if let Some(v) = scope.filters.project_id {
-                cond.push("project_id = {f_project:UUID}".into());
-                params.push(("f_project".into(), v.to_string()));
-            }
-            if let Some(v) = scope.filters.navigator_instance_id {
-                cond.push("navigator_instance_id = {f_navigator_instance:UUID}".into());
-                params.push(("f_navigator_instance".into(), v.to_string()));
-            }
-            (cond.join(" AND "), params)
-        }
-    }
-}
-
 /// `(FROM source, WHERE condition, params)` of a metric: tool-call metrics
 /// from the rollup [`rollup::choose`] picks (distinct queries from the
 /// minute rollup's sets, as groups may be tools or servers), execution
@@ -180,7 +157,10 @@ fn from_sql(scope: &Scope, metric: Metric, buckets: Option<&Buckets>) -> (String
             rollup::tool_calls_from(scope, &source)
         }
         Table::Executions => {
-            let (cond, params) = where_sql(scope, Table::Executions);
+            let (cond, params) = Conditions::tenant(scope.tenant)
+                .between(TimeColumn::Minute, scope.range.start, scope.range.end)
+                .filters(&scope.filters, conditions::Table::Executions)
+                .into_parts();
             ("agent_executions_1m".into(), cond, params)
         }
     }
@@ -196,9 +176,9 @@ pub struct Point {
 
 /// The top `top` group keys by the metric's rank over the whole range, and
 /// whether more groups exist.
-pub async fn top_groups(db: &Db, scope: &Scope, metric: Metric, group: GroupBy, top: u32) -> Result<(Vec<String>, bool), ApiError> {
+pub async fn top_groups(db: &Db, scope: &Scope, metric: Metric, group: GroupBy, top: u32) -> Result<(Vec<String>, bool), QueryError> {
     let table = metric.table();
-    let key = group.key_sql(table).ok_or_else(|| ApiError::Internal("group not available".into()))?;
+    let key = group.key_sql(table).ok_or_else(|| QueryError::Unsupported("group not available"))?;
     let (from, cond, params) = from_sql(scope, metric, None);
     let sql = Sql::new(format!(
         "SELECT {key} AS g FROM {from} WHERE {cond} GROUP BY g ORDER BY {rank} DESC, g ASC LIMIT {{top_plus_one:UInt32}}",
@@ -221,10 +201,10 @@ pub async fn points(
     buckets: &Buckets,
     group: Option<(GroupBy, &[String])>,
     name: &str,
-) -> Result<Vec<Point>, ApiError> {
+) -> Result<Vec<Point>, QueryError> {
     let table = metric.table();
     let (from, cond, params) = from_sql(scope, metric, Some(buckets));
-    let (bucket, bparams) = buckets.index_sql("minute");
+    let (bucket, bparams) = index_sql(buckets, "minute");
     let mut sql = Sql::new(String::new()).bind_all(params).bind_all(bparams);
     let series = match group {
         None => {
@@ -232,7 +212,7 @@ pub async fn points(
             "{series_name:String}".to_owned()
         }
         Some((g, keys)) => {
-            let key = g.key_sql(table).ok_or_else(|| ApiError::Internal("group not available".into()))?;
+            let key = g.key_sql(table).ok_or_else(|| QueryError::Unsupported("group not available"))?;
             sql = sql.bind_list("top_keys", keys.to_vec()).bind("other", OTHER);
             format!("if(has({{top_keys:Array(String)}}, {key}), {key}, {{other:String}})")
         }

@@ -1,0 +1,22 @@
+//! The SQL of the analytics endpoints:
+//!
+//! * [`scope`]: tenant, range, filters and kinds of a query and its `WHERE`
+//!   on the tool-call tables.
+//! * [`rollup`]: which rollup answers a request (`tool_calls_1h` for whole
+//!   UTC hours that fall inside one bucket, `tool_calls_1m` for the rest)
+//!   and the `FROM` sources that follow.
+//! * [`bucket_index`]: the bucket of a row, computed in ClickHouse.
+//! * [`tool_calls`]: tool-call figures from the tool-call rollups.
+//! * [`raw`]: the few answers the rollups cannot give (per-user figures),
+//!   read from the raw `tool_calls` table.
+//! * [`ownership`]: does a filter id belong to the caller's tenant.
+//! * [`timeseries`]: the Grafana endpoint's metric/group-by queries over
+//!   the tool-call rollups or `agent_executions_1m`.
+
+pub mod bucket_index;
+pub mod ownership;
+pub mod raw;
+pub mod rollup;
+pub mod scope;
+pub mod timeseries;
+pub mod tool_calls;
