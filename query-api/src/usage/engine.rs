@@ -76,6 +76,8 @@ pub struct UsageState {
     pub(crate) shared: Option<SharedHolds>,
     /// Fingerprint of `plan_limits` at the last limits load.
     pub(crate) limits_version: std::sync::Mutex<Option<crate::queries::limits::LimitsVersion>>,
+    /// Woken when another replica announces a limit write (Valkey pub/sub).
+    pub(crate) limits_changed: Arc<tokio::sync::Notify>,
     /// Serialises limit writes of this process (dense versions, If-Match).
     pub(crate) write_lock: tokio::sync::Mutex<()>,
     pub clock: Clock,
@@ -150,6 +152,7 @@ impl UsageState {
             holds: Holds::default(),
             shared: None,
             limits_version: std::sync::Mutex::new(None),
+            limits_changed: Arc::new(tokio::sync::Notify::new()),
             write_lock: tokio::sync::Mutex::new(()),
             clock: Clock::default(),
             as_of_ms: AtomicI64::new(UNPINNED),
@@ -177,6 +180,13 @@ impl UsageState {
     pub fn start(self: &Arc<Self>) {
         if !self.started.swap(true, Ordering::AcqRel) {
             tokio::spawn(super::refresh::run(Arc::downgrade(self)));
+            tokio::spawn(super::limits_watch::watch(Arc::downgrade(self)));
+            if let Some(shared) = &self.shared {
+                let (valkey, notify, weak) = (shared.valkey.clone(), self.limits_changed.clone(), Arc::downgrade(self));
+                tokio::spawn(async move {
+                    valkey.subscribe(super::limits_watch::CHANNEL, &notify, || weak.strong_count() > 0).await;
+                });
+            }
             if self.shared.is_some() {
                 tokio::spawn(super::shared_holds::watch(Arc::downgrade(self)));
             }
@@ -214,10 +224,20 @@ impl UsageState {
     }
 
     /// Installs one limit written through the API (or removes it).
+    /// With Valkey, the other replicas are told at once (they reload the
+    /// limits without waiting for their next fingerprint read).
     pub(crate) fn put_limit(&self, tenant: Uuid, limit_id: Uuid, limit: Option<Limit>) {
-        let mut l = self.limits.write().unwrap_or_else(|e| e.into_inner());
-        self.limits_generation.fetch_add(1, Ordering::AcqRel);
-        l.upsert(tenant, limit_id, limit);
+        {
+            let mut l = self.limits.write().unwrap_or_else(|e| e.into_inner());
+            self.limits_generation.fetch_add(1, Ordering::AcqRel);
+            l.upsert(tenant, limit_id, limit);
+        }
+        if let Some(shared) = &self.shared {
+            let valkey = shared.valkey.clone();
+            tokio::spawn(async move {
+                let _ = valkey.publish(super::limits_watch::CHANNEL, &tenant.simple().to_string()).await;
+            });
+        }
     }
 
     /// Usage of one subject in a window, up to now (inclusive of the current minute).

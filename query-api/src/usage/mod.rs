@@ -8,6 +8,7 @@
 //! * [`refresh`]: keeps the counters equal to the ClickHouse rollups.
 //! * [`reservations`]: budget held by `reserve=true` checks, in process.
 //! * [`shared_holds`]: the same, shared by every replica in Valkey.
+//! * [`limits_watch`]: reloads the limits when any replica wrote one.
 //! * [`engine`]: the state and the check (strictest limit, reservation).
 //! * [`settings`]: the plain settings the state is built from.
 //! * [`json`]: exact money in JSON, RateLimit headers.
@@ -20,6 +21,7 @@ pub mod engine;
 pub mod json;
 pub mod limits;
 pub mod limits_api;
+pub mod limits_watch;
 pub mod period;
 pub mod refresh;
 pub mod reservations;

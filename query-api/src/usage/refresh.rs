@@ -6,14 +6,14 @@
 //!   `agent_executions_1m` (billable only) and `tool_calls_1m`, and replace
 //!   those minutes in memory. These rows are few, so the query is cheap.
 //! * Every `--usage-reconcile-interval-ms` (60 s) and at start: re-read the
-//!   whole retention (35 days) and every limit, build a fresh set of counters
+//!   whole retention (35 days), build a fresh set of counters
 //!   on a blocking thread and swap it in (so checks never wait for it). This catches events that
-//!   reached ClickHouse more than the look-back after their `occurred_at`,
-//!   and limits written by another API process.
-//! * Every round also reads a fingerprint of `plan_limits`
-//!   (`queries::limits::version`) and reloads the limits when it changed, so a
-//!   limit written through another replica is enforced here within one
-//!   interval.
+//!   reached ClickHouse more than the look-back after their `occurred_at`.
+//! * Limits are loaded by their own loop ([`super::limits_watch`]): every
+//!   interval it reads a fingerprint of `plan_limits` and reloads the limits
+//!   when it moved (at once when another replica announces a write through
+//!   Valkey, and in full every reconcile interval), however long the rollup
+//!   reads take.
 //! * Before each delta read, live reservations that name an `execution_id`
 //!   are looked up in the raw `agent_executions` table (pruned by
 //!   `occurred_at`, and only events at least two minutes inside the delta
@@ -30,7 +30,6 @@
 //! leaves the counters and `as_of` as they were, so `staleness_ms` grows and
 //! says so.
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -39,9 +38,7 @@ use uuid::Uuid;
 
 use super::counters::{Counters, ExecRow, ToolRow, Totals};
 use super::engine::UsageState;
-use super::limits::LimitSet;
 use super::period::minute_of;
-use crate::queries::limits::{self as limit_rows, load_all};
 use crate::queries::usage_counters;
 
 /// Days of usage held in memory: the longest period (a month, or a rolling
@@ -76,8 +73,8 @@ async fn read_minutes(db: &clickhouse::Client, from: i64, to: i64) -> clickhouse
     Ok((exec, tools))
 }
 
-/// Re-reads the recent minutes (or, with `full`, the whole retention and the
-/// limits) and applies them.
+/// Re-reads the recent minutes (or, with `full`, the whole retention) and
+/// applies them.
 pub async fn refresh_once(state: &UsageState, full: bool) -> clickhouse::error::Result<()> {
     let kind = if full { "reconcile" } else { "delta" };
     let started = Instant::now();
@@ -94,17 +91,6 @@ async fn refresh_inner(state: &UsageState, full: bool) -> clickhouse::error::Res
     let now = state.now();
     let to = minute_of(now) + 1;
     let from = if full { to - RETENTION_DAYS * 24 * 60 } else { to - 1 - i64::from(state.cfg.usage_refresh_lookback_minutes) };
-
-    // Limits: in full every time, else when their fingerprint moved.
-    let version = limit_rows::version(db).await?;
-    let known = *state.limits_version.lock().unwrap_or_else(|e| e.into_inner());
-    if full || known != Some(version) {
-        let generation = state.limits_generation.load(Ordering::Acquire);
-        let rows = load_all(db).await?;
-        if state.install_limits(LimitSet::from_rows(&rows), generation) {
-            *state.limits_version.lock().unwrap_or_else(|e| e.into_inner()) = Some(version);
-        }
-    }
 
     // Executions awaited by reservations, looked up before the rollups so
     // that every one found is inside the rollup read that follows (and, for
@@ -205,5 +191,6 @@ pub async fn run(state: Weak<UsageState>) {
 /// Forces one full reload now (used at startup by callers that want to wait
 /// for it, and by tests).
 pub async fn load_now(state: &Arc<UsageState>) -> clickhouse::error::Result<()> {
+    super::limits_watch::reload(state, true).await?;
     refresh_once(state, true).await
 }

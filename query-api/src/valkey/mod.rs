@@ -53,6 +53,8 @@ pub enum ValkeyError {
 /// The shared store: a self-healing connection and its health.
 pub struct Valkey {
     conn: ConnectionManager,
+    /// For the dedicated subscriber connection ([`Valkey::subscribe`]).
+    client: redis::Client,
     /// Which life of the store this replica knows; the fence after a loss.
     pub epoch: epoch::Epoch,
     prefix: String,
@@ -86,11 +88,11 @@ impl Valkey {
             .set_response_timeout(Some(CALL_TIMEOUT))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(|e| anyhow::anyhow!("Valkey client: {e}"))?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config).map_err(|e| anyhow::anyhow!("Valkey client: {e}"))?;
         let prefix = if settings.key_prefix.is_empty() { "agentmeter".to_owned() } else { settings.key_prefix.clone() };
         let ms_to_us = |ms: u64| i64::try_from(ms.saturating_mul(1000)).unwrap_or(i64::MAX / 2);
         let epoch = epoch::Epoch::new(ms_to_us(settings.loss_fence_ms.max(1)), ms_to_us(settings.young_fence_ms.max(1)));
-        Ok(Some(Arc::new(Valkey { conn, epoch, prefix, endpoint, health: AtomicU8::new(UNKNOWN), failures: AtomicU64::new(0) })))
+        Ok(Some(Arc::new(Valkey { conn, client, epoch, prefix, endpoint, health: AtomicU8::new(UNKNOWN), failures: AtomicU64::new(0) })))
     }
 
     /// The full name of a key of this deployment.
@@ -185,6 +187,49 @@ pub fn readiness(store: &SharedStore) -> serde_json::Value {
                 "rate_limits": "valkey",
                 "valkey": { "state": state, "endpoint": v.endpoint, "fence_left_ms": fence_left_ms },
             })
+        }
+    }
+}
+
+impl Valkey {
+    /// Publishes `message` on this deployment's channel `name` (best effort:
+    /// subscribers also poll what the message is about).
+    pub async fn publish(&self, name: &str, message: &str) -> Result<(), ValkeyError> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("PUBLISH").arg(self.key(name)).arg(message).clone();
+        match tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<i64>(&mut conn)).await {
+            Err(_) => Err(ValkeyError::Timeout(CALL_TIMEOUT)),
+            Ok(r) => r.map(|_| ()).map_err(ValkeyError::from),
+        }
+    }
+
+    /// Wakes `notify` for every message on this deployment's channel `name`
+    /// (and once after each (re)subscription, for what was missed), on a
+    /// connection of its own that is re-established after any failure,
+    /// until `alive` says stop.
+    pub async fn subscribe(&self, name: &str, notify: &tokio::sync::Notify, alive: impl Fn() -> bool) {
+        use futures::StreamExt;
+        let channel = self.key(name);
+        while alive() {
+            let subscribed = async {
+                let mut pubsub = self.client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                Ok::<_, redis::RedisError>(pubsub)
+            };
+            if let Ok(Ok(pubsub)) = tokio::time::timeout(CALL_TIMEOUT, subscribed).await {
+                notify.notify_one();
+                let mut messages = pubsub.into_on_message();
+                loop {
+                    // Re-check `alive` now and then on a quiet channel.
+                    match tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
+                        Ok(Some(_)) => notify.notify_one(),
+                        Ok(None) => break,
+                        Err(_) if alive() => {}
+                        Err(_) => return,
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
 }

@@ -87,11 +87,16 @@ impl Pair {
     /// Two replicas on a fresh database; `valkey` is the URL they use
     /// (direct, or through a proxy); `extra` are more flags of both.
     async fn start(what: &str, valkey: &str, extra: &[&str]) -> Pair {
+        Self::start_uneven(what, valkey, extra, &[]).await
+    }
+
+    /// As [`Pair::start`], with `second` as more flags of replica 1 only.
+    async fn start_uneven(what: &str, valkey: &str, extra: &[&str], second: &[&str]) -> Pair {
         let db = TestDb::fresh(what).await;
         let tenant = Uuid::new_v4();
         let prefix = format!("test_{what}_{}", &Uuid::new_v4().simple().to_string()[..12]);
         let mut replicas = Vec::new();
-        for _ in 0..2 {
+        for i in 0..2 {
             let keys = KeyStore::from_entries(vec![KeyEntry {
                 name: "admin".into(),
                 tenant_id: tenant,
@@ -112,6 +117,9 @@ impl Pair {
                 &prefix,
             ];
             argv.extend_from_slice(extra);
+            if i == 1 {
+                argv.extend_from_slice(second);
+            }
             let args = Args::parse_from(argv);
             let state = AppState::new(args.clickhouse.client(), Arc::new(keys), &args);
             let (base, stop) = serve(state.clone()).await;
@@ -279,7 +287,16 @@ impl Pipeline {
 /// counts the usage, exactly the rest (400 tokens: 4 checks) is admitted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_replicas_admit_exactly_the_budget_while_usage_arrives() {
-    let pair = Pair::start("replicas_budget", &valkey_url(), &["--usage-reservation-ttl-ms", "120000"]).await;
+    // Replica 1 refreshes four times less often than replica 0: its
+    // counters lag while replica 0 already counts the usage, the moment a
+    // hold released on first sight would be counted zero times there.
+    let pair = Pair::start_uneven(
+        "replicas_budget",
+        &valkey_url(),
+        &["--usage-reservation-ttl-ms", "120000"],
+        &["--usage-refresh-interval-ms", "1000"],
+    )
+    .await;
     let (org, user) = (Uuid::new_v4(), Uuid::new_v4());
     put_limit(
         &pair,
