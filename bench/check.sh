@@ -60,11 +60,13 @@ stop_servers() {
 }
 trap 'stop_servers; curl -sS "$ch/" --data-binary "DROP DATABASE IF EXISTS $db" >/dev/null || true' EXIT
 
-# start_api ADDR: one agentmeter-api on ADDR. The per-key abuse limits are
-# off: the benchmark is one key at saturation.
+# start_api ADDR: one agentmeter-api on ADDR, with the stack's Valkey under a
+# key prefix of its own. The per-key abuse limits are off (the benchmark is
+# one key at saturation); with Valkey the shared limiter still makes its one
+# script call per request.
 start_api() {
   AGENTMETER_CLICKHOUSE_URL="$ch" AGENTMETER_CLICKHOUSE_DATABASE="$db" AGENTMETER_API_ADDR="$1" \
-    AGENTMETER_VALKEY_URL="$valkey" AGENTMETER_API_CHECK_RATE_PER_S=0 AGENTMETER_API_CHECK_CONCURRENCY_PER_KEY=0 \
+    AGENTMETER_VALKEY_URL="$valkey" AGENTMETER_VALKEY_KEY_PREFIX="$db.$$" AGENTMETER_API_CHECK_RATE_PER_S=0 AGENTMETER_API_CHECK_CONCURRENCY_PER_KEY=0 \
     AGENTMETER_API_KEYS=dev/api-keys.toml RUST_LOG=warn target/release/agentmeter-api &
   pids+=($!)
 }
