@@ -60,13 +60,13 @@ stop_servers() {
 }
 trap 'stop_servers; curl -sS "$ch/" --data-binary "DROP DATABASE IF EXISTS $db" >/dev/null || true' EXIT
 
-# start_api ADDR: one agentmeter-api on ADDR, with the stack's Valkey under a
-# key prefix of its own. The per-key abuse limits are off (the benchmark is
-# one key at saturation); with Valkey the shared limiter still makes its one
-# script call per request.
+# start_api ADDR [VALKEY_URL]: one agentmeter-api on ADDR; with a Valkey URL
+# (the replicas) under a key prefix of its own. The per-key abuse limits are
+# off (the benchmark is one key at saturation); with Valkey the shared
+# limiter still makes its one script call per request.
 start_api() {
   AGENTMETER_CLICKHOUSE_URL="$ch" AGENTMETER_CLICKHOUSE_DATABASE="$db" AGENTMETER_API_ADDR="$1" \
-    AGENTMETER_VALKEY_URL="$valkey" AGENTMETER_VALKEY_KEY_PREFIX="$db.$$" AGENTMETER_API_CHECK_RATE_PER_S=0 AGENTMETER_API_CHECK_CONCURRENCY_PER_KEY=0 \
+    AGENTMETER_VALKEY_URL="${2:-}" AGENTMETER_VALKEY_KEY_PREFIX="$db.$$" AGENTMETER_API_CHECK_RATE_PER_S=0 AGENTMETER_API_CHECK_CONCURRENCY_PER_KEY=0 \
     AGENTMETER_API_KEYS=dev/api-keys.toml RUST_LOG=warn target/release/agentmeter-api &
   pids+=($!)
 }
@@ -104,7 +104,7 @@ check_histogram() {
   done
 }
 
-# ---- 1 replica
+# ---- 1 replica, no Valkey (the figure of the single-process design)
 single="http://127.0.0.1:$port"
 start_api "127.0.0.1:$port"
 wait_health "$single"
@@ -127,8 +127,8 @@ stop_servers
 # ---- 2 replicas sharing Valkey, behind HAProxy on the same front port
 r1="127.0.0.1:$((port + 1))"
 r2="127.0.0.1:$((port + 2))"
-start_api "$r1"
-start_api "$r2"
+start_api "$r1" "$valkey"
+start_api "$r2" "$valkey"
 front="http://127.0.0.1:$port"
 haproxy_log=$(mktemp)
 AGENTMETER_LB_ADDR="127.0.0.1:$port" AGENTMETER_API_1_ADDR="$r1" AGENTMETER_API_2_ADDR="$r2" \
@@ -191,7 +191,7 @@ def topology(name, health, check, metrics, load):
     }
 
 
-single = topology("1 agentmeter-api replica, wrk straight at it", *sys.argv[7:11])
+single = topology("1 agentmeter-api replica without Valkey, wrk straight at it", *sys.argv[7:11])
 two = topology(f"2 agentmeter-api replicas sharing Valkey ({valkey}) behind HAProxy {haproxy_version} "
                "(deploy/haproxy.cfg, round-robin), wrk at HAProxy", *sys.argv[11:15])
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
