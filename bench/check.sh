@@ -3,7 +3,7 @@
 # a fixed offered rate from a separate load process (wrk), next to the floor
 # of the same server (GET /health) at the same rate, in two topologies:
 #
-#   1 replica     one agentmeter-api, wrk straight at it
+#   1 replica     one agentmeter-api without Valkey, wrk straight at it
 #   2 replicas    two agentmeter-api replicas sharing the stack's Valkey
 #                 (AGENTMETER_VALKEY_URL), behind HAProxy (deploy/haproxy.cfg,
 #                 round-robin), wrk at HAProxy: the shape of every deployment
