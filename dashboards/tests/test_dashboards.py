@@ -47,8 +47,14 @@ def rust_files(*dirs):
 
 
 def api_routes():
-    """{path template: set of methods} of every `.route(...)` in query-api/src."""
+    """{path template: set of methods} the API serves: every operation of the
+    OpenAPI document (the API registers its routes together with their
+    entries, so the document lists them all) and the web UI's static files
+    (the `.route(...)` calls left in query-api/src)."""
     routes = {}
+    doc = json.loads((API_SRC / "openapi.json").read_text(encoding="utf-8"))
+    for path, item in doc.get("paths", {}).items():
+        routes.setdefault(path, set()).update(m.upper() for m in item if m in ("get", "post", "put", "delete", "patch"))
     for f in rust_files(API_SRC):
         text = f.read_text(encoding="utf-8")
         for m in re.finditer(r'\.route\(\s*"([^"]+)"\s*,\s*', text):

@@ -15,12 +15,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use serde_json::json;
+use utoipa::ToSchema;
 
 use crate::db::QueryError;
 
 /// One invalid parameter, FastAPI style.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct FieldError {
     /// Where: e.g. `["query", "window"]` or `["path", "project_id"]`.
     pub loc: Vec<String>,
@@ -43,6 +43,25 @@ impl FieldError {
     pub fn path(name: &str, msg: impl Into<String>, kind: &str) -> Self {
         Self::new(&["path", name], msg, kind)
     }
+}
+
+/// The body of every error but 422: `{"detail": "..."}`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Detail {
+    /// What went wrong, for a human.
+    pub detail: String,
+}
+
+impl Detail {
+    pub fn new(detail: impl Into<String>) -> Self {
+        Self { detail: detail.into() }
+    }
+}
+
+/// The body of a 422: every invalid parameter of the request.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ValidationErrors {
+    pub detail: Vec<FieldError>,
 }
 
 /// Everything a request can fail with.
@@ -109,26 +128,24 @@ impl From<QueryError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = match self {
-            Self::Validation(errors) => json!({ "detail": errors }),
+        let detail = match self {
+            Self::Validation(errors) => return (status, Json(ValidationErrors { detail: errors })).into_response(),
             Self::Unauthorized(d)
             | Self::Forbidden(d)
             | Self::NotFound(d)
             | Self::Conflict(d)
             | Self::Unavailable(d)
-            | Self::PayloadTooLarge(d) => {
-                json!({ "detail": d })
-            }
+            | Self::PayloadTooLarge(d) => d,
             Self::ClickHouse(e) => {
                 tracing::error!(error = %e, "clickhouse query failed");
-                json!({ "detail": "Internal server error" })
+                "Internal server error".to_owned()
             }
             Self::Internal(e) => {
                 tracing::error!(error = %e, "internal error");
-                json!({ "detail": "Internal server error" })
+                "Internal server error".to_owned()
             }
         };
-        let mut resp = (status, Json(body)).into_response();
+        let mut resp = (status, Json(Detail::new(detail))).into_response();
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(axum::http::header::WWW_AUTHENTICATE, axum::http::HeaderValue::from_static("Bearer"));
         }

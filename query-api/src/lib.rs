@@ -5,13 +5,15 @@
 //!   `/api/v1` and the Grafana time-series endpoint.
 //! * [`usage`]: usage and plan-limit endpoints, the in-memory counters and
 //!   their refresher.
-//! * [`ops`]: `/health`, `/ready`, `/metrics`, `/openapi.json`, `/docs`, and
-//!   the request metrics middleware; [`ui`]: the web page.
+//! * [`ops`]: `/health`, `/ready`, `/metrics` and the request metrics
+//!   middleware; [`openapi`]: the OpenAPI document generated from the
+//!   handlers (`/openapi.json`, `/docs`); [`ui`]: the web page.
 //!
 //! Layers under them (each depends only on layers further down, never on a
 //! feature or on the state; a test in `layering.rs` fails on any cycle
 //! among the top-level modules):
-//! * HTTP edge: [`params`], [`window`] and [`buckets`] parse parameters;
+//! * HTTP edge: [`params`], [`path`], [`window`] and [`buckets`] parse
+//!   parameters ([`param_docs`] describes them for the document);
 //!   [`auth`] and [`body`] are extractors; [`rate_limit`] and
 //!   [`limits_http`] bound what one key or one connection may take
 //!   (docs/security.md); [`shared_rate_limit`] shares the per-key budgets
@@ -40,8 +42,11 @@ pub mod db;
 pub mod error;
 pub mod limits_http;
 pub mod metrics;
+pub mod openapi;
 pub mod ops;
+pub mod param_docs;
 pub mod params;
+pub mod path;
 pub mod queries;
 pub mod rate_limit;
 pub mod shared_rate_limit;
@@ -55,21 +60,35 @@ pub mod window;
 mod layering;
 
 use std::future::Future;
+use std::sync::OnceLock;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Extension};
 use axum::Router;
 use tokio::net::TcpListener;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use config::Args;
 pub use error::{ApiError, ApiResult};
 pub use state::AppState;
 
+/// The API routes and their OpenAPI document, from the same `routes!`
+/// calls (the web UI's static files are not API and not in the document).
+fn api() -> (Router<AppState>, openapi::Document) {
+    openapi::split(OpenApiRouter::new().merge(ops::router()).merge(analytics::router()).merge(usage::router()).merge(openapi::router()))
+}
+
+/// The OpenAPI document of the API (built once per process).
+pub fn openapi_document() -> &'static openapi::Document {
+    static DOC: OnceLock<openapi::Document> = OnceLock::new();
+    DOC.get_or_init(|| api().1)
+}
+
 /// The whole API.
 pub fn app(state: AppState) -> Router {
+    static JSON: OnceLock<String> = OnceLock::new();
+    let json = JSON.get_or_init(|| openapi::to_json(openapi_document()));
     Router::new()
-        .merge(ops::router())
-        .merge(analytics::router())
-        .merge(usage::router())
+        .merge(api().0)
         .merge(crate::ui::router())
         .fallback(ops::not_found)
         // Innermost first: the rate limit runs after routing (it needs the
@@ -77,6 +96,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), rate_limit::limit))
         .layer(DefaultBodyLimit::max(state.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(state.clone(), ops::track))
+        .layer(Extension(openapi::ServedDocument(json)))
         .with_state(state)
 }
 

@@ -1,8 +1,7 @@
-//! Operational endpoints: liveness, readiness, metrics, the OpenAPI
-//! document of this API and a small HTML page rendering it (no CDN: the page
-//! is self-contained so it works offline); and [`track`], the middleware
-//! that counts and times every request. The metrics themselves are declared
-//! in `metrics`.
+//! Operational endpoints: liveness, readiness, metrics (the OpenAPI
+//! document and its HTML page are served by `openapi`); and [`track`], the
+//! middleware that counts and times every request. The metrics themselves
+//! are declared in `metrics`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,44 +10,78 @@ use axum::extract::{FromRef, MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::StatusCode;
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
 use prometheus::TextEncoder;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::db::Db;
-use crate::error::ApiError;
+use crate::error::{ApiError, Detail};
 use crate::metrics::Metrics;
-use crate::valkey::{readiness, SharedStore};
+use crate::valkey::{readiness, SharedStateView, SharedStore};
 
-/// The OpenAPI document of this API, maintained by hand next to the code;
-/// a test checks that every route of [`crate::app`] is in it.
-pub const OPENAPI_JSON: &str = include_str!("openapi.json");
-
-pub fn router<S>() -> Router<S>
+/// The operational routes and their OpenAPI entries.
+pub fn router<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
     Db: FromRef<S>,
     Arc<Metrics>: FromRef<S>,
     SharedStore: FromRef<S>,
 {
-    Router::new()
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(render))
-        .route("/openapi.json", get(openapi))
-        .route("/docs", get(docs))
+    OpenApiRouter::new().routes(routes!(health)).routes(routes!(ready)).routes(routes!(render))
+}
+
+/// `/health`: the process serves requests.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
+}
+
+/// `/ready`: the readiness verdict.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    /// `ready` (200) or `not_ready` (503).
+    #[schema(pattern = "^(ready|not_ready)$")]
+    pub status: &'static str,
+    /// Why the service is not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<&'static str>,
+    /// Highest migration applied to ClickHouse.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schema_version: Option<u32>,
+    /// The migration this build expects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected_schema_version: Option<u32>,
+    /// Where reservations and rate limits live; Valkey's state.
+    pub shared_state: SharedStateView,
+}
+
+impl Readiness {
+    fn not_ready(detail: &'static str, shared_state: SharedStateView) -> Self {
+        Self { status: "not_ready", detail: Some(detail), schema_version: None, expected_schema_version: None, shared_state }
+    }
 }
 
 /// Liveness: the process serves requests.
-pub async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+#[utoipa::path(get, path = "/health", tag = "Operations", summary = "Liveness", security(()),
+    responses((status = 200, description = "The process serves requests", body = Health)))]
+pub async fn health() -> Json<Health> {
+    Json(Health { status: "ok" })
 }
 
 /// Readiness: ClickHouse answers and the schema is at the version this build
 /// expects. `shared_state` says where reservations and rate limits live and,
 /// with Valkey, its state (`ok`, `unreachable`, `fenced`).
+#[utoipa::path(get, path = "/ready", tag = "Operations", security(()),
+    summary = "Readiness: ClickHouse reachable and schema at the expected version; where shared state lives",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Not ready, with the reason", body = Readiness),
+    ))]
 pub async fn ready(State(db): State<Db>, State(store): State<SharedStore>) -> Response {
     let expected = agentmeter_schema::migrations::latest_version();
     let shared = readiness(&store);
@@ -64,43 +97,41 @@ pub async fn ready(State(db): State<Db>, State(store): State<SharedStore>) -> Re
             let current = versions.iter().copied().max().unwrap_or(0);
             let all_applied = (1..=expected).all(|v| versions.contains(&v));
             if all_applied {
-                Json(json!({ "status": "ready", "schema_version": current, "expected_schema_version": expected, "shared_state": shared }))
-                    .into_response()
+                Json(Readiness {
+                    status: "ready",
+                    detail: None,
+                    schema_version: Some(current),
+                    expected_schema_version: Some(expected),
+                    shared_state: shared,
+                })
+                .into_response()
             } else {
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({ "status": "not_ready", "detail": "ClickHouse schema is not migrated to the expected version", "schema_version": current, "expected_schema_version": expected, "shared_state": shared })),
+                    Json(Readiness {
+                        status: "not_ready",
+                        detail: Some("ClickHouse schema is not migrated to the expected version"),
+                        schema_version: Some(current),
+                        expected_schema_version: Some(expected),
+                        shared_state: shared,
+                    }),
                 )
                     .into_response()
             }
         }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "not_ready", "detail": "ClickHouse is not reachable", "shared_state": shared })),
-            )
-                .into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, Json(Readiness::not_ready("ClickHouse is not reachable", shared))).into_response()
         }
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not_ready", "detail": "ClickHouse did not answer in time", "shared_state": shared })),
-        )
-            .into_response(),
+        Err(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Json(Readiness::not_ready("ClickHouse did not answer in time", shared))).into_response()
+        }
     }
 }
 
-pub async fn openapi() -> Response {
-    ([(CONTENT_TYPE, "application/json")], OPENAPI_JSON).into_response()
-}
-
-/// A plain HTML rendering of the OpenAPI document, built in the browser by
-/// a few lines of inline script.
-pub async fn docs() -> Html<&'static str> {
-    Html(include_str!("docs.html"))
-}
-
 /// `GET /metrics` in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "Operations", summary = "Prometheus metrics", security(()),
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String)))]
 pub async fn render(State(metrics): State<Arc<Metrics>>) -> Response {
     let families = metrics.registry.gather();
     match TextEncoder::new().encode_to_string(&families) {
@@ -122,42 +153,5 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
 
 /// 404 for unknown paths, in the API's error shape.
 pub async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, Json(json!({ "detail": "Not Found" }))).into_response()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::OPENAPI_JSON;
-
-    /// Every route path registered in the crate's source is documented, except the
-    /// static files of the web UI (`/`, `/ui/*`), which are not API.
-    #[test]
-    fn every_route_is_in_the_openapi_document() {
-        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).expect("valid JSON");
-        let paths = doc["paths"].as_object().expect("paths");
-        let mut found = 0;
-        let mut stack = vec![std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/src"))];
-        while let Some(dir) = stack.pop() {
-            for entry in std::fs::read_dir(&dir).expect("read src") {
-                let path = entry.expect("entry").path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                if path.extension().is_none_or(|e| e != "rs") {
-                    continue;
-                }
-                let text = std::fs::read_to_string(&path).expect("read");
-                for part in text.split(".route(\"").skip(1) {
-                    let route = &part[..part.find('"').expect("closing quote")];
-                    if !route.starts_with('/') || route == "/" || route.starts_with("/ui/") {
-                        continue;
-                    }
-                    found += 1;
-                    assert!(paths.contains_key(route), "route {route} ({}) is missing from openapi.json", path.display());
-                }
-            }
-        }
-        assert!(found > 30, "found only {found} routes");
-    }
+    (StatusCode::NOT_FOUND, Json(Detail::new("Not Found"))).into_response()
 }

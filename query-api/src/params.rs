@@ -80,6 +80,15 @@ impl RawParams {
     }
 }
 
+/// `limit` of the sorted lists: (default, min, max).
+pub const LIST_LIMIT: (u32, u32, u32) = (100, 1, 1000);
+/// `limit` of the top-N endpoints: (default, min, max).
+pub const TOP_LIMIT: (u32, u32, u32) = (5, 1, 100);
+/// `top` of `query/timeseries`: (default, min, max).
+pub const SERIES_TOP: (u32, u32, u32) = (10, 1, 100);
+/// `max_points` of `query/timeseries` by default (at most `--max-buckets`).
+pub const MAX_POINTS_DEFAULT: u32 = 500;
+
 /// Collects validation errors so that all of them are reported at once.
 #[derive(Debug, Default)]
 pub struct Checker {

@@ -40,7 +40,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use prometheus::IntCounterVec;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::auth::{presented_key, KeyStore};
@@ -211,7 +210,7 @@ pub fn too_many_requests(refusal: Refusal) -> Response {
         ),
         Refusal::Concurrency => (1, "Too many concurrent requests for this API key; wait for earlier requests to finish"),
     };
-    let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(json!({ "detail": detail }))).into_response();
+    let mut resp = (StatusCode::TOO_MANY_REQUESTS, Json(crate::error::Detail::new(detail))).into_response();
     resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(retry_after));
     resp
 }

@@ -205,15 +205,26 @@ pub fn parse_tz(s: &str) -> Result<Tz, String> {
     Tz::from_str(s).map_err(|_| format!("Unknown time zone '{}': expected an IANA name such as UTC or Europe/Berlin", truncate(s)))
 }
 
-/// Parses an instant: RFC 3339 with offset, or integer epoch milliseconds.
+/// Latest instant a request may name (exclusive): 9999-01-01T00:00:00Z,
+/// so that every instant an answer derives from it (a window before it, a
+/// bucket after it) still has a four-digit year, as RFC 3339 requires.
+pub const LATEST_INSTANT_MS: i64 = 253_370_764_800_000;
+
+/// Parses an instant: RFC 3339 with offset, or integer epoch milliseconds;
+/// from 1970-01-01 up to (not including) 9999-01-01.
 pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
-    if !s.is_empty() && s.len() <= 16 && s.bytes().all(|b| b.is_ascii_digit()) {
+    let t = if !s.is_empty() && s.len() <= 16 && s.bytes().all(|b| b.is_ascii_digit()) {
         let ms: i64 = s.parse().map_err(|_| format!("Invalid epoch milliseconds '{s}'"))?;
-        return DateTime::from_timestamp_millis(ms).ok_or_else(|| format!("Epoch milliseconds out of range: {s}"));
+        DateTime::from_timestamp_millis(ms).ok_or_else(|| format!("Epoch milliseconds out of range: {s}"))?
+    } else {
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| format!("Invalid time '{}': expected RFC 3339 (2024-01-15T10:30:00Z) or epoch milliseconds", truncate(s)))?
+    };
+    if t.timestamp_millis() < 0 || t.timestamp_millis() >= LATEST_INSTANT_MS {
+        return Err(format!("Time out of range: '{}' (1970-01-01 to 9998-12-31)", truncate(s)));
     }
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|_| format!("Invalid time '{}': expected RFC 3339 (2024-01-15T10:30:00Z) or epoch milliseconds", truncate(s)))
+    Ok(t)
 }
 
 /// Rounds down to the minute.
@@ -324,6 +335,10 @@ mod tests {
         assert_eq!(parse_instant("2024-01-15T10:30:00+01:00").unwrap(), t("2024-01-15T09:30:00Z"));
         assert!(parse_instant("2024-01-15").is_err());
         assert!(parse_instant("yesterday").is_err());
+        assert!(parse_instant("9999-01-01T00:00:00Z").is_err(), "five-digit years would follow");
+        assert!(parse_instant("0281868441411084").is_err());
+        assert!(parse_instant("1969-12-31T23:59:59Z").is_err());
+        assert_eq!(parse_instant("9998-12-31T23:59:59Z").unwrap(), t("9998-12-31T23:59:59Z"));
         assert!(parse_tz("Europe/Berlin").is_ok());
         assert!(parse_tz("Mars/Olympus").is_err());
     }

@@ -15,14 +15,15 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Value};
 
+use super::responses::{NamedSeries, Timeseries, TimeseriesAnswer, TimeseriesRow};
 use super::AnalyticsState;
 use super::{now, ts};
 use crate::auth::Caller;
 use crate::buckets::Buckets;
 use crate::error::{ApiError, FieldError};
 use crate::params::{Accepts, Checker, Params};
+use crate::params::{MAX_POINTS_DEFAULT, SERIES_TOP};
 use crate::queries::analytics::ownership;
 use crate::queries::analytics::timeseries::{self, GroupBy, Metric, Table, GROUP_BY_NAMES, METRIC_NAMES};
 use crate::queries::{CallKinds, Scope};
@@ -44,7 +45,15 @@ const NICE_STEPS: &[(u32, Unit)] = &[
     (1, Unit::Month),
 ];
 
-pub async fn timeseries(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/query/timeseries",
+    tag = "Grafana",
+    summary = "One metric as time series for Grafana",
+    params(crate::param_docs::TimeseriesParams),
+    responses((status = 200, description = "One metric as time series for Grafana", body = Timeseries))
+)]
+pub async fn timeseries(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Timeseries>, ApiError> {
     let mut c = Checker::new();
     let metric = match p.metric.as_deref() {
         None => {
@@ -81,8 +90,9 @@ pub async fn timeseries(State(state): State<AnalyticsState>, caller: Caller, Par
             }
         },
     };
-    let top = c.int("top", &p.top, 10, 1, 100);
-    let max_points = c.int("max_points", &p.max_points, 500, 1, state.max_buckets as u32);
+    let (default, min, max) = SERIES_TOP;
+    let top = c.int("top", &p.top, default, min, max);
+    let max_points = c.int("max_points", &p.max_points, MAX_POINTS_DEFAULT, 1, state.max_buckets as u32);
     let step = p.step.as_ref().map(|s| Span::parse_frequency(s).map_err(|m| c.push("step", m)).ok()).unwrap_or(None);
     let table_format = match p.format.as_deref() {
         None | Some("series") => false,
@@ -131,12 +141,12 @@ pub async fn timeseries(State(state): State<AnalyticsState>, caller: Caller, Par
             (keys, pts)
         }
     };
-    let fill = if metric.zero_filled() { json!(0.0) } else { Value::Null };
-    let mut grid: Vec<Vec<Value>> = vec![vec![fill; buckets.len()]; names.len()];
+    let fill = if metric.zero_filled() { Some(0.0) } else { None };
+    let mut grid: Vec<Vec<Option<f64>>> = vec![vec![fill; buckets.len()]; names.len()];
     for pt in points {
         let Some(si) = names.iter().position(|n| *n == pt.series) else { continue };
         if let Some(slot) = grid[si].get_mut(pt.bucket as usize) {
-            *slot = if pt.value.is_finite() { json!(pt.value) } else { Value::Null };
+            *slot = pt.value.is_finite().then_some(pt.value);
         }
     }
     let as_of = now();
@@ -144,29 +154,29 @@ pub async fn timeseries(State(state): State<AnalyticsState>, caller: Caller, Par
         let mut rows = Vec::new();
         for (si, name) in names.iter().enumerate() {
             for (i, v) in grid[si].iter().enumerate() {
-                rows.push(json!({ "time": buckets.start(i).timestamp_millis(), "series": name, "value": v }));
+                rows.push(TimeseriesRow { time: buckets.start(i).timestamp_millis(), series: name.clone(), value: *v });
             }
         }
-        return Ok(Json(Value::Array(rows)));
+        return Ok(Json(Timeseries::Table(rows)));
     }
-    let series: Vec<Value> = names
-        .iter()
-        .enumerate()
-        .map(|(si, name)| {
-            let pts: Vec<Value> = grid[si].iter().enumerate().map(|(i, v)| json!([buckets.start(i).timestamp_millis(), v])).collect();
-            json!({ "name": name, "points": pts })
+    let series = names
+        .into_iter()
+        .zip(grid)
+        .map(|(name, values)| NamedSeries {
+            name,
+            points: values.into_iter().enumerate().map(|(i, v)| (buckets.start(i).timestamp_millis(), v)).collect(),
         })
         .collect();
     let open = buckets.open_bucket(as_of);
-    Ok(Json(json!({
-        "metric": metric_name,
-        "step": step.frequency_string(),
-        "from": scope.range.start.timestamp_millis(),
-        "to": scope.range.end.timestamp_millis(),
-        "tz": res.tz.name(),
-        "group_by": p.group_by,
-        "as_of": ts(as_of),
-        "open_bucket": open.map(|i| buckets.start(i).timestamp_millis()),
-        "series": series,
+    Ok(Json(Timeseries::Series(TimeseriesAnswer {
+        metric: metric_name,
+        step: step.frequency_string(),
+        from: scope.range.start.timestamp_millis(),
+        to: scope.range.end.timestamp_millis(),
+        tz: res.tz.name().to_owned(),
+        group_by: p.group_by,
+        as_of: ts(as_of),
+        open_bucket: open.map(|i| buckets.start(i).timestamp_millis()),
+        series,
     })))
 }

@@ -3,58 +3,76 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Value};
 
+use super::responses::{
+    Connection, Envelope, ListEcho, NavigatorCount, ProjectCount, ServerCalls, ServerCount, ServerList, ToolList, Top, TopNavigatorList,
+    TopProjectList, TopServerList, UserCalls, UserList,
+};
 use super::AnalyticsState;
-use super::{envelope, merge, ts, Base};
+use super::{envelope, ts, Base};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::params::{Accepts, Checker, Params, RawParams, SortOrder};
+use crate::params::{LIST_LIMIT, TOP_LIMIT};
 use crate::queries::analytics::raw;
 use crate::queries::analytics::tool_calls::{self, Dim, GroupCount};
 use crate::queries::CallKinds;
 
 /// `GET /api/v1/analytics/navigator-tool-connections`: one item per
 /// (navigator instance, tool id) used in the window, most used first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/analytics/navigator-tool-connections",
+    extensions(("x-caylex-schema" = json!("NavigatorToolConnectionsResponse"))),
+    tag = "Analytics",
+    summary = "Navigator-tool connection matrix",
+    params(crate::param_docs::Connections),
+    responses((status = 200, description = "Navigator-tool connection matrix", body = Envelope<Vec<Connection>>))
+)]
 pub async fn navigator_tool_connections(
     State(state): State<AnalyticsState>,
     caller: Caller,
     Params(p): Params,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Envelope<Vec<Connection>>>, ApiError> {
     let mut c = Checker::new();
     let base = Base::parse(&mut c, &p, "24h", Accepts::PNS);
     c.finish()?;
     base.authorize(&state, &caller).await?;
     let rows = tool_calls::connections(&state.db, &base.scope(&caller, CallKinds::Tool)).await?;
-    let items: Vec<Value> = rows
+    let items: Vec<Connection> = rows
         .into_iter()
-        .map(|r| {
-            json!({
-                "navigator_instance_id": r.navigator_instance_id,
-                "tool_id": r.tool_id,
-                "connection_status": "active",
-                "last_used": chrono::DateTime::from_timestamp_millis(r.last_used_ms).map(ts),
-                "usage_count": r.usage_count,
-                "window": base.res.window_str,
-                "filters": base.echo(),
-                "timestamp": ts(base.now),
-            })
+        .map(|r| Connection {
+            navigator_instance_id: r.navigator_instance_id,
+            tool_id: r.tool_id,
+            connection_status: "active",
+            last_used: chrono::DateTime::from_timestamp_millis(r.last_used_ms).map(ts),
+            usage_count: r.usage_count,
+            echo: base.echo_all(),
         })
         .collect();
-    Ok(envelope(Value::Array(items), base.now))
+    Ok(envelope(items, base.now))
 }
 
 /// `GET /api/v1/analytics/tools`: distinct tool names, sorted by name;
 /// `total_count` counts all of them (before `limit`).
-pub async fn tools(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/analytics/tools",
+    extensions(("x-caylex-schema" = json!("ToolActivityResponse"))),
+    tag = "Analytics",
+    summary = "Distinct tool names",
+    params(crate::param_docs::ToolsParams),
+    responses((status = 200, description = "Distinct tool names", body = Envelope<ToolList>))
+)]
+pub async fn tools(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Envelope<ToolList>>, ApiError> {
     let req = ListRequest::parse(&state, &caller, &p, Accepts::PNS, SortOrder::Asc).await?;
     let mut groups = tool_calls::group_counts(&state.db, &req.base.scope(&caller, CallKinds::Tool), Dim::ToolName, false).await?;
     let total = groups.len();
     if req.order == SortOrder::Desc {
         groups.reverse();
     }
-    let names: Vec<&str> = groups.iter().take(req.limit as usize).map(|g| g.key.as_str()).collect();
-    Ok(req.answer(json!({ "tools": names, "total_count": total })))
+    let tools = groups.into_iter().take(req.limit as usize).map(|g| g.key).collect();
+    Ok(envelope(ToolList { tools, list: req.echo(total as u64) }, req.base.now))
 }
 
 /// The parameters every sorted list shares (window and filters, sort
@@ -77,26 +95,22 @@ impl ListRequest {
         let mut c = Checker::new();
         let base = Base::parse(&mut c, p, "1w", accepts);
         let order = c.sort_order(&p.sort_order, default_order);
-        let limit = c.int("limit", &p.limit, 100, 1, 1000);
+        let (default, min, max) = LIST_LIMIT;
+        let limit = c.int("limit", &p.limit, default, min, max);
         c.finish()?;
         base.authorize(state, caller).await?;
         Ok(Self { base, order, limit })
     }
 
-    /// `items` (the list and its `total_count`) with the echoed request and
-    /// freshness fields, in the response envelope.
-    fn answer(&self, items: Value) -> Json<Value> {
-        let data = merge(
-            items,
-            json!({
-                "window": self.base.res.window_str,
-                "filters": self.base.echo(),
-                "sort_order": self.order.as_str(),
-                "limit": self.limit,
-                "timestamp": ts(self.base.now),
-            }),
-        );
-        envelope(merge(data, self.base.freshness(self.base.res.range)), self.base.now)
+    /// `total_count` with the echoed request and freshness fields.
+    fn echo(&self, total_count: u64) -> ListEcho {
+        ListEcho {
+            total_count,
+            sort_order: self.order.as_str(),
+            limit: self.limit,
+            echo: self.base.echo_all(),
+            freshness: self.base.freshness(self.base.res.range),
+        }
     }
 }
 
@@ -110,84 +124,145 @@ fn sort_by_count(groups: &mut [GroupCount], count: impl Fn(&GroupCount) -> u64, 
 }
 
 /// `GET /api/v1/analytics/servers`: calls per server name.
-pub async fn servers(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/analytics/servers",
+    extensions(("x-caylex-schema" = json!("ServerActivityResponse"))),
+    tag = "Analytics",
+    summary = "Tool calls per server name",
+    params(crate::param_docs::CountList),
+    responses((status = 200, description = "Tool calls per server name", body = Envelope<ServerList>))
+)]
+pub async fn servers(
+    State(state): State<AnalyticsState>,
+    caller: Caller,
+    Params(p): Params,
+) -> Result<Json<Envelope<ServerList>>, ApiError> {
     let req = ListRequest::parse(&state, &caller, &p, Accepts::PN, SortOrder::Desc).await?;
     let mut groups = tool_calls::group_counts(&state.db, &req.base.scope(&caller, CallKinds::Tool), Dim::ServerName, false).await?;
     let total = groups.len();
     sort_by_count(&mut groups, |g| g.calls, req.order);
-    let servers: Vec<Value> =
-        groups.iter().take(req.limit as usize).map(|g| json!({ "server_name": g.key, "tool_count": g.calls })).collect();
-    Ok(req.answer(json!({ "servers": servers, "total_count": total })))
+    let servers = groups.into_iter().take(req.limit as usize).map(|g| ServerCalls { server_name: g.key, tool_count: g.calls }).collect();
+    Ok(envelope(ServerList { servers, list: req.echo(total as u64) }, req.base.now))
 }
 
-/// The two maps of a top-N endpoint: by tool calls and by distinct
-/// queries, each most first and cut to `limit` (queries: non-zero only).
-async fn top(
+/// The two lists of a top-N endpoint: by tool calls and by distinct
+/// queries, each most first and cut to `limit` (non-zero counts only);
+/// `list` shapes one of them from `(key, count)` pairs.
+async fn top<L: serde::Serialize>(
     state: &AnalyticsState,
     caller: &Caller,
     p: &RawParams,
     accepts: Accepts,
     dim: Dim,
-    names: (&str, &str, &str),
-) -> Result<Json<Value>, ApiError> {
+    list: fn(Vec<(String, u64)>) -> L,
+) -> Result<Json<Envelope<Top<L>>>, ApiError> {
     let mut c = Checker::new();
     let base = Base::parse(&mut c, p, "1w", accepts);
-    let limit = c.int("limit", &p.limit, 5, 1, 100);
+    let (default, min, max) = TOP_LIMIT;
+    let limit = c.int("limit", &p.limit, default, min, max);
     c.finish()?;
     base.authorize(state, caller).await?;
     let mut groups = tool_calls::group_counts(&state.db, &base.scope(caller, CallKinds::Tool), dim, true).await?;
-    let (count_key, list_key, id_key) = names;
     let map = |groups: &[GroupCount], count: &dyn Fn(&GroupCount) -> u64| {
-        let items: Vec<Value> = groups
-            .iter()
-            .filter(|g| count(g) > 0)
-            .take(limit as usize)
-            .map(|g| {
-                let mut v = json!({ "count": count(g) });
-                v[id_key] = json!(g.key);
-                v
-            })
-            .collect();
-        let mut m = json!({});
-        m[count_key] = json!(items.len());
-        m[list_key] = Value::Array(items);
-        m
+        list(groups.iter().filter(|g| count(g) > 0).take(limit as usize).map(|g| (g.key.clone(), count(g))).collect())
     };
     sort_by_count(&mut groups, |g| g.calls, SortOrder::Desc);
     let by_calls = map(&groups, &|g| g.calls);
     sort_by_count(&mut groups, |g| g.queries, SortOrder::Desc);
     let by_queries = map(&groups, &|g| g.queries);
-    let data = json!({
-        "tool_calls": by_calls,
-        "queries_processed": by_queries,
-        "window": base.res.window_str,
-        "filters": base.echo(),
-        "limit": limit,
-    });
-    Ok(envelope(merge(data, base.freshness(base.res.range)), base.now))
+    let data = Top {
+        tool_calls: by_calls,
+        queries_processed: by_queries,
+        window: base.res.window_str.clone(),
+        filters: base.echo(),
+        limit,
+        freshness: base.freshness(base.res.range),
+    };
+    Ok(envelope(data, base.now))
 }
 
 /// `GET /api/v1/analytics/top-servers` (by `server_id`).
-pub async fn top_servers(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
-    top(&state, &caller, &p, Accepts::PN, Dim::ServerId, ("server_count", "servers", "server_id")).await
+#[utoipa::path(
+    get,
+    path = "/api/v1/analytics/top-servers",
+    extensions(("x-caylex-schema" = json!("TopServersActivityResponse"))),
+    tag = "Analytics",
+    summary = "Top servers by tool calls and by queries",
+    params(crate::param_docs::TopServersParams),
+    responses((status = 200, description = "Top servers by tool calls and by queries", body = Envelope<Top<TopServerList>>))
+)]
+pub async fn top_servers(
+    State(state): State<AnalyticsState>,
+    caller: Caller,
+    Params(p): Params,
+) -> Result<Json<Envelope<Top<TopServerList>>>, ApiError> {
+    top(&state, &caller, &p, Accepts::PN, Dim::ServerId, |items| TopServerList {
+        server_count: items.len(),
+        servers: items.into_iter().map(|(server_id, count)| ServerCount { server_id, count }).collect(),
+    })
+    .await
 }
 
 /// `GET /api/v1/analytics/top-projects` (by `project_id`, no filters).
-pub async fn top_projects(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
-    top(&state, &caller, &p, Accepts::NONE, Dim::ProjectId, ("project_count", "projects", "project_id")).await
+#[utoipa::path(
+    get,
+    path = "/api/v1/analytics/top-projects",
+    extensions(("x-caylex-schema" = json!("TopProjectsActivityResponse"))),
+    tag = "Analytics",
+    summary = "Top projects by tool calls and by queries",
+    params(crate::param_docs::TopProjectsParams),
+    responses((status = 200, description = "Top projects by tool calls and by queries", body = Envelope<Top<TopProjectList>>))
+)]
+pub async fn top_projects(
+    State(state): State<AnalyticsState>,
+    caller: Caller,
+    Params(p): Params,
+) -> Result<Json<Envelope<Top<TopProjectList>>>, ApiError> {
+    top(&state, &caller, &p, Accepts::NONE, Dim::ProjectId, |items| TopProjectList {
+        project_count: items.len(),
+        projects: items.into_iter().map(|(project_id, count)| ProjectCount { project_id, count }).collect(),
+    })
+    .await
 }
 
 /// `GET /api/v1/analytics/top-navigators` (by navigator identity `navigator_id`).
-pub async fn top_navigators(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
-    top(&state, &caller, &p, Accepts::P, Dim::NavigatorId, ("navigator_count", "navigators", "navigator_id")).await
+#[utoipa::path(
+    get,
+    path = "/api/v1/analytics/top-navigators",
+    extensions(("x-caylex-schema" = json!("TopNavigatorsActivityResponse"))),
+    tag = "Analytics",
+    summary = "Top navigators (identity) by tool calls and by queries",
+    params(crate::param_docs::TopNavigatorsParams),
+    responses((status = 200, description = "Top navigators (identity) by tool calls and by queries", body = Envelope<Top<TopNavigatorList>>))
+)]
+pub async fn top_navigators(
+    State(state): State<AnalyticsState>,
+    caller: Caller,
+    Params(p): Params,
+) -> Result<Json<Envelope<Top<TopNavigatorList>>>, ApiError> {
+    top(&state, &caller, &p, Accepts::P, Dim::NavigatorId, |items| TopNavigatorList {
+        navigator_count: items.len(),
+        navigators: items.into_iter().map(|(navigator_id, count)| NavigatorCount { navigator_id, count }).collect(),
+    })
+    .await
 }
 
 /// `GET /api/v1/analytics/users`: tool calls per user e-mail (raw table:
 /// the rollups carry no user). `total_count` counts all users.
-pub async fn users(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(
+    get,
+    path = "/api/v1/analytics/users",
+    extensions(("x-caylex-schema" = json!("UsersActivityResponse"))),
+    tag = "Analytics",
+    summary = "Tool calls per user e-mail",
+    params(crate::param_docs::CountList),
+    responses((status = 200, description = "Tool calls per user e-mail", body = Envelope<UserList>))
+)]
+pub async fn users(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Envelope<UserList>>, ApiError> {
     let req = ListRequest::parse(&state, &caller, &p, Accepts::PN, SortOrder::Desc).await?;
     let rows = raw::users_by_email(&state.db, &req.base.scope(&caller, CallKinds::Tool), req.order.into(), req.limit).await?;
     let total = rows.first().map(|r| r.total).unwrap_or(0);
-    let users: Vec<Value> = rows.iter().map(|r| json!({ "user_email": r.user_email, "tool_count": r.tool_count })).collect();
-    Ok(req.answer(json!({ "users": users, "total_count": total })))
+    let users = rows.into_iter().map(|r| UserCalls { user_email: r.user_email, tool_count: r.tool_count }).collect();
+    Ok(envelope(UserList { users, list: req.echo(total) }, req.base.now))
 }

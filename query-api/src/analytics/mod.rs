@@ -7,20 +7,21 @@
 //! functions of [`crate::queries`], shape the response in the spec's
 //! envelope `{success, data, error, timestamp}`.
 
-mod grafana;
-mod graphs;
-mod lists;
-mod project_users;
-mod summary;
+pub(crate) mod grafana;
+pub(crate) mod graphs;
+pub(crate) mod lists;
+pub(crate) mod project_users;
+pub mod responses;
+pub(crate) mod summary;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::FromRef;
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::{Caller, KeyStore};
 use crate::buckets::Buckets;
@@ -30,6 +31,7 @@ use crate::params::{Accepts, Checker, Filters, RawParams, Resolved};
 use crate::queries::analytics::ownership;
 use crate::queries::{CallKinds, Scope};
 use crate::window::{Span, TimeRange};
+use responses::{Echo, Envelope, FilterEcho, Freshness};
 
 /// What the analytics handlers need of the app's state.
 #[derive(Clone)]
@@ -40,39 +42,41 @@ pub struct AnalyticsState {
     pub max_buckets: usize,
 }
 
-pub fn router<S>() -> Router<S>
+/// The analytics routes and their OpenAPI entries (`routes!` reads each
+/// handler's path from its `#[utoipa::path]`).
+pub fn router<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
     AnalyticsState: FromRef<S>,
     Arc<KeyStore>: FromRef<S>,
 {
-    Router::new()
-        .route("/api/v1/analytics/navigator-tool-connections", get(lists::navigator_tool_connections))
-        .route("/api/v1/analytics/average-tool-call-latency", get(summary::average_latency))
-        .route("/api/v1/analytics/average-tool-call-latency-graph", get(graphs::latency_graph))
-        .route("/api/v1/analytics/average-tool-calls-per-query", get(summary::calls_per_query))
-        .route("/api/v1/analytics/average-tool-call-runtime", get(summary::average_runtime))
-        .route("/api/v1/analytics/average-tool-call-runtime-graph", get(graphs::runtime_graph))
-        .route("/api/v1/analytics/average-tool-calls-per-query-graph", get(graphs::calls_per_query_graph))
-        .route("/api/v1/analytics/error-rate-graph", get(graphs::error_rate_graph))
-        .route("/api/v1/analytics/error-types-graph", get(graphs::error_types_graph))
-        .route("/api/v1/analytics/heroes/global/stats", get(summary::global_stats))
-        .route("/api/v1/analytics/queries-processed", get(summary::queries_processed))
-        .route("/api/v1/analytics/queries-processed-graph", get(graphs::queries_graph))
-        .route("/api/v1/analytics/tool-calls-processed", get(summary::tool_calls_processed))
-        .route("/api/v1/analytics/tool-calls-processed-graph", get(graphs::tool_calls_graph))
-        .route("/api/v1/analytics/proxy-tools", get(summary::proxy_tools))
-        .route("/api/v1/analytics/proxy-tools/suggest-tools", get(summary::suggest_tools))
-        .route("/api/v1/analytics/tools", get(lists::tools))
-        .route("/api/v1/analytics/servers", get(lists::servers))
-        .route("/api/v1/analytics/top-servers", get(lists::top_servers))
-        .route("/api/v1/analytics/top-projects", get(lists::top_projects))
-        .route("/api/v1/analytics/top-navigators", get(lists::top_navigators))
-        .route("/api/v1/analytics/users", get(lists::users))
-        .route("/api/v1/analytics/health", get(summary::analytics_health))
-        .route("/api/v1/projects/{project_id}/users/summary", get(project_users::summary))
-        .route("/api/v1/projects/{project_id}/users/{user_id}/analytics", get(project_users::user_analytics))
-        .route("/api/v1/query/timeseries", get(grafana::timeseries))
+    OpenApiRouter::new()
+        .routes(routes!(lists::navigator_tool_connections))
+        .routes(routes!(summary::average_latency))
+        .routes(routes!(graphs::latency_graph))
+        .routes(routes!(summary::calls_per_query))
+        .routes(routes!(summary::average_runtime))
+        .routes(routes!(graphs::runtime_graph))
+        .routes(routes!(graphs::calls_per_query_graph))
+        .routes(routes!(graphs::error_rate_graph))
+        .routes(routes!(graphs::error_types_graph))
+        .routes(routes!(summary::global_stats))
+        .routes(routes!(summary::queries_processed))
+        .routes(routes!(graphs::queries_graph))
+        .routes(routes!(summary::tool_calls_processed))
+        .routes(routes!(graphs::tool_calls_graph))
+        .routes(routes!(summary::proxy_tools))
+        .routes(routes!(summary::suggest_tools))
+        .routes(routes!(lists::tools))
+        .routes(routes!(lists::servers))
+        .routes(routes!(lists::top_servers))
+        .routes(routes!(lists::top_projects))
+        .routes(routes!(lists::top_navigators))
+        .routes(routes!(lists::users))
+        .routes(routes!(summary::analytics_health))
+        .routes(routes!(project_users::summary))
+        .routes(routes!(project_users::user_analytics))
+        .routes(routes!(grafana::timeseries))
 }
 
 /// RFC 3339 UTC with seconds, as in the spec's examples.
@@ -81,8 +85,8 @@ pub(crate) fn ts(t: DateTime<Utc>) -> String {
 }
 
 /// The spec's success envelope.
-pub(crate) fn envelope(data: Value, now: DateTime<Utc>) -> Json<Value> {
-    Json(json!({ "success": true, "data": data, "error": null, "timestamp": ts(now) }))
+pub(crate) fn envelope<T: Serialize>(data: T, now: DateTime<Utc>) -> Json<Envelope<T>> {
+    Json(Envelope { success: true, data, error: None, timestamp: ts(now) })
 }
 
 /// "Now" of a request, whole seconds (the `as_of` watermark).
@@ -118,18 +122,18 @@ impl Base {
     }
 
     /// The `filters` echo.
-    pub fn echo(&self) -> BTreeMap<String, String> {
-        self.filters.echo()
+    pub fn echo(&self) -> FilterEcho {
+        self.filters.echo().into()
+    }
+
+    /// `window`, `filters` and `timestamp` of an answer.
+    pub fn echo_all(&self) -> Echo {
+        Echo { window: self.res.window_str.clone(), filters: self.echo(), timestamp: ts(self.now) }
     }
 
     /// Extra fields telling how fresh the answer is and what it covers.
-    pub fn freshness(&self, range: TimeRange) -> Value {
-        json!({
-            "as_of": ts(self.now),
-            "from": ts(range.start),
-            "to": ts(range.end),
-            "tz": self.res.tz.name(),
-        })
+    pub fn freshness(&self, range: TimeRange) -> Freshness {
+        Freshness { as_of: ts(self.now), from: ts(range.start), to: ts(range.end), tz: self.res.tz.name().to_owned() }
     }
 }
 
@@ -140,16 +144,6 @@ pub(crate) fn plan_buckets(state: &AnalyticsState, base: &Base, frequency: Span)
         .map_err(|msg| ApiError::invalid([FieldError::query("frequency", msg)]))?;
     let range = TimeRange { start: buckets.first_start(), end: base.res.range.end };
     Ok((buckets, range))
-}
-
-/// Merges `extra` object fields into `target`.
-pub(crate) fn merge(mut target: Value, extra: Value) -> Value {
-    if let (Some(t), Value::Object(e)) = (target.as_object_mut(), extra) {
-        for (k, v) in e {
-            t.insert(k, v);
-        }
-    }
-    target
 }
 
 /// `open_bucket` and per-point `partial` of a series.

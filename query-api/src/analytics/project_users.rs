@@ -8,19 +8,22 @@
 //! * `wau_timeline`: distinct users per calendar week (Monday, in `tz`), the
 //!   eight weeks ending with the current one.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use chrono::Duration;
-use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::graphs::error_type_entries;
+use super::responses::{
+    Envelope, TimelinePoint, UserAnalytics, UserErrorRate, UserErrorTypes, UserNavigator, UserServer, UserTool, UsersSummary,
+};
 use super::AnalyticsState;
 use super::{envelope, now, ts};
 use crate::auth::Caller;
 use crate::buckets::Buckets;
 use crate::error::{ApiError, FieldError};
 use crate::params::{Checker, Params};
+use crate::path::Path;
 use crate::queries::analytics::ownership::{self, IdKind};
 use crate::queries::analytics::raw::{self, TopBy};
 use crate::queries::Filters;
@@ -38,12 +41,21 @@ fn path_uuid(name: &str, s: &str) -> Result<Uuid, ApiError> {
 }
 
 /// `GET /api/v1/projects/{project_id}/users/summary`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/projects/{project_id}/users/summary",
+    extensions(("x-caylex-schema" = json!("UserbaseSummaryResponse"))),
+    tag = "Users",
+    summary = "Userbase statistics (total, WAU, MAU, inactive, 8-week WAU timeline)",
+    params(("project_id" = uuid::Uuid, Path, description = "Project of the caller's tenant"), crate::param_docs::TzOnly),
+    responses((status = 200, description = "Userbase statistics (total, WAU, MAU, inactive, 8-week WAU timeline)", body = Envelope<UsersSummary>))
+)]
 pub async fn summary(
     State(state): State<AnalyticsState>,
     caller: Caller,
     Path(project): Path<String>,
     Params(p): Params,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Envelope<UsersSummary>>, ApiError> {
     let project = path_uuid("project_id", &project)?;
     let mut c = Checker::new();
     let tz = c.tz(&p.tz);
@@ -57,28 +69,37 @@ pub async fn summary(
         raw::userbase(&state.db, caller.tenant_id, project, end - Duration::days(7), end - Duration::days(30), end),
         raw::active_users_series(&state.db, caller.tenant_id, project, &buckets, end),
     )?;
-    let timeline: Vec<Value> = wau.iter().enumerate().map(|(i, n)| json!({ "timestamp": ts(buckets.start(i)), "value": n })).collect();
-    let data = json!({
-        "total_users": counts.total,
-        "weekly_active_users": counts.wau,
-        "monthly_active_users": counts.mau,
-        "inactive_users": counts.total.saturating_sub(counts.mau),
-        "wau_timeline": timeline,
-        "window": "8w",
-        "calculated_at": ts(now),
-        "as_of": ts(now),
-        "tz": tz.name(),
-    });
+    let timeline = wau.iter().enumerate().map(|(i, n)| TimelinePoint { timestamp: ts(buckets.start(i)), value: *n }).collect();
+    let data = UsersSummary {
+        total_users: counts.total,
+        weekly_active_users: counts.wau,
+        monthly_active_users: counts.mau,
+        inactive_users: counts.total.saturating_sub(counts.mau),
+        wau_timeline: timeline,
+        window: "8w",
+        calculated_at: ts(now),
+        as_of: ts(now),
+        tz: tz.name().to_owned(),
+    };
     Ok(envelope(data, now))
 }
 
 /// `GET /api/v1/projects/{project_id}/users/{user_id}/analytics`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/projects/{project_id}/users/{user_id}/analytics",
+    extensions(("x-caylex-schema" = json!("UserAnalyticsResponse"))),
+    tag = "Users",
+    summary = "Analytics of one end user (user_token_id)",
+    params(("project_id" = uuid::Uuid, Path, description = "Project of the caller's tenant"), ("user_id" = uuid::Uuid, Path, description = "The end user (user_token_id)"), crate::param_docs::UserAnalyticsParams),
+    responses((status = 200, description = "Analytics of one end user (user_token_id)", body = Envelope<UserAnalytics>))
+)]
 pub async fn user_analytics(
     State(state): State<AnalyticsState>,
     caller: Caller,
     Path((project, user)): Path<(String, String)>,
     Params(p): Params,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Envelope<UserAnalytics>>, ApiError> {
     let project = path_uuid("project_id", &project)?;
     let user = path_uuid("user_id", &user)?;
     let mut c = Checker::new();
@@ -105,42 +126,45 @@ pub async fn user_analytics(
         raw::error_type_series(db, &series_scope, &buckets),
     )?;
     let open = buckets.open_bucket(now);
-    let timeline = |f: &dyn Fn(&raw::RawStats) -> Value| -> Vec<Value> {
-        series.iter().enumerate().map(|(i, s)| json!({ "timestamp": ts(buckets.start(i)), "value": f(s) })).collect()
-    };
+    fn timeline<V>(series: &[raw::RawStats], buckets: &Buckets, f: impl Fn(&raw::RawStats) -> V) -> Vec<TimelinePoint<V>> {
+        series.iter().enumerate().map(|(i, s)| TimelinePoint { timestamp: ts(buckets.start(i)), value: f(s) }).collect()
+    }
     let rate = |e: u64, n: u64| if n == 0 { 0.0 } else { e as f64 / n as f64 };
     let (type_entries, type_total) = error_type_entries(errors.into_iter().map(|r| (r.kind, r.bucket, r.n_errors)), &buckets, open);
-    let data = json!({
-        "user_email": email,
-        "user_token_id": user.to_string(),
-        "total_queries": totals.n_queries,
-        "total_tool_calls": totals.n_calls,
-        "avg_tool_calls_per_query": rate(totals.n_calls, totals.n_queries),
-        "top_navigators": navs.iter().map(|t| json!({ "navigator_instance_id": t.key, "navigator_name": t.label, "tool_count": t.n })).collect::<Vec<_>>(),
-        "top_tools": tools.iter().map(|t| json!({ "tool_name": t.key, "server_name": t.label, "call_count": t.n })).collect::<Vec<_>>(),
-        "top_servers": servers.iter().map(|t| json!({ "server_name": t.key, "tool_count": t.n })).collect::<Vec<_>>(),
-        "queries_timeline": timeline(&|s| json!(s.n_queries)),
-        "tool_calls_timeline": timeline(&|s| json!(s.n_calls)),
-        "error_rate_data": {
-            "average_error_rate": rate(totals.n_errors, totals.n_calls),
-            "total_errors": totals.n_errors,
-            "total_tool_calls": totals.n_calls,
-            "time_series_data": timeline(&|s| json!(rate(s.n_errors, s.n_calls))),
+    let data = UserAnalytics {
+        user_email: email,
+        user_token_id: user.to_string(),
+        total_queries: totals.n_queries,
+        total_tool_calls: totals.n_calls,
+        avg_tool_calls_per_query: rate(totals.n_calls, totals.n_queries),
+        top_navigators: navs
+            .into_iter()
+            .map(|t| UserNavigator { navigator_instance_id: t.key, navigator_name: t.label, tool_count: t.n })
+            .collect(),
+        top_tools: tools.into_iter().map(|t| UserTool { tool_name: t.key, server_name: t.label, call_count: t.n }).collect(),
+        top_servers: servers.into_iter().map(|t| UserServer { server_name: t.key, tool_count: t.n }).collect(),
+        queries_timeline: timeline(&series, &buckets, |s| s.n_queries),
+        tool_calls_timeline: timeline(&series, &buckets, |s| s.n_calls),
+        error_rate_data: UserErrorRate {
+            average_error_rate: rate(totals.n_errors, totals.n_calls),
+            total_errors: totals.n_errors,
+            total_tool_calls: totals.n_calls,
+            time_series_data: timeline(&series, &buckets, |s| rate(s.n_errors, s.n_calls)),
         },
-        "error_types_data": {
-            "view_type": "timeseries",
-            "frequency": frequency.frequency_string(),
-            "total_errors": type_total,
-            "time_series_data": type_entries,
+        error_types_data: UserErrorTypes {
+            view_type: "timeseries",
+            frequency: frequency.frequency_string(),
+            total_errors: type_total,
+            time_series_data: type_entries,
         },
-        "window": res.window_str,
-        "frequency": frequency.frequency_string(),
-        "calculated_at": ts(now),
-        "as_of": ts(now),
-        "from": ts(res.range.start),
-        "to": ts(res.range.end),
-        "open_bucket": open.map(|i| ts(buckets.start(i))),
-        "tz": res.tz.name(),
-    });
+        window: res.window_str,
+        frequency: frequency.frequency_string(),
+        calculated_at: ts(now),
+        as_of: ts(now),
+        from: ts(res.range.start),
+        to: ts(res.range.end),
+        open_bucket: open.map(|i| ts(buckets.start(i))),
+        tz: res.tz.name().to_owned(),
+    };
     Ok(envelope(data, now))
 }

@@ -15,14 +15,14 @@
 //! figures are. `RateLimit-Policy` / `RateLimit` headers describe every
 //! applicable limit (see `json`).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use std::collections::HashMap;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::engine::{request_subject, subject_ids, CheckOutcome, CheckRequest, LimitCheck};
@@ -33,15 +33,30 @@ use super::UsageApiState;
 use crate::auth::Caller;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult, FieldError};
+use crate::path::Path;
 
-#[derive(Debug, Deserialize)]
-struct CheckBody {
+/// The body of `POST /v1/usage/check`. Fields stay loose so that every
+/// problem is named; the schema attributes describe what is accepted.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CheckBody {
+    /// The amount to spend (> 0), in the unit of `usage_type`, whatever it
+    /// is; a number or a decimal string. Required (or `amount`).
+    #[schema(schema_with = super::json::amount_schema)]
     tokens: Option<serde_json::Value>,
+    /// Alias of `tokens`.
+    #[schema(schema_with = super::json::amount_schema)]
     amount: Option<serde_json::Value>,
+    /// The metric (default `tokens`).
+    #[schema(value_type = Option<String>, pattern = "^(tokens|input_tokens|output_tokens|messages|cost_usd|executions|tool_calls)$")]
     usage_type: Option<String>,
+    #[schema(value_type = uuid::Uuid, required = true)]
     organization_id: Option<String>,
+    #[schema(value_type = Option<uuid::Uuid>)]
     user_id: Option<String>,
+    /// Hold the amount until the usage arrives or the hold expires.
     reserve: Option<bool>,
+    /// The execution whose usage event ends the hold.
+    #[schema(value_type = Option<uuid::Uuid>)]
     execution_id: Option<String>,
 }
 
@@ -63,7 +78,7 @@ fn uuid_field(loc: &[&str], v: Option<&str>, required: bool, errs: &mut Vec<Fiel
 }
 
 /// One limit as evaluated for a request.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct LimitCheckView {
     pub limit_id: Uuid,
     pub version: u64,
@@ -102,7 +117,7 @@ impl LimitCheckView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct ReservationView {
     reservation_id: Uuid,
     execution_id: Option<Uuid>,
@@ -111,7 +126,7 @@ struct ReservationView {
 }
 
 /// The §2.2 check response plus the deciding limit and freshness.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CheckView {
     pub allowed: bool,
     pub current_usage: Amount,
@@ -189,6 +204,9 @@ fn view(state: &UsageApiState, tenant: Uuid, req: &CheckRequest, out: &CheckOutc
 }
 
 /// `POST /v1/usage/check`
+#[utoipa::path(post, path = "/v1/usage/check", tag = "Usage", summary = "May this subject spend N more? (Genlobe check)",
+    request_body = CheckBody,
+    responses((status = 200, description = "The verdict, the deciding limit and every applicable one (RateLimit headers)", body = CheckView)))]
 pub async fn check(State(state): State<UsageApiState>, caller: Caller, Body(body): Body) -> ApiResult<Response> {
     let b: CheckBody = serde_json::from_slice(&body)
         .map_err(|e| ApiError::invalid([FieldError::new(&["body"], format!("Invalid JSON body: {e}"), "json_invalid")]))?;
@@ -240,6 +258,14 @@ pub async fn check(State(state): State<UsageApiState>, caller: Caller, Body(body
 }
 
 /// `POST /v1/organizations/{organization_id}/usage/check`
+#[utoipa::path(post, path = "/v1/organizations/{organization_id}/usage/check", tag = "Usage", summary = "Organization usage check",
+    params(
+        ("organization_id" = uuid::Uuid, Path),
+        ("user_id" = Option<uuid::Uuid>, Query, description = "Check the user's limits too"),
+        ("additional_messages" = Option<i64>, Query, minimum = 0, description = "Messages about to be spent (default 0)"),
+        ("additional_tokens" = Option<i64>, Query, minimum = 0, description = "Tokens about to be spent (default 0)"),
+    ),
+    responses((status = 200, description = "Would either amount exceed a limit?", body = OrgCheckView)))]
 pub async fn org_check(
     State(state): State<UsageApiState>,
     caller: Caller,
@@ -288,26 +314,37 @@ pub async fn org_check(
     Ok(exact_json(StatusCode::OK, headers, &body))
 }
 
-#[derive(Debug, Serialize)]
-struct OrgCheckLimits {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrgCheckLimits {
     messages: CheckView,
     tokens: CheckView,
 }
 
-#[derive(Debug, Serialize)]
-struct OrgCheckView {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrgCheckView {
     would_exceed: bool,
     limits: OrgCheckLimits,
     as_of: DateTime<Utc>,
     staleness_ms: i64,
 }
 
+/// The answer of a released reservation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Released {
+    pub reservation_id: Uuid,
+    /// Always `true`.
+    pub released: bool,
+}
+
 /// `DELETE /v1/usage/reservations/{reservation_id}`
+#[utoipa::path(delete, path = "/v1/usage/reservations/{reservation_id}", tag = "Usage", summary = "Release a reservation",
+    params(("reservation_id" = uuid::Uuid, Path)),
+    responses((status = 200, description = "Released", body = Released)))]
 pub async fn release(State(state): State<UsageApiState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Response> {
     let id = Uuid::parse_str(&id)
         .map_err(|_| ApiError::invalid([FieldError::path("reservation_id", "Input should be a valid UUID", "uuid_parsing")]))?;
     if state.usage.release(caller.tenant_id, id).await? {
-        Ok(Json(json!({ "reservation_id": id, "released": true })).into_response())
+        Ok(Json(Released { reservation_id: id, released: true }).into_response())
     } else {
         Err(ApiError::NotFound("Reservation not found or already ended".into()))
     }

@@ -23,11 +23,12 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::engine::{request_subject, CheckOutcome, CheckRequest};
@@ -37,10 +38,11 @@ use super::period::{utc_month, PeriodSpec, Window};
 use super::UsageApiState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, FieldError};
+use crate::path::Path;
 use crate::queries::usage_counters;
 
-#[derive(Debug, Serialize)]
-struct MetricBlock {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MetricBlock {
     current: Amount,
     max: Amount,
     remaining: Amount,
@@ -51,22 +53,22 @@ struct MetricBlock {
     limit_id: Option<Uuid>,
 }
 
-#[derive(Debug, Serialize)]
-struct TokensBlock {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokensBlock {
     total: i64,
     input: i64,
     output: i64,
 }
 
-#[derive(Debug, Serialize)]
-struct UsageObject {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageObject {
     messages: MetricBlock,
     cost_usd: MetricBlock,
     tokens: TokensBlock,
 }
 
-#[derive(Debug, Serialize)]
-struct CurrentView {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CurrentView {
     period_start: DateTime<Utc>,
     period_end: DateTime<Utc>,
     plan_name: Option<String>,
@@ -158,6 +160,9 @@ fn path_uuid(name: &str, s: &str) -> ApiResult<Uuid> {
 }
 
 /// `GET /v1/api/usage/current` and `GET /v1/usage/stats`
+#[utoipa::path(get, path = "/v1/api/usage/current", tag = "Usage", summary = "Current usage against limits (Genlobe)",
+    params(("organization_id" = uuid::Uuid, Query), ("user_id" = Option<uuid::Uuid>, Query, description = "One user of the organization")),
+    responses((status = 200, description = "The usage object", body = CurrentView)))]
 pub async fn current(State(state): State<UsageApiState>, caller: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
     let org = query_uuid(&q, "organization_id", true)?.expect("required");
     let user = query_uuid(&q, "user_id", false)?;
@@ -165,7 +170,18 @@ pub async fn current(State(state): State<UsageApiState>, caller: Caller, Query(q
     Ok(exact_json(StatusCode::OK, HeaderMap::new(), &v))
 }
 
+/// `GET /v1/usage/stats`: the same as [`current`].
+#[utoipa::path(get, path = "/v1/usage/stats", tag = "Usage", summary = "Current usage (alias of /v1/api/usage/current)",
+    params(("organization_id" = uuid::Uuid, Query), ("user_id" = Option<uuid::Uuid>, Query, description = "One user of the organization")),
+    responses((status = 200, description = "The usage object", body = CurrentView)))]
+pub async fn stats(state: State<UsageApiState>, caller: Caller, q: Query<HashMap<String, String>>) -> ApiResult<Response> {
+    current(state, caller, q).await
+}
+
 /// `GET /v1/organizations/{organization_id}/usage/user/{user_id}`
+#[utoipa::path(get, path = "/v1/organizations/{organization_id}/usage/user/{user_id}", tag = "Usage", summary = "Usage of one user of an organization",
+    params(("organization_id" = uuid::Uuid, Path), ("user_id" = uuid::Uuid, Path)),
+    responses((status = 200, description = "The usage object", body = CurrentView)))]
 pub async fn org_user(
     State(state): State<UsageApiState>,
     caller: Caller,
@@ -177,8 +193,8 @@ pub async fn org_user(
     Ok(exact_json(StatusCode::OK, HeaderMap::new(), &v))
 }
 
-#[derive(Debug, Serialize)]
-struct OrgAggregate {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrgAggregate {
     organization_id: Uuid,
     organization_name: Option<String>,
     organization_slug: Option<String>,
@@ -193,19 +209,22 @@ struct OrgAggregate {
 }
 
 fn parse_instant(name: &str, s: &str) -> ApiResult<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s.trim())
-        .map(|t| t.with_timezone(&Utc))
-        .or_else(|_| s.trim().parse::<i64>().ok().and_then(DateTime::from_timestamp_millis).ok_or(()))
-        .map_err(|_| {
-            ApiError::invalid([FieldError::new(
-                &["query", name],
-                "Input should be an RFC 3339 datetime or epoch milliseconds",
-                "datetime_parsing",
-            )])
-        })
+    crate::window::parse_instant(s.trim()).map_err(|_| {
+        ApiError::invalid([FieldError::new(
+            &["query", name],
+            "Input should be an RFC 3339 datetime or epoch milliseconds (1970 to 9998)",
+            "datetime_parsing",
+        )])
+    })
 }
 
 /// `GET /v1/organizations/{organization_id}/usage`
+#[utoipa::path(get, path = "/v1/organizations/{organization_id}/usage", tag = "Usage", summary = "Organization usage aggregate",
+    params(
+        ("organization_id" = uuid::Uuid, Path),
+        crate::param_docs::UsagePeriod,
+    ),
+    responses((status = 200, description = "Totals over [period_start, period_end)", body = OrgAggregate)))]
 pub async fn org_aggregate(
     State(state): State<UsageApiState>,
     caller: Caller,
@@ -257,25 +276,71 @@ pub async fn org_aggregate(
     Ok(exact_json(StatusCode::OK, HeaderMap::new(), &body))
 }
 
-#[derive(Debug, Serialize)]
-struct Feature {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Feature {
     utilization: Option<f64>,
     resets_at: Option<DateTime<Utc>>,
 }
 
-#[derive(Debug, Serialize)]
-struct ExtraUsage {
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExtraUsage {
     is_enabled: Option<bool>,
     monthly_limit: Option<Amount>,
     used_credits: Option<Amount>,
     utilization: Option<f64>,
 }
 
+/// One entry per limited metric (absent when no limit applies).
+#[derive(Debug, Default, Serialize, ToSchema)]
+pub struct Features {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tokens: Option<Feature>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input_tokens: Option<Feature>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output_tokens: Option<Feature>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<Feature>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cost_usd: Option<Feature>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    executions: Option<Feature>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Feature>,
+}
+
+impl Features {
+    fn slot(&mut self, metric: Metric) -> &mut Option<Feature> {
+        match metric {
+            Metric::Tokens => &mut self.tokens,
+            Metric::InputTokens => &mut self.input_tokens,
+            Metric::OutputTokens => &mut self.output_tokens,
+            Metric::Messages => &mut self.messages,
+            Metric::CostUsd => &mut self.cost_usd,
+            Metric::Executions => &mut self.executions,
+            Metric::ToolCalls => &mut self.tool_calls,
+        }
+    }
+}
+
+/// The Organizations usage shape.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrgUsage {
+    #[serde(flatten)]
+    features: Features,
+    extra_usage: ExtraUsage,
+    as_of: Option<DateTime<Utc>>,
+    staleness_ms: Option<i64>,
+}
+
 /// `GET /api/organizations/{org_uuid}/usage`
+#[utoipa::path(get, path = "/api/organizations/{org_uuid}/usage", tag = "Usage", summary = "Organizations API usage shape",
+    params(("org_uuid" = uuid::Uuid, Path)),
+    responses((status = 200, description = "One entry per limited metric and extra_usage", body = OrgUsage)))]
 pub async fn organizations_usage(State(state): State<UsageApiState>, caller: Caller, Path(org): Path<String>) -> ApiResult<Response> {
     let org = path_uuid("org_uuid", &org)?;
     let tenant = caller.tenant_id;
-    let mut body = serde_json::Map::new();
+    let mut features = Features::default();
     let mut extra = ExtraUsage { is_enabled: Some(false), monthly_limit: None, used_credits: None, utilization: None };
     let mut as_of = None;
     for metric in Metric::ALL {
@@ -283,7 +348,7 @@ pub async fn organizations_usage(State(state): State<UsageApiState>, caller: Cal
         as_of = Some((out.as_of, out.staleness_ms()));
         let Some(d) = out.checks.first() else { continue };
         let f = Feature { utilization: Some(percentage(d.used, d.limit.max_units)), resets_at: Some(d.resets_at) };
-        body.insert(metric.as_str().to_owned(), serde_json::to_value(f).map_err(|e| ApiError::Internal(e.to_string()))?);
+        *features.slot(metric) = Some(f);
         if metric == Metric::CostUsd {
             if let Some(m) = out.checks.iter().find(|c| matches!(c.limit.period, PeriodSpec::Month { .. })) {
                 extra = ExtraUsage {
@@ -295,14 +360,6 @@ pub async fn organizations_usage(State(state): State<UsageApiState>, caller: Cal
             }
         }
     }
-    #[derive(Serialize)]
-    struct OrgUsage {
-        #[serde(flatten)]
-        features: serde_json::Map<String, serde_json::Value>,
-        extra_usage: ExtraUsage,
-        as_of: Option<DateTime<Utc>>,
-        staleness_ms: Option<i64>,
-    }
-    let v = OrgUsage { features: body, extra_usage: extra, as_of: as_of.map(|a| a.0), staleness_ms: as_of.map(|a| a.1) };
+    let v = OrgUsage { features, extra_usage: extra, as_of: as_of.map(|a| a.0), staleness_ms: as_of.map(|a| a.1) };
     Ok(exact_json(StatusCode::OK, HeaderMap::new(), &v))
 }

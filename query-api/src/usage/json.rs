@@ -15,6 +15,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
 
 use super::engine::LimitCheck;
 use super::limits::Metric;
@@ -46,6 +47,36 @@ impl Serialize for Amount {
             Amount::Unlimited => s.serialize_str("unlimited"),
         }
     }
+}
+
+/// In the OpenAPI document: a number (exact decimal for money), or the
+/// string `unlimited` when no limit applies.
+impl utoipa::PartialSchema for Amount {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Number))
+            .item(ObjectBuilder::new().schema_type(Type::String).enum_values(Some(["unlimited"])))
+            .description(Some("A count, an exact dollar amount, or `unlimited`"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Amount {}
+
+/// An amount to spend in a request body: a JSON number above 0 or a
+/// decimal string.
+pub fn amount_schema() -> utoipa::openapi::Schema {
+    decimal_schema(ObjectBuilder::new().schema_type(Type::Number).exclusive_minimum(Some(0f64)))
+}
+
+/// A limit's `max_value`: a JSON number 0 ≤ n < 10^18 or a decimal string.
+pub fn max_value_schema() -> utoipa::openapi::Schema {
+    decimal_schema(ObjectBuilder::new().schema_type(Type::Number).minimum(Some(0f64)).exclusive_maximum(Some(1e18)))
+}
+
+/// `number` or a string (decimal strings are checked by the handler).
+fn decimal_schema(number: ObjectBuilder) -> utoipa::openapi::Schema {
+    OneOfBuilder::new().item(number).item(ObjectBuilder::new().schema_type(Type::String)).into()
 }
 
 /// Micro-units as exact decimal text, without trailing zeros.

@@ -161,18 +161,39 @@ fn issue(field: &'static str, kind: &'static str, msg: impl Into<String>) -> Iss
 
 /// The body of `PUT /v1/limits/{limit_id}` and `POST /v1/limits`, as
 /// received; [`LimitInput::validate`] turns it into a [`Limit`].
-#[derive(Debug, Clone, Default, Deserialize)]
+///
+/// The schema attributes describe the body for the OpenAPI document; the
+/// fields stay loose (`Option<String>`) so that [`LimitInput::validate`]
+/// can name every problem.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct LimitInput {
+    /// Whom the limit applies to; `organization` needs `organization_id`,
+    /// `user` both ids (not with metric `tool_calls`).
+    #[schema(value_type = String, required = true, pattern = "^(tenant|organization|user)$")]
     pub subject: Option<String>,
+    #[schema(value_type = Option<uuid::Uuid>)]
     pub organization_id: Option<String>,
+    #[schema(value_type = Option<uuid::Uuid>)]
     pub user_id: Option<String>,
+    #[schema(value_type = String, required = true, pattern = "^(tokens|input_tokens|output_tokens|messages|cost_usd|executions|tool_calls)$")]
     pub metric: Option<String>,
+    /// Calendar periods take `time_zone` (default UTC) and `anchor_day`
+    /// (week: 1–7 from Monday, month: 1–28); `rolling_hours` takes
+    /// `rolling_hours`.
+    #[schema(value_type = String, required = true, pattern = "^(day|week|month|rolling_hours)$")]
     pub period: Option<String>,
+    /// An IANA time zone name.
     pub time_zone: Option<String>,
     pub anchor_day: Option<i64>,
+    #[schema(minimum = 1, maximum = 744)]
     pub rolling_hours: Option<i64>,
+    /// A number or a decimal string, 0 ≤ value < 10^18; dollars for `cost_usd`.
+    #[schema(schema_with = crate::usage::json::max_value_schema, required = true)]
     pub max_value: Option<serde_json::Value>,
+    /// Fraction 0–1 of `max_value` at which `soft_limit_reached` turns true.
+    #[schema(minimum = 0.0, maximum = 1.0)]
     pub soft_threshold: Option<f64>,
+    /// The version the write expects (0: must not exist yet); `If-Match` wins.
     pub expected_version: Option<u64>,
 }
 
@@ -388,7 +409,7 @@ impl LimitInput {
 }
 
 /// The JSON view of a limit.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LimitView {
     pub limit_id: Uuid,
     pub version: u64,

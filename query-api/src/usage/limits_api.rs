@@ -13,11 +13,12 @@
 //! is 404, exactly like an unknown one.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::limits::{Limit, LimitInput, LimitView};
@@ -25,7 +26,24 @@ use super::UsageApiState;
 use crate::auth::AdminCaller;
 use crate::body::Body;
 use crate::error::{ApiError, ApiResult, FieldError};
+use crate::path::Path;
 use crate::queries::limits::{load_one, load_tenant, write, LimitRow};
+
+/// `GET /v1/limits`: the tenant's limits.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LimitList {
+    pub count: usize,
+    pub limits: Vec<LimitView>,
+}
+
+/// The answer of a deleted limit: the tombstone's version.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Deleted {
+    pub limit_id: Uuid,
+    pub version: u64,
+    /// Always `true`.
+    pub deleted: bool,
+}
 
 fn parse_limit_id(s: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(s).map_err(|_| ApiError::invalid([FieldError::path("limit_id", "Input should be a valid UUID", "uuid_parsing")]))
@@ -77,11 +95,23 @@ async fn upsert(state: &UsageApiState, caller: &AdminCaller, limit_id: Uuid, hea
 }
 
 /// `POST /v1/limits`
+#[utoipa::path(post, path = "/v1/limits", tag = "Limits", summary = "Create a plan limit (new id)",
+    params(("If-Match" = Option<String>, Header, pattern = r#"^\s*(W/)*"*\+?[0-9]+"*\s*$"#, description = "The version expected, e.g. \"0\" (must not exist yet)")),
+    request_body = LimitInput,
+    responses((status = 201, description = "Created (ETag: the version)", body = LimitView), (status = 409, description = "Version mismatch", body = crate::error::Detail)))]
 pub async fn create(State(state): State<UsageApiState>, caller: AdminCaller, headers: HeaderMap, Body(body): Body) -> ApiResult<Response> {
     upsert(&state, &caller, Uuid::new_v4(), &headers, &body).await
 }
 
 /// `PUT /v1/limits/{limit_id}`
+#[utoipa::path(put, path = "/v1/limits/{limit_id}", tag = "Limits", summary = "Create or replace a plan limit",
+    params(("limit_id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header, pattern = r#"^\s*(W/)*"*\+?[0-9]+"*\s*$"#, description = "The version expected, e.g. \"3\"")),
+    request_body = LimitInput,
+    responses(
+        (status = 200, description = "Replaced (ETag: the version)", body = LimitView),
+        (status = 201, description = "Created (ETag: the version)", body = LimitView),
+        (status = 409, description = "Version mismatch", body = crate::error::Detail),
+    ))]
 pub async fn put(
     State(state): State<UsageApiState>,
     caller: AdminCaller,
@@ -94,14 +124,19 @@ pub async fn put(
 }
 
 /// `GET /v1/limits`
+#[utoipa::path(get, path = "/v1/limits", tag = "Limits", summary = "The tenant's plan limits",
+    responses((status = 200, description = "Every live limit", body = LimitList)))]
 pub async fn list(State(state): State<UsageApiState>, caller: AdminCaller) -> ApiResult<Response> {
     let tenant = caller.0.tenant_id;
     let rows = load_tenant(&state.db, tenant).await?;
     let limits: Vec<LimitView> = rows.iter().filter_map(LimitRow::to_limit).map(|l| LimitView::from(&l)).collect();
-    Ok(Json(json!({ "count": limits.len(), "limits": limits })).into_response())
+    Ok(Json(LimitList { count: limits.len(), limits }).into_response())
 }
 
 /// `GET /v1/limits/{limit_id}`
+#[utoipa::path(get, path = "/v1/limits/{limit_id}", tag = "Limits", summary = "One plan limit",
+    params(("limit_id" = uuid::Uuid, Path)),
+    responses((status = 200, description = "The limit (ETag: the version)", body = LimitView)))]
 pub async fn get_one(State(state): State<UsageApiState>, caller: AdminCaller, Path(limit_id): Path<String>) -> ApiResult<Response> {
     let limit_id = parse_limit_id(&limit_id)?;
     let tenant = caller.0.tenant_id;
@@ -113,6 +148,9 @@ pub async fn get_one(State(state): State<UsageApiState>, caller: AdminCaller, Pa
 }
 
 /// `DELETE /v1/limits/{limit_id}`
+#[utoipa::path(delete, path = "/v1/limits/{limit_id}", tag = "Limits", summary = "Delete a plan limit",
+    params(("limit_id" = uuid::Uuid, Path), ("If-Match" = Option<String>, Header, pattern = r#"^\s*(W/)*"*\+?[0-9]+"*\s*$"#, description = "The version expected, e.g. \"3\"")),
+    responses((status = 200, description = "Deleted: the tombstone's version", body = Deleted), (status = 409, description = "Version mismatch", body = crate::error::Detail)))]
 pub async fn delete(
     State(state): State<UsageApiState>,
     caller: AdminCaller,
@@ -139,5 +177,5 @@ pub async fn delete(
     let tombstone = LimitRow::from_limit(&limit, true);
     write(&state.db, &tombstone).await?;
     usage.put_limit(tenant, limit_id, None);
-    Ok(Json(json!({ "limit_id": limit_id, "version": limit.version, "deleted": true })).into_response())
+    Ok(Json(Deleted { limit_id, version: limit.version, deleted: true }).into_response())
 }

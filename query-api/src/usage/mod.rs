@@ -31,8 +31,8 @@ pub mod shared_holds;
 use std::sync::Arc;
 
 use axum::extract::FromRef;
-use axum::routing::{delete, get, post};
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use engine::UsageState;
 pub use settings::UsageSettings;
@@ -51,22 +51,22 @@ pub struct UsageApiState {
 }
 
 /// Routes of the usage endpoints (full paths, merged into the app).
-pub fn router<S>() -> Router<S>
+pub fn router<S>() -> OpenApiRouter<S>
 where
     S: Clone + Send + Sync + 'static,
     UsageApiState: FromRef<S>,
     Arc<KeyStore>: FromRef<S>,
     MaxBodyBytes: FromRef<S>,
 {
-    Router::new()
-        .route("/v1/limits", get(limits_api::list).post(limits_api::create))
-        .route("/v1/limits/{limit_id}", get(limits_api::get_one).put(limits_api::put).delete(limits_api::delete))
-        .route("/v1/usage/check", post(check_api::check))
-        .route("/v1/usage/reservations/{reservation_id}", delete(check_api::release))
-        .route("/v1/organizations/{organization_id}/usage/check", post(check_api::org_check))
-        .route("/v1/api/usage/current", get(current_api::current))
-        .route("/v1/usage/stats", get(current_api::current))
-        .route("/v1/organizations/{organization_id}/usage", get(current_api::org_aggregate))
-        .route("/v1/organizations/{organization_id}/usage/user/{user_id}", get(current_api::org_user))
-        .route("/api/organizations/{org_uuid}/usage", get(current_api::organizations_usage))
+    OpenApiRouter::new()
+        .routes(routes!(limits_api::list, limits_api::create))
+        .routes(routes!(limits_api::get_one, limits_api::put, limits_api::delete))
+        .routes(routes!(check_api::check))
+        .routes(routes!(check_api::release))
+        .routes(routes!(check_api::org_check))
+        .routes(routes!(current_api::current))
+        .routes(routes!(current_api::stats))
+        .routes(routes!(current_api::org_aggregate))
+        .routes(routes!(current_api::org_user))
+        .routes(routes!(current_api::organizations_usage))
 }

@@ -163,14 +163,14 @@ pub struct SharedStore(pub Option<Arc<Valkey>>);
 /// live, and (with Valkey) whether it answers and whether reservations are
 /// fenced after a loss. Valkey being away does not make the API unready:
 /// analytics and plain checks keep working, reserving checks answer 503.
-pub fn readiness(store: &SharedStore) -> serde_json::Value {
+pub fn readiness(store: &SharedStore) -> SharedStateView {
     match store.0.as_deref() {
-        None => serde_json::json!({
-            "holds": "process-local",
-            "rate_limits": "process-local",
-            "valkey": { "state": "not_configured" },
-            "detail": "Reservations and per-key rate limits are kept in this process (no --valkey-url): run a single replica",
-        }),
+        None => SharedStateView {
+            holds: "process-local",
+            rate_limits: "process-local",
+            valkey: ValkeyView { state: "not_configured", endpoint: None, fence_left_ms: None },
+            detail: Some("Reservations and per-key rate limits are kept in this process (no --valkey-url): run a single replica"),
+        },
         Some(v) => {
             let fence_left_ms = v.epoch.fence_left_us() / 1000;
             let state = if v.is_down() {
@@ -182,11 +182,12 @@ pub fn readiness(store: &SharedStore) -> serde_json::Value {
             } else {
                 "ok"
             };
-            serde_json::json!({
-                "holds": "valkey",
-                "rate_limits": "valkey",
-                "valkey": { "state": state, "endpoint": v.endpoint, "fence_left_ms": fence_left_ms },
-            })
+            SharedStateView {
+                holds: "valkey",
+                rate_limits: "valkey",
+                valkey: ValkeyView { state, endpoint: Some(v.endpoint.clone()), fence_left_ms: Some(fence_left_ms) },
+                detail: None,
+            }
         }
     }
 }
@@ -232,4 +233,34 @@ impl Valkey {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
+}
+
+/// The `shared_state` of `/ready`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SharedStateView {
+    /// Where reservations live: `process-local` or `valkey`.
+    #[schema(pattern = "^(process-local|valkey)$")]
+    pub holds: &'static str,
+    /// Where per-key rate limits live: `process-local` or `valkey`.
+    #[schema(pattern = "^(process-local|valkey)$")]
+    pub rate_limits: &'static str,
+    pub valkey: ValkeyView,
+    /// Why process-local state matters (without Valkey).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<&'static str>,
+}
+
+/// Valkey as `/ready` reports it.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ValkeyView {
+    /// `not_configured`, `connecting`, `ok`, `unreachable` or `fenced`
+    /// (reservations refused until a lost Valkey's holds have expired).
+    #[schema(pattern = "^(not_configured|connecting|ok|unreachable|fenced)$")]
+    pub state: &'static str,
+    /// The Valkey endpoint (without credentials).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Milliseconds until the fence lifts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fence_left_ms: Option<i64>,
 }

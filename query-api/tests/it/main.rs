@@ -4,6 +4,7 @@
 mod abuse;
 mod analytics;
 mod common;
+mod openapi_doc;
 mod replicas;
 mod ui;
 mod usage;

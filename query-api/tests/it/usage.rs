@@ -78,6 +78,7 @@ impl Harness {
     }
 
     async fn send(&self, method: reqwest::Method, path: &str, key: &str, body: Option<Value>) -> (u16, reqwest::header::HeaderMap, Value) {
+        let method_name = method.as_str().to_owned();
         let mut req = self.http.request(method, format!("{}{}", self.base, path)).header("X-API-Key", key);
         if let Some(b) = body {
             req = req.json(&b);
@@ -87,6 +88,7 @@ impl Harness {
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
         let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        crate::openapi_doc::assert_documented(&method_name, path, status, if v.is_string() { &Value::Null } else { &v });
         (status, headers, v)
     }
 

@@ -84,7 +84,9 @@ impl App {
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        crate::openapi_doc::assert_documented("GET", path_and_query, status, &body);
+        (status, body)
     }
 
     /// GET expecting 200; returns the body.
