@@ -106,7 +106,9 @@ impl<R> Default for Batch<R> {
 }
 
 impl<R> Batch<R> {
-    fn touch(&mut self, partition: i32, offset: i64, bytes: usize) {
+    /// Records that the message at `offset` was read (and counts its bytes),
+    /// for messages that leave neither a row nor a dead letter.
+    pub fn touch(&mut self, partition: i32, offset: i64, bytes: usize) {
         self.opened_at.get_or_insert_with(Instant::now);
         let o = self.offsets.entry(partition).or_insert(offset);
         *o = (*o).max(offset);

@@ -5,12 +5,17 @@
 //! than one ClickHouse insert block).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use agentmeter_schema::config::{ClickHouseArgs, TOPIC_AGENT_EXECUTIONS, TOPIC_DEAD_LETTER, TOPIC_TOOL_CALLS};
 use clap::{Parser, ValueEnum};
 
 use crate::errors::IngestError;
+use crate::otlp::Encoding;
+
+/// Topic of OTLP spans (DESIGN: names other tools rely on).
+pub const TOPIC_OTLP_SPANS: &str = "agentmeter.otlp-spans";
 
 /// Largest batch the worker accepts: ClickHouse cuts an INSERT into blocks of
 /// `max_insert_block_size` rows (default 1,048,449); one batch must stay one
@@ -51,6 +56,44 @@ pub struct Config {
     /// Topic that receives rejected messages, with the reason in headers.
     #[arg(long, env = "AGENTMETER_DEAD_LETTER_TOPIC", default_value = TOPIC_DEAD_LETTER)]
     pub dead_letter_topic: String,
+
+    /// Topic of OpenTelemetry spans: OTLP `ExportTraceServiceRequest`s as the
+    /// OpenTelemetry Collector's `kafka` exporter writes them (empty: not read).
+    #[arg(long, env = "AGENTMETER_OTLP_SPANS_TOPIC", default_value = TOPIC_OTLP_SPANS)]
+    pub otlp_spans_topic: String,
+
+    /// Encoding of the OTLP topic's messages: the Collector's `otlp_proto`
+    /// (its default) or `otlp_json`; `auto` detects it per message.
+    #[arg(long, env = "AGENTMETER_OTLP_ENCODING", value_enum, default_value_t = Encoding::Auto)]
+    pub otlp_encoding: Encoding,
+
+    /// OTLP attribute (span, else resource) holding the tenant id (a UUID).
+    #[arg(long, env = "AGENTMETER_OTLP_TENANT_ATTRIBUTE", default_value = "agentmeter.tenant_id")]
+    pub otlp_tenant_attribute: String,
+
+    /// OTLP attribute (span, else resource) holding the organization id (a UUID).
+    #[arg(long, env = "AGENTMETER_OTLP_ORGANIZATION_ATTRIBUTE", default_value = "agentmeter.organization_id")]
+    pub otlp_organization_attribute: String,
+
+    /// OTLP attribute (span, else resource) holding the project id (a UUID).
+    #[arg(long, env = "AGENTMETER_OTLP_PROJECT_ATTRIBUTE", default_value = "agentmeter.project_id")]
+    pub otlp_project_attribute: String,
+
+    /// OTLP attribute (span, else resource) holding the end user (a UUID, or
+    /// any other value, turned into a UUID deterministically).
+    #[arg(long, env = "AGENTMETER_OTLP_USER_ATTRIBUTE", default_value = "enduser.id")]
+    pub otlp_user_attribute: String,
+
+    /// Single-tenant setups: every OTLP span belongs to this tenant, and the
+    /// tenant attribute is not read.
+    #[arg(long, env = "AGENTMETER_OTLP_FIXED_TENANT_ID")]
+    pub otlp_fixed_tenant_id: Option<uuid::Uuid>,
+
+    /// TOML price table (model -> input/output USD per token, effective from
+    /// a date) that prices OTLP spans without an `agentmeter.cost_usd`
+    /// attribute; without a price the cost is not computed.
+    #[arg(long, env = "AGENTMETER_OTLP_PRICE_TABLE")]
+    pub otlp_price_table: Option<PathBuf>,
 
     /// Kafka group session timeout. The local broker's first join waits half of it.
     #[arg(long, env = "AGENTMETER_KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
@@ -143,7 +186,27 @@ impl Config {
         if a.is_empty() || b.is_empty() || d.is_empty() || a == b || a == d || b == d {
             return bad("the three topics must be distinct and non-empty".into());
         }
+        let o = &self.otlp_spans_topic;
+        if !o.is_empty() && (o == a || o == b || o == d) {
+            return bad("the OTLP topic must differ from the other topics".into());
+        }
         Ok(())
+    }
+
+    /// The OTLP mapping settings; reads the price table file.
+    pub fn otlp_mapping(&self) -> Result<crate::otlp::MappingConfig, IngestError> {
+        let prices = match &self.otlp_price_table {
+            Some(path) => crate::otlp::prices::PriceTable::load(path)?,
+            None => crate::otlp::prices::PriceTable::default(),
+        };
+        Ok(crate::otlp::MappingConfig {
+            tenant_attribute: self.otlp_tenant_attribute.clone(),
+            organization_attribute: self.otlp_organization_attribute.clone(),
+            project_attribute: self.otlp_project_attribute.clone(),
+            user_attribute: self.otlp_user_attribute.clone(),
+            fixed_tenant: self.otlp_fixed_tenant_id,
+            prices,
+        })
     }
 
     pub fn flush_interval(&self) -> Duration {
@@ -162,6 +225,9 @@ mod tests {
         assert_eq!(c.kafka_group, "agentmeter-ingest");
         assert_eq!(c.tool_calls_topic, "agentmeter.tool-calls");
         assert_eq!(c.metrics_addr.to_string(), "127.0.0.1:9464");
+        assert_eq!(c.otlp_spans_topic, "agentmeter.otlp-spans");
+        assert_eq!(c.otlp_tenant_attribute, "agentmeter.tenant_id");
+        assert_eq!(c.otlp_user_attribute, "enduser.id");
     }
 
     #[test]
@@ -174,6 +240,9 @@ mod tests {
         assert!(c.validate().is_err());
         let mut c = Config::defaults();
         c.dead_letter_topic = c.tool_calls_topic.clone();
+        assert!(c.validate().is_err());
+        let mut c = Config::defaults();
+        c.otlp_spans_topic = c.dead_letter_topic.clone();
         assert!(c.validate().is_err());
     }
 }

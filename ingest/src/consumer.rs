@@ -28,6 +28,8 @@
 //!   dead letter's, once Kafka acknowledged the copy.
 //! * Offsets are committed after each acknowledged batch (asynchronously),
 //!   on revocation and on shutdown (synchronously).
+//! * The OTLP topic (when configured) has its own batch, of rows of either
+//!   table ([`crate::otlp`]); it follows the same rules.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -49,6 +51,7 @@ use crate::dead_letter::{DeadLetters, Rejected};
 use crate::errors::{Backoff, IngestError};
 use crate::metrics::{Metrics, REASON_CLICKHOUSE_REJECTED};
 use crate::routing::{home_partition, Forward, Forwarder, PartitionCounts};
+use crate::otlp::{OtlpInput, OtlpRow};
 use crate::writer::{Refused, Writer};
 
 type Partition = (String, i32);
@@ -257,6 +260,7 @@ struct Worker {
     held_since: Option<Instant>,
     /// Whether the partitions are paused at the bound.
     paused: bool,
+    otlp: Arc<OtlpInput>,
 }
 
 /// Runs the worker until `shutdown` resolves, then writes what it holds,
@@ -292,7 +296,12 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
         .set("topic.metadata.refresh.interval.ms", "10000")
         .create_with_context(IngestContext { shared: Arc::clone(&shared), metrics: Arc::clone(&metrics) })?;
     let consumer = Arc::new(consumer);
-    consumer.subscribe(&[&config.tool_calls_topic, &config.agent_executions_topic])?;
+    let mut subscribed = vec![config.tool_calls_topic.clone(), config.agent_executions_topic.clone()];
+    if !config.otlp_spans_topic.is_empty() {
+        subscribed.push(config.otlp_spans_topic.clone());
+    }
+    consumer.subscribe(&subscribed.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let otlp = Arc::new(OtlpInput::new(&config.otlp_spans_topic, config.otlp_encoding, config.otlp_mapping()?, &metrics.registry));
 
     let backoff = Backoff::new(config.retry_initial_ms, config.retry_max_ms);
     let dead_letters = Arc::new(DeadLetters::new(&config.kafka_brokers, &config.dead_letter_topic, backoff, Arc::clone(&metrics))?);
@@ -333,22 +342,24 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
         next_batch_id: 0,
         held_since: None,
         paused: false,
+        otlp,
     };
     let mut tool_calls = Table::<ToolCallRow>::new(&config.tool_calls_topic);
     let mut executions = Table::<AgentExecutionRow>::new(&config.agent_executions_topic);
+    let mut otlp = Table::<OtlpRow>::new(&config.otlp_spans_topic);
     tracing::info!(
-        brokers = %config.kafka_brokers, group = %config.kafka_group,
-        topics = ?[&config.tool_calls_topic, &config.agent_executions_topic],
+        brokers = %config.kafka_brokers, group = %config.kafka_group, topics = ?subscribed,
         database = %config.clickhouse.database, "ingest worker started"
     );
 
-    worker.consume(&mut tool_calls, &mut executions, &mut shutdown).await;
+    worker.consume(&mut tool_calls, &mut executions, &mut otlp, &mut shutdown).await;
 
     let drain =
-        tokio::time::timeout(Duration::from_millis(config.shutdown_timeout_ms), worker.drain(&mut tool_calls, &mut executions)).await;
+        tokio::time::timeout(Duration::from_millis(config.shutdown_timeout_ms), worker.drain(&mut tool_calls, &mut executions, &mut otlp))
+            .await;
     if drain.is_err() {
         tracing::warn!("shutdown timeout reached; unwritten batches will be read again by the next owner");
-        for w in [tool_calls.writing.take(), executions.writing.take()].into_iter().flatten() {
+        for w in [tool_calls.writing.take(), executions.writing.take(), otlp.writing.take()].into_iter().flatten() {
             w.handle.abort();
             worker.shared.finish(w.id);
         }
@@ -364,6 +375,7 @@ impl Worker {
         &mut self,
         tool_calls: &mut Table<ToolCallRow>,
         executions: &mut Table<AgentExecutionRow>,
+        otlp: &mut Table<OtlpRow>,
         shutdown: impl Future<Output = ()>,
     ) {
         let tick_every = (self.limits.max_age / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
@@ -371,7 +383,7 @@ impl Worker {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
-            self.forget_revoked(tool_calls, executions);
+            self.forget_revoked(tool_calls, executions, otlp);
             if self.shared.assigned.swap(false, Ordering::SeqCst) {
                 if let Some(counts) = read_partition_counts(&self.consumer, &self.topics).await {
                     self.partitions = counts;
@@ -380,14 +392,20 @@ impl Worker {
             let now = Instant::now();
             self.flush_if_due(tool_calls, now, false);
             self.flush_if_due(executions, now, false);
-            let receive = self.apply_bound(tool_calls.held_bytes() + executions.held_bytes(), now);
+            self.flush_otlp_if_due(otlp, now, false);
+            let receive = self.apply_bound(tool_calls.held_bytes() + executions.held_bytes() + otlp.held_bytes(), now);
             let consumer = Arc::clone(&self.consumer);
             tokio::select! {
                 biased;
                 _ = &mut shutdown => return,
                 _ = written(&mut tool_calls.writing) => commit(consumer.as_ref(), CommitMode::Async),
                 _ = written(&mut executions.writing) => commit(consumer.as_ref(), CommitMode::Async),
+                _ = written(&mut otlp.writing) => commit(consumer.as_ref(), CommitMode::Async),
                 message = consumer.recv(), if receive => match message {
+                    Ok(m) if m.topic() == otlp.topic => {
+                        self.metrics.events_consumed.with_label_values(&[crate::otlp::KIND]).inc();
+                        self.otlp.accept(&m, &mut otlp.open, &self.dead_letters);
+                    }
                     Ok(m) => self.accept(&m, tool_calls, executions),
                     Err(e) => {
                         tracing::warn!(error = %e, "kafka consumer error");
@@ -400,15 +418,18 @@ impl Worker {
     }
 
     /// Writes everything held, then returns.
-    async fn drain(&mut self, tool_calls: &mut Table<ToolCallRow>, executions: &mut Table<AgentExecutionRow>) {
-        self.forget_revoked(tool_calls, executions);
+    async fn drain(&mut self, tool_calls: &mut Table<ToolCallRow>, executions: &mut Table<AgentExecutionRow>, otlp: &mut Table<OtlpRow>) {
+        self.forget_revoked(tool_calls, executions, otlp);
         finish_writing(&mut tool_calls.writing).await;
         finish_writing(&mut executions.writing).await;
+        finish_writing(&mut otlp.writing).await;
         let now = Instant::now();
         self.flush_if_due(tool_calls, now, true);
         self.flush_if_due(executions, now, true);
+        self.flush_otlp_if_due(otlp, now, true);
         finish_writing(&mut tool_calls.writing).await;
         finish_writing(&mut executions.writing).await;
+        finish_writing(&mut otlp.writing).await;
     }
 
     fn accept(&mut self, m: &BorrowedMessage<'_>, tool_calls: &mut Table<ToolCallRow>, executions: &mut Table<AgentExecutionRow>) {
@@ -505,14 +526,62 @@ impl Worker {
         table.writing = Some(Writing { id, bytes, handle });
     }
 
+    /// Starts writing the OTLP topic's open batch if it is due (or
+    /// `force`d) and no other batch of it is being written: rows of both
+    /// tables, then refused rows dead-lettered, then the offsets stored.
+    fn flush_otlp_if_due(&mut self, table: &mut Table<OtlpRow>, now: Instant, force: bool) {
+        if table.writing.is_some() || table.open.is_empty() || !(force || table.open.is_due(&self.limits, now)) {
+            return;
+        }
+        let batch = std::mem::take(&mut table.open);
+        let id = self.next_batch_id;
+        self.next_batch_id += 1;
+        let topic = table.topic.clone();
+        self.shared.begin(id, batch.offsets.keys().map(|p| (topic.clone(), *p)).collect());
+        let bytes = batch.bytes;
+        let (consumer, shared, writer, metrics, dead_letters) = (
+            Arc::clone(&self.consumer),
+            Arc::clone(&self.shared),
+            Arc::clone(&self.writer),
+            Arc::clone(&self.metrics),
+            Arc::clone(&self.dead_letters),
+        );
+        let handle = tokio::spawn(async move {
+            let started = Instant::now();
+            let Batch { entries, deliveries, offsets, .. } = batch;
+            crate::otlp::write(&writer, &dead_letters, &topic, entries).await;
+            for (_, _, delivery) in deliveries {
+                let _ = delivery.await;
+            }
+            let mut tpl = TopicPartitionList::new();
+            for (partition, offset) in &offsets {
+                let _ = tpl.add_partition_offset(&topic, *partition, Offset::Offset(offset + 1));
+            }
+            if let Err(e) = consumer.store_offsets(&tpl) {
+                tracing::info!(error = %e, topic = %topic, "offsets not stored (partition no longer assigned)");
+            }
+            shared.finish(id);
+            metrics.flush_duration.with_label_values(&[crate::otlp::KIND]).observe(started.elapsed().as_secs_f64());
+            metrics.last_flush_timestamp.set(chrono::Utc::now().timestamp());
+        });
+        table.writing = Some(Writing { id, bytes, handle });
+    }
+
     /// Drops what was read from partitions revoked since the last call.
-    fn forget_revoked(&mut self, tool_calls: &mut Table<ToolCallRow>, executions: &mut Table<AgentExecutionRow>) {
+    fn forget_revoked(
+        &mut self,
+        tool_calls: &mut Table<ToolCallRow>,
+        executions: &mut Table<AgentExecutionRow>,
+        otlp: &mut Table<OtlpRow>,
+    ) {
         let revoked = std::mem::take(&mut *self.shared.revoked.lock().expect("lock"));
         if revoked.is_empty() {
             return;
         }
         let of = |topic: &str| revoked.iter().filter(|(t, _)| t == topic).map(|(_, p)| *p).collect::<Vec<_>>();
-        let released = tool_calls.open.drop_partitions(&of(&tool_calls.topic)) + executions.open.drop_partitions(&of(&executions.topic));
+        let released = tool_calls.open.drop_partitions(&of(&tool_calls.topic))
+            + executions.open.drop_partitions(&of(&executions.topic))
+            + otlp.open.drop_partitions(&of(&otlp.topic));
         if released > 0 {
             tracing::info!(released_bytes = released, "dropped unwritten messages of revoked partitions");
         }

@@ -12,6 +12,8 @@
 //!   partition, so two workers never write one event at the same moment.
 //! * [`errors`]: the error type and the one classification of failures.
 //! * [`metrics`]: Prometheus metrics and the `/metrics` + `/health` server.
+//! * [`otlp`]: OpenTelemetry GenAI spans (the OTLP topic) mapped onto the
+//!   same rows, through the same parser.
 //!
 //! [`run`] is the whole worker; tests call it in-process.
 
@@ -23,6 +25,7 @@ pub mod dedup;
 pub mod errors;
 pub mod metrics;
 pub mod routing;
+pub mod otlp;
 pub mod shutdown;
 pub mod topics;
 pub mod writer;

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 
-/// Creates whichever of the three topics is missing, with
+/// Creates whichever of the worker's topics is missing, with
 /// `kafka_create_topics_partitions` partitions (0 disables this).
 pub async fn ensure_topics(config: &Config) {
     let partitions = config.kafka_create_topics_partitions;
@@ -30,7 +30,10 @@ pub async fn ensure_topics(config: &Config) {
             return;
         }
     };
-    let names = [&config.tool_calls_topic, &config.agent_executions_topic, &config.dead_letter_topic];
+    let mut names = vec![&config.tool_calls_topic, &config.agent_executions_topic, &config.dead_letter_topic];
+    if !config.otlp_spans_topic.is_empty() {
+        names.push(&config.otlp_spans_topic);
+    }
     let topics: Vec<NewTopic> = names.iter().map(|name| NewTopic::new(name, partitions, TopicReplication::Fixed(-1))).collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     match admin.create_topics(&topics, &options).await {

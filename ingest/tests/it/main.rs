@@ -8,5 +8,6 @@ mod exactness;
 mod faults;
 mod kafka_away;
 mod multi_worker;
+mod otlp;
 mod refused;
 mod support;

@@ -40,6 +40,7 @@ pub struct Fixture {
     pub tool_calls_topic: String,
     pub executions_topic: String,
     pub dead_letter_topic: String,
+    pub otlp_spans_topic: String,
     pub group: String,
 }
 
@@ -59,6 +60,7 @@ impl Fixture {
             tool_calls_topic: format!("test.{name}.tool-calls"),
             executions_topic: format!("test.{name}.agent-executions"),
             dead_letter_topic: format!("test.{name}.dead-letter"),
+            otlp_spans_topic: format!("test.{name}.otlp-spans"),
             group: format!("test-{name}"),
             brokers: brokers.to_owned(),
             name,
@@ -66,7 +68,7 @@ impl Fixture {
         };
         let admin: AdminClient<DefaultClientContext> =
             ClientConfig::new().set("bootstrap.servers", &f.brokers).create().expect("admin client");
-        let topics: Vec<NewTopic> = [&f.tool_calls_topic, &f.executions_topic, &f.dead_letter_topic]
+        let topics: Vec<NewTopic> = [&f.tool_calls_topic, &f.executions_topic, &f.dead_letter_topic, &f.otlp_spans_topic]
             .iter()
             .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
             .collect();
@@ -86,6 +88,7 @@ impl Fixture {
         c.tool_calls_topic = self.tool_calls_topic.clone();
         c.agent_executions_topic = self.executions_topic.clone();
         c.dead_letter_topic = self.dead_letter_topic.clone();
+        c.otlp_spans_topic = self.otlp_spans_topic.clone();
         c.kafka_session_timeout_ms = 6000;
         c.max_batch_rows = 2000;
         c.flush_interval_ms = 200;
@@ -106,6 +109,7 @@ impl Fixture {
             ("--tool-calls-topic", c.tool_calls_topic),
             ("--agent-executions-topic", c.agent_executions_topic),
             ("--dead-letter-topic", c.dead_letter_topic),
+            ("--otlp-spans-topic", c.otlp_spans_topic),
             ("--kafka-session-timeout-ms", c.kafka_session_timeout_ms.to_string()),
             ("--max-batch-rows", c.max_batch_rows.to_string()),
             ("--flush-interval-ms", c.flush_interval_ms.to_string()),
@@ -183,6 +187,7 @@ pub fn produce_over(f: &Fixture, messages: Vec<Message>, over: Duration) -> toki
         tool_calls_topic: tc,
         executions_topic: ae,
         dead_letter_topic: f.dead_letter_topic.clone(),
+        otlp_spans_topic: f.otlp_spans_topic.clone(),
         group: f.group.clone(),
         brokers: f.brokers.clone(),
     };

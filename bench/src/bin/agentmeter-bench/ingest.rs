@@ -11,6 +11,9 @@
 //! * ceiling = min(a, b). Target: worker >= 60 % of it, peak RSS < 200 MB.
 //!
 //! The worker's peak RSS is `VmHWM` and its CPU `utime + stime` from /proc.
+//!
+//! Then (d), unless `--otlp-traces 0`: the same worker on OpenTelemetry
+//! GenAI spans (the OTLP topic, see `otlp.rs`), reported next to (c).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -23,6 +26,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::kafka::{self, Topics};
+use crate::otlp;
 use crate::process::{self, Proc};
 use crate::report::{self, round};
 use crate::{env, Common};
@@ -53,6 +57,12 @@ pub struct Opts {
     /// worker's duplicate look-up (see bench/README.md).
     #[arg(long, default_value_t = 0.0)]
     pub backfill_hours: f64,
+    /// Agent traces for the OTLP phase (d) (5 spans, 4 rows each; 0: skip it).
+    #[arg(long, default_value_t = 20_000)]
+    pub otlp_traces: u64,
+    /// Traces per OTLP message (the Collector's batch).
+    #[arg(long, default_value_t = 50)]
+    pub otlp_traces_per_message: u64,
     /// Name of the result file (`<name>.json`).
     #[arg(long, default_value = "ingest")]
     pub result_name: String,
@@ -94,8 +104,9 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     eprintln!("ingest: raw insert {:.0} events/s", insert_rate);
 
     eprintln!("ingest: (c) agentmeter-ingest");
-    let worker = run_worker(common, &ch, &topics, &o, produced.events(), timeout).await?;
+    let worker = run_worker(common, &ch, &topics, None, &o, produced.events(), timeout).await?;
     let ingest_rate = produced.events() as f64 / worker.seconds;
+    let otlp = if o.otlp_traces > 0 { Some(run_otlp(common, &o, &run_id, timeout).await?) } else { None };
 
     // Exactness while we are here: raw tables and rollups hold every event once.
     let exact = exact_counts(&ch.client()).await?;
@@ -130,6 +141,22 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
             format!("{:.1} CPU s / 100k events", cpu_per_100k),
         ],
     ]);
+    if let Some(r) = &otlp {
+        println!();
+        report::table(&[
+            vec!["measure".into(), "spans/s".into(), "rows/s".into(), "seconds".into(), "note".into()],
+            vec![
+                "(d) agentmeter-ingest, OTLP".into(),
+                format!("{:.0}", r.spans_per_s),
+                format!("{:.0}", r.rows_per_s),
+                format!("{:.2}", r.seconds),
+                format!(
+                    "{} traces in {} messages, peak RSS {:.1} MB; JSON (c): {ingest_rate:.0} events/s",
+                    r.traces, r.messages, r.peak_rss_mib
+                ),
+            ],
+        ]);
+    }
     println!();
     report::table(&[
         vec!["target".into(), "measured".into(), "goal".into(), "met".into()],
@@ -163,6 +190,14 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
             "preload_events_per_s": round(produced.events() as f64 / produced.seconds, 0),
             "counts_raw_and_rollup": {"tool_calls": exact.0, "agent_executions": exact.1, "tool_calls_1m_sum_calls": exact.2, "agent_executions_1m_sum": exact.3},
         },
+        "otlp": otlp.as_ref().map(|r| json!({
+            "what": "the same worker on OTLP protobuf messages (agent traces: 5 spans, 4 rows each), first consumed -> last row visible",
+            "traces": r.traces, "messages": r.messages, "spans": r.traces * otlp::SPANS_PER_TRACE, "rows": r.traces * otlp::ROWS_PER_TRACE,
+            "payload_bytes": r.bytes,
+            "spans_per_s": round(r.spans_per_s, 0), "rows_per_s": round(r.rows_per_s, 0), "seconds": round(r.seconds, 3),
+            "rows_per_s_vs_json_events_per_s": round(r.rows_per_s / ingest_rate, 3),
+            "worker_peak_rss_mib": round(r.peak_rss_mib, 1), "exact_rows": r.exact,
+        })),
         "ceiling": {"events_per_s": round(ceiling, 0), "limited_by": limited_by},
         "ratio": round(ratio, 4),
         "target": {"ratio_min": 0.6, "worker_peak_rss_mib_max": 200},
@@ -179,6 +214,63 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         topics.delete(&common.kafka_brokers).await?;
     }
     Ok(())
+}
+
+/// The OTLP phase's figures.
+struct OtlpRun {
+    traces: u64,
+    messages: u64,
+    bytes: u64,
+    seconds: f64,
+    spans_per_s: f64,
+    rows_per_s: f64,
+    peak_rss_mib: f64,
+    exact: bool,
+}
+
+/// (d): pre-loads agent traces as OTLP messages into a fresh topic and
+/// times a worker that reads only that topic into a fresh database.
+async fn run_otlp(common: &Common, o: &Opts, run_id: &str, timeout: Duration) -> anyhow::Result<OtlpRun> {
+    let db = format!("agentmeter_bench_ingest_{run_id}_otlp");
+    let ch = ClickHouseArgs::new(&common.clickhouse_url, &db);
+    let server = ch.server_client();
+    agentmeter_schema::migrations::migrate(&server, &db).await?;
+    let topics = Topics::fresh(&format!("{run_id}-otlp"));
+    topics.create(&common.kafka_brokers, o.partitions).await?;
+    let otlp_topic = format!("bench.{run_id}.otlp-spans");
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new().set("bootstrap.servers", &common.kafka_brokers).create()?;
+    let new = rdkafka::admin::NewTopic::new(&otlp_topic, o.partitions, rdkafka::admin::TopicReplication::Fixed(1));
+    for r in admin.create_topics(&[new], &rdkafka::admin::AdminOptions::new()).await? {
+        r.map_err(|(t, e)| anyhow::anyhow!("creating topic {t}: {e:?}"))?;
+    }
+    eprintln!("ingest: (d) pre-loading {} OTLP agent traces into {otlp_topic}", o.otlp_traces);
+    let (brokers, topic, n, per, seed) =
+        (common.kafka_brokers.clone(), otlp_topic.clone(), o.otlp_traces, o.otlp_traces_per_message, o.seed);
+    let produced = tokio::task::spawn_blocking(move || otlp::preload(&brokers, &topic, n, per, seed)).await??;
+    eprintln!("ingest: produced {} OTLP messages in {:.1} s", produced.messages, produced.seconds);
+    let rows = produced.traces * otlp::ROWS_PER_TRACE;
+    let worker = run_worker(common, &ch, &topics, Some(&otlp_topic), o, rows, timeout).await?;
+    let exact = exact_counts(&ch.client()).await?;
+    let calls = produced.traces * 3;
+    let executions = produced.traces;
+    if !common.keep {
+        server.query(&format!("DROP DATABASE IF EXISTS `{db}`")).execute().await?;
+        topics.delete(&common.kafka_brokers).await?;
+        for r in admin.delete_topics(&[&otlp_topic], &rdkafka::admin::AdminOptions::new()).await? {
+            r.map_err(|(t, e)| anyhow::anyhow!("deleting topic {t}: {e:?}"))?;
+        }
+    }
+    Ok(OtlpRun {
+        traces: produced.traces,
+        messages: produced.messages,
+        bytes: produced.bytes,
+        seconds: worker.seconds,
+        spans_per_s: (produced.traces * otlp::SPANS_PER_TRACE) as f64 / worker.seconds,
+        rows_per_s: rows as f64 / worker.seconds,
+        peak_rss_mib: worker.peak_rss_kib as f64 / 1024.0,
+        exact: exact == (calls, executions, calls, executions),
+    })
 }
 
 struct Inserted {
@@ -272,6 +364,7 @@ async fn run_worker(
     common: &Common,
     ch: &ClickHouseArgs,
     topics: &Topics,
+    otlp_topic: Option<&str>,
     o: &Opts,
     expected: u64,
     timeout: Duration,
@@ -283,6 +376,8 @@ async fn run_worker(
         .env("AGENTMETER_TOOL_CALLS_TOPIC", &topics.tool_calls)
         .env("AGENTMETER_AGENT_EXECUTIONS_TOPIC", &topics.executions)
         .env("AGENTMETER_DEAD_LETTER_TOPIC", &topics.dead_letter)
+        // Empty: the JSON phase reads no OTLP topic.
+        .env("AGENTMETER_OTLP_SPANS_TOPIC", otlp_topic.unwrap_or_default())
         .env("AGENTMETER_CLICKHOUSE_URL", &ch.url)
         .env("AGENTMETER_CLICKHOUSE_DATABASE", &ch.database)
         .env("AGENTMETER_KAFKA_SESSION_TIMEOUT_MS", "6000")

@@ -12,6 +12,7 @@ mod freshness;
 mod graphs;
 mod ingest;
 mod kafka;
+mod otlp;
 mod process;
 mod report;
 

@@ -1,0 +1,338 @@
+//! OTLP input end to end: OpenTelemetry GenAI spans built by the official
+//! OpenTelemetry Python SDK (`ingest/tests/otlp/make_spans.py`, run with
+//! the stack's venv) go through Kafka and a real worker. An agent run with
+//! nested tool calls and a completion (current attribute names, protobuf),
+//! a second agent with the deprecated token names (OTLP/JSON), a standalone
+//! completion priced from the price table, a re-export of the first trace,
+//! a non-GenAI and an embeddings span, two spans that break the contract
+//! and a message that is not OTLP at all. Checked: the raw rows field by
+//! field, the rollups, the per-tool and per-query answers, the dead
+//! letters and the span counters.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use agentmeter_ingest::otlp::ids::{id_for, span_uuid};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message as _};
+use rdkafka::producer::FutureRecord;
+use rdkafka::ClientConfig;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::support::*;
+
+const PRICES: &str = r#"
+[[price]]
+model = "gpt-4o"
+effective_from = "2024-01-01"
+input_usd_per_token = "0.0000025"
+output_usd_per_token = "0.00001"
+"#;
+
+#[derive(Deserialize)]
+struct Generated {
+    base_ms: i64,
+    spans: HashMap<String, SpanIds>,
+    messages: Vec<GeneratedMessage>,
+}
+
+#[derive(Deserialize)]
+struct SpanIds {
+    trace_id: String,
+    span_id: String,
+}
+
+#[derive(Deserialize)]
+struct GeneratedMessage {
+    label: String,
+    payload_hex: String,
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+impl Generated {
+    /// The UUID the worker derives for a span (event id, execution id).
+    fn id(&self, label: &str) -> Uuid {
+        let s = &self.spans[label];
+        span_uuid(&unhex(&s.trace_id), &unhex(&s.span_id))
+    }
+}
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Runs the SDK script with the stack's venv python.
+fn generate(tenant: Uuid, other: Uuid, org: Uuid, project: Uuid, conversation: Uuid) -> Generated {
+    let root = repo_root();
+    let python = root.join(".stack/venv/bin/python");
+    let out = std::process::Command::new(&python)
+        .arg(root.join("ingest/tests/otlp/make_spans.py"))
+        .args([tenant, other, org, project, conversation].map(|u| u.to_string()))
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e} (./dev/test installs dev/requirements-otlp-test.txt)", python.display()));
+    assert!(out.status.success(), "make_spans.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("make_spans.py prints JSON")
+}
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
+struct CallRow {
+    tool_name: String,
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    tenant_id: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    organization_id: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    project_id: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    query_id: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    agent_execution_id: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    agent_id: Uuid,
+    call_kind: String,
+    server_name: String,
+    latency_ms: f64,
+    success: bool,
+    error_type: String,
+    error_message: String,
+    occurred_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
+struct ExecRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    event_id: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    execution_id: Uuid,
+    execution_kind: String,
+    #[serde(with = "clickhouse::serde::uuid")]
+    tenant_id: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    agent_id: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    conversation_id: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    user_id: Uuid,
+    model: String,
+    input_tokens: u64,
+    output_tokens: u64,
+    total_tokens: u64,
+    cost: String,
+    duration_ms: Option<f64>,
+    status: String,
+}
+
+/// Reads the dead-letter topic until `count` letters arrived (or the deadline).
+async fn dead_letters(f: &Fixture, count: usize, within: Duration) -> Vec<(HashMap<String, String>, Vec<u8>)> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", format!("{}-dlq-reader", f.group))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&f.dead_letter_topic]).unwrap();
+    let deadline = Instant::now() + within;
+    let mut out = Vec::new();
+    while out.len() < count && Instant::now() < deadline {
+        let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await else { continue };
+        let headers = m
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
+            .unwrap_or_default();
+        out.push((headers, m.payload().unwrap_or_default().to_vec()));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn genai_spans_from_the_sdk_become_rows_rollups_and_dead_letters() {
+    let f = Fixture::new("otlp", 2).await;
+    let (tenant, other, org, project, conversation) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let g = generate(tenant, other, org, project, conversation);
+
+    // One partition, in order: the re-export (c) comes after the original (a).
+    let producer = producer();
+    let mut offsets = HashMap::new();
+    for m in &g.messages {
+        let payload = unhex(&m.payload_hex);
+        let delivery = producer
+            .send(FutureRecord::<[u8], [u8]>::to(&f.otlp_spans_topic).partition(0).payload(&payload), Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .expect("produced");
+        offsets.insert(m.label.clone(), (delivery.offset, payload));
+    }
+
+    let prices = std::env::temp_dir().join(format!("agentmeter-prices-{}.toml", f.name));
+    std::fs::write(&prices, PRICES).unwrap();
+    let mut config = f.config();
+    config.otlp_price_table = Some(prices.clone());
+    let (stop, metrics, worker) = spawn_worker(config);
+
+    let expected = Totals {
+        calls: 4,
+        call_errors: 2,
+        executions: 3,
+        failed_executions: 0,
+        input_tokens: 1000 + 400 + 300,
+        output_tokens: 200 + 80 + 50,
+        // 0.0123 (span attribute) + 0.0018 (400 and 80 tokens priced) + 0.00125 (300 and 50 priced)
+        cost_usd: Decimal::from_str("0.01535").unwrap(),
+        messages: 3,
+    };
+    wait_for_rows(&f.ch, &expected, Duration::from_secs(120)).await;
+    let letters = dead_letters(&f, 3, Duration::from_secs(60)).await;
+    // Give stray rows (a double count) time to show up before the final count.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops in time").unwrap();
+    let _ = std::fs::remove_file(prices);
+
+    assert_eq!(raw_totals(&f.ch).await, expected, "raw tables");
+    assert_eq!(rollup_totals(&f.ch).await, expected, "rollups");
+    assert_no_duplicate_rows(&f.ch).await;
+
+    // Tool calls, field by field.
+    let db = f.ch.client();
+    let calls: Vec<CallRow> = db
+        .query(
+            "SELECT tool_name, event_id, tenant_id, organization_id, project_id, query_id, agent_execution_id, agent_id, \
+             call_kind, server_name, latency_ms, success, error_type, error_message, toUnixTimestamp64Milli(occurred_at) AS occurred_at_ms \
+             FROM tool_calls ORDER BY tool_name",
+        )
+        .fetch_all()
+        .await
+        .unwrap();
+    let names: Vec<&str> = calls.iter().map(|c| c.tool_name.as_str()).collect();
+    assert_eq!(names, ["fetch_ticket", "lookup", "search_docs", "send_mail"]);
+    let support_bot = id_for("gen_ai.agent.id", "support-bot");
+    let call = |name: &str| calls.iter().find(|c| c.tool_name == name).unwrap();
+    for name in ["fetch_ticket", "search_docs", "send_mail"] {
+        let c = call(name);
+        assert_eq!((c.tenant_id, c.organization_id, c.project_id), (tenant, org, project), "{name}: dimensions from the resource");
+        assert_eq!(c.query_id, g.id("agent_a"), "{name}: query_id is the enclosing agent span");
+        assert_eq!(c.agent_execution_id, g.id("agent_a"));
+        assert_eq!(c.agent_id, support_bot);
+        assert_eq!(c.event_id, g.id(name));
+    }
+    let s = call("search_docs");
+    assert_eq!((s.latency_ms, s.success, s.call_kind.as_str(), s.server_name.as_str()), (250.0, true, "tool", "docs-mcp"));
+    assert_eq!((s.error_type.as_str(), s.error_message.as_str()), ("", ""));
+    assert_eq!(s.occurred_at_ms, g.base_ms + 1000);
+    let t = call("fetch_ticket");
+    assert_eq!((t.latency_ms, t.success, t.error_type.as_str(), t.error_message.as_str()), (1200.0, false, "timeout", "deadline exceeded"));
+    let m = call("send_mail");
+    assert_eq!((m.success, m.error_type.as_str(), m.error_message.as_str()), (false, "other", "smtplib.SMTPException: relay refused"));
+    let l = call("lookup");
+    assert_eq!(l.tenant_id, tenant, "the span's tenant wins over the resource's");
+    assert_eq!((l.query_id, l.organization_id, l.project_id), (g.id("planner"), org, Uuid::nil()));
+    assert_eq!(l.agent_id, id_for("gen_ai.agent.name", "planner"));
+
+    // Agent executions and the completion.
+    let executions: Vec<ExecRow> = db
+        .query(
+            "SELECT event_id, execution_id, execution_kind, tenant_id, agent_id, conversation_id, user_id, model, \
+             input_tokens, output_tokens, total_tokens, toString(cost_usd) AS cost, duration_ms, status FROM agent_executions",
+        )
+        .fetch_all()
+        .await
+        .unwrap();
+    let exec = |label: &str| executions.iter().find(|e| e.event_id == g.id(label)).unwrap_or_else(|| panic!("{label} stored"));
+    let a = exec("agent_a");
+    assert_eq!((a.execution_id, a.execution_kind.as_str(), a.tenant_id), (g.id("agent_a"), "agent_chat", tenant));
+    assert_eq!((a.agent_id, a.conversation_id, a.user_id), (support_bot, conversation, id_for("enduser.id", "alice")));
+    assert_eq!((a.model.as_str(), a.input_tokens, a.output_tokens, a.total_tokens), ("gpt-4o-2024-08-06", 1000, 200, 1200));
+    assert_eq!((a.cost.as_str(), a.duration_ms, a.status.as_str()), ("0.0123", Some(3000.0), "success"));
+    let p = exec("planner");
+    assert_eq!(
+        (p.model.as_str(), p.input_tokens, p.output_tokens, p.cost.as_str()),
+        ("gpt-4o", 400, 80, "0.0018"),
+        "deprecated names, priced"
+    );
+    let c = exec("standalone_chat");
+    assert_eq!((c.execution_kind.as_str(), c.input_tokens, c.output_tokens, c.cost.as_str()), ("ai_completion", 300, 50, "0.00125"));
+    assert!(!executions.iter().any(|e| e.event_id == g.id("chat_in_agent")), "the agent's own completion is not counted twice");
+
+    // Analytics answers from the rollups: per tool, and per query.
+    let per_tool: Vec<(String, u64, u64, u64)> = db
+        .query(
+            "SELECT tool_name, sum(calls), sum(errors), uniqExactIfMerge(queries) FROM tool_calls_1m \
+             WHERE tenant_id = ? GROUP BY tool_name ORDER BY tool_name",
+        )
+        .bind(tenant)
+        .fetch_all()
+        .await
+        .unwrap();
+    assert_eq!(
+        per_tool,
+        [("fetch_ticket".into(), 1, 1, 1), ("lookup".into(), 1, 0, 1), ("search_docs".into(), 1, 0, 1), ("send_mail".into(), 1, 1, 1)]
+    );
+    let mut per_query: Vec<(String, u64)> = db
+        .query("SELECT toString(query_id), sum(tool_calls) FROM tool_call_queries_1h WHERE tenant_id = ? GROUP BY query_id")
+        .bind(tenant)
+        .fetch_all()
+        .await
+        .unwrap();
+    per_query.sort();
+    let mut want = vec![(g.id("agent_a").to_string(), 3), (g.id("planner").to_string(), 1)];
+    want.sort();
+    assert_eq!(per_query, want, "tool calls per query (agent run)");
+
+    // Dead letters: the broken message verbatim, and each bad span with its ids.
+    assert_eq!(letters.len(), 3, "three dead letters: {letters:?}");
+    let header = |h: &HashMap<String, String>, k: &str| h.get(k).cloned().unwrap_or_default();
+    let (broken_offset, broken_payload) = &offsets["broken"];
+    let broken = letters.iter().find(|(h, _)| header(h, "agentmeter-reason") == "undecodable").expect("undecodable letter");
+    assert_eq!(&broken.1, broken_payload);
+    assert_eq!(header(&broken.0, "agentmeter-source-topic"), f.otlp_spans_topic);
+    assert_eq!(header(&broken.0, "agentmeter-source-offset"), broken_offset.to_string());
+    for (reason, field, label) in [("missing_field", "tenant_id", "no_tenant"), ("invalid_value", "latency_ms", "backwards")] {
+        let (h, payload) =
+            letters.iter().find(|(h, _)| header(h, "agentmeter-reason") == reason).unwrap_or_else(|| panic!("{reason} letter"));
+        let ids = &g.spans[label];
+        assert_eq!(header(h, "agentmeter-field"), field);
+        let error = header(h, "agentmeter-error");
+        assert!(error.contains(&ids.trace_id) && error.contains(&ids.span_id), "{reason}: ids in `{error}`");
+        assert_eq!(header(h, "agentmeter-source-offset"), offsets["b"].0.to_string());
+        // The payload is a request (in the source's encoding, JSON here) with just that span.
+        let request = agentmeter_ingest::otlp::decode::decode(payload, agentmeter_ingest::otlp::Encoding::OtlpJson).unwrap();
+        let spans: Vec<_> = request.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).collect();
+        assert_eq!(spans.len(), 1);
+        assert_eq!(spans[0].span_id, unhex(&ids.span_id));
+    }
+
+    // Every span accounted for (the re-export counts again here; the rows above are unique).
+    let outcome = |o: &str| {
+        metrics.registry.gather().iter().find(|f| f.name() == "agentmeter_ingest_otlp_spans_total").map_or(0, |f| {
+            f.get_metric().iter().find(|m| m.get_label().iter().any(|l| l.value() == o)).map_or(0, |m| m.get_counter().get_value() as u64)
+        })
+    };
+    let got: Vec<(&str, u64)> = agentmeter_ingest::otlp::OUTCOMES.iter().map(|o| (*o, outcome(o))).collect();
+    assert_eq!(
+        got,
+        [
+            ("tool_call", 3 + 1 + 3),
+            ("agent_execution", 1 + 1 + 1),
+            ("ai_completion", 1),
+            ("dead_lettered", 2),
+            ("skipped_not_genai", 1),
+            ("skipped_other_operation", 1),
+            ("skipped_accounted_by_agent", 2),
+        ]
+    );
+    assert_eq!(metrics.events_consumed.with_label_values(&["otlp_span"]).get(), 4);
+    assert_eq!(metrics.events_deduplicated.with_label_values(&["tool_call"]).get(), 3, "the re-exported tool calls");
+    assert_eq!(metrics.events_deduplicated.with_label_values(&["agent_execution"]).get(), 1, "the re-exported agent run");
+    f.drop_database().await;
+}
