@@ -50,8 +50,8 @@ use crate::config::Config;
 use crate::dead_letter::{DeadLetters, Rejected};
 use crate::errors::{Backoff, IngestError};
 use crate::metrics::{Metrics, REASON_CLICKHOUSE_REJECTED};
-use crate::routing::{home_partition, Forward, Forwarder, PartitionCounts};
 use crate::otlp::{OtlpInput, OtlpRow};
+use crate::routing::{home_partition, Forward, Forwarder, PartitionCounts};
 use crate::writer::{Refused, Writer};
 
 type Partition = (String, i32);
