@@ -35,7 +35,8 @@ async fn two_workers_count_unkeyed_duplicates_on_other_partitions_once() {
     let f = Fixture::new("unkeyed", PARTITIONS).await;
     let (stop_a, metrics_a, worker_a) = spawn_worker(f.config());
     let (stop_b, metrics_b, worker_b) = spawn_worker(f.config());
-    wait_for_assignment(&[&metrics_a, &metrics_b], 2 * PARTITIONS as i64, Duration::from_secs(60)).await;
+    // Three input topics: tool calls, agent executions, OTLP spans.
+    wait_for_assignment(&[&metrics_a, &metrics_b], 3 * PARTITIONS as i64, Duration::from_secs(60)).await;
 
     // Every valid message goes to a random partition; a third of them get
     // a copy on the other partition right behind them (and the generator's
