@@ -17,10 +17,11 @@
 //! the caller; the first bucket is the one containing the range start (so
 //! it is complete), the last the one containing the range end.
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, Offset, TimeZone, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 
-use crate::window::{resolve_local, Span, TimeRange, Unit};
+use crate::calendar::{local_date, local_midnight, month_index, month_start};
+use crate::window::{Span, TimeRange, Unit};
 
 /// How rows map to bucket indices (`queries` turns it into SQL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,20 +50,6 @@ fn epoch_date() -> NaiveDate {
     NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date")
 }
 
-fn local_midnight(tz: Tz, d: NaiveDate) -> DateTime<Utc> {
-    resolve_local(tz, d.and_hms_opt(0, 0, 0).expect("valid time"))
-}
-
-fn month_index(d: NaiveDate) -> i64 {
-    i64::from(d.year()) * 12 + i64::from(d.month0())
-}
-
-fn month_start(index: i64) -> NaiveDate {
-    let year = index.div_euclid(12) as i32;
-    let month = index.rem_euclid(12) as u32 + 1;
-    NaiveDate::from_ymd_opt(year, month, 1).expect("valid month")
-}
-
 impl Buckets {
     /// The buckets of `frequency` covering `range` in `tz`; fails when
     /// there would be more than `max_buckets`.
@@ -79,7 +66,7 @@ impl Buckets {
             return Err(too_many(estimate));
         }
         let n = i64::from(frequency.n);
-        let local_start = range.start.with_timezone(&tz).date_naive();
+        let local_start = local_date(range.start, tz);
         let (key, first_bound): (Key, DateTime<Utc>) = match frequency.unit {
             Unit::Minute | Unit::Hour => {
                 let step = if frequency.unit == Unit::Minute { 60 * n } else { 3_600 * n };

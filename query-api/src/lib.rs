@@ -13,7 +13,9 @@
 //! feature or on the state; a test in `layering.rs` fails on any cycle
 //! among the top-level modules):
 //! * HTTP edge: [`params`], [`path`], [`window`] and [`buckets`] parse
-//!   parameters ([`param_docs`] describes them for the document);
+//!   parameters ([`param_docs`] describes them for the document; their
+//!   calendar arithmetic, like that of limit periods and of the rollup
+//!   choice, is [`calendar`]'s);
 //!   [`auth`] and [`body`] are extractors; [`rate_limit`] and
 //!   [`limits_http`] bound what one key or one connection may take
 //!   (docs/security.md); [`shared_rate_limit`] shares the per-key budgets
@@ -37,6 +39,7 @@ pub mod analytics;
 pub mod auth;
 pub mod body;
 pub mod buckets;
+pub mod calendar;
 pub mod config;
 pub mod db;
 pub mod error;

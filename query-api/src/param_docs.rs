@@ -8,7 +8,7 @@
 //! and its siblings), so
 //! the two cannot disagree; the vocabularies of `window`, `frequency` and
 //! `tz` are written as patterns and an enum of every IANA zone
-//! `chrono-tz` knows (what [`crate::window::parse_tz`] accepts).
+//! `chrono-tz` knows (what [`crate::calendar::parse_tz`] accepts).
 //!
 //! [`RawParams`]: crate::params::RawParams
 

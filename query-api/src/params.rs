@@ -17,9 +17,10 @@ use chrono_tz::Tz;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::calendar;
 use crate::error::{ApiError, FieldError};
 use crate::queries;
-use crate::window::{self, Span, TimeRange};
+use crate::window::{Span, TimeRange};
 
 /// Every query parameter any analytics endpoint reads, unparsed.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -140,7 +141,7 @@ impl Checker {
     pub fn tz(&mut self, raw: &Option<String>) -> Tz {
         match raw {
             None => Tz::UTC,
-            Some(s) => window::parse_tz(s).unwrap_or_else(|msg| {
+            Some(s) => calendar::parse_tz(s).unwrap_or_else(|msg| {
                 self.push("tz", msg);
                 Tz::UTC
             }),
@@ -150,7 +151,7 @@ impl Checker {
     /// An optional instant (`from`, `to`).
     pub fn instant(&mut self, name: &str, raw: &Option<String>) -> Option<DateTime<Utc>> {
         let s = raw.as_ref()?;
-        window::parse_instant(s).map_err(|msg| self.push(name, msg)).ok()
+        calendar::parse_instant(s).map_err(|msg| self.push(name, msg)).ok()
     }
 
     /// An optional UUID filter.

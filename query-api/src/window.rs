@@ -18,12 +18,14 @@
 //! `from` rounded down, or `end` minus the window.
 //!
 //! Nothing here touches ClickHouse; everything takes "now" as an argument.
+//! Local days, DST and month arithmetic come from `calendar`.
 
 use std::fmt;
-use std::str::FromStr;
 
-use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
+
+use crate::calendar::{ceil_minute, floor_minute, resolve_local, sub_months_clamped};
 
 /// Longest lookback accepted: the raw tables and rollups keep 400 days.
 pub const MAX_LOOKBACK_DAYS: i64 = 403;
@@ -162,7 +164,7 @@ impl Span {
                 let shifted = match self.unit {
                     Unit::Day => local - Duration::days(i64::from(self.n)),
                     Unit::Week => local - Duration::days(7 * i64::from(self.n)),
-                    _ => local.checked_sub_months(chrono::Months::new(self.n)).unwrap_or(local),
+                    _ => sub_months_clamped(local, self.n),
                 };
                 resolve_local(tz, shifted)
             }
@@ -176,71 +178,8 @@ impl fmt::Display for Span {
     }
 }
 
-/// The instant of a local wall-clock time: the earlier one when it occurs
-/// twice, the first existing instant after it when it falls in a DST gap.
-pub fn resolve_local(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
-    match tz.from_local_datetime(&local) {
-        LocalResult::Single(t) => t.with_timezone(&Utc),
-        LocalResult::Ambiguous(a, b) => a.min(b).with_timezone(&Utc),
-        LocalResult::None => {
-            // Gaps are at most a few hours; walk forward a minute at a time.
-            let mut probe = local;
-            for _ in 0..(24 * 60) {
-                probe += Duration::minutes(1);
-                if let Some(t) = tz.from_local_datetime(&probe).earliest() {
-                    return t.with_timezone(&Utc);
-                }
-            }
-            Utc.from_utc_datetime(&local)
-        }
-    }
-}
-
 fn truncate(s: &str) -> String {
     s.chars().take(40).collect()
-}
-
-/// Parses an IANA time zone name (`UTC`, `Europe/Berlin`).
-pub fn parse_tz(s: &str) -> Result<Tz, String> {
-    Tz::from_str(s).map_err(|_| format!("Unknown time zone '{}': expected an IANA name such as UTC or Europe/Berlin", truncate(s)))
-}
-
-/// Latest instant a request may name (exclusive): 9999-01-01T00:00:00Z,
-/// so that every instant an answer derives from it (a window before it, a
-/// bucket after it) still has a four-digit year, as RFC 3339 requires.
-pub const LATEST_INSTANT_MS: i64 = 253_370_764_800_000;
-
-/// Parses an instant: RFC 3339 with offset, or integer epoch milliseconds;
-/// from 1970-01-01 up to (not including) 9999-01-01.
-pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
-    let t = if !s.is_empty() && s.len() <= 16 && s.bytes().all(|b| b.is_ascii_digit()) {
-        let ms: i64 = s.parse().map_err(|_| format!("Invalid epoch milliseconds '{s}'"))?;
-        DateTime::from_timestamp_millis(ms).ok_or_else(|| format!("Epoch milliseconds out of range: {s}"))?
-    } else {
-        DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|_| format!("Invalid time '{}': expected RFC 3339 (2024-01-15T10:30:00Z) or epoch milliseconds", truncate(s)))?
-    };
-    if t.timestamp_millis() < 0 || t.timestamp_millis() >= LATEST_INSTANT_MS {
-        return Err(format!("Time out of range: '{}' (1970-01-01 to 9998-12-31)", truncate(s)));
-    }
-    Ok(t)
-}
-
-/// Rounds down to the minute.
-pub fn floor_minute(t: DateTime<Utc>) -> DateTime<Utc> {
-    let s = t.timestamp();
-    DateTime::from_timestamp(s - s.rem_euclid(60), 0).unwrap_or(t)
-}
-
-/// Rounds up to the minute (an exact minute stays).
-pub fn ceil_minute(t: DateTime<Utc>) -> DateTime<Utc> {
-    let f = floor_minute(t);
-    if f == t {
-        t
-    } else {
-        f + Duration::minutes(1)
-    }
 }
 
 /// A resolved half-open time range `[start, end)`, minute aligned.
@@ -327,20 +266,6 @@ mod tests {
         for bad in ["", "0d", "1y", "d", "1dd", "1s"] {
             assert!(Span::parse_frequency(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn instants_parse() {
-        assert_eq!(parse_instant("1700000000000").unwrap(), t("2023-11-14T22:13:20Z"));
-        assert_eq!(parse_instant("2024-01-15T10:30:00+01:00").unwrap(), t("2024-01-15T09:30:00Z"));
-        assert!(parse_instant("2024-01-15").is_err());
-        assert!(parse_instant("yesterday").is_err());
-        assert!(parse_instant("9999-01-01T00:00:00Z").is_err(), "five-digit years would follow");
-        assert!(parse_instant("0281868441411084").is_err());
-        assert!(parse_instant("1969-12-31T23:59:59Z").is_err());
-        assert_eq!(parse_instant("9998-12-31T23:59:59Z").unwrap(), t("9998-12-31T23:59:59Z"));
-        assert!(parse_tz("Europe/Berlin").is_ok());
-        assert!(parse_tz("Mars/Olympus").is_err());
     }
 
     #[test]

@@ -21,6 +21,7 @@ use super::AnalyticsState;
 use super::{envelope, now, ts};
 use crate::auth::Caller;
 use crate::buckets::Buckets;
+use crate::calendar::ceil_minute;
 use crate::error::{ApiError, FieldError};
 use crate::params::{Checker, Params};
 use crate::path::Path;
@@ -28,7 +29,7 @@ use crate::queries::analytics::ownership::{self, IdKind};
 use crate::queries::analytics::raw::{self, TopBy};
 use crate::queries::Filters;
 use crate::queries::{CallKinds, Scope};
-use crate::window::{ceil_minute, Span, TimeRange, Unit};
+use crate::window::{Span, TimeRange, Unit};
 
 fn path_uuid(name: &str, s: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(s).map_err(|_| {

@@ -37,6 +37,7 @@ use super::limits::Metric;
 use super::period::{utc_month, PeriodSpec, Window};
 use super::UsageApiState;
 use crate::auth::Caller;
+use crate::calendar;
 use crate::error::{ApiError, ApiResult, FieldError};
 use crate::path::Path;
 use crate::queries::usage_counters;
@@ -208,8 +209,9 @@ pub struct OrgAggregate {
     cost_usd: String,
 }
 
+/// `period_start` / `period_end`: an instant as `calendar` accepts it.
 fn parse_instant(name: &str, s: &str) -> ApiResult<DateTime<Utc>> {
-    crate::window::parse_instant(s.trim()).map_err(|_| {
+    calendar::parse_instant(s).map_err(|_| {
         ApiError::invalid([FieldError::new(
             &["query", name],
             "Input should be an RFC 3339 datetime or epoch milliseconds (1970 to 9998)",

@@ -22,10 +22,11 @@ use uuid::Uuid;
 
 use super::counters::{Counters, SubjectKey, Totals};
 use super::limits::{Limit, LimitSet, Metric, Subject};
-use super::period::{minute_of, PeriodSpec, Window};
+use super::period::{PeriodSpec, Window};
 use super::reservations::{Hold, Holds};
 use super::settings::UsageSettings;
 use super::shared_holds::SharedHolds;
+use crate::calendar::minute_of;
 use crate::error::ApiError;
 use crate::metrics::{Metrics, UsageMetrics};
 

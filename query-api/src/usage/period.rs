@@ -1,8 +1,8 @@
 //! Limit periods: where the current period of a limit starts and when it
 //! resets, for calendar periods in an IANA time zone and for rolling windows.
 //!
-//! Calendar periods (`day`, `week`, `month`) start at local midnight of their
-//! first day in the limit's time zone and end at local midnight of the first
+//! Calendar periods (`day`, `week`, `month`) start at local midnight (as
+//! `calendar` resolves it) of their first day in the limit's time zone and end at local midnight of the first
 //! day of the next period, converted to UTC. A local day is therefore 23 or
 //! 25 hours long on a DST change, exactly as people in that zone experience
 //! it. When local midnight does not exist (a DST gap at 00:00, as in
@@ -17,8 +17,10 @@
 //! Everything here is pure and takes "now" as an argument so that tests can
 //! pin the clock.
 
-use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, TimeZone, Timelike, Utc, Weekday};
+use chrono::{DateTime, Datelike, Duration, Utc, Weekday};
 use chrono_tz::Tz;
+
+use crate::calendar::{day_of_month_shifted, floor_minute, local_date, local_midnight};
 
 /// Longest rolling window accepted, in hours (31 days): usage buckets are
 /// kept in memory for the longest period (see `counters`).
@@ -58,24 +60,20 @@ impl PeriodSpec {
     pub fn window_at(&self, now: DateTime<Utc>) -> Window {
         match *self {
             PeriodSpec::Day { tz } => {
-                let d = now.with_timezone(&tz).date_naive();
+                let d = local_date(now, tz);
                 Window { start: local_midnight(tz, d), end: local_midnight(tz, d + Duration::days(1)) }
             }
             PeriodSpec::Week { tz, anchor } => {
-                let d = now.with_timezone(&tz).date_naive();
+                let d = local_date(now, tz);
                 let back = (7 + d.weekday().num_days_from_monday() - anchor.num_days_from_monday()) % 7;
                 let first = d - Duration::days(i64::from(back));
                 Window { start: local_midnight(tz, first), end: local_midnight(tz, first + Duration::days(7)) }
             }
             PeriodSpec::Month { tz, anchor_day } => {
-                let d = now.with_timezone(&tz).date_naive();
-                let (mut y, mut m) = (d.year(), d.month());
-                if d.day() < anchor_day {
-                    (y, m) = prev_month(y, m);
-                }
-                let first = NaiveDate::from_ymd_opt(y, m, anchor_day).expect("anchor_day <= 28 exists in every month");
-                let (ny, nm) = next_month(y, m);
-                let next = NaiveDate::from_ymd_opt(ny, nm, anchor_day).expect("anchor_day <= 28 exists in every month");
+                let d = local_date(now, tz);
+                let back = if d.day() < anchor_day { -1 } else { 0 };
+                let first = day_of_month_shifted(d, back, anchor_day);
+                let next = day_of_month_shifted(d, back + 1, anchor_day);
                 Window { start: local_midnight(tz, first), end: local_midnight(tz, next) }
             }
             PeriodSpec::Rolling { hours } => {
@@ -98,55 +96,6 @@ impl PeriodSpec {
 /// usage endpoints when no limit says otherwise.
 pub fn utc_month(now: DateTime<Utc>) -> Window {
     PeriodSpec::Month { tz: Tz::UTC, anchor_day: 1 }.window_at(now)
-}
-
-/// The instant a minute bucket starts at.
-pub fn floor_minute(t: DateTime<Utc>) -> DateTime<Utc> {
-    let secs = t.timestamp().div_euclid(60) * 60;
-    DateTime::from_timestamp(secs, 0).expect("in range")
-}
-
-/// Minute number (minutes since the Unix epoch) of an instant.
-pub fn minute_of(t: DateTime<Utc>) -> i64 {
-    t.timestamp().div_euclid(60)
-}
-
-/// The UTC instant at which local day `d` begins in `tz`.
-pub fn local_midnight(tz: Tz, d: NaiveDate) -> DateTime<Utc> {
-    let midnight = d.and_hms_opt(0, 0, 0).expect("valid time");
-    match tz.from_local_datetime(&midnight) {
-        LocalResult::Single(t) => t.with_timezone(&Utc),
-        LocalResult::Ambiguous(earlier, _) => earlier.with_timezone(&Utc),
-        LocalResult::None => {
-            // Midnight falls into a DST gap: the day begins at the first
-            // local minute that exists (gaps are at most a few hours).
-            let mut local = midnight;
-            for _ in 0..(24 * 60) {
-                local += Duration::minutes(1);
-                if let Some(t) = tz.from_local_datetime(&local).earliest() {
-                    debug_assert_eq!(t.second(), 0);
-                    return t.with_timezone(&Utc);
-                }
-            }
-            unreachable!("a local day has at least one existing minute")
-        }
-    }
-}
-
-fn prev_month(y: i32, m: u32) -> (i32, u32) {
-    if m == 1 {
-        (y - 1, 12)
-    } else {
-        (y, m - 1)
-    }
-}
-
-fn next_month(y: i32, m: u32) -> (i32, u32) {
-    if m == 12 {
-        (y + 1, 1)
-    } else {
-        (y, m + 1)
-    }
 }
 
 /// Weekday from the API's anchor number, 1 = Monday .. 7 = Sunday (ISO 8601).
@@ -256,5 +205,35 @@ mod tests {
         assert_eq!(w.end, utc("2025-06-01T12:01:00Z"));
         assert_eq!(w.start, utc("2025-06-01T07:01:00Z"));
         assert_eq!(w.seconds(), 5 * 3600);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+        /// Limit periods and series buckets take their boundaries from the
+        /// same calendar: in every zone with DST or a non-hour offset, the
+        /// day, week and month containing an instant contain it, begin at a
+        /// local midnight, and a daily bucket is the limit's day.
+        #[test]
+        fn periods_and_buckets_share_boundaries_in_every_zone(ms in 31_536_000_000i64..2_145_916_800_000, anchor in 1u32..=28) {
+            use crate::buckets::Buckets;
+            use crate::calendar::{floor_minute, local_date};
+            use crate::window::{Span, TimeRange, Unit};
+            let now = DateTime::from_timestamp_millis(ms).unwrap();
+            for &tz in crate::calendar::tests::interesting_zones() {
+                let day = PeriodSpec::Day { tz }.window_at(now);
+                proptest::prop_assert!(day.start <= now && now < day.end, "{} {}", tz, now);
+                proptest::prop_assert_eq!(day.start, local_midnight(tz, local_date(now, tz)));
+                for p in [PeriodSpec::Week { tz, anchor: Weekday::Mon }, PeriodSpec::Month { tz, anchor_day: anchor }] {
+                    let w = p.window_at(now);
+                    proptest::prop_assert!(w.start <= now && now < w.end, "{:?} {}", p, now);
+                    proptest::prop_assert_eq!(w.start, local_midnight(tz, local_date(w.start, tz)));
+                }
+                let minute = floor_minute(now);
+                let range = TimeRange { start: minute, end: minute + Duration::minutes(1) };
+                let b = Buckets::plan(range, Span::new(1, Unit::Day), tz, 10).unwrap();
+                proptest::prop_assert_eq!((b.start(0), b.end(0)), (day.start, day.end), "{} {}", tz, now);
+            }
+        }
     }
 }

@@ -38,7 +38,7 @@ use uuid::Uuid;
 
 use super::counters::{Counters, ExecRow, ToolRow, Totals};
 use super::engine::UsageState;
-use super::period::minute_of;
+use crate::calendar::minute_of;
 use crate::queries::usage_counters;
 
 /// Days of usage held in memory: the longest period (a month, or a rolling

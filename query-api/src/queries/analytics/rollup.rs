@@ -28,10 +28,11 @@
 //! distinct-query counts are the same as from the raw events; only the
 //! t-digest latency percentiles differ slightly between sources.
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 
 use super::scope::Scope;
 use crate::buckets::Buckets;
+use crate::calendar::{ceil_hour, floor_hour, is_whole_hour};
 use crate::queries::conditions::{Conditions, Filters, Table, TimeColumn};
 use crate::window::TimeRange;
 
@@ -73,24 +74,6 @@ impl HourSplit {
     pub fn edges(&self) -> impl Iterator<Item = TimeRange> + '_ {
         self.head.iter().chain(self.tail.iter()).copied()
     }
-}
-
-fn floor_hour(t: DateTime<Utc>) -> DateTime<Utc> {
-    let s = t.timestamp();
-    DateTime::from_timestamp(s - s.rem_euclid(3_600), 0).unwrap_or(t)
-}
-
-fn ceil_hour(t: DateTime<Utc>) -> DateTime<Utc> {
-    let f = floor_hour(t);
-    if f == t {
-        t
-    } else {
-        f + Duration::hours(1)
-    }
-}
-
-fn is_whole_hour(t: DateTime<Utc>) -> bool {
-    t.timestamp().rem_euclid(3_600) == 0
 }
 
 /// The coarsest source that answers exactly. `buckets` are the series'
