@@ -30,8 +30,11 @@ pub struct Args {
     /// Path of the API keys file (TOML, SHA-256 hashes of the keys).
     #[arg(long = "api-keys", env = "AGENTMETER_API_KEYS", default_value = "dev/api-keys.toml")]
     pub api_keys: PathBuf,
-    /// Most buckets a single time series may have; more is a 422.
-    #[arg(long = "max-buckets", env = "AGENTMETER_API_MAX_BUCKETS", default_value_t = 2000)]
+    /// Most buckets a single time series may have; more is a 422. The
+    /// default serves every window/frequency pair of the contract: its
+    /// longest window (1mon, up to 31 days) at 5m is 8,928 buckets, plus
+    /// the partial bucket the range starts in.
+    #[arg(long = "max-buckets", env = "AGENTMETER_API_MAX_BUCKETS", default_value_t = 8_929)]
     pub max_buckets: usize,
     /// Most ClickHouse queries in flight at once; requests beyond wait up to
     /// the query timeout and then get 503.
@@ -78,11 +81,15 @@ impl Args {
                 rate_per_s: r.analytics_rate_per_s,
                 burst: f64::from(r.analytics_burst.max(1)),
                 concurrency: r.analytics_concurrency_per_key,
+                queue: r.analytics_queue_per_key,
+                max_wait: Duration::from_millis(r.analytics_queue_wait_ms),
             },
             check: Budget {
                 rate_per_s: r.check_rate_per_s,
                 burst: f64::from(r.check_burst.max(1)),
                 concurrency: r.check_concurrency_per_key,
+                queue: 0,
+                max_wait: Duration::ZERO,
             },
         }
     }
@@ -162,6 +169,15 @@ pub struct RateLimitArgs {
     /// below `--clickhouse-concurrency`.
     #[arg(long = "analytics-concurrency-per-key", env = "AGENTMETER_API_ANALYTICS_CONCURRENCY_PER_KEY", default_value_t = 8)]
     pub analytics_concurrency_per_key: u32,
+    /// Analytics requests per API key that may wait for an in-flight slot
+    /// when the key is at its cap (0 = refuse at once with 429); more
+    /// waiting is 429.
+    #[arg(long = "analytics-queue-per-key", env = "AGENTMETER_API_ANALYTICS_QUEUE_PER_KEY", default_value_t = 64)]
+    pub analytics_queue_per_key: u32,
+    /// Longest an analytics request waits for an in-flight slot of its key,
+    /// in milliseconds; then 429 with Retry-After.
+    #[arg(long = "analytics-queue-wait-ms", env = "AGENTMETER_API_ANALYTICS_QUEUE_WAIT_MS", default_value_t = 10_000)]
+    pub analytics_queue_wait_ms: u64,
     /// Sustained plan-limit checks per second per API key (0 = unlimited).
     #[arg(long = "check-rate-per-s", env = "AGENTMETER_API_CHECK_RATE_PER_S", default_value_t = 10_000.0)]
     pub check_rate_per_s: f64,

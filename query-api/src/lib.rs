@@ -52,6 +52,7 @@ pub mod params;
 pub mod path;
 pub mod queries;
 pub mod rate_limit;
+pub mod slot_queue;
 pub mod shared_rate_limit;
 pub mod state;
 pub mod ui;

@@ -4,8 +4,10 @@
 //!
 //! Each authenticated key gets, per endpoint class, a token bucket (a
 //! sustained rate with a burst) and a cap on requests in flight. A request
-//! over either gets 429 `{detail}` with `Retry-After` (whole seconds). Two
-//! classes with separate budgets:
+//! over the rate gets 429 `{detail}` with `Retry-After` (whole seconds); a
+//! request over the in-flight cap waits for a slot in a bounded queue
+//! ([`crate::slot_queue`]) and gets the 429 only when the queue is full or
+//! the wait bound has passed. Two classes with separate budgets:
 //!
 //! * `analytics`: the analytics endpoints, the usage read endpoints and the
 //!   limits admin API. These reach ClickHouse; the per-key concurrency cap
@@ -41,10 +43,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use prometheus::IntCounterVec;
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use crate::auth::{presented_key, KeyStore};
 use crate::metrics::Metrics;
-use crate::shared_rate_limit::{SharedRateLimits, Verdict};
+use crate::shared_rate_limit::{SharedPermit, SharedRateLimits, Verdict};
+use crate::slot_queue::SlotQueue;
 
 /// Which budget a route draws from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -82,6 +86,10 @@ pub struct Budget {
     pub burst: f64,
     /// Requests in flight (0 = unlimited).
     pub concurrency: u32,
+    /// Requests that may wait for an in-flight slot (0 = refuse at once).
+    pub queue: u32,
+    /// Longest a request waits for an in-flight slot.
+    pub max_wait: Duration,
 }
 
 /// The budgets of both classes (from `config`).
@@ -113,6 +121,8 @@ pub struct RateLimiter {
     check: Budget,
     buckets: Mutex<HashMap<([u8; 32], Class), Bucket>>,
     refused_total: IntCounterVec,
+    /// Requests waiting for an in-flight slot.
+    pub queue: Arc<SlotQueue>,
 }
 
 /// Holds one in-flight slot; released on drop.
@@ -127,6 +137,8 @@ impl Drop for Permit {
         if let Some(b) = map.get_mut(&self.key) {
             b.in_flight = b.in_flight.saturating_sub(1);
         }
+        drop(map);
+        self.limiter.queue.released();
     }
 }
 
@@ -141,6 +153,7 @@ impl RateLimiter {
             check: budgets.check,
             buckets: Mutex::new(HashMap::new()),
             refused_total: metrics.rate_limited_total.clone(),
+            queue: Arc::new(SlotQueue::default()),
         }
     }
 
@@ -151,7 +164,8 @@ impl RateLimiter {
         }
     }
 
-    /// Counts a refusal decided by the shared limiter.
+    /// Counts a refusal (a rate refusal of the shared limiter, or a
+    /// concurrency refusal once the request stopped waiting).
     pub fn count_refusal(&self, class: Class, refusal: Refusal) {
         let reason = match refusal {
             Refusal::Rate(_) => "rate",
@@ -160,7 +174,8 @@ impl RateLimiter {
         self.refused_total.with_label_values(&[class.label(), reason]).inc();
     }
 
-    /// Takes a token and an in-flight slot for `key_hash` in `class`.
+    /// Takes a token and an in-flight slot for `key_hash` in `class`. A
+    /// concurrency refusal is not counted here (the request may wait).
     pub fn acquire(self: &Arc<Self>, key_hash: [u8; 32], class: Class, now: Instant) -> Result<Permit, Refusal> {
         let budget = self.budget(class);
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
@@ -177,7 +192,6 @@ impl RateLimiter {
             b.refilled = now;
         }
         if budget.concurrency > 0 && b.in_flight >= budget.concurrency {
-            self.refused_total.with_label_values(&[class.label(), "concurrency"]).inc();
             return Err(Refusal::Concurrency);
         }
         if budget.rate_per_s > 0.0 {
@@ -215,9 +229,37 @@ pub fn too_many_requests(refusal: Refusal) -> Response {
     resp
 }
 
+/// A slot held while the request runs: of this process, or shared.
+enum Held {
+    Local(#[allow(dead_code)] Permit),
+    Shared(Option<SharedPermit>),
+}
+
+/// One try for a token and a slot: through Valkey when configured and
+/// answering, else (and if it fails now) this process's own buckets.
+async fn try_acquire(
+    limiter: &Arc<RateLimiter>,
+    shared: &SharedRateLimits,
+    tenant: Uuid,
+    hash: [u8; 32],
+    class: Class,
+) -> Result<Held, Refusal> {
+    if let Some(shared) = shared.0.as_ref().filter(|s| s.usable()) {
+        let b = limiter.budget(class);
+        match shared.acquire(tenant, &hash, class.label(), b.rate_per_s, b.burst, b.concurrency).await {
+            Ok(Verdict::Admitted(permit)) => return Ok(Held::Shared(permit)),
+            Ok(Verdict::RateLimited(wait)) => return Err(Refusal::Rate(wait)),
+            Ok(Verdict::TooManyInFlight) => return Err(Refusal::Concurrency),
+            Err(_) => {}
+        }
+    }
+    limiter.acquire(hash, class, Instant::now()).map(Held::Local)
+}
+
 /// Middleware: authenticates the key (once: the caller is left in the
 /// request's extensions for the handler's extractor) and applies the budget
-/// of the route's class. Requests without a valid key pass through and get
+/// of the route's class; over the in-flight cap the request waits in the
+/// key's bounded queue. Requests without a valid key pass through and get
 /// the handler's 401.
 pub async fn limit(
     State(keys): State<Arc<KeyStore>>,
@@ -239,33 +281,38 @@ pub async fn limit(
     let tenant = caller.tenant_id;
     parts.extensions.insert(caller);
     let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-    // Shared by every replica when Valkey is configured and answers; else
-    // (and if it fails now) this process's own buckets.
-    if let Some(shared) = shared.0.as_ref().filter(|s| s.usable()) {
-        let b = limiter.budget(class);
-        let refusal = match shared.acquire(tenant, &hash, class.label(), b.rate_per_s, b.burst, b.concurrency).await {
-            Ok(Verdict::Admitted(permit)) => {
-                let resp = next.run(Request::from_parts(parts, body)).await;
-                drop(permit);
-                return resp;
+    let budget = limiter.budget(class);
+    let deadline = tokio::time::Instant::now() + budget.max_wait;
+    let mut ticket = None;
+    let held = loop {
+        match try_acquire(&limiter, &shared, tenant, hash, class).await {
+            Ok(held) => break held,
+            Err(Refusal::Concurrency) => {
+                if ticket.is_none() {
+                    ticket = limiter.queue.enter(hash, class, budget.queue);
+                }
+                let waited = match ticket.as_mut() {
+                    Some(t) => t.pause(deadline).await,
+                    None => false,
+                };
+                if !waited {
+                    limiter.count_refusal(class, Refusal::Concurrency);
+                    return too_many_requests(Refusal::Concurrency);
+                }
             }
-            Ok(Verdict::RateLimited(wait)) => Some(Refusal::Rate(wait)),
-            Ok(Verdict::TooManyInFlight) => Some(Refusal::Concurrency),
-            Err(_) => None,
-        };
-        if let Some(refusal) = refusal {
-            limiter.count_refusal(class, refusal);
-            return too_many_requests(refusal);
+            Err(refusal) => {
+                limiter.count_refusal(class, refusal);
+                return too_many_requests(refusal);
+            }
         }
+    };
+    drop(ticket);
+    let resp = next.run(Request::from_parts(parts, body)).await;
+    match held {
+        Held::Shared(Some(permit)) => permit.release_then_wake(limiter.queue.clone()),
+        Held::Shared(None) | Held::Local(_) => {}
     }
-    match limiter.acquire(hash, class, Instant::now()) {
-        Ok(permit) => {
-            let resp = next.run(Request::from_parts(parts, body)).await;
-            drop(permit);
-            resp
-        }
-        Err(refusal) => too_many_requests(refusal),
-    }
+    resp
 }
 
 #[cfg(test)]
@@ -274,13 +321,13 @@ mod tests {
 
     /// The defaults of the command line, with `analytics` replaced.
     fn limiter(analytics: Budget) -> Arc<RateLimiter> {
-        let check = Budget { rate_per_s: 10_000.0, burst: 20_000.0, concurrency: 1024 };
+        let check = Budget { rate_per_s: 10_000.0, burst: 20_000.0, concurrency: 1024, queue: 0, max_wait: Duration::ZERO };
         Arc::new(RateLimiter::new(Budgets { analytics, check }, &Metrics::new()))
     }
 
     #[test]
     fn token_bucket_refills_at_the_rate() {
-        let l = limiter(Budget { rate_per_s: 2.0, burst: 3.0, concurrency: 0 });
+        let l = limiter(Budget { rate_per_s: 2.0, burst: 3.0, concurrency: 0, queue: 0, max_wait: Duration::ZERO });
         let t0 = Instant::now();
         let k = [1u8; 32];
         for _ in 0..3 {
@@ -301,7 +348,7 @@ mod tests {
 
     #[test]
     fn concurrency_cap_releases_on_drop() {
-        let l = limiter(Budget { rate_per_s: 50.0, burst: 200.0, concurrency: 2 });
+        let l = limiter(Budget { rate_per_s: 50.0, burst: 200.0, concurrency: 2, queue: 0, max_wait: Duration::ZERO });
         let t = Instant::now();
         let k = [7u8; 32];
         let a = l.acquire(k, Class::Analytics, t).unwrap();
@@ -313,7 +360,7 @@ mod tests {
 
     #[test]
     fn idle_buckets_are_swept() {
-        let l = limiter(Budget { rate_per_s: 1000.0, burst: 200.0, concurrency: 8 });
+        let l = limiter(Budget { rate_per_s: 1000.0, burst: 200.0, concurrency: 8, queue: 0, max_wait: Duration::ZERO });
         let t = Instant::now();
         for i in 0..3000u32 {
             let mut k = [0u8; 32];

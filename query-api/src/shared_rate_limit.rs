@@ -73,6 +73,18 @@ impl Drop for SharedPermit {
     }
 }
 
+impl SharedPermit {
+    /// Releases the slot (in the background) and then wakes this replica's
+    /// requests waiting for a slot.
+    pub fn release_then_wake(mut self, queue: Arc<crate::slot_queue::SlotQueue>) {
+        let (valkey, key, id) = (self.valkey.clone(), std::mem::take(&mut self.inflight_key), std::mem::take(&mut self.lease_id));
+        tokio::spawn(async move {
+            let _ = valkey.zrem(&key, &id).await;
+            queue.released();
+        });
+    }
+}
+
 impl SharedRateLimiter {
     /// `max_request_ms`: the longest a request can run; leases last that
     /// plus 5 s.

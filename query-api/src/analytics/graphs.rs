@@ -34,7 +34,6 @@ async fn prepare(state: &AnalyticsState, caller: &Caller, p: &RawParams, accepts
     let frequency = c.frequency(&p.frequency, "1d", false);
     c.finish()?;
     let (buckets, range) = plan_buckets(state, &base, frequency)?;
-    base.authorize(state, caller).await?;
     Ok(GraphReq { base, view, buckets, range })
 }
 

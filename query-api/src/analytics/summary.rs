@@ -37,7 +37,6 @@ pub async fn average_latency(
     let mut c = Checker::new();
     let base = Base::parse(&mut c, &p, "24h", Accepts::PNS);
     c.finish()?;
-    base.authorize(&state, &caller).await?;
     let s = tool_calls::totals(&state.db, &base.scope(&caller, CallKinds::Tool), Need::LATENCY).await?;
     let data = AverageLatency {
         average_latency: secs(s.latency_avg_ms()),
@@ -70,7 +69,6 @@ pub async fn average_runtime(
     let mut c = Checker::new();
     let base = Base::parse(&mut c, &p, "24h", Accepts::PNS);
     c.finish()?;
-    base.authorize(&state, &caller).await?;
     let r = raw::runtime(&state.db, &base.scope(&caller, CallKinds::Tool)).await?;
     let data = AverageRuntime {
         average_runtime: secs(r.avg_ms()),
@@ -104,7 +102,6 @@ pub async fn calls_per_query(
     let view = c.view(&p.view);
     let frequency = c.frequency(&p.frequency, "1h", false);
     c.finish()?;
-    base.authorize(&state, &caller).await?;
     let s = tool_calls::totals(&state.db, &base.scope(&caller, CallKinds::Tool), Need::QUERIES).await?;
     let data = CallsPerQuery {
         average_tool_calls_per_query: s.calls_per_query(),
@@ -187,7 +184,6 @@ async fn processed(
     let mut c = Checker::new();
     let base = Base::parse(&mut c, &p, "1mon", Accepts::PNS_TOOL_NAME);
     c.finish()?;
-    base.authorize(&state, &caller).await?;
     let scope = base.scope(&caller, CallKinds::Tool);
     let mut prev_scope = scope.clone();
     prev_scope.range = if p.from.is_some() {
@@ -218,7 +214,6 @@ pub async fn proxy_tools(
     let mut c = Checker::new();
     let base = Base::parse(&mut c, &p, "1w", Accepts::PN);
     c.finish()?;
-    base.authorize(&state, &caller).await?;
     let kinds = tool_calls::kind_counts(&state.db, &base.scope(&caller, CallKinds::Proxy)).await?;
     let count = |k: &str| kinds.iter().find(|r| r.call_kind == k).map(|r| r.calls).unwrap_or(0);
     let data = ProxyTools {
@@ -249,7 +244,6 @@ pub async fn suggest_tools(
     let mut c = Checker::new();
     let base = Base::parse(&mut c, &p, "1w", Accepts::PN);
     c.finish()?;
-    base.authorize(&state, &caller).await?;
     let kinds = tool_calls::kind_counts(&state.db, &base.scope(&caller, CallKinds::Proxy)).await?;
     let row = kinds.iter().find(|r| r.call_kind == "suggest_tools");
     let data = SuggestTools {
@@ -300,7 +294,6 @@ pub async fn global_stats(
     base.res.window = period.1;
     base.res.range = TimeRange::resolve(period.1, None, Some(base.res.range.end), base.now, base.res.tz)
         .map_err(|m| ApiError::invalid([FieldError::query("to", m)]))?;
-    base.authorize(&state, &caller).await?;
     let scope = base.scope(&caller, CallKinds::Tool);
     let mut prev_scope = scope.clone();
     prev_scope.range = base.res.range.previous(period.1, base.res.tz);

@@ -1,7 +1,7 @@
 //! Every SQL statement of the API, one module per concern:
 //!
 //! * [`analytics`]: the analytics and Grafana endpoints (rollup choice,
-//!   tool-call figures, raw fallbacks, ownership probes, time series).
+//!   tool-call figures, raw fallbacks, time series).
 //! * [`usage_counters`]: what the usage refresher reads (minute rollups,
 //!   executions seen) and the organization usage aggregate.
 //! * [`limits`]: the `plan_limits` table.

@@ -4,6 +4,8 @@
 mod abuse;
 mod analytics;
 mod common;
+mod dashboards;
+mod kafka;
 mod openapi_doc;
 mod replicas;
 mod ui;

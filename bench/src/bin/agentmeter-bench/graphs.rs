@@ -122,7 +122,7 @@ fn graphs(now: DateTime<Utc>) -> anyhow::Result<Vec<Graph>> {
     let series = |name, window: &str, frequency: &str, need, api_path| -> anyhow::Result<Graph> {
         let range = TimeRange::resolve(Span::parse_window(window).map_err(anyhow::Error::msg)?, None, None, now, Tz::UTC)
             .map_err(anyhow::Error::msg)?;
-        let buckets = Buckets::plan(range, Span::parse_frequency(frequency).map_err(anyhow::Error::msg)?, Tz::UTC, 5000)
+        let buckets = Buckets::plan(range, Span::parse_frequency(frequency).map_err(anyhow::Error::msg)?, Tz::UTC, 10_000)
             .map_err(anyhow::Error::msg)?;
         // As the API: the range starts at the first bucket so each is whole.
         let range = TimeRange { start: buckets.first_start(), end: range.end };
@@ -145,6 +145,13 @@ fn graphs(now: DateTime<Utc>) -> anyhow::Result<Vec<Graph>> {
         series("tool calls per day, 30 d", "30d", "1d", Need::COUNTS, "/api/v1/analytics/tool-calls-processed-graph?window=30d&frequency=1d")?,
         series("error rate per day, 30 d", "30d", "1d", Need::COUNTS, "/api/v1/analytics/error-rate-graph?window=30d&frequency=1d")?,
         series("calls per query per day, 30 d", "30d", "1d", Need::QUERIES, "/api/v1/analytics/average-tool-calls-per-query-graph?window=30d&frequency=1d")?,
+        series(
+            "tool calls per 5 min, 1 mon",
+            "1mon",
+            "5m",
+            Need::COUNTS,
+            "/api/v1/analytics/tool-calls-processed-graph?window=1mon&frequency=5m",
+        )?,
         series("latency p50/p95/p99 per hour, 7 d", "7d", "1h", Need::LATENCY, "/api/v1/analytics/average-tool-call-latency-graph?window=7d&frequency=1h")?,
         Graph {
             name: "top servers, 7 d",

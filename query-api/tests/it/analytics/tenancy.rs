@@ -1,5 +1,6 @@
 //! Tenants are walled off: tenant B's key sees none of tenant A's data on
-//! any endpoint, and A's filter ids are "not found" for B (and vice versa).
+//! any endpoint, and A's filter ids answer B exactly as ids that exist
+//! nowhere: 200 with zero figures.
 
 use chrono::Utc;
 
@@ -74,43 +75,50 @@ async fn tenant_b_sees_nothing_of_tenant_a() {
     ));
     assert_eq!(d["total_tool_calls"], f.calls);
 
-    // A's ids are not found for B, on every filter and on the user endpoints.
+    // A's ids are unknown to B: 200 with zero figures, exactly the answer
+    // for an id that exists nowhere, on every filter and on the project
+    // endpoints; malformed ids stay 422.
     let pa = a.projects[0];
+    let stranger = uuid::Uuid::new_v4();
     let cases = [
-        (
-            format!("/api/v1/analytics/tool-calls-processed?project_id={pa}"),
-            format!("Project {pa} not found or does not belong to this tenant"),
-        ),
-        (
-            format!("/api/v1/analytics/proxy-tools?navigator_instance_id={}", a.navs[0].instance),
-            format!("Navigator instance {} not found or does not belong to this tenant", a.navs[0].instance),
-        ),
-        (
-            format!("/api/v1/analytics/average-tool-call-latency?server_instance_id={}", a.tools[0].server_instance),
-            format!("Server instance {} not found or does not belong to this tenant", a.tools[0].server_instance),
-        ),
-        (
-            format!("/api/v1/analytics/average-tool-calls-per-query?tool_id={}", a.tools[0].id),
-            format!("Tool {} not found or does not belong to this tenant", a.tools[0].id),
-        ),
-        (format!("/api/v1/projects/{pa}/users/summary"), format!("Project {pa} not found or does not belong to this tenant")),
-        (
-            format!("/api/v1/projects/{pa}/users/{}/analytics", a.users[0].token),
-            format!("Project {pa} not found or does not belong to this tenant"),
-        ),
-        (
-            format!("/api/v1/query/timeseries?metric=errors&project_id={pa}"),
-            format!("Project {pa} not found or does not belong to this tenant"),
-        ),
+        ("/api/v1/analytics/tool-calls-processed-graph?window=1d&frequency=1h&project_id=", pa),
+        ("/api/v1/analytics/tool-calls-processed?project_id=", pa),
+        ("/api/v1/analytics/proxy-tools?navigator_instance_id=", a.navs[0].instance),
+        ("/api/v1/analytics/average-tool-call-latency?server_instance_id=", a.tools[0].server_instance),
+        ("/api/v1/analytics/average-tool-calls-per-query?tool_id=", a.tools[0].id),
+        ("/api/v1/analytics/tools?window=1mon&project_id=", pa),
+        ("/api/v1/analytics/top-servers?window=1mon&navigator_instance_id=", a.navs[0].instance),
+        ("/api/v1/analytics/error-rate-graph?window=1d&frequency=1h&server_instance_id=", a.tools[0].server_instance),
+        ("/api/v1/query/timeseries?metric=errors&project_id=", pa),
+        ("/api/v1/query/timeseries?metric=tool_calls&tool_id=", a.tools[0].id),
     ];
-    for (path, detail) in &cases {
-        let (status, body) = app.get(Some(KEY_B), path).await;
-        assert_eq!(status, 404, "{path}: {body}");
-        assert_eq!(body["detail"], detail.as_str());
-        // The same request with A's key works.
-        let (status, body) = app.get(Some(KEY_A), path).await;
-        assert_eq!(status, 200, "{path}: {body}");
+    for (prefix, id) in cases {
+        let path = format!("{prefix}{id}");
+        let elsewhere = app.ok(KEY_B, &path).await;
+        let nowhere = app.ok(KEY_B, &format!("{prefix}{stranger}")).await;
+        assert_eq!(shape(&elsewhere, id), shape(&nowhere, stranger), "{path}: another tenant's id answers like an unknown one");
+        assert_eq!(figures_sum(&elsewhere["data"]), 0.0, "{path}: {elsewhere}");
+        // The same request with A's key counts A's calls.
+        let own = app.ok(KEY_A, &path).await;
+        assert!(figures_sum(&own["data"]) > 0.0, "{path}: {own}");
+        // A malformed id is still 422.
+        let (status, body) = app.get(Some(KEY_B), &format!("{prefix}not-a-uuid")).await;
+        assert_eq!(status, 422, "{prefix}: {body}");
     }
+    // Zero-filled buckets: as many as for A, each zero.
+    let path = format!("/api/v1/analytics/tool-calls-processed-graph?window=1d&frequency=1h&project_id={pa}");
+    let (own, elsewhere) = (app.ok(KEY_A, &path).await, app.ok(KEY_B, &path).await);
+    let points = elsewhere["data"]["data_points"].as_array().expect("data_points");
+    assert!(points.len() >= 24 && points.len() == own["data"]["data_points"].as_array().unwrap().len(), "{elsewhere}");
+    assert!(points.iter().all(|p| p["count"] == 0), "{elsewhere}");
+    let summary = app.ok(KEY_B, &format!("/api/v1/projects/{pa}/users/summary")).await;
+    assert_eq!(shape(&summary, pa), shape(&app.ok(KEY_B, &format!("/api/v1/projects/{stranger}/users/summary")).await, stranger));
+    assert_eq!(summary["data"]["total_users"], 0, "{summary}");
+    assert!(app.ok(KEY_A, &format!("/api/v1/projects/{pa}/users/summary")).await["data"]["total_users"].as_u64().unwrap() > 0);
+    // A user of A's project asked about under B's key: the user is not
+    // found, as under any project B has no such user in.
+    let (status, body) = app.get(Some(KEY_B), &format!("/api/v1/projects/{pa}/users/{}/analytics", a.users[0].token)).await;
+    assert_eq!((status, body["detail"].as_str()), (404, Some("User not found in this project")), "{body}");
     // A user of B's project asked about under A's key, and an unknown user.
     let pb = b.projects[0];
     let (status, _) = app.get(Some(KEY_A), &format!("/api/v1/projects/{pb}/users/{}/analytics", b.users[0].token)).await;
@@ -120,4 +128,30 @@ async fn tenant_b_sees_nothing_of_tenant_a() {
     assert_eq!(body["detail"], "User not found in this project");
 
     app.drop_db().await;
+}
+
+/// An answer with the given id and every timestamp blanked out, so that two
+/// answers asked at slightly different instants about different ids compare.
+fn shape(v: &serde_json::Value, id: uuid::Uuid) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::String(s) if s == &id.to_string() => Value::String("<id>".into()),
+        Value::String(s) if chrono::DateTime::parse_from_rfc3339(s).is_ok() => Value::String("<time>".into()),
+        Value::Number(n) if n.as_i64().is_some_and(|t| t > 1_000_000_000_000) => Value::String("<time>".into()),
+        Value::Array(a) => Value::Array(a.iter().map(|x| shape(x, id)).collect()),
+        Value::Object(o) => Value::Object(o.iter().map(|(k, x)| (k.clone(), shape(x, id))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The sum of every figure of an answer (numbers other than timestamps and
+/// the echoed request).
+fn figures_sum(v: &serde_json::Value) -> f64 {
+    use serde_json::Value;
+    match v {
+        Value::Number(n) => n.as_f64().filter(|x| *x < 1e12).unwrap_or(0.0).abs(),
+        Value::Array(a) => a.iter().map(figures_sum).sum(),
+        Value::Object(o) => o.iter().filter(|(k, _)| !matches!(k.as_str(), "limit" | "max_points" | "top" | "step_seconds")).map(|(_, x)| figures_sum(x)).sum(),
+        _ => 0.0,
+    }
 }

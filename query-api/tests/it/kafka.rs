@@ -1,0 +1,122 @@
+//! Real events through Kafka for the tests that need the whole path: a
+//! test's own topics, an ingest worker carrying them into the test's
+//! database, and a producer of event JSON.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::common::clickhouse_url;
+
+/// The event kinds, by topic.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    ToolCall,
+    AgentExecution,
+}
+
+/// Kafka topics of one test and an ingest worker carrying them into the
+/// test's database.
+pub struct Pipeline {
+    producer: rdkafka::producer::FutureProducer,
+    topics: Vec<String>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    worker: Option<tokio::task::JoinHandle<Result<(), agentmeter_ingest::IngestError>>>,
+}
+
+fn brokers() -> String {
+    std::env::var("AGENTMETER_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+impl Pipeline {
+    pub async fn start(what: &str, db_name: &str) -> Pipeline {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        use rdkafka::config::ClientConfig;
+        let brokers = brokers();
+        let run = Uuid::new_v4().simple().to_string();
+        let topic = |kind: &str| format!("test.{what}_{}.{kind}", &run[..12]);
+        let topics = vec![topic("tool-calls"), topic("agent-executions"), topic("dead-letter")];
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
+        let new_topics: Vec<NewTopic> = topics.iter().map(|t| NewTopic::new(t, 2, TopicReplication::Fixed(1))).collect();
+        for r in admin.create_topics(&new_topics, &AdminOptions::new()).await.unwrap() {
+            r.expect("topic created");
+        }
+        let mut config = agentmeter_ingest::Config::defaults();
+        config.clickhouse = agentmeter_schema::config::ClickHouseArgs::new(clickhouse_url(), db_name);
+        config.kafka_brokers = brokers.clone();
+        config.kafka_group = format!("test-{what}-{run}");
+        config.tool_calls_topic = topics[0].clone();
+        config.agent_executions_topic = topics[1].clone();
+        config.dead_letter_topic = topics[2].clone();
+        config.kafka_session_timeout_ms = 6000;
+        config.flush_interval_ms = 100;
+        config.metrics_addr = "127.0.0.1:0".parse().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let worker = tokio::spawn(agentmeter_ingest::consumer::run(config, agentmeter_ingest::Metrics::new(), async {
+            let _ = stopped.await;
+        }));
+        let producer = ClientConfig::new().set("bootstrap.servers", &brokers).set("linger.ms", "5").create().unwrap();
+        Pipeline { producer, topics, stop: Some(stop), worker: Some(worker) }
+    }
+
+    /// Produces every event (keyed by its `event_id`) and waits for the
+    /// broker's acknowledgements.
+    pub async fn produce(&self, kind: Kind, events: &[Value]) {
+        let topic = match kind {
+            Kind::ToolCall => &self.topics[0],
+            Kind::AgentExecution => &self.topics[1],
+        };
+        let payloads: Vec<(String, Vec<u8>)> =
+            events.iter().map(|e| (e["event_id"].as_str().unwrap_or_default().to_owned(), serde_json::to_vec(e).unwrap())).collect();
+        let sends = payloads.iter().map(|(key, payload)| {
+            self.producer.send(rdkafka::producer::FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(30))
+        });
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|(e, _)| e).expect("produced");
+        }
+    }
+
+    pub async fn stop(mut self) {
+        use rdkafka::admin::{AdminClient, AdminOptions};
+        use rdkafka::client::DefaultClientContext;
+        use rdkafka::config::ClientConfig;
+        self.stop.take().unwrap().send(()).unwrap();
+        let worker = self.worker.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap().unwrap();
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers()).create().unwrap();
+        let names: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        let _ = admin.delete_topics(&names, &AdminOptions::new()).await;
+    }
+}
+
+/// Waits (up to 90 s) until `table` of the database holds `n` rows.
+pub async fn wait_rows(db: &clickhouse::Client, table: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let have: u64 = db.query(&format!("SELECT count() FROM {table}")).fetch_one().await.unwrap();
+        if have >= n {
+            assert_eq!(have, n, "{table}: more rows than events");
+            return;
+        }
+        assert!(Instant::now() < deadline, "{table}: {have} of {n} rows after 90 s");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A tool-call event of `tenant` at `at`; `extra` fields are merged in.
+pub fn tool_call(tenant: Uuid, at: chrono::DateTime<chrono::Utc>, tool_name: &str, extra: Value) -> Value {
+    let mut e = serde_json::json!({
+        "event_id": Uuid::new_v4(),
+        "occurred_at": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "tenant_id": tenant,
+        "tool_name": tool_name,
+        "latency_ms": 120.0,
+        "success": true,
+    });
+    if let (Some(o), Value::Object(x)) = (e.as_object_mut(), extra) {
+        o.extend(x);
+    }
+    e
+}
