@@ -101,16 +101,16 @@ fn range(default_window: &str, strict: bool) -> Vec<Parameter> {
 fn filters(a: Accepts) -> Vec<Parameter> {
     let mut v = Vec::new();
     if a.project {
-        v.push(query("project_id", "Filter by project (of the caller's tenant, else 404)", uuid()));
+        v.push(query("project_id", "Filter by project (an id without events of the caller's tenant counts zero)", uuid()));
     }
     if a.navigator_instance {
-        v.push(query("navigator_instance_id", "Filter by navigator instance (of the caller's tenant, else 404)", uuid()));
+        v.push(query("navigator_instance_id", "Filter by navigator instance (an id without events of the caller's tenant counts zero)", uuid()));
     }
     if a.server_instance {
-        v.push(query("server_instance_id", "Filter by server instance (of the caller's tenant, else 404)", uuid()));
+        v.push(query("server_instance_id", "Filter by server instance (an id without events of the caller's tenant counts zero)", uuid()));
     }
     if a.tool_id {
-        v.push(query("tool_id", "Filter by tool id (of the caller's tenant, else 404)", uuid()));
+        v.push(query("tool_id", "Filter by tool id (an id without events of the caller's tenant counts zero)", uuid()));
     }
     if a.tool_name {
         v.push(query(

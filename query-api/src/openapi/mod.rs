@@ -129,7 +129,10 @@ impl Modify for Security {
 /// * tagged `Limits`: 403 (not an admin key);
 /// * in a rate-limit class ([`crate::rate_limit::Class::of_route`]): 429;
 /// * with parameters or a body: 422 (FastAPI-style list of problems);
-/// * with a path parameter or an id filter of the tenant: 404;
+/// * with a path parameter or an id filter of the tenant: 404, except on
+///   the analytics and Grafana endpoints, where an id without events of
+///   the caller's tenant answers zeros (only a user unknown in a project
+///   is a 404 there);
 /// * with a body: 413 (`--max-body-bytes`).
 struct ErrorResponses;
 
@@ -175,14 +178,20 @@ impl ErrorResponses {
                 RefOr::Ref(utoipa::openapi::Ref::from_schema_name(ValidationErrors::name())),
             );
         }
-        if id_param {
+        if tagged("Users") && path.contains("{user_id}") {
+            add("404", "The user has no event in this project (of the caller's tenant)", detail());
+        } else if id_param && !tagged("Analytics") && !tagged("Grafana") && !tagged("Users") {
             add("404", "An id of another tenant, or unknown", detail());
         }
         if has_body {
             add("413", "Request body larger than --max-body-bytes", detail());
         }
         if crate::rate_limit::Class::of_route(path).is_some() && authenticated {
-            add("429", "Rate or concurrency limit of the key; see Retry-After", detail());
+            add(
+                "429",
+                "Rate limit of the key, or its in-flight cap after its queue was full or the wait bound passed; see Retry-After",
+                detail(),
+            );
             if let Some(RefOr::T(r)) = op.responses.responses.get_mut("429") {
                 r.headers.insert(
                     "Retry-After".into(),
