@@ -27,7 +27,7 @@ struct GraphReq {
     range: TimeRange,
 }
 
-async fn prepare(state: &AnalyticsState, caller: &Caller, p: &RawParams, accepts: Accepts) -> Result<GraphReq, ApiError> {
+fn prepare(state: &AnalyticsState, p: &RawParams, accepts: Accepts) -> Result<GraphReq, ApiError> {
     let mut c = Checker::new();
     let base = Base::parse(&mut c, p, "1mon", accepts);
     let view = c.view(&p.view);
@@ -90,7 +90,7 @@ pub async fn latency_graph(
     caller: Caller,
     Params(p): Params,
 ) -> Result<Json<Envelope<Graph<LatencyValue>>>, ApiError> {
-    let g = prepare(&state, &caller, &p, Accepts::PNS).await?;
+    let g = prepare(&state, &p, Accepts::PNS)?;
     let series = tool_calls::series(&state.db, &g.scope(&caller), &g.buckets, Need::LATENCY).await?;
     Ok(g.graph(series.iter().map(|s| LatencyValue {
         average_latency: secs(s.latency_avg_ms()),
@@ -116,7 +116,7 @@ pub async fn runtime_graph(
     caller: Caller,
     Params(p): Params,
 ) -> Result<Json<Envelope<Graph<RuntimeValue>>>, ApiError> {
-    let g = prepare(&state, &caller, &p, Accepts::PNS).await?;
+    let g = prepare(&state, &p, Accepts::PNS)?;
     let series = tool_calls::series(&state.db, &g.scope(&caller), &g.buckets, Need::COUNTS).await?;
     Ok(g.graph(series.iter().map(|s| RuntimeValue { average_runtime: secs(s.runtime_avg_ms()), total_executions: s.runtime_count })))
 }
@@ -136,7 +136,7 @@ pub async fn calls_per_query_graph(
     caller: Caller,
     Params(p): Params,
 ) -> Result<Json<Envelope<Graph<CallsPerQueryValue>>>, ApiError> {
-    let g = prepare(&state, &caller, &p, Accepts::PNS_TOOL_ID).await?;
+    let g = prepare(&state, &p, Accepts::PNS_TOOL_ID)?;
     let series = tool_calls::series(&state.db, &g.scope(&caller), &g.buckets, Need::QUERIES).await?;
     Ok(g.graph(series.iter().map(|s| CallsPerQueryValue {
         average_tool_calls_per_query: s.calls_per_query(),
@@ -187,7 +187,7 @@ async fn count_graph(
     p: RawParams,
     queries: bool,
 ) -> Result<Json<Envelope<Graph<CountValue>>>, ApiError> {
-    let g = prepare(&state, &caller, &p, Accepts::PNS_TOOL_NAME).await?;
+    let g = prepare(&state, &p, Accepts::PNS_TOOL_NAME)?;
     let series = tool_calls::series(&state.db, &g.scope(&caller), &g.buckets, if queries { Need::QUERIES } else { Need::COUNTS }).await?;
     Ok(g.graph(series.iter().map(|s| CountValue { count: if queries { s.queries } else { s.calls } })))
 }
@@ -208,7 +208,7 @@ pub async fn error_rate_graph(
     caller: Caller,
     Params(p): Params,
 ) -> Result<Json<Envelope<ErrorRateGraph>>, ApiError> {
-    let g = prepare(&state, &caller, &p, Accepts::PNS).await?;
+    let g = prepare(&state, &p, Accepts::PNS)?;
     let series = tool_calls::series(&state.db, &g.scope(&caller), &g.buckets, Need::COUNTS).await?;
     let (errors, calls) = series.iter().fold((0u64, 0u64), |(e, c), s| (e + s.errors, c + s.calls));
     let points = g.points(series.iter().map(|s| ErrorRateValue { value: s.error_rate(), errors: s.errors, calls: s.calls }));
@@ -296,7 +296,7 @@ pub async fn error_types_graph(
     caller: Caller,
     Params(p): Params,
 ) -> Result<Json<Envelope<ErrorTypesGraph>>, ApiError> {
-    let g = prepare(&state, &caller, &p, Accepts::PNS).await?;
+    let g = prepare(&state, &p, Accepts::PNS)?;
     let rows = tool_calls::error_type_series(&state.db, &g.scope(&caller), &g.buckets).await?;
     let (entries, total) = error_type_entries(rows.into_iter().map(|r| (r.error_type, r.bucket, r.errors)), &g.buckets, g.open());
     let data = ErrorTypesGraph { time_series_data: entries, total_errors: total, view_type: g.view, common: g.common() };

@@ -64,7 +64,7 @@ pub async fn navigator_tool_connections(
     responses((status = 200, description = "Distinct tool names", body = Envelope<ToolList>))
 )]
 pub async fn tools(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Envelope<ToolList>>, ApiError> {
-    let req = ListRequest::parse(&state, &caller, &p, Accepts::PNS, SortOrder::Asc).await?;
+    let req = ListRequest::parse(&p, Accepts::PNS, SortOrder::Asc)?;
     let mut groups = tool_calls::group_counts(&state.db, &req.base.scope(&caller, CallKinds::Tool), Dim::ToolName, false).await?;
     let total = groups.len();
     if req.order == SortOrder::Desc {
@@ -84,13 +84,7 @@ struct ListRequest {
 
 impl ListRequest {
     /// Parses the request.
-    async fn parse(
-        state: &AnalyticsState,
-        caller: &Caller,
-        p: &RawParams,
-        accepts: Accepts,
-        default_order: SortOrder,
-    ) -> Result<Self, ApiError> {
+    fn parse(p: &RawParams, accepts: Accepts, default_order: SortOrder) -> Result<Self, ApiError> {
         let mut c = Checker::new();
         let base = Base::parse(&mut c, p, "1w", accepts);
         let order = c.sort_order(&p.sort_order, default_order);
@@ -136,7 +130,7 @@ pub async fn servers(
     caller: Caller,
     Params(p): Params,
 ) -> Result<Json<Envelope<ServerList>>, ApiError> {
-    let req = ListRequest::parse(&state, &caller, &p, Accepts::PN, SortOrder::Desc).await?;
+    let req = ListRequest::parse(&p, Accepts::PN, SortOrder::Desc)?;
     let mut groups = tool_calls::group_counts(&state.db, &req.base.scope(&caller, CallKinds::Tool), Dim::ServerName, false).await?;
     let total = groups.len();
     sort_by_count(&mut groups, |g| g.calls, req.order);
@@ -257,7 +251,7 @@ pub async fn top_navigators(
     responses((status = 200, description = "Tool calls per user e-mail", body = Envelope<UserList>))
 )]
 pub async fn users(State(state): State<AnalyticsState>, caller: Caller, Params(p): Params) -> Result<Json<Envelope<UserList>>, ApiError> {
-    let req = ListRequest::parse(&state, &caller, &p, Accepts::PN, SortOrder::Desc).await?;
+    let req = ListRequest::parse(&p, Accepts::PN, SortOrder::Desc)?;
     let rows = raw::users_by_email(&state.db, &req.base.scope(&caller, CallKinds::Tool), req.order.into(), req.limit).await?;
     let total = rows.first().map(|r| r.total).unwrap_or(0);
     let users = rows.into_iter().map(|r| UserCalls { user_email: r.user_email, tool_count: r.tool_count }).collect();

@@ -18,7 +18,10 @@ async fn health_ready_metrics_openapi_docs() {
     let _ = app.get(Some(KEY_A), &format!("/api/v1/projects/{}/users/{}/analytics", uuid::Uuid::new_v4(), uuid::Uuid::new_v4())).await;
     let metrics = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"agentmeter_api_requests_total{method="GET",route="/api/v1/analytics/tools",status="200"} 1"#), "{metrics}");
-    assert!(metrics.contains(r#"route="/api/v1/projects/{project_id}/users/{user_id}/analytics",status="404""#), "route templates, not paths");
+    assert!(
+        metrics.contains(r#"route="/api/v1/projects/{project_id}/users/{user_id}/analytics",status="404""#),
+        "route templates, not paths"
+    );
     assert!(metrics.contains("agentmeter_api_request_duration_seconds_bucket"));
     assert!(metrics.contains(r#"agentmeter_api_clickhouse_query_duration_seconds_count{query="tool_calls_groups"}"#));
 

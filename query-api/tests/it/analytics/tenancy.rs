@@ -97,10 +97,10 @@ async fn tenant_b_sees_nothing_of_tenant_a() {
         let elsewhere = app.ok(KEY_B, &path).await;
         let nowhere = app.ok(KEY_B, &format!("{prefix}{stranger}")).await;
         assert_eq!(shape(&elsewhere, id), shape(&nowhere, stranger), "{path}: another tenant's id answers like an unknown one");
-        assert_eq!(figures_sum(&elsewhere["data"]), 0.0, "{path}: {elsewhere}");
+        assert_eq!(figures_sum(elsewhere.get("data").unwrap_or(&elsewhere)), 0.0, "{path}: {elsewhere}");
         // The same request with A's key counts A's calls.
         let own = app.ok(KEY_A, &path).await;
-        assert!(figures_sum(&own["data"]) > 0.0, "{path}: {own}");
+        assert!(figures_sum(own.get("data").unwrap_or(&own)) > 0.0, "{path}: {own}");
         // A malformed id is still 422.
         let (status, body) = app.get(Some(KEY_B), &format!("{prefix}not-a-uuid")).await;
         assert_eq!(status, 422, "{prefix}: {body}");
@@ -151,7 +151,11 @@ fn figures_sum(v: &serde_json::Value) -> f64 {
     match v {
         Value::Number(n) => n.as_f64().filter(|x| *x < 1e12).unwrap_or(0.0).abs(),
         Value::Array(a) => a.iter().map(figures_sum).sum(),
-        Value::Object(o) => o.iter().filter(|(k, _)| !matches!(k.as_str(), "limit" | "max_points" | "top" | "step_seconds")).map(|(_, x)| figures_sum(x)).sum(),
+        Value::Object(o) => o
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "limit" | "max_points" | "top" | "step_seconds" | "bucket_count"))
+            .map(|(_, x)| figures_sum(x))
+            .sum(),
         _ => 0.0,
     }
 }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use agentmeter_api::auth::{hash_key, KeyEntry, KeyStore, Role};
 use agentmeter_api::{AppState, Args};
-use clap::Parser;
 use chrono::Utc;
+use clap::Parser;
 use uuid::Uuid;
 
 use super::{deliver, events};
@@ -110,8 +110,7 @@ async fn thirty_two_requests_over_two_replicas_sharing_slots_all_answer() {
     let watch = async {
         let mut most = 0i64;
         while !done.load(std::sync::atomic::Ordering::Relaxed) {
-            let sets: Vec<String> =
-                redis::cmd("KEYS").arg(format!("{prefix}:rate:*:inflight")).query_async(&mut conn).await.unwrap();
+            let sets: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}:rate:*:inflight")).query_async(&mut conn).await.unwrap();
             for k in sets {
                 let n: i64 = redis::cmd("ZCARD").arg(&k).query_async(&mut conn).await.unwrap();
                 most = most.max(n);

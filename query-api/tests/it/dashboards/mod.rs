@@ -5,8 +5,8 @@
 //! has no data for answer zeros, and every panel of the shipped Grafana
 //! dashboard loads with data.
 
-mod bursts;
 mod buckets;
+mod bursts;
 mod grafana_dashboard;
 mod unknown_ids;
 
