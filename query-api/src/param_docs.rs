@@ -104,7 +104,11 @@ fn filters(a: Accepts) -> Vec<Parameter> {
         v.push(query("project_id", "Filter by project (an id without events of the caller's tenant counts zero)", uuid()));
     }
     if a.navigator_instance {
-        v.push(query("navigator_instance_id", "Filter by navigator instance (an id without events of the caller's tenant counts zero)", uuid()));
+        v.push(query(
+            "navigator_instance_id",
+            "Filter by navigator instance (an id without events of the caller's tenant counts zero)",
+            uuid(),
+        ));
     }
     if a.server_instance {
         v.push(query("server_instance_id", "Filter by server instance (an id without events of the caller's tenant counts zero)", uuid()));

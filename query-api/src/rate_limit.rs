@@ -174,8 +174,9 @@ impl RateLimiter {
         self.refused_total.with_label_values(&[class.label(), reason]).inc();
     }
 
-    /// Takes a token and an in-flight slot for `key_hash` in `class`. A
-    /// concurrency refusal is not counted here (the request may wait).
+    /// Takes a token and an in-flight slot for `key_hash` in `class`.
+    /// Refusals are counted by the caller ([`Self::count_refusal`]): a
+    /// concurrency refusal may still end in a slot after waiting.
     pub fn acquire(self: &Arc<Self>, key_hash: [u8; 32], class: Class, now: Instant) -> Result<Permit, Refusal> {
         let budget = self.budget(class);
         let mut map = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
@@ -196,7 +197,6 @@ impl RateLimiter {
         }
         if budget.rate_per_s > 0.0 {
             if b.tokens < 1.0 {
-                self.refused_total.with_label_values(&[class.label(), "rate"]).inc();
                 return Err(Refusal::Rate(Duration::from_secs_f64((1.0 - b.tokens) / budget.rate_per_s)));
             }
             b.tokens -= 1.0;
@@ -289,7 +289,7 @@ pub async fn limit(
             Ok(held) => break held,
             Err(Refusal::Concurrency) => {
                 if ticket.is_none() {
-                    ticket = limiter.queue.enter(hash, class, budget.queue);
+                    ticket = limiter.queue.enter(hash, class.label(), budget.queue);
                 }
                 let waited = match ticket.as_mut() {
                     Some(t) => t.pause(deadline).await,
@@ -309,7 +309,10 @@ pub async fn limit(
     drop(ticket);
     let resp = next.run(Request::from_parts(parts, body)).await;
     match held {
-        Held::Shared(Some(permit)) => permit.release_then_wake(limiter.queue.clone()),
+        Held::Shared(Some(permit)) => {
+            let queue = limiter.queue.clone();
+            permit.release_then(move || queue.released());
+        }
         Held::Shared(None) | Held::Local(_) => {}
     }
     resp

@@ -74,13 +74,13 @@ impl Drop for SharedPermit {
 }
 
 impl SharedPermit {
-    /// Releases the slot (in the background) and then wakes this replica's
-    /// requests waiting for a slot.
-    pub fn release_then_wake(mut self, queue: Arc<crate::slot_queue::SlotQueue>) {
+    /// Releases the slot (in the background), then calls `done` (the
+    /// middleware wakes this replica's requests waiting for a slot).
+    pub fn release_then(mut self, done: impl FnOnce() + Send + 'static) {
         let (valkey, key, id) = (self.valkey.clone(), std::mem::take(&mut self.inflight_key), std::mem::take(&mut self.lease_id));
         tokio::spawn(async move {
             let _ = valkey.zrem(&key, &id).await;
-            queue.released();
+            done();
         });
     }
 }

@@ -18,8 +18,6 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::rate_limit::Class;
-
 /// First and longest pause between two tries for a shared slot.
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_millis(100);
@@ -27,14 +25,17 @@ const MAX_BACKOFF: Duration = Duration::from_millis(100);
 /// The waiters of every key, and the signal that a slot was released.
 #[derive(Default)]
 pub struct SlotQueue {
-    waiting: Mutex<HashMap<([u8; 32], Class), u32>>,
+    waiting: Mutex<HashMap<([u8; 32], &'static str), u32>>,
     released: Notify,
 }
 
+/// Queues are per key hash and endpoint class (its label, e.g.
+/// `analytics`).
+///
 /// One place in a key's queue; given back on drop.
 pub struct Ticket {
     queue: Arc<SlotQueue>,
-    key: ([u8; 32], Class),
+    key: ([u8; 32], &'static str),
     backoff: Duration,
 }
 
@@ -53,7 +54,7 @@ impl Drop for Ticket {
 impl SlotQueue {
     /// A place in the queue of `key_hash` in `class`, or `None` when
     /// `bound` requests of that key already wait.
-    pub fn enter(self: &Arc<Self>, key_hash: [u8; 32], class: Class, bound: u32) -> Option<Ticket> {
+    pub fn enter(self: &Arc<Self>, key_hash: [u8; 32], class: &'static str, bound: u32) -> Option<Ticket> {
         let mut map = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         let n = map.entry((key_hash, class)).or_insert(0);
         if *n >= bound {
@@ -72,7 +73,7 @@ impl SlotQueue {
     }
 
     /// Requests of `key_hash` in `class` waiting now.
-    pub fn waiting(&self, key_hash: [u8; 32], class: Class) -> u32 {
+    pub fn waiting(&self, key_hash: [u8; 32], class: &'static str) -> u32 {
         self.waiting.lock().unwrap_or_else(|e| e.into_inner()).get(&(key_hash, class)).copied().unwrap_or(0)
     }
 }
@@ -103,24 +104,24 @@ mod tests {
     fn the_queue_of_a_key_is_bounded_and_places_are_given_back() {
         let q = Arc::new(SlotQueue::default());
         let (a, b) = ([1u8; 32], [2u8; 32]);
-        let t1 = q.enter(a, Class::Analytics, 2).unwrap();
-        let _t2 = q.enter(a, Class::Analytics, 2).unwrap();
-        assert!(q.enter(a, Class::Analytics, 2).is_none());
+        let t1 = q.enter(a, "analytics", 2).unwrap();
+        let _t2 = q.enter(a, "analytics", 2).unwrap();
+        assert!(q.enter(a, "analytics", 2).is_none());
         // Another key and another class have queues of their own.
-        assert!(q.enter(b, Class::Analytics, 2).is_some());
-        assert!(q.enter(a, Class::Check, 2).is_some());
+        assert!(q.enter(b, "analytics", 2).is_some());
+        assert!(q.enter(a, "check", 2).is_some());
         drop(t1);
-        assert_eq!(q.waiting(a, Class::Analytics), 1);
-        assert!(q.enter(a, Class::Analytics, 2).is_some());
+        assert_eq!(q.waiting(a, "analytics"), 1);
+        assert!(q.enter(a, "analytics", 2).is_some());
         // A bound of 0 means no queue.
-        assert!(q.enter(b, Class::Check, 0).is_none());
-        assert_eq!(q.waiting(b, Class::Check), 0);
+        assert!(q.enter(b, "check", 0).is_none());
+        assert_eq!(q.waiting(b, "check"), 0);
     }
 
     #[tokio::test]
     async fn a_release_wakes_a_waiter_before_its_backoff_ends() {
         let q = Arc::new(SlotQueue::default());
-        let mut t = q.enter([3u8; 32], Class::Analytics, 1).unwrap();
+        let mut t = q.enter([3u8; 32], "analytics", 1).unwrap();
         t.backoff = Duration::from_secs(3600);
         let far = Instant::now() + Duration::from_secs(7200);
         let waiter = tokio::spawn(async move { t.pause(far).await });
@@ -135,7 +136,7 @@ mod tests {
     #[tokio::test]
     async fn no_pause_past_the_deadline() {
         let q = Arc::new(SlotQueue::default());
-        let mut t = q.enter([4u8; 32], Class::Analytics, 1).unwrap();
+        let mut t = q.enter([4u8; 32], "analytics", 1).unwrap();
         assert!(!t.pause(Instant::now()).await);
     }
 }
