@@ -15,9 +15,9 @@
 #![no_main]
 
 use agentmeter_api::buckets::Buckets;
-use agentmeter_api::queries::analytics::bucket_index::index_sql;
-use agentmeter_api::params::{Checker, RawParams};
 use agentmeter_api::calendar::{parse_instant, parse_tz};
+use agentmeter_api::params::{Checker, RawParams};
+use agentmeter_api::queries::analytics::bucket_index::index_sql;
 use agentmeter_api::window::{Span, TimeRange, MAX_LOOKBACK_DAYS};
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use chrono_tz::Tz;
