@@ -1,4 +1,5 @@
-//! ClickHouse rows of the raw tables `tool_calls` and `agent_executions`.
+//! ClickHouse rows of the raw tables `tool_calls` and `agent_executions`, and
+//! of `query_texts` (the text of navigator queries, kept apart).
 //!
 //! Columns are named as the event fields. Optional ids are stored as the nil
 //! UUID and optional strings as `''` (not `Nullable`) so that rollup keys and
@@ -100,6 +101,44 @@ pub struct AgentExecutionRow {
     pub status: String,
     pub error_type: String,
     pub error_message: String,
+    /// The `query_text` of a navigator query, carried to the writer but
+    /// never a column of `agent_executions`: it goes to `query_texts`
+    /// ([`QueryTextRow`]), apart from the metering rows.
+    #[serde(skip)]
+    pub query_text: Option<String>,
+}
+
+/// A row of `query_texts`: the text of one navigator query, kept apart from
+/// the metering rows and deleted at `expire_at` (table TTL).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct QueryTextRow {
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub tenant_id: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub query_id: Uuid,
+    #[serde(with = "clickhouse::serde::uuid")]
+    pub project_id: Uuid,
+    #[serde(with = "clickhouse::serde::chrono::datetime64::millis")]
+    pub occurred_at: DateTime<Utc>,
+    pub query_text: String,
+    #[serde(with = "clickhouse::serde::chrono::datetime")]
+    pub expire_at: DateTime<Utc>,
+}
+
+impl AgentExecutionRow {
+    /// The `query_texts` row of this execution, kept for `retention_days`
+    /// after it occurred; `None` without a text or with a retention of 0.
+    pub fn query_text_row(&self, retention_days: u32) -> Option<QueryTextRow> {
+        let text = self.query_text.as_ref().filter(|_| retention_days > 0)?;
+        Some(QueryTextRow {
+            tenant_id: self.tenant_id,
+            query_id: self.execution_id,
+            project_id: self.project_id,
+            occurred_at: self.occurred_at,
+            query_text: text.clone(),
+            expire_at: self.occurred_at + chrono::Duration::days(i64::from(retention_days)),
+        })
+    }
 }
 
 /// Micro-dollars of a validated amount (at most 6 places, below 10^12).
@@ -179,6 +218,7 @@ impl From<&AgentExecutionEvent> for AgentExecutionRow {
             status: e.status.as_str().to_owned(),
             error_type: e.error_type.map(|t| t.as_str().to_owned()).unwrap_or_default(),
             error_message: e.error_message.clone().unwrap_or_default(),
+            query_text: e.query_text.clone(),
         }
     }
 }

@@ -166,6 +166,7 @@ fn execution(tenant: Uuid, org: Uuid, at: DateTime<Utc>, messages: u32, input: u
         status: "success".into(),
         error_type: String::new(),
         error_message: String::new(),
+        query_text: None,
     }
 }
 

@@ -177,6 +177,7 @@ impl Exec {
             status: "success".into(),
             error_type: String::new(),
             error_message: String::new(),
+            query_text: None,
         }
     }
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::fields::Fields;
 use super::vocabulary::{ErrorType, ExecutionKind, ExecutionStatus};
-use super::{Rejection, RejectionKind, MAX_MESSAGE_BYTES, MAX_NAME_BYTES};
+use super::{Rejection, RejectionKind, MAX_MESSAGE_BYTES, MAX_NAME_BYTES, MAX_QUERY_TEXT_BYTES};
 
 /// One agent run (a chat, an external agent call, a completion, or a
 /// navigator query) with its token, cost and message usage.
@@ -73,6 +73,15 @@ pub struct AgentExecutionEvent {
     pub error_type: Option<ErrorType>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
+    /// The text the user asked, for `navigator_query` executions only (the
+    /// `query` of the query logs). Content, possibly personal data: stored
+    /// apart from the metering rows, in `query_texts`, and deleted after the
+    /// ingest worker's `--query-text-retention-days`. At most
+    /// [`MAX_QUERY_TEXT_BYTES`] bytes are kept: a longer text is cut at the
+    /// last UTF-8 character boundary within the limit (the execution itself
+    /// is never refused for it). Ignored on other execution kinds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub query_text: Option<String>,
 }
 
 /// Parses and validates one agent-execution message. `now` bounds
@@ -94,14 +103,18 @@ pub fn parse_agent_execution(bytes: &[u8], now: DateTime<Utc>) -> Result<AgentEx
         }
         None => 1,
     };
+    let execution_kind =
+        f.opt_vocabulary("execution_kind", ExecutionKind::parse, &ExecutionKind::expected())?.unwrap_or(ExecutionKind::AgentChat);
+    let query_text = match execution_kind {
+        ExecutionKind::NavigatorQuery => f.opt_truncated_string("query_text", MAX_QUERY_TEXT_BYTES)?,
+        _ => None,
+    };
     Ok(AgentExecutionEvent {
         event_id,
         occurred_at,
         tenant_id,
         execution_id: f.opt_uuid("execution_id")?.unwrap_or(event_id),
-        execution_kind: f
-            .opt_vocabulary("execution_kind", ExecutionKind::parse, &ExecutionKind::expected())?
-            .unwrap_or(ExecutionKind::AgentChat),
+        execution_kind,
         billable: f.opt_bool("billable")?.unwrap_or(true),
         organization_id: f.opt_uuid("organization_id")?,
         user_id: f.opt_uuid("user_id")?,
@@ -123,5 +136,6 @@ pub fn parse_agent_execution(bytes: &[u8], now: DateTime<Utc>) -> Result<AgentEx
         status: f.opt_vocabulary("status", ExecutionStatus::parse, &ExecutionStatus::expected())?.unwrap_or(ExecutionStatus::Success),
         error_type: f.opt_vocabulary("error_type", ErrorType::parse, &ErrorType::expected())?,
         error_message: f.opt_string("error_message", MAX_MESSAGE_BYTES)?,
+        query_text,
     })
 }

@@ -82,6 +82,23 @@ impl Fields {
         self.get(field).map(|v| parse_string(field, v, max_bytes)).transpose()
     }
 
+    /// An optional string cut to at most `max_bytes` bytes at the last
+    /// UTF-8 character boundary (for content that must not cost the event).
+    pub fn opt_truncated_string(&self, field: &str, max_bytes: usize) -> Result<Option<String>> {
+        self.get(field)
+            .map(|v| match v {
+                Value::String(s) => {
+                    let mut end = s.len().min(max_bytes);
+                    while !s.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    Ok(s[..end].to_owned())
+                }
+                other => Err(wrong_type(field, "a string", other)),
+            })
+            .transpose()
+    }
+
     pub fn bool(&self, field: &str) -> Result<bool> {
         parse_bool(field, self.required(field)?)
     }

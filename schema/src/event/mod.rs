@@ -35,6 +35,10 @@ pub const MAX_NAME_BYTES: usize = 256;
 /// Longest accepted `error_message`, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 4096;
 
+/// Longest kept `query_text` of a `navigator_query` execution, in bytes
+/// (4 KiB); a longer text is truncated at a character boundary.
+pub const MAX_QUERY_TEXT_BYTES: usize = 4096;
+
 /// Serialises `occurred_at` as RFC 3339 UTC with milliseconds, the form the
 /// parser reads back without loss.
 pub(crate) mod millis_rfc3339 {

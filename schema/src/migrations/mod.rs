@@ -20,6 +20,7 @@ mod m0002_rollups;
 mod m0003_limits;
 mod m0004_hourly_rollups;
 mod m0005_tenant_rollups;
+mod m0006_query_logs;
 mod tool_call_aggregates;
 
 use anyhow::Context;
@@ -129,6 +130,7 @@ pub fn all() -> Vec<Box<dyn Migration>> {
         Box::new(m0003_limits::Limits),
         Box::new(m0004_hourly_rollups::HourlyRollups),
         Box::new(m0005_tenant_rollups::TenantRollups),
+        Box::new(m0006_query_logs::QueryLogs),
     ]
 }
 

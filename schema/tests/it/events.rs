@@ -1,7 +1,7 @@
 //! The parser accepts what the contract allows, refuses everything else with
 //! the field and the kind of problem, and never panics.
 
-use agentmeter_schema::event::{CallKind, ErrorType, ExecutionKind, ExecutionStatus, MAX_EVENT_BYTES};
+use agentmeter_schema::event::{CallKind, ErrorType, ExecutionKind, ExecutionStatus, MAX_EVENT_BYTES, MAX_QUERY_TEXT_BYTES};
 use agentmeter_schema::{parse_agent_execution, parse_tool_call, AgentExecutionEvent, RejectionKind, ToolCallEvent};
 use chrono::{DateTime, TimeZone, Utc};
 use proptest::prelude::*;
@@ -66,6 +66,25 @@ fn minimal_execution_gets_defaults() {
     assert_eq!(e.messages_count, 1);
     assert_eq!(e.status, ExecutionStatus::Success);
     assert_eq!(e.cost_usd, Decimal::from_str("0.012345").unwrap());
+}
+
+#[test]
+fn query_text_is_kept_on_navigator_queries_only_and_cut_at_4_kib() {
+    let query = with(execution(), "execution_kind", json!("navigator_query"));
+    let query: Value = serde_json::from_slice(&query).unwrap();
+    let e = parse_agent_execution(&with(query.clone(), "query_text", json!("Create a GitHub issue")), now()).unwrap();
+    assert_eq!(e.query_text.as_deref(), Some("Create a GitHub issue"));
+    assert_eq!(parse_agent_execution(&serde_json::to_vec(&query).unwrap(), now()).unwrap().query_text, None);
+    assert_eq!(parse_agent_execution(&with(execution(), "query_text", json!("hi")), now()).unwrap().query_text, None);
+    // 4095 ASCII bytes then a 3-byte character: the character does not fit and is cut whole.
+    let long = format!("{}€ and more", "a".repeat(MAX_QUERY_TEXT_BYTES - 1));
+    let e = parse_agent_execution(&with(query.clone(), "query_text", json!(long)), now()).unwrap();
+    assert_eq!(e.query_text.as_deref(), Some("a".repeat(MAX_QUERY_TEXT_BYTES - 1).as_str()));
+    let exact = "é".repeat(MAX_QUERY_TEXT_BYTES / 2);
+    let e = parse_agent_execution(&with(query.clone(), "query_text", json!(exact)), now()).unwrap();
+    assert_eq!(e.query_text.as_deref(), Some(exact.as_str()));
+    let err = parse_agent_execution(&with(query, "query_text", json!(42)), now()).unwrap_err();
+    assert_eq!((err.kind, err.field.as_str()), (RejectionKind::WrongType, "query_text"));
 }
 
 #[test]
@@ -235,6 +254,7 @@ fn execution_strategy() -> impl Strategy<Value = AgentExecutionEvent> {
             proptest::sample::select(ExecutionStatus::ALL),
             opt(proptest::sample::select(ErrorType::ALL)),
             opt(any_name()),
+            opt("[\\PC]{0,200}".prop_map(String::from)),
         ),
     )
         .prop_map(|(a, b, c, d)| AgentExecutionEvent {
@@ -264,6 +284,8 @@ fn execution_strategy() -> impl Strategy<Value = AgentExecutionEvent> {
             status: d.3,
             error_type: d.4,
             error_message: d.5,
+            // Kept on navigator queries only; the parser drops it elsewhere.
+            query_text: d.6.filter(|_| a.4 == ExecutionKind::NavigatorQuery),
         })
 }
 

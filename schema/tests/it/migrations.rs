@@ -144,7 +144,8 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
     let ch = clickhouse(&unique_db("backfill"));
     migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
     let db = ch.client();
-    // Back to version 3: no hourly views, empty hourly tables (0004 and 0005).
+    // Back to version 3: no hourly views, empty hourly tables (0004 and 0005),
+    // no query-log views, empty query_events (0006).
     let forget_0004 = || async {
         db.query("TRUNCATE TABLE schema_migrations").execute().await.unwrap();
         db.query("INSERT INTO schema_migrations (version, name) VALUES (1, 'raw_tables'), (2, 'minute_rollups'), (3, 'plan_limits')")
@@ -161,6 +162,9 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
         "TRUNCATE TABLE tool_call_queries_1h",
         "TRUNCATE TABLE tool_calls_tenant_1h",
         "TRUNCATE TABLE tool_calls_tenant_1m",
+        "DROP VIEW query_events_tool_calls_mv",
+        "DROP VIEW query_events_executions_mv",
+        "TRUNCATE TABLE query_events",
         "TRUNCATE TABLE rollup_backfills",
     ] {
         db.query(sql).execute().await.unwrap();
@@ -198,7 +202,7 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
     b.unwrap();
     forget_0004().await;
     let rerun = migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
-    assert_eq!(rerun.applied.len(), 2);
+    assert_eq!(rerun.applied.len(), 3);
     insert(rows(300, 200)).await;
 
     let raw: (u64, u64, u64, u64) = db
@@ -230,6 +234,13 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
     assert_eq!(queries, (raw.2, raw.3));
     assert_eq!(raw.3, 125);
     assert_eq!(calls_in_queries, 500);
+    let query_events: (u64, u64) = db
+        .query("SELECT count(), uniqExact(query_id) FROM query_events WHERE tenant_id = toUUID(?)")
+        .bind(tenant.to_string())
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(query_events, (500, 125), "query_events: every tool call of a query once");
     drop_db(&ch).await;
 }
 

@@ -124,6 +124,7 @@ async fn timeseries_metrics_group_by_and_formats() {
         status: "success".into(),
         error_type: String::new(),
         error_message: String::new(),
+        query_text: None,
     };
     app.insert_executions(&[exec("m-large", 1000, 1_500_000, 30), exec("m-large", 500, 250_000, 90), exec("m-small", 10, 1, 30)]).await;
     let body = app.ok(KEY_A, "/api/v1/query/timeseries?metric=tokens&window=6h&step=1h&group_by=model").await;
