@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use agentmeter_schema::rows::{AgentExecutionRow, ToolCallRow};
+use agentmeter_schema::rows::{AgentExecutionRow, QueryTextRow, ToolCallRow};
 use agentmeter_schema::{parse_agent_execution, parse_tool_call, Rejection};
 use chrono::{DateTime, Utc};
 use tokio::task::JoinHandle;
@@ -35,11 +35,14 @@ pub trait IngestRow: Sized + clickhouse::RowOwned + clickhouse::RowWrite + Send 
     fn event_id(&self) -> Uuid;
     fn tenant_id(&self) -> Uuid;
     fn occurred_at(&self) -> DateTime<Utc>;
+    /// The `query_texts` row this row carries (navigator queries with a
+    /// text), kept `retention_days`; written apart from the raw table.
+    fn query_text_row(&self, retention_days: u32) -> Option<QueryTextRow>;
 }
 
 /// The two raw tables differ only in these names: one impl for both.
 macro_rules! ingest_row {
-    ($row:ty, $table:literal, $kind:literal, $parse:path) => {
+    ($row:ty, $table:literal, $kind:literal, $parse:path, $text:expr) => {
         impl IngestRow for $row {
             const TABLE: &'static str = $table;
             const EVENT_KIND: &'static str = $kind;
@@ -55,12 +58,16 @@ macro_rules! ingest_row {
             fn occurred_at(&self) -> DateTime<Utc> {
                 self.occurred_at
             }
+            fn query_text_row(&self, retention_days: u32) -> Option<QueryTextRow> {
+                let text: fn(&$row, u32) -> Option<QueryTextRow> = $text;
+                text(self, retention_days)
+            }
         }
     };
 }
 
-ingest_row!(ToolCallRow, "tool_calls", "tool_call", parse_tool_call);
-ingest_row!(AgentExecutionRow, "agent_executions", "agent_execution", parse_agent_execution);
+ingest_row!(ToolCallRow, "tool_calls", "tool_call", parse_tool_call, |_, _| None);
+ingest_row!(AgentExecutionRow, "agent_executions", "agent_execution", parse_agent_execution, |row, days| row.query_text_row(days));
 
 /// Where a message came from, and its size (key and payload bytes).
 #[derive(Debug, Clone, Copy)]

@@ -152,6 +152,12 @@ pub struct Config {
     #[arg(long, env = "AGENTMETER_INGEST_SHUTDOWN_TIMEOUT_MS", default_value_t = 20_000)]
     pub shutdown_timeout_ms: u64,
 
+    /// Days the text of a navigator query (`query_text`, content that may
+    /// be personal data) is kept in `query_texts` after the query occurred;
+    /// 0 = never stored. The metering rows are unaffected.
+    #[arg(long, env = "AGENTMETER_QUERY_TEXT_RETENTION_DAYS", default_value_t = 30)]
+    pub query_text_retention_days: u32,
+
     /// Address of the Prometheus `/metrics` and `/health` endpoints (port 0 picks a free port).
     #[arg(long, env = "AGENTMETER_INGEST_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: SocketAddr,

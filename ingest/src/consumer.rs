@@ -327,7 +327,8 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
         backoff,
         Duration::from_millis(config.clickhouse_timeout_ms),
         Arc::clone(&metrics),
-    ));
+    )
+    .with_query_text_retention_days(config.query_text_retention_days));
     let mut worker = Worker {
         consumer,
         shared,

@@ -6,6 +6,8 @@
 //! * [`writer`]: duplicate look-up ([`dedup`]), one deduplicated INSERT per
 //!   batch, retry with backoff, split-and-isolate on data errors; returns
 //!   the refused rows' positions (it never talks to Kafka).
+//! * [`query_texts`]: the text of navigator queries, written apart from
+//!   the metering rows with its own retention.
 //! * [`dead_letter`]: rejected messages, verbatim, with the reason (the
 //!   consumer dead-letters the rows the writer returns as refused).
 //! * [`routing`]: every copy of an event is inserted from its home
@@ -25,6 +27,7 @@ pub mod dedup;
 pub mod errors;
 pub mod metrics;
 pub mod otlp;
+pub mod query_texts;
 pub mod routing;
 pub mod shutdown;
 pub mod topics;

@@ -17,6 +17,9 @@
 //!   is dropped on retry, from the raw table and from the rollups.
 //! * A data error is never retried as is: the batch is split in halves,
 //!   recursively, until the offending rows are isolated.
+//! * The query texts a batch carries ([`crate::query_texts`]) are written
+//!   before its rows, so a row that is stored always has its text stored
+//!   (until the text's retention ends).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +32,7 @@ use crate::config::MAX_BATCH_ROWS_LIMIT;
 use crate::dedup::{dedup_in_batch, stored_ids};
 use crate::errors::{classify, Backoff};
 use crate::metrics::Metrics;
+use crate::query_texts;
 
 /// A row ClickHouse refused on its own (a data error), and where its
 /// message was read.
@@ -54,6 +58,7 @@ pub struct Writer {
     backoff: Backoff,
     timeout: Duration,
     metrics: Arc<Metrics>,
+    query_text_retention_days: u32,
 }
 
 /// The deduplication token of a set of rows: the same rows give the same
@@ -74,7 +79,14 @@ impl Writer {
     pub fn new(client: Client, backoff: Backoff, timeout: Duration, metrics: Arc<Metrics>) -> Self {
         // RowBinary without per-insert schema look-ups; the row types are
         // tested against the migrations in the schema crate.
-        Self { client: client.with_validation(false), backoff, timeout, metrics }
+        Self { client: client.with_validation(false), backoff, timeout, metrics, query_text_retention_days: 30 }
+    }
+
+    /// How long query texts are kept (`--query-text-retention-days`; 0 =
+    /// never stored).
+    pub fn with_query_text_retention_days(mut self, days: u32) -> Self {
+        self.query_text_retention_days = days;
+        self
     }
 
     /// Writes `entries`, returning once every row is acknowledged, skipped
@@ -100,6 +112,21 @@ impl Writer {
             }
         }
         self.metrics.events_deduplicated.with_label_values(&[R::EVENT_KIND]).inc_by(written.deduplicated as u64);
+
+        let texts: Vec<_> = entries.iter().filter_map(|e| e.row.query_text_row(self.query_text_retention_days)).collect();
+        if !texts.is_empty() {
+            let mut attempt = 0;
+            while let Err(e) = query_texts::insert(&self.client, &texts, self.timeout).await {
+                if !classify(&e).is_retryable() {
+                    // Texts are content, not metering: a refused text must not hold the rows back.
+                    self.metrics.clickhouse_errors.with_label_values(&[classify(&e).as_str()]).inc();
+                    tracing::warn!(rows = texts.len(), error = %e, "ClickHouse refused query texts; the executions are written without them");
+                    break;
+                }
+                self.wait_after(&e, attempt, "query_texts", "insert").await;
+                attempt += 1;
+            }
+        }
 
         let refused = self.insert_isolating(&entries).await;
         written.inserted = entries.len() - refused.len();
