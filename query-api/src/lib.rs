@@ -3,6 +3,8 @@
 //! Features:
 //! * [`analytics`]: the Caylex-compatible analytics endpoints under
 //!   `/api/v1` and the Grafana time-series endpoint.
+//! * [`query_logs`]: a project's query logs, one query's details and its
+//!   execution trace.
 //! * [`usage`]: usage and plan-limit endpoints, the in-memory counters and
 //!   their refresher.
 //! * [`ops`]: `/health`, `/ready`, `/metrics` and the request metrics
@@ -51,6 +53,7 @@ pub mod param_docs;
 pub mod params;
 pub mod path;
 pub mod queries;
+pub mod query_logs;
 pub mod rate_limit;
 pub mod shared_rate_limit;
 pub mod slot_queue;
@@ -78,7 +81,7 @@ pub use state::AppState;
 /// The API routes and their OpenAPI document, from the same `routes!`
 /// calls (the web UI's static files are not API and not in the document).
 fn api() -> (Router<AppState>, openapi::Document) {
-    openapi::split(OpenApiRouter::new().merge(ops::router()).merge(analytics::router()).merge(usage::router()).merge(openapi::router()))
+    openapi::split(OpenApiRouter::new().merge(ops::router()).merge(analytics::router()).merge(query_logs::router()).merge(usage::router()).merge(openapi::router()))
 }
 
 /// The OpenAPI document of the API (built once per process).

@@ -90,6 +90,17 @@ pub const SERIES_TOP: (u32, u32, u32) = (10, 1, 100);
 /// `max_points` of `query/timeseries` by default (at most `--max-buckets`).
 pub const MAX_POINTS_DEFAULT: u32 = 500;
 
+/// A UUID path parameter, or the FastAPI-style 422 naming it.
+pub fn path_uuid(name: &str, s: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(s).map_err(|_| {
+        ApiError::invalid([FieldError::path(
+            name,
+            format!("Input should be a valid UUID, got '{}'", s.chars().take(40).collect::<String>()),
+            "uuid_parsing",
+        )])
+    })
+}
+
 /// Collects validation errors so that all of them are reported at once.
 #[derive(Debug, Default)]
 pub struct Checker {

@@ -11,7 +11,6 @@
 use axum::extract::State;
 use axum::Json;
 use chrono::Duration;
-use uuid::Uuid;
 
 use super::graphs::error_type_entries;
 use super::responses::{
@@ -23,22 +22,12 @@ use crate::auth::Caller;
 use crate::buckets::Buckets;
 use crate::calendar::ceil_minute;
 use crate::error::{ApiError, FieldError};
-use crate::params::{Checker, Params};
+use crate::params::{path_uuid, Checker, Params};
 use crate::path::Path;
 use crate::queries::analytics::raw::{self, TopBy};
 use crate::queries::Filters;
 use crate::queries::{CallKinds, Scope};
 use crate::window::{Span, TimeRange, Unit};
-
-fn path_uuid(name: &str, s: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(s).map_err(|_| {
-        ApiError::invalid([FieldError::path(
-            name,
-            format!("Input should be a valid UUID, got '{}'", s.chars().take(40).collect::<String>()),
-            "uuid_parsing",
-        )])
-    })
-}
 
 /// `GET /api/v1/projects/{project_id}/users/summary`.
 #[utoipa::path(

@@ -6,6 +6,8 @@
 //!   executions seen) and the organization usage aggregate.
 //! * [`limits`]: the `plan_limits` table.
 //! * [`health`]: the store's liveness probe.
+//! * [`query_logs`]: query logs, query details and traces, from
+//!   `query_events` and `query_texts`.
 //!
 //! Shared by them: [`sql`] (a statement and its bound parameters) and
 //! [`conditions`] (the one filters-to-`WHERE` builder, with the plain
@@ -20,6 +22,7 @@ pub mod analytics;
 pub mod conditions;
 pub mod health;
 pub mod limits;
+pub mod query_logs;
 pub mod sql;
 pub mod usage_counters;
 
