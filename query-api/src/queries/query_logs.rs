@@ -63,12 +63,12 @@ impl LogFilter {
 /// One query of a log page or of a detail answer.
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
 pub struct QuerySummary {
-    pub query_id: String,
+    pub id: String,
     pub first_ms: i64,
     pub last_ms: i64,
-    pub project_id: String,
-    pub navigator_instance_id: String,
-    pub navigator_name: String,
+    pub project: String,
+    pub navigator_instance: String,
+    pub navigator: String,
     /// `call_kind = 'tool'` calls.
     pub tool_calls: u64,
     /// Failed `tool` calls.
@@ -81,12 +81,12 @@ const NIL: &str = "toUUID('00000000-0000-0000-0000-000000000000')";
 
 fn summary_select() -> String {
     format!(
-        "SELECT toString(query_id) AS query_id,
+        "SELECT toString(query_id) AS id,
             toInt64(toUnixTimestamp64Milli(min(occurred_at))) AS first_ms,
             toInt64(toUnixTimestamp64Milli(max(occurred_at))) AS last_ms,
-            toString(anyIf(project_id, project_id != {NIL})) AS project_id,
-            toString(if(countIf(navigator_instance_id != {NIL}) = 0, {NIL}, argMinIf(navigator_instance_id, occurred_at, navigator_instance_id != {NIL}))) AS navigator_instance_id,
-            toString(anyIf(navigator_name, navigator_name != '')) AS navigator_name,
+            toString(anyIf(project_id, project_id != {NIL})) AS project,
+            toString(if(countIf(navigator_instance_id != {NIL}) = 0, {NIL}, argMinIf(navigator_instance_id, occurred_at, navigator_instance_id != {NIL}))) AS navigator_instance,
+            toString(anyIf(navigator_name, navigator_name != '')) AS navigator,
             toUInt64(countIf(call_kind = 'tool')) AS tool_calls,
             toUInt64(countIf(call_kind = 'tool' AND NOT success)) AS errors,
             arrayDistinct(arrayMap(x -> toString(x.2), arraySort(groupArrayIf((occurred_at, server_id), call_kind = 'tool' AND server_id != {NIL})))) AS servers
@@ -96,7 +96,7 @@ fn summary_select() -> String {
 
 #[derive(Debug, Row, Deserialize)]
 struct ScannedEvent {
-    query_id: String,
+    id: String,
     ms: i64,
 }
 
@@ -136,7 +136,7 @@ pub async fn page(db: &Db, f: &LogFilter, after: Option<Position>, size: usize) 
             params.push(("gte_ms".into(), ms.to_string()));
         }
         let sql = Sql::new(format!(
-            "SELECT toString(query_id) AS query_id, toInt64(toUnixTimestamp64Milli(occurred_at)) AS ms
+            "SELECT toString(query_id) AS id, toInt64(toUnixTimestamp64Milli(occurred_at)) AS ms
              FROM query_events WHERE {cond}
              ORDER BY occurred_at DESC, query_id DESC LIMIT {{scan:UInt64}}"
         ))
@@ -145,7 +145,7 @@ pub async fn page(db: &Db, f: &LogFilter, after: Option<Position>, size: usize) 
         let events = db.run("query_log_scan", |c| async move { sql.query(&c).fetch_all::<ScannedEvent>().await }).await?;
         let exhausted = events.len() < scan;
         let oldest_read = events.last().map(|e| e.ms).unwrap_or(i64::MIN);
-        let mut ids: Vec<String> = events.into_iter().map(|e| e.query_id).collect();
+        let mut ids: Vec<String> = events.into_iter().map(|e| e.id).collect();
         ids.sort_unstable();
         ids.dedup();
         let mut found = summaries(db, f.tenant, Some(f.project), ids).await?;
@@ -153,7 +153,7 @@ pub async fn page(db: &Db, f: &LogFilter, after: Option<Position>, size: usize) 
         // event read has that first event among the events read.
         found.retain(|q| (exhausted || q.first_ms > oldest_read) && f.gte_ms.is_none_or(|gte| q.first_ms >= gte));
         if found.len() >= want || exhausted {
-            found.sort_unstable_by(|a, b| (b.first_ms, &b.query_id).cmp(&(a.first_ms, &a.query_id)));
+            found.sort_unstable_by(|a, b| (b.first_ms, &b.id).cmp(&(a.first_ms, &a.id)));
             found.truncate(want);
             return Ok(found);
         }
@@ -202,12 +202,12 @@ pub async fn texts(db: &Db, tenant: Uuid, ids: Vec<String>) -> Result<Vec<(Strin
 /// One tool-call event of a query, for its trace.
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
 pub struct TraceEvent {
-    pub event_id: String,
+    pub event: String,
     pub ms: i64,
     pub call_kind: String,
-    pub server_id: String,
+    pub server: String,
     pub server_name: String,
-    pub server_instance_id: String,
+    pub server_instance: String,
     pub tool_name: String,
     pub latency_ms: f64,
     pub success: bool,
@@ -218,8 +218,8 @@ pub struct TraceEvent {
 /// The tool-call events of a query in the order they happened.
 pub async fn trace_events(db: &Db, tenant: Uuid, query_id: Uuid) -> Result<Vec<TraceEvent>, QueryError> {
     let sql = Sql::new(
-        "SELECT toString(event_id) AS event_id, toInt64(toUnixTimestamp64Milli(occurred_at)) AS ms, call_kind,
-                toString(server_id) AS server_id, server_name, toString(server_instance_id) AS server_instance_id,
+        "SELECT toString(event_id) AS event, toInt64(toUnixTimestamp64Milli(occurred_at)) AS ms, call_kind,
+                toString(server_id) AS server, server_name, toString(server_instance_id) AS server_instance,
                 tool_name, latency_ms, success, error_message, suggestions_count
          FROM query_events
          WHERE tenant_id = {tenant:UUID} AND query_id = {query:UUID} AND source = 'tool_call'

@@ -101,12 +101,21 @@ fn query_response(q: &QuerySummary, text: Option<String>) -> GetQueryResponse {
 }
 
 /// `GET /api/v1/projects/{project_id}/query-logs`.
+#[utoipa::path(
+    get,
+    path = "/api/v1/projects/{project_id}/query-logs",
+    extensions(("x-caylex-schema" = json!("Page_QueryLogResponse_"))),
+    tag = "Query logs",
+    summary = "Query logs of a project, newest first, in cursor pages",
+    params(("project_id" = uuid::Uuid, Path, description = "Project of the caller's tenant (another tenant's answers an empty page)"), ListParams),
+    responses((status = 200, description = "A page of query logs", body = QueryLogPage))
+)]
 pub async fn list(
     State(db): State<Db>,
     caller: Caller,
     Path(project): Path<String>,
     ListQuery(p): ListQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<QueryLogPage>, ApiError> {
     let project = path_uuid("project_id", &project)?;
     let mut c = Checker::new();
     let navigator_instance = c.uuid("navigator_instance_id", &p.navigator_instance_id);
@@ -131,24 +140,18 @@ pub async fn list(
     let has_next = items.len() > size;
     items.truncate(size);
     let texts: HashMap<String, String> =
-        query_logs::texts(&db, caller.tenant_id, items.iter().map(|q| q.query_id.clone()).collect()).await?.into_iter().collect();
+        query_logs::texts(&db, caller.tenant_id, items.iter().map(|q| q.id.clone()).collect()).await?.into_iter().collect();
     let next_cursor = match items.last() {
         Some(last) if has_next => {
-            let query_id = Uuid::parse_str(&last.query_id).map_err(|e| ApiError::Internal(format!("query id from ClickHouse: {e}")))?;
+            let query_id = Uuid::parse_str(&last.id).map_err(|e| ApiError::Internal(format!("query id from ClickHouse: {e}")))?;
             Some(cursor::encode(Position { first_ms: last.first_ms, query_id }))
         }
         _ => None,
     };
-    Ok(Json(json!({
-        "items": items.iter().map(|q| log_item(q, texts.get(&q.query_id))).collect::<Vec<_>>(),
-        "meta": {
-            "size": size,
-            "total": total,
-            "next_cursor": next_cursor,
-            "has_next": has_next,
-            "has_prev": after.is_some(),
-        },
-    })))
+    Ok(Json(QueryLogPage {
+        items: items.iter().map(|q| log_item(q, texts.get(&q.id))).collect(),
+        meta: PageMeta { size: size as u64, total, next_cursor, has_next, has_prev: after.is_some() },
+    }))
 }
 
 fn not_found() -> ApiError {

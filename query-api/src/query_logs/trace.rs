@@ -120,12 +120,12 @@ mod tests {
 
     fn ev(ms: i64, kind: &str, name: &str) -> TraceEvent {
         TraceEvent {
-            event_id: format!("00000000-0000-0000-0000-{ms:012}"),
+            event: format!("00000000-0000-0000-0000-{ms:012}"),
             ms,
             call_kind: kind.into(),
-            server_id: String::new(),
+            server: String::new(),
             server_name: "GitHub".into(),
-            server_instance_id: String::new(),
+            server_instance: String::new(),
             tool_name: name.into(),
             latency_ms: 800.0,
             success: kind != "suggest_tools",

@@ -7,6 +7,7 @@ mod common;
 mod dashboards;
 mod kafka;
 mod openapi_doc;
+mod query_logs;
 mod replicas;
 mod ui;
 mod usage;

@@ -10,7 +10,7 @@ mod fixture;
 mod grafana;
 mod ops;
 mod rollups;
-mod schema;
+pub mod schema;
 mod tenancy;
 mod validation;
 
