@@ -286,7 +286,7 @@ async fn api_get(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
 /// Waits (up to `limit`) until ClickHouse has no merge running in `db`, so
 /// that timings see the steady state a month of data is in, not the
 /// aftermath of the bulk load. Returns the seconds waited.
-async fn settle_merges(client: &Client, limit: Duration) -> anyhow::Result<f64> {
+pub async fn settle_merges(client: &Client, limit: Duration) -> anyhow::Result<f64> {
     let started = Instant::now();
     while started.elapsed() < limit {
         let n = client.query("SELECT count() FROM system.merges WHERE database = currentDatabase()").fetch_one::<u64>().await?;

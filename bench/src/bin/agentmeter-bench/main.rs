@@ -14,6 +14,7 @@ mod ingest;
 mod kafka;
 mod otlp;
 mod process;
+mod querylogs;
 mod report;
 
 use clap::{Parser, Subcommand};
@@ -58,6 +59,8 @@ enum Bench {
     Graphs(graphs::Opts),
     /// Produce -> visible in the API at half the max ingest rate.
     Freshness(freshness::Opts),
+    /// First page of a big project's query logs vs aggregating every query.
+    Querylogs(querylogs::Opts),
 }
 
 #[tokio::main]
@@ -67,5 +70,6 @@ async fn main() -> anyhow::Result<()> {
         Bench::Ingest(o) => ingest::run(&args.common, o).await,
         Bench::Graphs(o) => graphs::run(&args.common, o).await,
         Bench::Freshness(o) => freshness::run(&args.common, o).await,
+        Bench::Querylogs(o) => querylogs::run(&args.common, o).await,
     }
 }
