@@ -322,13 +322,10 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     };
-    let writer = Arc::new(Writer::new(
-        config.clickhouse.client(),
-        backoff,
-        Duration::from_millis(config.clickhouse_timeout_ms),
-        Arc::clone(&metrics),
-    )
-    .with_query_text_retention_days(config.query_text_retention_days));
+    let writer = Arc::new(
+        Writer::new(config.clickhouse.client(), backoff, Duration::from_millis(config.clickhouse_timeout_ms), Arc::clone(&metrics))
+            .with_query_text_retention_days(config.query_text_retention_days),
+    );
     let mut worker = Worker {
         consumer,
         shared,

@@ -143,7 +143,8 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     eprintln!("querylogs: {rows} query_events rows, loaded in {load_s:.1} s, merges settled after {merge_wait:.0} s");
 
     let db = Db::new(client.clone(), 4, Duration::from_secs(120), Arc::new(agentmeter_api::metrics::Metrics::new()));
-    let filter = LogFilter { tenant: TENANT_A, project: PROJECT, navigator_instance: None, server_instance: None, gte_ms: None, lte_ms: None };
+    let filter =
+        LogFilter { tenant: TENANT_A, project: PROJECT, navigator_instance: None, server_instance: None, gte_ms: None, lte_ms: None };
     let size = 20;
     let first_page = || async {
         let (page, total) = tokio::try_join!(query_logs::page(&db, &filter, None, size), query_logs::total(&db, &filter))?;
@@ -153,7 +154,8 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     anyhow::ensure!(total == o.queries, "total {total} != {} queries", o.queries);
     let ours: Vec<String> = page.iter().take(size).map(|q| q.id.clone()).collect();
     let (naive_ms, naive) = timed(o.naive_runs, 1, || async {
-        let sql = client.query(NAIVE_FIRST_PAGE).param("tenant", TENANT_A.to_string()).param("project", PROJECT.to_string()).param("n", size);
+        let sql =
+            client.query(NAIVE_FIRST_PAGE).param("tenant", TENANT_A.to_string()).param("project", PROJECT.to_string()).param("n", size);
         Ok(sql.fetch_all::<String>().await?)
     })
     .await?;
@@ -181,7 +183,8 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
             Ok(v)
         })
         .await?;
-        let api_ids: Vec<String> = body["items"].as_array().into_iter().flatten().filter_map(|i| i["id"].as_str().map(str::to_owned)).collect();
+        let api_ids: Vec<String> =
+            body["items"].as_array().into_iter().flatten().filter_map(|i| i["id"].as_str().map(str::to_owned)).collect();
         anyhow::ensure!(api_ids == ours, "the API's first page differs from the query function's");
         api_json = json!({"path": format!("/api/v1/projects/{PROJECT}/query-logs"), "p50_ms": round(percentile(&api_ms, 0.5), 2),
                           "p95_ms": round(percentile(&api_ms, 0.95), 2), "total": body["meta"]["total"]});
@@ -203,7 +206,11 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     if api_used {
         table.push(vec!["first page over HTTP (agentmeter-api)".into(), api_json["p50_ms"].to_string(), api_json["p95_ms"].to_string()]);
     }
-    println!("query logs of a project with {} queries ({rows} query_events rows); target first page p95 < 150 ms: {}", o.queries, report::met(met));
+    println!(
+        "query logs of a project with {} queries ({rows} query_events rows); target first page p95 < 150 ms: {}",
+        o.queries,
+        report::met(met)
+    );
     report::table(&table);
     let doc = json!({
         "benchmark": "querylogs",
