@@ -81,7 +81,14 @@ pub use state::AppState;
 /// The API routes and their OpenAPI document, from the same `routes!`
 /// calls (the web UI's static files are not API and not in the document).
 fn api() -> (Router<AppState>, openapi::Document) {
-    openapi::split(OpenApiRouter::new().merge(ops::router()).merge(analytics::router()).merge(query_logs::router()).merge(usage::router()).merge(openapi::router()))
+    openapi::split(
+        OpenApiRouter::new()
+            .merge(ops::router())
+            .merge(analytics::router())
+            .merge(query_logs::router())
+            .merge(usage::router())
+            .merge(openapi::router()),
+    )
 }
 
 /// The OpenAPI document of the API (built once per process).

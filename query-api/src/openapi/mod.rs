@@ -259,7 +259,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(n, 44);
+        assert_eq!(n, 47);
     }
 
     /// `src/openapi.json` is the generated document (rewritten when
