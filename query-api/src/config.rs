@@ -4,7 +4,7 @@
 //!
 //! Feature modules never see a clap struct: [`Args`] hands each of them a
 //! plain settings value ([`Args::usage_settings`], [`Args::rate_budgets`],
-//! [`Args::query_limits`], [`Args::http_limits`], [`Args::valkey_settings`]), so that parsing the
+//! [`Args::query_limits`], [`Args::http_limits`], [`Args::valkey_settings`], [`Args::recorder_settings`]), so that parsing the
 //! command line is the only thing that knows about all of them.
 
 use std::net::SocketAddr;
@@ -17,6 +17,7 @@ use clap::Parser;
 use crate::db::QueryLimits;
 use crate::limits_http::HttpLimits;
 use crate::rate_limit::{Budget, Budgets};
+use crate::usage::recorder::RecorderSettings;
 use crate::usage::UsageSettings;
 use crate::valkey::ValkeySettings;
 
@@ -59,6 +60,8 @@ pub struct Args {
     pub clickhouse_limits: ClickHouseLimitArgs,
     #[command(flatten)]
     pub valkey: ValkeyArgs,
+    #[command(flatten)]
+    pub recorder: RecorderArgs,
 }
 
 impl Args {
@@ -71,6 +74,18 @@ impl Args {
             usage_reconcile_interval_ms: u.usage_reconcile_interval_ms,
             usage_reservation_ttl_ms: u.usage_reservation_ttl_ms,
         }
+    }
+
+    /// Where `POST /v1/usage/consume` and reservation commits record usage
+    /// (`None`: no brokers configured, consuming answers 503).
+    pub fn recorder_settings(&self) -> Option<RecorderSettings> {
+        let r = &self.recorder;
+        let brokers = r.kafka_brokers.as_deref().map(str::trim).filter(|b| !b.is_empty())?;
+        Some(RecorderSettings {
+            brokers: brokers.to_owned(),
+            topic: r.agent_executions_topic.clone(),
+            produce_timeout_ms: r.kafka_produce_timeout_ms.max(1),
+        })
     }
 
     /// Per-key budgets of the two endpoint classes.
@@ -235,4 +250,24 @@ pub struct ValkeyArgs {
     /// one Valkey need different prefixes; replicas of one deployment the same).
     #[arg(long = "valkey-key-prefix", env = "AGENTMETER_VALKEY_KEY_PREFIX", default_value = "agentmeter")]
     pub valkey_key_prefix: String,
+}
+
+/// The Kafka producer through which consumed usage becomes agent-execution
+/// events (`POST /v1/usage/consume`, reservation commits).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RecorderArgs {
+    /// Kafka bootstrap servers (the ingest worker's variable). Consumed usage
+    /// and committed reservations are produced there as agent-execution
+    /// events (idempotent producer, acks=all). Without it `POST
+    /// /v1/usage/consume` and reservation commits answer 503; everything
+    /// else works.
+    #[arg(long = "kafka-brokers", env = "AGENTMETER_KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// Topic of the agent-execution events (the one the ingest worker reads).
+    #[arg(long = "agent-executions-topic", env = "AGENTMETER_AGENT_EXECUTIONS_TOPIC", default_value = agentmeter_schema::config::TOPIC_AGENT_EXECUTIONS)]
+    pub agent_executions_topic: String,
+    /// How long a consume waits for Kafka to acknowledge its event, in
+    /// milliseconds; longer -> 503 and no budget stays held.
+    #[arg(long = "kafka-produce-timeout-ms", env = "AGENTMETER_API_KAFKA_PRODUCE_TIMEOUT_MS", default_value_t = 5_000)]
+    pub kafka_produce_timeout_ms: u64,
 }

@@ -68,9 +68,11 @@ impl Class {
     /// The class of a route template, `None` for unlimited routes.
     pub fn of_route(route: &str) -> Option<Self> {
         match route {
-            "/v1/usage/check" | "/v1/organizations/{organization_id}/usage/check" | "/v1/usage/reservations/{reservation_id}" => {
-                Some(Self::Check)
-            }
+            "/v1/usage/check"
+            | "/v1/usage/consume"
+            | "/v1/organizations/{organization_id}/usage/check"
+            | "/v1/usage/reservations/{reservation_id}"
+            | "/v1/usage/reservations/{reservation_id}/commit" => Some(Self::Check),
             r if r.starts_with("/api/v1/") || r.starts_with("/v1/") || r.starts_with("/api/organizations/") => Some(Self::Analytics),
             _ => None,
         }

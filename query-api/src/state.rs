@@ -20,6 +20,7 @@ use crate::limits_http::HttpLimits;
 use crate::metrics::Metrics;
 use crate::rate_limit::RateLimiter;
 use crate::shared_rate_limit::{SharedRateLimiter, SharedRateLimits};
+use crate::usage::recorder::Recorder;
 use crate::usage::{UsageApiState, UsageState};
 use crate::valkey::{SharedStore, Valkey};
 
@@ -52,6 +53,9 @@ impl AppState {
         let keys = KeyStore::load(&args.api_keys, Duration::from_millis(args.api_keys_reload_ms))?;
         // Rejects a malformed --valkey-url before anything starts.
         Valkey::connect(&args.valkey_settings())?;
+        if let Some(s) = args.recorder_settings() {
+            Recorder::new(&s)?;
+        }
         Ok(Self::new(args.clickhouse.client(), Arc::new(keys), args))
     }
 
@@ -63,7 +67,9 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let db = Db::new(clickhouse.clone(), args.clickhouse_concurrency, args.query_timeout(), metrics.clone())
             .with_limits(args.query_limits());
-        let usage = Arc::new(UsageState::new(clickhouse, args.usage_settings(), &metrics).with_valkey(valkey.clone()));
+        let recorder = args.recorder_settings().map(|s| Recorder::new(&s).expect("valid Kafka producer settings"));
+        let usage =
+            Arc::new(UsageState::new(clickhouse, args.usage_settings(), &metrics).with_valkey(valkey.clone()).with_recorder(recorder));
         let shared_limiter = valkey.clone().map(|v| Arc::new(SharedRateLimiter::new(v, args.max_request_ms())));
         let limiter = Arc::new(RateLimiter::new(args.rate_budgets(), &metrics));
         Self {

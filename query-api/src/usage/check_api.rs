@@ -118,7 +118,7 @@ impl LimitCheckView {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-struct ReservationView {
+pub(crate) struct ReservationView {
     reservation_id: Uuid,
     execution_id: Option<Uuid>,
     amount: Amount,
@@ -149,7 +149,7 @@ pub struct CheckView {
     pub staleness_ms: i64,
 }
 
-fn view(state: &UsageApiState, tenant: Uuid, req: &CheckRequest, out: &CheckOutcome) -> CheckView {
+pub(crate) fn view(state: &UsageApiState, tenant: Uuid, req: &CheckRequest, out: &CheckOutcome) -> CheckView {
     let m = req.metric;
     let limits: Vec<LimitCheckView> = out.checks.iter().map(LimitCheckView::new).collect();
     let reservation = out.reservation.as_ref().map(|h| ReservationView {
@@ -208,7 +208,16 @@ fn view(state: &UsageApiState, tenant: Uuid, req: &CheckRequest, out: &CheckOutc
     request_body = CheckBody,
     responses((status = 200, description = "The verdict, the deciding limit and every applicable one (RateLimit headers)", body = CheckView)))]
 pub async fn check(State(state): State<UsageApiState>, caller: Caller, Body(body): Body) -> ApiResult<Response> {
-    let b: CheckBody = serde_json::from_slice(&body)
+    let req = parse_check(&body)?;
+    let tenant = caller.tenant_id;
+    let out = state.usage.check(tenant, &req).await?;
+    let headers = ratelimit_headers(&out.checks, out.now);
+    Ok(exact_json(StatusCode::OK, headers, &view(&state, tenant, &req, &out)))
+}
+
+/// The check's request body (also the consume's), validated.
+pub(crate) fn parse_check(body: &[u8]) -> ApiResult<CheckRequest> {
+    let b: CheckBody = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid([FieldError::new(&["body"], format!("Invalid JSON body: {e}"), "json_invalid")]))?;
     let mut errs = Vec::new();
     let metric = Metric::parse(b.usage_type.as_deref().unwrap_or("tokens"));
@@ -250,11 +259,7 @@ pub async fn check(State(state): State<UsageApiState>, caller: Caller, Body(body
     let (Some(metric), Some(units), true) = (metric, units, errs.is_empty()) else {
         return Err(ApiError::invalid(errs));
     };
-    let tenant = caller.tenant_id;
-    let req = CheckRequest { organization_id, user_id, metric, units, reserve: b.reserve.unwrap_or(false), execution_id };
-    let out = state.usage.check(tenant, &req).await?;
-    let headers = ratelimit_headers(&out.checks, out.now);
-    Ok(exact_json(StatusCode::OK, headers, &view(&state, tenant, &req, &out)))
+    Ok(CheckRequest { organization_id, user_id, metric, units, reserve: b.reserve.unwrap_or(false), execution_id, reservation_id: None })
 }
 
 /// `POST /v1/organizations/{organization_id}/usage/check`
@@ -295,7 +300,8 @@ pub async fn org_check(
     let mut views = Vec::new();
     let mut last = None;
     for (metric, units) in [(Metric::Messages, messages), (Metric::Tokens, tokens)] {
-        let req = CheckRequest { organization_id: Some(org), user_id, metric, units, reserve: false, execution_id: None };
+        let req =
+            CheckRequest { organization_id: Some(org), user_id, metric, units, reserve: false, execution_id: None, reservation_id: None };
         let out = state.usage.check(tenant, &req).await?;
         all_checks.extend(out.checks.iter().cloned());
         views.push(view(&state, tenant, &req, &out));

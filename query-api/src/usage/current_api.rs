@@ -91,7 +91,15 @@ fn percentage(current: i128, max: i128) -> f64 {
 }
 
 async fn evaluate(state: &UsageApiState, tenant: Uuid, org: Uuid, user: Option<Uuid>, metric: Metric) -> ApiResult<CheckOutcome> {
-    let req = CheckRequest { organization_id: Some(org), user_id: user, metric, units: 0, reserve: false, execution_id: None };
+    let req = CheckRequest {
+        organization_id: Some(org),
+        user_id: user,
+        metric,
+        units: 0,
+        reserve: false,
+        execution_id: None,
+        reservation_id: None,
+    };
     state.usage.evaluate(tenant, &req).await
 }
 

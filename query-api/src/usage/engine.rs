@@ -88,6 +88,10 @@ pub struct UsageState {
     limits_loaded: AtomicBool,
     started: AtomicBool,
     pub(crate) metrics: UsageMetrics,
+    /// Producer of consumed usage (`None`: no brokers, consuming is 503).
+    recorder: Option<super::recorder::Recorder>,
+    /// Answers of recorded usage, replayed to retries.
+    pub(crate) replays: super::replays::Replays,
 }
 
 impl std::fmt::Debug for UsageState {
@@ -122,6 +126,18 @@ pub struct CheckRequest {
     pub units: i128,
     pub reserve: bool,
     pub execution_id: Option<Uuid>,
+    /// With `reserve`: the id of the hold (a consume passes its event id, so
+    /// a retry finds the same hold); `None`: a new one.
+    pub reservation_id: Option<Uuid>,
+}
+
+impl CheckRequest {
+    /// The reservation id and the execution whose usage ends the hold
+    /// (the one named, else the reservation id).
+    fn hold_ids(&self) -> (Uuid, Uuid) {
+        let reservation_id = self.reservation_id.unwrap_or_else(Uuid::new_v4);
+        (reservation_id, self.execution_id.unwrap_or(reservation_id))
+    }
 }
 
 /// The answer to a check: every applicable limit, the deciding one first.
@@ -160,12 +176,26 @@ impl UsageState {
             limits_loaded: AtomicBool::new(false),
             started: AtomicBool::new(false),
             metrics: metrics.usage.clone(),
+            recorder: None,
+            replays: super::replays::Replays::default(),
         }
+    }
+
+    /// Records consumed usage through this producer.
+    pub fn with_recorder(mut self, recorder: Option<super::recorder::Recorder>) -> Self {
+        self.recorder = recorder;
+        self
+    }
+
+    /// The producer of consumed usage, if brokers are configured.
+    pub fn recorder(&self) -> Option<&super::recorder::Recorder> {
+        self.recorder.as_ref()
     }
 
     /// Keeps reservations in Valkey (shared by every replica) instead of in
     /// this process.
     pub fn with_valkey(mut self, valkey: Option<Arc<crate::valkey::Valkey>>) -> Self {
+        self.replays = super::replays::Replays::new(valkey.clone());
         self.shared = valkey.map(|v| SharedHolds::new(v, self.cfg.usage_reservation_ttl_ms, self.cfg.usage_refresh_interval_ms));
         self
     }
@@ -326,8 +356,8 @@ impl UsageState {
             return Ok(CheckOutcome { allowed: true, checks, reservation: None, now, as_of });
         }
         let budgets: Vec<(SubjectKey, i128)> = checks.iter().map(|c| (c.limit.subject.key(tenant), c.limit.max_units - c.used)).collect();
-        let reservation_id = Uuid::new_v4();
-        let reserve = req.reserve.then_some((reservation_id, req.execution_id));
+        let (reservation_id, execution_id) = req.hold_ids();
+        let reserve = req.reserve.then_some((reservation_id, Some(execution_id)));
         let decision = match shared.decide(tenant, req.metric, req.units, &budgets, snapshot_us, reserve, now).await {
             Ok(d) => d,
             Err(detail) if req.reserve => return Err(ApiError::Unavailable(detail)),
@@ -344,14 +374,35 @@ impl UsageState {
         let allowed = decision.allowed && checks.iter().all(|c| c.allowed);
         let reservation = (req.reserve && allowed).then(|| Hold {
             reservation_id,
-            execution_id: req.execution_id,
+            execution_id: Some(execution_id),
+            organization_id: req.organization_id,
+            user_id: req.user_id,
             subjects: budgets.iter().map(|(s, _)| *s).collect(),
             metric: req.metric,
             units: req.units,
             created_at: now,
             expires_at: now + Duration::milliseconds(self.cfg.usage_reservation_ttl_ms as i64),
         });
+        if let Some(h) = &reservation {
+            // What a commit of it will need, from any replica.
+            if let Err(detail) = shared.remember(tenant, h).await {
+                let _ = shared.release(tenant, h.reservation_id).await;
+                return Err(ApiError::Unavailable(detail));
+            }
+        }
         Ok(CheckOutcome { allowed, checks, reservation, now, as_of })
+    }
+
+    /// The live reservation `reservation_id` of a tenant (in Valkey when
+    /// shared), or `None`.
+    pub async fn reservation(&self, tenant: Uuid, reservation_id: Uuid) -> Result<Option<Hold>, ApiError> {
+        if let Some(shared) = &self.shared {
+            return shared.lookup(tenant, reservation_id).await.map_err(ApiError::Unavailable);
+        }
+        let holds = self.holds.tenant(tenant);
+        let mut holds = holds.lock().unwrap_or_else(|e| e.into_inner());
+        holds.expire(self.now());
+        Ok(holds.find(reservation_id))
     }
 
     /// The check against this process's own holds.
@@ -364,18 +415,22 @@ impl UsageState {
         let holds = self.holds.tenant(tenant);
         let mut holds = holds.lock().unwrap_or_else(|e| e.into_inner());
         holds.expire(now);
-        if let (true, Some(e)) = (req.reserve, req.execution_id) {
-            // A retried reserving check for the same execution replaces its
-            // hold instead of holding twice.
-            holds.release(&[e]);
+        let (reservation_id, execution_id) = req.hold_ids();
+        if req.reserve {
+            // A retried reserving check for the same execution (or a retried
+            // consume: the same reservation) replaces its hold instead of
+            // holding twice.
+            holds.release(&[execution_id, reservation_id]);
         }
         let mut checks = self.figures(tenant, req, now, |subject| holds.held(subject, req.metric));
         sort_strictest(&mut checks);
         let allowed = checks.iter().all(|c| c.allowed);
         let reservation = (req.reserve && allowed && !checks.is_empty()).then(|| {
             let hold = Hold {
-                reservation_id: Uuid::new_v4(),
-                execution_id: req.execution_id,
+                reservation_id,
+                execution_id: Some(execution_id),
+                organization_id: req.organization_id,
+                user_id: req.user_id,
                 subjects: checks.iter().map(|c| c.limit.subject.key(tenant)).collect(),
                 metric: req.metric,
                 units: req.units,

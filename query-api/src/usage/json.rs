@@ -102,6 +102,14 @@ impl serde_json::ser::Formatter for ExactFormatter {
     }
 }
 
+/// JSON written with [`ExactFormatter`].
+pub fn exact_bytes<T: Serialize>(body: &T) -> Result<Vec<u8>, crate::error::ApiError> {
+    let mut buf = Vec::with_capacity(512);
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, ExactFormatter);
+    body.serialize(&mut ser).map_err(|e| crate::error::ApiError::Internal(format!("serializing response: {e}")))?;
+    Ok(buf)
+}
+
 /// A JSON response written with [`ExactFormatter`].
 pub fn exact_json<T: Serialize>(status: StatusCode, headers: HeaderMap, body: &T) -> Response {
     let mut buf = Vec::with_capacity(512);

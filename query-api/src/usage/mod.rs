@@ -12,9 +12,13 @@
 //! * [`engine`]: the state and the check (strictest limit, reservation).
 //! * [`settings`]: the plain settings the state is built from.
 //! * [`json`]: exact money in JSON, RateLimit headers.
-//! * [`limits_api`], [`check_api`], [`current_api`]: the HTTP handlers.
+//! * [`recorder`]: the Kafka producer of usage the API records itself;
+//!   [`replays`]: the answers of recorded usage, for retries.
+//! * [`limits_api`], [`check_api`], [`consume_api`], [`current_api`]: the
+//!   HTTP handlers.
 
 pub mod check_api;
+pub mod consume_api;
 pub mod counters;
 pub mod current_api;
 pub mod engine;
@@ -23,7 +27,9 @@ pub mod limits;
 pub mod limits_api;
 pub mod limits_watch;
 pub mod period;
+pub mod recorder;
 pub mod refresh;
+pub mod replays;
 pub mod reservations;
 pub mod settings;
 pub mod shared_holds;
@@ -63,6 +69,8 @@ where
         .routes(routes!(limits_api::get_one, limits_api::put, limits_api::delete))
         .routes(routes!(check_api::check))
         .routes(routes!(check_api::release))
+        .routes(routes!(consume_api::consume))
+        .routes(routes!(consume_api::commit))
         .routes(routes!(check_api::org_check))
         .routes(routes!(current_api::current))
         .routes(routes!(current_api::stats))

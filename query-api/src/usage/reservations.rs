@@ -26,7 +26,12 @@ use super::limits::Metric;
 #[derive(Debug, Clone)]
 pub struct Hold {
     pub reservation_id: Uuid,
+    /// The execution whose usage event ends the hold: the one the check
+    /// named, else the reservation id (what a commit records).
     pub execution_id: Option<Uuid>,
+    /// The request's organization and user (what a commit records).
+    pub organization_id: Option<Uuid>,
+    pub user_id: Option<Uuid>,
     /// The subjects of every limit the check was evaluated against.
     pub subjects: Vec<SubjectKey>,
     pub metric: Metric,
@@ -50,6 +55,11 @@ impl TenantHolds {
     /// Units of `metric` held against `subject`.
     pub fn held(&self, subject: SubjectKey, metric: Metric) -> i128 {
         self.holds.iter().filter(|h| h.metric == metric && h.subjects.contains(&subject)).map(|h| h.units).sum()
+    }
+
+    /// The live hold with this reservation id.
+    pub fn find(&self, reservation_id: Uuid) -> Option<Hold> {
+        self.holds.iter().find(|h| h.reservation_id == reservation_id).cloned()
     }
 
     pub fn add(&mut self, hold: Hold) {

@@ -36,11 +36,13 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use redis::Script;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::counters::SubjectKey;
 use super::engine::UsageState;
 use super::limits::Metric;
+use super::reservations::Hold;
 use crate::valkey::Valkey;
 
 /// Largest amount the scripts handle exactly (Lua numbers are doubles).
@@ -54,6 +56,18 @@ const SETTLE_US: i64 = 1_000_000;
 #[derive(Debug, Clone)]
 struct OwnHold {
     execution_id: Uuid,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+}
+
+/// What a commit needs of a shared hold (stored next to it).
+#[derive(Debug, Serialize, Deserialize)]
+struct HoldMeta {
+    execution_id: Option<Uuid>,
+    organization_id: Option<Uuid>,
+    user_id: Option<Uuid>,
+    metric: String,
+    units: String,
     created_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 }
@@ -265,11 +279,62 @@ impl SharedHolds {
     pub async fn release(&self, tenant: Uuid, reservation_id: Uuid) -> Result<bool, String> {
         let mut inv = self.release.prepare_invoke();
         inv.key(self.holds_key(tenant)).arg(reservation_id.simple().to_string());
-        self.valkey
+        let live = self
+            .valkey
             .eval::<i64>(&inv)
             .await
             .map(|n| n == 1)
+            .map_err(|e| format!("Reservations are held in Valkey, which is unreachable ({e}); retry shortly"))?;
+        let _ = self.valkey.command::<i64>(redis::cmd("DEL").arg(self.meta_key(tenant, reservation_id))).await;
+        Ok(live)
+    }
+
+    fn meta_key(&self, tenant: Uuid, reservation_id: Uuid) -> String {
+        self.valkey.key(&format!("hold:{}:{}", tenant.simple(), reservation_id.simple()))
+    }
+
+    /// Stores what a commit of `hold` needs (its organization, user, metric
+    /// and execution) next to it, for the hold's lifetime. `Err` is the 503
+    /// detail.
+    pub async fn remember(&self, tenant: Uuid, hold: &Hold) -> Result<(), String> {
+        let meta = HoldMeta {
+            execution_id: hold.execution_id,
+            organization_id: hold.organization_id,
+            user_id: hold.user_id,
+            metric: hold.metric.as_str().to_owned(),
+            units: hold.units.to_string(),
+            created_at: hold.created_at,
+            expires_at: hold.expires_at,
+        };
+        let json = serde_json::to_string(&meta).map_err(|e| e.to_string())?;
+        let ttl_ms = (self.ttl_us / 1000).max(1);
+        self.valkey
+            .command::<()>(redis::cmd("SET").arg(self.meta_key(tenant, hold.reservation_id)).arg(json).arg("PX").arg(ttl_ms))
+            .await
             .map_err(|e| format!("Reservations are held in Valkey, which is unreachable ({e}); retry shortly"))
+    }
+
+    /// The live reservation `reservation_id` as [`SharedHolds::remember`]
+    /// stored it. `Err` is the 503 detail.
+    pub async fn lookup(&self, tenant: Uuid, reservation_id: Uuid) -> Result<Option<Hold>, String> {
+        let json: Option<String> = self
+            .valkey
+            .command(redis::cmd("GET").arg(self.meta_key(tenant, reservation_id)))
+            .await
+            .map_err(|e| format!("Reservations are held in Valkey, which is unreachable ({e}); retry shortly"))?;
+        let Some(meta) = json.and_then(|j| serde_json::from_str::<HoldMeta>(&j).ok()) else { return Ok(None) };
+        let (Some(metric), Ok(units)) = (Metric::parse(&meta.metric), meta.units.parse::<i128>()) else { return Ok(None) };
+        Ok(Some(Hold {
+            reservation_id,
+            execution_id: meta.execution_id,
+            organization_id: meta.organization_id,
+            user_id: meta.user_id,
+            subjects: Vec::new(),
+            metric,
+            units,
+            created_at: meta.created_at,
+            expires_at: meta.expires_at,
+        }))
     }
 }
 

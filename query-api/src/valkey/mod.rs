@@ -143,6 +143,21 @@ impl Valkey {
 }
 
 impl Valkey {
+    /// Runs one plain command with the call deadline and records the outcome.
+    pub async fn command<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, ValkeyError> {
+        let mut conn = self.conn.clone();
+        let result = match tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<T>(&mut conn)).await {
+            Err(_) => Err(ValkeyError::Timeout(CALL_TIMEOUT)),
+            Ok(r) => r.map_err(ValkeyError::from),
+        };
+        match &result {
+            Ok(_) => self.mark(true),
+            Err(ValkeyError::Redis(e)) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {}
+            Err(_) => self.mark(false),
+        }
+        result
+    }
+
     /// Removes `member` from the sorted set `key` (a lease ending).
     pub async fn zrem(&self, key: &str, member: &str) -> Result<(), ValkeyError> {
         let mut conn = self.conn.clone();

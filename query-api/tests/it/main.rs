@@ -4,6 +4,7 @@
 mod abuse;
 mod analytics;
 mod common;
+mod consume;
 mod dashboards;
 mod kafka;
 mod openapi_doc;

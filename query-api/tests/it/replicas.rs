@@ -25,7 +25,7 @@ use crate::common::{clickhouse_url, serve, TestDb};
 
 const ADMIN: &str = "am_test_replicas_admin";
 
-fn valkey_url() -> String {
+pub(crate) fn valkey_url() -> String {
     std::env::var("AGENTMETER_VALKEY_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
@@ -68,25 +68,25 @@ impl Proxy {
 }
 
 /// One API replica.
-struct Replica {
-    base: String,
-    state: AppState,
+pub(crate) struct Replica {
+    pub(crate) base: String,
+    pub(crate) state: AppState,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 /// Two replicas of one deployment.
-struct Pair {
-    db: TestDb,
-    tenant: Uuid,
+pub(crate) struct Pair {
+    pub(crate) db: TestDb,
+    pub(crate) tenant: Uuid,
     prefix: String,
-    replicas: Vec<Replica>,
-    http: reqwest::Client,
+    pub(crate) replicas: Vec<Replica>,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Pair {
     /// Two replicas on a fresh database; `valkey` is the URL they use
     /// (direct, or through a proxy); `extra` are more flags of both.
-    async fn start(what: &str, valkey: &str, extra: &[&str]) -> Pair {
+    pub(crate) async fn start(what: &str, valkey: &str, extra: &[&str]) -> Pair {
         Self::start_uneven(what, valkey, extra, &[]).await
     }
 
@@ -147,7 +147,7 @@ impl Pair {
         }
     }
 
-    async fn send(&self, r: &Replica, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    pub(crate) async fn send(&self, r: &Replica, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self.http.request(method, format!("{}{}", r.base, path)).header("X-API-Key", ADMIN);
         if let Some(b) = body {
             req = req.json(&b);
@@ -158,7 +158,7 @@ impl Pair {
         (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
 
-    async fn check(&self, r: usize, body: Value) -> (u16, Value) {
+    pub(crate) async fn check(&self, r: usize, body: Value) -> (u16, Value) {
         self.send(&self.replicas[r], reqwest::Method::POST, "/v1/usage/check", Some(body)).await
     }
 
@@ -173,7 +173,7 @@ impl Pair {
         }
     }
 
-    async fn drop_all(self) {
+    pub(crate) async fn drop_all(self) {
         self.wipe_valkey().await;
         self.db.drop().await;
     }
@@ -200,15 +200,15 @@ async fn reserve_round(pair: &Pair, org: Uuid, user: Uuid, n: usize, units: u64)
     admitted
 }
 
-async fn put_limit(pair: &Pair, r: usize, id: Uuid, body: Value) {
+pub(crate) async fn put_limit(pair: &Pair, r: usize, id: Uuid, body: Value) {
     let (s, v) = pair.send(&pair.replicas[r], reqwest::Method::PUT, &format!("/v1/limits/{id}"), Some(body)).await;
     assert!(s == 200 || s == 201, "{s} {v}");
 }
 
 /// Kafka topics of one test and an ingest worker carrying them into the
 /// test's database.
-struct Pipeline {
-    topic: String,
+pub(crate) struct Pipeline {
+    pub(crate) topic: String,
     producer: rdkafka::producer::FutureProducer,
     topics: Vec<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -217,11 +217,21 @@ struct Pipeline {
 
 impl Pipeline {
     async fn start(db_name: &str) -> Pipeline {
+        Self::start_run(db_name, &Uuid::new_v4().simple().to_string()).await
+    }
+
+    /// The agent-execution topic of the pipeline of run `run`.
+    pub(crate) fn executions_topic(run: &str) -> String {
+        format!("test.replicas_{}.agent-executions", &run[..12])
+    }
+
+    /// A pipeline whose topics are named after `run` (so that API replicas
+    /// started before it can be told its topic).
+    pub(crate) async fn start_run(db_name: &str, run: &str) -> Pipeline {
         use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
         use rdkafka::client::DefaultClientContext;
         use rdkafka::config::ClientConfig;
         let brokers = std::env::var("AGENTMETER_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-        let run = Uuid::new_v4().simple().to_string();
         let topic = |what: &str| format!("test.replicas_{}.{what}", &run[..12]);
         let topics = vec![topic("tool-calls"), topic("agent-executions"), topic("dead-letter")];
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
@@ -265,7 +275,7 @@ impl Pipeline {
             .expect("produced");
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         use rdkafka::admin::{AdminClient, AdminOptions};
         use rdkafka::client::DefaultClientContext;
         use rdkafka::config::ClientConfig;
