@@ -129,6 +129,7 @@ fn usage_event(
         status: ExecutionStatus::Success,
         error_type: None,
         error_message: None,
+        query_text: None,
     })
 }
 
