@@ -246,8 +246,11 @@ async fn try_acquire(
     hash: [u8; 32],
     class: Class,
 ) -> Result<Held, Refusal> {
-    if let Some(shared) = shared.0.as_ref().filter(|s| s.usable()) {
-        let b = limiter.budget(class);
+    let b = limiter.budget(class);
+    // A class without a rate or an in-flight cap (both 0) has nothing to
+    // share: no round trip to Valkey for it.
+    let limited = b.rate_per_s > 0.0 || b.concurrency > 0;
+    if let Some(shared) = shared.0.as_ref().filter(|s| limited && s.usable()) {
         match shared.acquire(tenant, &hash, class.label(), b.rate_per_s, b.burst, b.concurrency).await {
             Ok(Verdict::Admitted(permit)) => return Ok(Held::Shared(permit)),
             Ok(Verdict::RateLimited(wait)) => return Err(Refusal::Rate(wait)),
