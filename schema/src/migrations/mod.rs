@@ -21,6 +21,7 @@ mod m0003_limits;
 mod m0004_hourly_rollups;
 mod m0005_tenant_rollups;
 mod m0006_query_logs;
+mod m0007_query_minutes;
 mod tool_call_aggregates;
 
 use anyhow::Context;
@@ -131,6 +132,7 @@ pub fn all() -> Vec<Box<dyn Migration>> {
         Box::new(m0004_hourly_rollups::HourlyRollups),
         Box::new(m0005_tenant_rollups::TenantRollups),
         Box::new(m0006_query_logs::QueryLogs),
+        Box::new(m0007_query_minutes::QueryMinutes),
     ]
 }
 

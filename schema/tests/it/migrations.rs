@@ -41,6 +41,9 @@ async fn migrate_twice_creates_every_table_once() {
         "agent_executions_1m",
         "agent_executions_1m_mv",
         "plan_limits",
+        "queries_1m",
+        "queries_1m_calls_mv",
+        "queries_1m_executions_mv",
         "rollup_backfills",
         "schema_migrations",
         "tool_call_queries_1h",
@@ -145,7 +148,8 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
     migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
     let db = ch.client();
     // Back to version 3: no hourly views, empty hourly tables (0004 and 0005),
-    // no query-log views, empty query_events (0006).
+    // no query-log views, empty query_events (0006), no query-minute views,
+    // empty queries_1m (0007).
     let forget_0004 = || async {
         db.query("TRUNCATE TABLE schema_migrations").execute().await.unwrap();
         db.query("INSERT INTO schema_migrations (version, name) VALUES (1, 'raw_tables'), (2, 'minute_rollups'), (3, 'plan_limits')")
@@ -158,6 +162,8 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
         "DROP VIEW tool_call_queries_1h_mv",
         "DROP VIEW tool_calls_tenant_1h_mv",
         "DROP VIEW tool_calls_tenant_1m_mv",
+        "DROP VIEW queries_1m_calls_mv",
+        "DROP VIEW queries_1m_executions_mv",
         "TRUNCATE TABLE tool_calls_1h",
         "TRUNCATE TABLE tool_call_queries_1h",
         "TRUNCATE TABLE tool_calls_tenant_1h",
@@ -165,6 +171,7 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
         "DROP VIEW query_events_tool_calls_mv",
         "DROP VIEW query_events_executions_mv",
         "TRUNCATE TABLE query_events",
+        "TRUNCATE TABLE queries_1m",
         "TRUNCATE TABLE rollup_backfills",
     ] {
         db.query(sql).execute().await.unwrap();
@@ -202,7 +209,7 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
     b.unwrap();
     forget_0004().await;
     let rerun = migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
-    assert_eq!(rerun.applied.len(), 3);
+    assert_eq!(rerun.applied.len(), migrations::all().len() - 3);
     insert(rows(300, 200)).await;
 
     let raw: (u64, u64, u64, u64) = db
@@ -232,6 +239,13 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
         assert_eq!(calls_and_errors(&db, table, tenant).await, (raw.0, raw.1), "{table}");
     }
     assert_eq!(queries, (raw.2, raw.3));
+    let minutes: (u64, u64, u64) = db
+        .query("SELECT uniqExactIf(query_id, tool_calls > 0), uniqExact(query_id), sum(tool_calls) + sum(proxy_calls) FROM queries_1m WHERE tenant_id = toUUID(?)")
+        .bind(tenant.to_string())
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(minutes, (raw.2, raw.3, raw.0), "queries_1m: backfilled and fed by the view, each row once");
     assert_eq!(raw.3, 125);
     assert_eq!(calls_in_queries, 500);
     let query_events: (u64, u64) = db

@@ -12,11 +12,15 @@
 //! totals; it does not for Asia/Kolkata (+05:30) hourly or daily buckets
 //! or for 5-minute buckets, which read the minute rollup throughout.
 //!
-//! Distinct queries come from `tool_call_queries_1h` (one row per query
-//! and hour) for the full hours and from the raw table for the partial
-//! hours, as plain query ids counted with one `uniqExact`, so a query seen
-//! on both sides of an hour edge is counted once. That table has no tool or
-//! server columns: a request filtering on those reads the minute rollup.
+//! Distinct queries come from `queries_1m` (one row per query and minute,
+//! fed by a query's `navigator_query` execution and by its tool calls), so
+//! a query with zero tool calls is counted, and a query shown by several
+//! events (its execution in one minute, calls in the next hour) is counted
+//! once per range or bucket by one `uniqExact` over the rows. That table
+//! has project, navigator and navigator instance only: a request filtering
+//! on server, tool or user counts the queries that made matching calls,
+//! from the minute rollup's exact sets (a query without calls has no server
+//! or tool). [`choose_queries`] decides.
 //!
 //! A request over a whole tenant (no project, navigator, server, tool or
 //! user filter) that does not group by a dimension (totals and series:
@@ -95,7 +99,26 @@ pub fn choose_ungrouped(scope: &Scope, buckets: Option<&Buckets>, queries: bool)
     }
 }
 
-/// `tool_call_queries_1h` keeps project and navigator instance only.
+/// Where distinct queries are counted from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueriesSource {
+    /// `queries_1m`: executions and tool calls, zero-call queries included.
+    QueryMinutes,
+    /// The `uniqExactIf` sets of `tool_calls_1m`: queries with calls that
+    /// match a server, tool or user filter.
+    CallSets,
+}
+
+/// The source of distinct-query counts for `scope`.
+pub fn choose_queries(scope: &Scope) -> QueriesSource {
+    if queries_table_answers(scope) {
+        QueriesSource::QueryMinutes
+    } else {
+        QueriesSource::CallSets
+    }
+}
+
+/// `queries_1m` keeps project, navigator and navigator instance only.
 fn queries_table_answers(scope: &Scope) -> bool {
     let f = &scope.filters;
     f.server_instance_id.is_none() && f.tool_id.is_none() && f.tool_name.is_none() && f.user_token_id.is_none()
@@ -163,29 +186,17 @@ pub fn tool_calls_from(scope: &Scope, source: &Source) -> (String, String, Vec<(
     }
 }
 
-/// A `FROM` source of `(minute, query_id)` rows, one or more per distinct
-/// query of the scope, for a [`Source::Hourly`] split: the per-query hourly
-/// table for the whole hours, the raw table for the partial hours.
-pub fn queries_from(scope: &Scope, split: &HourSplit) -> (String, Vec<(String, String)>) {
-    let hours = Conditions::tenant(scope.tenant)
-        .kinds(scope.kinds, Table::QueriesHourly)
-        .filters(&scope.filters, Table::QueriesHourly)
-        .any_of(TimeColumn::Hour, &pairs(&[split.hours]), "q_h");
-    let mut params = hours.params().to_vec();
-    let mut branches = vec![format!("SELECT hour AS minute, query_id FROM tool_call_queries_1h WHERE {}", hours.sql())];
-    let edges: Vec<TimeRange> = split.edges().collect();
-    if !edges.is_empty() {
-        // The same filters as the hourly branch (project, navigator
-        // instance: the only ones this source is chosen with), bound under
-        // the same names with the same values.
-        let raw = Conditions::tenant(scope.tenant)
-            .constant("query_id != toUUID('00000000-0000-0000-0000-000000000000')")
-            .and(scope.tool_calls_filters(Table::ToolCallsRaw))
-            .any_of(TimeColumn::OccurredAt, &pairs(&edges), "q_m");
-        params.extend(raw.params().iter().filter(|(k, _)| k.starts_with("q_m")).cloned());
-        branches.push(format!("SELECT toStartOfMinute(occurred_at) AS minute, query_id FROM tool_calls WHERE {}", raw.sql()));
-    }
-    (format!("({})", branches.join(" UNION ALL ")), params)
+/// A `FROM` source of `(minute, query_id)` rows of `queries_1m`, one or
+/// more per distinct query of the scope (for [`QueriesSource::QueryMinutes`]).
+/// Tool-call kinds count a query with tool calls or an execution; proxy
+/// kinds a query with proxy calls; all kinds every query.
+pub fn queries_from(scope: &Scope) -> (String, Vec<(String, String)>) {
+    let (cond, params) = Conditions::tenant(scope.tenant)
+        .kinds(scope.kinds, Table::QueryMinutes)
+        .filters(&scope.filters, Table::QueryMinutes)
+        .between(TimeColumn::Minute, scope.range.start, scope.range.end)
+        .into_parts();
+    (format!("(SELECT minute, project_id, navigator_id, query_id FROM queries_1m WHERE {cond})"), params)
 }
 
 #[cfg(test)]
@@ -260,6 +271,9 @@ mod tests {
         assert!(matches!(choose(&scope(r, by_tool), None, false), Source::Hourly(_)));
         let by_project = Filters { project_id: Some(uuid::Uuid::new_v4()), ..Filters::default() };
         assert!(matches!(choose(&scope(r, by_project.clone()), None, true), Source::Hourly(_)));
+        assert_eq!(choose_queries(&scope(r, by_project.clone())), QueriesSource::QueryMinutes);
+        let by_server = Filters { server_instance_id: Some(uuid::Uuid::new_v4()), ..Filters::default() };
+        assert_eq!(choose_queries(&scope(r, by_server)), QueriesSource::CallSets);
         // Any filter keeps the dimension-keyed hourly rollup.
         assert!(matches!(choose_ungrouped(&scope(r, by_project), None, true), Source::Hourly(_)));
     }

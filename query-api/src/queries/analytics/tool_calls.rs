@@ -13,7 +13,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use super::bucket_index::index_sql;
-use super::rollup::{self, HourSplit, Source};
+use super::rollup::{self, QueriesSource, Source};
 use super::scope::Scope;
 use crate::buckets::Buckets;
 use crate::db::Db;
@@ -148,21 +148,25 @@ pub async fn totals(db: &Db, scope: &Scope, need: Need) -> Result<CallStats, Que
     totals_via(db, scope, need, &rollup::choose_ungrouped(scope, None, need.queries)).await
 }
 
+/// Whether the call statistics themselves must carry the distinct-query
+/// count: only when [`rollup::choose_queries`] picks the minute rollup's
+/// call sets (then `source` is the minute rollup: see [`rollup::choose`]).
+fn queries_in_call_stats(scope: &Scope, need: Need, source: &Source) -> bool {
+    let in_stats = need.queries && rollup::choose_queries(scope) == QueriesSource::CallSets;
+    debug_assert!(!in_stats || *source == Source::Minute, "call sets are read from the minute rollup only");
+    in_stats
+}
+
 /// [`totals`] from the given source.
 pub async fn totals_via(db: &Db, scope: &Scope, need: Need, source: &Source) -> Result<CallStats, QueryError> {
-    let Some(split) = source.hour_split() else {
-        let (cond, params) = scope.tool_calls_where(TimeColumn::Minute);
-        let sql = Sql::new(format!("SELECT {} FROM tool_calls_1m WHERE {cond}", stats(need))).bind_all(params);
-        return db.run("tool_calls_totals", |c| async move { sql.query(&c).fetch_one::<CallStats>().await }).await;
-    };
+    let in_stats = queries_in_call_stats(scope, need, source);
     let (from, cond, params) = rollup::tool_calls_from(scope, source);
-    let counts = Need { queries: false, ..need };
-    let sql = Sql::new(format!("SELECT {} FROM {from} WHERE {cond}", stats(counts))).bind_all(params);
+    let sql = Sql::new(format!("SELECT {} FROM {from} WHERE {cond}", stats(Need { queries: in_stats, ..need }))).bind_all(params);
     let stats = db.run("tool_calls_totals", |c| async move { sql.query(&c).fetch_one::<CallStats>().await });
-    if !need.queries {
+    if !need.queries || in_stats {
         return stats.await;
     }
-    let (from, params) = rollup::queries_from(scope, split);
+    let (from, params) = rollup::queries_from(scope);
     let sql = Sql::new(format!("SELECT toUInt64(uniqExact(query_id)) FROM {from}")).bind_all(params);
     let queries = db.run("tool_calls_queries", |c| async move { sql.query(&c).fetch_one::<u64>().await });
     let (mut stats, queries) = tokio::try_join!(stats, queries)?;
@@ -179,26 +183,26 @@ pub async fn series(db: &Db, scope: &Scope, buckets: &Buckets, need: Need) -> Re
 /// [`series`] from the given source (which must suit the buckets: see
 /// [`rollup::choose_ungrouped`]).
 pub async fn series_via(db: &Db, scope: &Scope, buckets: &Buckets, need: Need, source: &Source) -> Result<Vec<CallStats>, QueryError> {
-    let split: Option<&HourSplit> = source.hour_split();
+    let in_stats = queries_in_call_stats(scope, need, source);
     let (from, cond, params) = rollup::tool_calls_from(scope, source);
     let (bucket, bparams) = index_sql(buckets, "minute");
-    let in_stats = Need { queries: need.queries && split.is_none(), ..need };
-    let sql = Sql::new(format!("SELECT {bucket} AS bucket, {} FROM {from} WHERE {cond} GROUP BY bucket ORDER BY bucket", stats(in_stats)))
-        .bind_all(params)
-        .bind_all(bparams.clone());
+    let sql = Sql::new(format!(
+        "SELECT {bucket} AS bucket, {} FROM {from} WHERE {cond} GROUP BY bucket ORDER BY bucket",
+        stats(Need { queries: in_stats, ..need })
+    ))
+    .bind_all(params)
+    .bind_all(bparams.clone());
     let rows = db.run("tool_calls_series", |c| async move { sql.query(&c).fetch_all::<BucketStats>().await });
-    let (rows, queries) = match split.filter(|_| need.queries) {
-        None => (rows.await?, Vec::new()),
-        Some(split) => {
-            let (from, params) = rollup::queries_from(scope, split);
-            let sql = Sql::new(format!(
-                "SELECT {bucket} AS bucket, toUInt64(uniqExact(query_id)) AS n FROM {from} GROUP BY bucket ORDER BY bucket"
-            ))
-            .bind_all(params)
-            .bind_all(bparams);
-            let queries = db.run("tool_calls_queries", |c| async move { sql.query(&c).fetch_all::<(u32, u64)>().await });
-            tokio::try_join!(rows, queries)?
-        }
+    let (rows, queries) = if !need.queries || in_stats {
+        (rows.await?, Vec::new())
+    } else {
+        let (from, params) = rollup::queries_from(scope);
+        let sql =
+            Sql::new(format!("SELECT {bucket} AS bucket, toUInt64(uniqExact(query_id)) AS n FROM {from} GROUP BY bucket ORDER BY bucket"))
+                .bind_all(params)
+                .bind_all(bparams);
+        let queries = db.run("tool_calls_queries", |c| async move { sql.query(&c).fetch_all::<(u32, u64)>().await });
+        tokio::try_join!(rows, queries)?
     };
     let mut out = vec![CallStats::default(); buckets.len()];
     for r in rows {
@@ -266,21 +270,41 @@ pub struct GroupCount {
 }
 
 /// Calls and (if `with_queries`, else 0) distinct queries per value of
-/// `dim` (at most 10 000 groups), ordered by key.
+/// `dim` (at most 10 000 groups), ordered by key. Per project or navigator
+/// the queries come from `queries_1m` (zero-call queries included, so a
+/// group may have queries and no calls); per tool or server, and under a
+/// server, tool or user filter, they are the queries that made those calls.
 pub async fn group_counts(db: &Db, scope: &Scope, dim: Dim, with_queries: bool) -> Result<Vec<GroupCount>, QueryError> {
+    let per_query_rows = matches!(dim, Dim::ProjectId | Dim::NavigatorId) && rollup::choose_queries(scope) == QueriesSource::QueryMinutes;
+    let in_calls = with_queries && !per_query_rows;
     // Distinct queries per tool or server need the minute rollup's sets.
-    let source = if with_queries { Source::Minute } else { rollup::choose(scope, None, false) };
+    let source = if in_calls { Source::Minute } else { rollup::choose(scope, None, false) };
     let (from, cond, params) = rollup::tool_calls_from(scope, &source);
-    let queries = if with_queries { "toUInt64(uniqExactIfMerge(queries))" } else { "toUInt64(0)" };
+    let queries = if in_calls { "toUInt64(uniqExactIfMerge(queries))" } else { "toUInt64(0)" };
+    let (key, present) = (dim.key_sql(), dim.present_sql());
     let sql = Sql::new(format!(
         "SELECT {key} AS key, toUInt64(sum(calls)) AS n_calls, {queries} AS n_queries
          FROM {from} WHERE {cond} AND {present}
-         GROUP BY key ORDER BY key LIMIT 10000",
-        key = dim.key_sql(),
-        present = dim.present_sql()
+         GROUP BY key ORDER BY key LIMIT 10000"
     ))
     .bind_all(params);
-    db.run("tool_calls_groups", |c| async move { sql.query(&c).fetch_all::<GroupCount>().await }).await
+    let calls = db.run("tool_calls_groups", |c| async move { sql.query(&c).fetch_all::<GroupCount>().await });
+    if !(with_queries && per_query_rows) {
+        return calls.await;
+    }
+    let (from, params) = rollup::queries_from(scope);
+    let sql = Sql::new(format!(
+        "SELECT {key} AS key, toUInt64(0) AS n_calls, toUInt64(uniqExact(query_id)) AS n_queries
+         FROM {from} WHERE {present} GROUP BY key ORDER BY key LIMIT 10000"
+    ))
+    .bind_all(params);
+    let queries = db.run("tool_calls_group_queries", |c| async move { sql.query(&c).fetch_all::<GroupCount>().await });
+    let (calls, queries) = tokio::try_join!(calls, queries)?;
+    let mut merged: std::collections::BTreeMap<String, GroupCount> = calls.into_iter().map(|g| (g.key.clone(), g)).collect();
+    for q in queries {
+        merged.entry(q.key.clone()).or_insert(GroupCount { key: q.key, calls: 0, queries: 0 }).queries = q.queries;
+    }
+    Ok(merged.into_values().take(10_000).collect())
 }
 
 /// Usage of each (navigator instance, tool id) pair.
