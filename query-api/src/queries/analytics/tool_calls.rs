@@ -18,7 +18,6 @@ use super::scope::Scope;
 use crate::buckets::Buckets;
 use crate::db::Db;
 use crate::db::QueryError;
-use crate::queries::conditions::TimeColumn;
 use crate::queries::sql::Sql;
 
 /// Which of the expensive aggregates a query needs: merging t-digest

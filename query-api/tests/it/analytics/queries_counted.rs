@@ -191,7 +191,7 @@ async fn queries_are_counted_once_from_executions_and_calls() {
     loop {
         let got: (u64, u64) = app
             .db
-            .query("SELECT (SELECT count() FROM tool_calls), (SELECT count() FROM agent_executions)")
+            .query("SELECT toUInt64(assumeNotNull((SELECT count() FROM tool_calls))), toUInt64(assumeNotNull((SELECT count() FROM agent_executions)))")
             .fetch_one()
             .await
             .unwrap();
