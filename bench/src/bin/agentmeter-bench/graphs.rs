@@ -326,12 +326,12 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     let sizes = client
         .query(
             "SELECT toUInt64(assumeNotNull((SELECT count() FROM tool_calls))), toUInt64(assumeNotNull((SELECT count() FROM tool_calls_1m))),
-                    toUInt64(assumeNotNull((SELECT count() FROM tool_calls_1h))), toUInt64(assumeNotNull((SELECT count() FROM tool_call_queries_1h)))",
+                    toUInt64(assumeNotNull((SELECT count() FROM tool_calls_1h))), toUInt64(assumeNotNull((SELECT count() FROM queries_1m)))",
         )
         .fetch_one::<(u64, u64, u64, u64)>()
         .await?;
     eprintln!(
-        "graphs: raw rows {}, minute rollup rows {}, hourly rollup rows {}, hourly query rows {} after {merge_wait:.0} s of merges",
+        "graphs: raw rows {}, minute rollup rows {}, hourly rollup rows {}, query-minute rows (queries_1m) {} after {merge_wait:.0} s of merges",
         sizes.0, sizes.1, sizes.2, sizes.3
     );
 

@@ -284,7 +284,8 @@ async fn queries_are_counted_once_from_executions_and_calls() {
     }
 
     // Per project and per navigator: zero-call queries count in their group.
-    let scope = Scope { tenant, range: TimeRange { start: end - Duration::days(3), end }, filters: Filters::default(), kinds: CallKinds::Tool };
+    let scope =
+        Scope { tenant, range: TimeRange { start: end - Duration::days(3), end }, filters: Filters::default(), kinds: CallKinds::Tool };
     for (dim, key) in [(Dim::ProjectId, (|s: &Shown| s.project) as fn(&Shown) -> Uuid), (Dim::NavigatorId, |s: &Shown| s.navigator)] {
         let groups = tool_calls::group_counts(&db, &scope, dim, true).await.unwrap();
         let got: BTreeMap<String, u64> = groups.iter().map(|g| (g.key.clone(), g.queries)).collect();
