@@ -106,9 +106,9 @@ async fn queries_are_counted_once_from_executions_and_calls() {
         query,
         at,
         call_kind,
-        project: if i % 3 == 0 { p2 } else { p1 },
-        navigator: if i % 3 == 0 { n2 } else { n1 },
-        server_instance: if i % 2 == 0 { s1 } else { s2 },
+        project: if i.is_multiple_of(3) { p2 } else { p1 },
+        navigator: if i.is_multiple_of(3) { n2 } else { n1 },
+        server_instance: if i.is_multiple_of(2) { s1 } else { s2 },
     };
     for i in 0..60usize {
         let q = Uuid::new_v4();
