@@ -28,8 +28,11 @@
 //!   dead letter's, once Kafka acknowledged the copy.
 //! * Offsets are committed after each acknowledged batch (asynchronously),
 //!   on revocation and on shutdown (synchronously).
-//! * The OTLP topic (when configured) has its own batch, of rows of either
-//!   table ([`crate::otlp`]); it follows the same rules.
+//! * The OTLP topic (when configured) has its own batch, which holds no
+//!   rows: each mapped span is produced, as its JSON event, to its home
+//!   partition of the JSON topic of its kind ([`crate::otlp`]), and the OTLP
+//!   message's offset moves once Kafka acknowledged all of them and its dead
+//!   letters. The spans are inserted by the home partitions' owners.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -50,7 +53,7 @@ use crate::config::Config;
 use crate::dead_letter::{DeadLetters, Rejected};
 use crate::errors::{Backoff, IngestError};
 use crate::metrics::{Metrics, REASON_CLICKHOUSE_REJECTED};
-use crate::otlp::{OtlpInput, OtlpRow};
+use crate::otlp::{Destinations, NoRow, OtlpInput};
 use crate::routing::{home_partition, Forward, Forwarder, PartitionCounts};
 use crate::writer::{Refused, Writer};
 
@@ -344,7 +347,7 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
     };
     let mut tool_calls = Table::<ToolCallRow>::new(&config.tool_calls_topic);
     let mut executions = Table::<AgentExecutionRow>::new(&config.agent_executions_topic);
-    let mut otlp = Table::<OtlpRow>::new(&config.otlp_spans_topic);
+    let mut otlp = Table::<NoRow>::new(&config.otlp_spans_topic);
     tracing::info!(
         brokers = %config.kafka_brokers, group = %config.kafka_group, topics = ?subscribed,
         database = %config.clickhouse.database, "ingest worker started"
@@ -373,7 +376,7 @@ impl Worker {
         &mut self,
         tool_calls: &mut Table<ToolCallRow>,
         executions: &mut Table<AgentExecutionRow>,
-        otlp: &mut Table<OtlpRow>,
+        otlp: &mut Table<NoRow>,
         shutdown: impl Future<Output = ()>,
     ) {
         let tick_every = (self.limits.max_age / 4).clamp(Duration::from_millis(5), Duration::from_millis(100));
@@ -402,7 +405,12 @@ impl Worker {
                 message = consumer.recv(), if receive => match message {
                     Ok(m) if m.topic() == otlp.topic => {
                         self.metrics.events_consumed.with_label_values(&[crate::otlp::KIND]).inc();
-                        self.otlp.accept(&m, &mut otlp.open, &self.dead_letters);
+                        let n = |topic: &str| self.partitions.get(topic).unwrap_or(1);
+                        let destinations = Destinations {
+                            tool_calls: (&tool_calls.topic, n(&tool_calls.topic)),
+                            agent_executions: (&executions.topic, n(&executions.topic)),
+                        };
+                        self.otlp.accept(&m, &mut otlp.open, destinations, &self.forwarder, &self.dead_letters);
                     }
                     Ok(m) => self.accept(&m, tool_calls, executions),
                     Err(e) => {
@@ -416,7 +424,7 @@ impl Worker {
     }
 
     /// Writes everything held, then returns.
-    async fn drain(&mut self, tool_calls: &mut Table<ToolCallRow>, executions: &mut Table<AgentExecutionRow>, otlp: &mut Table<OtlpRow>) {
+    async fn drain(&mut self, tool_calls: &mut Table<ToolCallRow>, executions: &mut Table<AgentExecutionRow>, otlp: &mut Table<NoRow>) {
         self.forget_revoked(tool_calls, executions, otlp);
         finish_writing(&mut tool_calls.writing).await;
         finish_writing(&mut executions.writing).await;
@@ -524,10 +532,11 @@ impl Worker {
         table.writing = Some(Writing { id, bytes, handle });
     }
 
-    /// Starts writing the OTLP topic's open batch if it is due (or
-    /// `force`d) and no other batch of it is being written: rows of both
-    /// tables, then refused rows dead-lettered, then the offsets stored.
-    fn flush_otlp_if_due(&mut self, table: &mut Table<OtlpRow>, now: Instant, force: bool) {
+    /// Completes the OTLP topic's open batch if it is due (or `force`d) and
+    /// no other batch of it is in progress: waits for Kafka to acknowledge
+    /// every event produced to a home partition and every dead letter, then
+    /// stores the offsets.
+    fn flush_otlp_if_due(&mut self, table: &mut Table<NoRow>, now: Instant, force: bool) {
         if table.writing.is_some() || table.open.is_empty() || !(force || table.open.is_due(&self.limits, now)) {
             return;
         }
@@ -537,17 +546,10 @@ impl Worker {
         let topic = table.topic.clone();
         self.shared.begin(id, batch.offsets.keys().map(|p| (topic.clone(), *p)).collect());
         let bytes = batch.bytes;
-        let (consumer, shared, writer, metrics, dead_letters) = (
-            Arc::clone(&self.consumer),
-            Arc::clone(&self.shared),
-            Arc::clone(&self.writer),
-            Arc::clone(&self.metrics),
-            Arc::clone(&self.dead_letters),
-        );
+        let (consumer, shared, metrics) = (Arc::clone(&self.consumer), Arc::clone(&self.shared), Arc::clone(&self.metrics));
         let handle = tokio::spawn(async move {
             let started = Instant::now();
-            let Batch { entries, deliveries, offsets, .. } = batch;
-            crate::otlp::write(&writer, &dead_letters, &topic, entries).await;
+            let Batch { deliveries, offsets, .. } = batch;
             for (_, _, delivery) in deliveries {
                 let _ = delivery.await;
             }
@@ -570,7 +572,7 @@ impl Worker {
         &mut self,
         tool_calls: &mut Table<ToolCallRow>,
         executions: &mut Table<AgentExecutionRow>,
-        otlp: &mut Table<OtlpRow>,
+        otlp: &mut Table<NoRow>,
     ) {
         let revoked = std::mem::take(&mut *self.shared.revoked.lock().expect("lock"));
         if revoked.is_empty() {

@@ -70,12 +70,20 @@ impl Skip {
     }
 }
 
+/// A span as an event: the row the parser made of it, and the JSON event
+/// it was parsed from (what the worker produces to the event's JSON topic).
+#[derive(Debug, Clone)]
+pub struct Event<R> {
+    pub row: R,
+    pub json: Vec<u8>,
+}
+
 /// What became of one span.
 #[derive(Debug, Clone)]
 pub enum Mapped {
-    ToolCall(Box<ToolCallRow>),
+    ToolCall(Box<Event<ToolCallRow>>),
     /// An agent execution or a completion (`execution_kind` says which).
-    Execution(Box<AgentExecutionRow>),
+    Execution(Box<Event<AgentExecutionRow>>),
     Skipped(Skip),
     /// A GenAI span that breaks the contract: dead-lettered with its ids and
     /// a request holding just this span (with its resource and scope).
@@ -359,8 +367,10 @@ pub fn map_request(request: &ExportTraceServiceRequest, config: &MappingConfig, 
                 };
                 let bytes = serde_json::to_vec(&event).expect("JSON values serialise");
                 let parsed = match op {
-                    Operation::Tool => parse_tool_call(&bytes, now).map(|e| Mapped::ToolCall(Box::new(ToolCallRow::from(&e)))),
-                    _ => parse_agent_execution(&bytes, now).map(|e| Mapped::Execution(Box::new(AgentExecutionRow::from(&e)))),
+                    Operation::Tool => parse_tool_call(&bytes, now).map(|e| ToolCallRow::from(&e)).map(|row| Mapped::ToolCall(Box::new(Event { row, json: bytes }))),
+                    _ => parse_agent_execution(&bytes, now)
+                        .map(|e| AgentExecutionRow::from(&e))
+                        .map(|row| Mapped::Execution(Box::new(Event { row, json: bytes }))),
                 };
                 out.push(parsed.unwrap_or_else(|rejection| Mapped::Rejected {
                     rejection,
@@ -431,7 +441,8 @@ mod tests {
         let mut span = tool(&Uuid::from_u128(1).to_string());
         span.attributes.push(kv("error.type", "java.io.IOException"));
         let mapped = map_request(&request(vec![span]), &config(), Utc::now());
-        let Mapped::ToolCall(row) = &mapped[0] else { panic!("{mapped:?}") };
+        let Mapped::ToolCall(event) = &mapped[0] else { panic!("{mapped:?}") };
+        let row = &event.row;
         assert_eq!((row.latency_ms, row.success, row.error_type.as_str()), (250.0, false, "other"));
         assert_eq!(row.error_message, "java.io.IOException: boom");
     }
@@ -445,6 +456,6 @@ mod tests {
         let mut fixed = config();
         fixed.fixed_tenant = Some(Uuid::from_u128(9));
         let mapped = map_request(&request(vec![tool("acme")]), &fixed, Utc::now());
-        assert!(matches!(&mapped[0], Mapped::ToolCall(row) if row.tenant_id == Uuid::from_u128(9)), "{mapped:?}");
+        assert!(matches!(&mapped[0], Mapped::ToolCall(e) if e.row.tenant_id == Uuid::from_u128(9)), "{mapped:?}");
     }
 }

@@ -1,21 +1,24 @@
 //! The OTLP input: OpenTelemetry GenAI spans, as the OpenTelemetry
 //! Collector's Kafka exporter writes them to `agentmeter.otlp-spans`, become
-//! tool-call and agent-execution rows (`docs/ingest.md`, "OTLP spans").
+//! tool-call and agent-execution events (`docs/ingest.md`, "OTLP spans").
 //!
 //! * [`decode`]: one message → an `ExportTraceServiceRequest` (protobuf or
 //!   OTLP/JSON), via the `opentelemetry-proto` crate.
 //! * [`mapping`]: spans → events, through the same strict parser as JSON
 //!   events; [`ids`] derives `event_id` from the trace and span ids so that a
 //!   span exported twice counts once; [`prices`] the optional price table.
-//! * This file: what the consumer loop calls. One message may give rows of
-//!   both tables, so the OTLP topic has its own batch ([`OtlpRow`]); a batch
-//!   is written table by table, then its refused rows and rejected spans are
-//!   dead-lettered, and only then does the loop store its offsets — the same
-//!   rule as for the JSON topics. Each of the two inserts is deduplicated on
-//!   its own (event ids, tokens), so a crash between them is harmless.
+//! * This file: what the consumer loop calls. Nothing read here is inserted
+//!   here. Each mapped span is produced, as the JSON event the parser
+//!   accepted, to the JSON topic of its kind, keyed by `event_id`, on its
+//!   home partition ([`crate::routing`]); the owner of that partition then
+//!   inserts it exactly like any JSON event, so every copy of a span (a
+//!   Collector retry, a re-export on another partition read by another
+//!   worker) goes through the one place that deduplicates it. The OTLP
+//!   message's offset is stored only once Kafka acknowledged every event
+//!   produced from it and every dead letter of it.
 //!
-//! It never drops a span silently: each one is a row, a counted skip
-//! (`agentmeter_ingest_otlp_spans_total{outcome}`), or a dead letter.
+//! It never drops a span silently: each one is a produced event, a counted
+//! skip (`agentmeter_ingest_otlp_spans_total{outcome}`), or a dead letter.
 
 pub mod attributes;
 pub mod decode;
@@ -29,12 +32,11 @@ use agentmeter_schema::rows::{AgentExecutionRow, ToolCallRow};
 use prometheus::{IntCounterVec, Opts, Registry};
 use rdkafka::message::{BorrowedMessage, Message};
 
-use crate::batch::{Batch, Entry, Source};
+use crate::batch::{Batch, IngestRow};
 use crate::dead_letter::{DeadLetters, Rejected};
-use crate::metrics::REASON_CLICKHOUSE_REJECTED;
-use crate::writer::{Refused, Writer};
+use crate::routing::{home_partition, Forward, Forwarder};
 pub use decode::Encoding;
-pub use mapping::{Mapped, MappingConfig, Skip};
+pub use mapping::{Event, Mapped, MappingConfig, Skip};
 
 /// The metric label of the event kind, for dead letters and consumption.
 pub const KIND: &str = "otlp_span";
@@ -53,11 +55,30 @@ pub const OUTCOMES: [&str; 7] = [
     "skipped_accounted_by_agent",
 ];
 
-/// A row read from the OTLP topic: either table.
-#[derive(Debug, Clone)]
-pub enum OtlpRow {
-    Call(ToolCallRow),
-    Execution(AgentExecutionRow),
+/// The OTLP topic's batch holds no rows, only deliveries (events produced
+/// to their home partition, dead letters) and offsets.
+pub type NoRow = std::convert::Infallible;
+
+/// Where the events of each kind are produced: the JSON topics and their
+/// partition counts.
+#[derive(Debug, Clone, Copy)]
+pub struct Destinations<'a> {
+    pub tool_calls: (&'a str, i32),
+    pub agent_executions: (&'a str, i32),
+}
+
+impl Destinations<'_> {
+    fn forward(&self, kind: &'static str, event_id: uuid::Uuid, json: Vec<u8>) -> Forward {
+        let (topic, partitions) = if kind == <ToolCallRow as IngestRow>::EVENT_KIND { self.tool_calls } else { self.agent_executions };
+        Forward {
+            kind,
+            topic: topic.to_owned(),
+            home: home_partition(event_id, partitions),
+            key: Some(event_id.hyphenated().to_string().into_bytes()),
+            payload: json,
+            headers: None,
+        }
+    }
 }
 
 /// What the loop needs to read the OTLP topic.
@@ -82,10 +103,18 @@ impl OtlpInput {
         Self { topic: topic.to_owned(), encoding, mapping, spans }
     }
 
-    /// Decodes and maps one message into `batch`: its rows, its dead letters
-    /// (the whole message if it does not decode; one per rejected span), and
-    /// its offset in any case.
-    pub fn accept(&self, m: &BorrowedMessage<'_>, batch: &mut Batch<OtlpRow>, dead_letters: &Arc<DeadLetters>) {
+    /// Decodes and maps one message into `batch`: the deliveries of its
+    /// events (each produced to its home partition of its JSON topic), its
+    /// dead letters (the whole message if it does not decode; one per
+    /// rejected span), and its offset in any case.
+    pub fn accept(
+        &self,
+        m: &BorrowedMessage<'_>,
+        batch: &mut Batch<NoRow>,
+        destinations: Destinations<'_>,
+        forwarder: &Arc<Forwarder>,
+        dead_letters: &Arc<DeadLetters>,
+    ) {
         let payload = m.payload().unwrap_or_default();
         let (partition, offset) = (m.partition(), m.offset());
         let bytes = payload.len() + m.key_len();
@@ -110,18 +139,22 @@ impl OtlpInput {
             }
         };
         let encoding = self.encoding.of(payload);
-        // The message's bytes count once, against its first row or dead letter.
+        // The message's bytes count once, against its first delivery.
         let mut unaccounted = bytes;
         let mut take = || std::mem::take(&mut unaccounted);
         for mapped in mapping::map_request(&request, &self.mapping, chrono::Utc::now()) {
             let outcome = match mapped {
-                Mapped::ToolCall(row) => {
-                    batch.push_row(OtlpRow::Call(*row), Source { partition, offset, bytes: take() });
+                Mapped::ToolCall(event) => {
+                    let Event { row, json } = *event;
+                    let forward = destinations.forward(<ToolCallRow as IngestRow>::EVENT_KIND, row.event_id, json);
+                    batch.push_delivery(partition, offset, take(), forwarder.spawn(forward));
                     "tool_call"
                 }
-                Mapped::Execution(row) => {
+                Mapped::Execution(event) => {
+                    let Event { row, json } = *event;
                     let outcome = if row.execution_kind == "ai_completion" { "ai_completion" } else { "agent_execution" };
-                    batch.push_row(OtlpRow::Execution(*row), Source { partition, offset, bytes: take() });
+                    let forward = destinations.forward(<AgentExecutionRow as IngestRow>::EVENT_KIND, row.event_id, json);
+                    batch.push_delivery(partition, offset, take(), forwarder.spawn(forward));
                     outcome
                 }
                 Mapped::Skipped(skip) => skip.as_str(),
@@ -136,48 +169,7 @@ impl OtlpInput {
             };
             self.spans.with_label_values(&[outcome]).inc();
         }
-        // A message without rows or dead letters still moves the offset.
+        // A message without events or dead letters still moves the offset.
         batch.touch(partition, offset, take());
-    }
-}
-
-/// Writes the rows of one OTLP batch (tool calls, then executions) and
-/// dead-letters the rows ClickHouse refused, each with its whole message
-/// read again from the topic. Returns once all of that is acknowledged.
-pub async fn write(writer: &Writer, dead_letters: &DeadLetters, topic: &str, entries: Vec<Entry<OtlpRow>>) {
-    let mut calls = Vec::new();
-    let mut executions = Vec::new();
-    for Entry { row, source } in entries {
-        match row {
-            OtlpRow::Call(row) => calls.push(Entry { row, source }),
-            OtlpRow::Execution(row) => executions.push(Entry { row, source }),
-        }
-    }
-    let mut refused = Vec::new();
-    if !calls.is_empty() {
-        refused.extend(writer.write(calls).await.refused);
-    }
-    if !executions.is_empty() {
-        refused.extend(writer.write(executions).await.refused);
-    }
-    dead_letter_refused(dead_letters, topic, &refused).await;
-}
-
-async fn dead_letter_refused(dead_letters: &DeadLetters, topic: &str, refused: &[Refused]) {
-    for r in refused {
-        let original = dead_letters.read_original(topic, r.partition, r.offset).await;
-        dead_letters
-            .deliver(&Rejected {
-                kind: KIND,
-                reason: REASON_CLICKHOUSE_REJECTED,
-                field: String::new(),
-                error: r.reason.clone(),
-                source_topic: topic.to_owned(),
-                partition: r.partition,
-                offset: r.offset,
-                key: original.key,
-                payload: original.payload,
-            })
-            .await;
     }
 }

@@ -336,3 +336,68 @@ async fn genai_spans_from_the_sdk_become_rows_rollups_and_dead_letters() {
     assert_eq!(metrics.events_deduplicated.with_label_values(&["agent_execution"]).get(), 1, "the re-exported agent run");
     f.drop_database().await;
 }
+
+/// Exactness without the Collector's `partition_traces_by_id`: a trace and
+/// its re-export land on different OTLP partitions, read by two live
+/// workers at the same time. Each worker produces its spans to their home
+/// partitions of the JSON topics, where one owner inserts each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_re_export_on_another_partition_read_by_a_second_worker_counts_once() {
+    const PARTITIONS: i32 = 2;
+    let f = Fixture::new("otlp_two", PARTITIONS).await;
+    let (tenant, other, org, project, conversation) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let g = generate(tenant, other, org, project, conversation);
+    let payload = |label: &str| unhex(&g.messages.iter().find(|m| m.label == label).unwrap().payload_hex);
+
+    let mut config = f.config();
+    // One partition of each topic per worker: the two OTLP messages below
+    // are read by different workers.
+    config.kafka_assignment_strategy = "range".into();
+    let (stop_a, metrics_a, worker_a) = spawn_worker(config.clone());
+    let (stop_b, metrics_b, worker_b) = spawn_worker(config);
+    wait_for_assignment(&[&metrics_a, &metrics_b], 3 * PARTITIONS as i64, Duration::from_secs(60)).await;
+
+    // Message a (trace one and an unpriced standalone completion) on
+    // partition 0, its re-export c (trace one) on partition 1, at once.
+    let producer = producer();
+    let (a, c) = (payload("a"), payload("c"));
+    let sends = [(0, &a), (1, &c)].map(|(partition, p)| {
+        producer.send(FutureRecord::<[u8], [u8]>::to(&f.otlp_spans_topic).partition(partition).payload(p.as_slice()), Duration::from_secs(10))
+    });
+    for delivery in futures::future::join_all(sends).await {
+        delivery.map_err(|(e, _)| e).expect("produced");
+    }
+
+    let expected = Totals {
+        calls: 3,
+        call_errors: 2,
+        executions: 2,
+        failed_executions: 0,
+        input_tokens: 1000 + 300,
+        output_tokens: 200 + 50,
+        // The agent's own cost attribute; the standalone completion has no price.
+        cost_usd: Decimal::from_str("0.0123").unwrap(),
+        messages: 2,
+    };
+    let found = wait_for_rows(&f.ch, &expected, Duration::from_secs(120)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop_a.send(()).unwrap();
+    stop_b.send(()).unwrap();
+    for worker in [worker_a, worker_b] {
+        tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap();
+    }
+
+    assert_eq!(found, expected, "raw tables (as polled)");
+    assert_eq!(raw_totals(&f.ch).await, expected, "raw tables");
+    assert_eq!(rollup_totals(&f.ch).await, expected, "rollups");
+    assert_no_duplicate_rows(&f.ch).await;
+    for (name, m) in [("first", &metrics_a), ("second", &metrics_b)] {
+        assert_eq!(m.events_consumed.with_label_values(&["otlp_span"]).get(), 1, "the {name} worker read one OTLP message");
+    }
+    let sum = |kind: &str, f: fn(&agentmeter_ingest::Metrics, &str) -> u64| f(&metrics_a, kind) + f(&metrics_b, kind);
+    let forwarded = |m: &agentmeter_ingest::Metrics, k: &str| m.events_forwarded.with_label_values(&[k]).get();
+    let deduplicated = |m: &agentmeter_ingest::Metrics, k: &str| m.events_deduplicated.with_label_values(&[k]).get();
+    assert_eq!((sum("tool_call", forwarded), sum("agent_execution", forwarded)), (3 + 3, 2 + 1), "every mapped span produced");
+    assert_eq!((sum("tool_call", deduplicated), sum("agent_execution", deduplicated)), (3, 1), "the re-export found stored");
+    f.drop_database().await;
+}
