@@ -568,12 +568,7 @@ impl Worker {
     }
 
     /// Drops what was read from partitions revoked since the last call.
-    fn forget_revoked(
-        &mut self,
-        tool_calls: &mut Table<ToolCallRow>,
-        executions: &mut Table<AgentExecutionRow>,
-        otlp: &mut Table<NoRow>,
-    ) {
+    fn forget_revoked(&mut self, tool_calls: &mut Table<ToolCallRow>, executions: &mut Table<AgentExecutionRow>, otlp: &mut Table<NoRow>) {
         let revoked = std::mem::take(&mut *self.shared.revoked.lock().expect("lock"));
         if revoked.is_empty() {
             return;

@@ -367,7 +367,9 @@ pub fn map_request(request: &ExportTraceServiceRequest, config: &MappingConfig, 
                 };
                 let bytes = serde_json::to_vec(&event).expect("JSON values serialise");
                 let parsed = match op {
-                    Operation::Tool => parse_tool_call(&bytes, now).map(|e| ToolCallRow::from(&e)).map(|row| Mapped::ToolCall(Box::new(Event { row, json: bytes }))),
+                    Operation::Tool => parse_tool_call(&bytes, now)
+                        .map(|e| ToolCallRow::from(&e))
+                        .map(|row| Mapped::ToolCall(Box::new(Event { row, json: bytes }))),
                     _ => parse_agent_execution(&bytes, now)
                         .map(|e| AgentExecutionRow::from(&e))
                         .map(|row| Mapped::Execution(Box::new(Event { row, json: bytes }))),

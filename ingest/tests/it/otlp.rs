@@ -362,7 +362,8 @@ async fn a_re_export_on_another_partition_read_by_a_second_worker_counts_once() 
     let producer = producer();
     let (a, c) = (payload("a"), payload("c"));
     let sends = [(0, &a), (1, &c)].map(|(partition, p)| {
-        producer.send(FutureRecord::<[u8], [u8]>::to(&f.otlp_spans_topic).partition(partition).payload(p.as_slice()), Duration::from_secs(10))
+        producer
+            .send(FutureRecord::<[u8], [u8]>::to(&f.otlp_spans_topic).partition(partition).payload(p.as_slice()), Duration::from_secs(10))
     });
     for delivery in futures::future::join_all(sends).await {
         delivery.map_err(|(e, _)| e).expect("produced");
