@@ -47,7 +47,7 @@ macro_rules! ingest_row {
             const TABLE: &'static str = $table;
             const EVENT_KIND: &'static str = $kind;
             fn parse(bytes: &[u8], now: DateTime<Utc>) -> Result<Self, Rejection> {
-                $parse(bytes, now).map(|e| <$row>::from(&e))
+                $parse(bytes, now).map(<$row>::from)
             }
             fn event_id(&self) -> Uuid {
                 self.event_id

@@ -159,6 +159,13 @@ fn id(v: Option<Uuid>) -> Uuid {
 
 impl From<&ToolCallEvent> for ToolCallRow {
     fn from(e: &ToolCallEvent) -> Self {
+        Self::from(e.clone())
+    }
+}
+
+/// Moves the event's strings into the row (the ingest path: no copies).
+impl From<ToolCallEvent> for ToolCallRow {
+    fn from(e: ToolCallEvent) -> Self {
         Self {
             event_id: e.event_id,
             occurred_at: e.occurred_at,
@@ -166,17 +173,17 @@ impl From<&ToolCallEvent> for ToolCallRow {
             project_id: id(e.project_id),
             navigator_id: id(e.navigator_id),
             navigator_instance_id: id(e.navigator_instance_id),
-            navigator_name: e.navigator_name.clone().unwrap_or_default(),
+            navigator_name: e.navigator_name.unwrap_or_default(),
             query_id: id(e.query_id),
             call_kind: e.call_kind.as_str().to_owned(),
             suggestions_count: e.suggestions_count.unwrap_or(0),
             server_id: id(e.server_id),
-            server_name: e.server_name.clone().unwrap_or_default(),
+            server_name: e.server_name.unwrap_or_default(),
             server_instance_id: id(e.server_instance_id),
             tool_id: id(e.tool_id),
-            tool_name: e.tool_name.clone(),
+            tool_name: e.tool_name,
             user_token_id: id(e.user_token_id),
-            user_email: e.user_email.clone().unwrap_or_default(),
+            user_email: e.user_email.unwrap_or_default(),
             organization_id: id(e.organization_id),
             agent_id: id(e.agent_id),
             agent_execution_id: id(e.agent_execution_id),
@@ -184,13 +191,20 @@ impl From<&ToolCallEvent> for ToolCallRow {
             runtime_ms: e.runtime_ms,
             success: e.success,
             error_type: e.error_type.map(|t| t.as_str().to_owned()).unwrap_or_default(),
-            error_message: e.error_message.clone().unwrap_or_default(),
+            error_message: e.error_message.unwrap_or_default(),
         }
     }
 }
 
 impl From<&AgentExecutionEvent> for AgentExecutionRow {
     fn from(e: &AgentExecutionEvent) -> Self {
+        Self::from(e.clone())
+    }
+}
+
+/// Moves the event's strings into the row (the ingest path: no copies).
+impl From<AgentExecutionEvent> for AgentExecutionRow {
+    fn from(e: AgentExecutionEvent) -> Self {
         Self {
             event_id: e.event_id,
             occurred_at: e.occurred_at,
@@ -207,8 +221,8 @@ impl From<&AgentExecutionEvent> for AgentExecutionRow {
             navigator_id: id(e.navigator_id),
             navigator_instance_id: id(e.navigator_instance_id),
             user_token_id: id(e.user_token_id),
-            user_email: e.user_email.clone().unwrap_or_default(),
-            model: e.model.clone().unwrap_or_default(),
+            user_email: e.user_email.unwrap_or_default(),
+            model: e.model.unwrap_or_default(),
             input_tokens: e.input_tokens,
             output_tokens: e.output_tokens,
             total_tokens: e.total_tokens,
@@ -217,8 +231,8 @@ impl From<&AgentExecutionEvent> for AgentExecutionRow {
             duration_ms: e.duration_ms,
             status: e.status.as_str().to_owned(),
             error_type: e.error_type.map(|t| t.as_str().to_owned()).unwrap_or_default(),
-            error_message: e.error_message.clone().unwrap_or_default(),
-            query_text: e.query_text.clone(),
+            error_message: e.error_message.unwrap_or_default(),
+            query_text: e.query_text,
         }
     }
 }
