@@ -330,3 +330,41 @@ fn deep_nesting_is_refused_not_a_stack_overflow() {
     let deep = format!("{{\"x\": {}{}}}", "[".repeat(5_000), "]".repeat(5_000));
     assert_eq!(parse_tool_call(deep.as_bytes(), now()).unwrap_err().kind, RejectionKind::InvalidJson);
 }
+
+/// The parser reads the fields straight from the bytes; these are the
+/// outcomes it keeps from reading a whole `serde_json::Value` first.
+#[test]
+fn reading_from_the_bytes_keeps_the_json_semantics() {
+    let base = String::from_utf8(serde_json::to_vec(&tool_call()).unwrap()).unwrap();
+    let extend = |extra: &str| format!("{},{extra}}}", &base[..base.len() - 1]);
+
+    // A repeated key keeps its last value, also when that is null.
+    let e = parse_tool_call(extend(r#""tool_name":"second""#).as_bytes(), now()).unwrap();
+    assert_eq!(e.tool_name, "second");
+    let err = parse_tool_call(extend(r#""tool_name":null"#).as_bytes(), now()).unwrap_err();
+    assert_eq!((err.field.as_str(), err.kind), ("tool_name", RejectionKind::MissingField));
+
+    // Escaped keys and values are decoded.
+    let e = parse_tool_call(extend(r#""tool\u005fname":"a\"b\u00e9""#).as_bytes(), now()).unwrap();
+    assert_eq!(e.tool_name, "a\"bé");
+
+    // Unknown fields are still checked as JSON: a number out of range or
+    // nesting beyond the recursion limit refuses the message.
+    for extra in [r#""later":1e400"#.to_owned(), format!(r#""later":{}{}"#, "[".repeat(200), "]".repeat(200))] {
+        let err = parse_tool_call(extend(&extra).as_bytes(), now()).unwrap_err();
+        assert_eq!(err.kind, RejectionKind::InvalidJson, "{err}");
+    }
+    let e = parse_tool_call(extend(&format!(r#""later":{}{}"#, "[".repeat(100), "]".repeat(100))).as_bytes(), now()).unwrap();
+    assert_eq!(e.tool_name, "resources_read");
+
+    // Containers in known fields are the wrong type, named as such.
+    let err = parse_tool_call(&with(tool_call(), "tool_name", json!({"a": [1]})), now()).unwrap_err();
+    assert_eq!(err.to_string(), "wrong_type: field `tool_name`: expected a string, got an object");
+
+    // Trailing data after the object, and non-objects, are invalid JSON.
+    for bytes in [format!("{base} x"), "\"s\"".into(), "null".into(), "1.5".into()] {
+        assert_eq!(parse_tool_call(bytes.as_bytes(), now()).unwrap_err().kind, RejectionKind::InvalidJson, "{bytes}");
+    }
+    assert_eq!(parse_tool_call(b"[]", now()).unwrap_err().message, "expected a JSON object, got an array");
+    assert!(parse_tool_call(format!("{base}\n").as_bytes(), now()).is_ok());
+}

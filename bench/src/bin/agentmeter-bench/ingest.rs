@@ -66,6 +66,30 @@ pub struct Opts {
     /// Name of the result file (`<name>.json`).
     #[arg(long, default_value = "ingest")]
     pub result_name: String,
+    /// Directory of the local stack's pid files (`clickhouse.pid`,
+    /// `kafka.pid`, written by `./dev/stack`): their processes' CPU during
+    /// the worker's run is reported next to the worker's. Missing files
+    /// leave those figures out.
+    #[arg(long, env = "AGENTMETER_BENCH_STACK_RUN_DIR", default_value = ".stack/run")]
+    pub stack_run_dir: String,
+}
+
+/// A stack service whose CPU is measured during the worker's run.
+struct Service {
+    name: &'static str,
+    pid: u32,
+}
+
+/// The stack's ClickHouse front and broker, from their pid files.
+fn stack_services(run_dir: &str) -> Vec<Service> {
+    [("clickhouse", "clickhouse.pid"), ("broker", "kafka.pid")]
+        .into_iter()
+        .filter_map(|(name, file)| {
+            let text = std::fs::read_to_string(std::path::Path::new(run_dir).join(file)).ok()?;
+            let pid = text.lines().next()?.trim().parse().ok()?;
+            process::usage(pid).ok().map(|_| Service { name, pid })
+        })
+        .collect()
 }
 
 fn settings(seed: u64, backfill_hours: f64) -> Settings {
@@ -104,7 +128,9 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     eprintln!("ingest: raw insert {:.0} events/s", insert_rate);
 
     eprintln!("ingest: (c) agentmeter-ingest");
-    let worker = run_worker(common, &ch, &topics, None, &o, produced.events(), timeout).await?;
+    let loadavg_before_worker = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned();
+    let services = stack_services(&o.stack_run_dir);
+    let worker = run_worker(common, &ch, &topics, None, &o, produced.events(), timeout, &services).await?;
     let ingest_rate = produced.events() as f64 / worker.seconds;
     let otlp = if o.otlp_traces > 0 { Some(run_otlp(common, &o, &run_id, timeout).await?) } else { None };
 
@@ -158,6 +184,13 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         ]);
     }
     println!();
+    let mut split = vec![vec!["CPU during (c)".into(), "CPU s".into(), "cores".into()]];
+    split.push(vec!["agentmeter-ingest".into(), format!("{:.2}", worker.cpu_s), format!("{:.2}", worker.cpu_s / worker.seconds)]);
+    for (name, cpu_s) in &worker.services_cpu_s {
+        split.push(vec![(*name).into(), format!("{cpu_s:.2}"), format!("{:.2}", cpu_s / worker.seconds)]);
+    }
+    report::table(&split);
+    println!();
     report::table(&[
         vec!["target".into(), "measured".into(), "goal".into(), "met".into()],
         vec!["throughput c / ceiling".into(), format!("{:.1} %", ratio * 100.0), ">= 60 %".into(), report::met(met_throughput)],
@@ -187,6 +220,9 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
             "worker_rss_at_end_mib": round(worker.rss_end_kib as f64 / 1024.0, 1),
             "worker_cpu_seconds": round(worker.cpu_s, 2),
             "worker_cpu_seconds_per_100k_events": round(cpu_per_100k, 3),
+            "cpu_seconds_during_ingest": worker.services_cpu_s.iter().map(|(n, s)| (n.to_string(), json!(round(*s, 2))))
+                .chain([("worker".to_string(), json!(round(worker.cpu_s, 2)))]).collect::<serde_json::Map<_, _>>(),
+            "loadavg_before_ingest": loadavg_before_worker,
             "preload_events_per_s": round(produced.events() as f64 / produced.seconds, 0),
             "counts_raw_and_rollup": {"tool_calls": exact.0, "agent_executions": exact.1, "tool_calls_1m_sum_calls": exact.2, "agent_executions_1m_sum": exact.3},
         },
@@ -250,7 +286,7 @@ async fn run_otlp(common: &Common, o: &Opts, run_id: &str, timeout: Duration) ->
     let produced = tokio::task::spawn_blocking(move || otlp::preload(&brokers, &topic, n, per, seed)).await??;
     eprintln!("ingest: produced {} OTLP messages in {:.1} s", produced.messages, produced.seconds);
     let rows = produced.traces * otlp::ROWS_PER_TRACE;
-    let worker = run_worker(common, &ch, &topics, Some(&otlp_topic), o, rows, timeout).await?;
+    let worker = run_worker(common, &ch, &topics, Some(&otlp_topic), o, rows, timeout, &[]).await?;
     let exact = exact_counts(&ch.client()).await?;
     let calls = produced.traces * 3;
     let executions = produced.traces;
@@ -337,6 +373,8 @@ struct WorkerRun {
     peak_rss_kib: u64,
     rss_end_kib: u64,
     cpu_s: f64,
+    /// CPU seconds of each stack service over the same interval.
+    services_cpu_s: Vec<(&'static str, f64)>,
 }
 
 async fn metric(http: &reqwest::Client, url: &str, name: &str) -> Option<f64> {
@@ -368,7 +406,9 @@ async fn run_worker(
     o: &Opts,
     expected: u64,
     timeout: Duration,
+    services: &[Service],
 ) -> anyhow::Result<WorkerRun> {
+    let services_cpu = || services.iter().map(|s| process::usage(s.pid).map(|u| u.cpu_s).unwrap_or(0.0)).collect::<Vec<_>>();
     let port = process::free_port()?;
     let mut cmd = Command::new(format!("{}/agentmeter-ingest", common.bin_dir));
     cmd.env("AGENTMETER_KAFKA_BROKERS", &common.kafka_brokers)
@@ -394,11 +434,11 @@ async fn run_worker(
     let client = ch.client();
 
     // First message consumed (the worker's counter), polled finely.
-    let (first, cpu_at_first) = loop {
+    let (first, cpu_at_first, services_at_first) = loop {
         worker.ensure_running()?;
         anyhow::ensure!(started.elapsed() < timeout, "the worker consumed nothing before the timeout");
         if metric(&http, &metrics_url, "agentmeter_ingest_events_consumed_total").await.unwrap_or(0.0) > 0.0 {
-            break (Instant::now(), process::usage(worker.pid())?.cpu_s);
+            break (Instant::now(), process::usage(worker.pid())?.cpu_s, services_cpu());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
@@ -416,6 +456,7 @@ async fn run_worker(
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let u = process::usage(worker.pid())?;
+    let services_at_last = services_cpu();
     worker.stop(Duration::from_secs(20));
     Ok(WorkerRun {
         seconds: (last - first).as_secs_f64(),
@@ -423,6 +464,7 @@ async fn run_worker(
         peak_rss_kib: u.hwm_kib.max(peak_rss),
         rss_end_kib: u.rss_kib,
         cpu_s: u.cpu_s - cpu_at_first,
+        services_cpu_s: services.iter().zip(services_at_first.iter().zip(&services_at_last)).map(|(s, (a, b))| (s.name, b - a)).collect(),
     })
 }
 
