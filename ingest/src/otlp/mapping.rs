@@ -368,10 +368,10 @@ pub fn map_request(request: &ExportTraceServiceRequest, config: &MappingConfig, 
                 let bytes = serde_json::to_vec(&event).expect("JSON values serialise");
                 let parsed = match op {
                     Operation::Tool => parse_tool_call(&bytes, now)
-                        .map(|e| ToolCallRow::from(&e))
+                        .map(ToolCallRow::from)
                         .map(|row| Mapped::ToolCall(Box::new(Event { row, json: bytes }))),
                     _ => parse_agent_execution(&bytes, now)
-                        .map(|e| AgentExecutionRow::from(&e))
+                        .map(AgentExecutionRow::from)
                         .map(|row| Mapped::Execution(Box::new(Event { row, json: bytes }))),
                 };
                 out.push(parsed.unwrap_or_else(|rejection| Mapped::Rejected {

@@ -397,7 +397,9 @@ async fn visible(client: &Client) -> anyhow::Result<u64> {
         .await?)
 }
 
-/// Starts the worker on the pre-loaded topics and times it.
+/// Starts the worker on the pre-loaded topics and times it, with the CPU
+/// of `services` over the same interval.
+#[allow(clippy::too_many_arguments)]
 async fn run_worker(
     common: &Common,
     ch: &ClickHouseArgs,
