@@ -119,7 +119,7 @@ impl<'a> Fields<'a> {
     pub fn opt_truncated_string(&self, field: &str, max_bytes: usize) -> Result<Option<String>> {
         self.get(field)
             .map(|v| match v {
-                Value::String(s) => {
+                Json::String(s) => {
                     let mut end = s.len().min(max_bytes);
                     while !s.is_char_boundary(end) {
                         end -= 1;
