@@ -65,10 +65,27 @@ fn uuid() -> ObjectBuilder {
 
 /// An instant: RFC 3339 with offset, or epoch milliseconds (1–16 digits).
 pub fn instant() -> Schema {
+    instant_builder().into()
+}
+
+fn instant_builder() -> AnyOfBuilder {
     AnyOfBuilder::new()
         .item(string().format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))))
         .item(string().pattern(Some("^[0-9]{1,16}$")))
-        .into()
+}
+
+/// `timestamp__gte` of the query logs: an [`instant`] with its meaning.
+pub fn query_logs_from() -> Schema {
+    described_instant("Start timestamp (inclusive, RFC 3339 or epoch ms), on the query's first event")
+}
+
+/// `timestamp__lte` of the query logs: an [`instant`] with its meaning.
+pub fn query_logs_to() -> Schema {
+    described_instant("End timestamp (inclusive, RFC 3339 or epoch ms), on the query's first event")
+}
+
+fn described_instant(description: &str) -> Schema {
+    instant_builder().description(Some(description)).into()
 }
 
 /// The `tz` parameter: a `$ref` to the [`time_zone_schema`] component.

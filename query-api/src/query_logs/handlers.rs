@@ -31,13 +31,13 @@ pub struct ListParams {
     /// Queries with a tool call to this server instance.
     #[param(value_type = Option<uuid::Uuid>)]
     pub server_instance_id: Option<String>,
-    /// Start timestamp (inclusive), on the query's first event.
+    /// Start timestamp (inclusive, RFC 3339 or epoch ms), on the query's first event.
     #[serde(rename = "timestamp__gte")]
-    #[param(rename = "timestamp__gte", value_type = Option<chrono::DateTime<chrono::Utc>>)]
+    #[param(rename = "timestamp__gte", schema_with = crate::param_docs::query_logs_from)]
     pub timestamp_gte: Option<String>,
-    /// End timestamp (inclusive), on the query's first event.
+    /// End timestamp (inclusive, RFC 3339 or epoch ms), on the query's first event.
     #[serde(rename = "timestamp__lte")]
-    #[param(rename = "timestamp__lte", value_type = Option<chrono::DateTime<chrono::Utc>>)]
+    #[param(rename = "timestamp__lte", schema_with = crate::param_docs::query_logs_to)]
     pub timestamp_lte: Option<String>,
     /// Items per page.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100, default = 20)]
