@@ -12,15 +12,16 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::replicas::{put_limit, valkey_url, Pair, Pipeline};
+use crate::kafka::Pipeline;
+use crate::replicas::{put_limit, valkey_url, Pair};
 
 /// Two replicas producing to the topics of a fresh pipeline.
 async fn pair_with_pipeline(what: &str) -> (Pair, Pipeline) {
     let run = Uuid::new_v4().simple().to_string();
-    let topic = Pipeline::executions_topic(&run);
+    let topic = Pipeline::executions_topic("replicas", &run);
     let brokers = std::env::var("AGENTMETER_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let pair = Pair::start(what, &valkey_url(), &["--kafka-brokers", &brokers, "--agent-executions-topic", &topic]).await;
-    let pipeline = Pipeline::start_run(&pair.db.name, &run).await;
+    let pipeline = Pipeline::start_run("replicas", &pair.db.name, &run, Some(2)).await;
     (pair, pipeline)
 }
 

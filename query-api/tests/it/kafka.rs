@@ -31,11 +31,23 @@ fn brokers() -> String {
 
 impl Pipeline {
     pub async fn start(what: &str, db_name: &str) -> Pipeline {
+        Self::start_run(what, db_name, &Uuid::new_v4().simple().to_string(), None).await
+    }
+
+    /// The agent-execution topic of the pipeline `start_run(what, _, run, _)`
+    /// (so that API replicas started before it can be told its topic).
+    pub fn executions_topic(what: &str, run: &str) -> String {
+        format!("test.{what}_{}.agent-executions", &run[..12])
+    }
+
+    /// A pipeline whose topics are named after `run`; `max_batch_rows`
+    /// overrides the worker's batch size (small batches make usage arrive a
+    /// few events at a time).
+    pub async fn start_run(what: &str, db_name: &str, run: &str, max_batch_rows: Option<usize>) -> Pipeline {
         use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
         use rdkafka::client::DefaultClientContext;
         use rdkafka::config::ClientConfig;
         let brokers = brokers();
-        let run = Uuid::new_v4().simple().to_string();
         let topic = |kind: &str| format!("test.{what}_{}.{kind}", &run[..12]);
         let topics = vec![topic("tool-calls"), topic("agent-executions"), topic("dead-letter")];
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
@@ -51,6 +63,9 @@ impl Pipeline {
         config.agent_executions_topic = topics[1].clone();
         config.dead_letter_topic = topics[2].clone();
         config.kafka_session_timeout_ms = 6000;
+        if let Some(rows) = max_batch_rows {
+            config.max_batch_rows = rows;
+        }
         config.flush_interval_ms = 100;
         config.metrics_addr = "127.0.0.1:0".parse().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

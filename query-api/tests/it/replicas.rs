@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::common::{clickhouse_url, serve, TestDb};
+use crate::kafka::{Kind, Pipeline};
 
 const ADMIN: &str = "am_test_replicas_admin";
 
@@ -205,88 +206,15 @@ pub(crate) async fn put_limit(pair: &Pair, r: usize, id: Uuid, body: Value) {
     assert!(s == 200 || s == 201, "{s} {v}");
 }
 
-/// Kafka topics of one test and an ingest worker carrying them into the
-/// test's database.
-pub(crate) struct Pipeline {
-    pub(crate) topic: String,
-    producer: rdkafka::producer::FutureProducer,
-    topics: Vec<String>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    worker: Option<tokio::task::JoinHandle<Result<(), agentmeter_ingest::IngestError>>>,
-}
-
-impl Pipeline {
-    async fn start(db_name: &str) -> Pipeline {
-        Self::start_run(db_name, &Uuid::new_v4().simple().to_string()).await
-    }
-
-    /// The agent-execution topic of the pipeline of run `run`.
-    pub(crate) fn executions_topic(run: &str) -> String {
-        format!("test.replicas_{}.agent-executions", &run[..12])
-    }
-
-    /// A pipeline whose topics are named after `run` (so that API replicas
-    /// started before it can be told its topic).
-    pub(crate) async fn start_run(db_name: &str, run: &str) -> Pipeline {
-        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-        use rdkafka::client::DefaultClientContext;
-        use rdkafka::config::ClientConfig;
-        let brokers = std::env::var("AGENTMETER_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-        let topic = |what: &str| format!("test.replicas_{}.{what}", &run[..12]);
-        let topics = vec![topic("tool-calls"), topic("agent-executions"), topic("dead-letter")];
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
-        let new_topics: Vec<NewTopic> = topics.iter().map(|t| NewTopic::new(t, 2, TopicReplication::Fixed(1))).collect();
-        for r in admin.create_topics(&new_topics, &AdminOptions::new()).await.unwrap() {
-            r.expect("topic created");
-        }
-        let mut config = agentmeter_ingest::Config::defaults();
-        config.clickhouse = agentmeter_schema::config::ClickHouseArgs::new(clickhouse_url(), db_name);
-        config.kafka_brokers = brokers.clone();
-        config.kafka_group = format!("test-replicas-{run}");
-        config.tool_calls_topic = topics[0].clone();
-        config.agent_executions_topic = topics[1].clone();
-        config.dead_letter_topic = topics[2].clone();
-        config.kafka_session_timeout_ms = 6000;
-        config.max_batch_rows = 2;
-        config.flush_interval_ms = 100;
-        config.metrics_addr = "127.0.0.1:0".parse().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let worker = tokio::spawn(agentmeter_ingest::consumer::run(config, agentmeter_ingest::Metrics::new(), async {
-            let _ = stopped.await;
-        }));
-        let producer = ClientConfig::new().set("bootstrap.servers", &brokers).set("linger.ms", "5").create().unwrap();
-        Pipeline { topic: topics[1].clone(), producer, topics, stop: Some(stop), worker: Some(worker) }
-    }
-
-    /// Produces one billable agent execution.
-    async fn execution(&self, tenant: Uuid, org: Uuid, user: Uuid, execution_id: Uuid, tokens: u64) {
-        let event = json!({
-            "event_id": Uuid::new_v4(), "occurred_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "tenant_id": tenant, "execution_id": execution_id, "execution_kind": "agent_chat", "billable": true,
-            "organization_id": org, "user_id": user, "input_tokens": tokens / 2, "output_tokens": tokens - tokens / 2,
-            "total_tokens": tokens, "cost_usd": "0.01", "messages_count": 1, "status": "success",
-        });
-        let payload = serde_json::to_vec(&event).unwrap();
-        let key = execution_id.to_string();
-        self.producer
-            .send(rdkafka::producer::FutureRecord::to(&self.topic).key(&key).payload(&payload), Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produced");
-    }
-
-    pub(crate) async fn stop(mut self) {
-        use rdkafka::admin::{AdminClient, AdminOptions};
-        use rdkafka::client::DefaultClientContext;
-        use rdkafka::config::ClientConfig;
-        self.stop.take().unwrap().send(()).unwrap();
-        let worker = self.worker.take().unwrap();
-        tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap().unwrap();
-        let brokers = std::env::var("AGENTMETER_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
-        let names: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        let _ = admin.delete_topics(&names, &AdminOptions::new()).await;
-    }
+/// Produces one billable agent execution of `tokens` through `pipeline`.
+async fn produce_execution(pipeline: &Pipeline, tenant: Uuid, org: Uuid, user: Uuid, execution_id: Uuid, tokens: u64) {
+    let event = json!({
+        "event_id": Uuid::new_v4(), "occurred_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "tenant_id": tenant, "execution_id": execution_id, "execution_kind": "agent_chat", "billable": true,
+        "organization_id": org, "user_id": user, "input_tokens": tokens / 2, "output_tokens": tokens - tokens / 2,
+        "total_tokens": tokens, "cost_usd": "0.01", "messages_count": 1, "status": "success",
+    });
+    pipeline.produce(Kind::AgentExecution, &[event]).await;
 }
 
 /// 40 reserving checks of 100 tokens against a 1,000-token budget, spread
@@ -327,7 +255,7 @@ async fn two_replicas_admit_exactly_the_budget_while_usage_arrives() {
     assert_eq!(first.len(), 10, "the budget allows exactly 10 of 100 tokens");
 
     // The executions happen while both replicas keep checking.
-    let pipeline = Pipeline::start(&pair.db.name).await;
+    let pipeline = Pipeline::start_run("replicas", &pair.db.name, &Uuid::new_v4().simple().to_string(), Some(2)).await;
     let checking = async {
         let mut admitted = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(90);
@@ -346,7 +274,7 @@ async fn two_replicas_admit_exactly_the_budget_while_usage_arrives() {
     };
     let producing = async {
         for id in &first {
-            pipeline.execution(pair.tenant, org, user, *id, 60).await;
+            produce_execution(&pipeline, pair.tenant, org, user, *id, 60).await;
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
     };
