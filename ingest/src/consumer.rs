@@ -171,6 +171,28 @@ async fn read_partition_counts(consumer: &Arc<StreamConsumer<IngestContext>>, to
     tokio::task::spawn_blocking(move || PartitionCounts::fetch(consumer.as_ref(), &[&topics[0], &topics[1]])).await.ok().flatten()
 }
 
+/// The end of every batch: waits until Kafka acknowledged each of its
+/// deliveries (dead letters, forwarded copies), then stores the offset after
+/// the highest message read per partition, so a message is never committed
+/// before what it produced is safe.
+async fn acknowledge_then_store_offsets(
+    consumer: &StreamConsumer<IngestContext>,
+    topic: &str,
+    deliveries: Vec<(i32, usize, JoinHandle<()>)>,
+    offsets: &std::collections::BTreeMap<i32, i64>,
+) {
+    for (_, _, delivery) in deliveries {
+        let _ = delivery.await;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (partition, offset) in offsets {
+        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1));
+    }
+    if let Err(e) = consumer.store_offsets(&tpl) {
+        tracing::info!(error = %e, topic = %topic, "offsets not stored (partition no longer assigned)");
+    }
+}
+
 /// Commits the stored offsets; "nothing to commit" is not an error.
 fn commit<C: Consumer<X>, X: ConsumerContext>(consumer: &C, mode: CommitMode) {
     match consumer.commit_consumer_state(mode) {
@@ -505,16 +527,7 @@ impl Worker {
             let written = writer.write(entries).await;
             dead_letter_refused::<R>(&refusals, &topic, &written.refused).await;
             let delivered = deliveries.len() + written.refused.len();
-            for (_, _, delivery) in deliveries {
-                let _ = delivery.await;
-            }
-            let mut tpl = TopicPartitionList::new();
-            for (partition, offset) in &offsets {
-                let _ = tpl.add_partition_offset(&topic, *partition, Offset::Offset(offset + 1));
-            }
-            if let Err(e) = consumer.store_offsets(&tpl) {
-                tracing::info!(error = %e, topic = %topic, "offsets not stored (partition no longer assigned)");
-            }
+            acknowledge_then_store_offsets(&consumer, &topic, deliveries, &offsets).await;
             shared.finish(id);
             metrics.flush_duration.with_label_values(&[R::EVENT_KIND]).observe(started.elapsed().as_secs_f64());
             metrics.last_flush_timestamp.set(chrono::Utc::now().timestamp());
@@ -550,16 +563,7 @@ impl Worker {
         let handle = tokio::spawn(async move {
             let started = Instant::now();
             let Batch { deliveries, offsets, .. } = batch;
-            for (_, _, delivery) in deliveries {
-                let _ = delivery.await;
-            }
-            let mut tpl = TopicPartitionList::new();
-            for (partition, offset) in &offsets {
-                let _ = tpl.add_partition_offset(&topic, *partition, Offset::Offset(offset + 1));
-            }
-            if let Err(e) = consumer.store_offsets(&tpl) {
-                tracing::info!(error = %e, topic = %topic, "offsets not stored (partition no longer assigned)");
-            }
+            acknowledge_then_store_offsets(&consumer, &topic, deliveries, &offsets).await;
             shared.finish(id);
             metrics.flush_duration.with_label_values(&[crate::otlp::KIND]).observe(started.elapsed().as_secs_f64());
             metrics.last_flush_timestamp.set(chrono::Utc::now().timestamp());
