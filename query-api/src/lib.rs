@@ -5,6 +5,7 @@
 //!   `/api/v1` and the Grafana time-series endpoint.
 //! * [`query_logs`]: a project's query logs, one query's details and its
 //!   execution trace.
+//! * [`project_users`]: a project's end users (paged list, one user).
 //! * [`usage`]: usage and plan-limit endpoints, the in-memory counters and
 //!   their refresher.
 //! * [`ops`]: `/health`, `/ready`, `/metrics` and the request metrics
@@ -52,6 +53,7 @@ pub mod ops;
 pub mod param_docs;
 pub mod params;
 pub mod path;
+pub mod project_users;
 pub mod queries;
 pub mod query_logs;
 pub mod rate_limit;
@@ -86,6 +88,7 @@ fn api() -> (Router<AppState>, openapi::Document) {
             .merge(ops::router())
             .merge(analytics::router())
             .merge(query_logs::router())
+            .merge(project_users::router())
             .merge(usage::router())
             .merge(openapi::router()),
     )

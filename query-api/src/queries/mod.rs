@@ -8,6 +8,7 @@
 //! * [`health`]: the store's liveness probe.
 //! * [`query_logs`]: query logs, query details and traces, from
 //!   `query_events` and `query_texts`.
+//! * [`project_users`]: a project's end users, from the raw tables.
 //!
 //! Shared by them: [`sql`] (a statement and its bound parameters) and
 //! [`conditions`] (the one filters-to-`WHERE` builder, with the plain
@@ -22,6 +23,7 @@ pub mod analytics;
 pub mod conditions;
 pub mod health;
 pub mod limits;
+pub mod project_users;
 pub mod query_logs;
 pub mod sql;
 pub mod usage_counters;

@@ -1,7 +1,8 @@
 //! What the usage counters are made of: the per-minute usage of every
 //! subject (for the refresher, on its own client, outside the request
 //! limits), the executions a reservation waits for, and the organization
-//! usage aggregate of `GET /v1/organizations/{id}/usage`.
+//! usage aggregate of `GET /v1/organizations/{id}/usage`, and the past
+//! periods of `GET /v1/api/usage/history`.
 
 use chrono::{DateTime, Utc};
 use clickhouse::Row;
@@ -128,4 +129,102 @@ pub async fn org_totals(
             .await
     })
     .await
+}
+
+/// Billable usage of one period of a usage history.
+#[derive(Debug, Clone, Default, PartialEq, Row, Deserialize)]
+pub struct PeriodTotals {
+    pub executions: u64,
+    pub messages: u64,
+    pub total_tokens: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Micro-dollars.
+    pub cost_usd: i128,
+}
+
+#[derive(Debug, Row, Deserialize)]
+struct PeriodRow {
+    idx: u32,
+    executions: u64,
+    messages: u64,
+    total_tokens: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cost_usd: i128,
+}
+
+/// The subject of a usage history: an organization, or one user of it.
+const SUBJECT: &str = "tenant_id = {t:UUID} AND organization_id = {o:UUID} AND billable
+      AND ({all_users:UInt8} = 1 OR user_id = {u:UUID})";
+
+/// Usage of contiguous periods from the minute rollup: `starts` are the
+/// periods' starts (epoch seconds, ascending, whole minutes), `end` the
+/// last period's end; one entry per period, zero-filled.
+pub async fn period_totals(
+    db: &Db,
+    tenant: Uuid,
+    org: Uuid,
+    user: Option<Uuid>,
+    starts: Vec<i64>,
+    end: i64,
+) -> Result<Vec<PeriodTotals>, QueryError> {
+    let n = starts.len();
+    let Some(&first) = starts.first() else { return Ok(Vec::new()) };
+    let sql = format!(
+        "SELECT toUInt32(arrayCount(s -> s <= toInt64(toUnixTimestamp(minute)), {{starts:Array(Int64)}})) AS idx,
+            toUInt64(sum(executions)) AS executions, toUInt64(sum(messages)) AS messages,
+            toUInt64(sum(total_tokens)) AS total_tokens, toUInt64(sum(input_tokens)) AS input_tokens,
+            toUInt64(sum(output_tokens)) AS output_tokens, toDecimal128(sum(cost_usd), 6) AS cost_usd
+        FROM agent_executions_1m
+        WHERE {SUBJECT} AND minute >= toDateTime({{from:Int64}}, 'UTC') AND minute < toDateTime({{to:Int64}}, 'UTC')
+        GROUP BY idx"
+    );
+    let rows: Vec<PeriodRow> = db
+        .run("usage_history", |c| async move {
+            c.query(&sql)
+                .param("t", tenant.to_string())
+                .param("o", org.to_string())
+                .param("all_users", u8::from(user.is_none()))
+                .param("u", user.unwrap_or_default().to_string())
+                .param("starts", starts)
+                .param("from", first)
+                .param("to", end)
+                .fetch_all()
+                .await
+        })
+        .await?;
+    let mut out = vec![PeriodTotals::default(); n];
+    for r in rows {
+        if let Some(slot) = (r.idx as usize).checked_sub(1).and_then(|i| out.get_mut(i)) {
+            *slot = PeriodTotals {
+                executions: r.executions,
+                messages: r.messages,
+                total_tokens: r.total_tokens,
+                input_tokens: r.input_tokens,
+                output_tokens: r.output_tokens,
+                cost_usd: r.cost_usd,
+            };
+        }
+    }
+    Ok(out)
+}
+
+/// The minute of the subject's earliest retained billable usage, if any.
+pub async fn first_usage(db: &Db, tenant: Uuid, org: Uuid, user: Option<Uuid>) -> Result<Option<DateTime<Utc>>, QueryError> {
+    let sql = format!(
+        "SELECT toInt64(toUnixTimestamp(min(minute))) AS first, toUInt64(count()) AS n FROM agent_executions_1m WHERE {SUBJECT}"
+    );
+    let (first, n): (i64, u64) = db
+        .run("usage_first", |c| async move {
+            c.query(&sql)
+                .param("t", tenant.to_string())
+                .param("o", org.to_string())
+                .param("all_users", u8::from(user.is_none()))
+                .param("u", user.unwrap_or_default().to_string())
+                .fetch_one()
+                .await
+        })
+        .await?;
+    Ok((n > 0).then(|| DateTime::from_timestamp(first, 0)).flatten())
 }

@@ -96,7 +96,7 @@ pub struct LimitCheckView {
 }
 
 impl LimitCheckView {
-    fn new(c: &LimitCheck) -> Self {
+    pub(crate) fn new(c: &LimitCheck) -> Self {
         let m = c.limit.metric;
         let (organization_id, user_id) = subject_ids(&c.limit.subject);
         Self {

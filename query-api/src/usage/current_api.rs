@@ -82,7 +82,7 @@ pub struct CurrentView {
     staleness_ms: i64,
 }
 
-fn percentage(current: i128, max: i128) -> f64 {
+pub(super) fn percentage(current: i128, max: i128) -> f64 {
     if max <= 0 {
         return if current > 0 { 100.0 } else { 0.0 };
     }
@@ -90,7 +90,7 @@ fn percentage(current: i128, max: i128) -> f64 {
     ((current as f64 / max as f64) * 10000.0).round() / 100.0
 }
 
-async fn evaluate(state: &UsageApiState, tenant: Uuid, org: Uuid, user: Option<Uuid>, metric: Metric) -> ApiResult<CheckOutcome> {
+pub(super) async fn evaluate(state: &UsageApiState, tenant: Uuid, org: Uuid, user: Option<Uuid>, metric: Metric) -> ApiResult<CheckOutcome> {
     let req = CheckRequest {
         organization_id: Some(org),
         user_id: user,
@@ -154,7 +154,7 @@ async fn current_view(state: &UsageApiState, tenant: Uuid, org: Uuid, user: Opti
     })
 }
 
-fn query_uuid(q: &HashMap<String, String>, name: &str, required: bool) -> ApiResult<Option<Uuid>> {
+pub(super) fn query_uuid(q: &HashMap<String, String>, name: &str, required: bool) -> ApiResult<Option<Uuid>> {
     match q.get(name) {
         None if required => Err(ApiError::invalid([FieldError::new(&["query", name], "Field required", "missing")])),
         None => Ok(None),
@@ -164,7 +164,7 @@ fn query_uuid(q: &HashMap<String, String>, name: &str, required: bool) -> ApiRes
     }
 }
 
-fn path_uuid(name: &str, s: &str) -> ApiResult<Uuid> {
+pub(super) fn path_uuid(name: &str, s: &str) -> ApiResult<Uuid> {
     Uuid::parse_str(s).map_err(|_| ApiError::invalid([FieldError::path(name, "Input should be a valid UUID", "uuid_parsing")]))
 }
 

@@ -14,14 +14,16 @@
 //! * [`json`]: exact money in JSON, RateLimit headers.
 //! * [`recorder`]: the Kafka producer of usage the API records itself;
 //!   [`replays`]: the answers of recorded usage, for retries.
-//! * [`limits_api`], [`check_api`], [`consume_api`], [`current_api`]: the
-//!   HTTP handlers.
+//! * [`limits_api`], [`check_api`], [`consume_api`], [`current_api`],
+//!   [`history_api`] (usage history, per-user usage and limits): the HTTP
+//!   handlers.
 
 pub mod check_api;
 pub mod consume_api;
 pub mod counters;
 pub mod current_api;
 pub mod engine;
+pub mod history_api;
 pub mod json;
 pub mod limits;
 pub mod limits_api;
@@ -77,4 +79,7 @@ where
         .routes(routes!(current_api::org_aggregate))
         .routes(routes!(current_api::org_user))
         .routes(routes!(current_api::organizations_usage))
+        .routes(routes!(history_api::history))
+        .routes(routes!(history_api::user_usage))
+        .routes(routes!(history_api::user_limits))
 }

@@ -1,0 +1,193 @@
+//! SQL of a project's end users (`GET /api/v1/projects/{project_id}/users`
+//! and `.../users/{user_id}`), from the raw `tool_calls` and
+//! `agent_executions` tables: the rollups carry no user.
+//!
+//! * A project user is a `user_token_id` with at least one event (a tool
+//!   call, or an agent execution such as a `navigator_query`) in the
+//!   project within the data's retention. Events without a user token are
+//!   nobody's.
+//! * E-mail: the latest non-empty `user_email` of the user's events.
+//! * Weekly figures over `[week_start, end)`: `tool` calls (proxy calls are
+//!   not tool calls, as everywhere in the API) and distinct queries, a
+//!   query being shown by its `navigator_query` execution or by its tool
+//!   calls' `query_id` (as `queries_1m` counts them).
+//! * Order and cursor: first event time, then user id, both descending
+//!   (newest users first). A user's first event does not move when events
+//!   are added (except an event older than it arriving late), so pages
+//!   are stable under concurrent inserts: new users appear before the
+//!   first page, never between pages.
+//!
+//! Every read names the tenant and the project (the tables' sort key
+//! starts with the tenant, so other tenants' rows are never read).
+
+use chrono::{DateTime, Utc};
+use clickhouse::Row;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::sql::Sql;
+use crate::db::{Db, QueryError};
+
+const NIL: &str = "toUUID('00000000-0000-0000-0000-000000000000')";
+
+/// A point of the page order: a user's first event (ms) and its id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct UserPosition {
+    pub first_ms: i64,
+    pub user_id: Uuid,
+}
+
+/// What a users page is filtered by (tenant and project always).
+#[derive(Debug, Clone)]
+pub struct UserFilter {
+    pub tenant: Uuid,
+    pub project: Uuid,
+    /// Case-insensitive substring of the e-mail, or the exact user id.
+    pub search: Option<String>,
+    /// Users with a tool call to any of these server instances.
+    pub server_instances: Vec<Uuid>,
+    /// Start of the weekly figures (inclusive) and the end of everything (exclusive).
+    pub week_start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+/// One project user with the figures the list and the detail show.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct ProjectUser {
+    pub id: String,
+    pub email: String,
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub weekly_queries: u64,
+    pub weekly_tool_calls: u64,
+}
+
+/// The events of the project's users, both kinds, as one relation
+/// (`uid, at, mail, q, is_tool[, server]`), of one user when `one_user`.
+fn events_sql(with_servers: bool, one_user: bool) -> String {
+    let server = if with_servers { ", server_instance_id AS server" } else { "" };
+    let exec_server = if with_servers { format!(", {NIL} AS server") } else { String::new() };
+    let user = if one_user { "user_token_id = {user:UUID}" } else { "user_token_id != toUUID('00000000-0000-0000-0000-000000000000')" };
+    format!(
+        "SELECT user_token_id AS uid, occurred_at AS at, user_email AS mail, query_id AS q, call_kind = 'tool' AS is_tool{server}
+         FROM tool_calls
+         WHERE tenant_id = {{tenant:UUID}} AND project_id = {{project:UUID}} AND {user}
+           AND occurred_at < fromUnixTimestamp64Milli({{end_ms:Int64}}, 'UTC')
+         UNION ALL
+         SELECT user_token_id AS uid, occurred_at AS at, user_email AS mail,
+                if(execution_kind = 'navigator_query', execution_id, {NIL}) AS q, false AS is_tool{exec_server}
+         FROM agent_executions
+         WHERE tenant_id = {{tenant:UUID}} AND project_id = {{project:UUID}} AND {user}
+           AND occurred_at < fromUnixTimestamp64Milli({{end_ms:Int64}}, 'UTC')"
+    )
+}
+
+const USER_SELECT: &str = "SELECT toString(uid) AS id,
+        toString(argMaxIf(mail, at, mail != '')) AS email,
+        toInt64(toUnixTimestamp64Milli(min(at))) AS first_ms,
+        toInt64(toUnixTimestamp64Milli(max(at))) AS last_ms,
+        toUInt64(uniqExactIf(q, q != toUUID('00000000-0000-0000-0000-000000000000')
+                 AND at >= fromUnixTimestamp64Milli({week_ms:Int64}, 'UTC'))) AS weekly_queries,
+        toUInt64(countIf(is_tool AND at >= fromUnixTimestamp64Milli({week_ms:Int64}, 'UTC'))) AS weekly_tool_calls";
+
+impl UserFilter {
+    /// The grouped users matching the filter (no cursor), as a statement
+    /// ending in its `HAVING` clause, and its parameters; `one` restricts
+    /// it to one user.
+    fn grouped(&self, one: Option<Uuid>) -> Sql {
+        let with_servers = !self.server_instances.is_empty();
+        let mut having = vec!["1".to_owned()];
+        let mut sql = Sql::new("")
+            .bind("tenant", self.tenant)
+            .bind("project", self.project)
+            .bind("end_ms", self.end.timestamp_millis())
+            .bind("week_ms", self.week_start.timestamp_millis());
+        if let Some(u) = one {
+            sql = sql.bind("user", u);
+        }
+        if let Some(s) = &self.search {
+            having.push("(positionCaseInsensitiveUTF8(email, {search:String}) > 0 OR id = lower({search:String}))".to_owned());
+            sql = sql.bind("search", s);
+        }
+        if with_servers {
+            having.push("countIf(server IN {servers:Array(UUID)}) > 0".to_owned());
+            sql = sql.bind_list("servers", self.server_instances.iter().map(Uuid::to_string).collect());
+        }
+        sql.text =
+            format!("{USER_SELECT} FROM ({}) GROUP BY uid HAVING {}", events_sql(with_servers, one.is_some()), having.join(" AND "));
+        sql
+    }
+}
+
+/// The users of one page, newest first: at most `size + 1` (one more tells
+/// whether there is a next page), all strictly after `after` in page order.
+pub async fn page(db: &Db, f: &UserFilter, after: Option<UserPosition>, size: usize) -> Result<Vec<ProjectUser>, QueryError> {
+    let mut sql = f.grouped(None);
+    if let Some(p) = after {
+        sql.text.push_str(" AND (first_ms, uid) < ({c_ms:Int64}, {c_user:UUID})");
+        sql = sql.bind("c_ms", p.first_ms).bind("c_user", p.user_id);
+    }
+    sql.text.push_str(" ORDER BY first_ms DESC, uid DESC LIMIT {want:UInt64}");
+    let sql = sql.bind("want", size + 1);
+    db.run("project_users_page", |c| async move { sql.query(&c).fetch_all::<ProjectUser>().await }).await
+}
+
+/// How many users match the filter (all pages).
+pub async fn total(db: &Db, f: &UserFilter) -> Result<u64, QueryError> {
+    let mut sql = f.grouped(None);
+    sql.text = format!("SELECT toUInt64(count()) FROM ({})", sql.text);
+    db.run("project_users_total", |c| async move { sql.query(&c).fetch_one::<u64>().await }).await
+}
+
+/// One user of the project, `None` when the user has no event there.
+pub async fn user(db: &Db, f: &UserFilter, user: Uuid) -> Result<Option<ProjectUser>, QueryError> {
+    let sql = f.grouped(Some(user));
+    Ok(db.run("project_user", |c| async move { sql.query(&c).fetch_all::<ProjectUser>().await }).await?.into_iter().next())
+}
+
+/// Distinct server instances the project's tool calls reached (within
+/// retention): the events' view of the project's server instances.
+pub async fn server_instances(db: &Db, tenant: Uuid, project: Uuid, end: DateTime<Utc>) -> Result<u64, QueryError> {
+    let sql = Sql::new(format!(
+        "SELECT toUInt64(uniqExact(server_instance_id)) FROM tool_calls
+         WHERE tenant_id = {{tenant:UUID}} AND project_id = {{project:UUID}} AND server_instance_id != {NIL}
+           AND occurred_at < fromUnixTimestamp64Milli({{end_ms:Int64}}, 'UTC')"
+    ))
+    .bind("tenant", tenant)
+    .bind("project", project)
+    .bind("end_ms", end.timestamp_millis());
+    db.run("project_server_instances", |c| async move { sql.query(&c).fetch_one::<u64>().await }).await
+}
+
+/// A server instance one user's tool calls reached.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+pub struct UsedServer {
+    pub server_instance: String,
+    pub server: String,
+    pub server_name: String,
+    pub tool_calls: u64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
+/// The server instances a user called tools on in the project, most
+/// recently used first.
+pub async fn used_servers(db: &Db, tenant: Uuid, project: Uuid, user: Uuid, end: DateTime<Utc>) -> Result<Vec<UsedServer>, QueryError> {
+    let sql = Sql::new(format!(
+        "SELECT toString(server_instance_id) AS server_instance,
+                toString(argMax(server_id, occurred_at)) AS server,
+                toString(argMax(server_name, occurred_at)) AS server_name,
+                toUInt64(countIf(call_kind = 'tool')) AS tool_calls,
+                toInt64(toUnixTimestamp64Milli(min(occurred_at))) AS first_ms,
+                toInt64(toUnixTimestamp64Milli(max(occurred_at))) AS last_ms
+         FROM tool_calls
+         WHERE tenant_id = {{tenant:UUID}} AND project_id = {{project:UUID}} AND user_token_id = {{user:UUID}}
+           AND server_instance_id != {NIL} AND occurred_at < fromUnixTimestamp64Milli({{end_ms:Int64}}, 'UTC')
+         GROUP BY server_instance_id ORDER BY last_ms DESC, server_instance LIMIT 1000"
+    ))
+    .bind("tenant", tenant)
+    .bind("project", project)
+    .bind("user", user)
+    .bind("end_ms", end.timestamp_millis());
+    db.run("project_user_servers", |c| async move { sql.query(&c).fetch_all::<UsedServer>().await }).await
+}
