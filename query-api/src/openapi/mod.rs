@@ -259,7 +259,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(n, 49);
+        assert_eq!(n, 54);
     }
 
     /// `src/openapi.json` is the generated document (rewritten when

@@ -136,14 +136,7 @@ fn summary(u: &ProjectUser, server_instances: u64) -> UserSummary {
 pub async fn list(State(db): State<Db>, caller: Caller, Path(project): Path<String>, q: ListQuery) -> Result<Json<UsersPage>, ApiError> {
     let project = path_uuid("project_id", &project)?;
     let (week_start, end) = week();
-    let filter = UserFilter {
-        tenant: caller.tenant_id,
-        project,
-        search: q.search,
-        server_instances: q.server_instances,
-        week_start,
-        end,
-    };
+    let filter = UserFilter { tenant: caller.tenant_id, project, search: q.search, server_instances: q.server_instances, week_start, end };
     let (mut users, total, instances) = tokio::try_join!(
         project_users::page(&db, &filter, q.after, q.size),
         project_users::total(&db, &filter),
@@ -186,10 +179,8 @@ pub async fn detail(
     let user = path_uuid("user_id", &user)?;
     let (week_start, end) = week();
     let filter = UserFilter { tenant: caller.tenant_id, project, search: None, server_instances: Vec::new(), week_start, end };
-    let (found, servers) = tokio::try_join!(
-        project_users::user(&db, &filter, user),
-        project_users::used_servers(&db, caller.tenant_id, project, user, end),
-    )?;
+    let (found, servers) =
+        tokio::try_join!(project_users::user(&db, &filter, user), project_users::used_servers(&db, caller.tenant_id, project, user, end),)?;
     let u = found.ok_or_else(|| ApiError::NotFound("User not found in this project".into()))?;
     Ok(Json(UserAuthDetails {
         user_email: u.email.clone(),

@@ -113,8 +113,7 @@ impl UserFilter {
             having.push("countIf(server IN {servers:Array(UUID)}) > 0".to_owned());
             sql = sql.bind_list("servers", self.server_instances.iter().map(Uuid::to_string).collect());
         }
-        sql.text =
-            format!("{USER_SELECT} FROM ({}) GROUP BY uid HAVING {}", events_sql(with_servers, one.is_some()), having.join(" AND "));
+        sql.text = format!("{USER_SELECT} FROM ({}) GROUP BY uid HAVING {}", events_sql(with_servers, one.is_some()), having.join(" AND "));
         sql
     }
 }

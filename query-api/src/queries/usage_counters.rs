@@ -212,9 +212,8 @@ pub async fn period_totals(
 
 /// The minute of the subject's earliest retained billable usage, if any.
 pub async fn first_usage(db: &Db, tenant: Uuid, org: Uuid, user: Option<Uuid>) -> Result<Option<DateTime<Utc>>, QueryError> {
-    let sql = format!(
-        "SELECT toInt64(toUnixTimestamp(min(minute))) AS first, toUInt64(count()) AS n FROM agent_executions_1m WHERE {SUBJECT}"
-    );
+    let sql =
+        format!("SELECT toInt64(toUnixTimestamp(min(minute))) AS first, toUInt64(count()) AS n FROM agent_executions_1m WHERE {SUBJECT}");
     let (first, n): (i64, u64) = db
         .run("usage_first", |c| async move {
             c.query(&sql)

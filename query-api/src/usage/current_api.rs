@@ -90,7 +90,13 @@ pub(super) fn percentage(current: i128, max: i128) -> f64 {
     ((current as f64 / max as f64) * 10000.0).round() / 100.0
 }
 
-pub(super) async fn evaluate(state: &UsageApiState, tenant: Uuid, org: Uuid, user: Option<Uuid>, metric: Metric) -> ApiResult<CheckOutcome> {
+pub(super) async fn evaluate(
+    state: &UsageApiState,
+    tenant: Uuid,
+    org: Uuid,
+    user: Option<Uuid>,
+    metric: Metric,
+) -> ApiResult<CheckOutcome> {
     let req = CheckRequest {
         organization_id: Some(org),
         user_id: user,

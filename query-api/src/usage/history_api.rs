@@ -262,8 +262,7 @@ pub async fn history(State(state): State<UsageApiState>, caller: Caller, Query(q
         _ => Vec::new(),
     };
     // `past` is oldest first; the page is newest first.
-    let mut past_records: Vec<UsageRecord> =
-        past.iter().zip(past_totals).map(|(w, t)| subject.record(*w, t.into(), false, now)).collect();
+    let mut past_records: Vec<UsageRecord> = past.iter().zip(past_totals).map(|(w, t)| subject.record(*w, t.into(), false, now)).collect();
     past_records.reverse();
     let mut records = Vec::with_capacity(page.len());
     if page.first().is_some_and(|(i, _)| *i == 0) {
@@ -407,11 +406,7 @@ mod tests {
         let p = periods(&spec, utc("2026-11-04T12:00:00Z"), Some(utc("2026-10-20T00:00:00Z")));
         let starts: Vec<_> = p.iter().map(|w| w.start).collect();
         // Mondays at local midnight; the DST change of 25 October makes one week 169 hours.
-        assert_eq!(
-            starts,
-            vec![utc("2026-11-01T23:00:00Z"), utc("2026-10-25T23:00:00Z"), utc("2026-10-18T22:00:00Z")],
-            "{p:?}"
-        );
+        assert_eq!(starts, vec![utc("2026-11-01T23:00:00Z"), utc("2026-10-25T23:00:00Z"), utc("2026-10-18T22:00:00Z")], "{p:?}");
         assert_eq!((p[1].end - p[1].start).num_hours(), 168);
         assert_eq!((p[2].end - p[2].start).num_hours(), 169);
     }
