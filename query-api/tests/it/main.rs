@@ -13,3 +13,4 @@ mod query_logs;
 mod replicas;
 mod ui;
 mod usage;
+mod usage_history;
