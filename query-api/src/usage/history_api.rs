@@ -275,16 +275,23 @@ pub async fn history(State(state): State<UsageApiState>, caller: Caller, Query(q
 }
 
 /// The organization of a per-user request: `organization_id`, else the
-/// `X-Organization-Id` header (Genlobe's header for org-scoped calls).
+/// `X-Organization-Id` header (Genlobe's header for org-scoped calls); both
+/// are validated when present, and must agree when both are.
 fn organization_of(q: &HashMap<String, String>, headers: &HeaderMap) -> ApiResult<Uuid> {
-    if let Some(org) = query_uuid(q, "organization_id", false)? {
-        return Ok(org);
-    }
-    match headers.get("x-organization-id") {
-        Some(v) => v.to_str().ok().and_then(|s| Uuid::parse_str(s.trim()).ok()).ok_or_else(|| {
+    let header = match headers.get("x-organization-id") {
+        None => None,
+        Some(v) => Some(v.to_str().ok().and_then(|s| Uuid::parse_str(s.trim()).ok()).ok_or_else(|| {
             ApiError::invalid([FieldError::new(&["header", "X-Organization-Id"], "Input should be a valid UUID", "uuid_parsing")])
-        }),
-        None => Err(ApiError::invalid([FieldError::new(
+        })?),
+    };
+    match (query_uuid(q, "organization_id", false)?, header) {
+        (Some(a), Some(b)) if a != b => Err(ApiError::invalid([FieldError::new(
+            &["header", "X-Organization-Id"],
+            "X-Organization-Id differs from the organization_id parameter",
+            "value_error",
+        )])),
+        (Some(org), _) | (None, Some(org)) => Ok(org),
+        (None, None) => Err(ApiError::invalid([FieldError::new(
             &["query", "organization_id"],
             "Field required (the organization_id parameter or the X-Organization-Id header)",
             "missing",

@@ -255,8 +255,14 @@ async fn usage_history_and_per_user_usage_from_real_events() {
     assert_eq!((s, by_header["tokens_count"].clone(), by_header["id"].clone()), (200, row["tokens_count"].clone(), row["id"].clone()));
     let (s, _, v) = get(&app, KEY_A, &row_path, &[]).await;
     assert_eq!((s, v["detail"][0]["loc"].clone()), (422, json!(["query", "organization_id"])), "{v}");
-    let (s, _, _) = get(&app, KEY_A, &row_path, &[("X-Organization-Id", "nope".into())]).await;
-    assert_eq!(s, 422);
+    for (q, header) in
+        [("", "nope".to_owned()), ("?organization_id=", org.to_string()), (&format!("?organization_id={org}"), Uuid::new_v4().to_string())]
+    {
+        let (s, _, v) = get(&app, KEY_A, &format!("{row_path}{q}"), &[("X-Organization-Id", header)]).await;
+        assert_eq!(s, 422, "{q}: {v}");
+    }
+    let (s, _, _) = get(&app, KEY_A, &format!("{row_path}?organization_id={org}"), &[("X-Organization-Id", "nope".into())]).await;
+    assert_eq!(s, 422, "a malformed header is refused even beside the parameter");
     // Tenant B's row of the same ids holds B's usage only.
     let (_, _, row_b) = get(&app, KEY_B, &format!("{row_path}?organization_id={org}"), &[]).await;
     assert_eq!(row_b["tokens_count"], 7777, "{row_b}");
