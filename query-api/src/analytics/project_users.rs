@@ -1,7 +1,8 @@
 //! Per-project end-user endpoints (SEED_SPEC §1.3 rows 24–25), read from
-//! the raw `tool_calls` table because the rollups carry no user.
+//! the raw tables because the rollups carry no user.
 //!
-//! * Active user: a `user_token_id` with at least one tool-call event.
+//! * Active user: a `user_token_id` with at least one event of the project
+//!   (a tool call or an agent execution, as the users list counts them).
 //! * `total_users`: distinct users of the project over the retained
 //!   history (400 days); `weekly_active_users` / `monthly_active_users`:
 //!   distinct users in the last 7 / 30 days; `inactive_users = total − MAU`.

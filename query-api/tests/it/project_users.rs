@@ -341,6 +341,19 @@ async fn project_users_from_real_events_with_stable_pages_and_tenant_walls() {
         (json!([]), json!(0), json!(false))
     );
 
+    // The userbase summary counts the same users; the quiet user (no tool
+    // call) is a user for the analytics drawer too.
+    let summary = app.ok(KEY_A, &format!("{path}/summary")).await;
+    let now_all = expected(&[events.clone(), late.clone()].concat(), Utc::now());
+    let wau = now_all.values().filter(|w| w.weekly_queries > 0 || w.weekly_tool_calls > 0).count() as u64;
+    assert_eq!(
+        (summary["data"]["total_users"].as_u64(), summary["data"]["weekly_active_users"].as_u64()),
+        (Some(now_all.len() as u64), Some(wau)),
+        "{summary}"
+    );
+    let drawer = app.ok(KEY_A, &format!("{path}/{quiet}/analytics")).await;
+    assert_eq!(drawer["data"]["user_email"], "quiet@acme.test");
+
     // One user's details.
     let u = users[6];
     let d = app.ok(KEY_A, &format!("{path}/{u}")).await;

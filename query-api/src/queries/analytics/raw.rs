@@ -1,6 +1,7 @@
-//! The answers the rollups cannot give, from the raw `tool_calls` table:
-//! anything keyed by the end user (`user_token_id`, `user_email`), which
-//! the rollups deliberately leave out to stay small. Every query is still
+//! The answers the rollups cannot give, from the raw `tool_calls` table
+//! (and, for who a project's users are, `agent_executions` too): anything
+//! keyed by the end user (`user_token_id`, `user_email`), which the
+//! rollups deliberately leave out to stay small. Every query is still
 //! bounded by tenant and time range (the table's sort key prefix) and,
 //! for the per-user endpoints, by project.
 
@@ -142,13 +143,26 @@ pub async fn users_by_email(db: &Db, scope: &Scope, order: Order, limit: u32) ->
     db.run("raw_users", |c| async move { sql.query(&c).fetch_all::<UserCount>().await }).await
 }
 
-/// The latest e-mail seen for a user in a project, `None` if the user has
-/// no event there (at any time within retention).
-pub async fn user_email(db: &Db, tenant: Uuid, project: Uuid, user: Uuid) -> Result<Option<String>, QueryError> {
-    let sql = Sql::new(
-        "SELECT toString(argMax(user_email, occurred_at)) AS email, toUInt64(count()) AS n FROM tool_calls
-         WHERE tenant_id = {tenant:UUID} AND project_id = {project:UUID} AND user_token_id = {user:UUID}",
+/// The events of a project's users, both kinds (`user_token_id`,
+/// `occurred_at`, `user_email`), filtered by `cond` (on those columns) in
+/// both tables: a user whose queries made no tool call is a user too.
+fn user_events(cond: &str) -> String {
+    format!(
+        "(SELECT user_token_id, occurred_at, user_email FROM tool_calls
+           WHERE tenant_id = {{tenant:UUID}} AND project_id = {{project:UUID}} AND {cond}
+          UNION ALL
+          SELECT user_token_id, occurred_at, user_email FROM agent_executions
+           WHERE tenant_id = {{tenant:UUID}} AND project_id = {{project:UUID}} AND {cond})"
     )
+}
+
+/// The latest non-empty e-mail seen for a user in a project, `None` if the
+/// user has no event there (at any time within retention).
+pub async fn user_email(db: &Db, tenant: Uuid, project: Uuid, user: Uuid) -> Result<Option<String>, QueryError> {
+    let sql = Sql::new(format!(
+        "SELECT toString(argMaxIf(user_email, occurred_at, user_email != '')) AS email, toUInt64(count()) AS n FROM {}",
+        user_events("user_token_id = {user:UUID}")
+    ))
     .bind("tenant", tenant)
     .bind("project", project)
     .bind("user", user);
@@ -173,15 +187,16 @@ pub async fn userbase(
     mau_start: DateTime<Utc>,
     end: DateTime<Utc>,
 ) -> Result<UserbaseCounts, QueryError> {
-    let sql = Sql::new(
+    let sql = Sql::new(format!(
         "SELECT toUInt64(uniqExact(user_token_id)) AS total,
-                toUInt64(uniqExactIf(user_token_id, occurred_at >= fromUnixTimestamp64Milli({wau:Int64}, 'UTC'))) AS wau,
-                toUInt64(uniqExactIf(user_token_id, occurred_at >= fromUnixTimestamp64Milli({mau:Int64}, 'UTC'))) AS mau
-         FROM tool_calls
-         WHERE tenant_id = {tenant:UUID} AND project_id = {project:UUID}
-           AND user_token_id != toUUID('00000000-0000-0000-0000-000000000000')
-           AND occurred_at < fromUnixTimestamp64Milli({end:Int64}, 'UTC')",
-    )
+                toUInt64(uniqExactIf(user_token_id, occurred_at >= fromUnixTimestamp64Milli({{wau:Int64}}, 'UTC'))) AS wau,
+                toUInt64(uniqExactIf(user_token_id, occurred_at >= fromUnixTimestamp64Milli({{mau:Int64}}, 'UTC'))) AS mau
+         FROM {}",
+        user_events(
+            "user_token_id != toUUID('00000000-0000-0000-0000-000000000000')
+             AND occurred_at < fromUnixTimestamp64Milli({end:Int64}, 'UTC')"
+        )
+    ))
     .bind("tenant", tenant)
     .bind("project", project)
     .bind("wau", wau_start.timestamp_millis())
@@ -200,11 +215,12 @@ pub async fn active_users_series(
 ) -> Result<Vec<u64>, QueryError> {
     let (bucket, bparams) = index_sql(buckets, "occurred_at");
     let sql = Sql::new(format!(
-        "SELECT {bucket} AS bucket, toUInt64(uniqExact(user_token_id)) AS n FROM tool_calls
-         WHERE tenant_id = {{tenant:UUID}} AND project_id = {{project:UUID}}
-           AND user_token_id != toUUID('00000000-0000-0000-0000-000000000000')
-           AND occurred_at >= fromUnixTimestamp64Milli({{start:Int64}}, 'UTC') AND occurred_at < fromUnixTimestamp64Milli({{end:Int64}}, 'UTC')
-         GROUP BY bucket ORDER BY bucket"
+        "SELECT {bucket} AS bucket, toUInt64(uniqExact(user_token_id)) AS n FROM {}
+         GROUP BY bucket ORDER BY bucket",
+        user_events(
+            "user_token_id != toUUID('00000000-0000-0000-0000-000000000000')
+             AND occurred_at >= fromUnixTimestamp64Milli({start:Int64}, 'UTC') AND occurred_at < fromUnixTimestamp64Milli({end:Int64}, 'UTC')"
+        )
     ))
     .bind("tenant", tenant)
     .bind("project", project)
