@@ -137,11 +137,15 @@ pub async fn list(State(db): State<Db>, caller: Caller, Path(project): Path<Stri
     let project = path_uuid("project_id", &project)?;
     let (week_start, end) = week();
     let filter = UserFilter { tenant: caller.tenant_id, project, search: q.search, server_instances: q.server_instances, week_start, end };
-    let (mut users, total, instances) = tokio::try_join!(
+    let (mut users, instances) = tokio::try_join!(
         project_users::page(&db, &filter, q.after, q.size),
-        project_users::total(&db, &filter),
         project_users::server_instances(&db, caller.tenant_id, project, end),
     )?;
+    let total = match (users.first(), q.after) {
+        (Some(u), _) => u.total,
+        (None, None) => 0,
+        (None, Some(_)) => project_users::total(&db, &filter).await?,
+    };
     let has_next = users.len() > q.size;
     users.truncate(q.size);
     let next_cursor = match users.last() {

@@ -60,6 +60,9 @@ pub struct ProjectUser {
     pub last_ms: i64,
     pub weekly_queries: u64,
     pub weekly_tool_calls: u64,
+    /// Users matching the filter over all pages (a window over the groups,
+    /// so a page and its total are one scan).
+    pub total: u64,
 }
 
 /// The events of the project's users, both kinds, as one relation
@@ -88,7 +91,8 @@ const USER_SELECT: &str = "SELECT toString(uid) AS id,
         toInt64(toUnixTimestamp64Milli(max(at))) AS last_ms,
         toUInt64(uniqExactIf(q, q != toUUID('00000000-0000-0000-0000-000000000000')
                  AND at >= fromUnixTimestamp64Milli({week_ms:Int64}, 'UTC'))) AS weekly_queries,
-        toUInt64(countIf(is_tool AND at >= fromUnixTimestamp64Milli({week_ms:Int64}, 'UTC'))) AS weekly_tool_calls";
+        toUInt64(countIf(is_tool AND at >= fromUnixTimestamp64Milli({week_ms:Int64}, 'UTC'))) AS weekly_tool_calls,
+        toUInt64(count() OVER ()) AS total";
 
 impl UserFilter {
     /// The grouped users matching the filter (no cursor), as a statement
@@ -120,18 +124,26 @@ impl UserFilter {
 
 /// The users of one page, newest first: at most `size + 1` (one more tells
 /// whether there is a next page), all strictly after `after` in page order.
+/// Each row carries the filter's `total` over all pages, computed before
+/// the cursor applies.
 pub async fn page(db: &Db, f: &UserFilter, after: Option<UserPosition>, size: usize) -> Result<Vec<ProjectUser>, QueryError> {
     let mut sql = f.grouped(None);
+    let mut outer = "1".to_owned();
     if let Some(p) = after {
-        sql.text.push_str(" AND (first_ms, uid) < ({c_ms:Int64}, {c_user:UUID})");
+        outer = "(first_ms, toUUID(id)) < ({c_ms:Int64}, {c_user:UUID})".to_owned();
         sql = sql.bind("c_ms", p.first_ms).bind("c_user", p.user_id);
     }
-    sql.text.push_str(" ORDER BY first_ms DESC, uid DESC LIMIT {want:UInt64}");
+    sql.text = format!(
+        "SELECT id, email, first_ms, last_ms, weekly_queries, weekly_tool_calls, total FROM ({})
+         WHERE {outer} ORDER BY first_ms DESC, toUUID(id) DESC LIMIT {{want:UInt64}}",
+        sql.text
+    );
     let sql = sql.bind("want", size + 1);
     db.run("project_users_page", |c| async move { sql.query(&c).fetch_all::<ProjectUser>().await }).await
 }
 
-/// How many users match the filter (all pages).
+/// How many users match the filter (all pages): for a page that came back
+/// empty after a cursor, whose rows carry no total.
 pub async fn total(db: &Db, f: &UserFilter) -> Result<u64, QueryError> {
     let mut sql = f.grouped(None);
     sql.text = format!("SELECT toUInt64(count()) FROM ({})", sql.text);

@@ -334,6 +334,13 @@ async fn project_users_from_real_events_with_stable_pages_and_tenant_walls() {
     let a_cursor = app.ok(KEY_A, &format!("{path}?size=1")).await["meta"]["next_cursor"].as_str().unwrap().to_owned();
     let b_after = app.ok(KEY_B, &format!("{path}?cursor={a_cursor}")).await;
     assert!(b_after["items"].as_array().unwrap().iter().all(|i| i["user_email"].as_str().unwrap().ends_with("@b.test")));
+    // A cursor past the last user: an empty page that still tells the total.
+    let past_end = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{{\"f\":0,\"u\":\"{}\"}}", Uuid::nil()))
+    };
+    let after_all = app.ok(KEY_A, &format!("{path}?cursor={past_end}")).await;
+    assert_eq!((after_all["items"].clone(), after_all["meta"]["total"].clone()), (json!([]), json!(want.len() + 1)), "{after_all}");
     // An unknown project is an empty page.
     let empty = app.ok(KEY_A, &format!("/api/v1/projects/{}/users", Uuid::new_v4())).await;
     assert_eq!(
