@@ -348,6 +348,11 @@ def main(argv=None) -> int:
             # well above the idle timeout of hyper's connection pool (90 s)
             channel_timeout=300,
             connection_limit=1000,
+            # poll(), not select(): the engine keeps files of every table
+            # open, so with many (test) databases the sockets' descriptors
+            # pass 1023, which select() cannot watch (the front then died
+            # with "filedescriptor out of range in select()").
+            asyncore_use_poll=True,
             max_request_body_size=16 << 30,
             ident="ClickHouse-front",
         )

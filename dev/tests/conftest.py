@@ -88,13 +88,13 @@ class Front:
         return r.body
 
 
-def start_front(data_dir: Path, tmp_dir: Path, log_path: Path, *extra_args: str) -> Front:
+def start_front(data_dir: Path, tmp_dir: Path, log_path: Path, *extra_args: str, pass_fds=()) -> Front:
     port = free_port()
     log = open(log_path, "ab")
     proc = subprocess.Popen(
         [sys.executable, str(SERVER), "--port", str(port), "--data-dir", str(data_dir), "--tmp-dir", str(tmp_dir),
          *extra_args],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log, stderr=subprocess.STDOUT, pass_fds=pass_fds,
     )
     front = Front(port, data_dir, tmp_dir, proc, log_path)
     deadline = time.monotonic() + 60

@@ -491,3 +491,26 @@ def test_persistence_across_restart_and_sigterm(tmp_path):
         assert f.ok("SELECT sum(a) FROM p.t") == b"6\n"
     finally:
         assert stop_front(f) == 0
+
+
+def test_serves_with_more_than_1024_open_descriptors(tmp_path):
+    """The engine keeps files of every table open: with many databases the
+    sockets' descriptors pass 1023, which select() cannot watch. The front
+    starts here with 1,100 descriptors already open, so its sockets are
+    numbered above 1100, and must answer."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(4096, hard), hard))
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        f = start_front(tmp_path / "clickhouse", tmp_path / "tmp", tmp_path / "front.log", pass_fds=fds)
+    finally:
+        for fd in fds:
+            os.close(fd)
+    try:
+        for _ in range(3):
+            assert f.ok("SELECT 1") == b"1\n"
+    finally:
+        assert stop_front(f) == 0
