@@ -4,7 +4,9 @@
 //! Columns are named as the event fields. Optional ids are stored as the nil
 //! UUID and optional strings as `''` (not `Nullable`) so that rollup keys and
 //! filters stay cheap; readers treat nil / empty as "absent". `cost_usd` is
-//! `Decimal(18, 6)`, carried here as its integer number of micro-dollars.
+//! `Decimal(18, 6)`, carried here as its integer number of micro-dollars;
+//! an unknown cost is `cost_usd = 0` with `cost_known = false` (a flag
+//! rather than a `Nullable` column, see migration 0010).
 
 use chrono::{DateTime, Utc};
 use clickhouse::Row;
@@ -96,6 +98,8 @@ pub struct AgentExecutionRow {
     pub total_tokens: u64,
     /// `Decimal(18, 6)`: micro-dollars.
     pub cost_usd: i64,
+    /// `false`: the cost is not known and `cost_usd` is 0 (migration 0010).
+    pub cost_known: bool,
     pub messages_count: u32,
     pub duration_ms: Option<f64>,
     pub status: String,
@@ -227,6 +231,7 @@ impl From<AgentExecutionEvent> for AgentExecutionRow {
             output_tokens: e.output_tokens,
             total_tokens: e.total_tokens,
             cost_usd: decimal_to_micros(e.cost_usd),
+            cost_known: e.cost_known,
             messages_count: e.messages_count,
             duration_ms: e.duration_ms,
             status: e.status.as_str().to_owned(),

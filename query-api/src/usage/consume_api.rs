@@ -124,6 +124,7 @@ fn usage_event(
         output_tokens: output,
         total_tokens: total,
         cost_usd: if metric == Metric::CostUsd { Decimal::from_i128_with_scale(units, 6) } else { Decimal::ZERO },
+        cost_known: true,
         messages_count: messages,
         duration_ms: None,
         status: ExecutionStatus::Success,

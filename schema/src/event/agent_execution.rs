@@ -63,6 +63,13 @@ pub struct AgentExecutionEvent {
     #[serde(with = "rust_decimal::serde::str")]
     #[schemars(with = "String")]
     pub cost_usd: Decimal,
+    /// Whether `cost_usd` is the execution's cost. Defaults to `true` (an
+    /// absent `cost_usd` then means a cost of 0, as it always has). `false`
+    /// says nobody knows what the execution cost (an OpenTelemetry span of a
+    /// model without a price): `cost_usd` must then be absent, `null` or 0,
+    /// is stored as 0 with `cost_known = false`, adds nothing to cost sums,
+    /// and the execution is counted in `unpriced_executions` instead.
+    pub cost_known: bool,
     /// Defaults to 1.
     pub messages_count: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -105,6 +112,15 @@ pub fn parse_agent_execution(bytes: &[u8], now: DateTime<Utc>) -> Result<AgentEx
     };
     let execution_kind =
         f.opt_vocabulary("execution_kind", ExecutionKind::parse, &ExecutionKind::expected())?.unwrap_or(ExecutionKind::AgentChat);
+    let cost_known = f.opt_bool("cost_known")?.unwrap_or(true);
+    let cost_usd = f.opt_money("cost_usd")?.unwrap_or_default();
+    if !cost_known && !cost_usd.is_zero() {
+        return Err(Rejection::new(
+            RejectionKind::InvalidValue,
+            "cost_usd",
+            "must be absent when cost_known is false (a cost that is not known has no amount)",
+        ));
+    }
     let query_text = match execution_kind {
         ExecutionKind::NavigatorQuery => f.opt_truncated_string("query_text", MAX_QUERY_TEXT_BYTES)?,
         _ => None,
@@ -130,7 +146,8 @@ pub fn parse_agent_execution(bytes: &[u8], now: DateTime<Utc>) -> Result<AgentEx
         input_tokens,
         output_tokens,
         total_tokens,
-        cost_usd: f.opt_money("cost_usd")?.unwrap_or_default(),
+        cost_usd,
+        cost_known,
         messages_count,
         duration_ms: f.opt_non_negative("duration_ms")?,
         status: f.opt_vocabulary("status", ExecutionStatus::parse, &ExecutionStatus::expected())?.unwrap_or(ExecutionStatus::Success),

@@ -75,6 +75,7 @@ pub fn json_schemas() -> Vec<(&'static str, String)> {
                     "output_tokens",
                     "total_tokens",
                     "cost_usd",
+                    "cost_known",
                     "messages_count",
                     "status",
                 ],

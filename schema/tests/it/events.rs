@@ -96,6 +96,28 @@ fn money_as_number_is_exact() {
 }
 
 #[test]
+fn a_cost_is_known_unless_the_event_says_otherwise() {
+    // JSON producers: an absent or null cost is a cost of 0, as always.
+    let mut without = execution();
+    without.as_object_mut().unwrap().remove("cost_usd");
+    let e = parse_agent_execution(&serde_json::to_vec(&without).unwrap(), now()).unwrap();
+    assert_eq!((e.cost_usd, e.cost_known), (Decimal::ZERO, true));
+    let e = parse_agent_execution(&with(execution(), "cost_usd", Value::Null), now()).unwrap();
+    assert_eq!((e.cost_usd, e.cost_known), (Decimal::ZERO, true));
+    // `cost_known: false` (what OTLP spans without a price become): no amount.
+    without["cost_known"] = json!(false);
+    let e = parse_agent_execution(&serde_json::to_vec(&without).unwrap(), now()).unwrap();
+    assert_eq!((e.cost_usd, e.cost_known), (Decimal::ZERO, false));
+    let row = agentmeter_schema::rows::AgentExecutionRow::from(&e);
+    assert_eq!((row.cost_usd, row.cost_known), (0, false));
+    for zero in [json!("0"), json!(0), Value::Null] {
+        without["cost_usd"] = zero.clone();
+        let e = parse_agent_execution(&serde_json::to_vec(&without).unwrap(), now()).unwrap();
+        assert!(!e.cost_known, "{zero}");
+    }
+}
+
+#[test]
 fn occurred_at_is_truncated_to_milliseconds() {
     let e = parse_tool_call(&with(tool_call(), "occurred_at", json!("2026-11-23T10:00:00.123456789Z")), now()).unwrap();
     assert_eq!(e.occurred_at.timestamp_subsec_nanos(), 123_000_000);
@@ -152,6 +174,9 @@ fn every_kind_of_bad_execution_is_refused_with_its_reason() {
         (with(execution(), "cost_usd", json!("abc")), "cost_usd", RejectionKind::InvalidValue),
         (with(execution(), "cost_usd", json!("1e13")), "cost_usd", RejectionKind::InvalidValue),
         (with(execution(), "cost_usd", json!(true)), "cost_usd", RejectionKind::WrongType),
+        // `execution()` carries a cost: it cannot also be unknown.
+        (with(execution(), "cost_known", json!(false)), "cost_usd", RejectionKind::InvalidValue),
+        (with(execution(), "cost_known", json!("false")), "cost_known", RejectionKind::WrongType),
         (with(execution(), "input_tokens", json!(-1)), "input_tokens", RejectionKind::InvalidValue),
         (with(execution(), "input_tokens", json!(1.5)), "input_tokens", RejectionKind::InvalidValue),
         (with(execution(), "output_tokens", json!("7")), "output_tokens", RejectionKind::WrongType),
@@ -278,7 +303,9 @@ fn execution_strategy() -> impl Strategy<Value = AgentExecutionEvent> {
             input_tokens: c.3,
             output_tokens: c.4,
             total_tokens: c.5,
-            cost_usd: Decimal::new(d.0, 6),
+            // An unknown cost (one in five) is stored as 0.
+            cost_usd: if d.0 % 5 == 0 { Decimal::ZERO } else { Decimal::new(d.0, 6) },
+            cost_known: d.0 % 5 != 0,
             messages_count: d.1,
             duration_ms: d.2,
             status: d.3,

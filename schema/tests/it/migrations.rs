@@ -40,6 +40,7 @@ async fn migrate_twice_creates_every_table_once() {
         "agent_executions",
         "agent_executions_1m",
         "agent_executions_1m_mv",
+        "agent_executions_1m_unpriced_mv",
         "plan_limits",
         "queries_1m",
         "queries_1m_calls_mv",
@@ -164,6 +165,7 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
         "DROP VIEW tool_calls_tenant_1m_mv",
         "DROP VIEW queries_1m_calls_mv",
         "DROP VIEW queries_1m_executions_mv",
+        "DROP VIEW agent_executions_1m_unpriced_mv",
         "TRUNCATE TABLE tool_calls_1h",
         "TRUNCATE TABLE tool_call_queries_1h",
         "TRUNCATE TABLE tool_calls_tenant_1h",
@@ -255,6 +257,84 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
         .await
         .unwrap();
     assert_eq!(query_events, (500, 125), "query_events: every tool call of a query once");
+    drop_db(&ch).await;
+}
+
+/// 0010: executions whose cost is not known are stored with
+/// `cost_known = false` and counted apart in `agent_executions_1m`, by a
+/// view whose backfill copies the unpriced rows stored before it existed
+/// exactly once (two runners at once, then a rerun), while the cost sums
+/// stay the exact sums of the known costs.
+#[tokio::test]
+async fn unpriced_executions_are_counted_apart_and_backfilled_once() {
+    use agentmeter_schema::rows::AgentExecutionRow;
+    let ch = clickhouse(&unique_db("unpriced"));
+    migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
+    let db = ch.client();
+    // The column exists but not the view: what a worker of this version
+    // wrote between the two statements of the migration.
+    let forget_0010 = || async {
+        db.query("TRUNCATE TABLE schema_migrations").execute().await.unwrap();
+        for m in migrations::all().iter().filter(|m| m.version() < 10) {
+            db.query("INSERT INTO schema_migrations (version, name) VALUES (?, ?)")
+                .bind(m.version())
+                .bind(m.name())
+                .execute()
+                .await
+                .unwrap();
+        }
+    };
+    for sql in ["DROP VIEW agent_executions_1m_unpriced_mv", "TRUNCATE TABLE rollup_backfills"] {
+        db.query(sql).execute().await.unwrap();
+    }
+    forget_0010().await;
+    let tenant = uuid::Uuid::new_v4();
+    let insert = |costs: Vec<Option<&'static str>>| {
+        let db = db.clone();
+        async move {
+            let mut insert = db.insert::<AgentExecutionRow>("agent_executions").await.unwrap();
+            for cost in costs {
+                let mut raw = serde_json::json!({
+                    "event_id": uuid::Uuid::new_v4(), "occurred_at": chrono::Utc::now().timestamp_millis() - 3_600_000,
+                    "tenant_id": tenant, "input_tokens": 10, "model": "m",
+                });
+                match cost {
+                    Some(c) => raw["cost_usd"] = serde_json::json!(c),
+                    None => raw["cost_known"] = serde_json::json!(false),
+                }
+                let e = agentmeter_schema::parse_agent_execution(raw.to_string().as_bytes(), chrono::Utc::now()).unwrap();
+                insert.write(&AgentExecutionRow::from(&e)).await.unwrap();
+            }
+            insert.end().await.unwrap();
+        }
+    };
+    insert(vec![None, Some("0.5"), None]).await;
+    let (first, second) = (ch.server_client(), ch.server_client());
+    let (a, b) = tokio::join!(migrations::migrate(&first, &ch.database), migrations::migrate(&second, &ch.database));
+    a.unwrap();
+    b.unwrap();
+    forget_0010().await;
+    let rerun = migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
+    assert_eq!(rerun.applied, vec![(10, "unpriced_executions")]);
+    insert(vec![Some("0.25"), None, Some("0")]).await;
+
+    let raw: (u64, u64, String) = db
+        .query("SELECT count(), countIf(NOT cost_known), toString(sum(cost_usd)) FROM agent_executions WHERE tenant_id = toUUID(?)")
+        .bind(tenant.to_string())
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(raw, (6, 3, "0.75".to_owned()));
+    let rollup: (u64, u64, String, u64) = db
+        .query(
+            "SELECT toUInt64(sum(executions)), toUInt64(sum(unpriced_executions)), toString(sum(cost_usd)), toUInt64(sum(input_tokens)) \
+             FROM agent_executions_1m WHERE tenant_id = toUUID(?)",
+        )
+        .bind(tenant.to_string())
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(rollup, (6, 3, "0.75".to_owned(), 60), "every execution once, the unpriced ones counted apart, each once");
     drop_db(&ch).await;
 }
 
