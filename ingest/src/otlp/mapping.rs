@@ -9,6 +9,13 @@
 //!   counting the completion too would bill them twice);
 //! * any other span is skipped (and counted by the caller).
 //!
+//! A tool call's `query_id` and `agent_execution_id` are the id of its
+//! agent span, found by walking the parent links within the message, or,
+//! when the walk leaves the message first, derived from the first ancestor
+//! the message does not hold ([`Enclosing`]): agent and tool spans need not
+//! travel together. A span without a cost (no attribute, no price) becomes
+//! an event with `cost_known: false`, never a cost of 0.
+//!
 //! Each mapped span becomes a JSON event that goes through the very parser
 //! JSON events go through (`agentmeter_schema::parse_*`), so an OTLP span
 //! is held to the same contract and refused with the same reasons. This
@@ -141,22 +148,47 @@ impl<'a> Index<'a> {
         Self { spans }
     }
 
-    /// The nearest ancestor that is an agent span, if the message holds it
-    /// (and every span between).
-    fn enclosing_agent(&self, span: &'a Span) -> Option<&'a Span> {
+    /// The agent span a span belongs to (see [`Enclosing`]): walks the
+    /// parent links through the spans of the message.
+    fn enclosing_agent(&self, span: &'a Span) -> Enclosing<'a> {
         let mut current = span;
         for _ in 0..256 {
             if current.parent_span_id.is_empty() {
-                return None;
+                return Enclosing::None;
             }
-            let parent = *self.spans.get(&(current.trace_id.as_slice(), current.parent_span_id.as_slice()))?;
+            let Some(parent) = self.spans.get(&(current.trace_id.as_slice(), current.parent_span_id.as_slice())) else {
+                return Enclosing::Beyond(current.parent_span_id.as_slice());
+            };
             if operation(parent) == Some(Operation::Agent) {
-                return Some(parent);
+                return Enclosing::Agent(parent);
             }
             current = parent;
         }
-        None
+        Enclosing::None
     }
+}
+
+/// Which agent span a span belongs to, as far as one message shows it.
+///
+/// The span id of the agent is all a tool call needs (its `query_id` and
+/// `agent_execution_id` are derived from the trace id and that span id, as
+/// the agent's own `execution_id` is), so a tool call is linked to its
+/// agent even when the agent span arrives in another message (an SDK
+/// exports a span when it ends, so the tool spans usually travel before
+/// their agent span):
+#[derive(Debug, Clone, Copy)]
+enum Enclosing<'a> {
+    /// The nearest agent ancestor, found in the message with every span
+    /// between.
+    Agent(&'a Span),
+    /// The walk left the message before it met an agent span: this is the
+    /// first ancestor the message does not hold, taken to be the agent
+    /// span (it is, for a tool span directly under its agent span, the
+    /// shape of the GenAI conventions; see docs/ingest.md for the shapes
+    /// this gets wrong).
+    Beyond(&'a [u8]),
+    /// The chain ends at the trace's root without an agent span.
+    None,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -265,16 +297,23 @@ impl Context<'_> {
         }
     }
 
-    fn tool_call(&self, agent: Option<&Span>) -> Map<String, Value> {
+    fn tool_call(&self, agent: Enclosing<'_>) -> Map<String, Value> {
         let mut e = self.common();
-        if let Some(agent) = agent {
-            let id = span_uuid(&agent.trace_id, &agent.span_id);
+        let agent_span_id = match agent {
+            Enclosing::Agent(agent) => {
+                let agent_attrs = Attributes { span: &agent.attributes, resource: self.attrs.resource };
+                if let Some((key, v)) = ["gen_ai.agent.id", "gen_ai.agent.name"].iter().find_map(|k| agent_attrs.text(k).map(|v| (*k, v))) {
+                    e.insert("agent_id".into(), json!(id_for(key, &v)));
+                }
+                Some(agent.span_id.as_slice())
+            }
+            Enclosing::Beyond(span_id) => Some(span_id),
+            Enclosing::None => None,
+        };
+        if let Some(agent_span_id) = agent_span_id {
+            let id = span_uuid(&self.span.trace_id, agent_span_id);
             e.insert("query_id".into(), json!(id));
             e.insert("agent_execution_id".into(), json!(id));
-            let agent_attrs = Attributes { span: &agent.attributes, resource: self.attrs.resource };
-            if let Some((key, v)) = ["gen_ai.agent.id", "gen_ai.agent.name"].iter().find_map(|k| agent_attrs.text(k).map(|v| (*k, v))) {
-                e.insert("agent_id".into(), json!(id_for(key, &v)));
-            }
         }
         if !e.contains_key("agent_id") {
             self.id_attribute(&mut e, "agent_id", &["gen_ai.agent.id", "gen_ai.agent.name"]);
@@ -313,11 +352,16 @@ impl Context<'_> {
             let day = DateTime::<Utc>::from_timestamp_millis(millis(self.span.start_time_unix_nano))?.date_naive();
             Some(json!(self.config.prices.cost(model.as_deref()?, day, count(&input), count(&output))?.to_string()))
         });
-        for (field, value) in [("input_tokens", input), ("output_tokens", output), ("cost_usd", cost)] {
+        for (field, value) in [("input_tokens", input), ("output_tokens", output)] {
             if let Some(v) = value {
                 e.insert(field.into(), v);
             }
         }
+        // Without a cost attribute or a price the cost is unknown, never 0.
+        match cost {
+            Some(v) => e.insert("cost_usd".into(), v),
+            None => e.insert("cost_known".into(), json!(false)),
+        };
         e.insert("duration_ms".into(), json!(duration_ms(self.span)));
         e.insert("status".into(), json!(if self.failed() { "failed" } else { "success" }));
         self.error(&mut e);
@@ -357,7 +401,7 @@ pub fn map_request(request: &ExportTraceServiceRequest, config: &MappingConfig, 
                         out.push(Mapped::Skipped(Skip::OtherOperation));
                         continue;
                     }
-                    Operation::Completion if agent.is_some_and(reports_usage) => {
+                    Operation::Completion if matches!(agent, Enclosing::Agent(a) if reports_usage(a)) => {
                         out.push(Mapped::Skipped(Skip::AccountedByAgent));
                         continue;
                     }
@@ -427,6 +471,86 @@ mod tests {
             status: Some(Status { code: StatusCode::Error as i32, message: "boom".into() }),
             ..Default::default()
         }
+    }
+
+    fn child(mut span: Span, id: u8, parent: Option<u8>, attributes: Vec<KeyValue>) -> Span {
+        span.span_id = vec![id; 8];
+        span.parent_span_id = parent.map(|p| vec![p; 8]).unwrap_or_default();
+        span.attributes = attributes;
+        span.status = None;
+        span
+    }
+
+    fn tenant() -> KeyValue {
+        kv("agentmeter.tenant_id", &Uuid::from_u128(1).to_string())
+    }
+
+    fn query_ids(mapped: &[Mapped]) -> Vec<(Uuid, Uuid)> {
+        mapped
+            .iter()
+            .filter_map(|m| match m {
+                Mapped::ToolCall(e) => Some((e.row.query_id, e.row.agent_execution_id)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_tool_call_finds_its_agent_span_in_another_message() {
+        let base = tool(&Uuid::from_u128(1).to_string());
+        let call = |id, parent| {
+            child(base.clone(), id, parent, vec![kv("gen_ai.operation.name", "execute_tool"), kv("gen_ai.tool.name", "t"), tenant()])
+        };
+        let agent = child(base.clone(), 7, None, vec![kv("gen_ai.operation.name", "invoke_agent"), tenant()]);
+        let chain = child(base.clone(), 5, Some(7), vec![kv("framework.step", "chain")]);
+        let agent_id = span_uuid(&base.trace_id, &[7; 8]);
+
+        // Agent, a tool under it, and a tool under a non-GenAI step: one message or three, same links.
+        let together = map_request(&request(vec![agent.clone(), chain.clone(), call(3, Some(7)), call(4, Some(5))]), &config(), Utc::now());
+        assert_eq!(query_ids(&together), [(agent_id, agent_id); 2]);
+        let tools_first = map_request(&request(vec![chain.clone(), call(3, Some(7)), call(4, Some(5))]), &config(), Utc::now());
+        assert_eq!(query_ids(&tools_first), [(agent_id, agent_id); 2]);
+        let Mapped::Execution(later) = &map_request(&request(vec![agent]), &config(), Utc::now())[0] else { panic!() };
+        assert_eq!(later.row.execution_id, agent_id, "the agent's execution id is what its tool calls carry");
+
+        // Only what the conventions cannot tell: the step alone in another message is taken for the agent.
+        let step_elsewhere = map_request(&request(vec![call(4, Some(5))]), &config(), Utc::now());
+        assert_eq!(query_ids(&step_elsewhere), [(span_uuid(&base.trace_id, &[5; 8]), span_uuid(&base.trace_id, &[5; 8]))]);
+        // A tool span at the root of its trace belongs to no agent run.
+        let root = map_request(&request(vec![call(3, None)]), &config(), Utc::now());
+        assert_eq!(query_ids(&root), [(Uuid::nil(), Uuid::nil())]);
+    }
+
+    #[test]
+    fn a_completion_without_a_price_has_an_unknown_cost() {
+        let base = tool(&Uuid::from_u128(1).to_string());
+        let tokens = KeyValue {
+            key: "gen_ai.usage.input_tokens".into(),
+            value: Some(AnyValue { value: Some(any_value::Value::IntValue(1000)) }),
+            ..Default::default()
+        };
+        let chat_tokens = |model: &str| {
+            child(
+                base.clone(),
+                3,
+                None,
+                vec![kv("gen_ai.operation.name", "chat"), kv("gen_ai.request.model", model), tenant(), tokens.clone()],
+            )
+        };
+        let mut priced = config();
+        priced.prices = PriceTable::parse(
+            "[[price]]\nmodel = \"m\"\neffective_from = \"2020-01-01\"\ninput_usd_per_token = \"0.000001\"\noutput_usd_per_token = \"0\"",
+        )
+        .unwrap();
+        let row = |mapped: Vec<Mapped>| match mapped.into_iter().next() {
+            Some(Mapped::Execution(e)) => (e.row.cost_usd, e.row.cost_known, String::from_utf8(e.json).unwrap()),
+            other => panic!("{other:?}"),
+        };
+        let (cost, known, json) = row(map_request(&request(vec![chat_tokens("other")]), &priced, Utc::now()));
+        assert_eq!((cost, known), (0, false));
+        assert!(json.contains(r#""cost_known":false"#) && !json.contains("cost_usd"), "{json}");
+        let (cost, known, _) = row(map_request(&request(vec![chat_tokens("m")]), &priced, Utc::now()));
+        assert_eq!((cost, known), (1000, true), "1000 tokens at 0.000001 = 0.001 USD = 1000 micro-dollars");
     }
 
     #[test]
