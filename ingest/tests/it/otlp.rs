@@ -4,10 +4,13 @@
 //! nested tool calls and a completion (current attribute names, protobuf),
 //! a second agent with the deprecated token names (OTLP/JSON), a standalone
 //! completion priced from the price table, a re-export of the first trace,
-//! a non-GenAI and an embeddings span, two spans that break the contract
-//! and a message that is not OTLP at all. Checked: the raw rows field by
-//! field, the rollups, the per-tool and per-query answers, the dead
-//! letters and the span counters.
+//! an agent run split over two messages (its tool spans first, the agent
+//! span, of a model without a price, later), a non-GenAI and an embeddings
+//! span, two spans that break the contract and a message that is not OTLP
+//! at all. Checked: the raw rows field by field, the rollups, the per-tool
+//! and per-query figures, unknown costs, the dead letters and the span
+//! counters. The API's answers over the same messages (analytics, query
+//! traces, cost) are checked in query-api's `otlp` test.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -127,6 +130,7 @@ struct ExecRow {
     output_tokens: u64,
     total_tokens: u64,
     cost: String,
+    cost_known: bool,
     duration_ms: Option<f64>,
     status: String,
 }
@@ -155,6 +159,18 @@ async fn dead_letters(f: &Fixture, count: usize, within: Duration) -> Vec<(HashM
     out
 }
 
+/// Executions with an unknown cost: `(raw rows, sum of the rollup's count)`.
+async fn unpriced(f: &Fixture) -> (u64, u64) {
+    f.ch.client()
+        .query(
+            "SELECT toUInt64(assumeNotNull((SELECT countIf(NOT cost_known) FROM agent_executions))), \
+             toUInt64(assumeNotNull((SELECT sum(unpriced_executions) FROM agent_executions_1m)))",
+        )
+        .fetch_one()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn genai_spans_from_the_sdk_become_rows_rollups_and_dead_letters() {
     let f = Fixture::new("otlp", 2).await;
@@ -181,15 +197,16 @@ async fn genai_spans_from_the_sdk_become_rows_rollups_and_dead_letters() {
     let (stop, metrics, worker) = spawn_worker(config);
 
     let expected = Totals {
-        calls: 4,
+        calls: 6,
         call_errors: 2,
-        executions: 3,
+        executions: 4,
         failed_executions: 0,
-        input_tokens: 1000 + 400 + 300,
-        output_tokens: 200 + 80 + 50,
-        // 0.0123 (span attribute) + 0.0018 (400 and 80 tokens priced) + 0.00125 (300 and 50 priced)
+        input_tokens: 1000 + 400 + 300 + 700,
+        output_tokens: 200 + 80 + 50 + 90,
+        // 0.0123 (span attribute) + 0.0018 (400 and 80 tokens priced) + 0.00125
+        // (300 and 50 priced); the researcher's model has no price: unknown, not 0.
         cost_usd: Decimal::from_str("0.01535").unwrap(),
-        messages: 3,
+        messages: 4,
     };
     wait_for_rows(&f.ch, &expected, Duration::from_secs(120)).await;
     let letters = dead_letters(&f, 3, Duration::from_secs(60)).await;
@@ -215,7 +232,7 @@ async fn genai_spans_from_the_sdk_become_rows_rollups_and_dead_letters() {
         .await
         .unwrap();
     let names: Vec<&str> = calls.iter().map(|c| c.tool_name.as_str()).collect();
-    assert_eq!(names, ["fetch_ticket", "lookup", "search_docs", "send_mail"]);
+    assert_eq!(names, ["fetch_ticket", "lookup", "search_docs", "send_mail", "summarize", "web_search"]);
     let support_bot = id_for("gen_ai.agent.id", "support-bot");
     let call = |name: &str| calls.iter().find(|c| c.tool_name == name).unwrap();
     for name in ["fetch_ticket", "search_docs", "send_mail"] {
@@ -238,12 +255,20 @@ async fn genai_spans_from_the_sdk_become_rows_rollups_and_dead_letters() {
     assert_eq!(l.tenant_id, tenant, "the span's tenant wins over the resource's");
     assert_eq!((l.query_id, l.organization_id, l.project_id), (g.id("planner"), org, Uuid::nil()));
     assert_eq!(l.agent_id, id_for("gen_ai.agent.name", "planner"));
+    // The split run: both tool calls carry the agent span's id although it
+    // came in the next message (one of them sits under a framework step).
+    for name in ["web_search", "summarize"] {
+        let c = call(name);
+        assert_eq!((c.query_id, c.agent_execution_id), (g.id("researcher"), g.id("researcher")), "{name}: linked across messages");
+        assert_eq!((c.tenant_id, c.project_id, c.agent_id), (tenant, project, Uuid::nil()), "{name}");
+    }
+    assert_eq!(call("web_search").server_name, "search-mcp");
 
     // Agent executions and the completion.
     let executions: Vec<ExecRow> = db
         .query(
             "SELECT event_id, execution_id, execution_kind, tenant_id, agent_id, conversation_id, user_id, model, \
-             input_tokens, output_tokens, total_tokens, toString(cost_usd) AS cost, duration_ms, status FROM agent_executions",
+             input_tokens, output_tokens, total_tokens, toString(cost_usd) AS cost, cost_known, duration_ms, status FROM agent_executions",
         )
         .fetch_all()
         .await
@@ -262,6 +287,11 @@ async fn genai_spans_from_the_sdk_become_rows_rollups_and_dead_letters() {
     );
     let c = exec("standalone_chat");
     assert_eq!((c.execution_kind.as_str(), c.input_tokens, c.output_tokens, c.cost.as_str()), ("ai_completion", 300, 50, "0.00125"));
+    assert!(a.cost_known && p.cost_known && c.cost_known, "priced or given costs are known");
+    let r = exec("researcher");
+    assert_eq!((r.execution_id, r.model.as_str(), r.input_tokens, r.output_tokens), (g.id("researcher"), "claude-unpriced", 700, 90));
+    assert_eq!((r.cost.as_str(), r.cost_known), ("0", false), "no price: the cost is unknown (stored as 0, never summed as a price)");
+    assert_eq!(unpriced(&f).await, (1, 1), "unpriced executions, raw and rollup");
     assert!(!executions.iter().any(|e| e.event_id == g.id("chat_in_agent")), "the agent's own completion is not counted twice");
 
     // Analytics answers from the rollups: per tool, and per query.
@@ -276,16 +306,23 @@ async fn genai_spans_from_the_sdk_become_rows_rollups_and_dead_letters() {
         .unwrap();
     assert_eq!(
         per_tool,
-        [("fetch_ticket".into(), 1, 1, 1), ("lookup".into(), 1, 0, 1), ("search_docs".into(), 1, 0, 1), ("send_mail".into(), 1, 1, 1)]
+        [
+            ("fetch_ticket".into(), 1, 1, 1),
+            ("lookup".into(), 1, 0, 1),
+            ("search_docs".into(), 1, 0, 1),
+            ("send_mail".into(), 1, 1, 1),
+            ("summarize".into(), 1, 0, 1),
+            ("web_search".into(), 1, 0, 1)
+        ]
     );
     let mut per_query: Vec<(String, u64)> = db
-        .query("SELECT toString(query_id), sum(tool_calls) FROM tool_call_queries_1h WHERE tenant_id = ? GROUP BY query_id")
+        .query("SELECT toString(query_id), toUInt64(sum(tool_calls)) FROM queries_1m WHERE tenant_id = ? GROUP BY query_id")
         .bind(tenant)
         .fetch_all()
         .await
         .unwrap();
     per_query.sort();
-    let mut want = vec![(g.id("agent_a").to_string(), 3), (g.id("planner").to_string(), 1)];
+    let mut want = vec![(g.id("agent_a").to_string(), 3), (g.id("planner").to_string(), 1), (g.id("researcher").to_string(), 2)];
     want.sort();
     assert_eq!(per_query, want, "tool calls per query (agent run)");
 
@@ -322,16 +359,16 @@ async fn genai_spans_from_the_sdk_become_rows_rollups_and_dead_letters() {
     assert_eq!(
         got,
         [
-            ("tool_call", 3 + 1 + 3),
-            ("agent_execution", 1 + 1 + 1),
+            ("tool_call", 3 + 1 + 3 + 2),
+            ("agent_execution", 1 + 1 + 1 + 1),
             ("ai_completion", 1),
             ("dead_lettered", 2),
-            ("skipped_not_genai", 1),
+            ("skipped_not_genai", 1 + 1),
             ("skipped_other_operation", 1),
             ("skipped_accounted_by_agent", 2),
         ]
     );
-    assert_eq!(metrics.events_consumed.with_label_values(&["otlp_span"]).get(), 4);
+    assert_eq!(metrics.events_consumed.with_label_values(&["otlp_span"]).get(), 6);
     assert_eq!(metrics.events_deduplicated.with_label_values(&["tool_call"]).get(), 3, "the re-exported tool calls");
     assert_eq!(metrics.events_deduplicated.with_label_values(&["agent_execution"]).get(), 1, "the re-exported agent run");
     f.drop_database().await;
@@ -392,6 +429,7 @@ async fn a_re_export_on_another_partition_read_by_a_second_worker_counts_once() 
     assert_eq!(raw_totals(&f.ch).await, expected, "raw tables");
     assert_eq!(rollup_totals(&f.ch).await, expected, "rollups");
     assert_no_duplicate_rows(&f.ch).await;
+    assert_eq!(unpriced(&f).await, (1, 1), "the standalone completion has no price here: unknown, once");
     for (name, m) in [("first", &metrics_a), ("second", &metrics_b)] {
         assert_eq!(m.events_consumed.with_label_values(&["otlp_span"]).get(), 1, "the {name} worker read one OTLP message");
     }

@@ -7,6 +7,9 @@ encoded by opentelemetry-exporter-otlp-proto-common's `encode_spans` into an
 `otlp_json` the OTLP/JSON form (camelCase, enums as integers, 64-bit
 integers as strings, trace and span ids as hex, as the Collector writes it).
 
+Message D is one agent run exported in two messages (tool spans first, the
+agent span later, with a model that has no price).
+
 Usage: make_spans.py TENANT OTHER_TENANT ORGANIZATION PROJECT CONVERSATION
 Prints one JSON object: {"messages": [{"label", "encoding", "payload_hex"}],
 "spans": {label: {"trace_id", "span_id"}}, "base_ms": ...}.
@@ -162,6 +165,35 @@ def main():
     # Message C: the Collector exports trace one again (a retry after a timeout).
     message_c = encode_spans(trace_one)
 
+    # Messages D1 (otlp_proto) and D2 (otlp_json): one agent run split over
+    # two exports, as a batching SDK sends it: the tool spans end first and
+    # travel without their agent span. One tool is directly under the agent,
+    # one under a framework step (not a GenAI span) that travels with it.
+    # The agent's model has no price and the span no cost: its cost is unknown.
+    tracer_d, exported_d = tracer_for({
+        "service.name": "research-agent", "agentmeter.tenant_id": tenant,
+        "agentmeter.organization_id": organization, "agentmeter.project_id": project,
+    })
+    researcher, researcher_end = span(tracer_d, "invoke_agent researcher", base + 40_000 * MS, 4000, {
+        "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "researcher",
+        "gen_ai.request.model": "claude-unpriced", "gen_ai.usage.input_tokens": 700, "gen_ai.usage.output_tokens": 90,
+    })
+    web_search = span(tracer_d, "execute_tool web_search", base + 40_200 * MS, 300, {
+        "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "web_search", "mcp.server.name": "search-mcp",
+    }, parent=researcher)
+    step, step_end = span(tracer_d, "graph.step summarize", base + 41_000 * MS, 1000, {"graph.node": "summarize"}, parent=researcher)
+    summarize = span(tracer_d, "execute_tool summarize", base + 41_100 * MS, 500, {
+        "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "summarize",
+    }, parent=step)
+    spans["researcher"] = ids(researcher)
+    spans["web_search"] = ids(web_search[0])
+    spans["summarize"] = ids(summarize[0])
+    finish([web_search, summarize, (step, step_end)])
+    message_d1 = encode_spans(exported_d.get_finished_spans())
+    exported_d.clear()
+    finish([(researcher, researcher_end)])
+    message_d2 = encode_spans(exported_d.get_finished_spans())
+
     out = {
         "base_ms": base // MS,
         "spans": spans,
@@ -169,6 +201,8 @@ def main():
             {"label": "a", "encoding": "otlp_proto", "payload_hex": message_a.SerializeToString().hex()},
             {"label": "b", "encoding": "otlp_json", "payload_hex": otlp_json(message_b).hex()},
             {"label": "c", "encoding": "otlp_proto", "payload_hex": message_c.SerializeToString().hex()},
+            {"label": "d1", "encoding": "otlp_proto", "payload_hex": message_d1.SerializeToString().hex()},
+            {"label": "d2", "encoding": "otlp_json", "payload_hex": otlp_json(message_d2).hex()},
             {"label": "broken", "encoding": "otlp_proto", "payload_hex": (b"\x0a\xff\xff\xff\x0fnot a protobuf").hex()},
         ],
     }

@@ -91,19 +91,25 @@ pub struct OrgTotals {
     pub total_tokens: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Micro-dollars of the executions whose cost is known.
     pub cost_usd: i128,
+    /// Executions whose cost is not known (`cost_known = false`).
+    pub unpriced_executions: u64,
+    pub executions: u64,
 }
 
 const AGG_ROLLUP_SQL: &str = "SELECT toUInt64(sum(messages)) AS messages, toUInt64(sum(total_tokens)) AS total_tokens,
         toUInt64(sum(input_tokens)) AS input_tokens, toUInt64(sum(output_tokens)) AS output_tokens,
-        toDecimal128(sum(cost_usd), 6) AS cost_usd
+        toDecimal128(sum(cost_usd), 6) AS cost_usd, toUInt64(sum(unpriced_executions)) AS unpriced_executions,
+        toUInt64(sum(executions)) AS executions
     FROM agent_executions_1m
     WHERE tenant_id = {t:UUID} AND organization_id = {o:UUID} AND billable
       AND minute >= toDateTime64({from_ms:Int64} / 1000, 3, 'UTC') AND minute < toDateTime64({to_ms:Int64} / 1000, 3, 'UTC')";
 
 const AGG_RAW_SQL: &str = "SELECT toUInt64(sum(messages_count)) AS messages, toUInt64(sum(total_tokens)) AS total_tokens,
         toUInt64(sum(input_tokens)) AS input_tokens, toUInt64(sum(output_tokens)) AS output_tokens,
-        toDecimal128(sum(cost_usd), 6) AS cost_usd
+        toDecimal128(sum(cost_usd), 6) AS cost_usd, toUInt64(countIf(NOT cost_known)) AS unpriced_executions,
+        toUInt64(count()) AS executions
     FROM agent_executions
     WHERE tenant_id = {t:UUID} AND organization_id = {o:UUID} AND billable
       AND occurred_at >= toDateTime64({from_ms:Int64} / 1000, 3, 'UTC') AND occurred_at < toDateTime64({to_ms:Int64} / 1000, 3, 'UTC')";

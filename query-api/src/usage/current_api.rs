@@ -219,8 +219,15 @@ pub struct OrgAggregate {
     tokens_count: u64,
     input_tokens_count: u64,
     output_tokens_count: u64,
-    /// Decimal as a string with 6 places, as the 3.3.1 spec shows.
-    cost_usd: String,
+    /// Decimal as a string with 6 places, as the 3.3.1 spec shows: the
+    /// exact sum of the costs that are known. `null` when every execution of
+    /// the period has an unknown cost (OpenTelemetry spans of a model
+    /// without a price); a partial sum when only some have one.
+    #[schema(value_type = Option<String>)]
+    cost_usd: Option<String>,
+    /// Billable executions of the period whose cost is not known, left out
+    /// of `cost_usd` (0: `cost_usd` is complete).
+    unpriced_executions: u64,
 }
 
 /// `period_start` / `period_end`: an instant as `calendar` accepts it.
@@ -287,7 +294,9 @@ pub async fn org_aggregate(
         tokens_count: row.total_tokens,
         input_tokens_count: row.input_tokens,
         output_tokens_count: row.output_tokens,
-        cost_usd: Metric::CostUsd.decimal(row.cost_usd).to_string(),
+        cost_usd: (row.unpriced_executions == 0 || row.unpriced_executions < row.executions)
+            .then(|| Metric::CostUsd.decimal(row.cost_usd).to_string()),
+        unpriced_executions: row.unpriced_executions,
     };
     Ok(exact_json(StatusCode::OK, HeaderMap::new(), &body))
 }

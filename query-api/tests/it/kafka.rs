@@ -44,12 +44,25 @@ impl Pipeline {
     /// overrides the worker's batch size (small batches make usage arrive a
     /// few events at a time).
     pub async fn start_run(what: &str, db_name: &str, run: &str, max_batch_rows: Option<usize>) -> Pipeline {
+        Self::start_with(what, db_name, run, max_batch_rows, None).await
+    }
+
+    /// A pipeline whose worker also reads an OTLP spans topic (see
+    /// [`Pipeline::produce_otlp`]), with `price_table` (TOML) if given.
+    pub async fn start_otlp(what: &str, db_name: &str, price_table: Option<&str>) -> Pipeline {
+        Self::start_with(what, db_name, &Uuid::new_v4().simple().to_string(), None, Some(price_table)).await
+    }
+
+    async fn start_with(what: &str, db_name: &str, run: &str, max_batch_rows: Option<usize>, otlp: Option<Option<&str>>) -> Pipeline {
         use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
         use rdkafka::client::DefaultClientContext;
         use rdkafka::config::ClientConfig;
         let brokers = brokers();
         let topic = |kind: &str| format!("test.{what}_{}.{kind}", &run[..12]);
-        let topics = vec![topic("tool-calls"), topic("agent-executions"), topic("dead-letter")];
+        let mut topics = vec![topic("tool-calls"), topic("agent-executions"), topic("dead-letter")];
+        if otlp.is_some() {
+            topics.push(topic("otlp-spans"));
+        }
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
         let new_topics: Vec<NewTopic> = topics.iter().map(|t| NewTopic::new(t, 2, TopicReplication::Fixed(1))).collect();
         for r in admin.create_topics(&new_topics, &AdminOptions::new()).await.unwrap() {
@@ -63,6 +76,16 @@ impl Pipeline {
         config.agent_executions_topic = topics[1].clone();
         config.dead_letter_topic = topics[2].clone();
         config.kafka_session_timeout_ms = 6000;
+        // Without OTLP, no spans topic at all (the default is the shared one).
+        config.otlp_spans_topic = String::new();
+        if let Some(prices) = otlp {
+            config.otlp_spans_topic = topics[3].clone();
+            config.otlp_price_table = prices.map(|toml| {
+                let path = std::env::temp_dir().join(format!("agentmeter-prices-{what}-{run}.toml"));
+                std::fs::write(&path, toml).unwrap();
+                path
+            });
+        }
         if let Some(rows) = max_batch_rows {
             config.max_batch_rows = rows;
         }
@@ -90,6 +113,18 @@ impl Pipeline {
         });
         for r in futures::future::join_all(sends).await {
             r.map_err(|(e, _)| e).expect("produced");
+        }
+    }
+
+    /// Produces OTLP messages, in order, to partition 0 of the spans topic.
+    pub async fn produce_otlp(&self, payloads: &[Vec<u8>]) {
+        let topic = self.topics.get(3).expect("a pipeline started with start_otlp");
+        for payload in payloads {
+            self.producer
+                .send(rdkafka::producer::FutureRecord::<[u8], [u8]>::to(topic).partition(0).payload(payload), Duration::from_secs(30))
+                .await
+                .map_err(|(e, _)| e)
+                .expect("produced");
         }
     }
 

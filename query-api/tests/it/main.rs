@@ -8,6 +8,7 @@ mod consume;
 mod dashboards;
 mod kafka;
 mod openapi_doc;
+mod otlp;
 mod project_users;
 mod query_logs;
 mod replicas;

@@ -35,11 +35,13 @@ pub enum Metric {
     LatencyP99,
     Tokens,
     CostUsd,
+    /// Executions whose cost is not known (migration 0010).
+    UnpricedExecutions,
     Messages,
 }
 
-pub const METRIC_NAMES: &str =
-    "tool_calls, queries, errors, error_rate, latency_avg, latency_p50, latency_p95, latency_p99, tokens, cost_usd, messages";
+pub const METRIC_NAMES: &str = "tool_calls, queries, errors, error_rate, latency_avg, latency_p50, latency_p95, latency_p99, tokens, cost_usd, \
+     unpriced_executions, messages";
 
 impl Metric {
     pub fn parse(s: &str) -> Option<Self> {
@@ -54,6 +56,7 @@ impl Metric {
             "latency_p99" => Self::LatencyP99,
             "tokens" => Self::Tokens,
             "cost_usd" => Self::CostUsd,
+            "unpriced_executions" => Self::UnpricedExecutions,
             "messages" => Self::Messages,
             _ => return None,
         })
@@ -61,12 +64,13 @@ impl Metric {
 
     pub fn table(self) -> Table {
         match self {
-            Self::Tokens | Self::CostUsd | Self::Messages => Table::Executions,
+            Self::Tokens | Self::CostUsd | Self::UnpricedExecutions | Self::Messages => Table::Executions,
             _ => Table::ToolCalls,
         }
     }
 
-    /// Counts are zero in an empty bucket; ratios and latencies are null.
+    /// Counts are zero in an empty bucket; ratios and latencies are null
+    /// (and a cost whose every execution is unpriced, see [`Metric::value_sql`]).
     pub fn zero_filled(self) -> bool {
         !matches!(self, Self::ErrorRate | Self::LatencyAvg | Self::LatencyP50 | Self::LatencyP95 | Self::LatencyP99)
     }
@@ -82,7 +86,10 @@ impl Metric {
             Self::LatencyP95 => "toFloat64(quantilesTDigestMerge(0.5, 0.95, 0.99)(latency_digest)[2])",
             Self::LatencyP99 => "toFloat64(quantilesTDigestMerge(0.5, 0.95, 0.99)(latency_digest)[3])",
             Self::Tokens => "toFloat64(sum(total_tokens))",
-            Self::CostUsd => "toFloat64(sum(cost_usd))",
+            // The exact sum of the known costs; unknown (null) when every
+            // execution of the bucket has an unknown cost.
+            Self::CostUsd => "if(sum(unpriced_executions) > 0 AND sum(unpriced_executions) = sum(executions), nan, toFloat64(sum(cost_usd)))",
+            Self::UnpricedExecutions => "toFloat64(sum(unpriced_executions))",
             Self::Messages => "toFloat64(sum(messages))",
         }
     }
@@ -92,6 +99,7 @@ impl Metric {
     fn rank_sql(self) -> &'static str {
         match self {
             Self::ErrorRate | Self::LatencyAvg | Self::LatencyP50 | Self::LatencyP95 | Self::LatencyP99 => "toFloat64(sum(calls))",
+            Self::CostUsd => "toFloat64(sum(cost_usd))",
             m => m.value_sql(),
         }
     }
