@@ -95,7 +95,7 @@ pub async fn ready(State(db): State<Db>, State(store): State<SharedStore>) -> Re
     match check {
         Ok(Ok(versions)) => {
             let current = versions.iter().copied().max().unwrap_or(0);
-            let all_applied = (1..=expected).all(|v| versions.contains(&v));
+            let all_applied = agentmeter_schema::migrations::all().iter().all(|m| versions.contains(&m.version()));
             if all_applied {
                 Json(Readiness {
                     status: "ready",

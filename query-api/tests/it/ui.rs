@@ -161,6 +161,7 @@ fn execution(tenant: Uuid, org: Uuid, at: DateTime<Utc>, messages: u32, input: u
         output_tokens: output,
         total_tokens: input + output,
         cost_usd: cost_micros,
+        cost_known: true,
         messages_count: messages,
         duration_ms: Some(10.0),
         status: "success".into(),

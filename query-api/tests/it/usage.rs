@@ -172,6 +172,7 @@ impl Exec {
             output_tokens: self.output,
             total_tokens: self.input + self.output,
             cost_usd: self.cost_micros,
+            cost_known: true,
             messages_count: self.messages,
             duration_ms: Some(10.0),
             status: "success".into(),

@@ -40,7 +40,8 @@ pub enum Metric {
     Messages,
 }
 
-pub const METRIC_NAMES: &str = "tool_calls, queries, errors, error_rate, latency_avg, latency_p50, latency_p95, latency_p99, tokens, cost_usd, \
+pub const METRIC_NAMES: &str =
+    "tool_calls, queries, errors, error_rate, latency_avg, latency_p50, latency_p95, latency_p99, tokens, cost_usd, \
      unpriced_executions, messages";
 
 impl Metric {
@@ -88,7 +89,9 @@ impl Metric {
             Self::Tokens => "toFloat64(sum(total_tokens))",
             // The exact sum of the known costs; unknown (null) when every
             // execution of the bucket has an unknown cost.
-            Self::CostUsd => "if(sum(unpriced_executions) > 0 AND sum(unpriced_executions) = sum(executions), nan, toFloat64(sum(cost_usd)))",
+            Self::CostUsd => {
+                "if(sum(unpriced_executions) > 0 AND sum(unpriced_executions) = sum(executions), nan, toFloat64(sum(cost_usd)))"
+            }
             Self::UnpricedExecutions => "toFloat64(sum(unpriced_executions))",
             Self::Messages => "toFloat64(sum(messages))",
         }

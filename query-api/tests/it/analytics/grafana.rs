@@ -119,6 +119,7 @@ async fn timeseries_metrics_group_by_and_formats() {
         output_tokens: tokens - tokens / 2,
         total_tokens: tokens,
         cost_usd: micros,
+        cost_known: true,
         messages_count: 1,
         duration_ms: Some(100.0),
         status: "success".into(),
