@@ -223,7 +223,7 @@ pub struct OrgAggregate {
     /// exact sum of the costs that are known. `null` when every execution of
     /// the period has an unknown cost (OpenTelemetry spans of a model
     /// without a price); a partial sum when only some have one.
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, required = true)]
     cost_usd: Option<String>,
     /// Billable executions of the period whose cost is not known, left out
     /// of `cost_usd` (0: `cost_usd` is complete).
