@@ -91,7 +91,8 @@ pub struct Config {
 
     /// TOML price table (model -> input/output USD per token, effective from
     /// a date) that prices OTLP spans without an `agentmeter.cost_usd`
-    /// attribute; without a price the cost is not computed.
+    /// attribute; without a price the cost is unknown (stored with
+    /// cost_known = false, left out of cost sums), never 0 or a guess.
     #[arg(long, env = "AGENTMETER_OTLP_PRICE_TABLE")]
     pub otlp_price_table: Option<PathBuf>,
 

@@ -14,7 +14,8 @@
 //!
 //! Prices are decimals (strings, never floats); the cost is rounded to the
 //! 6 places of `cost_usd`, half away from zero. A model without a price on
-//! the span's date gets no computed cost: never a guess.
+//! the span's date gets no computed cost: never a guess (its event says
+//! `cost_known: false`, see `mapping.rs`).
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -177,8 +177,12 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
                 format!("{:.0}", r.rows_per_s),
                 format!("{:.2}", r.seconds),
                 format!(
-                    "{} traces in {} messages, peak RSS {:.1} MB; JSON (c): {ingest_rate:.0} events/s",
-                    r.traces, r.messages, r.peak_rss_mib
+                    "{} traces in {} messages, {:.1} CPU s / 100k spans, peak RSS {:.1} MB; rows/s = {:.2} x JSON (c) {ingest_rate:.0} events/s",
+                    r.traces,
+                    r.messages,
+                    r.cpu_s / (r.traces * otlp::SPANS_PER_TRACE) as f64 * 100_000.0,
+                    r.peak_rss_mib,
+                    r.rows_per_s / ingest_rate
                 ),
             ],
         ]);
@@ -233,6 +237,9 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
             "spans_per_s": round(r.spans_per_s, 0), "rows_per_s": round(r.rows_per_s, 0), "seconds": round(r.seconds, 3),
             "rows_per_s_vs_json_events_per_s": round(r.rows_per_s / ingest_rate, 3),
             "worker_peak_rss_mib": round(r.peak_rss_mib, 1), "exact_rows": r.exact,
+            "worker_cpu_seconds": round(r.cpu_s, 2),
+            "worker_cpu_seconds_per_100k_spans": round(r.cpu_s / (r.traces * otlp::SPANS_PER_TRACE) as f64 * 100_000.0, 3),
+            "rows_per_s_vs_json_ceiling": round(r.rows_per_s / ceiling, 3),
         })),
         "ceiling": {"events_per_s": round(ceiling, 0), "limited_by": limited_by},
         "ratio": round(ratio, 4),
@@ -261,6 +268,7 @@ struct OtlpRun {
     spans_per_s: f64,
     rows_per_s: f64,
     peak_rss_mib: f64,
+    cpu_s: f64,
     exact: bool,
 }
 
@@ -305,6 +313,7 @@ async fn run_otlp(common: &Common, o: &Opts, run_id: &str, timeout: Duration) ->
         spans_per_s: (produced.traces * otlp::SPANS_PER_TRACE) as f64 / worker.seconds,
         rows_per_s: rows as f64 / worker.seconds,
         peak_rss_mib: worker.peak_rss_kib as f64 / 1024.0,
+        cpu_s: worker.cpu_s,
         exact: exact == (calls, executions, calls, executions),
     })
 }
