@@ -30,7 +30,9 @@ use clickhouse::Client;
 
 /// One schema change.
 pub trait Migration: Send + Sync {
-    /// Position in the sequence, starting at 1, without gaps.
+    /// Position in the sequence, starting at 1, increasing. Numbers are
+    /// handed out before changes land, so a number may be missing until the
+    /// change that holds it lands; [`all`] lists what this code applies.
     fn version(&self) -> u32;
     /// Short snake_case description.
     fn name(&self) -> &'static str;
@@ -225,10 +227,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn versions_are_dense_and_ordered() {
+    fn versions_start_at_one_and_increase() {
         let versions: Vec<u32> = all().iter().map(|m| m.version()).collect();
-        let expected: Vec<u32> = (1..=versions.len() as u32).collect();
-        assert_eq!(versions, expected);
+        assert_eq!(versions.first(), Some(&1));
+        assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
     }
 
     #[test]

@@ -62,7 +62,7 @@ async fn migrate_twice_creates_every_table_once() {
         assert!(names.contains(&table), "{table} missing from {names:?}");
     }
     let applied = migrations::applied_versions(&ch.client()).await.unwrap();
-    assert_eq!(applied, (1..=migrations::latest_version()).collect::<Vec<_>>());
+    assert_eq!(applied, migrations::all().iter().map(|m| m.version()).collect::<Vec<_>>());
     drop_db(&ch).await;
 }
 
