@@ -1,5 +1,6 @@
 //! The `plan_limits` table: an append-only log of limit versions (the
-//! latest row of a limit wins; a tombstone row deletes it).
+//! latest row of a limit wins; a tombstone row deletes it), and the
+//! fingerprint of every table limits are built from (with `plans`).
 
 use chrono::{DateTime, Utc};
 use clickhouse::Row;
@@ -66,29 +67,40 @@ pub async fn load_one(db: &Db, tenant: Uuid, limit_id: Uuid) -> Result<Option<Li
     Ok(rows.into_iter().next())
 }
 
-/// A cheap fingerprint of the `plan_limits` table, read by every usage
-/// refresh (250 ms by default), so that a limit written through any API
-/// replica is enforced by every replica within one refresh interval rather
-/// than at the next full reconcile. Works with or without Valkey: the table
-/// is the only source of truth for limits.
+/// A cheap fingerprint of the `plan_limits`, `plans` and `plan_assignments`
+/// tables, read by every usage refresh (250 ms by default), so that a limit,
+/// a plan or an assignment written through any API replica is enforced by
+/// every replica within one refresh interval rather than at the next full
+/// reconcile. Works with or without Valkey: the tables are the only source
+/// of truth for limits.
 ///
-/// Every write appends a row (a new `version`, a fresh `updated_at`), so the
-/// row count, the newest `updated_at` and the sum of versions change with
-/// every write. Background merges of the `ReplacingMergeTree` only drop
-/// superseded rows: they may change the fingerprint without a write (a
+/// Every write appends a row (a new `version`, a fresh `updated_at`), so,
+/// per table, the row count, the newest `updated_at` and the sum of versions
+/// change with every write. Background merges of a `ReplacingMergeTree` only
+/// drop superseded rows: they may change the fingerprint without a write (a
 /// harmless extra reload), never hide a write, since the write's own row
-/// raises `updated_at` and the sum of versions of the limit it supersedes.
-/// Equal fingerprints mean the same set of limit rows.
+/// raises `updated_at` and the sum of versions of the key it supersedes.
+/// Equal fingerprints mean the same set of rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Row, Deserialize)]
 pub struct LimitsVersion {
     rows: u64,
     newest_ms: i64,
     versions: u64,
+    plan_rows: u64,
+    plan_newest_ms: i64,
+    plan_versions: u64,
+    assignment_rows: u64,
+    assignment_newest_ms: i64,
+    assignment_versions: u64,
 }
 
-const VERSION_SQL: &str = "SELECT count() AS rows, toInt64(toUnixTimestamp64Milli(max(updated_at))) AS newest_ms,
-        toUInt64(sum(version)) AS versions
-    FROM plan_limits";
+const VERSION_SQL: &str = "SELECT l.1 AS rows, l.2 AS newest_ms, l.3 AS versions,
+        p.1 AS plan_rows, p.2 AS plan_newest_ms, p.3 AS plan_versions,
+        a.1 AS assignment_rows, a.2 AS assignment_newest_ms, a.3 AS assignment_versions
+    FROM
+        (SELECT (count(), toInt64(toUnixTimestamp64Milli(max(updated_at))), toUInt64(sum(version))) AS l FROM plan_limits) AS tl,
+        (SELECT (count(), toInt64(toUnixTimestamp64Milli(max(updated_at))), toUInt64(sum(version))) AS p FROM plans) AS tp,
+        (SELECT (count(), toInt64(toUnixTimestamp64Milli(max(updated_at))), toUInt64(sum(version))) AS a FROM plan_assignments) AS ta";
 
 /// Reads the [`LimitsVersion`] (one aggregate over a small table), for the
 /// refresher on its own client.

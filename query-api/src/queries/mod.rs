@@ -5,6 +5,7 @@
 //! * [`usage_counters`]: what the usage refresher reads (minute rollups,
 //!   executions seen) and the organization usage aggregate.
 //! * [`limits`]: the `plan_limits` table.
+//! * [`plans`]: the `plans` and `plan_assignments` tables.
 //! * [`health`]: the store's liveness probe.
 //! * [`query_logs`]: query logs, query details and traces, from
 //!   `query_events` and `query_texts`.
@@ -23,6 +24,7 @@ pub mod analytics;
 pub mod conditions;
 pub mod health;
 pub mod limits;
+pub mod plans;
 pub mod project_users;
 pub mod query_logs;
 pub mod sql;

@@ -82,6 +82,8 @@ fn uuid_field(loc: &[&str], v: Option<&str>, required: bool, errs: &mut Vec<Fiel
 pub struct LimitCheckView {
     pub limit_id: Uuid,
     pub version: u64,
+    /// The plan the limit comes from; `null`: a limit of its own.
+    pub plan_id: Option<Uuid>,
     pub subject: &'static str,
     pub organization_id: Option<Uuid>,
     pub user_id: Option<Uuid>,
@@ -102,6 +104,7 @@ impl LimitCheckView {
         Self {
             limit_id: c.limit.limit_id,
             version: c.limit.version,
+            plan_id: c.limit.plan_id,
             subject: c.limit.subject.kind(),
             organization_id,
             user_id,
@@ -134,6 +137,9 @@ pub struct CheckView {
     pub remaining: Amount,
     pub requested: Amount,
     pub error: Option<String>,
+    /// The plan the organization is on (`null`: none).
+    pub plan_id: Option<Uuid>,
+    pub plan_name: Option<String>,
     pub usage_type: &'static str,
     pub period_start: Option<DateTime<Utc>>,
     pub resets_at: Option<DateTime<Utc>>,
@@ -158,6 +164,8 @@ pub(crate) fn view(state: &UsageApiState, tenant: Uuid, req: &CheckRequest, out:
         amount: Amount::of(m, h.units),
         expires_at: h.expires_at,
     });
+    let plan = req.organization_id.and_then(|o| state.usage.plan_of(tenant, o));
+    let (plan_id, plan_name) = (plan.as_ref().map(|p| p.plan_id), plan.map(|p| p.name.clone()));
     match out.checks.first() {
         Some(d) => CheckView {
             allowed: out.allowed,
@@ -166,6 +174,8 @@ pub(crate) fn view(state: &UsageApiState, tenant: Uuid, req: &CheckRequest, out:
             remaining: Amount::of(m, d.remaining),
             requested: Amount::of(m, req.units),
             error: (!out.allowed).then(|| format!("Usage limit exceeded: {} {} limit", d.limit.subject.kind(), m.as_str())),
+            plan_id,
+            plan_name,
             usage_type: m.as_str(),
             period_start: Some(d.window.start),
             resets_at: Some(d.resets_at),
@@ -188,6 +198,8 @@ pub(crate) fn view(state: &UsageApiState, tenant: Uuid, req: &CheckRequest, out:
                 remaining: Amount::Unlimited,
                 requested: Amount::of(m, req.units),
                 error: None,
+                plan_id,
+                plan_name,
                 usage_type: m.as_str(),
                 period_start: Some(w.start),
                 resets_at: None,

@@ -142,11 +142,12 @@ async fn current_view(state: &UsageApiState, tenant: Uuid, org: Uuid, user: Opti
     let now = msgs.now;
     let period: Window = msgs.checks.first().or(cost.checks.first()).map(|c| c.window).unwrap_or_else(|| utc_month(now));
     let t = state.usage.usage(request_subject(tenant, Some(org), user), &period, now);
+    let plan = state.usage.plan_of(tenant, org);
     Ok(CurrentView {
         period_start: period.start,
         period_end: period.end,
-        plan_name: None,
-        plan_id: None,
+        plan_name: plan.as_ref().map(|p| p.name.clone()),
+        plan_id: plan.map(|p| p.plan_id),
         organization_id: org,
         user_id: user,
         usage: UsageObject {

@@ -263,6 +263,38 @@ impl UsageState {
             self.limits_generation.fetch_add(1, Ordering::AcqRel);
             l.upsert(tenant, limit_id, limit);
         }
+        self.announce(tenant);
+    }
+
+    /// Installs one plan written through the API: every organization on it
+    /// moves to its new limits at once. Announced like a limit write.
+    pub(crate) fn put_plan(&self, plan: super::plans::Plan) {
+        let tenant = plan.tenant_id;
+        {
+            let mut l = self.limits.write().unwrap_or_else(|e| e.into_inner());
+            self.limits_generation.fetch_add(1, Ordering::AcqRel);
+            l.upsert_plan(plan);
+        }
+        self.announce(tenant);
+    }
+
+    /// Installs one assignment written through the API (`None`: no plan).
+    pub(crate) fn put_assignment(&self, tenant: Uuid, org: Uuid, plan_id: Option<Uuid>) {
+        {
+            let mut l = self.limits.write().unwrap_or_else(|e| e.into_inner());
+            self.limits_generation.fetch_add(1, Ordering::AcqRel);
+            l.assign(tenant, org, plan_id);
+        }
+        self.announce(tenant);
+    }
+
+    /// The plan an organization is on, as this replica knows it.
+    pub fn plan_of(&self, tenant: Uuid, org: Uuid) -> Option<Arc<super::plans::Plan>> {
+        self.limits.read().unwrap_or_else(|e| e.into_inner()).plan_of(tenant, org)
+    }
+
+    /// Tells the other replicas (Valkey pub/sub) that limits changed.
+    fn announce(&self, tenant: Uuid) {
         if let Some(shared) = &self.shared {
             let valkey = shared.valkey.clone();
             tokio::spawn(async move {

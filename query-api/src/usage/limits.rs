@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -24,7 +25,9 @@ use uuid::Uuid;
 
 use super::counters::SubjectKey;
 use super::period::{weekday_from_iso, PeriodSpec, MAX_ROLLING_HOURS};
+use super::plans::Plan;
 use crate::queries::limits::LimitRow;
+use crate::queries::plans::{AssignmentRow, PlanRow};
 
 /// What a limit counts. Only billable agent executions count, except
 /// `tool_calls`, which counts every tool call.
@@ -145,6 +148,9 @@ pub struct Limit {
     pub soft_threshold: Option<f64>,
     pub updated_at: DateTime<Utc>,
     pub updated_by: String,
+    /// The plan this limit comes from (`None`: a limit of its own, written
+    /// through `/v1/limits`).
+    pub plan_id: Option<Uuid>,
 }
 
 /// One reason a limit definition was rejected (becomes a 422 item).
@@ -335,6 +341,7 @@ impl LimitInput {
                 soft_threshold: self.soft_threshold,
                 updated_at: Utc::now(),
                 updated_by: updated_by.to_owned(),
+                plan_id: None,
             }),
             _ => Err(issues),
         }
@@ -426,6 +433,9 @@ pub struct LimitView {
     pub soft_threshold: Option<f64>,
     pub updated_at: DateTime<Utc>,
     pub updated_by: String,
+    /// The plan the limit comes from (its organization is on that plan);
+    /// `null`: a limit of its own.
+    pub plan_id: Option<Uuid>,
 }
 
 impl From<&Limit> for LimitView {
@@ -451,11 +461,12 @@ impl From<&Limit> for LimitView {
             soft_threshold: l.soft_threshold,
             updated_at: l.updated_at,
             updated_by: l.updated_by.clone(),
+            plan_id: l.plan_id,
         }
     }
 }
 
-fn period_fields(p: &PeriodSpec) -> (&'static str, Option<Tz>, Option<u32>, Option<u32>) {
+pub(crate) fn period_fields(p: &PeriodSpec) -> (&'static str, Option<Tz>, Option<u32>, Option<u32>) {
     match *p {
         PeriodSpec::Day { tz } => ("day", Some(tz), None, None),
         PeriodSpec::Week { tz, anchor } => ("week", Some(tz), Some(anchor.number_from_monday()), None),
@@ -526,14 +537,21 @@ impl LimitRow {
             soft_threshold: self.soft_threshold,
             updated_at: self.updated_at,
             updated_by: self.updated_by.clone(),
+            plan_id: None,
         })
     }
 }
 
-/// The current limits of every tenant, in memory, for the check path.
+/// The current limits of every tenant, in memory, for the check path: the
+/// limits of their own, and the plans with the organizations on them (whose
+/// limits are derived from the plan's templates when asked for).
 #[derive(Debug, Default)]
 pub struct LimitSet {
     by_tenant: HashMap<Uuid, Vec<Limit>>,
+    /// `(tenant, plan_id)` → plan.
+    plans: HashMap<(Uuid, Uuid), Arc<Plan>>,
+    /// `(tenant, organization_id)` → the plan the organization is on.
+    assignments: HashMap<(Uuid, Uuid), Uuid>,
 }
 
 impl LimitSet {
@@ -550,6 +568,17 @@ impl LimitSet {
         s
     }
 
+    /// Adds the plans and the assignments (nil plan id: on no plan).
+    pub fn with_plans(mut self, plans: &[PlanRow], assignments: &[AssignmentRow]) -> LimitSet {
+        for p in plans.iter().filter_map(Plan::from_row) {
+            self.plans.insert((p.tenant_id, p.plan_id), Arc::new(p));
+        }
+        for a in assignments.iter().filter(|a| !a.plan_id.is_nil()) {
+            self.assignments.insert((a.tenant_id, a.organization_id), a.plan_id);
+        }
+        self
+    }
+
     /// Replaces (or removes, with `None`) one limit.
     pub fn upsert(&mut self, tenant: Uuid, limit_id: Uuid, limit: Option<Limit>) {
         let v = self.by_tenant.entry(tenant).or_default();
@@ -560,14 +589,35 @@ impl LimitSet {
         }
     }
 
+    /// Replaces one plan (every organization on it follows).
+    pub fn upsert_plan(&mut self, plan: Plan) {
+        self.plans.insert((plan.tenant_id, plan.plan_id), Arc::new(plan));
+    }
+
+    /// Puts an organization on a plan (`None`: on no plan).
+    pub fn assign(&mut self, tenant: Uuid, org: Uuid, plan_id: Option<Uuid>) {
+        match plan_id {
+            Some(p) => self.assignments.insert((tenant, org), p),
+            None => self.assignments.remove(&(tenant, org)),
+        };
+    }
+
+    /// The plan an organization is on, if any.
+    pub fn plan_of(&self, tenant: Uuid, org: Uuid) -> Option<Arc<Plan>> {
+        let plan_id = self.assignments.get(&(tenant, org))?;
+        self.plans.get(&(tenant, *plan_id)).cloned()
+    }
+
+    /// The limits of a tenant's own (not those derived from plans).
     pub fn tenant(&self, tenant: Uuid) -> &[Limit] {
         self.by_tenant.get(&tenant).map(Vec::as_slice).unwrap_or(&[])
     }
 
     /// Limits on `metric` that apply to a call by `user` in `org`: the
-    /// tenant's, the organization's and the user's.
+    /// tenant's, the organization's (its own and its plan's) and the user's.
     pub fn applicable(&self, tenant: Uuid, metric: Metric, org: Option<Uuid>, user: Option<Uuid>) -> Vec<Limit> {
-        self.tenant(tenant)
+        let mut out: Vec<Limit> = self
+            .tenant(tenant)
             .iter()
             .filter(|l| l.metric == metric)
             .filter(|l| match l.subject {
@@ -576,7 +626,13 @@ impl LimitSet {
                 Subject::User { organization_id, user_id } => Some(organization_id) == org && Some(user_id) == user,
             })
             .cloned()
-            .collect()
+            .collect();
+        if let Some(org) = org {
+            if let Some(plan) = self.plan_of(tenant, org) {
+                out.extend(plan.limits_for(org, metric));
+            }
+        }
+        out
     }
 }
 

@@ -1,13 +1,15 @@
-//! The limits loop: a cheap fingerprint of the `plan_limits` table, read
+//! The limits loop: a cheap fingerprint of the `plan_limits`, `plans` and
+//! `plan_assignments` tables, read
 //! every usage refresh interval (250 ms by default) by a loop of its own, and
 //! the limits reloaded when it moved (and in full every reconcile interval),
 //! so that a limit written through any API replica is enforced by every
 //! replica within one interval, whatever the rollup reads cost. Works with
-//! or without Valkey: the table is the only source of truth for limits. This
+//! or without Valkey: the tables are the only source of truth for limits
+//! (a plan change or an assignment travels the same way as a limit). This
 //! loop is the only one that loads limits, so no older read can overwrite a
 //! newer one (writes through this replica are installed at once and guarded
 //! by the generation counter of [`UsageState`]). With Valkey, a replica that
-//! writes a limit also announces it on [`CHANNEL`], and the others start
+//! writes a limit, a plan or an assignment also announces it on [`CHANNEL`], and the others start
 //! their next round at once.
 //!
 //! The fingerprint and the statements are in `queries::limits`.
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 use super::engine::UsageState;
 use super::limits::LimitSet;
 use crate::queries::limits::{load_all, version};
+use crate::queries::plans;
 
 /// The Valkey channel on which a replica announces a limit write (the
 /// message is the tenant id); receivers reload at once instead of at their
@@ -33,9 +36,11 @@ pub async fn reload(state: &UsageState, force: bool) -> clickhouse::error::Resul
     if force || known != Some(version) {
         let generation = state.limits_generation.load(Ordering::Acquire);
         let rows = load_all(&state.db).await?;
+        let (plans, assignments) = plans::load_all(&state.db).await?;
+        let set = LimitSet::from_rows(&rows).with_plans(&plans, &assignments);
         // Not installed (a write through this replica raced the read): the
         // fingerprint stays unknown, so the next round reads again.
-        if state.install_limits(LimitSet::from_rows(&rows), generation) {
+        if state.install_limits(set, generation) {
             *state.limits_version.lock().unwrap_or_else(|e| e.into_inner()) = Some(version);
         }
     }

@@ -4,6 +4,8 @@
 //!
 //! * [`period`]: calendar and rolling periods (DST-correct, pure).
 //! * [`limits`]: the limit model, validation and `plan_limits` storage.
+//! * [`plans`]: plans (named sets of limit templates) and their
+//!   assignment to organizations.
 //! * [`counters`]: per-minute usage buckets per subject, in memory.
 //! * [`refresh`]: keeps the counters equal to the ClickHouse rollups.
 //! * [`reservations`]: budget held by `reserve=true` checks, in process.
@@ -14,9 +16,9 @@
 //! * [`json`]: exact money in JSON, RateLimit headers.
 //! * [`recorder`]: the Kafka producer of usage the API records itself;
 //!   [`replays`]: the answers of recorded usage, for retries.
-//! * [`limits_api`], [`check_api`], [`consume_api`], [`current_api`],
-//!   [`history_api`] (usage history, per-user usage and limits): the HTTP
-//!   handlers.
+//! * [`limits_api`], [`plans_api`], [`check_api`], [`consume_api`],
+//!   [`current_api`], [`history_api`] (usage history, per-user usage and
+//!   limits): the HTTP handlers.
 
 pub mod check_api;
 pub mod consume_api;
@@ -29,6 +31,8 @@ pub mod limits;
 pub mod limits_api;
 pub mod limits_watch;
 pub mod period;
+pub mod plans;
+pub mod plans_api;
 pub mod recorder;
 pub mod refresh;
 pub mod replays;
@@ -69,6 +73,10 @@ where
     OpenApiRouter::new()
         .routes(routes!(limits_api::list, limits_api::create))
         .routes(routes!(limits_api::get_one, limits_api::put, limits_api::delete))
+        .routes(routes!(plans_api::list, plans_api::create))
+        .routes(routes!(plans_api::get_one, plans_api::put))
+        .routes(routes!(plans_api::organizations))
+        .routes(routes!(plans_api::assignment, plans_api::assign))
         .routes(routes!(check_api::check))
         .routes(routes!(check_api::release))
         .routes(routes!(consume_api::consume))
