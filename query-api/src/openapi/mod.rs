@@ -53,6 +53,7 @@ pub const BEARER: &str = "bearer";
         (name = "Grafana", description = "Time series for Grafana"),
         (name = "Usage", description = "Usage checks and current usage"),
         (name = "Limits", description = "Plan limits (admin key)"),
+        (name = "Plans", description = "Plans: named sets of limit templates assigned to organizations"),
         (name = "Operations", description = "Health, readiness, metrics, this document"),
     ),
     components(schemas(Detail, ValidationErrors)),
@@ -259,7 +260,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(n, 54);
+        assert_eq!(n, 61);
     }
 
     /// `src/openapi.json` is the generated document (rewritten when

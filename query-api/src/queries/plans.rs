@@ -53,8 +53,7 @@ pub struct AssignmentRow {
 const PLANS_SQL: &str = "SELECT ?fields FROM plans";
 const PLANS_ORDER: &str = "ORDER BY tenant_id, plan_id, version DESC, updated_at DESC LIMIT 1 BY tenant_id, plan_id";
 const ASSIGN_SQL: &str = "SELECT ?fields FROM plan_assignments";
-const ASSIGN_ORDER: &str =
-    "ORDER BY tenant_id, organization_id, version DESC, updated_at DESC LIMIT 1 BY tenant_id, organization_id";
+const ASSIGN_ORDER: &str = "ORDER BY tenant_id, organization_id, version DESC, updated_at DESC LIMIT 1 BY tenant_id, organization_id";
 
 /// Latest rows of every plan and every assignment of every tenant (for the
 /// limits loop, on its own client).
@@ -74,9 +73,10 @@ pub async fn load_tenant(db: &Db, tenant: Uuid) -> Result<Vec<PlanRow>, QueryErr
 pub async fn load_one(db: &Db, tenant: Uuid, plan_id: Uuid) -> Result<Option<PlanRow>, QueryError> {
     let sql = format!("{PLANS_SQL} WHERE tenant_id = {{t:UUID}} AND plan_id = {{p:UUID}} {PLANS_ORDER}");
     let rows: Vec<PlanRow> = db
-        .run("plans_read", |c| async move {
-            c.query(&sql).param("t", tenant.to_string()).param("p", plan_id.to_string()).fetch_all().await
-        })
+        .run(
+            "plans_read",
+            |c| async move { c.query(&sql).param("t", tenant.to_string()).param("p", plan_id.to_string()).fetch_all().await },
+        )
         .await?;
     Ok(rows.into_iter().next())
 }

@@ -470,7 +470,8 @@ mod tests {
 
     #[test]
     fn derived_limits_are_stable_per_template_and_organization() {
-        let plan = input(serde_json::json!({"name":"P","max_messages_per_month":10})).validate(Uuid::new_v4(), Uuid::new_v4(), "k").unwrap();
+        let plan =
+            input(serde_json::json!({"name":"P","max_messages_per_month":10})).validate(Uuid::new_v4(), Uuid::new_v4(), "k").unwrap();
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let la: Vec<Limit> = plan.limits_for(a, Metric::Messages).collect();
         let lb: Vec<Limit> = plan.limits_for(b, Metric::Messages).collect();
@@ -478,9 +479,8 @@ mod tests {
         assert_ne!(la[0].limit_id, lb[0].limit_id);
         assert_eq!(la[0].subject, Subject::Organization { organization_id: a });
         assert_eq!(la[0].plan_id, Some(plan.plan_id));
-        let mut changed = input(serde_json::json!({"name":"P","max_messages_per_month":20}))
-            .validate(plan.tenant_id, plan.plan_id, "k")
-            .unwrap();
+        let mut changed =
+            input(serde_json::json!({"name":"P","max_messages_per_month":20})).validate(plan.tenant_id, plan.plan_id, "k").unwrap();
         changed.version = 2;
         let again: Vec<Limit> = changed.limits_for(a, Metric::Messages).collect();
         assert_eq!(again[0].limit_id, la[0].limit_id, "same template, same limit id");
@@ -495,9 +495,7 @@ mod tests {
             "limits":[{"metric":"messages","period":"month","max_value":5},{"metric":"nope","period":"day","max_value":1}]}));
         let errs = p.validate(Uuid::new_v4(), Uuid::new_v4(), "k").unwrap_err();
         let locs: Vec<String> = errs.iter().map(|e| e.loc.join(".")).collect();
-        for want in
-            ["body.name", "body.currency", "body.max_messages_per_month", "body.max_cost_usd_per_month", "body.limits.1.metric"]
-        {
+        for want in ["body.name", "body.currency", "body.max_messages_per_month", "body.max_cost_usd_per_month", "body.limits.1.metric"] {
             assert!(locs.iter().any(|l| l == want), "{want} missing from {locs:?}");
         }
         // The listed monthly messages template is not a duplicate: the

@@ -9,6 +9,7 @@ mod dashboards;
 mod kafka;
 mod openapi_doc;
 mod otlp;
+mod plans;
 mod project_users;
 mod query_logs;
 mod replicas;
