@@ -8,10 +8,14 @@
 //! tenant_id = "11111111-1111-4111-8111-111111111111"
 //! role = "read"            # or "admin"
 //! sha256 = "<hex of sha256(plain key)>"
+//! requires_user_token = false  # true: refused without an end-user token
 //! ```
 //!
 //! A request presents its key as `X-API-Key: <key>` or
-//! `Authorization: Bearer <key>`. The presented key is hashed and compared
+//! `Authorization: Bearer <key>`; when end-user tokens are configured
+//! ([`crate::user_tokens`]), the key travels only in `X-API-Key` and
+//! `Authorization: Bearer` carries the end user's JWT, whose `sub` becomes
+//! [`Caller::user_id`]. The presented key is hashed and compared
 //! with every stored hash in constant time, so timing reveals neither which
 //! key matched nor how much of it. The tenant of a request comes only from
 //! its key: no parameter can name another tenant.
@@ -33,6 +37,7 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::user_tokens::{TokenError, UserTokens};
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -52,6 +57,10 @@ pub struct KeyEntry {
     pub role: Role,
     /// Lower- or upper-case hex of SHA-256 of the plain key.
     pub sha256: String,
+    /// A key for front ends: every request with it must carry a valid
+    /// end-user token (401 otherwise). Needs end-user tokens configured.
+    #[serde(default)]
+    pub requires_user_token: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +93,8 @@ pub struct KeyStore {
     path: Option<PathBuf>,
     reload_interval: Duration,
     inner: RwLock<Loaded>,
+    /// End-user token verification (`None`: keys only).
+    user_tokens: Option<UserTokens>,
 }
 
 /// The authenticated caller of a request.
@@ -92,9 +103,25 @@ pub struct Caller {
     pub tenant_id: Uuid,
     pub role: Role,
     pub key_name: String,
+    /// The end user of a valid end-user token (its `sub`); `None`: no token.
+    pub user_id: Option<Uuid>,
+    requires_user_token: bool,
+    /// The end-user token step has run (the rate-limit middleware only
+    /// checks the key).
+    token_checked: bool,
 }
 
 impl Caller {
+    /// The user a request is about: with an end-user token, the token's
+    /// user (a different `requested` one is 403); without, `requested`.
+    pub fn user_for(&self, requested: Option<Uuid>) -> Result<Option<Uuid>, ApiError> {
+        match (self.user_id, requested) {
+            (Some(me), Some(other)) if me != other => Err(ApiError::Forbidden("user_id does not match the authenticated user".into())),
+            (Some(me), _) => Ok(Some(me)),
+            (None, requested) => Ok(requested),
+        }
+    }
+
     /// 403 unless the caller holds an admin key.
     pub fn require_admin(&self) -> Result<(), ApiError> {
         if self.role == Role::Admin {
@@ -150,7 +177,12 @@ impl KeyStore {
         let m = mtime(&path);
         let text = std::fs::read_to_string(&path).map_err(|source| KeyFileError::Io { path: path.clone(), source })?;
         let keys = parse_entries(&path, &text)?;
-        Ok(Self { path: Some(path), reload_interval, inner: RwLock::new(Loaded { keys, mtime: m, checked: Instant::now() }) })
+        Ok(Self {
+            path: Some(path),
+            reload_interval,
+            inner: RwLock::new(Loaded { keys, mtime: m, checked: Instant::now() }),
+            user_tokens: None,
+        })
     }
 
     /// A fixed set of keys (plain key, entry without hash), never reloaded.
@@ -162,7 +194,60 @@ impl KeyStore {
                 None => Err(KeyFileError::BadHash { path: PathBuf::new(), name: k.name.clone() }),
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { path: None, reload_interval: Duration::MAX, inner: RwLock::new(Loaded { keys, mtime: None, checked: Instant::now() }) })
+        Ok(Self {
+            path: None,
+            reload_interval: Duration::MAX,
+            inner: RwLock::new(Loaded { keys, mtime: None, checked: Instant::now() }),
+            user_tokens: None,
+        })
+    }
+
+    /// Verifies end-user tokens with these keys (`None`: keys only).
+    pub fn with_user_tokens(mut self, tokens: Option<UserTokens>) -> Self {
+        self.user_tokens = tokens;
+        self
+    }
+
+    /// Whether end-user tokens are configured.
+    pub fn user_tokens_enabled(&self) -> bool {
+        self.user_tokens.is_some()
+    }
+
+    /// The key a request presents: `X-API-Key`, or `Authorization: Bearer`
+    /// unless that carries end-user tokens.
+    pub fn presented_key<'a>(&self, parts: &'a Parts) -> Option<&'a str> {
+        if let Some(v) = header_key(parts) {
+            return Some(v);
+        }
+        if self.user_tokens.is_some() {
+            return None;
+        }
+        bearer(parts)
+    }
+
+    /// The end-user step of a key's caller: with tokens configured and a
+    /// bearer token, its user (401 if expired or not valid); without a
+    /// token, the key alone unless the key requires one.
+    fn bind_user(&self, parts: &Parts, mut caller: Caller) -> Result<Caller, ApiError> {
+        caller.token_checked = true;
+        let Some(tokens) = &self.user_tokens else {
+            if caller.requires_user_token {
+                return Err(ApiError::Unauthorized("This key requires an end-user token, and none are configured".into()));
+            }
+            return Ok(caller);
+        };
+        match bearer(parts) {
+            Some(token) => match tokens.verify(token) {
+                Ok(user) => caller.user_id = Some(user),
+                Err(TokenError::Expired) => return Err(ApiError::Unauthorized("Token expired".into())),
+                Err(TokenError::Invalid) => return Err(ApiError::Unauthorized("Invalid token".into())),
+            },
+            None if caller.requires_user_token => {
+                return Err(ApiError::Unauthorized("Missing end-user token (Authorization: Bearer)".into()))
+            }
+            None => {}
+        }
+        Ok(caller)
     }
 
     /// Re-reads the file if its modification time changed since the last
@@ -214,7 +299,14 @@ impl KeyStore {
                 found = Some(entry);
             }
         }
-        found.map(|e| Caller { tenant_id: e.tenant_id, role: e.role, key_name: e.name.clone() })
+        found.map(|e| Caller {
+            tenant_id: e.tenant_id,
+            role: e.role,
+            key_name: e.name.clone(),
+            user_id: None,
+            requires_user_token: e.requires_user_token,
+            token_checked: false,
+        })
     }
 
     /// Number of keys in force.
@@ -227,14 +319,14 @@ impl KeyStore {
     }
 }
 
-/// The key a request presents, from `X-API-Key` or `Authorization: Bearer`.
-pub fn presented_key(parts: &Parts) -> Option<&str> {
-    if let Some(v) = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()) {
-        let v = v.trim();
-        if !v.is_empty() {
-            return Some(v);
-        }
-    }
+/// The value of `X-API-Key`, if any.
+fn header_key(parts: &Parts) -> Option<&str> {
+    let v = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok())?.trim();
+    (!v.is_empty()).then_some(v)
+}
+
+/// The credential of `Authorization: Bearer`, if any.
+fn bearer(parts: &Parts) -> Option<&str> {
     let auth = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, rest) = auth.split_once(' ')?;
     if scheme.eq_ignore_ascii_case("bearer") {
@@ -256,12 +348,23 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(c) = parts.extensions.get::<Caller>() {
+        if let Some(c) = parts.extensions.get::<Caller>().filter(|c| c.token_checked) {
             return Ok(c.clone());
         }
-        let key =
-            presented_key(parts).ok_or_else(|| ApiError::Unauthorized("Missing API key (X-API-Key or Authorization: Bearer)".into()))?;
-        let caller = Arc::<KeyStore>::from_ref(state).authenticate(key).ok_or_else(|| ApiError::Unauthorized("Invalid API key".into()))?;
+        let keys = Arc::<KeyStore>::from_ref(state);
+        let caller = match parts.extensions.get::<Caller>() {
+            Some(c) => c.clone(),
+            None => {
+                let missing = if keys.user_tokens_enabled() {
+                    "Missing API key (X-API-Key)"
+                } else {
+                    "Missing API key (X-API-Key or Authorization: Bearer)"
+                };
+                let key = keys.presented_key(parts).ok_or_else(|| ApiError::Unauthorized(missing.into()))?;
+                keys.authenticate(key).ok_or_else(|| ApiError::Unauthorized("Invalid API key".into()))?
+            }
+        };
+        let caller = keys.bind_user(parts, caller)?;
         parts.extensions.insert(caller.clone());
         Ok(caller)
     }
@@ -287,7 +390,8 @@ mod tests {
 
     #[test]
     fn hashes_and_matches() {
-        let e = KeyEntry { name: "a".into(), tenant_id: Uuid::nil(), role: Role::Read, sha256: hash_key("secret") };
+        let e =
+            KeyEntry { name: "a".into(), tenant_id: Uuid::nil(), role: Role::Read, sha256: hash_key("secret"), requires_user_token: false };
         let store = KeyStore::from_entries(vec![e]).unwrap();
         assert!(store.authenticate("secret").is_some());
         assert!(store.authenticate("secret2").is_none());

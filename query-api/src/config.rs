@@ -19,6 +19,7 @@ use crate::limits_http::HttpLimits;
 use crate::rate_limit::{Budget, Budgets};
 use crate::usage::recorder::RecorderSettings;
 use crate::usage::UsageSettings;
+use crate::user_tokens::UserTokenSettings;
 use crate::valkey::ValkeySettings;
 
 /// agentmeter-api: analytics, usage and plan-limit HTTP API over ClickHouse.
@@ -62,6 +63,8 @@ pub struct Args {
     pub valkey: ValkeyArgs,
     #[command(flatten)]
     pub recorder: RecorderArgs,
+    #[command(flatten)]
+    pub user_tokens: UserTokenArgs,
 }
 
 impl Args {
@@ -86,6 +89,16 @@ impl Args {
             topic: r.agent_executions_topic.clone(),
             produce_timeout_ms: r.kafka_produce_timeout_ms.max(1),
         })
+    }
+
+    /// Where end-user token keys come from (`None`: API keys only).
+    pub fn user_token_settings(&self) -> Option<UserTokenSettings> {
+        let t = &self.user_tokens;
+        match (&t.jwt_jwks_file, &t.jwt_hs256_secret_file) {
+            (Some(p), _) => Some(UserTokenSettings::JwksFile(p.clone())),
+            (None, Some(p)) => Some(UserTokenSettings::Hs256SecretFile(p.clone())),
+            (None, None) => None,
+        }
     }
 
     /// Per-key budgets of the two endpoint classes.
@@ -270,4 +283,22 @@ pub struct RecorderArgs {
     /// milliseconds; longer -> 503 and no budget stays held.
     #[arg(long = "kafka-produce-timeout-ms", env = "AGENTMETER_API_KAFKA_PRODUCE_TIMEOUT_MS", default_value_t = 5_000)]
     pub kafka_produce_timeout_ms: u64,
+}
+
+/// End-user tokens (JWT) next to the API key (docs/security.md).
+#[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "End-user tokens")]
+pub struct UserTokenArgs {
+    /// JSON Web Key Set file with the RS256 / ES256 public keys of end-user
+    /// tokens. When set (or --jwt-hs256-secret-file), the API key goes in
+    /// X-API-Key and `Authorization: Bearer <jwt>` carries the end user's
+    /// token: usage answers are for its `sub`, another user_id is 403, an
+    /// expired or forged token is 401. Requests without a token are served
+    /// on the key alone. Read at start.
+    #[arg(long = "jwt-jwks-file", env = "AGENTMETER_API_JWT_JWKS_FILE", conflicts_with = "jwt_hs256_secret_file")]
+    pub jwt_jwks_file: Option<PathBuf>,
+    /// File holding the HS256 secret of end-user tokens (at least 32 bytes;
+    /// surrounding whitespace is ignored). Same effect as --jwt-jwks-file.
+    #[arg(long = "jwt-hs256-secret-file", env = "AGENTMETER_API_JWT_HS256_SECRET_FILE")]
+    pub jwt_hs256_secret_file: Option<PathBuf>,
 }

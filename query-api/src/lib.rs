@@ -19,7 +19,8 @@
 //!   parameters ([`param_docs`] describes them for the document; their
 //!   calendar arithmetic, like that of limit periods and of the rollup
 //!   choice, is [`calendar`]'s);
-//!   [`auth`] and [`body`] are extractors; [`rate_limit`] and
+//!   [`auth`] and [`body`] are extractors ([`user_tokens`] verifies the
+//!   end-user JWT next to the key); [`rate_limit`] and
 //!   [`limits_http`] bound what one key or one connection may take
 //!   (docs/security.md); [`shared_rate_limit`] shares the per-key budgets
 //!   of several replicas.
@@ -62,6 +63,7 @@ pub mod slot_queue;
 pub mod state;
 pub mod ui;
 pub mod usage;
+pub mod user_tokens;
 pub mod valkey;
 pub mod window;
 

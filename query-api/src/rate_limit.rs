@@ -45,7 +45,7 @@ use prometheus::IntCounterVec;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::auth::{presented_key, KeyStore};
+use crate::auth::KeyStore;
 use crate::metrics::Metrics;
 use crate::shared_rate_limit::{SharedPermit, SharedRateLimits, Verdict};
 use crate::slot_queue::SlotQueue;
@@ -277,7 +277,7 @@ pub async fn limit(
         return next.run(req).await;
     };
     let (mut parts, body) = req.into_parts();
-    let Some(key) = presented_key(&parts).map(str::to_owned) else {
+    let Some(key) = keys.presented_key(&parts).map(str::to_owned) else {
         return next.run(Request::from_parts(parts, body)).await;
     };
     let Some(caller) = keys.authenticate(&key) else {

@@ -22,6 +22,7 @@ use crate::rate_limit::RateLimiter;
 use crate::shared_rate_limit::{SharedRateLimiter, SharedRateLimits};
 use crate::usage::recorder::Recorder;
 use crate::usage::{UsageApiState, UsageState};
+use crate::user_tokens::UserTokens;
 use crate::valkey::{SharedStore, Valkey};
 
 /// Cloned into every request (all fields are cheap handles).
@@ -50,7 +51,8 @@ impl AppState {
     /// State from configuration: loads the keys file (fails if it is missing
     /// or invalid) and builds the ClickHouse client. Does not connect.
     pub fn from_args(args: &Args) -> anyhow::Result<Self> {
-        let keys = KeyStore::load(&args.api_keys, Duration::from_millis(args.api_keys_reload_ms))?;
+        let user_tokens = args.user_token_settings().map(|s| UserTokens::load(&s)).transpose()?;
+        let keys = KeyStore::load(&args.api_keys, Duration::from_millis(args.api_keys_reload_ms))?.with_user_tokens(user_tokens);
         // Rejects a malformed --valkey-url before anything starts.
         Valkey::connect(&args.valkey_settings())?;
         if let Some(s) = args.recorder_settings() {

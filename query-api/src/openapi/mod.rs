@@ -43,7 +43,8 @@ pub const BEARER: &str = "bearer";
     info(
         title = "agentmeter-api",
         description = "Analytics (Caylex-compatible, under /api/v1), usage and plan limits, Grafana time series. \
-            Authenticate with X-API-Key or Authorization: Bearer. Payloads of the /api/v1 analytics endpoints follow \
+            Authenticate with X-API-Key or Authorization: Bearer (with end-user tokens configured, the key goes in \
+            X-API-Key and Authorization: Bearer carries the end user's JWT). Payloads of the /api/v1 analytics endpoints follow \
             the Caylex schemas (shared/spec/caylex-openapi.json) with the extra fields documented in docs/api.md."
     ),
     security(("apiKey" = []), ("bearer" = [])),
@@ -127,7 +128,10 @@ impl Modify for Security {
 ///
 /// * authenticated (no `security: [{}]` override): 401 (missing or
 ///   invalid key), 500, 503 (ClickHouse saturated or too slow);
-/// * tagged `Limits`: 403 (not an admin key);
+/// * tagged `Limits`: 403 (not an admin key); the admin operations of
+///   `Plans` list their 403 themselves;
+/// * tagged `Usage` and naming a user (a `user_id`, a body): 403 (another
+///   user than the end-user token's);
 /// * in a rate-limit class ([`crate::rate_limit::Class::of_route`]): 429;
 /// * with parameters or a body: 422 (FastAPI-style list of problems);
 /// * with a path parameter or an id filter of the tenant: 404, except on
@@ -165,12 +169,16 @@ impl ErrorResponses {
         };
         let detail = || RefOr::Ref(utoipa::openapi::Ref::from_schema_name(Detail::name()));
         if authenticated {
-            add("401", "Missing or invalid API key (`WWW-Authenticate: Bearer`)", detail());
+            add("401", "Missing or invalid API key, or an expired or invalid end-user token (`WWW-Authenticate: Bearer`)", detail());
             add("500", "Internal error (the cause is logged, never sent)", detail());
             add("503", "ClickHouse saturated or too slow; retry later", detail());
         }
         if tagged("Limits") {
             add("403", "The key is not an admin key", detail());
+        }
+        let names_user = path.contains("{user_id}") || params.iter().any(|p| p.name == "user_id") || has_body;
+        if tagged("Usage") && names_user {
+            add("403", "The request names another user than the end-user token's", detail());
         }
         if !params.is_empty() || has_body {
             add(

@@ -220,7 +220,8 @@ pub(crate) fn view(state: &UsageApiState, tenant: Uuid, req: &CheckRequest, out:
     request_body = CheckBody,
     responses((status = 200, description = "The verdict, the deciding limit and every applicable one (RateLimit headers)", body = CheckView)))]
 pub async fn check(State(state): State<UsageApiState>, caller: Caller, Body(body): Body) -> ApiResult<Response> {
-    let req = parse_check(&body)?;
+    let mut req = parse_check(&body)?;
+    req.user_id = caller.user_for(req.user_id)?;
     let tenant = caller.tenant_id;
     let out = state.usage.check(tenant, &req).await?;
     let headers = ratelimit_headers(&out.checks, out.now);
@@ -307,6 +308,7 @@ pub async fn org_check(
     let (Some(org), true) = (org, errs.is_empty()) else {
         return Err(ApiError::invalid(errs));
     };
+    let user_id = caller.user_for(user_id)?;
     let tenant = caller.tenant_id;
     let mut all_checks: Vec<LimitCheck> = Vec::new();
     let mut views = Vec::new();

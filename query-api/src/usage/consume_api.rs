@@ -172,6 +172,7 @@ fn no_producer() -> ApiError {
     ))]
 pub async fn consume(State(state): State<UsageApiState>, caller: Caller, headers: HeaderMap, Body(body): Body) -> ApiResult<Response> {
     let mut req = parse_check(&body)?;
+    req.user_id = caller.user_for(req.user_id)?;
     recordable(req.metric, &["body", "usage_type"])?;
     let Some(recorder) = state.usage.recorder() else { return Err(no_producer()) };
     let tenant = caller.tenant_id;
@@ -270,6 +271,10 @@ pub async fn commit(State(state): State<UsageApiState>, caller: Caller, Path(id)
     let Some(hold): Option<Hold> = state.usage.reservation(tenant, reservation_id).await? else {
         return Err(ApiError::NotFound("Reservation not found or already ended".into()));
     };
+    if caller.user_id.is_some() && caller.user_for(hold.user_id)? != hold.user_id {
+        // An end user commits only their own reservations.
+        return Err(ApiError::Forbidden("The reservation is not the authenticated user's".into()));
+    }
     let metric = hold.metric;
     recordable(metric, &["path", "reservation_id"])?;
     let units = metric.units(decimal).map_err(|msg| ApiError::invalid([FieldError::new(&["body", "amount"], msg, "value_error")]))?;

@@ -181,7 +181,7 @@ pub(super) fn path_uuid(name: &str, s: &str) -> ApiResult<Uuid> {
     responses((status = 200, description = "The usage object", body = CurrentView)))]
 pub async fn current(State(state): State<UsageApiState>, caller: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
     let org = query_uuid(&q, "organization_id", true)?.expect("required");
-    let user = query_uuid(&q, "user_id", false)?;
+    let user = caller.user_for(query_uuid(&q, "user_id", false)?)?;
     let v = current_view(&state, caller.tenant_id, org, user).await?;
     Ok(exact_json(StatusCode::OK, HeaderMap::new(), &v))
 }
@@ -204,8 +204,8 @@ pub async fn org_user(
     Path((org, user)): Path<(String, String)>,
 ) -> ApiResult<Response> {
     let org = path_uuid("organization_id", &org)?;
-    let user = path_uuid("user_id", &user)?;
-    let v = current_view(&state, caller.tenant_id, org, Some(user)).await?;
+    let user = caller.user_for(Some(path_uuid("user_id", &user)?))?;
+    let v = current_view(&state, caller.tenant_id, org, user).await?;
     Ok(exact_json(StatusCode::OK, HeaderMap::new(), &v))
 }
 

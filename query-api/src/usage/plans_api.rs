@@ -144,7 +144,7 @@ async fn upsert(state: &UsageApiState, caller: &AdminCaller, plan_id: Uuid, head
 #[utoipa::path(post, path = "/v1/plans", tag = "Plans", summary = "Create a plan (new id; admin key)",
     params(("If-Match" = Option<String>, Header, pattern = r#"^\s*(W/)*"*\+?[0-9]+"*\s*$"#, description = "The version expected, e.g. \"0\" (must not exist yet)")),
     request_body = PlanInput,
-    responses((status = 201, description = "Created (ETag: the version)", body = PlanView), (status = 409, description = "Version mismatch", body = crate::error::Detail)))]
+    responses((status = 201, description = "Created (ETag: the version)", body = PlanView), (status = 403, description = "The key is not an admin key", body = crate::error::Detail), (status = 409, description = "Version mismatch", body = crate::error::Detail)))]
 pub async fn create(State(state): State<UsageApiState>, caller: AdminCaller, headers: HeaderMap, Body(body): Body) -> ApiResult<Response> {
     upsert(&state, &caller, Uuid::new_v4(), &headers, &body).await
 }
@@ -156,6 +156,7 @@ pub async fn create(State(state): State<UsageApiState>, caller: AdminCaller, hea
     responses(
         (status = 200, description = "Replaced (ETag: the version)", body = PlanView),
         (status = 201, description = "Created (ETag: the version)", body = PlanView),
+        (status = 403, description = "The key is not an admin key", body = crate::error::Detail),
         (status = 409, description = "Version mismatch", body = crate::error::Detail),
     ))]
 pub async fn put(
@@ -249,7 +250,7 @@ fn assignment_view(row: &AssignmentRow, plan_name: Option<String>) -> Assignment
 /// `GET /v1/plans/{plan_id}/organizations`
 #[utoipa::path(get, path = "/v1/plans/{plan_id}/organizations", tag = "Plans", summary = "The organizations on a plan (admin key)",
     params(("plan_id" = uuid::Uuid, Path)),
-    responses((status = 200, description = "Every organization on the plan", body = PlanOrganizations)))]
+    responses((status = 200, description = "Every organization on the plan", body = PlanOrganizations), (status = 403, description = "The key is not an admin key", body = crate::error::Detail)))]
 pub async fn organizations(State(state): State<UsageApiState>, caller: AdminCaller, Path(plan_id): Path<String>) -> ApiResult<Response> {
     let plan_id = parse_uuid("plan_id", &plan_id)?;
     let tenant = caller.0.tenant_id;
@@ -265,6 +266,7 @@ pub async fn organizations(State(state): State<UsageApiState>, caller: AdminCall
     request_body = AssignmentInput,
     responses(
         (status = 200, description = "The assignment (ETag: the version)", body = AssignmentView),
+        (status = 403, description = "The key is not an admin key", body = crate::error::Detail),
         (status = 409, description = "Version mismatch, or the plan is inactive", body = crate::error::Detail),
     ))]
 pub async fn assign(

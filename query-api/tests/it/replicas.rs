@@ -103,6 +103,7 @@ impl Pair {
                 tenant_id: tenant,
                 role: Role::Admin,
                 sha256: hash_key(ADMIN),
+                requires_user_token: false,
             }])
             .unwrap();
             let url = clickhouse_url();

@@ -40,7 +40,13 @@ impl Harness {
         let test_db = TestDb::fresh(what).await;
         let (url, db_name) = (test_db.url.clone(), test_db.name.clone());
         let (tenant_a, tenant_b) = (Uuid::new_v4(), Uuid::new_v4());
-        let entry = |name: &str, tenant_id, role, key: &str| KeyEntry { name: name.into(), tenant_id, role, sha256: hash_key(key) };
+        let entry = |name: &str, tenant_id, role, key: &str| KeyEntry {
+            name: name.into(),
+            tenant_id,
+            role,
+            sha256: hash_key(key),
+            requires_user_token: false,
+        };
         let keys = KeyStore::from_entries(vec![
             entry("admin-a", tenant_a, Role::Admin, ADMIN_A),
             entry("read-a", tenant_a, Role::Read, READ_A),

@@ -82,9 +82,14 @@ async fn thirty_two_requests_over_two_replicas_sharing_slots_all_answer() {
     let mut states = Vec::new();
     let mut stops = Vec::new();
     for _ in 0..2 {
-        let keys =
-            KeyStore::from_entries(vec![KeyEntry { name: "a".into(), tenant_id: app.tenant_a, role: Role::Read, sha256: hash_key(KEY_A) }])
-                .unwrap();
+        let keys = KeyStore::from_entries(vec![KeyEntry {
+            name: "a".into(),
+            tenant_id: app.tenant_a,
+            role: Role::Read,
+            sha256: hash_key(KEY_A),
+            requires_user_token: false,
+        }])
+        .unwrap();
         let args = Args::parse_from([
             "agentmeter-api",
             "--clickhouse-url",
