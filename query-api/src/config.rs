@@ -285,7 +285,7 @@ pub struct RecorderArgs {
     pub kafka_produce_timeout_ms: u64,
 }
 
-/// End-user tokens (JWT) next to the API key (docs/security.md).
+/// End-user tokens (JWT) next to the API key (docs/api.md).
 #[derive(clap::Args, Debug, Clone)]
 #[command(next_help_heading = "End-user tokens")]
 pub struct UserTokenArgs {

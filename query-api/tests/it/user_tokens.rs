@@ -1,4 +1,4 @@
-//! End-user tokens (docs/security.md, "End-user tokens"): with
+//! End-user tokens (docs/api.md, "End-user tokens"): with
 //! `--jwt-jwks-file` (ES256 keys generated here) or
 //! `--jwt-hs256-secret-file`, a valid token makes usage answers the token
 //! user's; another `user_id` is 403; expired, forged and tampered tokens are
