@@ -294,7 +294,8 @@ pub struct UserTokenArgs {
     /// X-API-Key and `Authorization: Bearer <jwt>` carries the end user's
     /// token: usage answers are for its `sub`, another user_id is 403, an
     /// expired or forged token is 401. Requests without a token are served
-    /// on the key alone. Read at start.
+    /// on the key alone, unless the key has `requires_user_token = true` in
+    /// the keys file. Read at start.
     #[arg(long = "jwt-jwks-file", env = "AGENTMETER_API_JWT_JWKS_FILE", conflicts_with = "jwt_hs256_secret_file")]
     pub jwt_jwks_file: Option<PathBuf>,
     /// File holding the HS256 secret of end-user tokens (at least 32 bytes;

@@ -279,6 +279,11 @@ pub async fn assign(
     let org = parse_uuid("organization_id", &org)?;
     let tenant = caller.0.tenant_id;
     let input: AssignmentInput = json_body(&body)?;
+    // `null` means "no plan"; a body without the field is a mistake.
+    let named = serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v.get("plan_id").is_some());
+    if !named {
+        return Err(ApiError::invalid([FieldError::new(&["body", "plan_id"], "Field required (null: no plan)", "missing")]));
+    }
     let expected = expected_version(&headers, input.expected_version)?;
     let plan_id = match input.plan_id.as_deref() {
         None => None,

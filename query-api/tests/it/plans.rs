@@ -179,5 +179,8 @@ async fn plans_are_listed_in_pages_and_inactive_ones_on_request() {
     assert_eq!(s, 409, "{v}");
     let (s, _) = pair.send(r0, Method::GET, &format!("/v1/plans/{}", Uuid::new_v4()), None).await;
     assert_eq!(s, 404);
+    // `null` is "no plan"; leaving plan_id out is a mistake.
+    let (s, v) = pair.send(r0, Method::PUT, &format!("/v1/organizations/{}/plan", Uuid::new_v4()), Some(json!({}))).await;
+    assert_eq!(s, 422, "{v}");
     pair.drop_all().await;
 }
