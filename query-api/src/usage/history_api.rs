@@ -17,8 +17,13 @@
 //! `current` and the check answer with), past periods from the minute
 //! rollup in one query.
 //!
-//! Plans are not modelled here: `plan_id` and `plan_name` are `null`, as in
-//! the current-usage answers.
+//! `plan_id` and `plan_name` name the plan the organization is on now: on
+//! the current period's record and on the limits answer. Past periods carry
+//! `null` (which plan an organization was on in a past period is not
+//! recorded per period).
+//!
+//! With an end-user token, `user_id` (query or path) defaults to the
+//! token's user and another one is 403 ("User can only access own usage").
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -67,7 +72,8 @@ pub struct UsageRecord {
     organization_id: Uuid,
     /// `null`: the whole organization.
     user_id: Option<Uuid>,
-    /// Always `null` for now (plans are not modelled yet).
+    /// The plan the organization is on, on the current period's record;
+    /// `null` on past periods and when on no plan.
     plan_id: Option<Uuid>,
     plan_name: Option<String>,
     period_start: DateTime<Utc>,
@@ -200,11 +206,17 @@ impl Subject {
         }
     }
 
-    /// The current period's record, from the counters.
+    /// The current period's record, from the counters, with the plan the
+    /// organization is on.
     fn current(&self, state: &UsageApiState, now: DateTime<Utc>, as_of: DateTime<Utc>) -> UsageRecord {
         let w = self.spec.window_at(now);
         let t = state.usage.usage(request_subject(self.tenant, Some(self.org), self.user), &w, now);
-        self.record(w, t.into(), true, as_of)
+        let mut record = self.record(w, t.into(), true, as_of);
+        if let Some(plan) = state.usage.plan_of(self.tenant, self.org) {
+            record.plan_id = Some(plan.plan_id);
+            record.plan_name = Some(plan.name.clone());
+        }
+        record
     }
 }
 
@@ -240,7 +252,7 @@ const MAX_OFFSET: u32 = 100_000;
         body = Vec<UsageRecord>, headers(("X-Total-Count" = u64, description = "Number of records over all pages")))))]
 pub async fn history(State(state): State<UsageApiState>, caller: Caller, Query(q): Query<HashMap<String, String>>) -> ApiResult<Response> {
     let org = query_uuid(&q, "organization_id", true)?.expect("required");
-    let user = query_uuid(&q, "user_id", false)?;
+    let user = caller.user_for(query_uuid(&q, "user_id", false)?)?;
     let mut c = Checker::new();
     let limit = c.int("limit", &q.get("limit").cloned(), LIMIT.0, LIMIT.1, LIMIT.2) as usize;
     let offset = c.int("offset", &q.get("offset").cloned(), 0, 0, MAX_OFFSET) as usize;
@@ -323,7 +335,7 @@ pub async fn user_usage(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let user = path_uuid("user_id", &user)?;
+    let user = caller.user_for(Some(path_uuid("user_id", &user)?))?.expect("a user");
     let org = organization_of(&q, &headers)?;
     let tenant = caller.tenant_id;
     let as_of = state.usage.as_of()?;
@@ -339,7 +351,7 @@ pub async fn user_usage(
 pub struct UserLimits {
     organization_id: Uuid,
     user_id: Uuid,
-    /// Always `null` for now (plans are not modelled yet).
+    /// The plan the organization is on (`null`: none).
     plan_id: Option<Uuid>,
     plan_name: Option<String>,
     /// Metric name -> its applicable limits (tenant, organization and user
@@ -365,7 +377,7 @@ pub async fn user_limits(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
-    let user = path_uuid("user_id", &user)?;
+    let user = caller.user_for(Some(path_uuid("user_id", &user)?))?.expect("a user");
     let org = organization_of(&q, &headers)?;
     let tenant = caller.tenant_id;
     let mut limits = BTreeMap::new();
@@ -381,7 +393,9 @@ pub async fn user_limits(
         Some(f) => f,
         None => (state.usage.as_of()?, 0),
     };
-    let body = UserLimits { organization_id: org, user_id: user, plan_id: None, plan_name: None, limits, as_of, staleness_ms };
+    let plan = state.usage.plan_of(tenant, org);
+    let (plan_id, plan_name) = (plan.as_ref().map(|p| p.plan_id), plan.map(|p| p.name.clone()));
+    let body = UserLimits { organization_id: org, user_id: user, plan_id, plan_name, limits, as_of, staleness_ms };
     Ok(exact_json(StatusCode::OK, HeaderMap::new(), &body))
 }
 

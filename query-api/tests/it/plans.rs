@@ -119,6 +119,16 @@ async fn a_plan_change_moves_every_organization_on_it_on_the_other_replica() {
     assert_eq!(current["plan_id"], plan_id.to_string());
     assert_eq!(current["usage"]["messages"]["max"], 5);
 
+    // So do the usage history and a user's limits.
+    let (s, history) = pair.send(&pair.replicas[1], Method::GET, &format!("/v1/api/usage/history?organization_id={}", orgs[2]), None).await;
+    assert_eq!(s, 200, "{history}");
+    assert_eq!((history[0]["is_current"].as_bool(), history[0]["plan_name"].as_str()), (Some(true), Some("Pro Plan")), "{history}");
+    let user_limits = format!("/v1/subscriptions/users/{}/usage/limits?organization_id={}", Uuid::new_v4(), orgs[2]);
+    let (s, limits) = pair.send(&pair.replicas[1], Method::GET, &user_limits, None).await;
+    assert_eq!(s, 200, "{limits}");
+    assert_eq!(limits["plan_id"], plan_id.to_string());
+    assert_eq!(limits["limits"]["messages"][0]["plan_id"], plan_id.to_string(), "{limits}");
+
     // A stale version is refused and changes nothing.
     let (s, v) = pair.send(r0, Method::PUT, &format!("/v1/plans/{plan_id}"), Some(json!({"name": "X", "expected_version": 1}))).await;
     assert_eq!(s, 409, "{v}");

@@ -192,6 +192,17 @@ async fn es256_tokens_bind_usage_to_their_user_and_bad_ones_are_refused() {
     assert_eq!(s, 403);
     let (s, _) = api.send(Method::GET, &format!("/v1/organizations/{org}/usage/user/{other}"), Some(FRONT), Some(&good), None).await;
     assert_eq!(s, 403);
+    for path in [
+        format!("/v1/subscriptions/users/{other}/usage?organization_id={org}"),
+        format!("/v1/subscriptions/users/{other}/usage/limits?organization_id={org}"),
+        format!("/v1/api/usage/history?organization_id={org}&user_id={other}"),
+    ] {
+        let (s, v) = api.send(Method::GET, &path, Some(FRONT), Some(&good), None).await;
+        assert_eq!(s, 403, "{path}: {v}");
+    }
+    let mine = format!("/v1/subscriptions/users/{me}/usage?organization_id={org}");
+    let (s, v) = api.send(Method::GET, &mine, Some(FRONT), Some(&good), None).await;
+    assert_eq!((s, v["user_id"].as_str()), (200, Some(me.to_string().as_str())), "{v}");
 
     // Expired (past the leeway): 401.
     let expired = key.sign("k1", &claims(me, -600));
