@@ -27,6 +27,8 @@ pub struct ToolCallRow {
     pub tenant_id: Uuid,
     #[serde(with = "clickhouse::serde::uuid")]
     pub project_id: Uuid,
+    /// Added by migration 0008.
+    pub project_name: String,
     #[serde(with = "clickhouse::serde::uuid")]
     pub navigator_id: Uuid,
     #[serde(with = "clickhouse::serde::uuid")]
@@ -85,6 +87,8 @@ pub struct AgentExecutionRow {
     pub plan_id: Uuid,
     #[serde(with = "clickhouse::serde::uuid")]
     pub project_id: Uuid,
+    /// Added by migration 0008.
+    pub project_name: String,
     #[serde(with = "clickhouse::serde::uuid")]
     pub navigator_id: Uuid,
     #[serde(with = "clickhouse::serde::uuid")]
@@ -175,6 +179,7 @@ impl From<ToolCallEvent> for ToolCallRow {
             occurred_at: e.occurred_at,
             tenant_id: e.tenant_id,
             project_id: id(e.project_id),
+            project_name: e.project_name.unwrap_or_default(),
             navigator_id: id(e.navigator_id),
             navigator_instance_id: id(e.navigator_instance_id),
             navigator_name: e.navigator_name.unwrap_or_default(),
@@ -222,6 +227,7 @@ impl From<AgentExecutionEvent> for AgentExecutionRow {
             conversation_id: id(e.conversation_id),
             plan_id: id(e.plan_id),
             project_id: id(e.project_id),
+            project_name: e.project_name.unwrap_or_default(),
             navigator_id: id(e.navigator_id),
             navigator_instance_id: id(e.navigator_instance_id),
             user_token_id: id(e.user_token_id),

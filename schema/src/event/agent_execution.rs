@@ -42,6 +42,10 @@ pub struct AgentExecutionEvent {
     pub plan_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub project_id: Option<Uuid>,
+    /// The project's name at the time of the event; the latest name of each
+    /// project is what the API shows beside its id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub navigator_id: Option<Uuid>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -138,6 +142,7 @@ pub fn parse_agent_execution(bytes: &[u8], now: DateTime<Utc>) -> Result<AgentEx
         conversation_id: f.opt_uuid("conversation_id")?,
         plan_id: f.opt_uuid("plan_id")?,
         project_id: f.opt_uuid("project_id")?,
+        project_name: f.opt_string("project_name", MAX_NAME_BYTES)?,
         navigator_id: f.opt_uuid("navigator_id")?,
         navigator_instance_id: f.opt_uuid("navigator_instance_id")?,
         user_token_id: f.opt_uuid("user_token_id")?,

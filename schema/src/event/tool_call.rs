@@ -24,6 +24,10 @@ pub struct ToolCallEvent {
     pub tenant_id: Uuid,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub project_id: Option<Uuid>,
+    /// The project's name at the time of the event; the latest name of each
+    /// project is what the API shows beside its id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project_name: Option<String>,
     /// Navigator identity (not the instance).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub navigator_id: Option<Uuid>,
@@ -85,6 +89,7 @@ pub fn parse_tool_call(bytes: &[u8], now: DateTime<Utc>) -> Result<ToolCallEvent
         occurred_at: f.timestamp("occurred_at", now)?,
         tenant_id: f.uuid("tenant_id")?,
         project_id: f.opt_uuid("project_id")?,
+        project_name: f.opt_string("project_name", MAX_NAME_BYTES)?,
         navigator_id: f.opt_uuid("navigator_id")?,
         navigator_instance_id: f.opt_uuid("navigator_instance_id")?,
         navigator_name: f.opt_string("navigator_name", MAX_NAME_BYTES)?,

@@ -22,6 +22,7 @@ mod m0004_hourly_rollups;
 mod m0005_tenant_rollups;
 mod m0006_query_logs;
 mod m0007_query_minutes;
+mod m0008_names;
 mod m0009_plans;
 mod m0010_unpriced_executions;
 mod tool_call_aggregates;
@@ -137,6 +138,7 @@ pub fn all() -> Vec<Box<dyn Migration>> {
         Box::new(m0005_tenant_rollups::TenantRollups),
         Box::new(m0006_query_logs::QueryLogs),
         Box::new(m0007_query_minutes::QueryMinutes),
+        Box::new(m0008_names::Names),
         Box::new(m0009_plans::Plans),
         Box::new(m0010_unpriced_executions::UnpricedExecutions),
     ]

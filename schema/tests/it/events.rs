@@ -216,7 +216,7 @@ fn any_ms() -> impl Strategy<Value = f64> {
 
 fn tool_call_strategy() -> impl Strategy<Value = ToolCallEvent> {
     (
-        (any_uuid(), any_time(), any_uuid(), opt(any_uuid()), opt(any_uuid()), opt(any_uuid()), opt(any_name())),
+        (any_uuid(), any_time(), any_uuid(), opt(any_uuid()), opt(any_uuid()), opt(any_uuid()), opt(any_name()), opt(any_name())),
         (
             opt(any_uuid()),
             proptest::sample::select(CallKind::ALL),
@@ -237,6 +237,7 @@ fn tool_call_strategy() -> impl Strategy<Value = ToolCallEvent> {
             navigator_id: a.4,
             navigator_instance_id: a.5,
             navigator_name: a.6,
+            project_name: a.7,
             query_id: b.0,
             call_kind: b.1,
             suggestions_count: b.2,
@@ -270,6 +271,7 @@ fn execution_strategy() -> impl Strategy<Value = AgentExecutionEvent> {
             opt(any_uuid()),
             opt(any_uuid()),
             opt(any_uuid()),
+            opt(any_name()),
         ),
         (opt(any_uuid()), opt(any_name()), opt(any_name()), 0u64..1u64 << 40, 0u64..1u64 << 40, 0u64..1u64 << 41),
         (
@@ -297,6 +299,7 @@ fn execution_strategy() -> impl Strategy<Value = AgentExecutionEvent> {
             project_id: b.5,
             navigator_id: b.6,
             navigator_instance_id: b.7,
+            project_name: b.8,
             user_token_id: c.0,
             user_email: c.1,
             model: c.2,

@@ -41,6 +41,9 @@ async fn migrate_twice_creates_every_table_once() {
         "agent_executions_1m",
         "agent_executions_1m_mv",
         "agent_executions_1m_unpriced_mv",
+        "dimension_names",
+        "dimension_names_calls_mv",
+        "dimension_names_executions_mv",
         "plan_limits",
         "queries_1m",
         "queries_1m_calls_mv",
@@ -174,6 +177,9 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
         "DROP VIEW query_events_executions_mv",
         "TRUNCATE TABLE query_events",
         "TRUNCATE TABLE queries_1m",
+        "DROP VIEW dimension_names_calls_mv",
+        "DROP VIEW dimension_names_executions_mv",
+        "TRUNCATE TABLE dimension_names",
         "TRUNCATE TABLE rollup_backfills",
     ] {
         db.query(sql).execute().await.unwrap();
@@ -335,6 +341,77 @@ async fn unpriced_executions_are_counted_apart_and_backfilled_once() {
         .await
         .unwrap();
     assert_eq!(rollup, (6, 3, "0.75".to_owned(), 60), "every execution once, the unpriced ones counted apart, each once");
+    drop_db(&ch).await;
+}
+
+#[tokio::test]
+async fn names_backfill_keeps_the_latest_name_per_tenant() {
+    use agentmeter_schema::rows::{AgentExecutionRow, ToolCallRow};
+    let ch = clickhouse(&unique_db("names"));
+    migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
+    let db = ch.client();
+    // Back to version 7: no name views, empty dimension_names.
+    for sql in [
+        "DROP VIEW dimension_names_calls_mv",
+        "DROP VIEW dimension_names_executions_mv",
+        "TRUNCATE TABLE dimension_names",
+        "ALTER TABLE rollup_backfills DELETE WHERE view LIKE 'dimension_names%'",
+        "ALTER TABLE schema_migrations DELETE WHERE version = 8",
+    ] {
+        db.query(sql).execute().await.unwrap();
+    }
+    let (a, b) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let (server, project) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let now = chrono::Utc::now().timestamp_millis();
+    let call = |tenant: uuid::Uuid, minutes_ago: i64, server_name: &str, project_name: &str| {
+        let raw = serde_json::json!({
+            "event_id": uuid::Uuid::new_v4(), "occurred_at": now - minutes_ago * 60_000, "tenant_id": tenant,
+            "server_id": server, "server_name": server_name, "project_id": project, "project_name": project_name,
+            "tool_name": "search", "latency_ms": 1.0, "success": true,
+        });
+        ToolCallRow::from(&agentmeter_schema::parse_tool_call(raw.to_string().as_bytes(), chrono::Utc::now()).unwrap())
+    };
+    let insert_calls = |rows: Vec<ToolCallRow>| {
+        let db = db.clone();
+        async move {
+            let mut insert = db.insert::<ToolCallRow>("tool_calls").await.unwrap();
+            for row in &rows {
+                insert.write(row).await.unwrap();
+            }
+            insert.end().await.unwrap();
+        }
+    };
+    // Before the views: tenant A renames its server; tenant B names the same ids otherwise.
+    insert_calls(vec![call(a, 30, "github-old", "Alpha"), call(a, 20, "github", "Alpha"), call(b, 10, "b-server", "Beta")]).await;
+    let rerun = migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
+    assert_eq!(rerun.applied.iter().map(|(v, _)| *v).collect::<Vec<_>>(), vec![8]);
+    // After: an older event (sent late) does not undo the rename; an execution renames the project.
+    insert_calls(vec![call(a, 40, "github-older", "Alpha")]).await;
+    let exec = serde_json::json!({
+        "event_id": uuid::Uuid::new_v4(), "occurred_at": now - 5 * 60_000, "tenant_id": a,
+        "project_id": project, "project_name": "Alpha renamed",
+    });
+    let exec = AgentExecutionRow::from(&agentmeter_schema::parse_agent_execution(exec.to_string().as_bytes(), chrono::Utc::now()).unwrap());
+    let mut insert = db.insert::<AgentExecutionRow>("agent_executions").await.unwrap();
+    insert.write(&exec).await.unwrap();
+    insert.end().await.unwrap();
+
+    let names = |tenant: uuid::Uuid| {
+        let db = db.clone();
+        async move {
+            db.query(
+                "SELECT toString(kind), toString(argMaxMerge(name)) FROM dimension_names
+                 WHERE tenant_id = toUUID(?) GROUP BY kind, id ORDER BY kind",
+            )
+            .bind(tenant.to_string())
+            .fetch_all::<(String, String)>()
+            .await
+            .unwrap()
+        }
+    };
+    let s = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    assert_eq!(names(a).await, vec![s("project", "Alpha renamed"), s("server", "github")]);
+    assert_eq!(names(b).await, vec![s("project", "Beta"), s("server", "b-server")]);
     drop_db(&ch).await;
 }
 
