@@ -7,7 +7,9 @@
 //! default 500), `tz`, `group_by` with `top` (default 10, the rest summed
 //! into `other`), filters `project_id`, `navigator_instance_id`,
 //! `server_instance_id`, `tool_id`, `tool_name` (the last three only for
-//! tool-call metrics), `format=series|table`.
+//! tool-call metrics), `format=series|table`. Grouped by `project` or
+//! `navigator` (instance ids), each series also carries the group's latest
+//! name as `label`.
 //!
 //! Latencies are in milliseconds, `error_rate` a fraction 0–1, `cost_usd`
 //! dollars. Counts are zero in an empty bucket; ratios and latencies are
@@ -24,6 +26,7 @@ use crate::buckets::Buckets;
 use crate::error::{ApiError, FieldError};
 use crate::params::{Accepts, Checker, Params};
 use crate::params::{MAX_POINTS_DEFAULT, SERIES_TOP};
+use crate::queries::analytics::names::{self, Kind};
 use crate::queries::analytics::timeseries::{self, GroupBy, Metric, Table, GROUP_BY_NAMES, METRIC_NAMES};
 use crate::queries::{CallKinds, Scope};
 use crate::window::{Span, TimeRange, Unit};
@@ -157,10 +160,20 @@ pub async fn timeseries(State(state): State<AnalyticsState>, caller: Caller, Par
         }
         return Ok(Json(Timeseries::Table(rows)));
     }
+    let kind = match group {
+        Some(GroupBy::Project) => Some(Kind::Project),
+        Some(GroupBy::Navigator) => Some(Kind::NavigatorInstance),
+        _ => None,
+    };
+    let labels = match kind {
+        Some(kind) => names::latest(&state.db, caller.tenant_id, kind, &names).await?,
+        None => Default::default(),
+    };
     let series = names
         .into_iter()
         .zip(grid)
         .map(|(name, values)| NamedSeries {
+            label: labels.get(&name).cloned(),
             name,
             points: values.into_iter().enumerate().map(|(i, v)| (buckets.start(i).timestamp_millis(), v)).collect(),
         })

@@ -1,5 +1,6 @@
 //! List and top-N endpoints: connections, tools, servers, top servers /
-//! projects / navigators, users.
+//! projects / navigators, users. Ids are shown with their latest names
+//! (`*_name`, from `dimension_names`: [`names::latest`]).
 
 use axum::extract::State;
 use axum::Json;
@@ -14,6 +15,7 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::params::{Accepts, Checker, Params, RawParams, SortOrder};
 use crate::params::{LIST_LIMIT, TOP_LIMIT};
+use crate::queries::analytics::names::{self, Kind};
 use crate::queries::analytics::raw;
 use crate::queries::analytics::tool_calls::{self, Dim, GroupCount};
 use crate::queries::CallKinds;
@@ -38,10 +40,18 @@ pub async fn navigator_tool_connections(
     let base = Base::parse(&mut c, &p, "24h", Accepts::PNS);
     c.finish()?;
     let rows = tool_calls::connections(&state.db, &base.scope(&caller, CallKinds::Tool)).await?;
+    let nav_ids: Vec<String> = rows.iter().map(|r| r.navigator_instance_id.clone()).collect();
+    let tool_ids: Vec<String> = rows.iter().map(|r| r.tool_id.clone()).collect();
+    let (nav_names, tool_names) = tokio::try_join!(
+        names::latest(&state.db, caller.tenant_id, Kind::NavigatorInstance, &nav_ids),
+        names::latest(&state.db, caller.tenant_id, Kind::Tool, &tool_ids),
+    )?;
     let items: Vec<Connection> = rows
         .into_iter()
         .map(|r| Connection {
+            navigator_name: nav_names.get(&r.navigator_instance_id).cloned(),
             navigator_instance_id: r.navigator_instance_id,
+            tool_name: tool_names.get(&r.tool_id).cloned(),
             tool_id: r.tool_id,
             connection_status: "active",
             last_used: chrono::DateTime::from_timestamp_millis(r.last_used_ms).map(ts),
@@ -138,16 +148,19 @@ pub async fn servers(
     Ok(envelope(ServerList { servers, list: req.echo(total as u64) }, req.base.now))
 }
 
+/// An entry of a top-N list: the id, its latest name, the count.
+type Entry = (String, Option<String>, u64);
+
 /// The two lists of a top-N endpoint: by tool calls and by distinct
 /// queries, each most first and cut to `limit` (non-zero counts only);
-/// `list` shapes one of them from `(key, count)` pairs.
+/// `list` shapes one of them from its entries, named from `dimension_names`.
 async fn top<L: serde::Serialize>(
     state: &AnalyticsState,
     caller: &Caller,
     p: &RawParams,
     accepts: Accepts,
-    dim: Dim,
-    list: fn(Vec<(String, u64)>) -> L,
+    (dim, kind): (Dim, Kind),
+    list: fn(Vec<Entry>) -> L,
 ) -> Result<Json<Envelope<Top<L>>>, ApiError> {
     let mut c = Checker::new();
     let base = Base::parse(&mut c, p, "1w", accepts);
@@ -155,16 +168,29 @@ async fn top<L: serde::Serialize>(
     let limit = c.int("limit", &p.limit, default, min, max);
     c.finish()?;
     let mut groups = tool_calls::group_counts(&state.db, &base.scope(caller, CallKinds::Tool), dim, true).await?;
-    let map = |groups: &[GroupCount], count: &dyn Fn(&GroupCount) -> u64| {
-        list(groups.iter().filter(|g| count(g) > 0).take(limit as usize).map(|g| (g.key.clone(), count(g))).collect())
+    let pick = |groups: &[GroupCount], count: &dyn Fn(&GroupCount) -> u64| -> Vec<(String, u64)> {
+        groups.iter().filter(|g| count(g) > 0).take(limit as usize).map(|g| (g.key.clone(), count(g))).collect()
     };
     sort_by_count(&mut groups, |g| g.calls, SortOrder::Desc);
-    let by_calls = map(&groups, &|g| g.calls);
+    let by_calls = pick(&groups, &|g| g.calls);
     sort_by_count(&mut groups, |g| g.queries, SortOrder::Desc);
-    let by_queries = map(&groups, &|g| g.queries);
+    let by_queries = pick(&groups, &|g| g.queries);
+    let ids: Vec<String> = by_calls.iter().chain(&by_queries).map(|(k, _)| k.clone()).collect();
+    let found = names::latest(&state.db, caller.tenant_id, kind, &ids).await?;
+    let named = |items: Vec<(String, u64)>| {
+        list(
+            items
+                .into_iter()
+                .map(|(k, n)| {
+                    let name = found.get(&k).cloned();
+                    (k, name, n)
+                })
+                .collect(),
+        )
+    };
     let data = Top {
-        tool_calls: by_calls,
-        queries_processed: by_queries,
+        tool_calls: named(by_calls),
+        queries_processed: named(by_queries),
         window: base.res.window_str.clone(),
         filters: base.echo(),
         limit,
@@ -188,9 +214,9 @@ pub async fn top_servers(
     caller: Caller,
     Params(p): Params,
 ) -> Result<Json<Envelope<Top<TopServerList>>>, ApiError> {
-    top(&state, &caller, &p, Accepts::PN, Dim::ServerId, |items| TopServerList {
+    top(&state, &caller, &p, Accepts::PN, (Dim::ServerId, Kind::Server), |items| TopServerList {
         server_count: items.len(),
-        servers: items.into_iter().map(|(server_id, count)| ServerCount { server_id, count }).collect(),
+        servers: items.into_iter().map(|(server_id, server_name, count)| ServerCount { server_id, server_name, count }).collect(),
     })
     .await
 }
@@ -210,9 +236,9 @@ pub async fn top_projects(
     caller: Caller,
     Params(p): Params,
 ) -> Result<Json<Envelope<Top<TopProjectList>>>, ApiError> {
-    top(&state, &caller, &p, Accepts::NONE, Dim::ProjectId, |items| TopProjectList {
+    top(&state, &caller, &p, Accepts::NONE, (Dim::ProjectId, Kind::Project), |items| TopProjectList {
         project_count: items.len(),
-        projects: items.into_iter().map(|(project_id, count)| ProjectCount { project_id, count }).collect(),
+        projects: items.into_iter().map(|(project_id, project_name, count)| ProjectCount { project_id, project_name, count }).collect(),
     })
     .await
 }
@@ -232,9 +258,12 @@ pub async fn top_navigators(
     caller: Caller,
     Params(p): Params,
 ) -> Result<Json<Envelope<Top<TopNavigatorList>>>, ApiError> {
-    top(&state, &caller, &p, Accepts::P, Dim::NavigatorId, |items| TopNavigatorList {
+    top(&state, &caller, &p, Accepts::P, (Dim::NavigatorId, Kind::Navigator), |items| TopNavigatorList {
         navigator_count: items.len(),
-        navigators: items.into_iter().map(|(navigator_id, count)| NavigatorCount { navigator_id, count }).collect(),
+        navigators: items
+            .into_iter()
+            .map(|(navigator_id, navigator_name, count)| NavigatorCount { navigator_id, navigator_name, count })
+            .collect(),
     })
     .await
 }

@@ -212,7 +212,12 @@ pub struct AnalyticsHealth {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Connection {
     pub navigator_instance_id: String,
+    /// Latest name of the navigator instance; `null` when no event of the
+    /// tenant named it.
+    pub navigator_name: Option<String>,
     pub tool_id: String,
+    /// Latest name of the tool id; `null` when no event of the tenant named it.
+    pub tool_name: Option<String>,
     /// Always `active` (only connections used in the window are listed).
     pub connection_status: &'static str,
     #[schema(format = DateTime)]
@@ -278,6 +283,8 @@ pub struct UserList {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ServerCount {
     pub server_id: String,
+    /// Latest name of the server; `null` when no event of the tenant named it.
+    pub server_name: Option<String>,
     pub count: u64,
 }
 
@@ -285,6 +292,8 @@ pub struct ServerCount {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ProjectCount {
     pub project_id: String,
+    /// Latest `project_name` of the project's events; `null` when none had one.
+    pub project_name: Option<String>,
     pub count: u64,
 }
 
@@ -292,6 +301,8 @@ pub struct ProjectCount {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct NavigatorCount {
     pub navigator_id: String,
+    /// Latest name of the navigator; `null` when no event of the tenant named it.
+    pub navigator_name: Option<String>,
     pub count: u64,
 }
 
@@ -557,6 +568,10 @@ pub struct UserAnalytics {
 pub struct NamedSeries {
     /// The metric, a group key, or `other` (the groups beyond `top`).
     pub name: String,
+    /// The latest name of a group that is an id (`group_by=project`,
+    /// `navigator`), when an event of the tenant named it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     #[schema(schema_with = point_pairs)]
     pub points: Vec<(i64, Option<f64>)>,
 }

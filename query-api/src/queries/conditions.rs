@@ -66,6 +66,9 @@ pub enum Table {
     QueryMinutes,
     /// `agent_executions_1m`: project and navigator instance.
     Executions,
+    /// The raw `agent_executions` table, for the queries of an end user:
+    /// project, navigator instance and user (`user_token_id`).
+    ExecutionsRaw,
 }
 
 /// How a time column is compared.
@@ -184,8 +187,9 @@ impl Conditions {
             self = self.constant("tool_name = {f_tool_name:String}").param("f_tool_name", v);
         }
         if let Some(v) = f.user_token_id {
-            debug_assert!(table == Table::ToolCallsRaw, "only the raw table has user_token_id");
-            if table == Table::ToolCallsRaw {
+            let raw = matches!(table, Table::ToolCallsRaw | Table::ExecutionsRaw);
+            debug_assert!(raw, "only the raw tables have user_token_id");
+            if raw {
                 self = self.constant("user_token_id = {f_user:UUID}").param("f_user", v);
             }
         }

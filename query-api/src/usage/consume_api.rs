@@ -115,6 +115,7 @@ fn usage_event(
         conversation_id: None,
         plan_id: None,
         project_id: None,
+        project_name: None,
         navigator_id: None,
         navigator_instance_id: None,
         user_token_id: None,

@@ -29,6 +29,7 @@ fn call(tenant: Uuid, at: DateTime<Utc>, label: &str, project: Uuid, tool: Uuid)
         occurred_at: at,
         tenant_id: tenant,
         project_id: project,
+        project_name: String::new(),
         navigator_id: Uuid::new_v4(),
         navigator_instance_id: Uuid::new_v4(),
         navigator_name: format!("{label}-navigator"),

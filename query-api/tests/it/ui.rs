@@ -113,6 +113,7 @@ fn tool_call(tenant: Uuid, at: DateTime<Utc>, f: &Fixture, i: usize, query: Uuid
         occurred_at: at,
         tenant_id: tenant,
         project_id: f.projects[usize::from(i >= 7)],
+        project_name: String::new(),
         navigator_id: f.navigators[usize::from(i >= 6)],
         // One instance per navigator in this fixture.
         navigator_instance_id: f.navigators[usize::from(i >= 6)],
@@ -152,6 +153,7 @@ fn execution(tenant: Uuid, org: Uuid, at: DateTime<Utc>, messages: u32, input: u
         conversation_id: Uuid::nil(),
         plan_id: Uuid::nil(),
         project_id: Uuid::nil(),
+        project_name: String::new(),
         navigator_id: Uuid::nil(),
         navigator_instance_id: Uuid::nil(),
         user_token_id: Uuid::nil(),

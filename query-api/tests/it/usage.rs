@@ -169,6 +169,7 @@ impl Exec {
             conversation_id: Uuid::nil(),
             plan_id: Uuid::nil(),
             project_id: Uuid::nil(),
+            project_name: String::new(),
             navigator_id: Uuid::nil(),
             navigator_instance_id: Uuid::nil(),
             user_token_id: Uuid::nil(),

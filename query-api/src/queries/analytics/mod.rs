@@ -9,10 +9,12 @@
 //! * [`tool_calls`]: tool-call figures from the tool-call rollups.
 //! * [`raw`]: the few answers the rollups cannot give (per-user figures),
 //!   read from the raw `tool_calls` table.
+//! * [`names`]: the latest name of listed ids, from `dimension_names`.
 //! * [`timeseries`]: the Grafana endpoint's metric/group-by queries over
 //!   the tool-call rollups or `agent_executions_1m`.
 
 pub mod bucket_index;
+pub mod names;
 pub mod raw;
 pub mod rollup;
 pub mod scope;

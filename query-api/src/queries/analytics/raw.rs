@@ -16,10 +16,11 @@ use crate::buckets::Buckets;
 use crate::db::Db;
 use crate::db::QueryError;
 use crate::queries::conditions::Order;
-use crate::queries::conditions::TimeColumn;
+use crate::queries::conditions::{Conditions, Table, TimeColumn};
 use crate::queries::sql::Sql;
 
-/// Calls, failed calls, distinct queries.
+/// Calls, failed calls, distinct queries (from the tool calls and the
+/// `navigator_query` executions: [`query_rows`]).
 #[derive(Debug, Clone, Default, PartialEq, Row, Deserialize)]
 pub struct RawStats {
     pub n_calls: u64,
@@ -27,13 +28,46 @@ pub struct RawStats {
     pub n_queries: u64,
 }
 
-const STATS: &str = "toUInt64(count()) AS n_calls, toUInt64(countIf(NOT success)) AS n_errors,
-    toUInt64(uniqExactIf(query_id, query_id != toUUID('00000000-0000-0000-0000-000000000000'))) AS n_queries";
+const STATS: &str = "toUInt64(count()) AS n_calls, toUInt64(countIf(NOT success)) AS n_errors, toUInt64(0) AS n_queries";
+
+/// `(occurred_at, q)` rows, one or more per distinct query of the scope: a
+/// query is shown by its tool calls (`query_id`) and by its
+/// `navigator_query` execution (`execution_id`), so a query of the user
+/// that made no tool call is counted too (SEED_SPEC §4.3), and a query
+/// shown by both is counted once by `uniqExact(q)`. Both branches bind
+/// the same parameter names with the same values (taken once).
+fn query_rows(scope: &Scope) -> (String, Vec<(String, String)>) {
+    let (calls, mut params) = scope.tool_calls_where(TimeColumn::OccurredAt);
+    let (execs, exec_params) = Conditions::tenant(scope.tenant)
+        .between(TimeColumn::OccurredAt, scope.range.start, scope.range.end)
+        .filters(&scope.filters, Table::ExecutionsRaw)
+        .into_parts();
+    for (k, v) in exec_params {
+        if !params.iter().any(|(name, _)| *name == k) {
+            params.push((k, v));
+        }
+    }
+    let sql = format!(
+        "(SELECT occurred_at, query_id AS q FROM tool_calls WHERE {calls} AND query_id != {NIL}
+          UNION ALL
+          SELECT occurred_at, execution_id AS q FROM agent_executions
+          WHERE {execs} AND execution_kind = 'navigator_query' AND execution_id != {NIL})"
+    );
+    (sql, params)
+}
+
+const NIL: &str = "toUUID('00000000-0000-0000-0000-000000000000')";
 
 pub async fn totals(db: &Db, scope: &Scope) -> Result<RawStats, QueryError> {
     let (cond, params) = scope.tool_calls_where(TimeColumn::OccurredAt);
     let sql = Sql::new(format!("SELECT {STATS} FROM tool_calls WHERE {cond}")).bind_all(params);
-    db.run("raw_totals", |c| async move { sql.query(&c).fetch_one::<RawStats>().await }).await
+    let stats = db.run("raw_totals", |c| async move { sql.query(&c).fetch_one::<RawStats>().await });
+    let (rows, params) = query_rows(scope);
+    let sql = Sql::new(format!("SELECT toUInt64(uniqExact(q)) FROM {rows}")).bind_all(params);
+    let queries = db.run("raw_queries", |c| async move { sql.query(&c).fetch_one::<u64>().await });
+    let (mut stats, queries) = tokio::try_join!(stats, queries)?;
+    stats.n_queries = queries;
+    Ok(stats)
 }
 
 #[derive(Debug, Row, Deserialize)]
@@ -50,12 +84,23 @@ pub async fn series(db: &Db, scope: &Scope, buckets: &Buckets) -> Result<Vec<Raw
     let (bucket, bparams) = index_sql(buckets, "occurred_at");
     let sql = Sql::new(format!("SELECT {bucket} AS bucket, {STATS} FROM tool_calls WHERE {cond} GROUP BY bucket ORDER BY bucket"))
         .bind_all(params)
+        .bind_all(bparams.clone());
+    let rows = db.run("raw_series", |c| async move { sql.query(&c).fetch_all::<BucketRaw>().await });
+    let (query_rows, params) = query_rows(scope);
+    let sql = Sql::new(format!("SELECT {bucket} AS bucket, toUInt64(uniqExact(q)) AS n FROM {query_rows} GROUP BY bucket ORDER BY bucket"))
+        .bind_all(params)
         .bind_all(bparams);
-    let rows = db.run("raw_series", |c| async move { sql.query(&c).fetch_all::<BucketRaw>().await }).await?;
+    let queries = db.run("raw_queries_series", |c| async move { sql.query(&c).fetch_all::<(u32, u64)>().await });
+    let (rows, queries) = tokio::try_join!(rows, queries)?;
     let mut out = vec![RawStats::default(); buckets.len()];
     for r in rows {
         if let Some(slot) = out.get_mut(r.bucket as usize) {
             *slot = RawStats { n_calls: r.n_calls, n_errors: r.n_errors, n_queries: r.n_queries };
+        }
+    }
+    for (b, n) in queries {
+        if let Some(slot) = out.get_mut(b as usize) {
+            slot.n_queries = n;
         }
     }
     Ok(out)

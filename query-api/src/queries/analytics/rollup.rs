@@ -196,7 +196,7 @@ pub fn queries_from(scope: &Scope) -> (String, Vec<(String, String)>) {
         .filters(&scope.filters, Table::QueryMinutes)
         .between(TimeColumn::Minute, scope.range.start, scope.range.end)
         .into_parts();
-    (format!("(SELECT minute, project_id, navigator_id, query_id FROM queries_1m WHERE {cond})"), params)
+    (format!("(SELECT minute, project_id, navigator_id, navigator_instance_id, query_id FROM queries_1m WHERE {cond})"), params)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use super::bucket_index::index_sql;
-use super::rollup::{self, Source};
+use super::rollup::{self, QueriesSource, Source};
 use super::scope::Scope;
 use crate::buckets::Buckets;
 use crate::db::Db;
@@ -157,12 +157,38 @@ impl GroupBy {
 /// The series name of the groups outside the top N.
 pub const OTHER: &str = "other";
 
-/// `(FROM source, WHERE condition, params)` of a metric: tool-call metrics
-/// from the rollup [`rollup::choose`] picks (distinct queries from the
-/// minute rollup's sets, as groups may be tools or servers), execution
-/// metrics from `agent_executions_1m`.
-fn from_sql(scope: &Scope, metric: Metric, buckets: Option<&Buckets>) -> (String, String, Vec<(String, String)>) {
+/// Whether `queries` is counted from `queries_1m` (a query from its
+/// `navigator_query` execution and/or its tool calls, zero-call queries
+/// included): when no server, tool or user filter applies and the groups,
+/// if any, are projects or navigator instances, which that table keeps.
+/// Otherwise distinct queries are the minute rollup's sets of queries that
+/// made matching calls (a query without calls has no tool or server).
+fn queries_from_query_minutes(scope: &Scope, metric: Metric, group: Option<GroupBy>) -> bool {
+    metric == Metric::Queries
+        && rollup::choose_queries(scope) == QueriesSource::QueryMinutes
+        && matches!(group, None | Some(GroupBy::Project) | Some(GroupBy::Navigator))
+}
+
+/// The value expression of `metric` on the source [`from_sql`] picks.
+fn value_sql(scope: &Scope, metric: Metric, group: Option<GroupBy>) -> &'static str {
+    if queries_from_query_minutes(scope, metric, group) {
+        "toFloat64(uniqExact(query_id))"
+    } else {
+        metric.value_sql()
+    }
+}
+
+/// `(FROM source, WHERE condition, params)` of a metric: `queries` from
+/// `queries_1m` where it answers ([`queries_from_query_minutes`]), other
+/// tool-call metrics from the rollup [`rollup::choose`] picks (distinct
+/// queries from the minute rollup's sets, as groups may be tools or
+/// servers), execution metrics from `agent_executions_1m`.
+fn from_sql(scope: &Scope, metric: Metric, buckets: Option<&Buckets>, group: Option<GroupBy>) -> (String, String, Vec<(String, String)>) {
     match metric.table() {
+        Table::ToolCalls if queries_from_query_minutes(scope, metric, group) => {
+            let (from, params) = rollup::queries_from(scope);
+            (from, "1".into(), params)
+        }
         Table::ToolCalls => {
             let source = if metric == Metric::Queries { Source::Minute } else { rollup::choose(scope, buckets, false) };
             rollup::tool_calls_from(scope, &source)
@@ -190,10 +216,10 @@ pub struct Point {
 pub async fn top_groups(db: &Db, scope: &Scope, metric: Metric, group: GroupBy, top: u32) -> Result<(Vec<String>, bool), QueryError> {
     let table = metric.table();
     let key = group.key_sql(table).ok_or_else(|| QueryError::Unsupported("group not available"))?;
-    let (from, cond, params) = from_sql(scope, metric, None);
+    let (from, cond, params) = from_sql(scope, metric, None, Some(group));
+    let rank = if metric == Metric::Queries { value_sql(scope, metric, Some(group)) } else { metric.rank_sql() };
     let sql = Sql::new(format!(
-        "SELECT {key} AS g FROM {from} WHERE {cond} GROUP BY g ORDER BY {rank} DESC, g ASC LIMIT {{top_plus_one:UInt32}}",
-        rank = metric.rank_sql()
+        "SELECT {key} AS g FROM {from} WHERE {cond} GROUP BY g ORDER BY {rank} DESC, g ASC LIMIT {{top_plus_one:UInt32}}"
     ))
     .bind_all(params)
     .bind("top_plus_one", top + 1);
@@ -214,7 +240,7 @@ pub async fn points(
     name: &str,
 ) -> Result<Vec<Point>, QueryError> {
     let table = metric.table();
-    let (from, cond, params) = from_sql(scope, metric, Some(buckets));
+    let (from, cond, params) = from_sql(scope, metric, Some(buckets), group.map(|(g, _)| g));
     let (bucket, bparams) = index_sql(buckets, "minute");
     let mut sql = Sql::new(String::new()).bind_all(params).bind_all(bparams);
     let series = match group {
@@ -231,7 +257,7 @@ pub async fn points(
     sql.text = format!(
         "SELECT {series} AS series, {bucket} AS bucket, {value} AS value FROM {from} WHERE {cond}
          GROUP BY series, bucket ORDER BY series, bucket",
-        value = metric.value_sql(),
+        value = value_sql(scope, metric, group.map(|(g, _)| g)),
     );
     db.run("timeseries_points", |c| async move { sql.query(&c).fetch_all::<Point>().await }).await
 }

@@ -67,6 +67,7 @@ pub fn blank(tenant: Uuid, at: DateTime<Utc>) -> ToolCallRow {
         occurred_at: at,
         tenant_id: tenant,
         project_id: Uuid::nil(),
+        project_name: String::new(),
         navigator_id: Uuid::nil(),
         navigator_instance_id: Uuid::nil(),
         navigator_name: String::new(),

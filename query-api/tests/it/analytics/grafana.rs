@@ -110,6 +110,7 @@ async fn timeseries_metrics_group_by_and_formats() {
         conversation_id: Uuid::nil(),
         plan_id: Uuid::nil(),
         project_id: project,
+        project_name: String::new(),
         navigator_id: Uuid::nil(),
         navigator_instance_id: Uuid::nil(),
         user_token_id: Uuid::nil(),

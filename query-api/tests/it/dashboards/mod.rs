@@ -2,13 +2,16 @@
 //! to Kafka and carried by the ingest worker: a burst of panel requests
 //! with one key is answered in full (one replica, and two sharing Valkey),
 //! every window/frequency pair of the contract is served, ids a tenant
-//! has no data for answer zeros, and every panel of the shipped Grafana
-//! dashboard loads with data.
+//! has no data for answer zeros, every panel of the shipped Grafana
+//! dashboard loads with data, ids show their latest names, and queries
+//! without tool calls are counted for a user and in Grafana.
 
 mod buckets;
 mod bursts;
 mod grafana_dashboard;
+mod names;
 mod unknown_ids;
+mod zero_call_queries;
 
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
