@@ -129,6 +129,11 @@ fn filters(a: Accepts) -> Vec<Parameter> {
     }
     if a.server_instance {
         v.push(query("server_instance_id", "Filter by server instance (an id without events of the caller's tenant counts zero)", uuid()));
+        v.push(query(
+            "server_id",
+            "Filter by server, as top-servers lists it (an id without events of the caller's tenant counts zero)",
+            uuid(),
+        ));
     }
     if a.tool_id {
         v.push(query("tool_id", "Filter by tool id (an id without events of the caller's tenant counts zero)", uuid()));
@@ -137,6 +142,13 @@ fn filters(a: Accepts) -> Vec<Parameter> {
         v.push(query(
             "tool_name",
             "Filter by tool name (1 to 256 bytes)",
+            string().min_length(Some(1)).max_length(Some(agentmeter_schema::event::MAX_NAME_BYTES)),
+        ));
+    }
+    if a.user {
+        v.push(query(
+            "user_email",
+            "Filter by end user e-mail, as /analytics/users lists them (1 to 256 bytes; read from the raw events, not the rollups)",
             string().min_length(Some(1)).max_length(Some(agentmeter_schema::event::MAX_NAME_BYTES)),
         ));
     }

@@ -34,8 +34,10 @@ pub struct RawParams {
     pub project_id: Option<String>,
     pub navigator_instance_id: Option<String>,
     pub server_instance_id: Option<String>,
+    pub server_id: Option<String>,
     pub tool_id: Option<String>,
     pub tool_name: Option<String>,
+    pub user_email: Option<String>,
     pub sort_order: Option<String>,
     pub limit: Option<String>,
     pub comparison_period: Option<String>,
@@ -278,10 +280,16 @@ pub struct Filters {
     pub project_id: Option<Uuid>,
     pub navigator_instance_id: Option<Uuid>,
     pub server_instance_id: Option<Uuid>,
+    /// `server_id` (the key of `top-servers`): an extension of the Caylex
+    /// filters, accepted wherever `server_instance_id` is.
+    pub server_id: Option<Uuid>,
     pub tool_id: Option<Uuid>,
     pub tool_name: Option<String>,
     /// End user (`user_token_id`); only the raw table has it, never echoed.
     pub user_token_id: Option<Uuid>,
+    /// End user by e-mail (`user_email`, the key of `/analytics/users`):
+    /// an extension of the Caylex filters, answered from the raw tables.
+    pub user_email: Option<String>,
 }
 
 /// Which filters an endpoint accepts.
@@ -292,11 +300,14 @@ pub struct Accepts {
     pub server_instance: bool,
     pub tool_id: bool,
     pub tool_name: bool,
+    /// `user_email`: every endpoint that takes a project filter.
+    pub user: bool,
 }
 
 impl Accepts {
-    pub const NONE: Self = Self { project: false, navigator_instance: false, server_instance: false, tool_id: false, tool_name: false };
-    pub const P: Self = Self { project: true, ..Self::NONE };
+    pub const NONE: Self =
+        Self { project: false, navigator_instance: false, server_instance: false, tool_id: false, tool_name: false, user: false };
+    pub const P: Self = Self { project: true, user: true, ..Self::NONE };
     pub const PN: Self = Self { navigator_instance: true, ..Self::P };
     pub const PNS: Self = Self { server_instance: true, ..Self::PN };
     pub const PNS_TOOL_ID: Self = Self { tool_id: true, ..Self::PNS };
@@ -314,9 +325,11 @@ impl Checker {
                 None
             },
             server_instance_id: if accepts.server_instance { self.uuid("server_instance_id", &p.server_instance_id) } else { None },
+            server_id: if accepts.server_instance { self.uuid("server_id", &p.server_id) } else { None },
             tool_id: if accepts.tool_id { self.uuid("tool_id", &p.tool_id) } else { None },
             tool_name: if accepts.tool_name { self.name("tool_name", &p.tool_name) } else { None },
             user_token_id: None,
+            user_email: if accepts.user { self.name("user_email", &p.user_email) } else { None },
         }
     }
 
@@ -354,9 +367,11 @@ impl From<&Filters> for queries::Filters {
             project_id: f.project_id,
             navigator_instance_id: f.navigator_instance_id,
             server_instance_id: f.server_instance_id,
+            server_id: f.server_id,
             tool_id: f.tool_id,
             tool_name: f.tool_name.clone(),
             user_token_id: f.user_token_id,
+            user_email: f.user_email.clone(),
         }
     }
 }
@@ -374,11 +389,17 @@ impl Filters {
         if let Some(v) = self.server_instance_id {
             m.insert("server_instance_id".into(), v.to_string());
         }
+        if let Some(v) = self.server_id {
+            m.insert("server_id".into(), v.to_string());
+        }
         if let Some(v) = self.tool_id {
             m.insert("tool_id".into(), v.to_string());
         }
         if let Some(v) = &self.tool_name {
             m.insert("tool_name".into(), v.clone());
+        }
+        if let Some(v) = &self.user_email {
+            m.insert("user_email".into(), v.clone());
         }
         m
     }

@@ -71,7 +71,12 @@ pub async fn timeseries(State(state): State<AnalyticsState>, caller: Caller, Par
     let table = metric.map(|m| m.table()).unwrap_or(Table::ToolCalls);
     let accepts = if table == Table::ToolCalls { Accepts { tool_id: true, tool_name: true, ..Accepts::PNS } } else { Accepts::PN };
     if table == Table::Executions {
-        for (name, v) in [("server_instance_id", &p.server_instance_id), ("tool_id", &p.tool_id), ("tool_name", &p.tool_name)] {
+        for (name, v) in [
+            ("server_instance_id", &p.server_instance_id),
+            ("server_id", &p.server_id),
+            ("tool_id", &p.tool_id),
+            ("tool_name", &p.tool_name),
+        ] {
             if v.is_some() {
                 c.push(name, format!("{name} filters tool-call metrics only"));
             }

@@ -40,9 +40,14 @@ pub struct FilterEcho {
     pub server_instance_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(format = Uuid)]
+    pub server_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = Uuid)]
     pub tool_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_email: Option<String>,
 }
 
 impl From<BTreeMap<String, String>> for FilterEcho {
@@ -51,8 +56,10 @@ impl From<BTreeMap<String, String>> for FilterEcho {
             navigator_instance_id: m.remove("navigator_instance_id"),
             project_id: m.remove("project_id"),
             server_instance_id: m.remove("server_instance_id"),
+            server_id: m.remove("server_id"),
             tool_id: m.remove("tool_id"),
             tool_name: m.remove("tool_name"),
+            user_email: m.remove("user_email"),
         }
     }
 }

@@ -19,10 +19,16 @@ pub struct Filters {
     pub project_id: Option<Uuid>,
     pub navigator_instance_id: Option<Uuid>,
     pub server_instance_id: Option<Uuid>,
+    /// The server (`server_id`, as `top-servers` lists it).
+    pub server_id: Option<Uuid>,
     pub tool_id: Option<Uuid>,
     pub tool_name: Option<String>,
     /// End user (`user_token_id`); only the raw tool-call table has it.
     pub user_token_id: Option<Uuid>,
+    /// End user by e-mail (the key of `/analytics/users`); only the raw
+    /// tables have it, so a request with it reads them ([`Table::ToolCallsRaw`],
+    /// [`Table::ExecutionsRaw`]).
+    pub user_email: Option<String>,
 }
 
 /// Sort direction of a list.
@@ -180,17 +186,26 @@ impl Conditions {
         if let (true, Some(v)) = (all, f.server_instance_id) {
             self = self.constant("server_instance_id = {f_server_instance:UUID}").param("f_server_instance", v);
         }
+        if let (true, Some(v)) = (all, f.server_id) {
+            self = self.constant("server_id = {f_server:UUID}").param("f_server", v);
+        }
         if let (true, Some(v)) = (all, f.tool_id) {
             self = self.constant("tool_id = {f_tool:UUID}").param("f_tool", v);
         }
         if let (true, Some(v)) = (all, &f.tool_name) {
             self = self.constant("tool_name = {f_tool_name:String}").param("f_tool_name", v);
         }
+        let raw = matches!(table, Table::ToolCallsRaw | Table::ExecutionsRaw);
         if let Some(v) = f.user_token_id {
-            let raw = matches!(table, Table::ToolCallsRaw | Table::ExecutionsRaw);
             debug_assert!(raw, "only the raw tables have user_token_id");
             if raw {
                 self = self.constant("user_token_id = {f_user:UUID}").param("f_user", v);
+            }
+        }
+        if let Some(v) = &f.user_email {
+            debug_assert!(raw, "only the raw tables have user_email");
+            if raw {
+                self = self.constant("user_email = {f_user_email:String}").param("f_user_email", v);
             }
         }
         self

@@ -8,9 +8,10 @@
 // moved to sessionStorage (gone when the tab closes) and removed from the
 // address bar at once, and the "Share link" button never includes it.
 //
-// Clicking a project, navigator, tool (or a server, when the answer carries
-// its instance id) adds a filter that every panel whose endpoint accepts it
-// applies; panels whose endpoint cannot filter by it say so.
+// Clicking a server, project, navigator, tool or user adds a filter that
+// every panel whose endpoint accepts it applies; panels whose endpoint
+// cannot filter by it say so. Rows show the latest name the API gives
+// beside each id (`*_name`, `label`).
 "use strict";
 
 (function () {
@@ -31,26 +32,31 @@
   // The filters the page knows, in the order chips are shown. The value of
   // `label` is remembered from the tables so a chip can show a name.
   const FILTERS = {
+    server_id: { noun: "Server" },
     project_id: { noun: "Project" },
     navigator_instance_id: { noun: "Navigator" },
-    server_instance_id: { noun: "Server" },
+    server_instance_id: { noun: "Server instance" },
     tool_name: { noun: "Tool" },
+    user_email: { noun: "User" },
   };
+  // Filters whose value is itself readable (not an id).
+  const PLAIN = new Set(["tool_name", "user_email"]);
   const filters = {};
   const labels = {};
 
   // Which filters each endpoint accepts (docs/api.md; params.rs `Accepts`).
   // A filter an endpoint does not accept is not sent (some answer 422) and
   // the panel is marked "not filtered by ...".
-  const PNS = ["project_id", "navigator_instance_id", "server_instance_id"];
+  const PNS = ["project_id", "navigator_instance_id", "server_instance_id", "server_id", "user_email"];
+  const PN = ["project_id", "navigator_instance_id", "user_email"];
   const ACCEPTS = {
     countGraph: [...PNS, "tool_name"],
     graph: PNS,
-    topServers: ["project_id", "navigator_instance_id"],
+    topServers: PN,
     topProjects: [],
-    users: ["project_id", "navigator_instance_id"],
+    users: PN,
     callSeries: [...PNS, "tool_name"],
-    execSeries: ["project_id", "navigator_instance_id"],
+    execSeries: PN,
   };
 
   class ApiError extends Error {
@@ -460,7 +466,7 @@
     rows.sort((a, b) => b.total - a.total || a.name.localeCompare(b.name));
     panelTable("top-navigators", "Top navigator instances by tool calls", [{ name: "Navigator" }, { name: "Calls", num: true }],
       rows.map((r) => {
-        const lab = label({ id: r.name, navigator_name: r.item.navigator_name }, "id", "navigator_name");
+        const lab = label({ id: r.name, navigator_name: r.item.label }, "id", "navigator_name");
         labels["navigator_instance_id=" + r.name] = lab.text;
         return { key: r.name, label: lab, filter: ["navigator_instance_id", r.name], cells: [lab.text, r.total] };
       }));
@@ -479,7 +485,12 @@
 
   function usersTable(d) {
     panelTable("top-users", "Top users by tool calls", [{ name: "User" }, { name: "Calls", num: true }],
-      d.data.users.map((u) => ({ key: u.user_email, label: { text: u.user_email || "(no e-mail)", title: "No API filter by user exists yet" }, cells: [u.user_email || "(no e-mail)", u.tool_count] })));
+      d.data.users.map((u) => ({
+        key: u.user_email,
+        label: { text: u.user_email || "(no e-mail)", title: u.user_email },
+        filter: u.user_email ? ["user_email", u.user_email] : null,
+        cells: [u.user_email || "(no e-mail)", u.tool_count],
+      })));
   }
 
   // --- organizations and limits ---------------------------------------------
@@ -697,7 +708,7 @@
     box.dataset.count = String(keys.length);
     for (const k of keys) {
       const v = filters[k];
-      const text = labels[k + "=" + v] || (k === "tool_name" ? v : shortId(v));
+      const text = labels[k + "=" + v] || (PLAIN.has(k) ? v : shortId(v));
       const chip = document.createElement("span");
       chip.className = "chip";
       chip.dataset.filter = k;
@@ -809,8 +820,8 @@
     draw("queries", "chart-queries", (d) => countChart("chart-queries", "Queries", d, s, fmtT), (m) => chartError("chart-queries", m));
     draw("errors", "chart-error-rate", (d) => errorRateChart(d, s, fmtT), (m) => chartError("chart-error-rate", m));
     draw("latency", "chart-latency", (d) => latencyChart(d, s, fmtT), (m) => chartError("chart-latency", m));
-    // Servers filter by instance: clickable when the answer names one.
-    draw("servers", "top-servers", (d) => topTable("top-servers", "Server", d, "servers", "server_id", "server_name", "server_instance_id", "server_instance_id"), (m) => tableError("top-servers", m));
+    // Servers filter by server_id, the id top-servers lists.
+    draw("servers", "top-servers", (d) => topTable("top-servers", "Server", d, "servers", "server_id", "server_name", "server_id", "server_id"), (m) => tableError("top-servers", m));
     draw("projects", "top-projects", (d) => topTable("top-projects", "Project", d, "projects", "project_id", "project_name", "project_id", "project_id"), (m) => tableError("top-projects", m));
     draw("navigators", "top-navigators", navigatorsTable, (m) => tableError("top-navigators", m));
     draw("tools", "top-tools", toolsTable, (m) => tableError("top-tools", m));

@@ -113,11 +113,12 @@ fn tool_call(tenant: Uuid, at: DateTime<Utc>, f: &Fixture, i: usize, query: Uuid
         occurred_at: at,
         tenant_id: tenant,
         project_id: f.projects[usize::from(i >= 7)],
-        project_name: String::new(),
+        // The second project has no name: its id is shown.
+        project_name: if i >= 7 { String::new() } else { "Checkout".into() },
         navigator_id: f.navigators[usize::from(i >= 6)],
         // One instance per navigator in this fixture.
         navigator_instance_id: f.navigators[usize::from(i >= 6)],
-        navigator_name: String::new(),
+        navigator_name: if i >= 6 { "Sales bot".into() } else { "Support bot".into() },
         query_id: query,
         call_kind: "tool".into(),
         suggestions_count: 0,
@@ -248,8 +249,10 @@ async fn start(what: &str) -> Stack {
         for k in 0..2 * [3, 5, 8, 12, 9, 6][h as usize % 6] {
             let mut c = tool_call(f.tenant, now - chrono::Duration::minutes(60 * h - 3 * k), &f, 0, Uuid::new_v4());
             c.project_id = bg_project;
+            c.project_name = "Background jobs".into();
             c.navigator_id = bg_navigator;
             c.navigator_instance_id = bg_navigator;
+            c.navigator_name = "Batch bot".into();
             c.server_id = bg_server;
             c.server_name = "server-bg".into();
             c.tool_name = "lookup".into();
@@ -574,6 +577,39 @@ async fn usage_page_shows_usage_limits_filters_and_shareable_state_in_chromium()
     b.wait_until("document.getElementById('window').value === '1h' && document.querySelectorAll('#filters .chip').length === 0 && document.body.dataset.state === 'ready'", "hash change").await;
     // The last hour holds the calls of 10, 30 and 50 minutes ago, not 70.
     b.wait_until("document.getElementById('card-calls').dataset.value === '9'", "1h window").await;
+    drop(b);
+
+    // --- names beside ids; a click on a server, then on a user, filters the page ---
+    let (mut b, mut n) = open(&base, &format!("key={READ_KEY}&window=24h&frequency=1h&tz=UTC")).await;
+    let button = |table: &str, value: &str| format!("document.querySelector('#{table} button[data-value=\"{value}\"]').textContent");
+    let (s0, p0, nav0) = (f.servers[0].to_string(), f.projects[0].to_string(), f.navigators[0].to_string());
+    assert_eq!(b.eval_str(&button("top-servers", &s0)).await, "server-0");
+    assert_eq!(b.eval_str(&button("top-projects", &p0)).await, "Checkout");
+    assert_eq!(b.eval_str(&button("top-navigators", &nav0)).await, "Support bot");
+    b.take_requests().await;
+    b.click(&format!("#top-servers button[data-value=\"{s0}\"]")).await;
+    n = wait_ready(&mut b, n, "after the server click").await;
+    let reqs = b.take_requests().await;
+    let calls_req = reqs.iter().find(|r| r.starts_with("/api/v1/analytics/tool-calls-processed-graph?")).expect("tool-calls graph");
+    assert!(calls_req.contains(&format!("server_id={s0}")), "{calls_req}");
+    assert_eq!(data(&mut b, "card-calls", "value").await, "5");
+    assert_eq!(b.eval_str("document.querySelector('#filters .chip').textContent").await, "Server: server-0×");
+    assert_eq!(data(&mut b, "top-servers", "unfiltered").await, "server_id", "top-servers takes no server filter");
+    b.click("#filters .chip[data-filter=\"server_id\"] .chip-remove").await;
+    n = wait_ready(&mut b, n, "after removing the server chip").await;
+    b.take_requests().await;
+    b.click("#top-users button[data-value=\"ana@example.com\"]").await;
+    wait_ready(&mut b, n, "after the user click").await;
+    let reqs = b.take_requests().await;
+    for r in reqs.iter().filter(|r| r.starts_with("/api/v1/") && !r.contains("/top-projects?")) {
+        assert!(r.contains("user_email=ana%40example.com"), "request without the user filter: {r}");
+    }
+    assert_eq!(data(&mut b, "card-calls", "value").await, "6");
+    assert_eq!(row_values(&mut b, "top-users", "ana@example.com").await, ["6"]);
+    assert_eq!(row_values(&mut b, "top-users", "bo@example.com").await, Vec::<String>::new());
+    // Her calls were in three queries (0-2, 3-5); the executions carry no e-mail.
+    assert_eq!(data(&mut b, "card-tokens", "value").await, "0");
+    assert!(b.eval_str("location.hash").await.contains("user_email=ana%40example.com"));
     drop(b);
 
     // --- an admin key: limits listed, including an organization without usage ---

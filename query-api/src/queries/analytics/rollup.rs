@@ -45,6 +45,10 @@ use crate::window::TimeRange;
 pub enum Source {
     /// `tool_calls_1m` over the whole range.
     Minute,
+    /// The raw `tool_calls` table aggregated per minute like `tool_calls_1m`
+    /// (same columns and states): a request filtered by user, which the
+    /// rollups leave out to stay small.
+    Raw,
     /// `tool_calls_1h` for `hours`, `tool_calls_1m` for `head` and `tail`.
     Hourly(HourSplit),
     /// `tool_calls_tenant_1h` for `hours`, `tool_calls_tenant_1m` for `head`
@@ -56,7 +60,7 @@ impl Source {
     /// The hour split of an hourly source.
     pub fn hour_split(&self) -> Option<&HourSplit> {
         match self {
-            Source::Minute => None,
+            Source::Minute | Source::Raw => None,
             Source::Hourly(s) | Source::TenantHourly(s) => Some(s),
         }
     }
@@ -84,6 +88,9 @@ impl HourSplit {
 /// buckets (`None` for totals and lists); `queries` says whether distinct
 /// queries are needed.
 pub fn choose(scope: &Scope, buckets: Option<&Buckets>, queries: bool) -> Source {
+    if by_user(scope) {
+        return Source::Raw;
+    }
     if queries && !queries_table_answers(scope) {
         return Source::Minute;
     }
@@ -99,10 +106,27 @@ pub fn choose_ungrouped(scope: &Scope, buckets: Option<&Buckets>, queries: bool)
     }
 }
 
+/// The finest source: the minute rollup, or the raw table under a user
+/// filter (for the exact distinct-query sets).
+pub fn finest(scope: &Scope) -> Source {
+    if by_user(scope) {
+        Source::Raw
+    } else {
+        Source::Minute
+    }
+}
+
+/// A user filter: only the raw tables have the user.
+fn by_user(scope: &Scope) -> bool {
+    scope.filters.user_email.is_some() || scope.filters.user_token_id.is_some()
+}
+
 /// Where distinct queries are counted from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueriesSource {
-    /// `queries_1m`: executions and tool calls, zero-call queries included.
+    /// `queries_1m` (under a user filter, the raw `tool_calls` and
+    /// `agent_executions` rows of the same queries): executions and tool
+    /// calls, zero-call queries included.
     QueryMinutes,
     /// The `uniqExactIf` sets of `tool_calls_1m`: queries with calls that
     /// match a server, tool or user filter.
@@ -118,10 +142,11 @@ pub fn choose_queries(scope: &Scope) -> QueriesSource {
     }
 }
 
-/// `queries_1m` keeps project, navigator and navigator instance only.
+/// `queries_1m` keeps project, navigator and navigator instance only; a
+/// user's queries come from the raw tables by the same rule.
 fn queries_table_answers(scope: &Scope) -> bool {
     let f = &scope.filters;
-    f.server_instance_id.is_none() && f.tool_id.is_none() && f.tool_name.is_none() && f.user_token_id.is_none()
+    f.server_instance_id.is_none() && f.server_id.is_none() && f.tool_id.is_none() && f.tool_name.is_none() && f.user_token_id.is_none()
 }
 
 /// The hour split of `range`, if it has a whole hour and every bucket
@@ -150,6 +175,21 @@ const SHARED_COLUMNS: &str = "tenant_id, project_id, navigator_id, navigator_ins
 const TENANT_COLUMNS: &str =
     "tenant_id, call_kind, calls, errors, latency_sum_ms, latency_digest, runtime_sum_ms, runtime_count, suggestions";
 
+/// The raw table in the shape of `tool_calls_1m` (migration 0002's view).
+const RAW_AS_MINUTES: &str = "SELECT tenant_id, toStartOfMinute(occurred_at) AS minute,
+    project_id, navigator_id, navigator_instance_id, server_id, server_instance_id, server_name,
+    tool_id, tool_name, call_kind, error_type, organization_id,
+    toUInt64(count()) AS calls, toUInt64(countIf(NOT success)) AS errors,
+    sum(latency_ms) AS latency_sum_ms, quantilesTDigestState(0.5, 0.95, 0.99)(latency_ms) AS latency_digest,
+    sum(ifNull(runtime_ms, 0)) AS runtime_sum_ms, toUInt64(count(runtime_ms)) AS runtime_count,
+    toUInt64(sum(suggestions_count)) AS suggestions,
+    uniqExactIfState(query_id, query_id != toUUID('00000000-0000-0000-0000-000000000000')) AS queries,
+    max(occurred_at) AS last_used
+FROM tool_calls";
+
+const RAW_KEYS: &str = "tenant_id, minute, project_id, navigator_id, navigator_instance_id, server_id,
+    server_instance_id, server_name, tool_id, tool_name, call_kind, error_type, organization_id";
+
 fn pairs(ranges: &[TimeRange]) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
     ranges.iter().map(|r| (r.start, r.end)).collect()
 }
@@ -162,6 +202,10 @@ fn pairs(ranges: &[TimeRange]) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
 /// has the aggregate columns, `tenant_id` and `call_kind` only.
 pub fn tool_calls_from(scope: &Scope, source: &Source) -> (String, String, Vec<(String, String)>) {
     match source {
+        Source::Raw => {
+            let (cond, params) = scope.tool_calls_where(TimeColumn::OccurredAt);
+            (format!("({RAW_AS_MINUTES} WHERE {cond} GROUP BY {RAW_KEYS})"), "1".into(), params)
+        }
         Source::Minute => {
             let (cond, params) = scope.tool_calls_where(TimeColumn::Minute);
             ("tool_calls_1m".into(), cond, params)
@@ -191,12 +235,44 @@ pub fn tool_calls_from(scope: &Scope, source: &Source) -> (String, String, Vec<(
 /// Tool-call kinds count a query with tool calls or an execution; proxy
 /// kinds a query with proxy calls; all kinds every query.
 pub fn queries_from(scope: &Scope) -> (String, Vec<(String, String)>) {
+    if by_user(scope) {
+        return raw_queries_from(scope);
+    }
     let (cond, params) = Conditions::tenant(scope.tenant)
         .kinds(scope.kinds, Table::QueryMinutes)
         .filters(&scope.filters, Table::QueryMinutes)
         .between(TimeColumn::Minute, scope.range.start, scope.range.end)
         .into_parts();
     (format!("(SELECT minute, project_id, navigator_id, navigator_instance_id, query_id FROM queries_1m WHERE {cond})"), params)
+}
+
+/// [`queries_from`] under a user filter: the same `(minute, project_id,
+/// navigator_id, navigator_instance_id, query_id)` rows from the raw
+/// tables, the user's tool calls (of the scope's kinds) and, unless only
+/// proxy calls are counted, the user's `navigator_query` executions.
+fn raw_queries_from(scope: &Scope) -> (String, Vec<(String, String)>) {
+    const NIL: &str = "toUUID('00000000-0000-0000-0000-000000000000')";
+    let (calls, mut params) = scope.tool_calls_where(TimeColumn::OccurredAt);
+    let mut branches = vec![format!(
+        "SELECT toStartOfMinute(occurred_at) AS minute, project_id, navigator_id, navigator_instance_id, query_id
+         FROM tool_calls WHERE {calls} AND query_id != {NIL}"
+    )];
+    if scope.kinds != crate::queries::CallKinds::Proxy {
+        let (execs, exec_params) = Conditions::tenant(scope.tenant)
+            .between(TimeColumn::OccurredAt, scope.range.start, scope.range.end)
+            .filters(&scope.filters, Table::ExecutionsRaw)
+            .into_parts();
+        for (k, v) in exec_params {
+            if !params.iter().any(|(name, _)| *name == k) {
+                params.push((k, v));
+            }
+        }
+        branches.push(format!(
+            "SELECT toStartOfMinute(occurred_at) AS minute, project_id, navigator_id, navigator_instance_id, execution_id AS query_id
+             FROM agent_executions WHERE {execs} AND execution_kind = 'navigator_query' AND execution_id != {NIL}"
+        ));
+    }
+    (format!("({})", branches.join(" UNION ALL ")), params)
 }
 
 #[cfg(test)]

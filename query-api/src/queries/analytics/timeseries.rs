@@ -7,7 +7,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use super::bucket_index::index_sql;
-use super::rollup::{self, QueriesSource, Source};
+use super::rollup::{self, QueriesSource};
 use super::scope::Scope;
 use crate::buckets::Buckets;
 use crate::db::Db;
@@ -190,8 +190,17 @@ fn from_sql(scope: &Scope, metric: Metric, buckets: Option<&Buckets>, group: Opt
             (from, "1".into(), params)
         }
         Table::ToolCalls => {
-            let source = if metric == Metric::Queries { Source::Minute } else { rollup::choose(scope, buckets, false) };
+            let source = if metric == Metric::Queries { rollup::finest(scope) } else { rollup::choose(scope, buckets, false) };
             rollup::tool_calls_from(scope, &source)
+        }
+        Table::Executions if scope.filters.user_email.is_some() => {
+            // The rollup has no e-mail: the user's raw executions, in the
+            // rollup's column names.
+            let (cond, params) = Conditions::tenant(scope.tenant)
+                .between(TimeColumn::OccurredAt, scope.range.start, scope.range.end)
+                .filters(&scope.filters, conditions::Table::ExecutionsRaw)
+                .into_parts();
+            (format!("({RAW_EXECUTIONS} WHERE {cond})"), "1".into(), params)
         }
         Table::Executions => {
             let (cond, params) = Conditions::tenant(scope.tenant)
@@ -202,6 +211,12 @@ fn from_sql(scope: &Scope, metric: Metric, buckets: Option<&Buckets>, group: Opt
         }
     }
 }
+
+/// Raw executions with the columns of `agent_executions_1m` the metrics
+/// and groups read.
+const RAW_EXECUTIONS: &str = "SELECT toStartOfMinute(occurred_at) AS minute, organization_id, user_id, project_id,
+    navigator_id, navigator_instance_id, model, error_type, total_tokens, cost_usd, messages_count AS messages
+FROM agent_executions";
 
 /// One value of one series in one bucket.
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]

@@ -152,7 +152,7 @@ pub async fn totals(db: &Db, scope: &Scope, need: Need) -> Result<CallStats, Que
 /// call sets (then `source` is the minute rollup: see [`rollup::choose`]).
 fn queries_in_call_stats(scope: &Scope, need: Need, source: &Source) -> bool {
     let in_stats = need.queries && rollup::choose_queries(scope) == QueriesSource::CallSets;
-    debug_assert!(!in_stats || *source == Source::Minute, "call sets are read from the minute rollup only");
+    debug_assert!(!in_stats || *source == rollup::finest(scope), "call sets are read from the minute rollup (or raw) only");
     in_stats
 }
 
@@ -277,7 +277,7 @@ pub async fn group_counts(db: &Db, scope: &Scope, dim: Dim, with_queries: bool) 
     let per_query_rows = matches!(dim, Dim::ProjectId | Dim::NavigatorId) && rollup::choose_queries(scope) == QueriesSource::QueryMinutes;
     let in_calls = with_queries && !per_query_rows;
     // Distinct queries per tool or server need the minute rollup's sets.
-    let source = if in_calls { Source::Minute } else { rollup::choose(scope, None, false) };
+    let source = if in_calls { rollup::finest(scope) } else { rollup::choose(scope, None, false) };
     let (from, cond, params) = rollup::tool_calls_from(scope, &source);
     let queries = if in_calls { "toUInt64(uniqExactIfMerge(queries))" } else { "toUInt64(0)" };
     let (key, present) = (dim.key_sql(), dim.present_sql());

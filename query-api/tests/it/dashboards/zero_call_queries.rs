@@ -26,11 +26,13 @@ async fn zero_call_queries_count_for_a_user_and_in_grafana() {
     let (project, navigator) = (Uuid::new_v4(), Uuid::new_v4());
     let (user, other_user) = (Uuid::new_v4(), Uuid::new_v4());
     let at = |minutes: i64| (now - Duration::minutes(minutes)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let email = move |who: Uuid| if who == user { "u@example.com" } else { "other@example.com" };
     let execution = |query: Uuid, who: Uuid, minutes: i64| {
         json!({
             "event_id": Uuid::new_v4(), "occurred_at": at(minutes), "tenant_id": tenant, "execution_id": query,
             "execution_kind": "navigator_query", "project_id": project, "navigator_id": navigator,
-            "navigator_instance_id": navigator, "user_id": who, "user_token_id": who, "user_email": "u@example.com",
+            "navigator_instance_id": navigator, "user_id": who, "user_token_id": who, "user_email": email(who),
+            "input_tokens": 10, "output_tokens": 0,
         })
     };
     let call = |query: Uuid, who: Uuid, minutes: i64, tool: &str| {
@@ -40,7 +42,7 @@ async fn zero_call_queries_count_for_a_user_and_in_grafana() {
             tool,
             json!({
                 "query_id": query, "project_id": project, "navigator_id": navigator, "navigator_instance_id": navigator,
-                "user_token_id": who, "user_email": "u@example.com",
+                "user_token_id": who, "user_email": email(who),
             }),
         )
     };
@@ -52,7 +54,8 @@ async fn zero_call_queries_count_for_a_user_and_in_grafana() {
         execution(q[4], user, 100),       // another zero-call query of the user
         // Not a query: another kind of agent run.
         json!({"event_id": Uuid::new_v4(), "occurred_at": at(90), "tenant_id": tenant, "execution_id": q[5],
-               "execution_kind": "agent_chat", "project_id": project, "user_token_id": user}),
+               "execution_kind": "agent_chat", "project_id": project, "user_token_id": user, "user_email": email(user),
+               "input_tokens": 10, "output_tokens": 0}),
     ];
     let calls = vec![
         call(q[1], user, 199, "search"),
@@ -82,5 +85,26 @@ async fn zero_call_queries_count_for_a_user_and_in_grafana() {
     assert_eq!(series_sum(&grouped), 5.0);
     assert_eq!(series_sum(&app.ok(KEY_A, &ts("&tool_name=search")).await), 2.0);
     assert_eq!(series_sum(&app.ok(KEY_A, &ts("&group_by=tool")).await), 3.0, "q1 under two tools, q2 under one");
+
+    // Filtered by the user's e-mail (the usage page's user filter): the
+    // user's queries, zero-call ones included, calls and tokens only.
+    let me = "&user_email=u%40example.com";
+    assert_eq!(series_sum(&app.ok(KEY_A, &ts(me)).await), 4.0);
+    assert_eq!(series_sum(&app.ok(KEY_A, &ts(&format!("{me}&group_by=project"))).await), 4.0);
+    let tokens = app.ok(KEY_A, &format!("/api/v1/query/timeseries?metric=tokens&window=24h&step=1h{me}")).await;
+    assert_eq!(series_sum(&tokens), 40.0, "three navigator queries and one agent run of the user");
+    let graph = |path: &str| format!("/api/v1/analytics/{path}?window=1d&frequency=1h{me}");
+    let body = app.ok(KEY_A, &graph("queries-processed-graph")).await;
+    assert_valid("ToolCallsGraphResponse", &body);
+    let sum = |b: &Value| b["data"]["data_points"].as_array().unwrap().iter().map(|p| p["count"].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(sum(&body), 4, "{body}");
+    assert_eq!(body["data"]["filters"]["user_email"], json!("u@example.com"), "{body}");
+    assert_eq!(sum(&app.ok(KEY_A, &graph("tool-calls-processed-graph")).await), 4);
+    let body = app.ok(KEY_A, &format!("/api/v1/analytics/queries-processed?window=1d{me}")).await;
+    assert_eq!(body["data"]["total_queries"], json!(4), "{body}");
+    let body = app.ok(KEY_A, &format!("/api/v1/analytics/top-projects?window=1d{me}")).await;
+    assert_eq!(body["data"]["queries_processed"]["projects"][0]["count"], json!(5), "top-projects takes no filter: {body}");
+    let body = app.ok(KEY_A, &format!("/api/v1/analytics/users?window=1d{me}")).await;
+    assert_eq!(body["data"]["users"], json!([{"user_email": "u@example.com", "tool_count": 4}]), "{body}");
     app.drop_db().await;
 }
