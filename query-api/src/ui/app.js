@@ -515,13 +515,14 @@
     return metric === "cost_usd" ? fmtUsd(n) : num.format(n);
   }
 
-  // Usage per organization in the window (tokens, cost, messages) and, from
-  // the usage counters, input and output tokens of the current period.
+  // Usage per organization in the window (messages, tokens in total, input
+  // and output, cost) and, from the usage counters, input and output tokens
+  // of the current period.
   function orgsTable(exec, current) {
     const byOrg = new Map();
     for (const [metric, t] of Object.entries(exec)) {
       for (const r of t.per) {
-        if (!byOrg.has(r.name)) byOrg.set(r.name, { tokens: 0, cost_usd: 0, messages: 0 });
+        if (!byOrg.has(r.name)) byOrg.set(r.name, { tokens: 0, input_tokens: 0, output_tokens: 0, cost_usd: 0, messages: 0 });
         byOrg.get(r.name)[metric] = r.total;
         if (r.item.organization_name) labels["organization=" + r.name] = r.item.organization_name;
       }
@@ -534,13 +535,15 @@
       { name: "Organization" },
       { name: "Messages", num: true },
       { name: "Tokens", num: true },
+      { name: "Input tokens", num: true },
+      { name: "Output tokens", num: true },
       { name: "Cost", num: true, fmt: fmtUsd },
       { name: "Input tokens, this month", num: true, fmt: (v) => (v === null ? "–" : num.format(v)) },
       { name: "Output tokens, this month", num: true, fmt: (v) => (v === null ? "–" : num.format(v)) },
     ], rows.map(([id, v]) => ({
       key: id,
       label: orgLabel(id),
-      cells: [orgLabel(id).text, v.messages, v.tokens, v.cost_usd, cur(id, "input"), cur(id, "output")],
+      cells: [orgLabel(id).text, v.messages, v.tokens, v.input_tokens, v.output_tokens, v.cost_usd, cur(id, "input"), cur(id, "output")],
     })), $("orgs"));
   }
 
@@ -769,6 +772,8 @@
     };
     const jobs = {
       tokens: series("tokens", "organization", ACCEPTS.execSeries, MAX_ORGS),
+      input: series("input_tokens", "organization", ACCEPTS.execSeries, MAX_ORGS),
+      output: series("output_tokens", "organization", ACCEPTS.execSeries, MAX_ORGS),
       cost: series("cost_usd", "organization", ACCEPTS.execSeries, MAX_ORGS),
       messages: series("messages", "organization", ACCEPTS.execSeries, MAX_ORGS),
       calls: graph("tool-calls-processed-graph", ACCEPTS.countGraph),
@@ -807,6 +812,17 @@
     }, (m) => { chartError(chartId, m); cardError(cardId); });
     execPanel("tokens", "tokens", "card-tokens", "chart-tokens", "Tokens", (v) => num.format(v), "s1");
     execPanel("cost", "cost_usd", "card-cost", "chart-cost", "Cost", fmtUsd, "s2");
+    // Input and output tokens: per organization, and on the tokens card.
+    for (const [name, metric] of [["input", "input_tokens"], ["output", "output_tokens"]]) {
+      draw(name, "card-tokens", (d) => { exec[metric] = seriesTotals(d); }, () => {});
+    }
+    if (exec.tokens && exec.input_tokens && exec.output_tokens) {
+      const c = $("card-tokens");
+      c.dataset.input = String(exec.input_tokens.total);
+      c.dataset.output = String(exec.output_tokens.total);
+      c.querySelector("[data-role=note]").textContent =
+        `${fmtCompact(exec.input_tokens.total)} in · ${fmtCompact(exec.output_tokens.total)} out, last ${s.window}`;
+    }
     draw("messages", "card-messages", (d) => {
       const t = seriesTotals(d);
       exec.messages = t;

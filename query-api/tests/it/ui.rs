@@ -413,6 +413,8 @@ async fn usage_page_shows_usage_limits_filters_and_shareable_state_in_chromium()
     let (mb, ib, ob, cb) = sums(f, f.org_b, day_ago);
     assert_eq!(data(&mut b, "card-tokens", "value").await, (ia + oa + ib + ob).to_string());
     assert_eq!(data(&mut b, "card-messages", "value").await, (ma + mb).to_string());
+    assert_eq!(data(&mut b, "card-tokens", "input").await, (ia + ib).to_string());
+    assert_eq!(data(&mut b, "card-tokens", "output").await, (oa + ob).to_string());
     let cost = data(&mut b, "card-cost", "value").await;
     assert!(close(&cost, (ca + cb) as f64 / 1e6), "cost {cost} != {}", (ca + cb) as f64 / 1e6);
     assert_eq!(data(&mut b, "card-calls", "value").await, (10 + f.bg_calls).to_string());
@@ -426,11 +428,11 @@ async fn usage_page_shows_usage_limits_filters_and_shareable_state_in_chromium()
     for (org, m, i, o, c) in [(f.org, ma, ia, oa, ca), (f.org_b, mb, ib, ob, cb)] {
         let (_, im, om, _) = sums(f, org, month);
         let row = row_values(&mut b, "orgs", &org.to_string()).await;
-        assert_eq!(row.len(), 5, "{org}: {row:?}");
+        assert_eq!(row.len(), 7, "{org}: {row:?}");
         assert_eq!(row[0], m.to_string(), "messages of {org}");
-        assert_eq!(row[1], (i + o).to_string(), "tokens of {org}");
-        assert!(close(&row[2], c as f64 / 1e6), "cost of {org}: {row:?}");
-        assert_eq!(row[3..], [im.to_string(), om.to_string()], "month input/output tokens of {org}");
+        assert_eq!(row[1..4], [(i + o).to_string(), i.to_string(), o.to_string()], "tokens, input, output of {org}");
+        assert!(close(&row[4], c as f64 / 1e6), "cost of {org}: {row:?}");
+        assert_eq!(row[5..], [im.to_string(), om.to_string()], "month input/output tokens of {org}");
     }
 
     // Limit status of every organization with usage, no id typed; listing

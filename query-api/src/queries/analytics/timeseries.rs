@@ -34,6 +34,8 @@ pub enum Metric {
     LatencyP95,
     LatencyP99,
     Tokens,
+    InputTokens,
+    OutputTokens,
     CostUsd,
     /// Executions whose cost is not known (migration 0010).
     UnpricedExecutions,
@@ -41,8 +43,8 @@ pub enum Metric {
 }
 
 pub const METRIC_NAMES: &str =
-    "tool_calls, queries, errors, error_rate, latency_avg, latency_p50, latency_p95, latency_p99, tokens, cost_usd, \
-     unpriced_executions, messages";
+    "tool_calls, queries, errors, error_rate, latency_avg, latency_p50, latency_p95, latency_p99, tokens, input_tokens, \
+     output_tokens, cost_usd, unpriced_executions, messages";
 
 impl Metric {
     pub fn parse(s: &str) -> Option<Self> {
@@ -56,6 +58,8 @@ impl Metric {
             "latency_p95" => Self::LatencyP95,
             "latency_p99" => Self::LatencyP99,
             "tokens" => Self::Tokens,
+            "input_tokens" => Self::InputTokens,
+            "output_tokens" => Self::OutputTokens,
             "cost_usd" => Self::CostUsd,
             "unpriced_executions" => Self::UnpricedExecutions,
             "messages" => Self::Messages,
@@ -65,7 +69,9 @@ impl Metric {
 
     pub fn table(self) -> Table {
         match self {
-            Self::Tokens | Self::CostUsd | Self::UnpricedExecutions | Self::Messages => Table::Executions,
+            Self::Tokens | Self::InputTokens | Self::OutputTokens | Self::CostUsd | Self::UnpricedExecutions | Self::Messages => {
+                Table::Executions
+            }
             _ => Table::ToolCalls,
         }
     }
@@ -87,6 +93,8 @@ impl Metric {
             Self::LatencyP95 => "toFloat64(quantilesTDigestMerge(0.5, 0.95, 0.99)(latency_digest)[2])",
             Self::LatencyP99 => "toFloat64(quantilesTDigestMerge(0.5, 0.95, 0.99)(latency_digest)[3])",
             Self::Tokens => "toFloat64(sum(total_tokens))",
+            Self::InputTokens => "toFloat64(sum(input_tokens))",
+            Self::OutputTokens => "toFloat64(sum(output_tokens))",
             // The exact sum of the known costs; unknown (null) when every
             // execution of the bucket has an unknown cost.
             Self::CostUsd => {
@@ -215,7 +223,8 @@ fn from_sql(scope: &Scope, metric: Metric, buckets: Option<&Buckets>, group: Opt
 /// Raw executions with the columns of `agent_executions_1m` the metrics
 /// and groups read.
 const RAW_EXECUTIONS: &str = "SELECT toStartOfMinute(occurred_at) AS minute, organization_id, user_id, project_id,
-    navigator_id, navigator_instance_id, model, error_type, total_tokens, cost_usd, messages_count AS messages
+    navigator_id, navigator_instance_id, model, error_type, toUInt64(1) AS executions, toUInt64(NOT cost_known) AS unpriced_executions,
+    input_tokens, output_tokens, total_tokens, cost_usd, messages_count AS messages
 FROM agent_executions";
 
 /// One value of one series in one bucket.
