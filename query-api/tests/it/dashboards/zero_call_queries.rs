@@ -93,6 +93,15 @@ async fn zero_call_queries_count_for_a_user_and_in_grafana() {
     assert_eq!(series_sum(&app.ok(KEY_A, &ts(&format!("{me}&group_by=project"))).await), 4.0);
     let tokens = app.ok(KEY_A, &format!("/api/v1/query/timeseries?metric=tokens&window=24h&step=1h{me}")).await;
     assert_eq!(series_sum(&tokens), 40.0, "three navigator queries and one agent run of the user");
+    for metric in ["input_tokens", "output_tokens", "cost_usd", "unpriced_executions", "messages"] {
+        let body = app.ok(KEY_A, &format!("/api/v1/query/timeseries?metric={metric}&window=24h&step=1h{me}")).await;
+        let want = match metric {
+            "input_tokens" => 40.0,
+            "messages" => 4.0,
+            _ => 0.0,
+        };
+        assert_eq!(series_sum(&body), want, "{metric}: {body}");
+    }
     let graph = |path: &str| format!("/api/v1/analytics/{path}?window=1d&frequency=1h{me}");
     let body = app.ok(KEY_A, &graph("queries-processed-graph")).await;
     assert_valid("ToolCallsGraphResponse", &body);
