@@ -109,6 +109,24 @@ fn sum_and_nulls(series: &Value) -> (f64, usize) {
     (points.iter().filter_map(|p| p[1].as_f64()).sum(), points.iter().filter(|p| p[1].is_null()).count())
 }
 
+/// Waits until the query's trace holds its `calls` tool calls: ClickHouse
+/// writes an inserted block to the raw table before it pushes it through
+/// the views, so the raw rows `wait_rows` counts can be visible a moment
+/// before their `query_events` rows.
+async fn wait_trace(app: &App, query: Uuid, calls: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (status, body) = app.get(Some(KEY_A), &format!("/api/v1/queries/query-logs/{query}/trace")).await;
+        let have =
+            body["tool_call_groups"].as_array().map_or(0, |g| g.iter().map(|g| g["tool_calls"].as_array().map_or(0, Vec::len)).sum());
+        if status == 200 && have == calls {
+            return;
+        }
+        assert!(matches!(status, 200 | 404) && std::time::Instant::now() < deadline, "trace of {query}: {status} {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn otlp_spans_answer_analytics_traces_and_costs() {
     let app = App::start("otlp", &[]).await;
@@ -123,6 +141,8 @@ async fn otlp_spans_answer_analytics_traces_and_costs() {
     wait_rows(&app.db, "tool_calls", 6).await;
     wait_rows(&app.db, "agent_executions", 4).await;
     let (agent_a, planner, researcher) = (g.id("agent_a"), g.id("planner"), g.id("researcher"));
+    wait_trace(&app, agent_a, 3).await;
+    wait_trace(&app, researcher, 2).await;
 
     // The trace of the first agent run (one message, protobuf).
     let trace = app.ok(KEY_A, &format!("/api/v1/queries/query-logs/{agent_a}/trace")).await;
