@@ -18,8 +18,26 @@
 # wrk (Debian's 4.1) is closed-loop; the Lua script paces every connection
 # with delay() so the offered rate is about connections * 1000 / delay_ms.
 # The achieved rate is reported next to the target.
-set -euo pipefail
+#
+# Every failure stops the script with a message on stderr naming the step,
+# the command and its exit status (the ERR trap below; -E makes functions
+# and command substitutions report too, so a failure inside `run` prints
+# the failing command and then the step that called it).
+set -Eeuo pipefail
 cd "$(dirname "$0")/.."
+
+step="start"
+on_error() {
+  local status=$1 line=$2 cmd=$3 signal=""
+  ((status <= 128)) || signal=" = SIG$(kill -l $((status - 128)) 2>/dev/null || echo "?")"
+  echo "bench/check.sh: FAILED during \"$step\": \`$cmd\` exited with status $status$signal (line $line${FUNCNAME[1]:+, in ${FUNCNAME[1]}})" >&2
+}
+trap 'on_error $? $LINENO "$BASH_COMMAND"' ERR
+# fail MESSAGE: stop with MESSAGE on stderr.
+fail() {
+  echo "bench/check.sh: FAILED during \"$step\": $*" >&2
+  exit 1
+}
 
 rate=${BENCH_RATE:-2000}
 duration=${BENCH_DURATION_S:-30}
@@ -33,10 +51,14 @@ tenant=11111111-1111-4111-8111-111111111111   # dev tenant A (dev/api-keys.toml)
 org=33333333-3333-4333-8333-333333333333
 admin=am_dev_admin
 
-command -v wrk >/dev/null || { echo "bench/check.sh needs wrk (apt-get install -y wrk)" >&2; exit 1; }
-command -v haproxy >/dev/null || { echo "bench/check.sh needs haproxy (apt-get install -y haproxy)" >&2; exit 1; }
+command -v wrk >/dev/null || fail "wrk is missing (apt-get install -y wrk)"
+command -v haproxy >/dev/null || fail "haproxy is missing (apt-get install -y haproxy)"
+step="start the local stack"
 bash dev/stack up --quiet
+step="release build of agentmeter-api"
 cargo build --release -q -p agentmeter-api -p agentmeter-schema
+
+step="load $rows usage rows into $db"
 
 chq() { curl -sS --fail-with-body "$ch/?database=$db" --data-binary "$1"; }
 curl -sS --fail-with-body "$ch/" --data-binary "DROP DATABASE IF EXISTS $db" >/dev/null
@@ -70,10 +92,13 @@ start_api() {
     AGENTMETER_API_KEYS=dev/api-keys.toml RUST_LOG=warn target/release/agentmeter-api &
   pids+=($!)
 }
+# wait_health BASE [LOG_FILE]: until BASE answers GET /health; the log
+# file's content is printed if it never does.
 wait_health() {
   for _ in $(seq 1 300); do curl -sf "$1/health" >/dev/null && return 0; sleep 0.1; done
-  echo "no answer from $1/health" >&2
-  exit 1
+  local log=""
+  [[ -z ${2:-} ]] || log=$'; log:\n'$(cat "$2")
+  fail "no answer from $1/health within 30 s$log"
 }
 
 body="{\"tokens\":10,\"organization_id\":\"$org\",\"user_id\":\"44444444-4444-4444-8444-000000000001\"}"
@@ -82,19 +107,37 @@ wait_loaded() {
   local out=""
   for _ in $(seq 1 300); do
     out=$(curl -s -X POST "$1/v1/usage/check" -H "X-API-Key: $admin" -H 'Content-Type: application/json' -d "$body" || true)
-    case "$out" in *'"current_usage":0,'* | '') sleep 0.2 ;; *'"allowed":true'*) break ;; *) sleep 0.2 ;; esac
+    case "$out" in
+      *'"current_usage":0,'* | '') sleep 0.2 ;;
+      *'"allowed":true'*)
+        echo "sample check from $1: ${out:0:200}..."
+        return 0
+        ;;
+      *) sleep 0.2 ;;
+    esac
   done
-  echo "sample check from $1: ${out:0:200}..."
+  fail "$1 did not answer the check from loaded usage counters within 60 s; last answer: ${out:0:300}"
 }
 
 delay=$(( conns * 1000 / rate ))
-run() { # base path -> JSON line
-  BENCH_PATH=$2 BENCH_DELAY_MS=$delay BENCH_KEY=$admin BENCH_ORG=$org \
-    wrk -t2 -c"$conns" -d"${duration}s" -s bench/check.lua "$1" | tail -n 1
+# wrk_paced BASE PATH SECONDS: wrk's whole output; its last line is
+# check.lua's JSON summary. A failing wrk stops the script with its output.
+wrk_paced() {
+  local out status=0
+  out=$(BENCH_PATH=$2 BENCH_DELAY_MS=$delay BENCH_KEY=$admin BENCH_ORG=$org \
+    wrk -t2 -c"$conns" -d"$3s" -s bench/check.lua "$1" 2>&1) || status=$?
+  ((status == 0)) || fail "wrk at $1$2 exited with status $status; its output:"$'\n'"$out"
+  printf '%s\n' "$out"
+}
+run() { # BASE PATH -> the JSON summary line
+  local out summary
+  out=$(wrk_paced "$1" "$2" "$duration")
+  summary=${out##*$'\n'}
+  [[ $summary == '{"requests"'* ]] || fail "wrk at $1$2 printed no summary; its output:"$'\n'"$out"
+  printf '%s\n' "$summary"
 }
 warm_up() {
-  BENCH_PATH=/v1/usage/check BENCH_DELAY_MS=$delay BENCH_KEY=$admin BENCH_ORG=$org \
-    wrk -t2 -c"$conns" -d5s -s bench/check.lua "$1" >/dev/null
+  wrk_paced "$1" /v1/usage/check 5 >/dev/null
 }
 # check_histogram BASE...: the check route's latency buckets of each server.
 check_histogram() {
@@ -105,26 +148,35 @@ check_histogram() {
 }
 
 # ---- 1 replica, no Valkey (the figure of the single-process design)
+step="1 replica: start agentmeter-api"
 single="http://127.0.0.1:$port"
 start_api "127.0.0.1:$port"
 wait_health "$single"
+
+step="1 replica: put the limits"
 
 # Three applicable limits (user, organization, tenant), all far from reached.
 put() { curl -sS --fail-with-body -X PUT "$single/v1/limits/$1" -H "X-API-Key: $admin" -H 'Content-Type: application/json' -d "$2" >/dev/null; }
 put 55555555-5555-4555-8555-000000000001 "{\"subject\":\"organization\",\"organization_id\":\"$org\",\"metric\":\"tokens\",\"period\":\"month\",\"time_zone\":\"Europe/Berlin\",\"max_value\":1000000000000}"
 put 55555555-5555-4555-8555-000000000002 "{\"subject\":\"tenant\",\"metric\":\"tokens\",\"period\":\"rolling_hours\",\"rolling_hours\":720,\"max_value\":1000000000000}"
 put 55555555-5555-4555-8555-000000000003 "{\"subject\":\"user\",\"organization_id\":\"$org\",\"user_id\":\"44444444-4444-4444-8444-000000000001\",\"metric\":\"tokens\",\"period\":\"day\",\"max_value\":1000000000000}"
+step="1 replica: wait for the usage counters"
 wait_loaded "$single"
 
 echo "1 replica: warm-up, GET /health, POST /v1/usage/check (${duration} s each)"
+step="1 replica: warm-up"
 warm_up "$single"
+step="1 replica: GET /health"
 health1=$(run "$single" /health)
+step="1 replica: POST /v1/usage/check"
 check1=$(run "$single" /v1/usage/check)
+step="1 replica: the API's histogram"
 metrics1=$(check_histogram "$single")
 load1=$(cut -d' ' -f1-3 /proc/loadavg)
 stop_servers
 
 # ---- 2 replicas sharing Valkey, behind HAProxy on the same front port
+step="2 replicas: start the replicas and HAProxy"
 r1="127.0.0.1:$((port + 1))"
 r2="127.0.0.1:$((port + 2))"
 start_api "$r1" "$valkey"
@@ -136,22 +188,31 @@ AGENTMETER_LB_ADDR="127.0.0.1:$port" AGENTMETER_API_1_ADDR="$r1" AGENTMETER_API_
 pids+=($!)
 wait_health "http://$r1"
 wait_health "http://$r2"
-wait_health "$front"
+wait_health "$front" "$haproxy_log"
 # Both replicas loaded their counters (and HAProxy's health checks see both).
+step="2 replicas: wait for the usage counters"
 wait_loaded "http://$r1"
 wait_loaded "http://$r2"
 sleep 2
 
 echo "2 replicas + Valkey behind HAProxy: warm-up, GET /health, POST /v1/usage/check (${duration} s each)"
+step="2 replicas: warm-up"
 warm_up "$front"
+step="2 replicas: GET /health"
 health2=$(run "$front" /health)
+step="2 replicas: POST /v1/usage/check"
 check2=$(run "$front" /v1/usage/check)
+step="2 replicas: the API's histograms"
 metrics2=$(check_histogram "http://$r1" "http://$r2")
 load2=$(cut -d' ' -f1-3 /proc/loadavg)
-haproxy_version=$(haproxy -v | head -n 1 | cut -d' ' -f3)
+# awk reads all of haproxy's output: with `head -n 1` haproxy could be
+# killed by SIGPIPE on its second write, and pipefail then ended the
+# script here without a word.
+haproxy_version=$(haproxy -v | awk 'NR == 1 { print $3 }')
 stop_servers
 rm -f "$haproxy_log"
 
+step="write bench/results/check.json"
 python3 - "$rate" "$conns" "$delay" "$rows" "$valkey" "$haproxy_version" \
   "$health1" "$check1" "$metrics1" "$load1" "$health2" "$check2" "$metrics2" "$load2" <<'PY'
 import json, os, platform, re, sys
