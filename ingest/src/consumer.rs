@@ -2,8 +2,12 @@
 //! hands full or due batches to the [`Writer`], and stores a batch's
 //! offsets only once the writer has acknowledged every row of it.
 //!
-//! * One batch per table is written at a time; reading continues into the
-//!   next batch meanwhile. Offsets therefore advance in order.
+//! * Up to [`BATCHES_IN_FLIGHT`] batches per table are handed to the writer:
+//!   the next batch's duplicate look-up runs while the previous batch is
+//!   inserted, and its insert waits for the previous batch to end, then
+//!   drops the rows that batch landed (its look-up could not see them).
+//!   Inserts, and the stores of offsets, therefore stay one at a time and in
+//!   order; reading continues into the open batch meanwhile.
 //! * Memory is bounded: when the bytes held in batches (open and being
 //!   written) reach `max_inflight_bytes`, the loop stops taking messages and
 //!   librdkafka's bounded prefetch queue stops fetching. A writer that
@@ -34,7 +38,7 @@
 //!   message's offset moves once Kafka acknowledged all of them and its dead
 //!   letters. The spans are inserted by the home partitions' owners.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -46,6 +50,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::batch::{Batch, IngestRow, Limits, Source};
@@ -55,9 +60,13 @@ use crate::errors::{Backoff, IngestError};
 use crate::metrics::{Metrics, REASON_CLICKHOUSE_REJECTED};
 use crate::otlp::{Destinations, NoRow, OtlpInput};
 use crate::routing::{home_partition, Forward, Forwarder, PartitionCounts};
-use crate::writer::{Refused, Writer};
+use crate::writer::{Landed, Refused, Writer};
 
 type Partition = (String, i32);
+
+/// Batches of one table handed to the writer at once: one being inserted,
+/// the next one looking up its duplicates meanwhile.
+pub const BATCHES_IN_FLIGHT: usize = 2;
 
 /// How long the loop stops taking messages at the in-flight bound before it
 /// pauses the partitions (and polls again to serve rebalances).
@@ -234,36 +243,40 @@ struct Writing {
 struct Table<R> {
     topic: String,
     open: Batch<R>,
-    writing: Option<Writing>,
+    /// Batches handed to the writer, oldest first.
+    writing: VecDeque<Writing>,
+    /// What the last batch handed to the writer landed, once it is over:
+    /// the next batch drops those rows before its insert.
+    landed: Option<oneshot::Receiver<Landed>>,
 }
 
 impl<R> Table<R> {
     fn new(topic: &str) -> Self {
-        Self { topic: topic.to_owned(), open: Batch::default(), writing: None }
+        Self { topic: topic.to_owned(), open: Batch::default(), writing: VecDeque::new(), landed: None }
     }
 
     fn held_bytes(&self) -> usize {
-        self.open.bytes + self.writing.as_ref().map_or(0, |w| w.bytes)
+        self.open.bytes + self.writing.iter().map(|w| w.bytes).sum::<usize>()
     }
 }
 
-/// Resolves when the batch being written is done, and clears the slot;
+/// Resolves when the oldest batch being written is done, and removes it;
 /// never resolves while nothing is being written (for `select!`).
-async fn written(slot: &mut Option<Writing>) {
-    match slot {
+async fn written(slot: &mut VecDeque<Writing>) {
+    match slot.front_mut() {
         Some(w) => {
             if let Err(e) = (&mut w.handle).await {
                 tracing::error!(error = %e, "batch writer task failed");
             }
-            *slot = None;
+            slot.pop_front();
         }
         None => std::future::pending().await,
     }
 }
 
-/// Waits for the batch being written, if any.
-async fn finish_writing(slot: &mut Option<Writing>) {
-    if slot.is_some() {
+/// Waits for every batch being written.
+async fn finish_writing(slot: &mut VecDeque<Writing>) {
+    while !slot.is_empty() {
         written(slot).await;
     }
 }
@@ -382,7 +395,8 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
             .await;
     if drain.is_err() {
         tracing::warn!("shutdown timeout reached; unwritten batches will be read again by the next owner");
-        for w in [tool_calls.writing.take(), executions.writing.take(), otlp.writing.take()].into_iter().flatten() {
+        let writing = [&mut tool_calls.writing, &mut executions.writing, &mut otlp.writing];
+        for w in writing.into_iter().flat_map(std::mem::take) {
             w.handle.abort();
             worker.shared.finish(w.id);
         }
@@ -502,9 +516,11 @@ impl Worker {
     }
 
     /// Starts writing the table's open batch if it is due (or `force`d)
-    /// and no other batch of the table is being written.
+    /// and fewer than [`BATCHES_IN_FLIGHT`] batches of the table are being
+    /// written. Its look-up starts straight away; its insert waits until
+    /// the previous batch is over and has said what it landed.
     fn flush_if_due<R: IngestRow>(&mut self, table: &mut Table<R>, now: Instant, force: bool) {
-        if table.writing.is_some() || table.open.is_empty() || !(force || table.open.is_due(&self.limits, now)) {
+        if table.writing.len() >= BATCHES_IN_FLIGHT || table.open.is_empty() || !(force || table.open.is_due(&self.limits, now)) {
             return;
         }
         let batch = std::mem::take(&mut table.open);
@@ -520,14 +536,28 @@ impl Worker {
             Arc::clone(&self.metrics),
             Arc::clone(&self.dead_letters),
         );
+        let previous = table.landed.take();
+        let (landed_tx, landed_rx) = oneshot::channel();
+        table.landed = Some(landed_rx);
         let handle = tokio::spawn(async move {
             let started = Instant::now();
             let Batch { entries, deliveries, offsets, .. } = batch;
             let rows = entries.len();
-            let written = writer.write(entries).await;
+            let mut looked_up = writer.look_up(entries).await;
+            if let Some(previous) = previous {
+                match previous.await {
+                    Ok(landed) => looked_up.drop_landed(&landed),
+                    // The previous batch's task failed: it is over, so a
+                    // second look-up sees whatever it stored.
+                    Err(_) => looked_up = writer.look_up_again(looked_up).await,
+                }
+            }
+            let (written, landed) = writer.insert(looked_up).await;
             dead_letter_refused::<R>(&refusals, &topic, &written.refused).await;
             let delivered = deliveries.len() + written.refused.len();
             acknowledge_then_store_offsets(&consumer, &topic, deliveries, &offsets).await;
+            // After the offsets: the next batch stores its own only after these.
+            let _ = landed_tx.send(landed);
             shared.finish(id);
             metrics.flush_duration.with_label_values(&[R::EVENT_KIND]).observe(started.elapsed().as_secs_f64());
             metrics.last_flush_timestamp.set(chrono::Utc::now().timestamp());
@@ -542,7 +572,7 @@ impl Worker {
                 "batch acknowledged"
             );
         });
-        table.writing = Some(Writing { id, bytes, handle });
+        table.writing.push_back(Writing { id, bytes, handle });
     }
 
     /// Completes the OTLP topic's open batch if it is due (or `force`d) and
@@ -550,7 +580,7 @@ impl Worker {
     /// every event produced to a home partition and every dead letter, then
     /// stores the offsets.
     fn flush_otlp_if_due(&mut self, table: &mut Table<NoRow>, now: Instant, force: bool) {
-        if table.writing.is_some() || table.open.is_empty() || !(force || table.open.is_due(&self.limits, now)) {
+        if !table.writing.is_empty() || table.open.is_empty() || !(force || table.open.is_due(&self.limits, now)) {
             return;
         }
         let batch = std::mem::take(&mut table.open);
@@ -568,7 +598,7 @@ impl Worker {
             metrics.flush_duration.with_label_values(&[crate::otlp::KIND]).observe(started.elapsed().as_secs_f64());
             metrics.last_flush_timestamp.set(chrono::Utc::now().timestamp());
         });
-        table.writing = Some(Writing { id, bytes, handle });
+        table.writing.push_back(Writing { id, bytes, handle });
     }
 
     /// Drops what was read from partitions revoked since the last call.

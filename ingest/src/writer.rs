@@ -20,12 +20,21 @@
 //! * The query texts a batch carries ([`crate::query_texts`]) are written
 //!   before its rows, so a row that is stored always has its text stored
 //!   (until the text's retention ends).
+//! * A write is two steps, [`Writer::look_up`] (in-batch dedup and the
+//!   duplicate look-up) and [`Writer::insert`], so that the consumer can run
+//!   a batch's look-up while the previous batch of its table is still being
+//!   inserted. Such a look-up cannot see that insert; the rows the previous
+//!   batch [`Landed`] are removed in memory before the insert
+//!   ([`LookedUp::drop_landed`]), which keeps the write exact (docs/ingest.md,
+//!   "Look-up ahead").
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clickhouse::Client;
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 use crate::batch::{Entry, IngestRow, Source};
 use crate::config::MAX_BATCH_ROWS_LIMIT;
@@ -51,6 +60,41 @@ pub struct Written {
     pub deduplicated: usize,
     /// Rows ClickHouse refused, in batch order; the caller dead-letters them.
     pub refused: Vec<Refused>,
+}
+
+/// The event ids a batch stored: its rows ClickHouse acknowledged (not the
+/// ones it skipped as duplicates, nor the ones ClickHouse refused).
+pub type Landed = HashSet<Uuid>;
+
+/// A batch after the in-batch dedup and the duplicate look-up, ready for
+/// [`Writer::insert`].
+pub struct LookedUp<R> {
+    entries: Vec<Entry<R>>,
+    deduplicated: usize,
+}
+
+impl<R: IngestRow> LookedUp<R> {
+    /// Removes the rows whose id `landed` holds (counted as duplicates):
+    /// what the previous batch of the table stored after this batch's
+    /// look-up may have run.
+    pub fn drop_landed(&mut self, landed: &Landed) {
+        if landed.is_empty() {
+            return;
+        }
+        let before = self.entries.len();
+        self.entries.retain(|e| !landed.contains(&e.row.event_id()));
+        self.deduplicated += before - self.entries.len();
+    }
+
+    /// The event ids still to be inserted, in batch order.
+    pub fn ids(&self) -> Vec<Uuid> {
+        self.entries.iter().map(|e| e.row.event_id()).collect()
+    }
+
+    /// Rows skipped as duplicates so far.
+    pub fn deduplicated(&self) -> usize {
+        self.deduplicated
+    }
 }
 
 pub struct Writer {
@@ -89,28 +133,49 @@ impl Writer {
         self
     }
 
-    /// Writes `entries`, returning once every row is acknowledged, skipped
-    /// as a duplicate, or refused by ClickHouse (those are returned in
-    /// [`Written::refused`]; nothing else is done with them here).
-    pub async fn write<R: IngestRow>(&self, mut entries: Vec<Entry<R>>) -> Written {
-        let mut written = Written { deduplicated: dedup_in_batch(&mut entries), ..Written::default() };
-        if !entries.is_empty() {
-            let mut attempt = 0;
-            let stored = loop {
-                match stored_ids(&self.client, &entries, self.timeout).await {
-                    Ok(stored) => break stored,
-                    Err(e) => {
-                        self.wait_after(&e, attempt, R::TABLE, "duplicate look-up").await;
-                        attempt += 1;
-                    }
-                }
-            };
-            if !stored.is_empty() {
-                let before = entries.len();
-                entries.retain(|e| !stored.contains(&e.row.event_id()));
-                written.deduplicated += before - entries.len();
-            }
+    /// Writes `entries` (look-up, then insert), returning once every row is
+    /// acknowledged, skipped as a duplicate, or refused by ClickHouse (those
+    /// are returned in [`Written::refused`]; nothing else is done with them
+    /// here).
+    pub async fn write<R: IngestRow>(&self, entries: Vec<Entry<R>>) -> Written {
+        let batch = self.look_up(entries).await;
+        self.insert(batch).await.0
+    }
+
+    /// Steps 1 and 2 of a write: removes the repeats within the batch, then
+    /// the rows whose id ClickHouse already holds (retrying the look-up
+    /// until it answers).
+    pub async fn look_up<R: IngestRow>(&self, mut entries: Vec<Entry<R>>) -> LookedUp<R> {
+        let deduplicated = dedup_in_batch(&mut entries);
+        self.look_up_again(LookedUp { entries, deduplicated }).await
+    }
+
+    /// The look-up of step 2 alone, for a batch whose previous batch ended
+    /// without saying what it landed: that batch is over, so a look-up now
+    /// sees everything it stored.
+    pub async fn look_up_again<R: IngestRow>(&self, mut batch: LookedUp<R>) -> LookedUp<R> {
+        if batch.entries.is_empty() {
+            return batch;
         }
+        let mut attempt = 0;
+        let stored = loop {
+            match stored_ids(&self.client, &batch.entries, self.timeout).await {
+                Ok(stored) => break stored,
+                Err(e) => {
+                    self.wait_after(&e, attempt, R::TABLE, "duplicate look-up").await;
+                    attempt += 1;
+                }
+            }
+        };
+        batch.drop_landed(&stored);
+        batch
+    }
+
+    /// Step 3: inserts what the look-up left (query texts first), returning
+    /// what became of the rows and the ids that landed.
+    pub async fn insert<R: IngestRow>(&self, batch: LookedUp<R>) -> (Written, Landed) {
+        let LookedUp { entries, deduplicated } = batch;
+        let mut written = Written { deduplicated, ..Written::default() };
         self.metrics.events_deduplicated.with_label_values(&[R::EVENT_KIND]).inc_by(written.deduplicated as u64);
 
         let texts: Vec<_> = entries.iter().filter_map(|e| e.row.query_text_row(self.query_text_retention_days)).collect();
@@ -133,10 +198,12 @@ impl Writer {
         self.metrics.events_inserted.with_label_values(&[R::EVENT_KIND]).inc_by(written.inserted as u64);
         let now = chrono::Utc::now();
         let delay = self.metrics.delay(R::EVENT_KIND);
-        let refused_idx: std::collections::HashSet<usize> = refused.iter().map(|(i, _)| *i).collect();
+        let refused_idx: HashSet<usize> = refused.iter().map(|(i, _)| *i).collect();
+        let mut landed = Landed::with_capacity(written.inserted);
         for (i, e) in entries.iter().enumerate() {
             if !refused_idx.contains(&i) {
                 delay.observe((now - e.row.occurred_at()).num_milliseconds().max(0) as f64 / 1000.0);
+                landed.insert(e.row.event_id());
             }
         }
         written.refused = refused
@@ -147,7 +214,7 @@ impl Writer {
                 Refused { partition, offset, reason }
             })
             .collect();
-        written
+        (written, landed)
     }
 
     /// Inserts every row it can; returns the index and error of each row
@@ -249,6 +316,16 @@ mod tests {
         assert_eq!(dedup_token(&a), dedup_token(&b));
         assert_ne!(dedup_token(&a), dedup_token(&a[..2]));
         assert!(dedup_token(&a).starts_with("tool_calls-3-"));
+    }
+
+    #[test]
+    fn landed_ids_are_removed_and_counted_as_duplicates() {
+        let mut batch = LookedUp { entries: vec![entry(1), entry(2), entry(3), entry(4)], deduplicated: 1 };
+        batch.drop_landed(&Landed::from([Uuid::from_u128(2), Uuid::from_u128(4), Uuid::from_u128(9)]));
+        assert_eq!(batch.ids(), vec![Uuid::from_u128(1), Uuid::from_u128(3)]);
+        assert_eq!(batch.deduplicated(), 3);
+        batch.drop_landed(&Landed::new());
+        assert_eq!(batch.ids().len(), 2);
     }
 
     #[test]
