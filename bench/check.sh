@@ -12,7 +12,8 @@
 #                                   needs wrk and haproxy: bench/run check installs both)
 # Env:   BENCH_RATE (2000 req/s), BENCH_DURATION_S (30), BENCH_CONNECTIONS (20),
 #        BENCH_ROWS (200000 usage rows over the last 20 days), BENCH_API_PORT (18080;
-#        the replicas use the next two ports), AGENTMETER_VALKEY_URL (the stack's)
+#        the replicas use the next two ports), AGENTMETER_VALKEY_URL (the stack's),
+#        BENCH_SKIP_STACK=1 (a stack already running), BENCH_SKIP_BUILD=1 (existing binaries)
 # Output: a table on stdout and bench/results/check.json.
 #
 # wrk (Debian's 4.1) is closed-loop; the Lua script paces every connection
@@ -53,10 +54,14 @@ admin=am_dev_admin
 
 command -v wrk >/dev/null || fail "wrk is missing (apt-get install -y wrk)"
 command -v haproxy >/dev/null || fail "haproxy is missing (apt-get install -y haproxy)"
-step="start the local stack"
-bash dev/stack up --quiet
-step="release build of agentmeter-api"
-cargo build --release -q -p agentmeter-api -p agentmeter-schema
+if [[ ${BENCH_SKIP_STACK:-0} != 1 ]]; then
+  step="start the local stack"
+  bash dev/stack up --quiet
+fi
+if [[ ${BENCH_SKIP_BUILD:-0} != 1 ]]; then
+  step="release build of agentmeter-api"
+  cargo build --release -q -p agentmeter-api -p agentmeter-schema
+fi
 
 step="load $rows usage rows into $db"
 

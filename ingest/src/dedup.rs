@@ -152,11 +152,22 @@ pub async fn stored_ids<R: IngestRow>(
     if keys.is_empty() {
         return Ok(HashSet::new());
     }
+    let started = std::time::Instant::now();
     let ranges = key_ranges(&keys, MAX_KEY_RANGES);
-    if let Some(found) = stored_ids_in_ranges::<R>(client, &keys, &ranges, range_cap(keys.len()), timeout).await? {
-        return Ok(found);
-    }
-    stored_ids_by_id::<R>(client, &keys, timeout).await
+    let (found, by) = match stored_ids_in_ranges::<R>(client, &keys, &ranges, range_cap(keys.len()), timeout).await? {
+        Some(found) => (found, "range"),
+        None => (stored_ids_by_id::<R>(client, &keys, timeout).await?, "id"),
+    };
+    tracing::debug!(
+        table = R::TABLE,
+        ids = keys.len(),
+        ranges = ranges.len(),
+        by,
+        found = found.len(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "duplicate look-up"
+    );
+    Ok(found)
 }
 
 /// Every `event_id` stored in `ranges` that `keys` holds; `None` when the

@@ -7,6 +7,7 @@
 mod exactness;
 mod faults;
 mod kafka_away;
+mod lookup;
 mod multi_worker;
 mod otlp;
 mod refused;

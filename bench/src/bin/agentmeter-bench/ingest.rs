@@ -123,13 +123,13 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     eprintln!("ingest: raw consume {:.0} events/s", consume_rate);
 
     eprintln!("ingest: (b) raw insert");
-    let insert = raw_insert(&ch_ceiling.client(), o.events, settings(o.seed, o.backfill_hours), o.batch_rows).await?;
+    let services = stack_services(&o.stack_run_dir);
+    let insert = raw_insert(&ch_ceiling.client(), o.events, settings(o.seed, o.backfill_hours), o.batch_rows, &services).await?;
     let insert_rate = o.events as f64 / insert.seconds;
     eprintln!("ingest: raw insert {:.0} events/s", insert_rate);
 
     eprintln!("ingest: (c) agentmeter-ingest");
     let loadavg_before_worker = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned();
-    let services = stack_services(&o.stack_run_dir);
     let worker = run_worker(common, &ch, &topics, None, &o, produced.events(), timeout, &services).await?;
     let ingest_rate = produced.events() as f64 / worker.seconds;
     let otlp = if o.otlp_traces > 0 { Some(run_otlp(common, &o, &run_id, timeout).await?) } else { None };
@@ -194,6 +194,13 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         split.push(vec![(*name).into(), format!("{cpu_s:.2}"), format!("{:.2}", cpu_s / worker.seconds)]);
     }
     report::table(&split);
+    if let (Some(ceiling_ch), Some(worker_ch)) = (cpu_of(&insert.services_cpu_s, "clickhouse"), cpu_of(&worker.services_cpu_s, "clickhouse")) {
+        println!(
+            "ClickHouse front CPU s per 100k events: {:.2} for (b) raw insert, {:.2} for (c) agentmeter-ingest",
+            ceiling_ch / o.events as f64 * 100_000.0,
+            worker_ch / produced.events() as f64 * 100_000.0
+        );
+    }
     println!();
     report::table(&[
         vec!["target".into(), "measured".into(), "goal".into(), "met".into()],
@@ -226,6 +233,12 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
             "worker_cpu_seconds_per_100k_events": round(cpu_per_100k, 3),
             "cpu_seconds_during_ingest": worker.services_cpu_s.iter().map(|(n, s)| (n.to_string(), json!(round(*s, 2))))
                 .chain([("worker".to_string(), json!(round(worker.cpu_s, 2)))]).collect::<serde_json::Map<_, _>>(),
+            "cpu_seconds_during_raw_insert": insert.services_cpu_s.iter().map(|(n, s)| (n.to_string(), json!(round(*s, 2)))).collect::<serde_json::Map<_, _>>(),
+            // The ClickHouse front's work per event: what the worker asks of it against what the ceiling's inserts alone cost.
+            "clickhouse_cpu_seconds_per_100k_events": {
+                "raw_insert": cpu_of(&insert.services_cpu_s, "clickhouse").map(|s| round(s / o.events as f64 * 100_000.0, 3)),
+                "ingest": cpu_of(&worker.services_cpu_s, "clickhouse").map(|s| round(s / produced.events() as f64 * 100_000.0, 3)),
+            },
             "loadavg_before_ingest": loadavg_before_worker,
             "preload_events_per_s": round(produced.events() as f64 / produced.seconds, 0),
             "counts_raw_and_rollup": {"tool_calls": exact.0, "agent_executions": exact.1, "tool_calls_1m_sum_calls": exact.2, "agent_executions_1m_sum": exact.3},
@@ -321,6 +334,13 @@ async fn run_otlp(common: &Common, o: &Opts, run_id: &str, timeout: Duration) ->
 struct Inserted {
     seconds: f64,
     inserts: u64,
+    /// CPU seconds of each stack service while the inserts ran.
+    services_cpu_s: Vec<(&'static str, f64)>,
+}
+
+/// The CPU seconds of the service `name` in `split`, if it was measured.
+fn cpu_of(split: &[(&'static str, f64)], name: &str) -> Option<f64> {
+    split.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
 }
 
 /// Rows of up to this many events are materialised at a time (bounded memory).
@@ -328,11 +348,12 @@ const CHUNK_EVENTS: u64 = 1_000_000;
 
 /// Generates the same traffic as the pre-load, parses it into rows (not
 /// timed) and inserts the rows chunk by chunk (timed).
-async fn raw_insert(client: &Client, events: u64, settings: Settings, batch_rows: usize) -> anyhow::Result<Inserted> {
+async fn raw_insert(client: &Client, events: u64, settings: Settings, batch_rows: usize, services: &[Service]) -> anyhow::Result<Inserted> {
     let client = client.clone().with_validation(false);
     let mut generator = Generator::new(settings);
     let mut done = 0u64;
-    let mut out = Inserted { seconds: 0.0, inserts: 0 };
+    let mut out = Inserted { seconds: 0.0, inserts: 0, services_cpu_s: services.iter().map(|s| (s.name, 0.0)).collect() };
+    let services_cpu = || services.iter().map(|s| process::usage(s.pid).map(|u| u.cpu_s).unwrap_or(0.0)).collect::<Vec<_>>();
     while done < events {
         let n = CHUNK_EVENTS.min(events - done);
         let (mut calls, mut execs) = (Vec::new(), Vec::new());
@@ -349,11 +370,15 @@ async fn raw_insert(client: &Client, events: u64, settings: Settings, batch_rows
         }
         done += n;
         let started = Instant::now();
+        let cpu_before = services_cpu();
         let (a, b) = tokio::try_join!(
             insert_all(&client, "tool_calls", &calls, batch_rows),
             insert_all(&client, "agent_executions", &execs, batch_rows)
         )?;
         out.seconds += started.elapsed().as_secs_f64();
+        for ((_, total), (before, after)) in out.services_cpu_s.iter_mut().zip(cpu_before.iter().zip(services_cpu())) {
+            *total += after - before;
+        }
         out.inserts += a + b;
     }
     Ok(out)
