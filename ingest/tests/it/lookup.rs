@@ -41,7 +41,7 @@ fn writer(f: &Fixture) -> Writer {
 
 async fn counts(f: &Fixture) -> (u64, u64, u64) {
     f.ch.client()
-        .query("SELECT count(), uniqExact(event_id), toUInt64((SELECT sum(calls) FROM tool_calls_1m)) FROM tool_calls")
+        .query("SELECT count(), uniqExact(event_id), toUInt64(assumeNotNull((SELECT sum(calls) FROM tool_calls_1m))) FROM tool_calls")
         .fetch_one()
         .await
         .unwrap()
@@ -84,14 +84,18 @@ async fn look_ups_by_range_and_by_id_find_the_same_stored_ids() {
 
     // A batch of 500 stored calls from both stretches, 2,000 new ones in
     // between and around them, and 200 new ones a day later.
-    let mut batch: Vec<Entry<ToolCallRow>> = (0..4_000).step_by(8).map(|n| call(n, T0 + if n < 3_000 { 0 } else { 3_600_000 } + n as i64 / 10)).collect();
+    // (Every eighth call, odd and even ones: both tenants.)
+    let mut batch: Vec<Entry<ToolCallRow>> =
+        (0..500).map(|i| i * 8 + i % 2).map(|n| call(n, T0 + if n < 3_000 { 0 } else { 3_600_000 } + n as i64 / 10)).collect();
     batch.extend(calls(10_000..12_000, T0 + 1_000));
     batch.extend(calls(20_000..20_200, T0 + 86_400_000));
     let expected: HashSet<Uuid> = batch[..500].iter().map(|e| e.row.event_id).collect();
 
     let keys = sorted_keys(&batch);
-    let ranges = key_ranges(&keys, MAX_KEY_RANGES);
-    assert!(ranges.len() >= 4, "two tenants, cut at the hour and the day: {ranges:?}");
+    // One range per tenant: from the first stretch to the day after, so
+    // every stored row is in them.
+    let ranges = key_ranges(&keys, 2);
+    assert_eq!(ranges.len(), 2, "{ranges:?}");
     let timeout = Duration::from_secs(30);
     let client = f.ch.client();
 
@@ -101,6 +105,11 @@ async fn look_ups_by_range_and_by_id_find_the_same_stored_ids() {
     assert_eq!(stored_ids_in_ranges::<ToolCallRow>(&client, &keys, &ranges, 3_999, timeout).await.unwrap(), None);
     assert_eq!(stored_ids_in_ranges::<ToolCallRow>(&client, &keys, &ranges, 4_000, timeout).await.unwrap().as_ref(), Some(&expected));
     assert_eq!(stored_ids_by_id::<ToolCallRow>(&client, &keys, timeout).await.unwrap(), expected, "by id");
+    // Cut at the gaps of 1 s or more: per tenant the first stretch, the new
+    // calls 1.7 s later, the hour and the day.
+    let cut = key_ranges(&keys, MAX_KEY_RANGES);
+    assert_eq!(cut.len(), 8, "{cut:?}");
+    assert_eq!(stored_ids_in_ranges::<ToolCallRow>(&client, &keys, &cut, 10_000, timeout).await.unwrap().as_ref(), Some(&expected));
     assert_eq!(stored_ids::<ToolCallRow>(&client, &batch, timeout).await.unwrap(), expected);
 
     // The same id at another time is another event to the look-up.
