@@ -87,7 +87,7 @@ pub fn key_ranges(keys: &[Key], max_ranges: usize) -> Vec<KeyRange> {
         times.dedup();
         gaps.extend(times.windows(2).filter(|w| w[1] - w[0] >= MIN_GAP_MS).map(|w| (w[1] - w[0], *tenant, w[1])));
     }
-    gaps.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    gaps.sort_unstable_by_key(|g| std::cmp::Reverse(g.0));
     gaps.truncate(max_ranges.saturating_sub(by_tenant.len()));
     let cuts: HashSet<(Uuid, i64)> = gaps.into_iter().map(|(_, tenant, at)| (tenant, at)).collect();
     let mut ranges = Vec::new();

@@ -194,7 +194,9 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         split.push(vec![(*name).into(), format!("{cpu_s:.2}"), format!("{:.2}", cpu_s / worker.seconds)]);
     }
     report::table(&split);
-    if let (Some(ceiling_ch), Some(worker_ch)) = (cpu_of(&insert.services_cpu_s, "clickhouse"), cpu_of(&worker.services_cpu_s, "clickhouse")) {
+    if let (Some(ceiling_ch), Some(worker_ch)) =
+        (cpu_of(&insert.services_cpu_s, "clickhouse"), cpu_of(&worker.services_cpu_s, "clickhouse"))
+    {
         println!(
             "ClickHouse front CPU s per 100k events: {:.2} for (b) raw insert, {:.2} for (c) agentmeter-ingest",
             ceiling_ch / o.events as f64 * 100_000.0,
