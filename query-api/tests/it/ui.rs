@@ -265,6 +265,26 @@ async fn start(what: &str) -> Stack {
         }
     }
     insert(&test_db.client, "tool_calls", &calls).await;
+    // Each query's navigator_query execution (where queries are counted),
+    // at its first call, with that call's tenant, project and navigator;
+    // nothing billable, no tokens, no cost.
+    let mut seen = std::collections::HashSet::new();
+    let query_executions: Vec<AgentExecutionRow> = calls
+        .iter()
+        .filter(|c| seen.insert(c.query_id))
+        .map(|c| AgentExecutionRow {
+            execution_id: c.query_id,
+            execution_kind: "navigator_query".into(),
+            billable: false,
+            organization_id: Uuid::nil(),
+            project_id: c.project_id,
+            navigator_id: c.navigator_id,
+            navigator_instance_id: c.navigator_instance_id,
+            model: String::new(),
+            ..execution(c.tenant_id, Uuid::nil(), c.occurred_at, 0, 0, 0, 0)
+        })
+        .collect();
+    insert(&test_db.client, "agent_executions", &query_executions).await;
 
     // Agent executions over the last day, like a working day of two
     // organizations: A every hour, B every other hour, plus three of A just
@@ -479,7 +499,9 @@ async fn usage_page_shows_usage_limits_filters_and_shareable_state_in_chromium()
     assert_eq!(row_values(&mut b, "top-servers", &f.servers[1].to_string()).await, ["3", "2"]);
     assert_eq!(row_values(&mut b, "top-servers", &f.servers[2].to_string()).await, ["2", "2"]);
     assert_eq!(row_values(&mut b, "top-projects", &f.projects[0].to_string()).await, ["7", "3"]);
-    assert_eq!(row_values(&mut b, "top-projects", &f.projects[1].to_string()).await, ["3", "2"]);
+    // Queries counted at their execution: the query whose calls span both
+    // projects counts in its first call's.
+    assert_eq!(row_values(&mut b, "top-projects", &f.projects[1].to_string()).await, ["3", "1"]);
     assert_eq!(row_values(&mut b, "top-navigators", &f.navigators[0].to_string()).await, ["6"]);
     assert_eq!(row_values(&mut b, "top-navigators", &f.navigators[1].to_string()).await, ["4"]);
     assert_eq!(row_values(&mut b, "top-tools", "search").await, ["6"]);

@@ -25,6 +25,7 @@ mod m0007_query_minutes;
 mod m0008_names;
 mod m0009_plans;
 mod m0010_unpriced_executions;
+mod m0011_question_rollups;
 mod tool_call_aggregates;
 
 use anyhow::Context;
@@ -141,6 +142,7 @@ pub fn all() -> Vec<Box<dyn Migration>> {
         Box::new(m0008_names::Names),
         Box::new(m0009_plans::Plans),
         Box::new(m0010_unpriced_executions::UnpricedExecutions),
+        Box::new(m0011_question_rollups::QuestionRollups),
     ]
 }
 

@@ -153,7 +153,8 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
     let db = ch.client();
     // Back to version 3: no hourly views, empty hourly tables (0004 and 0005),
     // no query-log views, empty query_events (0006), no query-minute views,
-    // empty queries_1m (0007).
+    // empty queries_1m (0007), no unpriced view (0010), no per-question views
+    // and empty per-question rollups (0011).
     let forget_0004 = || async {
         db.query("TRUNCATE TABLE schema_migrations").execute().await.unwrap();
         db.query("INSERT INTO schema_migrations (version, name) VALUES (1, 'raw_tables'), (2, 'minute_rollups'), (3, 'plan_limits')")
@@ -169,6 +170,16 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
         "DROP VIEW queries_1m_calls_mv",
         "DROP VIEW queries_1m_executions_mv",
         "DROP VIEW agent_executions_1m_unpriced_mv",
+        "DROP VIEW query_counts_1h_mv",
+        "DROP VIEW query_counts_1m_mv",
+        "DROP VIEW tool_calls_server_1h_mv",
+        "DROP VIEW tool_calls_navigator_1h_mv",
+        "DROP VIEW tool_calls_tool_1h_mv",
+        "TRUNCATE TABLE query_counts_1h",
+        "TRUNCATE TABLE query_counts_1m",
+        "TRUNCATE TABLE tool_calls_server_1h",
+        "TRUNCATE TABLE tool_calls_navigator_1h",
+        "TRUNCATE TABLE tool_calls_tool_1h",
         "TRUNCATE TABLE tool_calls_1h",
         "TRUNCATE TABLE tool_call_queries_1h",
         "TRUNCATE TABLE tool_calls_tenant_1h",
@@ -281,7 +292,7 @@ async fn unpriced_executions_are_counted_apart_and_backfilled_once() {
     // wrote between the two statements of the migration.
     let forget_0010 = || async {
         db.query("TRUNCATE TABLE schema_migrations").execute().await.unwrap();
-        for m in migrations::all().iter().filter(|m| m.version() < 10) {
+        for m in migrations::all().iter().filter(|m| m.version() != 10) {
             db.query("INSERT INTO schema_migrations (version, name) VALUES (?, ?)")
                 .bind(m.version())
                 .bind(m.name())
@@ -422,4 +433,154 @@ async fn calls_and_errors(db: &clickhouse::Client, table: &str, tenant: uuid::Uu
         .fetch_one()
         .await
         .unwrap()
+}
+
+/// 0011's per-question rollups: rows already in the raw tables when the
+/// migration runs (twice at the same time) are backfilled once, rows
+/// inserted afterwards arrive through the views, and every figure equals
+/// the raw tables' hour by hour (queries: one per `navigator_query`
+/// execution, zero-call queries included; per-server query sets exact).
+#[tokio::test]
+async fn question_rollups_backfill_once_and_equal_the_raw_tables() {
+    use agentmeter_schema::rows::{AgentExecutionRow, ToolCallRow};
+    let ch = clickhouse(&unique_db("questions"));
+    migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
+    let db = ch.client();
+    // Back to the version before 0011: no views, empty tables.
+    for sql in [
+        "DROP VIEW query_counts_1h_mv",
+        "DROP VIEW query_counts_1m_mv",
+        "DROP VIEW tool_calls_server_1h_mv",
+        "DROP VIEW tool_calls_navigator_1h_mv",
+        "DROP VIEW tool_calls_tool_1h_mv",
+        "TRUNCATE TABLE tool_calls_tool_1h",
+        "TRUNCATE TABLE query_counts_1h",
+        "TRUNCATE TABLE query_counts_1m",
+        "TRUNCATE TABLE tool_calls_server_1h",
+        "TRUNCATE TABLE tool_calls_navigator_1h",
+        "TRUNCATE TABLE rollup_backfills",
+        "TRUNCATE TABLE schema_migrations",
+    ] {
+        db.query(sql).execute().await.unwrap();
+    }
+    for m in migrations::all().iter().filter(|m| m.version() < 11) {
+        db.query("INSERT INTO schema_migrations (version, name) VALUES (?, ?)").bind(m.version()).bind(m.name()).execute().await.unwrap();
+    }
+    let tenant = uuid::Uuid::new_v4();
+    let start_ms = chrono::Utc::now().timestamp_millis() - 2 * 86_400_000;
+    let now = chrono::Utc::now();
+    let query = |q: i64| uuid::Uuid::from_u128(q as u128 + 1);
+    let navigator = |q: i64| uuid::Uuid::from_u128(1000 + (q % 3) as u128);
+    // Query q runs at start + q minutes 20 s: its execution (every third
+    // one is another kind of run, not a query), then q % 4 calls (zero for
+    // every fourth query), one of them to a second server.
+    let executions = |from: i64, n: i64| -> Vec<AgentExecutionRow> {
+        (from..from + n)
+            .map(|q| {
+                let raw = serde_json::json!({
+                    "event_id": uuid::Uuid::new_v4(), "occurred_at": start_ms + q * 60_000 + 20_000, "tenant_id": tenant,
+                    "execution_id": query(q), "execution_kind": if q % 3 == 2 { "agent_chat" } else { "navigator_query" },
+                    "billable": true, "input_tokens": 1, "output_tokens": 1, "cost_usd": "0.000001",
+                    "navigator_id": navigator(q), "navigator_instance_id": navigator(q), "project_id": navigator(q),
+                });
+                AgentExecutionRow::from(&agentmeter_schema::parse_agent_execution(raw.to_string().as_bytes(), now).unwrap())
+            })
+            .collect()
+    };
+    let calls = |from: i64, n: i64| -> Vec<ToolCallRow> {
+        (from..from + n)
+            .flat_map(|q| (0..q % 4).map(move |k| (q, k)))
+            .map(|(q, k)| {
+                let server = uuid::Uuid::from_u128(2000 + u128::from(k == 2));
+                let raw = serde_json::json!({
+                    "event_id": uuid::Uuid::new_v4(), "occurred_at": start_ms + q * 60_000 + 21_000 + k * 15_000, "tenant_id": tenant,
+                    "query_id": query(q), "tool_name": "search", "latency_ms": (q % 50) as f64, "success": (q + k) % 7 != 0,
+                    "call_kind": if k == 1 { "suggest_tools" } else { "tool" },
+                    "server_id": server, "server_instance_id": server, "server_name": format!("srv-{k}"),
+                    "navigator_id": navigator(q), "navigator_instance_id": navigator(q), "project_id": navigator(q),
+                });
+                ToolCallRow::from(&agentmeter_schema::parse_tool_call(raw.to_string().as_bytes(), now).unwrap())
+            })
+            .collect()
+    };
+    async fn insert<R: clickhouse::RowOwned + clickhouse::RowWrite>(db: &Client, table: &str, rows: Vec<R>) {
+        let mut insert = db.insert::<R>(table).await.unwrap();
+        for row in &rows {
+            insert.write(row).await.unwrap();
+        }
+        insert.end().await.unwrap();
+    }
+    insert(&db, "tool_calls", calls(0, 600)).await;
+    insert(&db, "agent_executions", executions(0, 600)).await;
+    let (first, second) = (ch.server_client(), ch.server_client());
+    let (a, b) = tokio::join!(migrations::migrate(&first, &ch.database), migrations::migrate(&second, &ch.database));
+    a.unwrap();
+    b.unwrap();
+    insert(&db, "tool_calls", calls(600, 400)).await;
+    insert(&db, "agent_executions", executions(600, 400)).await;
+
+    let t = tenant.to_string();
+    let rows = |sql: &str| db.query(sql).bind(t.clone()).fetch_all::<(u32, String, u64, u64, u64)>();
+    // Queries per hour and navigator: executions of kind navigator_query.
+    let raw = rows(
+        "SELECT toUInt32(toStartOfHour(occurred_at)) AS h, toString(navigator_id) AS k, toUInt64(uniqExact(execution_id)), toUInt64(0), toUInt64(0)
+         FROM agent_executions WHERE tenant_id = toUUID(?) AND execution_kind = 'navigator_query' GROUP BY h, k ORDER BY h, k",
+    )
+    .await
+    .unwrap();
+    assert_eq!(raw.iter().map(|r| r.2).sum::<u64>(), 667); // q % 3 != 2 for q in 0..1000
+    for (table, time) in [("query_counts_1h", "hour"), ("query_counts_1m", "toStartOfHour(minute)")] {
+        let got = rows(&format!(
+            "SELECT toUInt32({time}) AS h, toString(navigator_id) AS k, toUInt64(sum(queries)), toUInt64(0), toUInt64(0)
+             FROM {table} WHERE tenant_id = toUUID(?) GROUP BY h, k ORDER BY h, k"
+        ))
+        .await
+        .unwrap();
+        assert_eq!(got, raw, "{table}");
+    }
+    // Calls, errors and distinct queries per hour and server.
+    let raw = rows(
+        "SELECT toUInt32(toStartOfHour(occurred_at)) AS h, toString(server_id) AS k, toUInt64(count()), toUInt64(countIf(NOT success)),
+                toUInt64(uniqExact(query_id))
+         FROM tool_calls WHERE tenant_id = toUUID(?) GROUP BY h, k ORDER BY h, k",
+    )
+    .await
+    .unwrap();
+    let got = rows(
+        "SELECT toUInt32(hour) AS h, toString(server_id) AS k, toUInt64(sum(calls)), toUInt64(sum(errors)), toUInt64(uniqExactIfMerge(queries))
+         FROM tool_calls_server_1h WHERE tenant_id = toUUID(?) GROUP BY h, k ORDER BY h, k",
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, raw, "tool_calls_server_1h");
+    let raw_tools = rows(
+        "SELECT toUInt32(toStartOfHour(occurred_at)) AS h, toString(tool_name) AS k, toUInt64(count()), toUInt64(countIf(NOT success)),
+                toUInt64(uniqExact(query_id))
+         FROM tool_calls WHERE tenant_id = toUUID(?) GROUP BY h, k ORDER BY h, k",
+    )
+    .await
+    .unwrap();
+    let got = rows(
+        "SELECT toUInt32(hour) AS h, toString(tool_name) AS k, toUInt64(sum(calls)), toUInt64(sum(errors)), toUInt64(uniqExactIfMerge(queries))
+         FROM tool_calls_tool_1h WHERE tenant_id = toUUID(?) GROUP BY h, k ORDER BY h, k",
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, raw_tools, "tool_calls_tool_1h");
+    assert_eq!(raw.iter().map(|r| r.2).sum::<u64>(), 1500); // 0 + 1 + 2 + 3 calls per four queries
+                                                            // Calls and errors per hour and navigator.
+    let raw = rows(
+        "SELECT toUInt32(toStartOfHour(occurred_at)) AS h, toString(navigator_id) AS k, toUInt64(count()), toUInt64(countIf(NOT success)), toUInt64(0)
+         FROM tool_calls WHERE tenant_id = toUUID(?) GROUP BY h, k ORDER BY h, k",
+    )
+    .await
+    .unwrap();
+    let got = rows(
+        "SELECT toUInt32(hour) AS h, toString(navigator_id) AS k, toUInt64(sum(calls)), toUInt64(sum(errors)), toUInt64(0)
+         FROM tool_calls_navigator_1h WHERE tenant_id = toUUID(?) GROUP BY h, k ORDER BY h, k",
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, raw, "tool_calls_navigator_1h");
+    drop_db(&ch).await;
 }

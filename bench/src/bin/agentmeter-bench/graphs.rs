@@ -7,10 +7,13 @@
 //! when its release binary is present (API overhead = HTTP p50 - query p50).
 //!
 //! Data: `--events` tool calls of generated traffic for demo tenant A, spread
-//! uniformly over the last `--days` days, written with RowBinary straight
-//! into `tool_calls` of a fresh database (the materialized views fill the
-//! rollups as in production). Targets: p95 < 150 ms from the rollups, and
-//! raw / rollup >= 10x.
+//! uniformly over the last `--days` days, and the `navigator_query`
+//! execution of each of their queries, `--zero-call-percent` of the queries
+//! without their tool calls (zero-call queries, which count as queries);
+//! written with RowBinary straight into `tool_calls` and `agent_executions`
+//! of a fresh database (the materialized views fill the rollups as in
+//! production). Targets: p95 < 150 ms from the rollups, and raw / rollup
+//! >= 10x.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -25,7 +28,7 @@ use agentmeter_api::queries::{CallKinds, Scope};
 use agentmeter_api::window::{Span, TimeRange};
 use agentmeter_bench::{Generator, Kind, Settings, TENANT_A};
 use agentmeter_schema::config::ClickHouseArgs;
-use agentmeter_schema::rows::ToolCallRow;
+use agentmeter_schema::rows::{AgentExecutionRow, ToolCallRow};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use clickhouse::{Client, Row};
@@ -54,6 +57,10 @@ pub struct Opts {
     /// Timed runs of each raw-events query (they are slow; after 1 warm-up run).
     #[arg(long, default_value_t = 5)]
     pub raw_runs: usize,
+    /// Percentage of the queries loaded as their execution only (zero tool
+    /// calls).
+    #[arg(long, default_value_t = 10)]
+    pub zero_call_percent: u8,
     /// Rows per INSERT while loading.
     #[arg(long, default_value_t = 500_000)]
     pub load_batch_rows: usize,
@@ -68,14 +75,44 @@ pub struct Opts {
     pub result_name: String,
 }
 
-/// The figures of a bucket computed from raw events (the reference).
-const RAW_STATS: &str = "toUInt64(count()) AS n_calls,
+/// The figures of a bucket computed from raw events (the reference): only
+/// what the graph shows, so the raw side does no work the graph does not
+/// need (distinct queries are counted by [`raw_calls_per_query_sql`]).
+fn raw_stats(need: Need) -> String {
+    let lat_q = if need.latency_pct {
+        "arrayMap(x -> toFloat64(x), quantilesTDigest(0.5, 0.95, 0.99)(latency_ms))"
+    } else {
+        "CAST([], 'Array(Float64)')"
+    };
+    format!(
+        "toUInt64(count()) AS n_calls,
     toUInt64(countIf(NOT success)) AS n_errors,
     toFloat64(sum(latency_ms)) AS lat_sum_ms,
-    arrayMap(x -> toFloat64(x), quantilesTDigest(0.5, 0.95, 0.99)(latency_ms)) AS lat_q,
-    toUInt64(uniqExactIf(query_id, query_id != toUUID('00000000-0000-0000-0000-000000000000'))) AS n_queries";
+    {lat_q} AS lat_q,
+    toUInt64(0) AS n_queries"
+    )
+}
+
+const RAW_RANGE: &str = "tenant_id = {tenant:UUID} AND occurred_at >= fromUnixTimestamp64Milli({start_ms:Int64}, 'UTC') AND occurred_at < fromUnixTimestamp64Milli({end_ms:Int64}, 'UTC')";
 
 const RAW_WHERE: &str = "tenant_id = {tenant:UUID} AND occurred_at >= fromUnixTimestamp64Milli({start_ms:Int64}, 'UTC') AND occurred_at < fromUnixTimestamp64Milli({end_ms:Int64}, 'UTC') AND call_kind = 'tool'";
+
+/// Calls per query from raw events: calls, errors and latency sums per
+/// bucket from `tool_calls`, queries per bucket from their executions in
+/// `agent_executions` (distinct execution ids), as the API counts them.
+fn raw_calls_per_query_sql(index_calls: &str, index_execs: &str) -> String {
+    format!(
+        "SELECT bucket, toUInt64(sum(c)) AS n_calls, toUInt64(sum(e)) AS n_errors, toFloat64(sum(l)) AS lat_sum_ms,
+                CAST([], 'Array(Float64)') AS lat_q, toUInt64(sum(q)) AS n_queries
+         FROM (
+           SELECT {index_calls} AS bucket, toUInt64(count()) AS c, toUInt64(countIf(NOT success)) AS e, toFloat64(sum(latency_ms)) AS l, toUInt64(0) AS q
+           FROM tool_calls WHERE {RAW_WHERE} GROUP BY bucket
+           UNION ALL
+           SELECT {index_execs} AS bucket, toUInt64(0), toUInt64(0), toFloat64(0), toUInt64(uniqExact(execution_id))
+           FROM agent_executions WHERE {RAW_RANGE} AND execution_kind = 'navigator_query' AND execution_id != {NIL} GROUP BY bucket
+         ) GROUP BY bucket ORDER BY bucket"
+    )
+}
 
 /// One bucket of a series, from raw events.
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]
@@ -119,7 +156,7 @@ struct Graph {
 
 /// The graphs, resolved like the API resolves `window`/`frequency` at `now`.
 fn graphs(now: DateTime<Utc>) -> anyhow::Result<Vec<Graph>> {
-    let series = |name, window: &str, frequency: &str, need, api_path| -> anyhow::Result<Graph> {
+    let series = |name, window: &str, frequency: &str, need: Need, api_path| -> anyhow::Result<Graph> {
         let range = TimeRange::resolve(Span::parse_window(window).map_err(anyhow::Error::msg)?, None, None, now, Tz::UTC)
             .map_err(anyhow::Error::msg)?;
         let buckets = Buckets::plan(range, Span::parse_frequency(frequency).map_err(anyhow::Error::msg)?, Tz::UTC, 10_000)
@@ -129,22 +166,32 @@ fn graphs(now: DateTime<Utc>) -> anyhow::Result<Vec<Graph>> {
         let (index, index_params) = index_sql(&buckets, "occurred_at");
         let mut raw_params = range_params(range);
         raw_params.extend(index_params.into_iter().map(|(k, v)| (k.to_owned(), v)));
-        Ok(Graph {
-            name,
-            ours: Ours::Series(need),
-            scope: scope(range),
-            buckets: Some(buckets),
-            raw_sql: format!("SELECT {index} AS bucket, {RAW_STATS} FROM tool_calls WHERE {RAW_WHERE} GROUP BY bucket ORDER BY bucket"),
-            raw_params,
-            api_path,
-        })
+        let raw_sql = if need.queries {
+            raw_calls_per_query_sql(&index, &index)
+        } else {
+            format!("SELECT {index} AS bucket, {} FROM tool_calls WHERE {RAW_WHERE} GROUP BY bucket ORDER BY bucket", raw_stats(need))
+        };
+        Ok(Graph { name, ours: Ours::Series(need), scope: scope(range), buckets: Some(buckets), raw_sql, raw_params, api_path })
     };
     let week =
         TimeRange::resolve(Span::parse_window("7d").map_err(anyhow::Error::msg)?, None, None, now, Tz::UTC).map_err(anyhow::Error::msg)?;
     Ok(vec![
         series("tool calls per day, 30 d", "30d", "1d", Need::COUNTS, "/api/v1/analytics/tool-calls-processed-graph?window=30d&frequency=1d")?,
         series("error rate per day, 30 d", "30d", "1d", Need::COUNTS, "/api/v1/analytics/error-rate-graph?window=30d&frequency=1d")?,
-        series("calls per query per day, 30 d", "30d", "1d", Need::QUERIES, "/api/v1/analytics/average-tool-calls-per-query-graph?window=30d&frequency=1d")?,
+        series(
+            "calls per query per day, 30 d (zero-call queries)",
+            "30d",
+            "1d",
+            Need::QUERIES,
+            "/api/v1/analytics/average-tool-calls-per-query-graph?window=30d&frequency=1d",
+        )?,
+        series(
+            "calls per query per 5 min, 1 mon (zero-call queries)",
+            "1mon",
+            "5m",
+            Need::QUERIES,
+            "/api/v1/analytics/average-tool-calls-per-query-graph?window=1mon&frequency=5m",
+        )?,
         series(
             "tool calls per 5 min, 1 mon",
             "1mon",
@@ -197,7 +244,7 @@ async fn ours(db: &Db, g: &Graph) -> anyhow::Result<Answer> {
                 stats
                     .iter()
                     .enumerate()
-                    .filter(|(_, s)| s.calls > 0)
+                    .filter(|(_, s)| s.calls > 0 || s.queries > 0)
                     .map(|(i, s)| (i as u32, s.calls, s.errors, s.queries, s.latency_sum_ms, need.latency_pct.then(|| s.latency_pct_ms(1))))
                     .collect(),
             )
@@ -321,19 +368,19 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     eprintln!("graphs: loading {} tool calls over {} days into {db}", o.events, o.days);
     let now = Utc::now();
     let load = load(&client, &o, now).await?;
-    eprintln!("graphs: loaded in {:.1} s ({:.0} rows/s)", load.0, o.events as f64 / load.0);
+    eprintln!("graphs: loaded {} tool calls and {} query executions in {:.1} s", load.1, load.2, load.0);
     let merge_wait = settle_merges(&client, Duration::from_secs(180)).await?;
-    let sizes = client
+    // Rows of every table (rollups: rows in their parts after the merges).
+    let table_rows: Vec<(String, u64)> = client
         .query(
-            "SELECT toUInt64(assumeNotNull((SELECT count() FROM tool_calls))), toUInt64(assumeNotNull((SELECT count() FROM tool_calls_1m))),
-                    toUInt64(assumeNotNull((SELECT count() FROM tool_calls_1h))), toUInt64(assumeNotNull((SELECT count() FROM queries_1m)))",
+            "SELECT name, toUInt64(ifNull(total_rows, 0)) FROM system.tables
+             WHERE database = currentDatabase() AND engine LIKE '%MergeTree' ORDER BY name",
         )
-        .fetch_one::<(u64, u64, u64, u64)>()
+        .fetch_all()
         .await?;
-    eprintln!(
-        "graphs: raw rows {}, minute rollup rows {}, hourly rollup rows {}, query-minute rows (queries_1m) {} after {merge_wait:.0} s of merges",
-        sizes.0, sizes.1, sizes.2, sizes.3
-    );
+    let rows_of = |t: &str| table_rows.iter().find(|(n, _)| n == t).map(|r| r.1).unwrap_or(0);
+    let sizes = (rows_of("tool_calls"), rows_of("tool_calls_1m"), rows_of("tool_calls_1h"), rows_of("agent_executions"));
+    eprintln!("graphs: rows per table after {merge_wait:.0} s of merges: {table_rows:?}");
 
     let api = if o.no_api { None } else { start_api(common, &db).await? };
     let http = reqwest::Client::new();
@@ -428,9 +475,11 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         "benchmark": "graphs",
         "what": "analytics graph queries: the API's query functions on the rollups (in-process) vs the same answer from raw events (asserted equal), and through agentmeter-api over HTTP",
         "started_at": now.to_rfc3339(),
-        "events": {"tool_calls": sizes.0, "days": o.days, "tenant": TENANT_A.to_string(), "rollup_rows": sizes.1,
-                   "hourly_rollup_rows": sizes.2, "hourly_query_rows": sizes.3, "merge_wait_seconds": round(merge_wait, 1)},
-        "load": {"seconds": round(load.0, 2), "rows_per_s": round(o.events as f64 / load.0, 0), "batch_rows": o.load_batch_rows, "disk_available_before": avail},
+        "events": {"tool_calls": sizes.0, "query_executions": sizes.3, "zero_call_percent": o.zero_call_percent, "days": o.days,
+                   "tenant": TENANT_A.to_string(), "rollup_rows": sizes.1, "hourly_rollup_rows": sizes.2,
+                   "table_rows": table_rows.iter().cloned().collect::<std::collections::BTreeMap<String, u64>>(),
+                   "merge_wait_seconds": round(merge_wait, 1)},
+        "load": {"seconds": round(load.0, 2), "rows_per_s": round((load.1 + load.2) as f64 / load.0, 0), "batch_rows": o.load_batch_rows, "disk_available_before": avail},
         "figures": results,
         "ceiling": "the same answer computed from raw events in the same ClickHouse (ratio = raw p50 / rollup p50)",
         "target": {"rollup_p95_ms_max": 150, "ratio_min": 10},
@@ -455,10 +504,13 @@ fn disk_available() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Generates and inserts the tool calls; returns (seconds, rows).
-async fn load(client: &Client, o: &Opts, now: DateTime<Utc>) -> anyhow::Result<(f64, u64)> {
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<ToolCallRow>>(2);
-    let (events, seed, days, batch) = (o.events, o.seed, o.days, o.load_batch_rows);
+/// Generates and inserts the tool calls and the executions of their
+/// queries (`--zero-call-percent` of the queries without their calls);
+/// returns (seconds, tool calls, executions).
+async fn load(client: &Client, o: &Opts, now: DateTime<Utc>) -> anyhow::Result<(f64, u64, u64)> {
+    type Batch = (Vec<ToolCallRow>, Vec<AgentExecutionRow>);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
+    let (events, seed, days, batch, zero_call) = (o.events, o.seed, o.days, o.load_batch_rows, u128::from(o.zero_call_percent));
     let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut generator = Generator::new(Settings {
             seed,
@@ -468,17 +520,32 @@ async fn load(client: &Client, o: &Opts, now: DateTime<Utc>) -> anyhow::Result<(
             backfill_hours: f64::from(days) * 24.0,
         });
         let mut left = events;
+        // The query whose tool calls are left out (a zero-call query).
+        let mut without_calls = uuid::Uuid::nil();
         while left > 0 {
             let n = (batch as u64).min(left) as usize;
-            let mut rows = Vec::with_capacity(n);
+            let (mut rows, mut executions) = (Vec::with_capacity(n), Vec::new());
             while rows.len() < n {
                 let m = generator.next_message(now);
-                if m.kind == Kind::ToolCall {
-                    rows.push(ToolCallRow::from(&agentmeter_schema::parse_tool_call(&m.payload, now)?));
+                match m.kind {
+                    Kind::ToolCall => {
+                        let row = ToolCallRow::from(&agentmeter_schema::parse_tool_call(&m.payload, now)?);
+                        if without_calls.is_nil() || row.query_id != without_calls {
+                            rows.push(row);
+                        }
+                    }
+                    Kind::AgentExecution => {
+                        let row = AgentExecutionRow::from(&agentmeter_schema::parse_agent_execution(&m.payload, now)?);
+                        if row.execution_kind == "navigator_query" {
+                            // The generator's ids are seeded random: their low bits pick the zero-call queries.
+                            without_calls = if row.execution_id.as_u128() % 100 < zero_call { row.execution_id } else { uuid::Uuid::nil() };
+                            executions.push(row);
+                        }
+                    }
                 }
             }
             left -= n as u64;
-            if tx.blocking_send(rows).is_err() {
+            if tx.blocking_send((rows, executions)).is_err() {
                 break;
             }
         }
@@ -486,19 +553,25 @@ async fn load(client: &Client, o: &Opts, now: DateTime<Utc>) -> anyhow::Result<(
     });
     let client = client.clone().with_validation(false);
     let started = Instant::now();
-    let mut rows_in = 0u64;
-    while let Some(rows) = rx.recv().await {
+    let (mut calls_in, mut executions_in) = (0u64, 0u64);
+    while let Some((rows, executions)) = rx.recv().await {
         let mut insert = client.insert::<ToolCallRow>("tool_calls").await?.with_option("max_insert_block_size", "1000001");
         for r in &rows {
             insert.write(r).await?;
         }
         insert.end().await?;
-        rows_in += rows.len() as u64;
-        eprint!("\r{rows_in} rows  ");
+        let mut insert = client.insert::<AgentExecutionRow>("agent_executions").await?.with_option("max_insert_block_size", "1000001");
+        for r in &executions {
+            insert.write(r).await?;
+        }
+        insert.end().await?;
+        calls_in += rows.len() as u64;
+        executions_in += executions.len() as u64;
+        eprint!("\r{calls_in} tool calls, {executions_in} query executions  ");
     }
     eprintln!();
     producer.await??;
-    Ok((started.elapsed().as_secs_f64(), rows_in))
+    Ok((started.elapsed().as_secs_f64(), calls_in, executions_in))
 }
 
 /// Starts `agentmeter-api` on the bench database if its binary exists.

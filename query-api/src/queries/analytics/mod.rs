@@ -2,9 +2,10 @@
 //!
 //! * [`scope`]: tenant, range, filters and kinds of a query and its `WHERE`
 //!   on the tool-call tables.
-//! * [`rollup`]: which rollup answers a request (`tool_calls_1h` for whole
-//!   UTC hours that fall inside one bucket, `tool_calls_1m` for the rest)
-//!   and the `FROM` sources that follow.
+//! * [`rollup`]: which rollup answers a request (an hourly rollup shaped
+//!   for the question for whole UTC hours that fall inside one bucket, a
+//!   minute rollup for the rest; queries from the per-hour and per-minute
+//!   execution counts) and the `FROM` sources that follow.
 //! * [`bucket_index`]: the bucket of a row, computed in ClickHouse.
 //! * [`tool_calls`]: tool-call figures from the tool-call rollups.
 //! * [`raw`]: the few answers the rollups cannot give (per-user figures),

@@ -12,21 +12,33 @@
 //! totals; it does not for Asia/Kolkata (+05:30) hourly or daily buckets
 //! or for 5-minute buckets, which read the minute rollup throughout.
 //!
-//! Distinct queries come from `queries_1m` (one row per query and minute,
-//! fed by a query's `navigator_query` execution and by its tool calls), so
-//! a query with zero tool calls is counted, and a query shown by several
-//! events (its execution in one minute, calls in the next hour) is counted
-//! once per range or bucket by one `uniqExact` over the rows. That table
-//! has project, navigator and navigator instance only: a request filtering
-//! on server, tool or user counts the queries that made matching calls,
-//! from the minute rollup's exact sets (a query without calls has no server
-//! or tool). [`choose_queries`] decides.
+//! Queries are counted at their own time, from their `navigator_query`
+//! execution (SEED_SPEC §4.5: `total_queries` from executions): the sums of
+//! `query_counts_1h` (whole hours) and `query_counts_1m` (the minutes at
+//! either end, or every minute for sub-hour buckets), migration 0011. A
+//! query with zero tool calls counts like any other, a query counts once
+//! (in its execution's bucket, even when its calls run into the next), and
+//! counting is a sum over a few rows per hour. Those tables have project,
+//! navigator and navigator instance only: a request filtering on server,
+//! tool or user counts the queries that made matching calls, from the
+//! minute rollup's exact sets (a query without calls has no server or
+//! tool), and a request for the queries with proxy calls reads the exact
+//! per-minute query rows of `queries_1m`. [`choose_queries`] decides.
 //!
 //! A request over a whole tenant (no project, navigator, server, tool or
 //! user filter) that does not group by a dimension (totals and series:
 //! [`choose_ungrouped`]) reads `tool_calls_tenant_1h` and
 //! `tool_calls_tenant_1m` instead, a few rows per tenant-hour and
-//! tenant-minute whatever the traffic's variety.
+//! tenant-minute whatever the traffic's variety; with sub-hour buckets
+//! (5-minute buckets over a month) it reads `tool_calls_tenant_1m`
+//! throughout. Filtered by project or navigator instance only, it reads
+//! `tool_calls_navigator_1h` for the whole hours. Lists grouped by server
+//! read `tool_calls_server_1h` (counts and exact per-server query sets),
+//! lists grouped by project or navigator `tool_calls_navigator_1h`, lists
+//! grouped by tool `tool_calls_tool_1h` ([`choose_grouped`]); totals and
+//! series filtered by tool only read `tool_calls_tool_1h` too, with the
+//! exact sets of the queries that used the tool. The minutes at either end
+//! come from the minute rollup.
 //!
 //! Never a silent approximation: whichever source is chosen, counts and
 //! distinct-query counts are the same as from the raw events; only the
@@ -37,7 +49,7 @@ use chrono::{DateTime, Utc};
 use super::scope::Scope;
 use crate::buckets::Buckets;
 use crate::calendar::{ceil_hour, floor_hour, is_whole_hour};
-use crate::queries::conditions::{Conditions, Filters, Table, TimeColumn};
+use crate::queries::conditions::{CallKinds, Conditions, Filters, Table, TimeColumn};
 use crate::window::TimeRange;
 
 /// Where a tool-call request is read from.
@@ -54,14 +66,33 @@ pub enum Source {
     /// `tool_calls_tenant_1h` for `hours`, `tool_calls_tenant_1m` for `head`
     /// and `tail`: no filters and no grouping by a dimension.
     TenantHourly(HourSplit),
+    /// `tool_calls_tenant_1m` over the whole range: no filters, no grouping
+    /// by a dimension, buckets that cut hours (5 minutes, +05:30 zones).
+    TenantMinute,
+    /// `tool_calls_navigator_1h` for `hours`, `tool_calls_1m` for `head` and
+    /// `tail`: filters on project and navigator instance only; grouping by
+    /// project or navigator.
+    NavigatorHourly(HourSplit),
+    /// `tool_calls_server_1h` for `hours`, `tool_calls_1m` for `head` and
+    /// `tail`: a server-instance filter only; grouping by server. Calls,
+    /// errors and the exact query sets only.
+    ServerHourly(HourSplit),
+    /// `tool_calls_tool_1h` for `hours`, `tool_calls_1m` for `head` and
+    /// `tail`: tool filters (id, name) only; grouping by tool. Every
+    /// aggregate and the exact query sets (the queries that used a tool).
+    ToolHourly(HourSplit),
 }
 
 impl Source {
     /// The hour split of an hourly source.
     pub fn hour_split(&self) -> Option<&HourSplit> {
         match self {
-            Source::Minute | Source::Raw => None,
-            Source::Hourly(s) | Source::TenantHourly(s) => Some(s),
+            Source::Minute | Source::Raw | Source::TenantMinute => None,
+            Source::Hourly(s)
+            | Source::TenantHourly(s)
+            | Source::NavigatorHourly(s)
+            | Source::ServerHourly(s)
+            | Source::ToolHourly(s) => Some(s),
         }
     }
 }
@@ -98,10 +129,20 @@ pub fn choose(scope: &Scope, buckets: Option<&Buckets>, queries: bool) -> Source
 }
 
 /// [`choose`] for totals and series (nothing grouped by a dimension): a
-/// request over the whole tenant reads the tenant-level rollups.
+/// request over the whole tenant reads the tenant-level rollups (by the
+/// minute when the buckets cut hours), one filtered by project or
+/// navigator instance only the per-navigator rollup. `queries` as for
+/// [`choose`]: whether the call statistics carry distinct queries.
 pub fn choose_ungrouped(scope: &Scope, buckets: Option<&Buckets>, queries: bool) -> Source {
+    let whole_tenant = scope.filters == Filters::default();
+    if !whole_tenant && tool_table_answers(&scope.filters) {
+        // Filtered by tool only: the per-tool rollup, query sets included.
+        return split(scope.range, buckets).map(Source::ToolHourly).unwrap_or(Source::Minute);
+    }
     match choose(scope, buckets, queries) {
-        Source::Hourly(split) if scope.filters == Filters::default() => Source::TenantHourly(split),
+        Source::Hourly(split) if whole_tenant => Source::TenantHourly(split),
+        Source::Hourly(split) if navigator_table_answers(&scope.filters) => Source::NavigatorHourly(split),
+        Source::Minute if whole_tenant => Source::TenantMinute,
         other => other,
     }
 }
@@ -121,12 +162,42 @@ fn by_user(scope: &Scope) -> bool {
     scope.filters.user_email.is_some() || scope.filters.user_token_id.is_some()
 }
 
+/// What a list groups by, as far as the choice of rollup goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grouping {
+    /// Server id or name.
+    Server,
+    /// Project or navigator.
+    Navigator,
+    /// Tool name.
+    Tool,
+}
+
+/// The source of a list grouped by `grouping`. `call_sets` says whether the
+/// call statistics carry distinct queries (then only the minute rollup's
+/// and the per-server and per-tool rollups' exact sets answer).
+pub fn choose_grouped(scope: &Scope, grouping: Grouping, call_sets: bool) -> Source {
+    let split = || split(scope.range, None);
+    match grouping {
+        Grouping::Server if server_table_answers(&scope.filters) => split().map(Source::ServerHourly).unwrap_or(Source::Minute),
+        Grouping::Navigator if !call_sets && navigator_table_answers(&scope.filters) => {
+            split().map(Source::NavigatorHourly).unwrap_or(Source::Minute)
+        }
+        Grouping::Tool if tool_table_answers(&scope.filters) => split().map(Source::ToolHourly).unwrap_or(Source::Minute),
+        _ if call_sets => finest(scope),
+        _ => choose(scope, None, false),
+    }
+}
+
 /// Where distinct queries are counted from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueriesSource {
+    /// `query_counts_1h` / `query_counts_1m`: queries counted at their
+    /// execution, zero-call queries included; a sum.
+    Executions,
     /// `queries_1m` (under a user filter, the raw `tool_calls` and
-    /// `agent_executions` rows of the same queries): executions and tool
-    /// calls, zero-call queries included.
+    /// `agent_executions` rows of the same queries): the exact per-minute
+    /// query rows, for the queries with proxy calls and a user's queries.
     QueryMinutes,
     /// The `uniqExactIf` sets of `tool_calls_1m`: queries with calls that
     /// match a server, tool or user filter.
@@ -135,10 +206,12 @@ pub enum QueriesSource {
 
 /// The source of distinct-query counts for `scope`.
 pub fn choose_queries(scope: &Scope) -> QueriesSource {
-    if queries_table_answers(scope) {
+    if !queries_table_answers(scope) {
+        QueriesSource::CallSets
+    } else if by_user(scope) || scope.kinds == CallKinds::Proxy {
         QueriesSource::QueryMinutes
     } else {
-        QueriesSource::CallSets
+        QueriesSource::Executions
     }
 }
 
@@ -147,6 +220,26 @@ pub fn choose_queries(scope: &Scope) -> QueriesSource {
 fn queries_table_answers(scope: &Scope) -> bool {
     let f = &scope.filters;
     f.server_instance_id.is_none() && f.server_id.is_none() && f.tool_id.is_none() && f.tool_name.is_none() && f.user_token_id.is_none()
+}
+
+/// `tool_calls_navigator_1h` keeps project and navigator (instance).
+fn navigator_table_answers(f: &Filters) -> bool {
+    f.server_instance_id.is_none() && f.server_id.is_none() && f.tool_id.is_none() && f.tool_name.is_none() && !by_user_filters(f)
+}
+
+/// `tool_calls_tool_1h` keeps the tool (id and name) only.
+fn tool_table_answers(f: &Filters) -> bool {
+    f.project_id.is_none() && f.navigator_instance_id.is_none() && f.server_instance_id.is_none() && f.server_id.is_none() && !by_user_filters(f)
+}
+
+/// `tool_calls_server_1h` keeps the server (instance) only.
+fn server_table_answers(f: &Filters) -> bool {
+    f.project_id.is_none() && f.navigator_instance_id.is_none() && f.tool_id.is_none() && f.tool_name.is_none() && !by_user_filters(f)
+}
+
+/// A user filter of either kind.
+fn by_user_filters(f: &Filters) -> bool {
+    f.user_email.is_some() || f.user_token_id.is_some()
 }
 
 /// The hour split of `range`, if it has a whole hour and every bucket
@@ -175,6 +268,17 @@ const SHARED_COLUMNS: &str = "tenant_id, project_id, navigator_id, navigator_ins
 const TENANT_COLUMNS: &str =
     "tenant_id, call_kind, calls, errors, latency_sum_ms, latency_digest, runtime_sum_ms, runtime_count, suggestions";
 
+/// The columns `tool_calls_navigator_1h` shares with `tool_calls_1m`.
+const NAVIGATOR_COLUMNS: &str = "tenant_id, call_kind, project_id, navigator_id, navigator_instance_id, calls, errors, latency_sum_ms,
+    latency_digest, runtime_sum_ms, runtime_count, suggestions";
+
+/// The columns `tool_calls_tool_1h` shares with `tool_calls_1m`.
+const TOOL_COLUMNS: &str = "tenant_id, call_kind, tool_id, tool_name, calls, errors, latency_sum_ms, latency_digest, runtime_sum_ms,
+    runtime_count, suggestions, queries";
+
+/// The columns `tool_calls_server_1h` shares with `tool_calls_1m`.
+const SERVER_COLUMNS: &str = "tenant_id, call_kind, server_id, server_instance_id, server_name, calls, errors, queries";
+
 /// The raw table in the shape of `tool_calls_1m` (migration 0002's view).
 const RAW_AS_MINUTES: &str = "SELECT tenant_id, toStartOfMinute(occurred_at) AS minute,
     project_id, navigator_id, navigator_instance_id, server_id, server_instance_id, server_name,
@@ -195,39 +299,87 @@ fn pairs(ranges: &[TimeRange]) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
 }
 
 /// A `FROM` source of tool-call rollup rows with a `minute` column, and
-/// the conditions to put in the outer `WHERE` (the scope's): either
-/// `tool_calls_1m` with the scope's conditions, or the union of an hourly
+/// the conditions to put in the outer `WHERE` (the scope's): either one
+/// minute rollup with the scope's conditions, or the union of an hourly
 /// rollup and the minute rollup with the conditions inside each branch
-/// (then the outer condition is `1`). A [`Source::TenantHourly`] source
-/// has the aggregate columns, `tenant_id` and `call_kind` only.
+/// (then the outer condition is `1`). The tenant-level sources have the
+/// aggregate columns, `tenant_id` and `call_kind` only; the per-navigator
+/// and per-server ones their keys and aggregates (see [`Source`]).
 pub fn tool_calls_from(scope: &Scope, source: &Source) -> (String, String, Vec<(String, String)>) {
-    match source {
+    let (hour_table, minute_table, columns, split) = match source {
         Source::Raw => {
             let (cond, params) = scope.tool_calls_where(TimeColumn::OccurredAt);
-            (format!("({RAW_AS_MINUTES} WHERE {cond} GROUP BY {RAW_KEYS})"), "1".into(), params)
+            return (format!("({RAW_AS_MINUTES} WHERE {cond} GROUP BY {RAW_KEYS})"), "1".into(), params);
         }
-        Source::Minute => {
+        Source::Minute | Source::TenantMinute => {
+            let table = if *source == Source::Minute { "tool_calls_1m" } else { "tool_calls_tenant_1m" };
             let (cond, params) = scope.tool_calls_where(TimeColumn::Minute);
-            ("tool_calls_1m".into(), cond, params)
+            return (table.into(), cond, params);
         }
-        Source::Hourly(split) | Source::TenantHourly(split) => {
-            let (hour_table, minute_table, columns) = match source {
-                Source::TenantHourly(_) => ("tool_calls_tenant_1h", "tool_calls_tenant_1m", TENANT_COLUMNS),
-                _ => ("tool_calls_1h", "tool_calls_1m", SHARED_COLUMNS),
-            };
-            let common = Conditions::tenant(scope.tenant).and(scope.tool_calls_filters(Table::ToolCallsRollup));
-            let hours = common.clone().any_of(TimeColumn::Hour, &pairs(&[split.hours]), "r_h");
-            let mut params = hours.params().to_vec();
-            let mut branches = vec![format!("SELECT hour AS minute, {columns} FROM {hour_table} WHERE {}", hours.sql())];
-            let edges: Vec<TimeRange> = split.edges().collect();
-            if !edges.is_empty() {
-                let minutes = Conditions::new().any_of(TimeColumn::Minute, &pairs(&edges), "r_m");
-                params.extend(minutes.params().iter().cloned());
-                branches.push(format!("SELECT minute, {columns} FROM {minute_table} WHERE {}", common.and(minutes).sql()));
-            }
-            (format!("({})", branches.join(" UNION ALL ")), "1".into(), params)
-        }
+        Source::TenantHourly(s) => ("tool_calls_tenant_1h", "tool_calls_tenant_1m", TENANT_COLUMNS, s),
+        Source::Hourly(s) => ("tool_calls_1h", "tool_calls_1m", SHARED_COLUMNS, s),
+        Source::NavigatorHourly(s) => ("tool_calls_navigator_1h", "tool_calls_1m", NAVIGATOR_COLUMNS, s),
+        Source::ServerHourly(s) => ("tool_calls_server_1h", "tool_calls_1m", SERVER_COLUMNS, s),
+        Source::ToolHourly(s) => ("tool_calls_tool_1h", "tool_calls_1m", TOOL_COLUMNS, s),
+    };
+    let common = Conditions::tenant(scope.tenant).and(scope.tool_calls_filters(Table::ToolCallsRollup));
+    let (branches, params) = hours_and_edges(common, split, hour_table, minute_table, columns);
+    (branches, "1".into(), params)
+}
+
+/// `(SELECT hour AS minute, columns FROM hour_table WHERE ... UNION ALL
+/// SELECT minute, columns FROM minute_table WHERE ...)` over `split`, with
+/// the `common` conditions in each branch.
+fn hours_and_edges(
+    common: Conditions,
+    split: &HourSplit,
+    hour_table: &str,
+    minute_table: &str,
+    columns: &str,
+) -> (String, Vec<(String, String)>) {
+    let hours = common.clone().any_of(TimeColumn::Hour, &pairs(&[split.hours]), "r_h");
+    let mut params = hours.params().to_vec();
+    let mut branches = vec![format!("SELECT hour AS minute, {columns} FROM {hour_table} WHERE {}", hours.sql())];
+    let edges: Vec<TimeRange> = split.edges().collect();
+    if !edges.is_empty() {
+        let minutes = Conditions::new().any_of(TimeColumn::Minute, &pairs(&edges), "r_m");
+        params.extend(minutes.params().iter().cloned());
+        branches.push(format!("SELECT minute, {columns} FROM {minute_table} WHERE {}", common.and(minutes).sql()));
     }
+    (format!("({})", branches.join(" UNION ALL ")), params)
+}
+
+/// How many distinct queries a set of rows holds: the rows of
+/// [`query_counts_from`] and the aggregate that counts them.
+pub struct QueriesRows {
+    /// A `FROM` source with `minute`, `project_id` and `navigator_id`.
+    pub from: String,
+    /// The count over any subset of the rows (`toUInt64(...)`).
+    pub count: &'static str,
+    pub params: Vec<(String, String)>,
+}
+
+/// The rows queries are counted from (for [`choose_queries`]'s source), for
+/// [`QueriesSource::Executions`] (`query_counts_1h` for the whole hours
+/// when the buckets keep them whole, `query_counts_1m` for the rest: sum
+/// of `queries`) or [`QueriesSource::QueryMinutes`] (`queries_1m`, one or
+/// more `(minute, query_id)` rows per distinct query: `uniqExact`; proxy
+/// kinds count a query with proxy calls, all kinds every query).
+pub fn query_counts_from(scope: &Scope, buckets: Option<&Buckets>) -> QueriesRows {
+    let columns = "tenant_id, project_id, navigator_id, navigator_instance_id, queries";
+    if choose_queries(scope) == QueriesSource::Executions {
+        let common = Conditions::tenant(scope.tenant).filters(&scope.filters, Table::QueryMinutes);
+        let (from, params) = match split(scope.range, buckets) {
+            Some(s) => hours_and_edges(common, &s, "query_counts_1h", "query_counts_1m", columns),
+            None => {
+                let (cond, params) = common.between(TimeColumn::Minute, scope.range.start, scope.range.end).into_parts();
+                (format!("(SELECT minute, {columns} FROM query_counts_1m WHERE {cond})"), params)
+            }
+        };
+        return QueriesRows { from, count: "toUInt64(sum(queries))", params };
+    }
+    let (from, params) = queries_from(scope);
+    QueriesRows { from, count: "toUInt64(uniqExact(query_id))", params }
 }
 
 /// A `FROM` source of `(minute, query_id)` rows of `queries_1m`, one or
@@ -257,7 +409,7 @@ fn raw_queries_from(scope: &Scope) -> (String, Vec<(String, String)>) {
         "SELECT toStartOfMinute(occurred_at) AS minute, project_id, navigator_id, navigator_instance_id, query_id
          FROM tool_calls WHERE {calls} AND query_id != {NIL}"
     )];
-    if scope.kinds != crate::queries::CallKinds::Proxy {
+    if scope.kinds != CallKinds::Proxy {
         let (execs, exec_params) = Conditions::tenant(scope.tenant)
             .between(TimeColumn::OccurredAt, scope.range.start, scope.range.end)
             .filters(&scope.filters, Table::ExecutionsRaw)
@@ -347,10 +499,40 @@ mod tests {
         assert!(matches!(choose(&scope(r, by_tool), None, false), Source::Hourly(_)));
         let by_project = Filters { project_id: Some(uuid::Uuid::new_v4()), ..Filters::default() };
         assert!(matches!(choose(&scope(r, by_project.clone()), None, true), Source::Hourly(_)));
-        assert_eq!(choose_queries(&scope(r, by_project.clone())), QueriesSource::QueryMinutes);
+        assert_eq!(choose_queries(&scope(r, by_project.clone())), QueriesSource::Executions);
+        let proxy = Scope { kinds: CallKinds::Proxy, ..scope(r, by_project.clone()) };
+        assert_eq!(choose_queries(&proxy), QueriesSource::QueryMinutes);
         let by_server = Filters { server_instance_id: Some(uuid::Uuid::new_v4()), ..Filters::default() };
-        assert_eq!(choose_queries(&scope(r, by_server)), QueriesSource::CallSets);
-        // Any filter keeps the dimension-keyed hourly rollup.
-        assert!(matches!(choose_ungrouped(&scope(r, by_project), None, true), Source::Hourly(_)));
+        assert_eq!(choose_queries(&scope(r, by_server.clone())), QueriesSource::CallSets);
+        // A project filter reads the per-navigator rollup, a server filter
+        // the dimension-keyed one.
+        assert!(matches!(choose_ungrouped(&scope(r, by_project), None, true), Source::NavigatorHourly(_)));
+        assert!(matches!(choose_ungrouped(&scope(r, by_server), None, false), Source::Hourly(_)));
+    }
+
+    #[test]
+    fn sub_hour_buckets_over_a_whole_tenant_read_tenant_minutes() {
+        let (b, r) = buckets(range("2024-01-01T00:00:00Z", "2024-01-03T00:00:00Z"), Span::new(5, Unit::Minute), "UTC");
+        assert_eq!(choose_ungrouped(&scope(r, Filters::default()), Some(&b), true), Source::TenantMinute);
+        let by_project = Filters { project_id: Some(uuid::Uuid::new_v4()), ..Filters::default() };
+        assert_eq!(choose_ungrouped(&scope(r, by_project), Some(&b), true), Source::Minute);
+    }
+
+    #[test]
+    fn lists_by_server_or_navigator_read_their_rollups() {
+        let r = range("2024-01-01T00:17:00Z", "2024-01-08T00:18:00Z");
+        assert!(matches!(choose_grouped(&scope(r, Filters::default()), Grouping::Server, true), Source::ServerHourly(_)));
+        let by_server = Filters { server_instance_id: Some(uuid::Uuid::new_v4()), ..Filters::default() };
+        assert!(matches!(choose_grouped(&scope(r, by_server), Grouping::Server, true), Source::ServerHourly(_)));
+        let by_project = Filters { project_id: Some(uuid::Uuid::new_v4()), ..Filters::default() };
+        assert_eq!(choose_grouped(&scope(r, by_project.clone()), Grouping::Server, true), Source::Minute);
+        assert!(matches!(choose_grouped(&scope(r, by_project.clone()), Grouping::Navigator, false), Source::NavigatorHourly(_)));
+        assert!(matches!(choose_grouped(&scope(r, by_project), Grouping::Tool, false), Source::Hourly(_)));
+        assert!(matches!(choose_grouped(&scope(r, Filters::default()), Grouping::Tool, false), Source::ToolHourly(_)));
+        let by_tool = Filters { tool_name: Some("search".into()), ..Filters::default() };
+        assert!(matches!(choose_ungrouped(&scope(r, by_tool), None, true), Source::ToolHourly(_)));
+        // Less than a whole hour: the minute rollup.
+        let short = range("2024-01-01T00:17:00Z", "2024-01-01T00:48:00Z");
+        assert_eq!(choose_grouped(&scope(short, Filters::default()), Grouping::Server, true), Source::Minute);
     }
 }

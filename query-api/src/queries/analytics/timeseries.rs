@@ -173,7 +173,7 @@ pub const OTHER: &str = "other";
 /// made matching calls (a query without calls has no tool or server).
 fn queries_from_query_minutes(scope: &Scope, metric: Metric, group: Option<GroupBy>) -> bool {
     metric == Metric::Queries
-        && rollup::choose_queries(scope) == QueriesSource::QueryMinutes
+        && matches!(rollup::choose_queries(scope), QueriesSource::QueryMinutes | QueriesSource::Executions)
         && matches!(group, None | Some(GroupBy::Project) | Some(GroupBy::Navigator))
 }
 

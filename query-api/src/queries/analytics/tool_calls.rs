@@ -13,7 +13,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use super::bucket_index::index_sql;
-use super::rollup::{self, QueriesSource, Source};
+use super::rollup::{self, Grouping, QueriesSource, Source};
 use super::scope::Scope;
 use crate::buckets::Buckets;
 use crate::db::Db;
@@ -148,11 +148,15 @@ pub async fn totals(db: &Db, scope: &Scope, need: Need) -> Result<CallStats, Que
 }
 
 /// Whether the call statistics themselves must carry the distinct-query
-/// count: only when [`rollup::choose_queries`] picks the minute rollup's
-/// call sets (then `source` is the minute rollup: see [`rollup::choose`]).
+/// count: only when [`rollup::choose_queries`] picks the call sets (then
+/// `source` is the finest source or the per-tool rollup: see
+/// [`rollup::choose_ungrouped`]).
 fn queries_in_call_stats(scope: &Scope, need: Need, source: &Source) -> bool {
     let in_stats = need.queries && rollup::choose_queries(scope) == QueriesSource::CallSets;
-    debug_assert!(!in_stats || *source == rollup::finest(scope), "call sets are read from the minute rollup (or raw) only");
+    debug_assert!(
+        !in_stats || matches!(source, Source::ToolHourly(_)) || *source == rollup::finest(scope),
+        "call sets are read from the minute rollup (or raw) or the per-tool rollup only"
+    );
     in_stats
 }
 
@@ -165,8 +169,8 @@ pub async fn totals_via(db: &Db, scope: &Scope, need: Need, source: &Source) -> 
     if !need.queries || in_stats {
         return stats.await;
     }
-    let (from, params) = rollup::queries_from(scope);
-    let sql = Sql::new(format!("SELECT toUInt64(uniqExact(query_id)) FROM {from}")).bind_all(params);
+    let q = rollup::query_counts_from(scope, None);
+    let sql = Sql::new(format!("SELECT {} FROM {}", q.count, q.from)).bind_all(q.params);
     let queries = db.run("tool_calls_queries", |c| async move { sql.query(&c).fetch_one::<u64>().await });
     let (mut stats, queries) = tokio::try_join!(stats, queries)?;
     stats.queries = queries;
@@ -195,11 +199,10 @@ pub async fn series_via(db: &Db, scope: &Scope, buckets: &Buckets, need: Need, s
     let (rows, queries) = if !need.queries || in_stats {
         (rows.await?, Vec::new())
     } else {
-        let (from, params) = rollup::queries_from(scope);
-        let sql =
-            Sql::new(format!("SELECT {bucket} AS bucket, toUInt64(uniqExact(query_id)) AS n FROM {from} GROUP BY bucket ORDER BY bucket"))
-                .bind_all(params)
-                .bind_all(bparams);
+        let q = rollup::query_counts_from(scope, Some(buckets));
+        let sql = Sql::new(format!("SELECT {bucket} AS bucket, {} AS n FROM {} GROUP BY bucket ORDER BY bucket", q.count, q.from))
+            .bind_all(q.params)
+            .bind_all(bparams);
         let queries = db.run("tool_calls_queries", |c| async move { sql.query(&c).fetch_all::<(u32, u64)>().await });
         tokio::try_join!(rows, queries)?
     };
@@ -237,6 +240,14 @@ pub enum Dim {
 }
 
 impl Dim {
+    /// How the dimension weighs in the choice of rollup.
+    pub fn grouping(self) -> Grouping {
+        match self {
+            Dim::ServerName | Dim::ServerId => Grouping::Server,
+            Dim::ProjectId | Dim::NavigatorId => Grouping::Navigator,
+            Dim::ToolName => Grouping::Tool,
+        }
+    }
     fn key_sql(self) -> &'static str {
         match self {
             Dim::ToolName => "toString(tool_name)",
@@ -270,15 +281,29 @@ pub struct GroupCount {
 
 /// Calls and (if `with_queries`, else 0) distinct queries per value of
 /// `dim` (at most 10 000 groups), ordered by key. Per project or navigator
-/// the queries come from `queries_1m` (zero-call queries included, so a
-/// group may have queries and no calls); per tool or server, and under a
-/// server, tool or user filter, they are the queries that made those calls.
+/// the queries are counted at their execution (zero-call queries included,
+/// so a group may have queries and no calls); per tool or server, and under
+/// a server, tool or user filter, they are the queries that made those
+/// calls. [`rollup::choose_grouped`] picks the rollup.
 pub async fn group_counts(db: &Db, scope: &Scope, dim: Dim, with_queries: bool) -> Result<Vec<GroupCount>, QueryError> {
-    let per_query_rows = matches!(dim, Dim::ProjectId | Dim::NavigatorId) && rollup::choose_queries(scope) == QueriesSource::QueryMinutes;
+    let per_query_rows = matches!(dim, Dim::ProjectId | Dim::NavigatorId) && rollup::choose_queries(scope) != QueriesSource::CallSets;
     let in_calls = with_queries && !per_query_rows;
-    // Distinct queries per tool or server need the minute rollup's sets.
-    let source = if in_calls { rollup::finest(scope) } else { rollup::choose(scope, None, false) };
-    let (from, cond, params) = rollup::tool_calls_from(scope, &source);
+    let source = rollup::choose_grouped(scope, dim.grouping(), in_calls);
+    group_counts_via(db, scope, dim, with_queries, &source).await
+}
+
+/// [`group_counts`] from the given source of the calls (which must have
+/// the dimension and, when the calls carry the queries, the query sets).
+pub async fn group_counts_via(
+    db: &Db,
+    scope: &Scope,
+    dim: Dim,
+    with_queries: bool,
+    source: &Source,
+) -> Result<Vec<GroupCount>, QueryError> {
+    let per_query_rows = matches!(dim, Dim::ProjectId | Dim::NavigatorId) && rollup::choose_queries(scope) != QueriesSource::CallSets;
+    let in_calls = with_queries && !per_query_rows;
+    let (from, cond, params) = rollup::tool_calls_from(scope, source);
     let queries = if in_calls { "toUInt64(uniqExactIfMerge(queries))" } else { "toUInt64(0)" };
     let (key, present) = (dim.key_sql(), dim.present_sql());
     let sql = Sql::new(format!(
@@ -291,12 +316,13 @@ pub async fn group_counts(db: &Db, scope: &Scope, dim: Dim, with_queries: bool) 
     if !(with_queries && per_query_rows) {
         return calls.await;
     }
-    let (from, params) = rollup::queries_from(scope);
+    let q = rollup::query_counts_from(scope, None);
     let sql = Sql::new(format!(
-        "SELECT {key} AS key, toUInt64(0) AS n_calls, toUInt64(uniqExact(query_id)) AS n_queries
-         FROM {from} WHERE {present} GROUP BY key ORDER BY key LIMIT 10000"
+        "SELECT {key} AS key, toUInt64(0) AS n_calls, {} AS n_queries
+         FROM {} WHERE {present} GROUP BY key HAVING n_queries > 0 ORDER BY key LIMIT 10000",
+        q.count, q.from
     ))
-    .bind_all(params);
+    .bind_all(q.params);
     let queries = db.run("tool_calls_group_queries", |c| async move { sql.query(&c).fetch_all::<GroupCount>().await });
     let (calls, queries) = tokio::try_join!(calls, queries)?;
     let mut merged: std::collections::BTreeMap<String, GroupCount> = calls.into_iter().map(|g| (g.key.clone(), g)).collect();

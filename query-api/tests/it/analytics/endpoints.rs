@@ -36,7 +36,9 @@ async fn every_endpoint_matches_the_events() {
     let a = World::generate(app.tenant_a, 1, 160, now, "alpha");
     let b = World::generate(app.tenant_b, 2, 60, now, "beta");
     app.insert_calls(&a.rows).await;
+    app.insert_executions(&a.executions).await;
     app.insert_calls(&b.rows).await;
+    app.insert_executions(&b.executions).await;
     let rows = &a.rows;
     let none = Filt::default();
 

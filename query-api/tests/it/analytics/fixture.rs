@@ -3,8 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use agentmeter_schema::rows::ToolCallRow;
-use chrono::{DateTime, Duration, Utc};
+use agentmeter_schema::rows::{AgentExecutionRow, ToolCallRow};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use uuid::Uuid;
 
 /// Deterministic pseudo-random numbers (no dependency, reproducible).
@@ -57,6 +57,9 @@ pub struct World {
     pub tools: Vec<Tool>,
     pub users: Vec<User>,
     pub rows: Vec<ToolCallRow>,
+    /// One `navigator_query` execution per query (where queries are
+    /// counted), at the query's start: no tokens, no cost, not billable.
+    pub executions: Vec<AgentExecutionRow>,
 }
 
 const ERROR_TYPES: &[&str] = &["timeout", "authentication", "rate_limit", "upstream", ""];
@@ -92,14 +95,52 @@ pub fn blank(tenant: Uuid, at: DateTime<Utc>) -> ToolCallRow {
     }
 }
 
+/// The `navigator_query` execution of query `query` at `at`, with the
+/// project and navigator of `call` and nothing billable.
+pub fn query_execution(query: Uuid, at: DateTime<Utc>, call: &ToolCallRow) -> AgentExecutionRow {
+    AgentExecutionRow {
+        event_id: Uuid::new_v4(),
+        occurred_at: at,
+        tenant_id: call.tenant_id,
+        execution_id: query,
+        execution_kind: "navigator_query".into(),
+        billable: false,
+        organization_id: Uuid::nil(),
+        user_id: Uuid::nil(),
+        agent_id: Uuid::nil(),
+        conversation_id: Uuid::nil(),
+        plan_id: Uuid::nil(),
+        project_id: call.project_id,
+        navigator_id: call.navigator_id,
+        navigator_instance_id: call.navigator_instance_id,
+        user_token_id: call.user_token_id,
+        user_email: call.user_email.clone(),
+        model: String::new(),
+        input_tokens: 0,
+        output_tokens: 0,
+        total_tokens: 0,
+        cost_usd: 0,
+        cost_known: true,
+        messages_count: 0,
+        duration_ms: None,
+        status: "success".into(),
+        error_type: String::new(),
+        error_message: String::new(),
+        query_text: None,
+    }
+}
+
 /// Milliseconds-precision instant (what ClickHouse stores).
 fn ms(t: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap()
 }
 
 impl World {
-    /// `queries` queries (1–4 tool calls each, plus proxy calls) spread
-    /// over the last 45 days before `now`, and a few calls without query.
+    /// `queries` queries (an execution, then 1–4 tool calls, plus proxy
+    /// calls) spread over the last 45 days before `now`, and a few calls
+    /// without query. A query's events fall in one minute, so a query is
+    /// in a (minute-aligned) range whether it is counted at its execution
+    /// (as the API does) or from its tool calls (as [`Figures`] does).
     /// `tool_names` are shared between tenants on purpose.
     pub fn generate(tenant: Uuid, seed: u64, queries: usize, now: DateTime<Utc>, label: &str) -> World {
         let mut rng = Rng::new(seed);
@@ -124,6 +165,7 @@ impl World {
             .collect();
         let users: Vec<User> = (0..4).map(|i| User { token: Uuid::new_v4(), email: format!("user{i}@{label}.example") }).collect();
         let mut rows = Vec::new();
+        let mut executions = Vec::new();
         for _ in 0..queries {
             // Ages: 40 % in the last day, 30 % 2-5 days, 20 % 10-20 days, 10 % 35-45 days.
             let bucket = rng.below(10);
@@ -134,7 +176,10 @@ impl World {
                 _ => (35 * 86_400, 45 * 86_400),
             };
             let age_ms = (lo + rng.below(hi - lo)) as i64 * 1000 + rng.below(1000) as i64;
-            let start = ms(now - Duration::milliseconds(age_ms));
+            let at = now - Duration::milliseconds(age_ms);
+            // At most 7 events one second apart: all in the start's minute.
+            let start = ms(at.duration_trunc(Duration::minutes(1)).unwrap() + Duration::milliseconds(age_ms % 45_000));
+            let start = if start >= now { start - Duration::minutes(1) } else { start };
             let nav = &navs[rng.below(navs.len() as u64) as usize];
             let user = &users[rng.below(users.len() as u64) as usize];
             let query = Uuid::new_v4();
@@ -149,6 +194,7 @@ impl World {
                 r.user_email = user.email.clone();
                 r
             };
+            executions.push(query_execution(query, start, &base(start)));
             let mut offset = 0;
             if rng.chance(50) {
                 let mut r = base(start);
@@ -202,7 +248,7 @@ impl World {
             r.latency_ms = 100.0 + i as f64;
             rows.push(r);
         }
-        World { projects, navs, tools, users, rows }
+        World { projects, navs, tools, users, rows, executions }
     }
 
     /// Every string that identifies this tenant's data and no other's.

@@ -1,11 +1,15 @@
-//! Queries are counted once, from whichever event shows them (SEED_SPEC
-//! §4.3): events go through Kafka and a real ingest worker, then every
-//! distinct-query figure the rollups give (totals, hourly, daily and
-//! 5-minute series, per-project and per-navigator counts, filters) is
-//! compared with the answer computed from the events themselves and with
-//! the raw tables. The data holds queries with zero tool calls (an
-//! execution only), queries whose execution and calls fall in different
-//! hours, tool-call-only queries and proxy calls.
+//! Queries are counted once, at their own time, from their
+//! `navigator_query` execution (SEED_SPEC §4.3, §4.5), zero-call queries
+//! included; a server filter counts the queries that called the server and
+//! proxy kinds the queries with proxy calls (from the calls). Events go
+//! through Kafka and a real ingest worker, then every distinct-query figure
+//! the rollups give (totals, hourly, daily and 5-minute series,
+//! per-project and per-navigator counts, filters) is compared with the
+//! answer computed from the events themselves and with the raw tables. The
+//! data holds queries with zero tool calls (an execution only), queries
+//! whose execution and calls fall in different hours (counted in the
+//! execution's), tool-call-only queries (no execution: not counted as
+//! queries, only under a server filter or proxy kinds) and proxy calls.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -76,9 +80,25 @@ impl Events {
     }
 }
 
-/// Distinct queries of `shown` in `[from, to)`, of `kinds`, passing `keep`.
-fn expected(shown: &[Shown], from: DateTime<Utc>, to: DateTime<Utc>, kinds: CallKinds, keep: impl Fn(&Shown) -> bool) -> u64 {
+/// Whether the queries of a request are counted at their execution (the
+/// default), not from the calls (a server filter, proxy kinds).
+fn by_execution(kinds: CallKinds, filters: &Filters) -> bool {
+    kinds != CallKinds::Proxy && filters.server_instance_id.is_none()
+}
+
+/// Distinct queries of `shown` in `[from, to)`, of `kinds`, passing `keep`:
+/// with `by_execution`, the executions in the range; else the queries with
+/// calls of `kinds` in it.
+fn expected(
+    shown: &[Shown],
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    kinds: CallKinds,
+    by_execution: bool,
+    keep: impl Fn(&Shown) -> bool,
+) -> u64 {
     let kind_ok = |s: &Shown| match kinds {
+        _ if by_execution => s.call_kind.is_none(),
         CallKinds::All => true,
         CallKinds::Tool => matches!(s.call_kind, None | Some("tool")),
         CallKinds::Proxy => matches!(s.call_kind, Some(k) if k != "tool"),
@@ -88,7 +108,7 @@ fn expected(shown: &[Shown], from: DateTime<Utc>, to: DateTime<Utc>, kinds: Call
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn queries_are_counted_once_from_executions_and_calls() {
+async fn queries_are_counted_once_at_their_execution() {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     use rdkafka::config::ClientConfig;
@@ -235,15 +255,16 @@ async fn queries_are_counted_once_from_executions_and_calls() {
         let scope = Scope { tenant, range: TimeRange { start, end }, filters: filters.clone(), kinds };
         let series = tool_calls::series(&db, &scope, &buckets, Need::QUERIES).await.unwrap();
         let totals = tool_calls::totals(&db, &scope, Need::QUERIES).await.unwrap();
+        let by_execution = by_execution(kinds, &filters);
         let mut sum = 0;
         for (i, s) in series.iter().enumerate() {
             let bucket_end = if i + 1 < buckets.len() { buckets.start(i + 1) } else { end };
-            let want = expected(&ev.shown, buckets.start(i), bucket_end, kinds, keep(&filters));
+            let want = expected(&ev.shown, buckets.start(i), bucket_end, kinds, by_execution, keep(&filters));
             assert_eq!(s.queries, want, "{what}: bucket {i} at {}", buckets.start(i));
             sum += want;
         }
         assert!(sum > 0, "{what}: no queries in range");
-        assert_eq!(totals.queries, expected(&ev.shown, start, end, kinds, keep(&filters)), "{what}: totals");
+        assert_eq!(totals.queries, expected(&ev.shown, start, end, kinds, by_execution, keep(&filters)), "{what}: totals");
         // The raw tables give the same totals.
         let raw: u64 = app
             .db
@@ -255,12 +276,14 @@ async fn queries_are_counted_once_from_executions_and_calls() {
                    SELECT execution_id, occurred_at, project_id, navigator_instance_id, toUUID('00000000-0000-0000-0000-000000000000'), '' FROM agent_executions
                    WHERE execution_kind = 'navigator_query')
                  WHERE occurred_at >= fromUnixTimestamp64Milli(?, 'UTC') AND occurred_at < fromUnixTimestamp64Milli(?, 'UTC')
+                   AND (? = 0 OR call_kind = '')
                    AND (? = '' OR toString(project_id) = ?) AND (? = '' OR toString(navigator_instance_id) = ?)
                    AND (? = '' OR (call_kind != '' AND toString(server_instance_id) = ?))
                    AND multiIf(? = 'tool', call_kind IN ('', 'tool'), ? = 'proxy', call_kind NOT IN ('', 'tool'), 1)",
             )
             .bind(start.timestamp_millis())
             .bind(end.timestamp_millis())
+            .bind(u8::from(by_execution))
             .bind(filters.project_id.map(|u| u.to_string()).unwrap_or_default())
             .bind(filters.project_id.map(|u| u.to_string()).unwrap_or_default())
             .bind(filters.navigator_instance_id.map(|u| u.to_string()).unwrap_or_default())
@@ -292,7 +315,7 @@ async fn queries_are_counted_once_from_executions_and_calls() {
         let want: BTreeMap<String, u64> = [p1, p2, n1, n2]
             .iter()
             .filter_map(|id| {
-                let n = expected(&ev.shown, scope.range.start, end, CallKinds::Tool, |s| key(s) == *id);
+                let n = expected(&ev.shown, scope.range.start, end, CallKinds::Tool, true, |s| key(s) == *id);
                 (n > 0).then(|| (id.to_string(), n))
             })
             .collect();

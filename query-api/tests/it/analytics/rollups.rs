@@ -1,13 +1,14 @@
-//! The hourly, the tenant-level hourly and the minute rollups give the same
-//! answers: the same requests are answered as the API does
-//! (`rollup::choose_ungrouped`: the tenant-level rollup when nothing is
-//! filtered), through `rollup::choose` (the dimension-keyed hourly rollup)
-//! and forced onto the minute rollup, over the fixture plus queries that
-//! straddle hour edges and the range start.
-//! Counts, sums and distinct queries must be identical; t-digest
-//! percentiles close. Totals are also checked against the events.
+//! Every rollup path gives the raw answer: the same requests are answered
+//! as the API does (`rollup::choose_ungrouped` / `choose_grouped`: the
+//! tenant-level, per-navigator or per-server rollups of 0005 and 0011),
+//! through `rollup::choose` (the dimension-keyed hourly rollup) and forced
+//! onto the minute rollup, over the fixture plus queries that straddle
+//! hour edges and the range start. Counts, sums and distinct queries must
+//! be identical, bucket by bucket, to each other and to the figures
+//! computed here from the events (queries counted at their execution);
+//! t-digest percentiles close.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
@@ -15,7 +16,7 @@ use agentmeter_api::buckets::Buckets;
 use agentmeter_api::db::Db;
 use agentmeter_api::metrics::Metrics;
 use agentmeter_api::queries::analytics::rollup::{self, Source};
-use agentmeter_api::queries::analytics::tool_calls::{self, CallStats, Need};
+use agentmeter_api::queries::analytics::tool_calls::{self, CallStats, Dim, Need};
 use agentmeter_api::queries::Filters;
 use agentmeter_api::queries::{CallKinds, Scope};
 use agentmeter_api::window::{Span, TimeRange, Unit};
@@ -23,7 +24,7 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use chrono_tz::Tz;
 use uuid::Uuid;
 
-use super::fixture::{blank, World};
+use super::fixture::{blank, query_execution, World};
 use super::App;
 
 fn assert_same(auto: &CallStats, minute: &CallStats, what: &str) {
@@ -54,12 +55,16 @@ async fn hourly_and_minute_rollups_answer_alike() {
     let nav = world.navs[0].clone();
     let mut edge_query = |at: Vec<DateTime<Utc>>| {
         let q = Uuid::new_v4();
-        for t in at {
+        for (i, t) in at.into_iter().enumerate() {
             let mut r = blank(tenant, t);
             r.query_id = q;
             r.project_id = nav.project;
             r.navigator_id = nav.navigator_id;
             r.navigator_instance_id = nav.instance;
+            if i == 0 {
+                // The query's execution, at its first call.
+                world.executions.push(query_execution(q, t, &r));
+            }
             world.rows.push(r);
         }
     };
@@ -70,6 +75,13 @@ async fn hourly_and_minute_rollups_answer_alike() {
     let head_start = hour - Duration::hours(6) + Duration::minutes(17);
     edge_query(vec![head_start + Duration::minutes(20), head_start + Duration::minutes(50)]);
     app.insert_calls(&world.rows).await;
+    app.insert_executions(&world.executions).await;
+    // Queries counted at their execution, per project, navigator and time.
+    let executions: Vec<(DateTime<Utc>, Uuid, Uuid)> =
+        world.executions.iter().map(|e| (e.occurred_at, e.project_id, e.navigator_id)).collect();
+    let queries_in = |from: DateTime<Utc>, to: DateTime<Utc>, project: Option<Uuid>| {
+        executions.iter().filter(|(t, p, _)| *t >= from && *t < to && project.is_none_or(|v| *p == v)).count() as u64
+    };
 
     let db = Db::new(app.db.clone(), 4, StdDuration::from_secs(30), Arc::new(Metrics::new()));
     let end = now.duration_trunc(Duration::minutes(1)).unwrap() + Duration::minutes(1);
@@ -116,7 +128,11 @@ async fn hourly_and_minute_rollups_answer_alike() {
         assert!(matches!(chosen, Source::Hourly(s) if s.tail.is_some()), "{what}: {chosen:?}");
         let ungrouped = rollup::choose_ungrouped(&scope, Some(&buckets), true);
         let whole_tenant = scope.filters == Filters::default();
-        assert_eq!(matches!(ungrouped, Source::TenantHourly(_)), whole_tenant, "{what}: {ungrouped:?}");
+        if whole_tenant {
+            assert!(matches!(ungrouped, Source::TenantHourly(_)), "{what}: {ungrouped:?}");
+        } else {
+            assert!(matches!(ungrouped, Source::NavigatorHourly(_)), "{what}: {ungrouped:?}");
+        }
         let auto = tool_calls::series(&db, &scope, &buckets, Need::ALL).await.unwrap();
         let hourly = tool_calls::series_via(&db, &scope, &buckets, Need::ALL, &chosen).await.unwrap();
         let minute = tool_calls::series_via(&db, &scope, &buckets, Need::ALL, &Source::Minute).await.unwrap();
@@ -125,7 +141,104 @@ async fn hourly_and_minute_rollups_answer_alike() {
         for (i, ((a, h), m)) in auto.iter().zip(&hourly).zip(&minute).enumerate() {
             assert_same(a, m, &format!("{what}, bucket {i}, as the API reads it"));
             assert_same(h, m, &format!("{what}, bucket {i}, dimension-keyed hourly"));
+            if kinds != CallKinds::Proxy {
+                let bucket_end = if i + 1 < buckets.len() { buckets.start(i + 1) } else { end };
+                assert_eq!(a.queries, queries_in(buckets.start(i), bucket_end, scope.filters.project_id), "{what}, bucket {i}: queries");
+            }
         }
+        assert!(auto.iter().map(|s| s.queries).sum::<u64>() > 0, "{what}: no queries");
+    }
+
+    // 5-minute buckets over the last day: the tenant-level minute rollup,
+    // against the minute rollup and the events, bucket by bucket.
+    let buckets = Buckets::plan(TimeRange { start: end - Duration::days(1), end }, Span::new(5, Unit::Minute), Tz::UTC, 2000).unwrap();
+    let scope =
+        Scope { tenant, range: TimeRange { start: buckets.first_start(), end }, filters: Filters::default(), kinds: CallKinds::Tool };
+    assert_eq!(rollup::choose_ungrouped(&scope, Some(&buckets), true), Source::TenantMinute);
+    let auto = tool_calls::series(&db, &scope, &buckets, Need::ALL).await.unwrap();
+    let minute = tool_calls::series_via(&db, &scope, &buckets, Need::ALL, &Source::Minute).await.unwrap();
+    for (i, (a, m)) in auto.iter().zip(&minute).enumerate() {
+        assert_same(a, m, &format!("5-minute bucket {i}"));
+        let bucket_end = if i + 1 < buckets.len() { buckets.start(i + 1) } else { end };
+        let calls =
+            world.rows.iter().filter(|r| r.call_kind == "tool" && r.occurred_at >= buckets.start(i) && r.occurred_at < bucket_end).count()
+                as u64;
+        assert_eq!((a.calls, a.queries), (calls, queries_in(buckets.start(i), bucket_end, None)), "5-minute bucket {i}");
+    }
+    assert!(auto.iter().map(|s| s.calls).sum::<u64>() > 0);
+
+    // Filtered by tool: the per-tool rollup with the exact sets of the
+    // queries that used the tool, daily over 30 days, bucket by bucket.
+    let tool = world.tools[0].name.clone();
+    let buckets = Buckets::plan(TimeRange { start: end - Duration::days(30), end }, Span::new(1, Unit::Day), Tz::UTC, 2000).unwrap();
+    let by_tool = Filters { tool_name: Some(tool.clone()), ..Filters::default() };
+    let scope = Scope { tenant, range: TimeRange { start: buckets.first_start(), end }, filters: by_tool, kinds: CallKinds::Tool };
+    assert!(matches!(rollup::choose_ungrouped(&scope, Some(&buckets), true), Source::ToolHourly(_)));
+    let auto = tool_calls::series(&db, &scope, &buckets, Need::ALL).await.unwrap();
+    let minute = tool_calls::series_via(&db, &scope, &buckets, Need::ALL, &Source::Minute).await.unwrap();
+    for (i, (a, m)) in auto.iter().zip(&minute).enumerate() {
+        assert_same(a, m, &format!("by tool, day {i}"));
+        let bucket_end = if i + 1 < buckets.len() { buckets.start(i + 1) } else { end };
+        let calls: Vec<_> = world
+            .rows
+            .iter()
+            .filter(|r| r.call_kind == "tool" && r.tool_name == tool && r.occurred_at >= buckets.start(i) && r.occurred_at < bucket_end)
+            .collect();
+        let queries: BTreeSet<Uuid> = calls.iter().map(|r| r.query_id).filter(|q| !q.is_nil()).collect();
+        assert_eq!((a.calls, a.queries), (calls.len() as u64, queries.len() as u64), "by tool, day {i}");
+    }
+    assert!(auto.iter().map(|s| s.queries).sum::<u64>() > 0);
+
+    // Lists by server, tool, project and navigator over a range starting at :17
+    // (minute head, whole hours, minute tail): the per-server and
+    // per-navigator rollups against the minute rollup and the events.
+    let range = TimeRange { start: head_start - Duration::days(5), end };
+    let scope = Scope { tenant, range, filters: Filters::default(), kinds: CallKinds::Tool };
+    let calls_in: Vec<_> =
+        world.rows.iter().filter(|r| r.call_kind == "tool" && r.occurred_at >= range.start && r.occurred_at < range.end).collect();
+    for dim in [Dim::ServerId, Dim::ServerName, Dim::ProjectId, Dim::NavigatorId] {
+        let chosen = rollup::choose_grouped(&scope, dim.grouping(), dim == Dim::ServerId);
+        assert!(
+            matches!(chosen, Source::ServerHourly(s) | Source::NavigatorHourly(s) if s.head.is_some() && s.tail.is_some()),
+            "{dim:?}: {chosen:?}"
+        );
+        let auto = tool_calls::group_counts(&db, &scope, dim, true).await.unwrap();
+        let minute = tool_calls::group_counts_via(&db, &scope, dim, true, &Source::Minute).await.unwrap();
+        assert_eq!(auto, minute, "{dim:?}: per-question rollup vs minute rollup");
+        let key = |r: &agentmeter_schema::rows::ToolCallRow| match dim {
+            Dim::ServerId => (!r.server_id.is_nil()).then(|| r.server_id.to_string()),
+            Dim::ServerName => (!r.server_name.is_empty()).then(|| r.server_name.clone()),
+            Dim::ToolName => (!r.tool_name.is_empty()).then(|| r.tool_name.clone()),
+            Dim::ProjectId => (!r.project_id.is_nil()).then(|| r.project_id.to_string()),
+            _ => (!r.navigator_id.is_nil()).then(|| r.navigator_id.to_string()),
+        };
+        let mut want: BTreeMap<String, (u64, BTreeSet<Uuid>)> = BTreeMap::new();
+        for r in &calls_in {
+            if let Some(k) = key(r) {
+                let e = want.entry(k).or_default();
+                e.0 += 1;
+                if !r.query_id.is_nil() {
+                    e.1.insert(r.query_id);
+                }
+            }
+        }
+        let want: Vec<(String, u64, u64)> = match dim {
+            // Per server or tool: the queries that called it.
+            Dim::ServerId | Dim::ServerName | Dim::ToolName => want.into_iter().map(|(k, (c, q))| (k, c, q.len() as u64)).collect(),
+            // Per project or navigator: queries counted at their execution.
+            _ => {
+                let mut by_key: BTreeMap<String, (u64, u64)> = want.into_iter().map(|(k, (c, _))| (k, (c, 0))).collect();
+                for (t, p, n) in &executions {
+                    let k = if dim == Dim::ProjectId { p } else { n };
+                    if *t >= range.start && *t < range.end && !k.is_nil() {
+                        by_key.entry(k.to_string()).or_default().1 += 1;
+                    }
+                }
+                by_key.into_iter().map(|(k, (c, q))| (k, c, q)).collect()
+            }
+        };
+        let got: Vec<(String, u64, u64)> = auto.into_iter().map(|g| (g.key, g.calls, g.queries)).collect();
+        assert_eq!(got, want, "{dim:?}: against the events");
     }
 
     // Totals over a range that starts at :17 (minute head, whole hours,
@@ -147,10 +260,9 @@ async fn hourly_and_minute_rollups_answer_alike() {
             .filter(|r| kinds == CallKinds::All || r.call_kind == "tool")
             .filter(|r| filters.project_id.is_none_or(|p| r.project_id == p))
             .collect();
-        let queries: BTreeSet<Uuid> = selected.iter().map(|r| r.query_id).filter(|q| !q.is_nil()).collect();
         assert_eq!(auto.calls, selected.len() as u64);
         assert_eq!(auto.errors, selected.iter().filter(|r| !r.success).count() as u64);
-        assert_eq!(auto.queries, queries.len() as u64);
+        assert_eq!(auto.queries, queries_in(range.start, range.end, filters.project_id));
     }
     app.drop_db().await;
 }

@@ -43,7 +43,9 @@ async fn tenant_b_sees_nothing_of_tenant_a() {
     let a = World::generate(app.tenant_a, 11, 120, now, "alpha");
     let b = World::generate(app.tenant_b, 12, 40, now, "beta");
     app.insert_calls(&a.rows).await;
+    app.insert_executions(&a.executions).await;
     app.insert_calls(&b.rows).await;
+    app.insert_executions(&b.executions).await;
     let secrets_a = a.secrets();
     let secrets_b = b.secrets();
 
