@@ -88,11 +88,9 @@ impl Source {
     pub fn hour_split(&self) -> Option<&HourSplit> {
         match self {
             Source::Minute | Source::Raw | Source::TenantMinute => None,
-            Source::Hourly(s)
-            | Source::TenantHourly(s)
-            | Source::NavigatorHourly(s)
-            | Source::ServerHourly(s)
-            | Source::ToolHourly(s) => Some(s),
+            Source::Hourly(s) | Source::TenantHourly(s) | Source::NavigatorHourly(s) | Source::ServerHourly(s) | Source::ToolHourly(s) => {
+                Some(s)
+            }
         }
     }
 }
@@ -229,7 +227,11 @@ fn navigator_table_answers(f: &Filters) -> bool {
 
 /// `tool_calls_tool_1h` keeps the tool (id and name) only.
 fn tool_table_answers(f: &Filters) -> bool {
-    f.project_id.is_none() && f.navigator_instance_id.is_none() && f.server_instance_id.is_none() && f.server_id.is_none() && !by_user_filters(f)
+    f.project_id.is_none()
+        && f.navigator_instance_id.is_none()
+        && f.server_instance_id.is_none()
+        && f.server_id.is_none()
+        && !by_user_filters(f)
 }
 
 /// `tool_calls_server_1h` keeps the server (instance) only.

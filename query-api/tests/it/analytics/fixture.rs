@@ -111,6 +111,7 @@ pub fn query_execution(query: Uuid, at: DateTime<Utc>, call: &ToolCallRow) -> Ag
         conversation_id: Uuid::nil(),
         plan_id: Uuid::nil(),
         project_id: call.project_id,
+        project_name: call.project_name.clone(),
         navigator_id: call.navigator_id,
         navigator_instance_id: call.navigator_instance_id,
         user_token_id: call.user_token_id,
