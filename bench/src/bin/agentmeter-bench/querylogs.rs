@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentmeter_api::db::Db;
+use agentmeter_api::queries::project_users::{self, UserFilter};
 use agentmeter_api::queries::query_logs::{self, LogFilter, Position};
 use agentmeter_bench::TENANT_A;
 use agentmeter_schema::config::ClickHouseArgs;
@@ -47,6 +48,10 @@ pub struct Opts {
     /// Timed runs of the full-aggregation comparison (slow; after 1 warm-up run).
     #[arg(long, default_value_t = 5)]
     pub naive_runs: usize,
+    /// End users the queries are spread over (`user_token_id`), for the
+    /// project users list (`GET /api/v1/projects/{id}/users`).
+    #[arg(long, default_value_t = 5_000)]
+    pub users: u64,
     /// Skip the API even if its binary exists.
     #[arg(long)]
     pub no_api: bool,
@@ -64,26 +69,30 @@ async fn load(client: &Client, o: &Opts, now_ms: i64) -> anyhow::Result<f64> {
     let start_ms = now_ms - span_ms;
     let common = format!(
         "toUUID('{TENANT_A}') AS tenant_id, toUUID('{PROJECT}') AS project_id,
-         toUUID(concat('00000000-0000-4000-8000-0000000000', leftPad(toString(n % 20), 2, '0'))) AS navigator_instance_id"
+         toUUID(concat('00000000-0000-4000-8000-0000000000', leftPad(toString(n % 20), 2, '0'))) AS navigator_instance_id,
+         toUUID(concat('00000000-0000-4000-b000-', leftPad(lower(hex(n % {users})), 12, '0'))) AS user_token_id,
+         concat('user', toString(n % {users}), '@example.com') AS user_email",
+        users = o.users.max(1)
     );
     let started = Instant::now();
     let statements = [
         format!(
             "INSERT INTO agent_executions (event_id, occurred_at, tenant_id, execution_id, execution_kind, billable, project_id, navigator_instance_id,
-                 input_tokens, output_tokens, total_tokens, cost_usd, messages_count, duration_ms, status)
+                 input_tokens, output_tokens, total_tokens, cost_usd, messages_count, duration_ms, status, user_token_id, user_email)
              SELECT generateUUIDv4(number), fromUnixTimestamp64Milli(toInt64({start_ms} + n * {step_ms}), 'UTC'), tenant_id, {QUERY_ID},
-                 'navigator_query', true, project_id, navigator_instance_id, 100, 20, 120, 0.001, 1, 1500, 'success'
+                 'navigator_query', true, project_id, navigator_instance_id, 100, 20, 120, 0.001, 1, 1500, 'success', user_token_id, user_email
              FROM (SELECT number, number AS n, {common} FROM numbers({q}))",
             q = o.queries
         ),
         format!(
             "INSERT INTO tool_calls (event_id, occurred_at, tenant_id, project_id, navigator_instance_id, navigator_name, query_id, call_kind,
-                 server_id, server_name, server_instance_id, tool_name, latency_ms, success, error_type, error_message)
+                 server_id, server_name, server_instance_id, tool_name, latency_ms, success, error_type, error_message, user_token_id, user_email)
              SELECT generateUUIDv4(number), fromUnixTimestamp64Milli(toInt64({start_ms} + n * {step_ms} + 500 * (1 + number % 2)), 'UTC'),
                  tenant_id, project_id, navigator_instance_id, 'navigator', {QUERY_ID}, 'tool',
                  toUUID(concat('00000000-0000-4000-9000-0000000000', leftPad(toString(n % 10), 2, '0'))), 'server',
                  toUUID(concat('00000000-0000-4000-a000-0000000000', leftPad(toString(n % 10), 2, '0'))),
-                 'tool', 200 + number % 700, number % 17 != 0, if(number % 17 = 0, 'upstream', ''), if(number % 17 = 0, 'failed', '')
+                 'tool', 200 + number % 700, number % 17 != 0, if(number % 17 = 0, 'upstream', ''), if(number % 17 = 0, 'failed', ''),
+                 user_token_id, user_email
              FROM (SELECT number, intDiv(number, 2) AS n, {common} FROM numbers({c}))",
             c = o.queries * 2
         ),
@@ -102,6 +111,10 @@ async fn load(client: &Client, o: &Opts, now_ms: i64) -> anyhow::Result<f64> {
     }
     Ok(started.elapsed().as_secs_f64())
 }
+
+/// One read of the user column of the project's tool calls.
+const USERS_SCAN: &str = "SELECT toUInt64(uniqExact(user_token_id)) FROM tool_calls
+    WHERE tenant_id = {tenant:UUID} AND project_id = {project:UUID}";
 
 /// The first page the obvious way: every query of the project aggregated.
 const NAIVE_FIRST_PAGE: &str = "SELECT toString(query_id) AS id FROM query_events
@@ -173,6 +186,41 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     })
     .await?;
 
+    // The project users list, as its handler runs it: the page (with its
+    // total) and the project's server instances.
+    let week_end = chrono::DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap_or(now);
+    let users_filter = UserFilter {
+        tenant: TENANT_A,
+        project: PROJECT,
+        search: None,
+        server_instances: Vec::new(),
+        week_start: week_end - chrono::Duration::days(7),
+        end: week_end,
+    };
+    let (users_ms, (users_page, _)) = timed(o.runs, 2, || async {
+        Ok(tokio::try_join!(
+            project_users::page(&db, &users_filter, None, size),
+            project_users::server_instances(&db, TENANT_A, PROJECT, week_end)
+        )?)
+    })
+    .await?;
+    let expected_users = o.users.max(1).min(o.queries);
+    anyhow::ensure!(
+        users_page.first().map(|u| u.total) == Some(expected_users),
+        "users total {:?} != {expected_users}",
+        users_page.first().map(|u| u.total)
+    );
+    // What any answer from raw events must at least do: read the user
+    // column of the project's tool calls once.
+    let (users_scan_ms, _) = timed(o.naive_runs, 1, || async {
+        let sql = client
+            .query(USERS_SCAN)
+            .param("tenant", TENANT_A.to_string())
+            .param("project", PROJECT.to_string());
+        Ok(sql.fetch_one::<u64>().await?)
+    })
+    .await?;
+
     let api = if o.no_api { None } else { start_api(common, &db_name).await? };
     let mut api_json = Value::Null;
     if let Some((_, base)) = &api {
@@ -186,8 +234,16 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         let api_ids: Vec<String> =
             body["items"].as_array().into_iter().flatten().filter_map(|i| i["id"].as_str().map(str::to_owned)).collect();
         anyhow::ensure!(api_ids == ours, "the API's first page differs from the query function's");
+        let users_url = format!("{base}/api/v1/projects/{PROJECT}/users");
+        let (users_api_ms, users_body) = timed(o.runs, 2, || async {
+            let v: Value = http.get(&users_url).header("X-API-Key", TENANT_A_KEY).send().await?.error_for_status()?.json().await?;
+            Ok(v)
+        })
+        .await?;
         api_json = json!({"path": format!("/api/v1/projects/{PROJECT}/query-logs"), "p50_ms": round(percentile(&api_ms, 0.5), 2),
-                          "p95_ms": round(percentile(&api_ms, 0.95), 2), "total": body["meta"]["total"]});
+                          "p95_ms": round(percentile(&api_ms, 0.95), 2), "total": body["meta"]["total"],
+                          "users": {"path": format!("/api/v1/projects/{PROJECT}/users"), "p50_ms": round(percentile(&users_api_ms, 0.5), 2),
+                                    "p95_ms": round(percentile(&users_api_ms, 0.95), 2), "total": users_body["meta"]["total"]}});
     }
     let api_used = api.is_some();
     drop(api);
@@ -197,6 +253,8 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     let (n50, n95) = stat(&naive_ms);
     let (s50, s95) = stat(&second_ms);
     let (q50, q95) = stat(&filtered_ms);
+    let (u50, u95) = stat(&users_ms);
+    let (us50, us95) = stat(&users_scan_ms);
     let met = f95 < 150.0 && api_json["p95_ms"].as_f64().is_none_or(|p| p < 150.0);
     let mut table = vec![vec!["request".to_owned(), "p50 ms".into(), "p95 ms".into()]];
     table.push(vec!["first page + total (query functions)".into(), f50.to_string(), f95.to_string()]);
@@ -205,6 +263,12 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     table.push(vec!["first page by full aggregation (comparison)".into(), n50.to_string(), n95.to_string()]);
     if api_used {
         table.push(vec!["first page over HTTP (agentmeter-api)".into(), api_json["p50_ms"].to_string(), api_json["p95_ms"].to_string()]);
+    }
+    table.push(vec!["users list, first page + server instances".into(), u50.to_string(), u95.to_string()]);
+    table.push(vec!["users: one scan of the user column (comparison)".into(), us50.to_string(), us95.to_string()]);
+    if api_used {
+        let u = &api_json["users"];
+        table.push(vec!["users list over HTTP (agentmeter-api)".into(), u["p50_ms"].to_string(), u["p95_ms"].to_string()]);
     }
     println!(
         "query logs of a project with {} queries ({rows} query_events rows); target first page p95 < 150 ms: {}",
@@ -216,15 +280,17 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         "benchmark": "querylogs",
         "what": "first page of a project's query logs (page + exact total, as the handler runs them) vs the same page by aggregating every query (asserted equal), and over HTTP",
         "started_at": now.to_rfc3339(),
-        "events": {"queries": o.queries, "query_events_rows": rows, "days": o.days, "merge_wait_seconds": round(merge_wait, 1)},
+        "events": {"queries": o.queries, "users": o.users, "tool_calls": o.queries * 2, "query_events_rows": rows, "days": o.days, "merge_wait_seconds": round(merge_wait, 1)},
         "load": {"seconds": round(load_s, 2)},
         "figures": {
             "first_page": {"p50_ms": f50, "p95_ms": f95},
             "second_page": {"p50_ms": s50, "p95_ms": s95},
             "first_page_navigator_filter": {"p50_ms": q50, "p95_ms": q95},
             "api": api_json,
+            "users_first_page": {"p50_ms": u50, "p95_ms": u95, "users": expected_users},
         },
-        "ceiling": {"first_page_full_aggregation": {"p50_ms": n50, "p95_ms": n95}, "ratio_p50": round(n50 / f50.max(0.001), 2)},
+        "ceiling": {"first_page_full_aggregation": {"p50_ms": n50, "p95_ms": n95}, "ratio_p50": round(n50 / f50.max(0.001), 2),
+                    "users_user_column_scan": {"p50_ms": us50, "p95_ms": us95}, "users_ratio_p50": round(us50 / u50.max(0.001), 2)},
         "target": {"first_page_p95_ms_max": 150},
         "met": {"all": met},
         "settings": {"runs": o.runs, "naive_runs": o.naive_runs, "page_size": size, "api": api_used},
