@@ -136,15 +136,26 @@ pub async fn list(
         gte_ms: gte.map(|t| t.timestamp_millis()),
         lte_ms: lte.map(|t| t.timestamp_millis()),
     };
-    let (mut items, total) = tokio::try_join!(query_logs::page(&db, &filter, after, size), query_logs::total(&db, &filter))?;
-    let has_next = items.len() > size;
-    items.truncate(size);
-    let texts: HashMap<String, String> =
-        query_logs::texts(&db, caller.tenant_id, items.iter().map(|q| q.id.clone()).collect()).await?.into_iter().collect();
+    // The page and then its texts, while the exact total counts every
+    // query of the project (the costly part of a first page). The total
+    // is counted once per listing: later pages reuse the count their
+    // cursor carries.
+    let page_with_texts = async {
+        let mut items = query_logs::page(&db, &filter, after.map(|a| a.position), size).await?;
+        let has_next = items.len() > size;
+        items.truncate(size);
+        let ids = items.iter().map(|q| q.id.clone()).collect();
+        let texts: HashMap<String, String> = query_logs::texts(&db, caller.tenant_id, ids).await?.into_iter().collect();
+        Ok::<_, crate::db::QueryError>((items, has_next, texts))
+    };
+    let ((items, has_next, texts), total) = match after.and_then(|a| a.total_for(&filter)) {
+        Some(n) => (page_with_texts.await?, n),
+        None => tokio::try_join!(page_with_texts, query_logs::total(&db, &filter))?,
+    };
     let next_cursor = match items.last() {
         Some(last) if has_next => {
             let query_id = Uuid::parse_str(&last.id).map_err(|e| ApiError::Internal(format!("query id from ClickHouse: {e}")))?;
-            Some(cursor::encode(Position { first_ms: last.first_ms, query_id }))
+            Some(cursor::encode(Position { first_ms: last.first_ms, query_id }, total, &filter))
         }
         _ => None,
     };

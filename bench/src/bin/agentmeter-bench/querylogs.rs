@@ -175,10 +175,9 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     anyhow::ensure!(naive == ours, "first page differs from the full aggregation:\n ours {ours:?}\nnaive {naive:?}");
     let last = page.get(size - 1).expect("a full first page");
     let after = Position { first_ms: last.first_ms, query_id: Uuid::parse_str(&last.id)? };
-    let (second_ms, _) = timed(o.runs, 2, || async {
-        Ok(tokio::try_join!(query_logs::page(&db, &filter, Some(after), size), query_logs::total(&db, &filter))?)
-    })
-    .await?;
+    // A later page reuses the total its cursor carries (counted once per
+    // listing), so the handler runs the page alone.
+    let (second_ms, _) = timed(o.runs, 2, || async { Ok(query_logs::page(&db, &filter, Some(after), size).await?) }).await?;
     let navigator = Uuid::parse_str("00000000-0000-4000-8000-000000000007")?;
     let filtered = LogFilter { navigator_instance: Some(navigator), ..filter.clone() };
     let (filtered_ms, _) = timed(o.runs, 2, || async {
@@ -234,21 +233,31 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         let api_ids: Vec<String> =
             body["items"].as_array().into_iter().flatten().filter_map(|i| i["id"].as_str().map(str::to_owned)).collect();
         anyhow::ensure!(api_ids == ours, "the API's first page differs from the query function's");
+        anyhow::ensure!(body["meta"]["total"] == json!(o.queries), "the API's total {} != {}", body["meta"]["total"], o.queries);
+        let next = body["meta"]["next_cursor"].as_str().unwrap_or_default().to_owned();
+        let next_url = format!("{url}?cursor={next}");
+        let (api_next_ms, next_body) = timed(o.runs, 2, || async {
+            let v: Value = http.get(&next_url).header("X-API-Key", TENANT_A_KEY).send().await?.error_for_status()?.json().await?;
+            Ok(v)
+        })
+        .await?;
+        anyhow::ensure!(next_body["meta"]["total"] == json!(o.queries), "the second page's total {}", next_body["meta"]["total"]);
         let users_url = format!("{base}/api/v1/projects/{PROJECT}/users");
         let (users_api_ms, users_body) = timed(o.runs, 2, || async {
             let v: Value = http.get(&users_url).header("X-API-Key", TENANT_A_KEY).send().await?.error_for_status()?.json().await?;
             Ok(v)
         })
         .await?;
-        api_json = json!({"path": format!("/api/v1/projects/{PROJECT}/query-logs"), "p50_ms": round(percentile(&api_ms, 0.5), 2),
-                          "p95_ms": round(percentile(&api_ms, 0.95), 2), "total": body["meta"]["total"],
-                          "users": {"path": format!("/api/v1/projects/{PROJECT}/users"), "p50_ms": round(percentile(&users_api_ms, 0.5), 2),
-                                    "p95_ms": round(percentile(&users_api_ms, 0.95), 2), "total": users_body["meta"]["total"]}});
+        api_json = json!({"path": format!("/api/v1/projects/{PROJECT}/query-logs"), "p50_ms": round(percentile(&api_ms, 50.0), 2),
+                          "p95_ms": round(percentile(&api_ms, 95.0), 2), "total": body["meta"]["total"],
+                          "second_page": {"p50_ms": round(percentile(&api_next_ms, 50.0), 2), "p95_ms": round(percentile(&api_next_ms, 95.0), 2)},
+                          "users": {"path": format!("/api/v1/projects/{PROJECT}/users"), "p50_ms": round(percentile(&users_api_ms, 50.0), 2),
+                                    "p95_ms": round(percentile(&users_api_ms, 95.0), 2), "total": users_body["meta"]["total"]}});
     }
     let api_used = api.is_some();
     drop(api);
 
-    let stat = |s: &[f64]| (round(percentile(s, 0.5), 2), round(percentile(s, 0.95), 2));
+    let stat = |s: &[f64]| (round(percentile(s, 50.0), 2), round(percentile(s, 95.0), 2));
     let (f50, f95) = stat(&first_ms);
     let (n50, n95) = stat(&naive_ms);
     let (s50, s95) = stat(&second_ms);
@@ -258,11 +267,13 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     let met = f95 < 150.0 && api_json["p95_ms"].as_f64().is_none_or(|p| p < 150.0);
     let mut table = vec![vec!["request".to_owned(), "p50 ms".into(), "p95 ms".into()]];
     table.push(vec!["first page + total (query functions)".into(), f50.to_string(), f95.to_string()]);
-    table.push(vec!["second page + total".into(), s50.to_string(), s95.to_string()]);
+    table.push(vec!["second page (total from the cursor)".into(), s50.to_string(), s95.to_string()]);
     table.push(vec!["first page, navigator filter + total".into(), q50.to_string(), q95.to_string()]);
     table.push(vec!["first page by full aggregation (comparison)".into(), n50.to_string(), n95.to_string()]);
     if api_used {
         table.push(vec!["first page over HTTP (agentmeter-api)".into(), api_json["p50_ms"].to_string(), api_json["p95_ms"].to_string()]);
+        let n = &api_json["second_page"];
+        table.push(vec!["second page over HTTP (cursor)".into(), n["p50_ms"].to_string(), n["p95_ms"].to_string()]);
     }
     table.push(vec!["users list, first page + server instances".into(), u50.to_string(), u95.to_string()]);
     table.push(vec!["users: one scan of the user column (comparison)".into(), us50.to_string(), us95.to_string()]);
