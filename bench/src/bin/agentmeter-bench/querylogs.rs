@@ -2,10 +2,19 @@
 //! filtered one) of `GET /api/v1/projects/{id}/query-logs` for a project
 //! with `--queries` queries, through the API's own query functions
 //! in-process (`agentmeter_api::queries::query_logs::page` and `total`,
-//! run together as the handler runs them) and through `agentmeter-api` over
-//! HTTP when its release binary is present. Comparison: the same first page
-//! computed the obvious way, aggregating every query of the project and
-//! sorting (asserted equal to ours). Target: first page p95 < 150 ms.
+//! run together as the handler runs them on a first page; a later page
+//! reuses the total its cursor carries, so it runs the page alone) and
+//! through `agentmeter-api` over HTTP when its release binary is present.
+//! Comparison: the same first page computed the obvious way, aggregating
+//! every query of the project and sorting (asserted equal to ours). Target:
+//! first page p95 < 150 ms.
+//!
+//! Also the project users list (`GET /api/v1/projects/{id}/users`, first
+//! page, `agentmeter_api::queries::project_users::page` with the server
+//! instance count, as its handler runs them; and over HTTP) over the same
+//! events, spread over `--users` users; comparison: one scan of the user
+//! column of the project's tool calls (`uniqExact(user_token_id)`), the
+//! least any answer from raw events reads. Its total is asserted.
 //!
 //! Data, generated inside ClickHouse (`INSERT ... SELECT FROM numbers()`,
 //! so loading takes seconds, not minutes): per query one `navigator_query`
@@ -212,10 +221,7 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     // What any answer from raw events must at least do: read the user
     // column of the project's tool calls once.
     let (users_scan_ms, _) = timed(o.naive_runs, 1, || async {
-        let sql = client
-            .query(USERS_SCAN)
-            .param("tenant", TENANT_A.to_string())
-            .param("project", PROJECT.to_string());
+        let sql = client.query(USERS_SCAN).param("tenant", TENANT_A.to_string()).param("project", PROJECT.to_string());
         Ok(sql.fetch_one::<u64>().await?)
     })
     .await?;
