@@ -2,7 +2,9 @@
 //! `docs/ingest.md` ("OTLP spans") is the reference; in short:
 //!
 //! * `gen_ai.operation.name = execute_tool` → a tool call;
-//! * `invoke_agent` / `invoke_workflow` → an agent execution (`agent_chat`);
+//! * `invoke_agent` / `invoke_workflow` → an agent execution of kind
+//!   `navigator_query`: an agent run is a query, so it counts in the query
+//!   figures (zero-call runs too) like a navigator's;
 //! * `chat` / `text_completion` / `generate_content` → an `ai_completion`
 //!   execution, unless an enclosing agent span of the same message reports
 //!   token usage itself (then its tokens are already in the agent's row and
@@ -406,7 +408,7 @@ pub fn map_request(request: &ExportTraceServiceRequest, config: &MappingConfig, 
                         continue;
                     }
                     Operation::Tool => Value::Object(ctx.tool_call(agent)),
-                    Operation::Agent => Value::Object(ctx.execution("agent_chat")),
+                    Operation::Agent => Value::Object(ctx.execution("navigator_query")),
                     Operation::Completion => Value::Object(ctx.execution("ai_completion")),
                 };
                 let bytes = serde_json::to_vec(&event).expect("JSON values serialise");

@@ -275,7 +275,7 @@ async fn genai_spans_from_the_sdk_become_rows_rollups_and_dead_letters() {
         .unwrap();
     let exec = |label: &str| executions.iter().find(|e| e.event_id == g.id(label)).unwrap_or_else(|| panic!("{label} stored"));
     let a = exec("agent_a");
-    assert_eq!((a.execution_id, a.execution_kind.as_str(), a.tenant_id), (g.id("agent_a"), "agent_chat", tenant));
+    assert_eq!((a.execution_id, a.execution_kind.as_str(), a.tenant_id), (g.id("agent_a"), "navigator_query", tenant));
     assert_eq!((a.agent_id, a.conversation_id, a.user_id), (support_bot, conversation, id_for("enduser.id", "alice")));
     assert_eq!((a.model.as_str(), a.input_tokens, a.output_tokens, a.total_tokens), ("gpt-4o-2024-08-06", 1000, 200, 1200));
     assert_eq!((a.cost.as_str(), a.duration_ms, a.status.as_str()), ("0.0123", Some(3000.0), "success"));

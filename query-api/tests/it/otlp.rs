@@ -172,7 +172,8 @@ async fn otlp_spans_answer_analytics_traces_and_costs() {
     assert_eq!(trace["tool_call_groups"][0]["tool_calls"][0]["tool"]["server"]["name"], json!("search-mcp"));
     let detail = app.ok(KEY_A, &format!("/api/v1/queries/query-logs/{researcher}")).await;
     assert_valid("GetQueryResponse", &detail);
-    assert_eq!((detail["created_at"].clone(), detail["updated_at"].clone()), (json!(g.at(40_200)), json!(g.at(41_100))));
+    // From its agent span's start (the run's execution) to its last tool call.
+    assert_eq!((detail["created_at"].clone(), detail["updated_at"].clone()), (json!(g.at(40_000)), json!(g.at(41_100))));
     // Another tenant's key sees none of it.
     let (status, _) = app.get(Some(KEY_B), &format!("/api/v1/queries/query-logs/{researcher}/trace")).await;
     assert_eq!(status, 404);
@@ -194,15 +195,12 @@ async fn otlp_spans_answer_analytics_traces_and_costs() {
     assert_eq!(body["data"]["total_tool_calls"], json!(6));
     let body = app.ok(KEY_A, "/api/v1/analytics/queries-processed?window=1h").await;
     assert_valid("QueriesProcessedResponse", &body);
-    // Queries are counted at their `navigator_query` execution (docs/api.md,
-    // counting rules); an OTLP agent run is an `agent_chat` execution, so
-    // its tool calls ({agent_a}, {planner}, {researcher}) are tool calls
-    // of no counted query.
-    assert_eq!(body["data"]["total_queries"], json!(0), "agent runs are not navigator queries: {agent_a}, {planner}, {researcher}");
+    // An agent run is a `navigator_query` execution: one query each.
+    assert_eq!(body["data"]["total_queries"], json!(3), "one query per agent run: {agent_a}, {planner}, {researcher}");
     let body = app.ok(KEY_A, "/api/v1/analytics/average-tool-calls-per-query?window=1h").await;
     assert_valid("ToolCallsPerQueryResponse", &body);
     assert_eq!(body["data"]["total_tool_calls"], json!(6));
-    close(&body["data"]["average_tool_calls_per_query"], 0.0, "calls per query without queries");
+    close(&body["data"]["average_tool_calls_per_query"], 2.0, "calls per query");
     let body = app.ok(KEY_A, "/api/v1/analytics/average-tool-call-latency?window=1h").await;
     assert_valid("AverageToolCallLatencyResponse", &body);
     assert_eq!(body["data"]["total_calls"], json!(6));
