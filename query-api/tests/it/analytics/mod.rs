@@ -44,9 +44,17 @@ pub struct App {
 impl App {
     /// A fresh database and the API on 127.0.0.1:0; `extra` are flags.
     pub async fn start(what: &str, extra: &[&str]) -> App {
+        Self::start_reading(what, None, extra).await
+    }
+
+    /// [`App::start`], with the API reading ClickHouse at `clickhouse_url`
+    /// instead of the test database's server (the test database is still
+    /// made there).
+    pub async fn start_reading(what: &str, clickhouse_url: Option<&str>, extra: &[&str]) -> App {
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
         let test_db = TestDb::fresh(what).await;
-        let (url, db_name) = (test_db.url.clone(), test_db.name.clone());
+        let url = clickhouse_url.map_or_else(|| test_db.url.clone(), str::to_owned);
+        let db_name = test_db.name.clone();
         let (tenant_a, tenant_b) = (Uuid::new_v4(), Uuid::new_v4());
         let entry = |name: &str, tenant_id, role, key: &str| KeyEntry {
             name: name.into(),

@@ -36,10 +36,20 @@ async fn health_ready_metrics_openapi_docs() {
 
 #[tokio::test]
 async fn slow_clickhouse_gives_503() {
-    // A budget no query can meet.
-    let app = App::start("an_busy", &["--query-timeout-ms", "1"]).await;
+    // A ClickHouse that takes every connection and never answers (the real
+    // one can answer an empty table within any budget short enough to test).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            held.push(conn);
+        }
+    });
+    let app = App::start_reading("an_busy", Some(&url), &["--query-timeout-ms", "300"]).await;
     let (status, body) = app.get(Some(KEY_A), "/api/v1/analytics/error-rate-graph").await;
     assert_eq!(status, 503, "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("busy"));
+    assert!(body["detail"].as_str().unwrap().contains("busy"), "{body}");
+    holder.abort();
     app.drop_db().await;
 }
