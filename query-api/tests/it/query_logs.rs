@@ -8,77 +8,19 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::analytics::schema::assert_valid;
 use crate::analytics::{App, KEY_A, KEY_B};
-use crate::common::clickhouse_url;
+use crate::kafka::{Kind, Pipeline};
 
-/// Fresh topics, a producer and a running ingest worker for one test.
-struct Pipeline {
-    producer: FutureProducer,
-    admin: AdminClient<DefaultClientContext>,
-    calls_topic: String,
-    executions_topic: String,
-    dead_topic: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    worker: tokio::task::JoinHandle<Result<(), agentmeter_ingest::IngestError>>,
-}
-
-impl Pipeline {
-    async fn start(app: &App, what: &str) -> Pipeline {
-        let brokers = std::env::var("AGENTMETER_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-        let run = Uuid::new_v4().simple().to_string();
-        let topic = |t: &str| format!("test.{what}_{}.{t}", &run[..12]);
-        let (calls_topic, executions_topic, dead_topic) = (topic("tool-calls"), topic("agent-executions"), topic("dead-letter"));
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
-        let new_topics: Vec<NewTopic> =
-            [&calls_topic, &executions_topic, &dead_topic].iter().map(|t| NewTopic::new(t, 2, TopicReplication::Fixed(1))).collect();
-        for r in admin.create_topics(&new_topics, &AdminOptions::new()).await.unwrap() {
-            r.expect("topic created");
-        }
-        let mut config = agentmeter_ingest::Config::defaults();
-        config.clickhouse = agentmeter_schema::config::ClickHouseArgs::new(clickhouse_url(), &app.db_name);
-        config.kafka_brokers = brokers.clone();
-        config.kafka_group = format!("test-{what}-{run}");
-        config.tool_calls_topic = calls_topic.clone();
-        config.agent_executions_topic = executions_topic.clone();
-        config.dead_letter_topic = dead_topic.clone();
-        config.kafka_session_timeout_ms = 6000;
-        config.flush_interval_ms = 100;
-        config.metrics_addr = "127.0.0.1:0".parse().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let worker = tokio::spawn(agentmeter_ingest::consumer::run(config, agentmeter_ingest::Metrics::new(), async {
-            let _ = stopped.await;
-        }));
-        let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).set("linger.ms", "5").create().unwrap();
-        Pipeline { producer, admin, calls_topic, executions_topic, dead_topic, stop, worker }
-    }
-
-    async fn send(&self, events: &[Value]) {
-        for e in events {
-            let topic = if e.get("tool_name").is_some() { &self.calls_topic } else { &self.executions_topic };
-            let key = e["event_id"].as_str().unwrap().to_owned();
-            let payload = serde_json::to_vec(e).unwrap();
-            self.producer
-                .send(FutureRecord::to(topic).key(&key).payload(&payload), Duration::from_secs(30))
-                .await
-                .map_err(|(e, _)| e)
-                .expect("produced");
-        }
-    }
-
-    async fn stop(self) {
-        self.stop.send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(30), self.worker).await.expect("worker stops").unwrap().unwrap();
-        let names = [self.calls_topic.as_str(), self.executions_topic.as_str(), self.dead_topic.as_str()];
-        let _ = self.admin.delete_topics(&names, &AdminOptions::new()).await;
-    }
+/// Produces `events` (tool calls and agent executions, told apart by
+/// `tool_name`) to their topics.
+async fn send(pipe: &Pipeline, events: &[Value]) {
+    let (calls, executions): (Vec<Value>, Vec<Value>) = events.iter().cloned().partition(|e| e.get("tool_name").is_some());
+    pipe.produce(Kind::ToolCall, &calls).await;
+    pipe.produce(Kind::AgentExecution, &executions).await;
 }
 
 fn at(t: DateTime<Utc>) -> String {
@@ -138,7 +80,7 @@ async fn wait_for(app: &App, key: &str, path: &str, done: impl Fn(&Value) -> boo
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn query_logs_details_and_traces_from_real_events() {
     let app = App::start("query_logs", &[]).await;
-    let pipe = Pipeline::start(&app, "query_logs").await;
+    let pipe = Pipeline::start("query_logs", &app.db_name).await;
     let (a, b) = (app.tenant_a, app.tenant_b);
     let (project, navigator, other_navigator) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let (server, server_instance, other_instance) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
@@ -179,7 +121,7 @@ async fn query_logs_details_and_traces_from_real_events() {
             ));
         }
     }
-    pipe.send(&events).await;
+    send(&pipe, &events).await;
     let list = format!("/api/v1/projects/{project}/query-logs");
     let all = wait_for(&app, KEY_A, &format!("{list}?size=100"), |v| {
         v["meta"]["total"] == json!(40) && v["items"].as_array().unwrap().len() == 40
@@ -302,7 +244,7 @@ async fn query_logs_details_and_traces_from_real_events() {
                 ]
             })
             .collect();
-        pipe.send(&newer).await;
+        send(&pipe, &newer).await;
         landed += 3;
         wait_for(&app, KEY_A, &format!("{list}?size=1"), |v| v["meta"]["total"] == json!(landed)).await;
         if page["meta"]["has_next"] == json!(false) {
