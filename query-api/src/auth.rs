@@ -94,7 +94,7 @@ pub struct KeyStore {
     reload_interval: Duration,
     inner: RwLock<Loaded>,
     /// End-user token verification (`None`: keys only).
-    user_tokens: Option<UserTokens>,
+    user_tokens: Option<Arc<UserTokens>>,
 }
 
 /// The authenticated caller of a request.
@@ -204,8 +204,21 @@ impl KeyStore {
 
     /// Verifies end-user tokens with these keys (`None`: keys only).
     pub fn with_user_tokens(mut self, tokens: Option<UserTokens>) -> Self {
-        self.user_tokens = tokens;
+        self.user_tokens = tokens.map(Arc::new);
         self
+    }
+
+    /// The end-user token verification, if configured.
+    pub fn user_tokens(&self) -> Option<&Arc<UserTokens>> {
+        self.user_tokens.as_ref()
+    }
+
+    /// Starts re-reading the end-user token key file when it changes (once;
+    /// nothing without end-user tokens). Must be called inside a Tokio runtime.
+    pub fn start_user_token_refresh(&self) {
+        if let Some(tokens) = &self.user_tokens {
+            tokens.start();
+        }
     }
 
     /// Whether end-user tokens are configured.

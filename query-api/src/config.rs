@@ -19,7 +19,7 @@ use crate::limits_http::HttpLimits;
 use crate::rate_limit::{Budget, Budgets};
 use crate::usage::recorder::RecorderSettings;
 use crate::usage::UsageSettings;
-use crate::user_tokens::UserTokenSettings;
+use crate::user_tokens::{KeySource, UserTokenSettings};
 use crate::valkey::ValkeySettings;
 
 /// agentmeter-api: analytics, usage and plan-limit HTTP API over ClickHouse.
@@ -91,14 +91,18 @@ impl Args {
         })
     }
 
-    /// Where end-user token keys come from (`None`: API keys only).
+    /// End-user token keys and checks (`None`: API keys only).
     pub fn user_token_settings(&self) -> Option<UserTokenSettings> {
         let t = &self.user_tokens;
-        match (&t.jwt_jwks_file, &t.jwt_hs256_secret_file) {
-            (Some(p), _) => Some(UserTokenSettings::JwksFile(p.clone())),
-            (None, Some(p)) => Some(UserTokenSettings::Hs256SecretFile(p.clone())),
-            (None, None) => None,
-        }
+        let keys = match (&t.jwt_jwks_file, &t.jwt_hs256_secret_file) {
+            (Some(p), _) => KeySource::JwksFile(p.clone()),
+            (None, Some(p)) => KeySource::Hs256SecretFile(p.clone()),
+            (None, None) => return None,
+        };
+        let audiences = t.jwt_audience.iter().map(|a| a.trim()).filter(|a| !a.is_empty()).map(str::to_owned).collect();
+        let issuer = t.jwt_issuer.as_deref().map(str::trim).filter(|i| !i.is_empty()).map(str::to_owned);
+        let refresh_interval = (t.jwt_keys_refresh_s > 0).then(|| Duration::from_secs(t.jwt_keys_refresh_s));
+        Some(UserTokenSettings { keys, audiences, issuer, refresh_interval })
     }
 
     /// Per-key budgets of the two endpoint classes.
@@ -288,6 +292,7 @@ pub struct RecorderArgs {
 /// End-user tokens (JWT) next to the API key (docs/api.md).
 #[derive(clap::Args, Debug, Clone)]
 #[command(next_help_heading = "End-user tokens")]
+#[command(group(clap::ArgGroup::new("jwt_keys").args(["jwt_jwks_file", "jwt_hs256_secret_file"]).multiple(false)))]
 pub struct UserTokenArgs {
     /// JSON Web Key Set file with the RS256 / ES256 public keys of end-user
     /// tokens. When set (or --jwt-hs256-secret-file), the API key goes in
@@ -295,11 +300,27 @@ pub struct UserTokenArgs {
     /// token: usage answers are for its `sub`, another user_id is 403, an
     /// expired or forged token is 401. Requests without a token are served
     /// on the key alone, unless the key has `requires_user_token = true` in
-    /// the keys file. Read at start.
-    #[arg(long = "jwt-jwks-file", env = "AGENTMETER_API_JWT_JWKS_FILE", conflicts_with = "jwt_hs256_secret_file")]
+    /// the keys file. Re-read when it changes (--jwt-keys-refresh-s).
+    #[arg(long = "jwt-jwks-file", env = "AGENTMETER_API_JWT_JWKS_FILE")]
     pub jwt_jwks_file: Option<PathBuf>,
     /// File holding the HS256 secret of end-user tokens (at least 32 bytes;
     /// surrounding whitespace is ignored). Same effect as --jwt-jwks-file.
     #[arg(long = "jwt-hs256-secret-file", env = "AGENTMETER_API_JWT_HS256_SECRET_FILE")]
     pub jwt_hs256_secret_file: Option<PathBuf>,
+    /// Accepted audiences of end-user tokens (repeat the flag or separate
+    /// with commas): a token's `aud` must name one of them, a token without
+    /// `aud` is refused (401 "Invalid token"). Unset: `aud` is not checked.
+    #[arg(long = "jwt-audience", env = "AGENTMETER_API_JWT_AUDIENCE", value_delimiter = ',', requires = "jwt_keys")]
+    pub jwt_audience: Vec<String>,
+    /// Issuer of end-user tokens: a token's `iss` must be exactly this, a
+    /// token without `iss` is refused (401 "Invalid token"). Unset: `iss`
+    /// is not checked.
+    #[arg(long = "jwt-issuer", env = "AGENTMETER_API_JWT_ISSUER", requires = "jwt_keys")]
+    pub jwt_issuer: Option<String>,
+    /// How often the key file (--jwt-jwks-file / --jwt-hs256-secret-file) is
+    /// checked for changes, in seconds. A changed file replaces the keys
+    /// without a restart; one that is missing, unreadable or invalid is
+    /// logged as an error and the previous keys stay. 0: read at start only.
+    #[arg(long = "jwt-keys-refresh-s", env = "AGENTMETER_API_JWT_KEYS_REFRESH_S", default_value_t = crate::user_tokens::DEFAULT_REFRESH_S)]
+    pub jwt_keys_refresh_s: u64,
 }

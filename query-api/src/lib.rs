@@ -121,10 +121,12 @@ pub fn app(state: AppState) -> Router {
 
 /// Serves `state` on an already bound listener until `shutdown` completes.
 ///
-/// This is the one place the usage refresher starts: an app that serves
-/// keeps its usage counters current from its first request on.
+/// This is the one place the usage refresher and the end-user token key
+/// refresh start: an app that serves keeps its usage counters current and
+/// its token keys in step with their file from its first request on.
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     state.usage.start();
+    state.keys.start_user_token_refresh();
     let limits = state.http_limits;
     limits_http::serve(listener, app(state), limits, shutdown).await
 }

@@ -1,9 +1,12 @@
 //! End-user tokens (docs/api.md, "End-user tokens"): with
-//! `--jwt-jwks-file` (ES256 keys generated here) or
+//! `--jwt-jwks-file` (ES256 and RS256 keys generated here) or
 //! `--jwt-hs256-secret-file`, a valid token makes usage answers the token
 //! user's; another `user_id` is 403; expired, forged and tampered tokens are
-//! 401; a key that requires a token is 401 without one; the API key moves
-//! to `X-API-Key`. No key material is committed: every key is made here.
+//! 401, and so are tokens for another audience or issuer when
+//! `--jwt-audience` / `--jwt-issuer` are set; a key that requires a token is
+//! 401 without one; the API key moves to `X-API-Key`; a key set rotated on
+//! disk applies while the API runs. No key material is committed: every key
+//! is made here.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,6 +62,42 @@ impl EcKey {
     }
 }
 
+/// An RSA key (the crate's default size, 3072 bits) made from the
+/// operating system's random numbers.
+struct RsaKey {
+    /// PKCS#1 DER of the private key (what jsonwebtoken signs with).
+    der: Vec<u8>,
+    jwk_n: String,
+    jwk_e: String,
+}
+
+impl RsaKey {
+    fn generate() -> RsaKey {
+        use rsa::pkcs1::EncodeRsaPrivateKey;
+        use rsa::traits::PublicKeyParts;
+        use rsa::Generate;
+        let key = rsa::PrivateKey::generate();
+        let der = key.to_pkcs1_der().unwrap().as_bytes().to_vec();
+        // Big-endian without leading zero bytes (RFC 7518 §6.3.1).
+        let b64 = |be: &[u8]| URL_SAFE_NO_PAD.encode(&be[be.iter().take_while(|b| **b == 0).count()..]);
+        let public = key.to_public_key();
+        let (jwk_n, jwk_e) = (b64(&public.n().as_ref().to_be_bytes()), b64(&public.e().to_be_bytes()));
+        assert_eq!(jwk_e, "AQAB", "exponent 65537");
+        RsaKey { der, jwk_n, jwk_e }
+    }
+
+    /// The public key as a JWK.
+    fn jwk(&self, kid: &str) -> Value {
+        json!({"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": self.jwk_n, "e": self.jwk_e})
+    }
+
+    fn sign(&self, kid: &str, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.into());
+        encode(&header, claims, &EncodingKey::from_rsa_der(&self.der)).unwrap()
+    }
+}
+
 fn claims(sub: Uuid, exp_in_s: i64) -> Value {
     json!({"sub": sub, "exp": jsonwebtoken::get_current_timestamp() as i64 + exp_in_s, "iss": "test-issuer"})
 }
@@ -76,6 +115,7 @@ struct Api {
     base: String,
     http: reqwest::Client,
     db: TestDb,
+    keys: Arc<KeyStore>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
@@ -99,7 +139,8 @@ impl Api {
         let keys = KeyStore::from_entries(vec![entry("admin", Role::Admin, ADMIN, false), entry("front", Role::Read, FRONT, true)])
             .unwrap()
             .with_user_tokens(Some(tokens));
-        let state = AppState::new(args.clickhouse.client(), Arc::new(keys), &args);
+        let keys = Arc::new(keys);
+        let state = AppState::new(args.clickhouse.client(), keys.clone(), &args);
         let (base, stop) = serve(state.clone()).await;
         state.usage.start();
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -107,7 +148,35 @@ impl Api {
             assert!(Instant::now() < deadline, "usage never loaded");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Api { base, http: reqwest::Client::new(), db, _stop: stop }
+        Api { base, http: reqwest::Client::new(), db, keys, _stop: stop }
+    }
+
+    /// Waits until the key file has been checked twice more than now, so at
+    /// least one check started after whatever was just written to it.
+    async fn two_more_key_checks(&self) {
+        let tokens = self.keys.user_tokens().expect("end-user tokens on");
+        let target = tokens.checks() + 2;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while tokens.checks() < target {
+            assert!(Instant::now() < deadline, "the key file was not checked");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The status of a usage request of the front key with `token`.
+    async fn status_with(&self, token: &str) -> u16 {
+        let path = format!("/v1/api/usage/current?organization_id={}", Uuid::nil());
+        self.send(Method::GET, &path, Some(FRONT), Some(token), None).await.0
+    }
+
+    /// Polls until a request with `token` answers `status` (the key file is
+    /// checked every second in these tests).
+    async fn await_status(&self, token: &str, status: u16, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.status_with(token).await != status {
+            assert!(Instant::now() < deadline, "{what}: never {status}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// One request with `key` in X-API-Key (if any) and `token` as bearer
@@ -254,6 +323,99 @@ async fn hs256_tokens_from_a_secret_file() {
     let wrong = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
     let (s, _) = api.send(Method::GET, &current, Some(FRONT), Some(&sign(&wrong, 600)), None).await;
     assert_eq!(s, 401, "forged");
+    api.db.drop().await;
+    std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs256_tokens_with_audience_and_issuer_checks() {
+    let (key, stranger) = (RsaKey::generate(), RsaKey::generate());
+    let jwks = json!({"keys": [key.jwk("r1")]});
+    let jwks_path = temp_file("jwks.json", jwks.to_string().as_bytes());
+    let issuer = "https://login.example.test/";
+    let flags = ["--jwt-jwks-file", jwks_path.to_str().unwrap(), "--jwt-audience", "usage-api,billing", "--jwt-issuer", issuer];
+    let api = Api::start("tokens_rs256", &flags).await;
+    let (org, me, other) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let exp = jsonwebtoken::get_current_timestamp() + 600;
+    let current = format!("/v1/api/usage/current?organization_id={org}");
+
+    // Accepted: RS256, an accepted audience (alone or in a list), the issuer.
+    for aud in [json!("usage-api"), json!("billing"), json!(["someone-else", "usage-api"])] {
+        let token = key.sign("r1", &json!({"sub": me, "exp": exp, "aud": aud, "iss": issuer}));
+        let (s, v) = api.send(Method::GET, &current, Some(FRONT), Some(&token), None).await;
+        assert_eq!((s, v["user_id"].as_str()), (200, Some(me.to_string().as_str())), "aud {aud}: {v}");
+        let (s, v) = api.send(Method::GET, &format!("{current}&user_id={other}"), Some(FRONT), Some(&token), None).await;
+        assert_eq!(s, 403, "{v}");
+    }
+
+    // Refused with the body of any invalid token: another or no audience,
+    // another or no issuer, a stranger's key under our kid, an unknown kid.
+    let refused = [
+        ("other aud", key.sign("r1", &json!({"sub": me, "exp": exp, "aud": "other-api", "iss": issuer}))),
+        ("no aud", key.sign("r1", &json!({"sub": me, "exp": exp, "iss": issuer}))),
+        ("other iss", key.sign("r1", &json!({"sub": me, "exp": exp, "aud": "usage-api", "iss": "https://evil.example.test/"}))),
+        ("no iss", key.sign("r1", &json!({"sub": me, "exp": exp, "aud": "usage-api"}))),
+        ("forged", stranger.sign("r1", &json!({"sub": me, "exp": exp, "aud": "usage-api", "iss": issuer}))),
+        ("unknown kid", key.sign("r2", &json!({"sub": me, "exp": exp, "aud": "usage-api", "iss": issuer}))),
+    ];
+    for (what, token) in refused {
+        let (s, v) = api.send(Method::GET, &current, Some(FRONT), Some(&token), None).await;
+        assert_eq!((s, &v), (401, &json!({"detail": "Invalid token"})), "{what}");
+    }
+    // Expired stays "Token expired".
+    let expired = key.sign("r1", &json!({"sub": me, "exp": exp - 1800, "aud": "usage-api", "iss": issuer}));
+    let (s, v) = api.send(Method::GET, &current, Some(FRONT), Some(&expired), None).await;
+    assert_eq!((s, v["detail"].as_str()), (401, Some("Token expired")), "{v}");
+
+    api.db.drop().await;
+    std::fs::remove_dir_all(jwks_path.parent().unwrap()).unwrap();
+}
+
+/// Replaces `path` the way a deployment should: write aside, then rename.
+fn replace_file(path: &std::path::Path, contents: &[u8]) {
+    let aside = path.with_extension("new");
+    std::fs::write(&aside, contents).unwrap();
+    std::fs::rename(&aside, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_set_rotated_on_disk_applies_without_restart() {
+    let (old, new) = (EcKey::generate(), EcKey::generate());
+    let path = temp_file("jwks.json", json!({"keys": [old.jwk("old")]}).to_string().as_bytes());
+    let api = Api::start("tokens_rotation", &["--jwt-jwks-file", path.to_str().unwrap(), "--jwt-keys-refresh-s", "1"]).await;
+    let me = Uuid::new_v4();
+    let (by_old, by_new) = (old.sign("old", &claims(me, 600)), new.sign("new", &claims(me, 600)));
+    assert_eq!(api.status_with(&by_old).await, 200);
+    assert_eq!(api.status_with(&by_new).await, 401, "not yet published");
+
+    // Publish the new key next to the old one, then retire the old one.
+    replace_file(&path, json!({"keys": [old.jwk("old"), new.jwk("new")]}).to_string().as_bytes());
+    api.await_status(&by_new, 200, "the published key").await;
+    assert_eq!(api.status_with(&by_old).await, 200, "both keys during the overlap");
+    replace_file(&path, json!({"keys": [new.jwk("new")]}).to_string().as_bytes());
+    api.await_status(&by_old, 401, "the retired key").await;
+    assert_eq!(api.status_with(&by_new).await, 200);
+
+    // A broken, an unusable and a missing file keep the keys in force.
+    for (what, contents) in [
+        ("not JSON", Some(&b"{\"keys\": ["[..])),
+        ("no usable key", Some(&br#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#[..])),
+        ("missing", None),
+    ] {
+        match contents {
+            Some(c) => replace_file(&path, c),
+            None => std::fs::remove_file(&path).unwrap(),
+        }
+        api.two_more_key_checks().await;
+        assert_eq!(api.status_with(&by_new).await, 200, "{what}: the previous keys stay");
+        assert_eq!(api.status_with(&by_old).await, 401, "{what}");
+    }
+
+    // A valid file again: in force at the next check.
+    replace_file(&path, json!({"keys": [old.jwk("old")]}).to_string().as_bytes());
+    api.await_status(&by_old, 200, "the restored key").await;
+    assert_eq!(api.status_with(&by_new).await, 401);
+
     api.db.drop().await;
     std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
 }
