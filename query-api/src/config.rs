@@ -310,11 +310,12 @@ pub struct UserTokenArgs {
     /// Accepted audiences of end-user tokens (repeat the flag or separate
     /// with commas): a token's `aud` must name one of them, a token without
     /// `aud` is refused (401 "Invalid token"). Unset: `aud` is not checked.
+    /// Needs --jwt-jwks-file or --jwt-hs256-secret-file.
     #[arg(long = "jwt-audience", env = "AGENTMETER_API_JWT_AUDIENCE", value_delimiter = ',', requires = "jwt_keys")]
     pub jwt_audience: Vec<String>,
     /// Issuer of end-user tokens: a token's `iss` must be exactly this, a
     /// token without `iss` is refused (401 "Invalid token"). Unset: `iss`
-    /// is not checked.
+    /// is not checked. Needs --jwt-jwks-file or --jwt-hs256-secret-file.
     #[arg(long = "jwt-issuer", env = "AGENTMETER_API_JWT_ISSUER", requires = "jwt_keys")]
     pub jwt_issuer: Option<String>,
     /// How often the key file (--jwt-jwks-file / --jwt-hs256-secret-file) is
@@ -323,4 +324,35 @@ pub struct UserTokenArgs {
     /// logged as an error and the previous keys stay. 0: read at start only.
     #[arg(long = "jwt-keys-refresh-s", env = "AGENTMETER_API_JWT_KEYS_REFRESH_S", default_value_t = crate::user_tokens::DEFAULT_REFRESH_S)]
     pub jwt_keys_refresh_s: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(flags: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(["agentmeter-api"].iter().chain(flags))
+    }
+
+    #[test]
+    fn end_user_token_flags() {
+        assert_eq!(parse(&[]).unwrap().user_token_settings(), None);
+        let s = parse(&["--jwt-jwks-file", "keys.json"]).unwrap().user_token_settings().unwrap();
+        assert_eq!(s.keys, KeySource::JwksFile("keys.json".into()));
+        assert!(s.audiences.is_empty() && s.issuer.is_none(), "unchecked unless set");
+        assert_eq!(s.refresh_interval, Some(Duration::from_secs(30)));
+
+        let flags = ["--jwt-hs256-secret-file", "s", "--jwt-audience", "a, b", "--jwt-audience", "c", "--jwt-issuer", "https://id/"];
+        let s = parse(&flags).unwrap().user_token_settings().unwrap();
+        assert_eq!(s.keys, KeySource::Hs256SecretFile("s".into()));
+        assert_eq!(s.audiences, ["a", "b", "c"], "comma-separated and repeated");
+        assert_eq!(s.issuer.as_deref(), Some("https://id/"));
+        let s = parse(&["--jwt-jwks-file", "k", "--jwt-keys-refresh-s", "0"]).unwrap().user_token_settings().unwrap();
+        assert_eq!(s.refresh_interval, None, "0: read at start only");
+
+        // Checks without keys would check nothing: refused, as are two key sources.
+        assert!(parse(&["--jwt-audience", "a"]).is_err());
+        assert!(parse(&["--jwt-issuer", "i"]).is_err());
+        assert!(parse(&["--jwt-jwks-file", "k", "--jwt-hs256-secret-file", "s"]).is_err());
+    }
 }

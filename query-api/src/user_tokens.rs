@@ -410,7 +410,11 @@ mod tests {
         let verify = |claims: serde_json::Value| tokens.verify(&signed(&secret, Algorithm::HS256, &claims));
         assert_eq!(verify(serde_json::json!({"sub": user, "exp": exp, "aud": "usage-api", "iss": iss})), Ok(user));
         assert_eq!(verify(serde_json::json!({"sub": user, "exp": exp, "aud": "billing", "iss": iss})), Ok(user), "either audience");
-        assert_eq!(verify(serde_json::json!({"sub": user, "exp": exp, "aud": ["other", "billing"], "iss": iss})), Ok(user), "a list naming one");
+        assert_eq!(
+            verify(serde_json::json!({"sub": user, "exp": exp, "aud": ["other", "billing"], "iss": iss})),
+            Ok(user),
+            "a list naming one"
+        );
         for (what, claims) in [
             ("other aud", serde_json::json!({"sub": user, "exp": exp, "aud": "other", "iss": iss})),
             ("aud list without ours", serde_json::json!({"sub": user, "exp": exp, "aud": ["other", "more"], "iss": iss})),
