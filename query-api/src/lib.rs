@@ -136,6 +136,10 @@ pub async fn run(config: Args, shutdown: impl Future<Output = ()> + Send + 'stat
     let state = AppState::from_args(&config)?;
     let listener = TcpListener::bind(config.addr).await?;
     tracing::info!(addr = %listener.local_addr()?, keys = state.keys.len(), "agentmeter-api listening");
+    if let Some(tokens) = state.keys.user_tokens() {
+        // Key ids, algorithms, audiences, issuer and refresh interval; never key material.
+        tracing::info!(?tokens, "end-user tokens on");
+    }
     match &state.valkey {
         Some(v) => tracing::info!(endpoint = %v.endpoint, "reservations and per-key rate limits are shared through Valkey"),
         None => tracing::warn!("no --valkey-url: reservations (holds) and per-key rate limits are process-local; run a single replica"),
