@@ -67,9 +67,10 @@ pub enum Table {
     /// The tool-call rollups keyed by dimension (`tool_calls_1m`, `_1h`):
     /// every filter but the user.
     ToolCallsRollup,
-    /// `queries_1m`: project, navigator and navigator instance; call kinds
-    /// as per-kind counts (an execution counts as a tool-kind query).
-    QueryMinutes,
+    /// `query_counts_1h` / `query_counts_1m`: project, navigator and
+    /// navigator instance; no call kind (queries are counted at their
+    /// execution, whatever calls they made).
+    QueryCounts,
     /// `agent_executions_1m`: project and navigator instance.
     Executions,
     /// The raw `agent_executions` table, for the queries of an end user:
@@ -166,8 +167,7 @@ impl Conditions {
     pub fn kinds(self, kinds: CallKinds, table: Table) -> Self {
         match (table, kinds) {
             (_, CallKinds::All) => self,
-            (Table::QueryMinutes, CallKinds::Tool) => self.constant("(tool_calls > 0 OR executions > 0)"),
-            (Table::QueryMinutes, CallKinds::Proxy) => self.constant("proxy_calls > 0"),
+            (Table::QueryCounts, _) => self,
             (_, CallKinds::Tool) => self.constant("call_kind = 'tool'"),
             (_, CallKinds::Proxy) => self.constant("call_kind IN ('suggest_tools', 'get_tool_schemas', 'invoke_tools')"),
         }
@@ -256,8 +256,8 @@ mod tests {
         assert!(params.iter().any(|(k, v)| k == "f_tool_name" && v == "x' OR 1=1 --"), "values are bound, never spliced");
         let f = Filters { user_token_id: None, ..f };
         let (sql, _) =
-            Conditions::tenant(Uuid::nil()).kinds(CallKinds::Proxy, Table::QueryMinutes).filters(&f, Table::Executions).into_parts();
-        assert_eq!(sql, "tenant_id = {tenant:UUID} AND proxy_calls > 0 AND project_id = {f_project:UUID}");
+            Conditions::tenant(Uuid::nil()).kinds(CallKinds::Proxy, Table::QueryCounts).filters(&f, Table::QueryCounts).into_parts();
+        assert_eq!(sql, "tenant_id = {tenant:UUID} AND project_id = {f_project:UUID}", "query counts have no call kind, server or tool");
         assert_eq!(Conditions::new().sql(), "1");
     }
 }

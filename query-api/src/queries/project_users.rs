@@ -8,9 +8,10 @@
 //!   nobody's.
 //! * E-mail: the latest non-empty `user_email` of the user's events.
 //! * Weekly figures over `[week_start, end)`: `tool` calls (proxy calls are
-//!   not tool calls, as everywhere in the API) and distinct queries, a
-//!   query being shown by its `navigator_query` execution or by its tool
-//!   calls' `query_id` (as `queries_1m` counts them).
+//!   not tool calls, as everywhere in the API) and queries, counted as
+//!   everywhere (docs/api.md, "How queries are counted"): once, at the
+//!   user's `navigator_query` execution, zero-call queries included; tool
+//!   calls whose query sent no execution are tool calls, not queries.
 //! * Order and cursor: first event time, then user id, both descending
 //!   (newest users first). A user's first event does not move when events
 //!   are added (except an event older than it arriving late), so pages
@@ -66,19 +67,20 @@ pub struct ProjectUser {
 }
 
 /// The events of the project's users, both kinds, as one relation
-/// (`uid, at, mail, q, is_tool[, server]`), of one user when `one_user`.
+/// (`uid, at, mail, is_query, is_tool[, server]`), of one user when
+/// `one_user`: `is_query` marks a `navigator_query` execution (a query).
 fn events_sql(with_servers: bool, one_user: bool) -> String {
     let server = if with_servers { ", server_instance_id AS server" } else { "" };
     let exec_server = if with_servers { format!(", {NIL} AS server") } else { String::new() };
     let user = if one_user { "user_token_id = {user:UUID}" } else { "user_token_id != toUUID('00000000-0000-0000-0000-000000000000')" };
     format!(
-        "SELECT user_token_id AS uid, occurred_at AS at, user_email AS mail, query_id AS q, call_kind = 'tool' AS is_tool{server}
+        "SELECT user_token_id AS uid, occurred_at AS at, user_email AS mail, false AS is_query, call_kind = 'tool' AS is_tool{server}
          FROM tool_calls
          WHERE tenant_id = {{tenant:UUID}} AND project_id = {{project:UUID}} AND {user}
            AND occurred_at < fromUnixTimestamp64Milli({{end_ms:Int64}}, 'UTC')
          UNION ALL
          SELECT user_token_id AS uid, occurred_at AS at, user_email AS mail,
-                if(execution_kind = 'navigator_query', execution_id, {NIL}) AS q, false AS is_tool{exec_server}
+                execution_kind = 'navigator_query' AND execution_id != {NIL} AS is_query, false AS is_tool{exec_server}
          FROM agent_executions
          WHERE tenant_id = {{tenant:UUID}} AND project_id = {{project:UUID}} AND {user}
            AND occurred_at < fromUnixTimestamp64Milli({{end_ms:Int64}}, 'UTC')"
@@ -89,8 +91,7 @@ const USER_SELECT: &str = "SELECT toString(uid) AS id,
         toString(argMaxIf(mail, at, mail != '')) AS email,
         toInt64(toUnixTimestamp64Milli(min(at))) AS first_ms,
         toInt64(toUnixTimestamp64Milli(max(at))) AS last_ms,
-        toUInt64(uniqExactIf(q, q != toUUID('00000000-0000-0000-0000-000000000000')
-                 AND at >= fromUnixTimestamp64Milli({week_ms:Int64}, 'UTC'))) AS weekly_queries,
+        toUInt64(countIf(is_query AND at >= fromUnixTimestamp64Milli({week_ms:Int64}, 'UTC'))) AS weekly_queries,
         toUInt64(countIf(is_tool AND at >= fromUnixTimestamp64Milli({week_ms:Int64}, 'UTC'))) AS weekly_tool_calls,
         toUInt64(count() OVER ()) AS total";
 

@@ -75,6 +75,8 @@ struct Expected {
     first: DateTime<Utc>,
     weekly_queries: u64,
     weekly_tool_calls: u64,
+    /// Any event in the week (an active user).
+    weekly_active: bool,
 }
 
 fn expected(events: &[Ev], now: DateTime<Utc>) -> BTreeMap<Uuid, Expected> {
@@ -86,7 +88,9 @@ fn expected(events: &[Ev], now: DateTime<Utc>) -> BTreeMap<Uuid, Expected> {
     }
     for (u, evs) in by_user {
         let latest = evs.iter().max_by_key(|e| e.at).unwrap();
-        let queries: BTreeSet<Uuid> = evs.iter().filter(|e| e.at >= week).map(|e| e.query).collect();
+        // Queries count at their navigator_query execution; a tool call
+        // whose query sent no execution is a tool call, not a query.
+        let queries: BTreeSet<Uuid> = evs.iter().filter(|e| e.at >= week && e.kind.is_none()).map(|e| e.query).collect();
         out.insert(
             u,
             Expected {
@@ -94,6 +98,7 @@ fn expected(events: &[Ev], now: DateTime<Utc>) -> BTreeMap<Uuid, Expected> {
                 first: evs.iter().map(|e| e.at).min().unwrap(),
                 weekly_queries: queries.len() as u64,
                 weekly_tool_calls: evs.iter().filter(|e| e.at >= week && e.kind == Some("tool")).count() as u64,
+                weekly_active: evs.iter().any(|e| e.at >= week),
             },
         );
     }
@@ -251,6 +256,10 @@ async fn project_users_from_real_events_with_stable_pages_and_tenant_walls() {
     assert_eq!((quiet_item["weekly_queries"].clone(), quiet_item["weekly_tool_calls"].clone()), (json!(1), json!(0)));
     assert_eq!(items.iter().find(|i| i["user_token_id"] == users[5].to_string()).unwrap()["user_email"], "renamed@acme.test");
     assert_eq!(want[&users[4]].weekly_queries, 0, "users[4] is only outside the week");
+    // users[5]'s latest tool call belongs to a query that sent no
+    // execution: a tool call this week, not a query.
+    let renamed = items.iter().find(|i| i["user_token_id"] == users[5].to_string()).unwrap();
+    assert_eq!((renamed["weekly_queries"].clone(), renamed["weekly_tool_calls"].clone()), (json!(1), json!(3)), "{renamed}");
 
     // Stable under concurrent inserts: take the first page, then a new
     // user and new events of listed users arrive; the rest of the walk
@@ -352,7 +361,7 @@ async fn project_users_from_real_events_with_stable_pages_and_tenant_walls() {
     // call) is a user for the analytics drawer too.
     let summary = app.ok(KEY_A, &format!("{path}/summary")).await;
     let now_all = expected(&[events.clone(), late.clone()].concat(), Utc::now());
-    let wau = now_all.values().filter(|w| w.weekly_queries > 0 || w.weekly_tool_calls > 0).count() as u64;
+    let wau = now_all.values().filter(|w| w.weekly_active).count() as u64;
     assert_eq!(
         (summary["data"]["total_users"].as_u64(), summary["data"]["weekly_active_users"].as_u64()),
         (Some(now_all.len() as u64), Some(wau)),

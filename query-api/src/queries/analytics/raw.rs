@@ -1,5 +1,6 @@
 //! The answers the rollups cannot give, from the raw `tool_calls` table
-//! (and, for who a project's users are, `agent_executions` too): anything
+//! (and, for who a project's users are, `agent_executions` too; a user's
+//! queries come from `agent_executions` through [`rollup::query_counts_from`]): anything
 //! keyed by the end user (`user_token_id`, `user_email`), which the
 //! rollups deliberately leave out to stay small. Every query is still
 //! bounded by tenant and time range (the table's sort key prefix) and,
@@ -11,16 +12,17 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::bucket_index::index_sql;
+use super::rollup;
 use super::scope::Scope;
 use crate::buckets::Buckets;
 use crate::db::Db;
 use crate::db::QueryError;
 use crate::queries::conditions::Order;
-use crate::queries::conditions::{Conditions, Table, TimeColumn};
+use crate::queries::conditions::TimeColumn;
 use crate::queries::sql::Sql;
 
-/// Calls, failed calls, distinct queries (from the tool calls and the
-/// `navigator_query` executions: [`query_rows`]).
+/// Calls, failed calls, queries (counted at their `navigator_query`
+/// execution, as everywhere: [`queries_rows`]).
 #[derive(Debug, Clone, Default, PartialEq, Row, Deserialize)]
 pub struct RawStats {
     pub n_calls: u64,
@@ -30,40 +32,20 @@ pub struct RawStats {
 
 const STATS: &str = "toUInt64(count()) AS n_calls, toUInt64(countIf(NOT success)) AS n_errors, toUInt64(0) AS n_queries";
 
-/// `(occurred_at, q)` rows, one or more per distinct query of the scope: a
-/// query is shown by its tool calls (`query_id`) and by its
-/// `navigator_query` execution (`execution_id`), so a query of the user
-/// that made no tool call is counted too (SEED_SPEC §4.3), and a query
-/// shown by both is counted once by `uniqExact(q)`. Both branches bind
-/// the same parameter names with the same values (taken once).
-fn query_rows(scope: &Scope) -> (String, Vec<(String, String)>) {
-    let (calls, mut params) = scope.tool_calls_where(TimeColumn::OccurredAt);
-    let (execs, exec_params) = Conditions::tenant(scope.tenant)
-        .between(TimeColumn::OccurredAt, scope.range.start, scope.range.end)
-        .filters(&scope.filters, Table::ExecutionsRaw)
-        .into_parts();
-    for (k, v) in exec_params {
-        if !params.iter().any(|(name, _)| *name == k) {
-            params.push((k, v));
-        }
-    }
-    let sql = format!(
-        "(SELECT occurred_at, query_id AS q FROM tool_calls WHERE {calls} AND query_id != {NIL}
-          UNION ALL
-          SELECT occurred_at, execution_id AS q FROM agent_executions
-          WHERE {execs} AND execution_kind = 'navigator_query' AND execution_id != {NIL})"
-    );
-    (sql, params)
+/// The rows the scope's queries are counted from, as
+/// [`rollup::choose_queries`] decides: under a user filter the user's
+/// `navigator_query` executions (zero-call queries included, SEED_SPEC
+/// §4.3; calls whose query sent no execution add nothing).
+fn queries_rows(scope: &Scope, buckets: Option<&Buckets>) -> Result<rollup::QueriesRows, QueryError> {
+    rollup::query_counts_from(scope, buckets).ok_or(QueryError::Unsupported("queries counted with the calls"))
 }
-
-const NIL: &str = "toUUID('00000000-0000-0000-0000-000000000000')";
 
 pub async fn totals(db: &Db, scope: &Scope) -> Result<RawStats, QueryError> {
     let (cond, params) = scope.tool_calls_where(TimeColumn::OccurredAt);
     let sql = Sql::new(format!("SELECT {STATS} FROM tool_calls WHERE {cond}")).bind_all(params);
     let stats = db.run("raw_totals", |c| async move { sql.query(&c).fetch_one::<RawStats>().await });
-    let (rows, params) = query_rows(scope);
-    let sql = Sql::new(format!("SELECT toUInt64(uniqExact(q)) FROM {rows}")).bind_all(params);
+    let q = queries_rows(scope, None)?;
+    let sql = Sql::new(format!("SELECT {} FROM {}", q.count, q.from)).bind_all(q.params);
     let queries = db.run("raw_queries", |c| async move { sql.query(&c).fetch_one::<u64>().await });
     let (mut stats, queries) = tokio::try_join!(stats, queries)?;
     stats.n_queries = queries;
@@ -84,12 +66,13 @@ pub async fn series(db: &Db, scope: &Scope, buckets: &Buckets) -> Result<Vec<Raw
     let (bucket, bparams) = index_sql(buckets, "occurred_at");
     let sql = Sql::new(format!("SELECT {bucket} AS bucket, {STATS} FROM tool_calls WHERE {cond} GROUP BY bucket ORDER BY bucket"))
         .bind_all(params)
-        .bind_all(bparams.clone());
-    let rows = db.run("raw_series", |c| async move { sql.query(&c).fetch_all::<BucketRaw>().await });
-    let (query_rows, params) = query_rows(scope);
-    let sql = Sql::new(format!("SELECT {bucket} AS bucket, toUInt64(uniqExact(q)) AS n FROM {query_rows} GROUP BY bucket ORDER BY bucket"))
-        .bind_all(params)
         .bind_all(bparams);
+    let rows = db.run("raw_series", |c| async move { sql.query(&c).fetch_all::<BucketRaw>().await });
+    let q = queries_rows(scope, Some(buckets))?;
+    let (minute_bucket, mparams) = index_sql(buckets, "minute");
+    let sql = Sql::new(format!("SELECT {minute_bucket} AS bucket, {} AS n FROM {} GROUP BY bucket ORDER BY bucket", q.count, q.from))
+        .bind_all(q.params)
+        .bind_all(mparams);
     let queries = db.run("raw_queries_series", |c| async move { sql.query(&c).fetch_all::<(u32, u64)>().await });
     let (rows, queries) = tokio::try_join!(rows, queries)?;
     let mut out = vec![RawStats::default(); buckets.len()];

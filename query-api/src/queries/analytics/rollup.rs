@@ -12,18 +12,27 @@
 //! totals; it does not for Asia/Kolkata (+05:30) hourly or daily buckets
 //! or for 5-minute buckets, which read the minute rollup throughout.
 //!
-//! Queries are counted at their own time, from their `navigator_query`
-//! execution (SEED_SPEC §4.5: `total_queries` from executions): the sums of
-//! `query_counts_1h` (whole hours) and `query_counts_1m` (the minutes at
-//! either end, or every minute for sub-hour buckets), migration 0011. A
-//! query with zero tool calls counts like any other, a query counts once
-//! (in its execution's bucket, even when its calls run into the next), and
-//! counting is a sum over a few rows per hour. Those tables have project,
-//! navigator and navigator instance only: a request filtering on server,
-//! tool or user counts the queries that made matching calls, from the
-//! minute rollup's exact sets (a query without calls has no server or
-//! tool), and a request for the queries with proxy calls reads the exact
-//! per-minute query rows of `queries_1m`. [`choose_queries`] decides.
+//! Queries are counted by one rule everywhere (docs/api.md, "How queries
+//! are counted"): a query counts once, at its own time, from its
+//! `navigator_query` execution (SEED_SPEC §4.5: `total_queries` from
+//! executions). Unfiltered, or filtered by project or navigator instance:
+//! the sums of `query_counts_1h` (whole hours) and `query_counts_1m` (the
+//! minutes at either end, or every minute for sub-hour buckets), migration
+//! 0011. Filtered by user (`user_email`, `user_token_id`, which the
+//! rollups leave out): the user's `navigator_query` executions in the raw
+//! `agent_executions` table, counted the same way. A query with zero tool
+//! calls counts like any other, a query counts once (in its execution's
+//! bucket, even when its calls run into the next), and counting is a sum.
+//! Tool calls whose query sent no execution are tool calls, not queries:
+//! they add nothing to these counts or to the calls-per-query
+//! denominator. Two figures are about calls rather than queries and count
+//! the queries that made matching calls, from the minute rollup's exact
+//! sets (the raw calls under a user filter): a request filtered by server
+//! or tool (a query without calls has no server or tool), and a request
+//! for the proxy kinds (the queries that made proxy calls).
+//! [`choose_queries`] decides. `queries_1m` (migration 0007, a query from
+//! its execution and/or its calls) is no longer read by the API; the
+//! query logs read `query_events`, which lists call-only queries too.
 //!
 //! A request over a whole tenant (no project, navigator, server, tool or
 //! user filter) that does not group by a dimension (totals and series:
@@ -120,7 +129,7 @@ pub fn choose(scope: &Scope, buckets: Option<&Buckets>, queries: bool) -> Source
     if by_user(scope) {
         return Source::Raw;
     }
-    if queries && !queries_table_answers(scope) {
+    if queries && choose_queries(scope) == QueriesSource::CallSets {
         return Source::Minute;
     }
     split(scope.range, buckets).map(Source::Hourly).unwrap_or(Source::Minute)
@@ -130,17 +139,20 @@ pub fn choose(scope: &Scope, buckets: Option<&Buckets>, queries: bool) -> Source
 /// request over the whole tenant reads the tenant-level rollups (by the
 /// minute when the buckets cut hours), one filtered by project or
 /// navigator instance only the per-navigator rollup. `queries` as for
-/// [`choose`]: whether the call statistics carry distinct queries.
+/// [`choose`]: whether distinct queries are needed (the call statistics
+/// carry them when [`choose_queries`] picks the call sets, and the
+/// tenant-level and per-navigator rollups have no query sets).
 pub fn choose_ungrouped(scope: &Scope, buckets: Option<&Buckets>, queries: bool) -> Source {
     let whole_tenant = scope.filters == Filters::default();
     if !whole_tenant && tool_table_answers(&scope.filters) {
         // Filtered by tool only: the per-tool rollup, query sets included.
         return split(scope.range, buckets).map(Source::ToolHourly).unwrap_or(Source::Minute);
     }
+    let call_sets = queries && choose_queries(scope) == QueriesSource::CallSets;
     match choose(scope, buckets, queries) {
         Source::Hourly(split) if whole_tenant => Source::TenantHourly(split),
         Source::Hourly(split) if navigator_table_answers(&scope.filters) => Source::NavigatorHourly(split),
-        Source::Minute if whole_tenant => Source::TenantMinute,
+        Source::Minute if whole_tenant && !call_sets => Source::TenantMinute,
         other => other,
     }
 }
@@ -187,37 +199,35 @@ pub fn choose_grouped(scope: &Scope, grouping: Grouping, call_sets: bool) -> Sou
     }
 }
 
-/// Where distinct queries are counted from.
+/// Where queries are counted from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueriesSource {
     /// `query_counts_1h` / `query_counts_1m`: queries counted at their
-    /// execution, zero-call queries included; a sum.
+    /// `navigator_query` execution, zero-call queries included; a sum.
     Executions,
-    /// `queries_1m` (under a user filter, the raw `tool_calls` and
-    /// `agent_executions` rows of the same queries): the exact per-minute
-    /// query rows, for the queries with proxy calls and a user's queries.
-    QueryMinutes,
-    /// The `uniqExactIf` sets of `tool_calls_1m`: queries with calls that
-    /// match a server, tool or user filter.
+    /// The raw `agent_executions` table: a user's `navigator_query`
+    /// executions (the rollups carry no user), the same rule as
+    /// [`QueriesSource::Executions`]; a sum.
+    UserExecutions,
+    /// The `uniqExactIf` sets of `tool_calls_1m` (the raw calls under a
+    /// user filter): the queries that made calls matching a server or
+    /// tool filter, or proxy calls.
     CallSets,
 }
 
-/// The source of distinct-query counts for `scope`.
+/// How queries are counted for `scope`: at their execution, unless the
+/// request is about calls (a server or tool filter, the proxy kinds),
+/// then the queries that made those calls.
 pub fn choose_queries(scope: &Scope) -> QueriesSource {
-    if !queries_table_answers(scope) {
+    let f = &scope.filters;
+    let about_calls = f.server_instance_id.is_some() || f.server_id.is_some() || f.tool_id.is_some() || f.tool_name.is_some();
+    if about_calls || scope.kinds == CallKinds::Proxy {
         QueriesSource::CallSets
-    } else if by_user(scope) || scope.kinds == CallKinds::Proxy {
-        QueriesSource::QueryMinutes
+    } else if by_user(scope) {
+        QueriesSource::UserExecutions
     } else {
         QueriesSource::Executions
     }
-}
-
-/// `queries_1m` keeps project, navigator and navigator instance only; a
-/// user's queries come from the raw tables by the same rule.
-fn queries_table_answers(scope: &Scope) -> bool {
-    let f = &scope.filters;
-    f.server_instance_id.is_none() && f.server_id.is_none() && f.tool_id.is_none() && f.tool_name.is_none() && f.user_token_id.is_none()
 }
 
 /// `tool_calls_navigator_1h` keeps project and navigator (instance).
@@ -351,82 +361,55 @@ fn hours_and_edges(
     (format!("({})", branches.join(" UNION ALL ")), params)
 }
 
-/// How many distinct queries a set of rows holds: the rows of
-/// [`query_counts_from`] and the aggregate that counts them.
+/// The rows queries are counted from, and the aggregate that counts them.
 pub struct QueriesRows {
-    /// A `FROM` source with `minute`, `project_id` and `navigator_id`.
+    /// A `FROM` source with `minute`, `project_id`, `navigator_id`,
+    /// `navigator_instance_id` and `queries` (a count to sum).
     pub from: String,
     /// The count over any subset of the rows (`toUInt64(...)`).
     pub count: &'static str,
     pub params: Vec<(String, String)>,
 }
 
-/// The rows queries are counted from (for [`choose_queries`]'s source), for
+/// The rows of the scope's `navigator_query` executions, for
 /// [`QueriesSource::Executions`] (`query_counts_1h` for the whole hours
-/// when the buckets keep them whole, `query_counts_1m` for the rest: sum
-/// of `queries`) or [`QueriesSource::QueryMinutes`] (`queries_1m`, one or
-/// more `(minute, query_id)` rows per distinct query: `uniqExact`; proxy
-/// kinds count a query with proxy calls, all kinds every query).
-pub fn query_counts_from(scope: &Scope, buckets: Option<&Buckets>) -> QueriesRows {
-    let columns = "tenant_id, project_id, navigator_id, navigator_instance_id, queries";
-    if choose_queries(scope) == QueriesSource::Executions {
-        let common = Conditions::tenant(scope.tenant).filters(&scope.filters, Table::QueryMinutes);
-        let (from, params) = match split(scope.range, buckets) {
-            Some(s) => hours_and_edges(common, &s, "query_counts_1h", "query_counts_1m", columns),
-            None => {
-                let (cond, params) = common.between(TimeColumn::Minute, scope.range.start, scope.range.end).into_parts();
-                (format!("(SELECT minute, {columns} FROM query_counts_1m WHERE {cond})"), params)
-            }
-        };
-        return QueriesRows { from, count: "toUInt64(sum(queries))", params };
-    }
-    let (from, params) = queries_from(scope);
-    QueriesRows { from, count: "toUInt64(uniqExact(query_id))", params }
-}
-
-/// A `FROM` source of `(minute, query_id)` rows of `queries_1m`, one or
-/// more per distinct query of the scope (for [`QueriesSource::QueryMinutes`]).
-/// Tool-call kinds count a query with tool calls or an execution; proxy
-/// kinds a query with proxy calls; all kinds every query.
-pub fn queries_from(scope: &Scope) -> (String, Vec<(String, String)>) {
-    if by_user(scope) {
-        return raw_queries_from(scope);
-    }
-    let (cond, params) = Conditions::tenant(scope.tenant)
-        .kinds(scope.kinds, Table::QueryMinutes)
-        .filters(&scope.filters, Table::QueryMinutes)
-        .between(TimeColumn::Minute, scope.range.start, scope.range.end)
-        .into_parts();
-    (format!("(SELECT minute, project_id, navigator_id, navigator_instance_id, query_id FROM queries_1m WHERE {cond})"), params)
-}
-
-/// [`queries_from`] under a user filter: the same `(minute, project_id,
-/// navigator_id, navigator_instance_id, query_id)` rows from the raw
-/// tables, the user's tool calls (of the scope's kinds) and, unless only
-/// proxy calls are counted, the user's `navigator_query` executions.
-fn raw_queries_from(scope: &Scope) -> (String, Vec<(String, String)>) {
+/// when the buckets keep them whole, `query_counts_1m` for the rest) and
+/// [`QueriesSource::UserExecutions`] (the raw `agent_executions` rows of
+/// the user, one per execution): the count is `sum(queries)` either way.
+/// `None` for [`QueriesSource::CallSets`], whose queries are counted with
+/// the calls (see [`choose_ungrouped`]).
+pub fn query_counts_from(scope: &Scope, buckets: Option<&Buckets>) -> Option<QueriesRows> {
     const NIL: &str = "toUUID('00000000-0000-0000-0000-000000000000')";
-    let (calls, mut params) = scope.tool_calls_where(TimeColumn::OccurredAt);
-    let mut branches = vec![format!(
-        "SELECT toStartOfMinute(occurred_at) AS minute, project_id, navigator_id, navigator_instance_id, query_id
-         FROM tool_calls WHERE {calls} AND query_id != {NIL}"
-    )];
-    if scope.kinds != CallKinds::Proxy {
-        let (execs, exec_params) = Conditions::tenant(scope.tenant)
-            .between(TimeColumn::OccurredAt, scope.range.start, scope.range.end)
-            .filters(&scope.filters, Table::ExecutionsRaw)
-            .into_parts();
-        for (k, v) in exec_params {
-            if !params.iter().any(|(name, _)| *name == k) {
-                params.push((k, v));
+    let columns = "tenant_id, project_id, navigator_id, navigator_instance_id, queries";
+    let (from, params) = match choose_queries(scope) {
+        QueriesSource::CallSets => return None,
+        QueriesSource::Executions => {
+            let common = Conditions::tenant(scope.tenant).filters(&scope.filters, Table::QueryCounts);
+            match split(scope.range, buckets) {
+                Some(s) => hours_and_edges(common, &s, "query_counts_1h", "query_counts_1m", columns),
+                None => {
+                    let (cond, params) = common.between(TimeColumn::Minute, scope.range.start, scope.range.end).into_parts();
+                    (format!("(SELECT minute, {columns} FROM query_counts_1m WHERE {cond})"), params)
+                }
             }
         }
-        branches.push(format!(
-            "SELECT toStartOfMinute(occurred_at) AS minute, project_id, navigator_id, navigator_instance_id, execution_id AS query_id
-             FROM agent_executions WHERE {execs} AND execution_kind = 'navigator_query' AND execution_id != {NIL}"
-        ));
-    }
-    (format!("({})", branches.join(" UNION ALL ")), params)
+        QueriesSource::UserExecutions => {
+            let (cond, params) = Conditions::tenant(scope.tenant)
+                .between(TimeColumn::OccurredAt, scope.range.start, scope.range.end)
+                .filters(&scope.filters, Table::ExecutionsRaw)
+                .into_parts();
+            (
+                format!(
+                    "(SELECT toStartOfMinute(occurred_at) AS minute, project_id, navigator_id, navigator_instance_id,
+                             toUInt64(1) AS queries
+                      FROM agent_executions
+                      WHERE {cond} AND execution_kind = 'navigator_query' AND execution_id != {NIL})"
+                ),
+                params,
+            )
+        }
+    };
+    Some(QueriesRows { from, count: "toUInt64(sum(queries))", params })
 }
 
 #[cfg(test)]
@@ -502,10 +485,20 @@ mod tests {
         let by_project = Filters { project_id: Some(uuid::Uuid::new_v4()), ..Filters::default() };
         assert!(matches!(choose(&scope(r, by_project.clone()), None, true), Source::Hourly(_)));
         assert_eq!(choose_queries(&scope(r, by_project.clone())), QueriesSource::Executions);
-        let proxy = Scope { kinds: CallKinds::Proxy, ..scope(r, by_project.clone()) };
-        assert_eq!(choose_queries(&proxy), QueriesSource::QueryMinutes);
+        let by_user = Filters { user_email: Some("u@example.com".into()), ..by_project.clone() };
+        assert_eq!(choose_queries(&scope(r, by_user.clone())), QueriesSource::UserExecutions);
         let by_server = Filters { server_instance_id: Some(uuid::Uuid::new_v4()), ..Filters::default() };
         assert_eq!(choose_queries(&scope(r, by_server.clone())), QueriesSource::CallSets);
+        assert_eq!(choose_queries(&scope(r, Filters { tool_name: Some("search".into()), ..by_user })), QueriesSource::CallSets);
+        // Proxy kinds count the queries that made proxy calls: the call
+        // sets, never the tenant-level rollups (which have none).
+        let proxy = Scope { kinds: CallKinds::Proxy, ..scope(r, by_project.clone()) };
+        assert_eq!(choose_queries(&proxy), QueriesSource::CallSets);
+        assert!(query_counts_from(&proxy, None).is_none());
+        assert_eq!(choose_ungrouped(&proxy, None, true), Source::Minute);
+        let proxy_tenant = Scope { kinds: CallKinds::Proxy, ..scope(r, Filters::default()) };
+        assert_eq!(choose_ungrouped(&proxy_tenant, None, true), Source::Minute);
+        assert!(matches!(choose_ungrouped(&proxy_tenant, None, false), Source::TenantHourly(_)));
         // A project filter reads the per-navigator rollup, a server filter
         // the dimension-keyed one.
         assert!(matches!(choose_ungrouped(&scope(r, by_project), None, true), Source::NavigatorHourly(_)));

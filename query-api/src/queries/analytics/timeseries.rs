@@ -165,37 +165,44 @@ impl GroupBy {
 /// The series name of the groups outside the top N.
 pub const OTHER: &str = "other";
 
-/// Whether `queries` is counted from `queries_1m` (a query from its
-/// `navigator_query` execution and/or its tool calls, zero-call queries
-/// included): when no server, tool or user filter applies and the groups,
-/// if any, are projects or navigator instances, which that table keeps.
-/// Otherwise distinct queries are the minute rollup's sets of queries that
-/// made matching calls (a query without calls has no tool or server).
-fn queries_from_query_minutes(scope: &Scope, metric: Metric, group: Option<GroupBy>) -> bool {
+/// Whether `queries` is counted at the queries' `navigator_query`
+/// executions (docs/api.md, "How queries are counted"): when
+/// [`rollup::choose_queries`] says so (no server or tool filter) and the
+/// groups, if any, are projects or navigator instances, which executions
+/// have. Otherwise `queries` counts the queries that made matching calls,
+/// from the minute rollup's sets (a query without calls has no tool,
+/// server or error type).
+fn queries_at_executions(scope: &Scope, metric: Metric, group: Option<GroupBy>) -> bool {
     metric == Metric::Queries
-        && matches!(rollup::choose_queries(scope), QueriesSource::QueryMinutes | QueriesSource::Executions)
+        && rollup::choose_queries(scope) != QueriesSource::CallSets
         && matches!(group, None | Some(GroupBy::Project) | Some(GroupBy::Navigator))
 }
 
 /// The value expression of `metric` on the source [`from_sql`] picks.
 fn value_sql(scope: &Scope, metric: Metric, group: Option<GroupBy>) -> &'static str {
-    if queries_from_query_minutes(scope, metric, group) {
-        "toFloat64(uniqExact(query_id))"
+    if queries_at_executions(scope, metric, group) {
+        "toFloat64(sum(queries))"
     } else {
         metric.value_sql()
     }
 }
 
 /// `(FROM source, WHERE condition, params)` of a metric: `queries` from
-/// `queries_1m` where it answers ([`queries_from_query_minutes`]), other
-/// tool-call metrics from the rollup [`rollup::choose`] picks (distinct
-/// queries from the minute rollup's sets, as groups may be tools or
-/// servers), execution metrics from `agent_executions_1m`.
-fn from_sql(scope: &Scope, metric: Metric, buckets: Option<&Buckets>, group: Option<GroupBy>) -> (String, String, Vec<(String, String)>) {
-    match metric.table() {
-        Table::ToolCalls if queries_from_query_minutes(scope, metric, group) => {
-            let (from, params) = rollup::queries_from(scope);
-            (from, "1".into(), params)
+/// the execution counts where they answer ([`queries_at_executions`]:
+/// `query_counts_1h`/`_1m`, or a user's raw `navigator_query` executions),
+/// other tool-call metrics from the rollup [`rollup::choose`] picks
+/// (distinct queries from the minute rollup's sets, as groups may be tools
+/// or servers), execution metrics from `agent_executions_1m`.
+fn from_sql(
+    scope: &Scope,
+    metric: Metric,
+    buckets: Option<&Buckets>,
+    group: Option<GroupBy>,
+) -> Result<(String, String, Vec<(String, String)>), QueryError> {
+    Ok(match metric.table() {
+        Table::ToolCalls if queries_at_executions(scope, metric, group) => {
+            let q = rollup::query_counts_from(scope, buckets).ok_or(QueryError::Unsupported("queries counted with the calls"))?;
+            (q.from, "1".into(), q.params)
         }
         Table::ToolCalls => {
             let source = if metric == Metric::Queries { rollup::finest(scope) } else { rollup::choose(scope, buckets, false) };
@@ -217,7 +224,7 @@ fn from_sql(scope: &Scope, metric: Metric, buckets: Option<&Buckets>, group: Opt
                 .into_parts();
             ("agent_executions_1m".into(), cond, params)
         }
-    }
+    })
 }
 
 /// Raw executions with the columns of `agent_executions_1m` the metrics
@@ -240,7 +247,7 @@ pub struct Point {
 pub async fn top_groups(db: &Db, scope: &Scope, metric: Metric, group: GroupBy, top: u32) -> Result<(Vec<String>, bool), QueryError> {
     let table = metric.table();
     let key = group.key_sql(table).ok_or_else(|| QueryError::Unsupported("group not available"))?;
-    let (from, cond, params) = from_sql(scope, metric, None, Some(group));
+    let (from, cond, params) = from_sql(scope, metric, None, Some(group))?;
     let rank = if metric == Metric::Queries { value_sql(scope, metric, Some(group)) } else { metric.rank_sql() };
     let sql = Sql::new(format!(
         "SELECT {key} AS g FROM {from} WHERE {cond} GROUP BY g ORDER BY {rank} DESC, g ASC LIMIT {{top_plus_one:UInt32}}"
@@ -264,7 +271,7 @@ pub async fn points(
     name: &str,
 ) -> Result<Vec<Point>, QueryError> {
     let table = metric.table();
-    let (from, cond, params) = from_sql(scope, metric, Some(buckets), group.map(|(g, _)| g));
+    let (from, cond, params) = from_sql(scope, metric, Some(buckets), group.map(|(g, _)| g))?;
     let (bucket, bparams) = index_sql(buckets, "minute");
     let mut sql = Sql::new(String::new()).bind_all(params).bind_all(bparams);
     let series = match group {

@@ -104,7 +104,10 @@ impl CallStats {
             self.errors as f64 / self.calls as f64
         }
     }
-    /// Calls / distinct queries, 0 without queries.
+    /// Calls / queries; 0 when there is no query, also when there are
+    /// calls (calls whose query sent no `navigator_query` execution are
+    /// not queries): the figure is a number in the contract's schema,
+    /// never NaN or infinite.
     pub fn calls_per_query(&self) -> f64 {
         if self.queries == 0 {
             0.0
@@ -169,7 +172,7 @@ pub async fn totals_via(db: &Db, scope: &Scope, need: Need, source: &Source) -> 
     if !need.queries || in_stats {
         return stats.await;
     }
-    let q = rollup::query_counts_from(scope, None);
+    let q = rollup::query_counts_from(scope, None).ok_or(QueryError::Unsupported("queries counted with the calls"))?;
     let sql = Sql::new(format!("SELECT {} FROM {}", q.count, q.from)).bind_all(q.params);
     let queries = db.run("tool_calls_queries", |c| async move { sql.query(&c).fetch_one::<u64>().await });
     let (mut stats, queries) = tokio::try_join!(stats, queries)?;
@@ -199,7 +202,7 @@ pub async fn series_via(db: &Db, scope: &Scope, buckets: &Buckets, need: Need, s
     let (rows, queries) = if !need.queries || in_stats {
         (rows.await?, Vec::new())
     } else {
-        let q = rollup::query_counts_from(scope, Some(buckets));
+        let q = rollup::query_counts_from(scope, Some(buckets)).ok_or(QueryError::Unsupported("queries counted with the calls"))?;
         let sql = Sql::new(format!("SELECT {bucket} AS bucket, {} AS n FROM {} GROUP BY bucket ORDER BY bucket", q.count, q.from))
             .bind_all(q.params)
             .bind_all(bparams);
@@ -279,12 +282,13 @@ pub struct GroupCount {
     pub queries: u64,
 }
 
-/// Calls and (if `with_queries`, else 0) distinct queries per value of
-/// `dim` (at most 10 000 groups), ordered by key. Per project or navigator
-/// the queries are counted at their execution (zero-call queries included,
-/// so a group may have queries and no calls); per tool or server, and under
-/// a server, tool or user filter, they are the queries that made those
-/// calls. [`rollup::choose_grouped`] picks the rollup.
+/// Calls and (if `with_queries`, else 0) queries per value of `dim` (at
+/// most 10 000 groups), ordered by key. Per project or navigator the
+/// queries are counted at their execution (zero-call queries included, so
+/// a group may have queries and no calls; a user's from the raw
+/// executions); per tool or server, and under a server or tool filter,
+/// they are the queries that made those calls ([`rollup::choose_queries`]).
+/// [`rollup::choose_grouped`] picks the rollup.
 pub async fn group_counts(db: &Db, scope: &Scope, dim: Dim, with_queries: bool) -> Result<Vec<GroupCount>, QueryError> {
     let per_query_rows = matches!(dim, Dim::ProjectId | Dim::NavigatorId) && rollup::choose_queries(scope) != QueriesSource::CallSets;
     let in_calls = with_queries && !per_query_rows;
@@ -316,7 +320,7 @@ pub async fn group_counts_via(
     if !(with_queries && per_query_rows) {
         return calls.await;
     }
-    let q = rollup::query_counts_from(scope, None);
+    let q = rollup::query_counts_from(scope, None).ok_or(QueryError::Unsupported("queries counted with the calls"))?;
     let sql = Sql::new(format!(
         "SELECT {key} AS key, toUInt64(0) AS n_calls, {} AS n_queries
          FROM {} WHERE {present} GROUP BY key HAVING n_queries > 0 ORDER BY key LIMIT 10000",

@@ -3,13 +3,16 @@
 //! with one key is answered in full (one replica, and two sharing Valkey),
 //! every window/frequency pair of the contract is served, ids a tenant
 //! has no data for answer zeros, every panel of the shipped Grafana
-//! dashboard loads with data, ids show their latest names, and queries
-//! without tool calls are counted for a user and in Grafana.
+//! dashboard loads with data, ids show their latest names, queries
+//! without tool calls are counted for a user and in Grafana, and every
+//! figure counts queries by the one rule (at their execution), on two
+//! tenants.
 
 mod buckets;
 mod bursts;
 mod grafana_dashboard;
 mod names;
+mod one_query_rule;
 mod unknown_ids;
 mod zero_call_queries;
 
@@ -30,7 +33,10 @@ pub struct Ids {
 }
 
 /// `calls` tool calls and `calls / 4` agent executions of `tenant` spread
-/// over the last 23 hours, with every dimension a dashboard groups by.
+/// over the last 23 hours, with every dimension a dashboard groups by. The
+/// executions are the `navigator_query` executions of a quarter of the
+/// queries (so those are counted as queries); the other queries show only
+/// their tool calls.
 pub fn events(tenant: Uuid, calls: usize, label: &str, now: DateTime<Utc>) -> (Ids, Vec<Value>, Vec<Value>) {
     let ids = Ids {
         projects: (0..2).map(|_| Uuid::new_v4()).collect(),
@@ -61,7 +67,7 @@ pub fn events(tenant: Uuid, calls: usize, label: &str, now: DateTime<Utc>) -> (I
         ));
         if i % 4 == 0 {
             executions.push(json!({
-                "event_id": Uuid::new_v4(), "execution_id": query,
+                "event_id": Uuid::new_v4(), "execution_id": query, "execution_kind": "navigator_query",
                 "occurred_at": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 "tenant_id": tenant, "organization_id": ids.organizations[i % 2], "user_id": users[u], "user_token_id": users[u],
                 "user_email": format!("{label}{u}@example.com"), "project_id": ids.projects[p], "navigator_instance_id": ids.navigators[n],
