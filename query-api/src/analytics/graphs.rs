@@ -127,9 +127,9 @@ pub async fn runtime_graph(
     path = "/api/v1/analytics/average-tool-calls-per-query-graph",
     extensions(("x-caylex-schema" = json!("ToolCallsPerQueryGraphResponse"))),
     tag = "Analytics",
-    summary = "Tool calls per query per bucket",
+    summary = "Tool calls per query per bucket (0 in a bucket without a query)",
     params(crate::param_docs::GraphToolId),
-    responses((status = 200, description = "Tool calls per query per bucket", body = Envelope<Graph<CallsPerQueryValue>>))
+    responses((status = 200, description = "Tool calls per query per bucket (0 in a bucket without a query)", body = Envelope<Graph<CallsPerQueryValue>>))
 )]
 pub async fn calls_per_query_graph(
     State(state): State<AnalyticsState>,
@@ -151,9 +151,9 @@ pub async fn calls_per_query_graph(
     path = "/api/v1/analytics/queries-processed-graph",
     extensions(("x-caylex-schema" = json!("ToolCallsGraphResponse"))),
     tag = "Analytics",
-    summary = "Distinct queries per bucket",
+    summary = "Queries per bucket, each counted once at its navigator_query execution",
     params(crate::param_docs::GraphToolName),
-    responses((status = 200, description = "Distinct queries per bucket", body = Envelope<Graph<CountValue>>))
+    responses((status = 200, description = "Queries per bucket, each counted once at its navigator_query execution", body = Envelope<Graph<CountValue>>))
 )]
 pub async fn queries_graph(
     State(state): State<AnalyticsState>,

@@ -121,6 +121,8 @@ pub struct AverageRuntime {
 /// `average-tool-calls-per-query`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CallsPerQuery {
+    /// `total_tool_calls / total_queries`; 0 when `total_queries` is 0
+    /// (tool calls whose query sent no execution are not queries).
     pub average_tool_calls_per_query: f64,
     pub total_queries: u64,
     pub total_tool_calls: u64,
@@ -334,7 +336,9 @@ pub struct TopNavigatorList {
     pub navigators: Vec<NavigatorCount>,
 }
 
-/// A top-N answer: by tool calls and by distinct queries.
+/// A top-N answer: by tool calls and by queries (counted at their
+/// `navigator_query` execution per project and navigator; per server, the
+/// queries that called the server).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Top<L> {
     pub tool_calls: L,
@@ -402,6 +406,8 @@ pub struct RuntimeValue {
 /// Tool calls per query per bucket.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CallsPerQueryValue {
+    /// `total_tool_calls / total_queries` of the bucket; 0 when
+    /// `total_queries` is 0.
     pub average_tool_calls_per_query: f64,
     pub total_queries: u64,
     pub total_tool_calls: u64,
@@ -546,6 +552,7 @@ pub struct UserAnalytics {
     pub user_token_id: String,
     pub total_queries: u64,
     pub total_tool_calls: u64,
+    /// `total_tool_calls / total_queries`; 0 when `total_queries` is 0.
     pub avg_tool_calls_per_query: f64,
     pub top_navigators: Vec<UserNavigator>,
     pub top_tools: Vec<UserTool>,

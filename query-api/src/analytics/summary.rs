@@ -88,9 +88,9 @@ pub async fn average_runtime(
     path = "/api/v1/analytics/average-tool-calls-per-query",
     extensions(("x-caylex-schema" = json!("ToolCallsPerQueryResponse"))),
     tag = "Analytics",
-    summary = "Average tool calls per query",
+    summary = "Average tool calls per query (0 when there is no query)",
     params(crate::param_docs::CallsPerQueryParams),
-    responses((status = 200, description = "Average tool calls per query", body = Envelope<CallsPerQuery>))
+    responses((status = 200, description = "Average tool calls per query (0 when there is no query)", body = Envelope<CallsPerQuery>))
 )]
 pub async fn calls_per_query(
     State(state): State<AnalyticsState>,
@@ -125,9 +125,9 @@ fn change_percent(current: u64, previous: u64) -> Option<f64> {
     path = "/api/v1/analytics/queries-processed",
     extensions(("x-caylex-schema" = json!("QueriesProcessedResponse"))),
     tag = "Analytics",
-    summary = "Distinct queries (+ previous period and change_percent)",
+    summary = "Queries, each counted once at its navigator_query execution (+ previous period and change_percent)",
     params(crate::param_docs::Processed),
-    responses((status = 200, description = "Distinct queries (+ previous period and change_percent)", body = Envelope<QueriesProcessed>))
+    responses((status = 200, description = "Queries, each counted once at its navigator_query execution (+ previous period and change_percent)", body = Envelope<QueriesProcessed>))
 )]
 pub async fn queries_processed(
     State(state): State<AnalyticsState>,

@@ -26,7 +26,9 @@ pub struct UserSummary {
     /// Always `null`: events carry no authentication.
     #[schema(format = DateTime)]
     pub last_authentication_at: Option<String>,
-    /// Distinct queries in the past 7 days.
+    /// Queries in the past 7 days: the user's `navigator_query`
+    /// executions (zero-call queries included; tool calls whose query sent
+    /// no execution are not queries).
     pub weekly_queries: u64,
     /// `tool` calls in the past 7 days.
     pub weekly_tool_calls: u64,
@@ -100,7 +102,8 @@ pub struct UserAuthDetails {
     pub first_seen_at: String,
     #[schema(format = DateTime)]
     pub last_seen_at: String,
-    /// Extra: distinct queries and `tool` calls in the past 7 days.
+    /// Extra: queries (`navigator_query` executions) and `tool` calls in
+    /// the past 7 days.
     pub weekly_queries: u64,
     pub weekly_tool_calls: u64,
     /// Extra: the server instances the user's tool calls reached, most
