@@ -187,18 +187,16 @@ fn value_sql(scope: &Scope, metric: Metric, group: Option<GroupBy>) -> &'static 
     }
 }
 
+/// A `FROM` source, its `WHERE` condition and the parameters they bind.
+type FromSql = (String, String, Vec<(String, String)>);
+
 /// `(FROM source, WHERE condition, params)` of a metric: `queries` from
 /// the execution counts where they answer ([`queries_at_executions`]:
 /// `query_counts_1h`/`_1m`, or a user's raw `navigator_query` executions),
 /// other tool-call metrics from the rollup [`rollup::choose`] picks
 /// (distinct queries from the minute rollup's sets, as groups may be tools
 /// or servers), execution metrics from `agent_executions_1m`.
-fn from_sql(
-    scope: &Scope,
-    metric: Metric,
-    buckets: Option<&Buckets>,
-    group: Option<GroupBy>,
-) -> Result<(String, String, Vec<(String, String)>), QueryError> {
+fn from_sql(scope: &Scope, metric: Metric, buckets: Option<&Buckets>, group: Option<GroupBy>) -> Result<FromSql, QueryError> {
     Ok(match metric.table() {
         Table::ToolCalls if queries_at_executions(scope, metric, group) => {
             let q = rollup::query_counts_from(scope, buckets).ok_or(QueryError::Unsupported("queries counted with the calls"))?;
