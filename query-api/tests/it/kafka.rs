@@ -34,6 +34,13 @@ impl Pipeline {
         Self::start_run(what, db_name, &Uuid::new_v4().simple().to_string(), None).await
     }
 
+    /// A pipeline whose worker writes batches of at most `max_batch_rows`
+    /// rows (small batches make usage arrive a few events at a time, and
+    /// repeats of an event cross batch boundaries).
+    pub async fn start_batched(what: &str, db_name: &str, max_batch_rows: usize) -> Pipeline {
+        Self::start_run(what, db_name, &Uuid::new_v4().simple().to_string(), Some(max_batch_rows)).await
+    }
+
     /// The agent-execution topic of the pipeline `start_run(what, _, run, _)`
     /// (so that API replicas started before it can be told its topic).
     pub fn executions_topic(what: &str, run: &str) -> String {
@@ -102,13 +109,21 @@ impl Pipeline {
     /// Produces every event (keyed by its `event_id`) and waits for the
     /// broker's acknowledgements.
     pub async fn produce(&self, kind: Kind, events: &[Value]) {
+        let records: Vec<(String, Vec<u8>)> =
+            events.iter().map(|e| (e["event_id"].as_str().unwrap_or_default().to_owned(), serde_json::to_vec(e).unwrap())).collect();
+        self.produce_keyed(kind, &records).await;
+    }
+
+    /// Produces `(key, payload)` records as they are (repeats, and payloads
+    /// that are not events, too), enqueued in their order (the records of
+    /// one key go to one partition), and waits for the broker's
+    /// acknowledgements.
+    pub async fn produce_keyed(&self, kind: Kind, records: &[(String, Vec<u8>)]) {
         let topic = match kind {
             Kind::ToolCall => &self.topics[0],
             Kind::AgentExecution => &self.topics[1],
         };
-        let payloads: Vec<(String, Vec<u8>)> =
-            events.iter().map(|e| (e["event_id"].as_str().unwrap_or_default().to_owned(), serde_json::to_vec(e).unwrap())).collect();
-        let sends = payloads.iter().map(|(key, payload)| {
+        let sends = records.iter().map(|(key, payload)| {
             self.producer.send(rdkafka::producer::FutureRecord::to(topic).key(key).payload(payload), Duration::from_secs(30))
         });
         for r in futures::future::join_all(sends).await {

@@ -256,7 +256,7 @@ async fn two_replicas_admit_exactly_the_budget_while_usage_arrives() {
     assert_eq!(first.len(), 10, "the budget allows exactly 10 of 100 tokens");
 
     // The executions happen while both replicas keep checking.
-    let pipeline = Pipeline::start_run("replicas", &pair.db.name, &Uuid::new_v4().simple().to_string(), Some(2)).await;
+    let pipeline = Pipeline::start_batched("replicas", &pair.db.name, 2).await;
     let checking = async {
         let mut admitted = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(90);

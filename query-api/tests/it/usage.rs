@@ -16,7 +16,8 @@ use clap::Parser;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::common::{clickhouse_url, insert, serve, TestDb};
+use crate::common::{insert, serve, TestDb};
+use crate::kafka::{Kind, Pipeline};
 
 const ADMIN_A: &str = "am_test_usage_admin_a";
 const READ_A: &str = "am_test_usage_read_a";
@@ -581,24 +582,11 @@ async fn organization_usage_aggregate_and_org_check() {
 /// flips exactly at the limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn usage_through_kafka_and_the_worker_counts_each_event_once() {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    use rdkafka::config::ClientConfig;
-    use rdkafka::producer::{FutureProducer, FutureRecord};
     use rust_decimal::Decimal;
 
     let h = Harness::start("usage_e2e", None, &[]).await;
     let (tenant, org, user) = (h.tenant_a, Uuid::new_v4(), Uuid::new_v4());
-    let brokers = std::env::var("AGENTMETER_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let run = Uuid::new_v4().simple().to_string();
-    let topic = |what: &str| format!("test.usage_e2e_{}.{what}", &run[..12]);
-    let (calls_topic, executions_topic, dead_topic) = (topic("tool-calls"), topic("agent-executions"), topic("dead-letter"));
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
-    let new_topics: Vec<NewTopic> =
-        [&calls_topic, &executions_topic, &dead_topic].iter().map(|t| NewTopic::new(t, 2, TopicReplication::Fixed(1))).collect();
-    for r in admin.create_topics(&new_topics, &AdminOptions::new()).await.unwrap() {
-        r.expect("topic created");
-    }
+    let pipe = Pipeline::start_batched("usage_e2e", &h.db_name, 100).await;
 
     // 600 executions over the last 4 minutes (inside the counters' 5-minute
     // refresh look-back; older arrivals wait for the 60 s reconcile, which
@@ -636,30 +624,7 @@ async fn usage_through_kafka_and_the_worker_counts_each_event_once() {
             stream.push((format!("garbage-{i}"), b"{\"event_id\": not json".to_vec()));
         }
     }
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).set("linger.ms", "5").create().unwrap();
-    for (key, payload) in &stream {
-        producer
-            .send(FutureRecord::to(&executions_topic).key(key).payload(payload), Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| e)
-            .expect("produced");
-    }
-
-    let mut config = agentmeter_ingest::Config::defaults();
-    config.clickhouse = agentmeter_schema::config::ClickHouseArgs::new(clickhouse_url(), &h.db_name);
-    config.kafka_brokers = brokers.clone();
-    config.kafka_group = format!("test-usage-e2e-{run}");
-    config.tool_calls_topic = calls_topic.clone();
-    config.agent_executions_topic = executions_topic.clone();
-    config.dead_letter_topic = dead_topic.clone();
-    config.kafka_session_timeout_ms = 6000;
-    config.max_batch_rows = 100;
-    config.flush_interval_ms = 200;
-    config.metrics_addr = "127.0.0.1:0".parse().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(agentmeter_ingest::consumer::run(config, agentmeter_ingest::Metrics::new(), async {
-        let _ = stopped.await;
-    }));
+    pipe.produce_keyed(Kind::AgentExecution, &stream).await;
 
     // The organization's usage over a period around the events, polled
     // until every event has arrived, then compared field by field.
@@ -703,9 +668,6 @@ async fn usage_through_kafka_and_the_worker_counts_each_event_once() {
     let (over, _) = h.check(json!({"tokens": 11, "usage_type": "tokens", "organization_id": org})).await;
     assert_eq!(over["allowed"], false, "{over}");
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap().unwrap();
-    let names = [calls_topic.as_str(), executions_topic.as_str(), dead_topic.as_str()];
-    let _ = admin.delete_topics(&names, &AdminOptions::new()).await;
+    pipe.stop().await;
     h.drop_db().await;
 }

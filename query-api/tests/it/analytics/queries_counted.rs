@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration as StdDuration, Instant};
+use std::time::Duration as StdDuration;
 
 use agentmeter_api::buckets::Buckets;
 use agentmeter_api::db::Db;
@@ -23,11 +23,11 @@ use agentmeter_api::queries::{CallKinds, Filters, Scope};
 use agentmeter_api::window::{Span, TimeRange, Unit};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use chrono_tz::Tz;
-use serde_json::json;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::App;
-use crate::common::clickhouse_url;
+use crate::kafka::{wait_rows, Kind, Pipeline};
 
 /// One event as the test knows it: the query it shows, when, and what it is.
 #[derive(Clone)]
@@ -43,8 +43,8 @@ struct Shown {
 
 struct Events {
     shown: Vec<Shown>,
-    calls: Vec<Vec<u8>>,
-    executions: Vec<Vec<u8>>,
+    calls: Vec<Value>,
+    executions: Vec<Value>,
 }
 
 fn at_ms(t: DateTime<Utc>) -> String {
@@ -53,29 +53,23 @@ fn at_ms(t: DateTime<Utc>) -> String {
 
 impl Events {
     fn execution(&mut self, tenant: Uuid, s: Shown, kind: &str) {
-        self.executions.push(
-            serde_json::to_vec(&json!({
-                "event_id": Uuid::new_v4(), "occurred_at": at_ms(s.at), "tenant_id": tenant, "execution_id": s.query,
-                "execution_kind": kind, "billable": false, "input_tokens": 1, "output_tokens": 1, "total_tokens": 2,
-                "cost_usd": "0.000001", "messages_count": 1, "status": "success", "project_id": s.project,
-                "navigator_id": s.navigator, "navigator_instance_id": s.navigator,
-            }))
-            .unwrap(),
-        );
+        self.executions.push(json!({
+            "event_id": Uuid::new_v4(), "occurred_at": at_ms(s.at), "tenant_id": tenant, "execution_id": s.query,
+            "execution_kind": kind, "billable": false, "input_tokens": 1, "output_tokens": 1, "total_tokens": 2,
+            "cost_usd": "0.000001", "messages_count": 1, "status": "success", "project_id": s.project,
+            "navigator_id": s.navigator, "navigator_instance_id": s.navigator,
+        }));
         if kind == "navigator_query" {
             self.shown.push(s);
         }
     }
     fn call(&mut self, tenant: Uuid, s: Shown) {
-        self.calls.push(
-            serde_json::to_vec(&json!({
-                "event_id": Uuid::new_v4(), "occurred_at": at_ms(s.at), "tenant_id": tenant, "query_id": s.query,
-                "call_kind": s.call_kind.unwrap(), "tool_name": "search", "latency_ms": 12.5, "success": true,
-                "project_id": s.project, "navigator_id": s.navigator, "navigator_instance_id": s.navigator,
-                "server_instance_id": s.server_instance, "server_id": s.server_instance, "server_name": "srv",
-            }))
-            .unwrap(),
-        );
+        self.calls.push(json!({
+            "event_id": Uuid::new_v4(), "occurred_at": at_ms(s.at), "tenant_id": tenant, "query_id": s.query,
+            "call_kind": s.call_kind.unwrap(), "tool_name": "search", "latency_ms": 12.5, "success": true,
+            "project_id": s.project, "navigator_id": s.navigator, "navigator_instance_id": s.navigator,
+            "server_instance_id": s.server_instance, "server_id": s.server_instance, "server_name": "srv",
+        }));
         self.shown.push(s);
     }
 }
@@ -109,11 +103,6 @@ fn expected(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn queries_are_counted_once_at_their_execution() {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
-    use rdkafka::config::ClientConfig;
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-
     let app = App::start("an_queries_once", &[]).await;
     let tenant = app.tenant_a;
     let now = Utc::now();
@@ -170,59 +159,12 @@ async fn queries_are_counted_once_at_their_execution() {
         }
     }
 
-    let brokers = std::env::var("AGENTMETER_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let run = Uuid::new_v4().simple().to_string();
-    let topic = |what: &str| format!("test.queries_once_{}.{what}", &run[..12]);
-    let (calls_topic, executions_topic, dead_topic) = (topic("tool-calls"), topic("agent-executions"), topic("dead-letter"));
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", &brokers).create().unwrap();
-    let new_topics: Vec<NewTopic> =
-        [&calls_topic, &executions_topic, &dead_topic].iter().map(|t| NewTopic::new(t, 2, TopicReplication::Fixed(1))).collect();
-    for r in admin.create_topics(&new_topics, &AdminOptions::new()).await.unwrap() {
-        r.expect("topic created");
-    }
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &brokers).set("linger.ms", "5").create().unwrap();
-    for (topic, payloads) in [(&calls_topic, &ev.calls), (&executions_topic, &ev.executions)] {
-        for (i, payload) in payloads.iter().enumerate() {
-            let key = i.to_string();
-            producer
-                .send(FutureRecord::to(topic.as_str()).key(&key).payload(payload), StdDuration::from_secs(30))
-                .await
-                .map_err(|(e, _)| e)
-                .expect("produced");
-        }
-    }
-    let mut config = agentmeter_ingest::Config::defaults();
-    config.clickhouse = agentmeter_schema::config::ClickHouseArgs::new(clickhouse_url(), &app.db_name);
-    config.kafka_brokers = brokers.clone();
-    config.kafka_group = format!("test-queries-once-{run}");
-    config.tool_calls_topic = calls_topic.clone();
-    config.agent_executions_topic = executions_topic.clone();
-    config.dead_letter_topic = dead_topic.clone();
-    config.kafka_session_timeout_ms = 6000;
-    config.max_batch_rows = 50;
-    config.flush_interval_ms = 200;
-    config.metrics_addr = "127.0.0.1:0".parse().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(agentmeter_ingest::consumer::run(config, agentmeter_ingest::Metrics::new(), async {
-        let _ = stopped.await;
-    }));
-    let want = (ev.calls.len() as u64, ev.executions.len() as u64);
-    let deadline = Instant::now() + StdDuration::from_secs(120);
-    loop {
-        let got: (u64, u64) = app
-            .db
-            .query("SELECT toUInt64(assumeNotNull((SELECT count() FROM tool_calls))), toUInt64(assumeNotNull((SELECT count() FROM agent_executions)))")
-            .fetch_one()
-            .await
-            .unwrap();
-        if got == want {
-            break;
-        }
-        assert!(Instant::now() < deadline, "ingested {got:?} of {want:?}");
-        tokio::time::sleep(StdDuration::from_millis(250)).await;
-    }
-    stop.send(()).unwrap();
-    tokio::time::timeout(StdDuration::from_secs(30), worker).await.expect("worker stops").unwrap().unwrap();
+    let pipe = Pipeline::start_batched("queries_once", &app.db_name, 50).await;
+    pipe.produce(Kind::ToolCall, &ev.calls).await;
+    pipe.produce(Kind::AgentExecution, &ev.executions).await;
+    wait_rows(&app.db, "tool_calls", ev.calls.len() as u64).await;
+    wait_rows(&app.db, "agent_executions", ev.executions.len() as u64).await;
+    pipe.stop().await;
 
     let db = Db::new(app.db.clone(), 4, StdDuration::from_secs(30), Arc::new(Metrics::new()));
     let end = now.duration_trunc(Duration::minutes(1)).unwrap() + Duration::minutes(1);
@@ -322,7 +264,5 @@ async fn queries_are_counted_once_at_their_execution() {
         assert_eq!(got, want, "{dim:?}");
     }
 
-    let names = [calls_topic.as_str(), executions_topic.as_str(), dead_topic.as_str()];
-    let _ = admin.delete_topics(&names, &AdminOptions::new()).await;
     app.drop_db().await;
 }
