@@ -181,6 +181,19 @@ pub struct LimitInput {
     pub organization_id: Option<String>,
     #[schema(value_type = Option<uuid::Uuid>)]
     pub user_id: Option<String>,
+    /// What the limit counts, over which period, up to what: the fields a
+    /// plan template has too.
+    #[serde(flatten)]
+    pub template: TemplateInput,
+    /// The version the write expects (0: must not exist yet); `If-Match` wins.
+    pub expected_version: Option<u64>,
+}
+
+/// One template in a plan's body, as received (the fields of a limit
+/// without `subject`, `organization_id` and `user_id`); a limit's body
+/// holds the same fields ([`LimitInput::template`]).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+pub struct TemplateInput {
     #[schema(value_type = String, required = true, pattern = "^(tokens|input_tokens|output_tokens|messages|cost_usd|executions|tool_calls)$")]
     pub metric: Option<String>,
     /// Calendar periods take `time_zone` (default UTC) and `anchor_day`
@@ -199,8 +212,6 @@ pub struct LimitInput {
     /// Fraction 0–1 of `max_value` at which `soft_limit_reached` turns true.
     #[schema(minimum = 0.0, maximum = 1.0)]
     pub soft_threshold: Option<f64>,
-    /// The version the write expects (0: must not exist yet); `If-Match` wins.
-    pub expected_version: Option<u64>,
 }
 
 fn parse_id(field: &'static str, v: &Option<String>, issues: &mut Vec<Issue>) -> Option<Uuid> {
@@ -271,7 +282,7 @@ impl LimitInput {
                 None
             }
         };
-        let metric = match self.metric.as_deref() {
+        let metric = match self.template.metric.as_deref() {
             None => {
                 issues.push(issue("metric", "missing", "Field required"));
                 None
@@ -295,8 +306,8 @@ impl LimitInput {
                 "tool_calls can be limited per organization or tenant only: tool-call events carry no user",
             ));
         }
-        let period = self.period(&mut issues);
-        let max_units = match (&self.max_value, metric) {
+        let period = self.template.period(&mut issues);
+        let max_units = match (&self.template.max_value, metric) {
             (None, _) => {
                 issues.push(issue("max_value", "missing", "Field required"));
                 None
@@ -324,7 +335,7 @@ impl LimitInput {
                 },
             },
         };
-        if let Some(t) = self.soft_threshold {
+        if let Some(t) = self.template.soft_threshold {
             if !(t.is_finite() && (0.0..=1.0).contains(&t)) {
                 issues.push(issue("soft_threshold", "value_error", "Input should be a fraction between 0 and 1"));
             }
@@ -338,7 +349,7 @@ impl LimitInput {
                 metric,
                 period,
                 max_units,
-                soft_threshold: self.soft_threshold,
+                soft_threshold: self.template.soft_threshold,
                 updated_at: Utc::now(),
                 updated_by: updated_by.to_owned(),
                 plan_id: None,
@@ -346,7 +357,10 @@ impl LimitInput {
             _ => Err(issues),
         }
     }
+}
 
+impl TemplateInput {
+    /// The period the fields describe; each problem goes to `issues`.
     fn period(&self, issues: &mut Vec<Issue>) -> Option<PeriodSpec> {
         let kind = match self.period.as_deref() {
             None => {
@@ -665,6 +679,22 @@ mod tests {
         let l = i.validate(t, Uuid::new_v4(), "k").unwrap();
         assert_eq!(LimitRow::from_limit(&l, false).max_value, 1_000_000_000);
         assert_eq!(LimitRow::from_limit(&l, false).to_limit().unwrap().max_units, 1000);
+    }
+
+    /// The template fields sit in a limit's body as they sit in a plan's
+    /// template (flattened): read alike, and a field of the wrong type is
+    /// refused as it would be at the top level.
+    #[test]
+    fn a_limit_body_holds_the_template_fields() {
+        let body = serde_json::json!({"subject":"tenant","metric":"tokens","period":"week","time_zone":"Asia/Tokyo",
+            "anchor_day":3,"max_value":"12.5","soft_threshold":0.5,"expected_version":2});
+        let limit = input(body.clone());
+        let template: TemplateInput = serde_json::from_value(body).unwrap();
+        assert_eq!(format!("{:?}", limit.template), format!("{template:?}"));
+        assert_eq!((limit.subject.as_deref(), limit.expected_version), (Some("tenant"), Some(2)));
+        for bad in [serde_json::json!({"anchor_day": "3"}), serde_json::json!({"soft_threshold": "x"}), serde_json::json!({"metric": 1})] {
+            assert!(serde_json::from_value::<LimitInput>(bad.clone()).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::json::Amount;
-use super::limits::{json_decimal, period_fields, Limit, LimitInput, Metric, Subject};
+use super::limits::{json_decimal, period_fields, Limit, LimitInput, Metric, Subject, TemplateInput};
 use super::period::PeriodSpec;
 use crate::error::FieldError;
 use crate::queries::plans::PlanRow;
@@ -163,30 +163,6 @@ impl Plan {
     }
 }
 
-/// One template in a plan's body, as received (the fields of a limit
-/// without `subject`, `organization_id` and `user_id`).
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-pub struct TemplateInput {
-    #[schema(value_type = String, required = true, pattern = "^(tokens|input_tokens|output_tokens|messages|cost_usd|executions|tool_calls)$")]
-    pub metric: Option<String>,
-    /// Calendar periods take `time_zone` (default UTC) and `anchor_day`
-    /// (week: 1–7 from Monday, month: 1–28); `rolling_hours` takes
-    /// `rolling_hours`.
-    #[schema(value_type = String, required = true, pattern = "^(day|week|month|rolling_hours)$")]
-    pub period: Option<String>,
-    /// An IANA time zone name.
-    pub time_zone: Option<String>,
-    pub anchor_day: Option<i64>,
-    #[schema(minimum = 1, maximum = 744)]
-    pub rolling_hours: Option<i64>,
-    /// A number or a decimal string, 0 ≤ value < 10^18; dollars for `cost_usd`.
-    #[schema(schema_with = crate::usage::json::max_value_schema, required = true)]
-    pub max_value: Option<serde_json::Value>,
-    /// Fraction 0–1 of `max_value` at which `soft_limit_reached` turns true.
-    #[schema(minimum = 0.0, maximum = 1.0)]
-    pub soft_threshold: Option<f64>,
-}
-
 /// Any organization id: templates are validated as organization limits.
 const PLACEHOLDER_ORG: Uuid = Uuid::from_u128(1);
 
@@ -196,15 +172,8 @@ impl TemplateInput {
         let as_limit = LimitInput {
             subject: Some("organization".into()),
             organization_id: Some(PLACEHOLDER_ORG.to_string()),
-            user_id: None,
-            metric: self.metric.clone(),
-            period: self.period.clone(),
-            time_zone: self.time_zone.clone(),
-            anchor_day: self.anchor_day,
-            rolling_hours: self.rolling_hours,
-            max_value: self.max_value.clone(),
-            soft_threshold: self.soft_threshold,
-            expected_version: None,
+            template: self.clone(),
+            ..LimitInput::default()
         };
         let l = as_limit.validate(Uuid::nil(), Uuid::nil(), "")?;
         Ok(Template { metric: l.metric, period: l.period, max_units: l.max_units, soft_threshold: l.soft_threshold })
