@@ -13,76 +13,20 @@
 //! traces, cost) are checked in query-api's `otlp` test.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use agentmeter_ingest::otlp::ids::{id_for, span_uuid};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message as _};
+use agentmeter_ingest::otlp::ids::id_for;
 use rdkafka::producer::FutureRecord;
-use rdkafka::ClientConfig;
 use rust_decimal::Decimal;
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::support::*;
 
-const PRICES: &str = r#"
-[[price]]
-model = "gpt-4o"
-effective_from = "2024-01-01"
-input_usd_per_token = "0.0000025"
-output_usd_per_token = "0.00001"
-"#;
-
-#[derive(Deserialize)]
-struct Generated {
-    base_ms: i64,
-    spans: HashMap<String, SpanIds>,
-    messages: Vec<GeneratedMessage>,
-}
-
-#[derive(Deserialize)]
-struct SpanIds {
-    trace_id: String,
-    span_id: String,
-}
-
-#[derive(Deserialize)]
-struct GeneratedMessage {
-    label: String,
-    payload_hex: String,
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-}
-
-impl Generated {
-    /// The UUID the worker derives for a span (event id, execution id).
-    fn id(&self, label: &str) -> Uuid {
-        let s = &self.spans[label];
-        span_uuid(&unhex(&s.trace_id), &unhex(&s.span_id))
-    }
-}
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-/// Runs the SDK script with the stack's venv python.
-fn generate(tenant: Uuid, other: Uuid, org: Uuid, project: Uuid, conversation: Uuid) -> Generated {
-    let root = repo_root();
-    let python = root.join(".stack/venv/bin/python");
-    let out = std::process::Command::new(&python)
-        .arg(root.join("ingest/tests/otlp/make_spans.py"))
-        .args([tenant, other, org, project, conversation].map(|u| u.to_string()))
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e} (./dev/test installs dev/requirements-otlp-test.txt)", python.display()));
-    assert!(out.status.success(), "make_spans.py failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("make_spans.py prints JSON")
-}
+#[path = "../otlp/generated.rs"]
+mod generated;
+use generated::{unhex, Generated, PRICES};
 
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, Deserialize)]
 struct CallRow {
@@ -135,30 +79,6 @@ struct ExecRow {
     status: String,
 }
 
-/// Reads the dead-letter topic until `count` letters arrived (or the deadline).
-async fn dead_letters(f: &Fixture, count: usize, within: Duration) -> Vec<(HashMap<String, String>, Vec<u8>)> {
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", format!("{}-dlq-reader", f.group))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&f.dead_letter_topic]).unwrap();
-    let deadline = Instant::now() + within;
-    let mut out = Vec::new();
-    while out.len() < count && Instant::now() < deadline {
-        let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await else { continue };
-        let headers = m
-            .headers()
-            .map(|h| h.iter().map(|h| (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())).collect())
-            .unwrap_or_default();
-        out.push((headers, m.payload().unwrap_or_default().to_vec()));
-    }
-    out
-}
-
 /// Executions with an unknown cost: `(raw rows, sum of the rollup's count)`.
 async fn unpriced(f: &Fixture) -> (u64, u64) {
     f.ch.client()
@@ -175,13 +95,13 @@ async fn unpriced(f: &Fixture) -> (u64, u64) {
 async fn genai_spans_from_the_sdk_become_rows_rollups_and_dead_letters() {
     let f = Fixture::new("otlp", 2).await;
     let (tenant, other, org, project, conversation) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-    let g = generate(tenant, other, org, project, conversation);
+    let g = Generated::run(tenant, other, org, project, conversation);
 
     // One partition, in order: the re-export (c) comes after the original (a).
     let producer = producer();
     let mut offsets = HashMap::new();
     for m in &g.messages {
-        let payload = unhex(&m.payload_hex);
+        let payload = m.payload();
         let delivery = producer
             .send(FutureRecord::<[u8], [u8]>::to(&f.otlp_spans_topic).partition(0).payload(&payload), Duration::from_secs(10))
             .await
@@ -209,7 +129,7 @@ async fn genai_spans_from_the_sdk_become_rows_rollups_and_dead_letters() {
         messages: 4,
     };
     wait_for_rows(&f.ch, &expected, Duration::from_secs(120)).await;
-    let letters = dead_letters(&f, 3, Duration::from_secs(60)).await;
+    let letters = read_dead_letters_until(&f, Duration::from_secs(60), |l| l.len() >= 3).await;
     // Give stray rows (a double count) time to show up before the final count.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.send(()).unwrap();
@@ -330,18 +250,17 @@ async fn genai_spans_from_the_sdk_become_rows_rollups_and_dead_letters() {
     assert_eq!(letters.len(), 3, "three dead letters: {letters:?}");
     let header = |h: &HashMap<String, String>, k: &str| h.get(k).cloned().unwrap_or_default();
     let (broken_offset, broken_payload) = &offsets["broken"];
-    let broken = letters.iter().find(|(h, _)| header(h, "agentmeter-reason") == "undecodable").expect("undecodable letter");
-    assert_eq!(&broken.1, broken_payload);
-    assert_eq!(header(&broken.0, "agentmeter-source-topic"), f.otlp_spans_topic);
-    assert_eq!(header(&broken.0, "agentmeter-source-offset"), broken_offset.to_string());
+    let broken = letters.iter().find(|d| d.reason == "undecodable").expect("undecodable letter");
+    assert_eq!(&broken.payload, broken_payload);
+    assert_eq!((broken.source.topic.as_str(), broken.source.offset), (f.otlp_spans_topic.as_str(), *broken_offset));
     for (reason, field, label) in [("missing_field", "tenant_id", "no_tenant"), ("invalid_value", "latency_ms", "backwards")] {
-        let (h, payload) =
-            letters.iter().find(|(h, _)| header(h, "agentmeter-reason") == reason).unwrap_or_else(|| panic!("{reason} letter"));
+        let DeadLetter { headers: h, payload, source, .. } =
+            letters.iter().find(|d| d.reason == reason).unwrap_or_else(|| panic!("{reason} letter"));
         let ids = &g.spans[label];
         assert_eq!(header(h, "agentmeter-field"), field);
         let error = header(h, "agentmeter-error");
         assert!(error.contains(&ids.trace_id) && error.contains(&ids.span_id), "{reason}: ids in `{error}`");
-        assert_eq!(header(h, "agentmeter-source-offset"), offsets["b"].0.to_string());
+        assert_eq!(source.offset, offsets["b"].0);
         // The payload is a request (in the source's encoding, JSON here) with just that span.
         let request = agentmeter_ingest::otlp::decode::decode(payload, agentmeter_ingest::otlp::Encoding::OtlpJson).unwrap();
         let spans: Vec<_> = request.resource_spans.iter().flat_map(|r| &r.scope_spans).flat_map(|s| &s.spans).collect();
@@ -383,8 +302,7 @@ async fn a_re_export_on_another_partition_read_by_a_second_worker_counts_once() 
     const PARTITIONS: i32 = 2;
     let f = Fixture::new("otlp_two", PARTITIONS).await;
     let (tenant, other, org, project, conversation) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-    let g = generate(tenant, other, org, project, conversation);
-    let payload = |label: &str| unhex(&g.messages.iter().find(|m| m.label == label).unwrap().payload_hex);
+    let g = Generated::run(tenant, other, org, project, conversation);
 
     let mut config = f.config();
     // One partition of each topic per worker: the two OTLP messages below
@@ -397,7 +315,7 @@ async fn a_re_export_on_another_partition_read_by_a_second_worker_counts_once() 
     // Message a (trace one and an unpriced standalone completion) on
     // partition 0, its re-export c (trace one) on partition 1, at once.
     let producer = producer();
-    let (a, c) = (payload("a"), payload("c"));
+    let (a, c) = (g.payload("a"), g.payload("c"));
     let sends = [(0, &a), (1, &c)].map(|(partition, p)| {
         producer
             .send(FutureRecord::<[u8], [u8]>::to(&f.otlp_spans_topic).partition(partition).payload(p.as_slice()), Duration::from_secs(10))

@@ -314,11 +314,19 @@ pub struct DeadLetter {
     pub reason: String,
     pub source: Position,
     pub payload: Vec<u8>,
+    /// Every header (`agentmeter-field`, `agentmeter-error`, ...).
+    pub headers: HashMap<String, String>,
 }
 
 /// Reads the dead-letter topic until every position in `expected` has been
 /// seen (or the deadline passes).
 pub async fn read_dead_letters(f: &Fixture, expected: &HashSet<Position>, within: Duration) -> Vec<DeadLetter> {
+    read_dead_letters_until(f, within, |letters| expected.iter().all(|p| letters.iter().any(|d| &d.source == p))).await
+}
+
+/// Reads the dead-letter topic until `done` says the letters read are
+/// enough (or the deadline passes).
+pub async fn read_dead_letters_until(f: &Fixture, within: Duration, done: impl Fn(&[DeadLetter]) -> bool) -> Vec<DeadLetter> {
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &f.brokers)
         .set("group.id", format!("{}-dlq-reader", f.group))
@@ -330,8 +338,7 @@ pub async fn read_dead_letters(f: &Fixture, expected: &HashSet<Position>, within
     consumer.subscribe(&[&f.dead_letter_topic]).unwrap();
     let deadline = Instant::now() + within;
     let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    while !expected.is_subset(&seen) && Instant::now() < deadline {
+    while !done(&out) && Instant::now() < deadline {
         let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await else { continue };
         let mut h = HashMap::new();
         if let Some(headers) = m.headers() {
@@ -344,11 +351,11 @@ pub async fn read_dead_letters(f: &Fixture, expected: &HashSet<Position>, within
             partition: h.get("agentmeter-source-partition").and_then(|v| v.parse().ok()).unwrap_or(-1),
             offset: h.get("agentmeter-source-offset").and_then(|v| v.parse().ok()).unwrap_or(-1),
         };
-        seen.insert(source.clone());
         out.push(DeadLetter {
             reason: h.get("agentmeter-reason").cloned().unwrap_or_default(),
             source,
             payload: m.payload().unwrap_or_default().to_vec(),
+            headers: h,
         });
     }
     out

@@ -10,11 +10,6 @@
 //! and dead letters of the same messages are checked field by field in
 //! ingest's `otlp` test.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-
-use agentmeter_ingest::otlp::ids::span_uuid;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -22,61 +17,10 @@ use crate::analytics::schema::assert_valid;
 use crate::analytics::{App, KEY_A, KEY_B};
 use crate::kafka::{wait_rows, Pipeline};
 
-const PRICES: &str = r#"
-[[price]]
-model = "gpt-4o"
-effective_from = "2024-01-01"
-input_usd_per_token = "0.0000025"
-output_usd_per_token = "0.00001"
-"#;
-
-#[derive(Deserialize)]
-struct Generated {
-    base_ms: i64,
-    spans: HashMap<String, SpanIds>,
-    messages: Vec<GeneratedMessage>,
-}
-
-#[derive(Deserialize)]
-struct SpanIds {
-    trace_id: String,
-    span_id: String,
-}
-
-#[derive(Deserialize)]
-struct GeneratedMessage {
-    payload_hex: String,
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-}
-
-impl Generated {
-    /// The id the worker derives for a span (event id, execution id, and
-    /// the query id of the tool calls under an agent span).
-    fn id(&self, label: &str) -> Uuid {
-        let s = &self.spans[label];
-        span_uuid(&unhex(&s.trace_id), &unhex(&s.span_id))
-    }
-
-    fn at(&self, offset_ms: i64) -> String {
-        chrono::DateTime::from_timestamp_millis(self.base_ms + offset_ms).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-    }
-}
-
-/// Runs the SDK script with the stack's venv python (as ingest's test does).
-fn generate(tenant: Uuid, other: Uuid, org: Uuid, project: Uuid, conversation: Uuid) -> Generated {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
-    let python = root.join(".stack/venv/bin/python");
-    let out = std::process::Command::new(&python)
-        .arg(root.join("ingest/tests/otlp/make_spans.py"))
-        .args([tenant, other, org, project, conversation].map(|u| u.to_string()))
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e} (./dev/test installs dev/requirements-otlp-test.txt)", python.display()));
-    assert!(out.status.success(), "make_spans.py failed: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).expect("make_spans.py prints JSON")
-}
+/// The SDK's messages, read as ingest's OTLP test reads them.
+#[path = "../../../ingest/tests/otlp/generated.rs"]
+mod generated;
+use generated::{Generated, PRICES};
 
 /// Seconds and ratios are answered rounded to 6 places.
 fn close(v: &Value, want: f64, what: &str) {
@@ -133,8 +77,8 @@ async fn otlp_spans_answer_analytics_traces_and_costs() {
     let pipe = Pipeline::start_otlp("otlp", &app.db_name, Some(PRICES)).await;
     let tenant = app.tenant_a;
     let (other, org, project, conversation) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-    let g = generate(tenant, other, org, project, conversation);
-    let payloads: Vec<Vec<u8>> = g.messages.iter().map(|m| unhex(&m.payload_hex)).collect();
+    let g = Generated::run(tenant, other, org, project, conversation);
+    let payloads: Vec<Vec<u8>> = g.messages.iter().map(|m| m.payload()).collect();
     pipe.produce_otlp(&payloads).await;
 
     // 6 tool calls and 4 executions, each once (the re-export adds nothing).
