@@ -274,23 +274,12 @@ impl From<SortOrder> for queries::Order {
     }
 }
 
-/// Filters of the analytics endpoints (SEED_SPEC §1.2 table).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Filters {
-    pub project_id: Option<Uuid>,
-    pub navigator_instance_id: Option<Uuid>,
-    pub server_instance_id: Option<Uuid>,
-    /// `server_id` (the key of `top-servers`): an extension of the Caylex
-    /// filters, accepted wherever `server_instance_id` is.
-    pub server_id: Option<Uuid>,
-    pub tool_id: Option<Uuid>,
-    pub tool_name: Option<String>,
-    /// End user (`user_token_id`); only the raw table has it, never echoed.
-    pub user_token_id: Option<Uuid>,
-    /// End user by e-mail (`user_email`, the key of `/analytics/users`):
-    /// an extension of the Caylex filters, answered from the raw tables.
-    pub user_email: Option<String>,
-}
+/// Filters of the analytics endpoints (SEED_SPEC §1.2 table): the query
+/// layer's own (it knows nothing of parameters; [`Checker::filters`] reads
+/// them from the parameters, [`Filters::echo`] names them back). `server_id`
+/// and `user_email` extend the Caylex filters; `user_token_id` (the end
+/// user) is never a parameter nor echoed.
+pub use crate::queries::Filters;
 
 /// Which filters an endpoint accepts.
 #[derive(Debug, Clone, Copy)]
@@ -358,22 +347,6 @@ pub struct Resolved {
     pub window: Span,
     pub tz: Tz,
     pub range: TimeRange,
-}
-
-/// The query layer's plain filters (it knows nothing of parameters).
-impl From<&Filters> for queries::Filters {
-    fn from(f: &Filters) -> Self {
-        Self {
-            project_id: f.project_id,
-            navigator_instance_id: f.navigator_instance_id,
-            server_instance_id: f.server_instance_id,
-            server_id: f.server_id,
-            tool_id: f.tool_id,
-            tool_name: f.tool_name.clone(),
-            user_token_id: f.user_token_id,
-            user_email: f.user_email.clone(),
-        }
-    }
 }
 
 impl Filters {

@@ -125,7 +125,6 @@ pub async fn timeseries(State(state): State<AnalyticsState>, caller: Caller, Par
     };
     let buckets =
         Buckets::plan(res.range, step, res.tz, state.max_buckets).map_err(|m| ApiError::invalid([FieldError::query("step", m)]))?;
-    let filters = crate::queries::Filters::from(&filters);
     let scope = Scope {
         tenant: caller.tenant_id,
         range: TimeRange { start: buckets.first_start(), end: res.range.end },

@@ -112,7 +112,7 @@ impl Base {
     }
 
     pub fn scope(&self, caller: &Caller, kinds: CallKinds) -> Scope {
-        Scope { tenant: caller.tenant_id, range: self.res.range, filters: (&self.filters).into(), kinds }
+        Scope { tenant: caller.tenant_id, range: self.res.range, filters: self.filters.clone(), kinds }
     }
 
     /// The `filters` echo.
