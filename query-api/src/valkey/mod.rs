@@ -18,6 +18,7 @@
 
 pub mod epoch;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,10 +104,13 @@ impl Valkey {
     /// Runs a script invocation with the call deadline and records the outcome.
     pub async fn eval<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, ValkeyError> {
         let mut conn = self.conn.clone();
-        let result = match tokio::time::timeout(CALL_TIMEOUT, inv.invoke_async::<T>(&mut conn)).await {
-            Err(_) => Err(ValkeyError::Timeout(CALL_TIMEOUT)),
-            Ok(r) => r.map_err(ValkeyError::from),
-        };
+        self.recorded(inv.invoke_async::<T>(&mut conn)).await
+    }
+
+    /// Awaits one call with the deadline and records the outcome (an error
+    /// answer of the server says it is reachable, so it changes nothing).
+    async fn recorded<T>(&self, call: impl Future<Output = redis::RedisResult<T>>) -> Result<T, ValkeyError> {
+        let result = within_deadline(call).await;
         match &result {
             Ok(_) => self.mark(true),
             Err(ValkeyError::Redis(e)) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {}
@@ -146,26 +150,22 @@ impl Valkey {
     /// Runs one plain command with the call deadline and records the outcome.
     pub async fn command<T: FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, ValkeyError> {
         let mut conn = self.conn.clone();
-        let result = match tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<T>(&mut conn)).await {
-            Err(_) => Err(ValkeyError::Timeout(CALL_TIMEOUT)),
-            Ok(r) => r.map_err(ValkeyError::from),
-        };
-        match &result {
-            Ok(_) => self.mark(true),
-            Err(ValkeyError::Redis(e)) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {}
-            Err(_) => self.mark(false),
-        }
-        result
+        self.recorded(cmd.query_async::<T>(&mut conn)).await
     }
 
     /// Removes `member` from the sorted set `key` (a lease ending).
     pub async fn zrem(&self, key: &str, member: &str) -> Result<(), ValkeyError> {
         let mut conn = self.conn.clone();
         let cmd = redis::cmd("ZREM").arg(key).arg(member).clone();
-        match tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<i64>(&mut conn)).await {
-            Err(_) => Err(ValkeyError::Timeout(CALL_TIMEOUT)),
-            Ok(r) => r.map(|_| ()).map_err(ValkeyError::from),
-        }
+        within_deadline(cmd.query_async::<i64>(&mut conn)).await.map(|_| ())
+    }
+}
+
+/// Awaits one call for at most [`CALL_TIMEOUT`].
+async fn within_deadline<T>(call: impl Future<Output = redis::RedisResult<T>>) -> Result<T, ValkeyError> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Err(_) => Err(ValkeyError::Timeout(CALL_TIMEOUT)),
+        Ok(r) => r.map_err(ValkeyError::from),
     }
 }
 
