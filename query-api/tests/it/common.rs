@@ -1,7 +1,8 @@
 //! What every integration test of the API needs, in one place: the local
 //! ClickHouse, a fresh migrated database per test, the API served on an
-//! ephemeral port, and rows written into a raw table.
+//! ephemeral port, API keys, and rows written into a raw table.
 
+use agentmeter_api::auth::{hash_key, KeyEntry, KeyStore, Role};
 use agentmeter_api::AppState;
 use agentmeter_schema::config::ClickHouseArgs;
 use uuid::Uuid;
@@ -33,6 +34,22 @@ impl TestDb {
     pub async fn drop(&self) {
         self.server.query(&format!("DROP DATABASE IF EXISTS `{}`", self.name)).execute().await.unwrap();
     }
+}
+
+/// The API keys of a test, `(name, tenant, role, key)` each (none asks for
+/// an end-user token).
+pub fn key_store(keys: &[(&str, Uuid, Role, &str)]) -> KeyStore {
+    let entries = keys
+        .iter()
+        .map(|&(name, tenant_id, role, key)| KeyEntry {
+            name: name.into(),
+            tenant_id,
+            role,
+            sha256: hash_key(key),
+            requires_user_token: false,
+        })
+        .collect();
+    KeyStore::from_entries(entries).unwrap()
 }
 
 /// Serves the API on 127.0.0.1:0 until the returned sender is sent to or

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentmeter_api::auth::{hash_key, KeyEntry, KeyStore, Role};
+use agentmeter_api::auth::Role;
 use agentmeter_api::{AppState, Args};
 use clap::Parser;
 use serde_json::{json, Value};
@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::common::{clickhouse_url, serve, TestDb};
+use crate::common::{clickhouse_url, key_store, serve, TestDb};
 use crate::kafka::{Kind, Pipeline};
 
 const ADMIN: &str = "am_test_replicas_admin";
@@ -98,14 +98,7 @@ impl Pair {
         let prefix = format!("test_{what}_{}", &Uuid::new_v4().simple().to_string()[..12]);
         let mut replicas = Vec::new();
         for i in 0..2 {
-            let keys = KeyStore::from_entries(vec![KeyEntry {
-                name: "admin".into(),
-                tenant_id: tenant,
-                role: Role::Admin,
-                sha256: hash_key(ADMIN),
-                requires_user_token: false,
-            }])
-            .unwrap();
+            let keys = key_store(&[("admin", tenant, Role::Admin, ADMIN)]);
             let url = clickhouse_url();
             let mut argv = vec![
                 "agentmeter-api",
@@ -207,6 +200,27 @@ pub(crate) async fn put_limit(pair: &Pair, r: usize, id: Uuid, body: Value) {
     assert!(s == 200 || s == 201, "{s} {v}");
 }
 
+/// Puts a daily limit of 1,000 tokens on `user` through replica 0 and waits
+/// until replica 1 enforces it, within one refresh (5 s at most; see
+/// `a_limit_written_on_one_replica_is_enforced_by_the_other_within_a_second`).
+/// Returns a 1-token check of that user.
+async fn put_user_token_limit(pair: &Pair, org: Uuid, user: Uuid) -> Value {
+    put_limit(
+        pair,
+        0,
+        Uuid::new_v4(),
+        json!({"subject": "user", "organization_id": org, "user_id": user, "metric": "tokens", "period": "day", "max_value": 1000}),
+    )
+    .await;
+    let probe = json!({"tokens": 1, "usage_type": "tokens", "organization_id": org, "user_id": user});
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pair.check(1, probe.clone()).await.1["max_limit"] != 1000 {
+        assert!(Instant::now() < deadline, "replica 1 never saw the limit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    probe
+}
+
 /// Produces one billable agent execution of `tokens` through `pipeline`.
 async fn produce_execution(pipeline: &Pipeline, tenant: Uuid, org: Uuid, user: Uuid, execution_id: Uuid, tokens: u64) {
     let event = json!({
@@ -237,20 +251,7 @@ async fn two_replicas_admit_exactly_the_budget_while_usage_arrives() {
     )
     .await;
     let (org, user) = (Uuid::new_v4(), Uuid::new_v4());
-    put_limit(
-        &pair,
-        0,
-        Uuid::new_v4(),
-        json!({"subject": "user", "organization_id": org, "user_id": user, "metric": "tokens", "period": "day", "max_value": 1000}),
-    )
-    .await;
-    // The other replica enforces it within one refresh (see the next test).
-    let probe = json!({"tokens": 1, "usage_type": "tokens", "organization_id": org, "user_id": user});
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while pair.check(1, probe.clone()).await.1["max_limit"] != 1000 {
-        assert!(Instant::now() < deadline, "replica 1 never saw the limit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let probe = put_user_token_limit(&pair, org, user).await;
 
     let first = reserve_round(&pair, org, user, 40, 100).await;
     assert_eq!(first.len(), 10, "the budget allows exactly 10 of 100 tokens");
@@ -384,19 +385,7 @@ async fn valkey_cut_restored_and_wiped_never_over_admits() {
     let url = format!("redis://{}", proxy.addr);
     let pair = Pair::start("replicas_outage", &url, &["--usage-reservation-ttl-ms", "6000"]).await;
     let (org, user) = (Uuid::new_v4(), Uuid::new_v4());
-    put_limit(
-        &pair,
-        0,
-        Uuid::new_v4(),
-        json!({"subject": "user", "organization_id": org, "user_id": user, "metric": "tokens", "period": "day", "max_value": 1000}),
-    )
-    .await;
-    let probe = json!({"tokens": 1, "usage_type": "tokens", "organization_id": org, "user_id": user});
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while pair.check(1, probe.clone()).await.1["max_limit"] != 1000 {
-        assert!(Instant::now() < deadline, "replica 1 never saw the limit");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let probe = put_user_token_limit(&pair, org, user).await;
     let before = reserve_round(&pair, org, user, 3, 100).await;
     assert_eq!(before.len(), 3);
 

@@ -50,18 +50,7 @@ fn target_dir() -> PathBuf {
 fn run_chromium(url: &str, extra: &[String]) {
     let profile = std::env::temp_dir().join(format!("agentmeter-ui-chromium-{}", Uuid::new_v4().simple()));
     let mut cmd = std::process::Command::new(chromium());
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        "--virtual-time-budget=15000",
-    ]);
+    cmd.args(cdp::HEADLESS).arg("--virtual-time-budget=15000");
     cmd.arg(format!("--user-data-dir={}", profile.display()));
     cmd.args(extra);
     cmd.arg(url);

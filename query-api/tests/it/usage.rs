@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentmeter_api::auth::{hash_key, KeyEntry, KeyStore, Role};
+use agentmeter_api::auth::Role;
 use agentmeter_api::usage::refresh::load_now;
 use agentmeter_api::{AppState, Args};
 use agentmeter_schema::rows::AgentExecutionRow;
@@ -16,7 +16,7 @@ use clap::Parser;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::common::{insert, serve, TestDb};
+use crate::common::{insert, key_store, serve, TestDb};
 use crate::kafka::{Kind, Pipeline};
 
 const ADMIN_A: &str = "am_test_usage_admin_a";
@@ -41,19 +41,11 @@ impl Harness {
         let test_db = TestDb::fresh(what).await;
         let (url, db_name) = (test_db.url.clone(), test_db.name.clone());
         let (tenant_a, tenant_b) = (Uuid::new_v4(), Uuid::new_v4());
-        let entry = |name: &str, tenant_id, role, key: &str| KeyEntry {
-            name: name.into(),
-            tenant_id,
-            role,
-            sha256: hash_key(key),
-            requires_user_token: false,
-        };
-        let keys = KeyStore::from_entries(vec![
-            entry("admin-a", tenant_a, Role::Admin, ADMIN_A),
-            entry("read-a", tenant_a, Role::Read, READ_A),
-            entry("admin-b", tenant_b, Role::Admin, ADMIN_B),
-        ])
-        .unwrap();
+        let keys = key_store(&[
+            ("admin-a", tenant_a, Role::Admin, ADMIN_A),
+            ("read-a", tenant_a, Role::Read, READ_A),
+            ("admin-b", tenant_b, Role::Admin, ADMIN_B),
+        ]);
         let mut argv = vec!["agentmeter-api", "--clickhouse-url", &url, "--clickhouse-database", &db_name];
         argv.extend_from_slice(extra);
         let args = Args::parse_from(argv);

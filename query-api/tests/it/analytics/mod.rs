@@ -17,14 +17,14 @@ mod validation;
 
 use std::sync::Arc;
 
-use agentmeter_api::auth::{hash_key, KeyEntry, KeyStore, Role};
+use agentmeter_api::auth::Role;
 use agentmeter_api::{AppState, Args};
 use agentmeter_schema::rows::{AgentExecutionRow, ToolCallRow};
 use clap::Parser;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::common::{insert, serve, TestDb};
+use crate::common::{insert, key_store, serve, TestDb};
 
 pub const KEY_A: &str = "am_test_analytics_a";
 pub const KEY_B: &str = "am_test_analytics_b";
@@ -56,19 +56,11 @@ impl App {
         let url = clickhouse_url.map_or_else(|| test_db.url.clone(), str::to_owned);
         let db_name = test_db.name.clone();
         let (tenant_a, tenant_b) = (Uuid::new_v4(), Uuid::new_v4());
-        let entry = |name: &str, tenant_id, role, key: &str| KeyEntry {
-            name: name.into(),
-            tenant_id,
-            role,
-            sha256: hash_key(key),
-            requires_user_token: false,
-        };
-        let keys = KeyStore::from_entries(vec![
-            entry("a", tenant_a, Role::Read, KEY_A),
-            entry("b", tenant_b, Role::Read, KEY_B),
-            entry("admin-a", tenant_a, Role::Admin, KEY_ADMIN_A),
-        ])
-        .unwrap();
+        let keys = key_store(&[
+            ("a", tenant_a, Role::Read, KEY_A),
+            ("b", tenant_b, Role::Read, KEY_B),
+            ("admin-a", tenant_a, Role::Admin, KEY_ADMIN_A),
+        ]);
         let mut argv = vec!["agentmeter-api", "--clickhouse-url", &url, "--clickhouse-database", &db_name];
         argv.extend_from_slice(extra);
         let args = Args::parse_from(argv);

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use agentmeter_api::auth::{hash_key, KeyEntry, KeyStore, Role};
+use agentmeter_api::auth::Role;
 use agentmeter_api::{AppState, Args};
 use chrono::Utc;
 use clap::Parser;
@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::{deliver, events};
 use crate::analytics::{App, KEY_A};
-use crate::common::{clickhouse_url, serve};
+use crate::common::{clickhouse_url, key_store, serve};
 
 /// The panel-like requests of a burst: graphs, lists and Grafana series.
 fn burst_paths(n: usize) -> Vec<String> {
@@ -82,14 +82,7 @@ async fn thirty_two_requests_over_two_replicas_sharing_slots_all_answer() {
     let mut states = Vec::new();
     let mut stops = Vec::new();
     for _ in 0..2 {
-        let keys = KeyStore::from_entries(vec![KeyEntry {
-            name: "a".into(),
-            tenant_id: app.tenant_a,
-            role: Role::Read,
-            sha256: hash_key(KEY_A),
-            requires_user_token: false,
-        }])
-        .unwrap();
+        let keys = key_store(&[("a", app.tenant_a, Role::Read, KEY_A)]);
         let args = Args::parse_from([
             "agentmeter-api",
             "--clickhouse-url",
