@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::counters::SubjectKey;
 use super::period::{weekday_from_iso, PeriodSpec, MAX_ROLLING_HOURS};
-use super::plans::Plan;
+use super::plans::{Plan, Template, TemplateView};
 use crate::queries::limits::LimitRow;
 use crate::queries::plans::{AssignmentRow, PlanRow};
 
@@ -151,6 +151,14 @@ pub struct Limit {
     /// The plan this limit comes from (`None`: a limit of its own, written
     /// through `/v1/limits`).
     pub plan_id: Option<Uuid>,
+}
+
+impl Limit {
+    /// What the limit counts, over which period, up to what (a plan's
+    /// template holds the same).
+    pub fn template(&self) -> Template {
+        Template { metric: self.metric, period: self.period, max_units: self.max_units, soft_threshold: self.soft_threshold }
+    }
 }
 
 /// One reason a limit definition was rejected (becomes a 422 item).
@@ -437,14 +445,10 @@ pub struct LimitView {
     pub subject: &'static str,
     pub organization_id: Option<Uuid>,
     pub user_id: Option<Uuid>,
-    pub metric: &'static str,
-    pub period: &'static str,
-    pub time_zone: Option<String>,
-    pub anchor_day: Option<u32>,
-    pub rolling_hours: Option<u32>,
-    /// Exact decimal as a string ("1000", "12.500000").
-    pub max_value: String,
-    pub soft_threshold: Option<f64>,
+    /// What the limit counts, over which period, up to what: the fields a
+    /// plan template shows too.
+    #[serde(flatten)]
+    pub template: TemplateView,
     pub updated_at: DateTime<Utc>,
     pub updated_by: String,
     /// The plan the limit comes from (its organization is on that plan);
@@ -459,20 +463,13 @@ impl From<&Limit> for LimitView {
             Subject::Organization { organization_id } => (Some(organization_id), None),
             Subject::User { organization_id, user_id } => (Some(organization_id), Some(user_id)),
         };
-        let (period, time_zone, anchor_day, rolling_hours) = period_fields(&l.period);
         LimitView {
             limit_id: l.limit_id,
             version: l.version,
             subject: l.subject.kind(),
             organization_id,
             user_id,
-            metric: l.metric.as_str(),
-            period,
-            time_zone: time_zone.map(|t| t.name().to_owned()),
-            anchor_day,
-            rolling_hours,
-            max_value: l.metric.decimal(l.max_units).to_string(),
-            soft_threshold: l.soft_threshold,
+            template: TemplateView::from(&l.template()),
             updated_at: l.updated_at,
             updated_by: l.updated_by.clone(),
             plan_id: l.plan_id,
@@ -672,7 +669,7 @@ mod tests {
         let back = row.to_limit().unwrap();
         assert_eq!(back.period, l.period);
         assert_eq!(back.max_units, l.max_units);
-        assert_eq!(LimitView::from(&back).max_value, "12.500000");
+        assert_eq!(LimitView::from(&back).template.max_value, "12.500000");
 
         let i =
             input(serde_json::json!({"subject":"tenant","metric":"tokens","period":"rolling_hours","rolling_hours":5,"max_value":1000}));

@@ -175,12 +175,12 @@ impl TemplateInput {
             template: self.clone(),
             ..LimitInput::default()
         };
-        let l = as_limit.validate(Uuid::nil(), Uuid::nil(), "")?;
-        Ok(Template { metric: l.metric, period: l.period, max_units: l.max_units, soft_threshold: l.soft_threshold })
+        Ok(as_limit.validate(Uuid::nil(), Uuid::nil(), "")?.template())
     }
 }
 
-/// A template as answered (and as stored in `plans.templates`).
+/// A template as answered (and as stored in `plans.templates`); a limit's
+/// view holds the same fields ([`super::limits::LimitView::template`]).
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct TemplateView {
     pub metric: &'static str,
