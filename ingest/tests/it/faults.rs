@@ -2,7 +2,6 @@
 //! two workers sharing partitions while one of them dies. Every test ends
 //! with exact totals in the raw tables and the rollups.
 
-use std::collections::HashSet;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -31,21 +30,6 @@ async fn terminate(mut child: Child, within: Duration) -> std::process::ExitStat
     tokio::time::timeout(within, child.wait()).await.expect("exits within the shutdown timeout").unwrap()
 }
 
-async fn assert_exact(f: &Fixture, expected: &Expectation, found: Totals) {
-    assert_eq!(found, expected.totals, "raw tables (as polled)");
-    assert_eq!(raw_totals(&f.ch).await, expected.totals, "raw tables");
-    assert_eq!(rollup_totals(&f.ch).await, expected.totals, "rollups");
-    assert_no_duplicate_rows(&f.ch).await;
-}
-
-/// Dead letters may repeat after a crash; each bad message must be there
-/// with its reason, and nothing else.
-async fn assert_dead_letters_at_least_once(f: &Fixture, expected: &Expectation) {
-    let bad: HashSet<Position> = expected.bad.keys().cloned().collect();
-    let dead = read_dead_letters(f, &bad, Duration::from_secs(60)).await;
-    assert_dead_letters(&dead, &expected.bad);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkilled_worker_restarted_three_times_leaves_exact_totals() {
     let f = Fixture::new("kill", 4).await;
@@ -65,7 +49,7 @@ async fn sigkilled_worker_restarted_three_times_leaves_exact_totals() {
     let status = terminate(child, Duration::from_secs(20)).await;
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
     assert_exact(&f, &expected, found).await;
-    assert_dead_letters_at_least_once(&f, &expected).await;
+    assert_dead_lettered(&f, &expected).await;
     f.drop_database().await;
 }
 
@@ -86,7 +70,7 @@ async fn two_workers_share_partitions_and_one_dies() {
     let status = terminate(second, Duration::from_secs(20)).await;
     assert!(status.success());
     assert_exact(&f, &expected, found).await;
-    assert_dead_letters_at_least_once(&f, &expected).await;
+    assert_dead_lettered(&f, &expected).await;
     f.drop_database().await;
 }
 
@@ -146,6 +130,6 @@ async fn clickhouse_away_for_twenty_seconds_loses_nothing_and_bounds_memory() {
     assert!(peak > 0 && peak <= bound + largest_message, "in-flight bytes peaked at {peak}, bound {bound}");
     assert_eq!(paused_seen.load(Ordering::SeqCst), 1, "consumption was paused at the bound");
     assert!(metrics.insert_retries.get() > 0 || metrics.clickhouse_errors.with_label_values(&["network"]).get() > 0);
-    assert_dead_letters_at_least_once(&f, &expected).await;
+    assert_dead_lettered(&f, &expected).await;
     f.drop_database().await;
 }

@@ -99,12 +99,8 @@ async fn kafka_away_for_twenty_seconds_loses_nothing_and_recovers_without_restar
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap();
 
-    assert_eq!(found, expected.totals, "raw tables (as polled)");
-    assert_eq!(raw_totals(&f.ch).await, expected.totals, "raw tables");
-    assert_no_duplicate_rows(&f.ch).await;
-    assert_eq!(rollup_totals(&f.ch).await, expected.totals, "rollups");
+    assert_exact(&f, &expected, found).await;
     assert_every_rollup_matches_raw(&f.ch).await;
-    let bad = expected.bad.keys().cloned().collect();
-    assert_dead_letters(&read_dead_letters(&f, &bad, Duration::from_secs(60)).await, &expected.bad);
+    assert_dead_lettered(&f, &expected).await;
     f.drop_database().await;
 }

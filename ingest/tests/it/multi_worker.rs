@@ -68,13 +68,9 @@ async fn two_workers_count_unkeyed_duplicates_on_other_partitions_once() {
         tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap();
     }
 
-    assert_eq!(found, expected.totals, "raw tables (as polled)");
-    assert_eq!(raw_totals(&f.ch).await, expected.totals, "raw tables");
-    assert_no_duplicate_rows(&f.ch).await;
-    assert_eq!(rollup_totals(&f.ch).await, expected.totals, "rollups");
+    assert_exact(&f, &expected, found).await;
     assert_every_rollup_matches_raw(&f.ch).await;
-    let bad = expected.bad.keys().cloned().collect();
-    assert_dead_letters(&read_dead_letters(&f, &bad, Duration::from_secs(60)).await, &expected.bad);
+    assert_dead_lettered(&f, &expected).await;
 
     for (name, m) in [("first", &metrics_a), ("second", &metrics_b)] {
         let consumed: u64 = ["tool_call", "agent_execution"].iter().map(|k| m.events_consumed.with_label_values(&[k]).get()).sum();

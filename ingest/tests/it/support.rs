@@ -361,6 +361,22 @@ pub async fn read_dead_letters_until(f: &Fixture, within: Duration, done: impl F
     out
 }
 
+/// The rows `found` while polling, the raw tables and the rollups hold
+/// exactly the expected totals, and no event id is stored twice.
+pub async fn assert_exact(f: &Fixture, expected: &Expectation, found: Totals) {
+    assert_eq!(found, expected.totals, "raw tables (as polled)");
+    assert_eq!(raw_totals(&f.ch).await, expected.totals, "raw tables");
+    assert_eq!(rollup_totals(&f.ch).await, expected.totals, "rollups");
+    assert_no_duplicate_rows(&f.ch).await;
+}
+
+/// Reads the dead letters until every bad message is there and checks them
+/// ([`assert_dead_letters`]; a letter repeated after a crash is allowed).
+pub async fn assert_dead_lettered(f: &Fixture, expected: &Expectation) {
+    let bad: HashSet<Position> = expected.bad.keys().cloned().collect();
+    assert_dead_letters(&read_dead_letters(f, &bad, Duration::from_secs(60)).await, &expected.bad);
+}
+
 /// Checks the dead letters against the bad messages: each one there, with
 /// its reason and original bytes; nothing else there.
 pub fn assert_dead_letters(found: &[DeadLetter], expected: &HashMap<Position, (&'static str, Vec<u8>)>) {

@@ -5,7 +5,7 @@
 use chrono::Utc;
 
 use super::fixture::{select, Figures, Filt, Kinds, World};
-use super::{time_of, App, KEY_A, KEY_B};
+use super::{shape, time_of, App, KEY_A, KEY_B};
 
 /// Every analytics GET endpoint with parameters that reach the most data.
 pub const ENDPOINTS: &[&str] = &[
@@ -130,20 +130,6 @@ async fn tenant_b_sees_nothing_of_tenant_a() {
     assert_eq!(body["detail"], "User not found in this project");
 
     app.drop_db().await;
-}
-
-/// An answer with the given id and every timestamp blanked out, so that two
-/// answers asked at slightly different instants about different ids compare.
-fn shape(v: &serde_json::Value, id: uuid::Uuid) -> serde_json::Value {
-    use serde_json::Value;
-    match v {
-        Value::String(s) if s == &id.to_string() => Value::String("<id>".into()),
-        Value::String(s) if chrono::DateTime::parse_from_rfc3339(s).is_ok() => Value::String("<time>".into()),
-        Value::Number(n) if n.as_i64().is_some_and(|t| t > 1_000_000_000_000) => Value::String("<time>".into()),
-        Value::Array(a) => Value::Array(a.iter().map(|x| shape(x, id)).collect()),
-        Value::Object(o) => Value::Object(o.iter().map(|(k, x)| (k.clone(), shape(x, id))).collect()),
-        other => other.clone(),
-    }
 }
 
 /// The sum of every figure of an answer (numbers other than timestamps and

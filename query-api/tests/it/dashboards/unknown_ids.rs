@@ -7,19 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{deliver, events};
-use crate::analytics::{App, KEY_A, KEY_B};
-
-/// `data` with the id and every instant blanked out.
-fn shape(v: &Value, id: Uuid) -> Value {
-    match v {
-        Value::String(s) if s == &id.to_string() => Value::String("<id>".into()),
-        Value::String(s) if chrono::DateTime::parse_from_rfc3339(s).is_ok() => Value::String("<time>".into()),
-        Value::Number(n) if n.as_i64().is_some_and(|t| t > 1_000_000_000_000) => Value::String("<time>".into()),
-        Value::Array(a) => Value::Array(a.iter().map(|x| shape(x, id)).collect()),
-        Value::Object(o) => Value::Object(o.iter().map(|(k, x)| (k.clone(), shape(x, id))).collect()),
-        other => other.clone(),
-    }
-}
+use crate::analytics::{shape, App, KEY_A, KEY_B};
 
 /// The figures of an answer: its envelope's `data`, or the whole answer
 /// (the Grafana endpoint has no envelope).
