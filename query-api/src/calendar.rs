@@ -1,6 +1,6 @@
 //! Calendar arithmetic of the whole API, in one place: where a local day,
 //! week or month begins in an IANA time zone, what happens in DST gaps and
-//! folds, floors and ceilings to the minute and the hour, month arithmetic,
+//! folds, floors and ceilings to the minute, 5 minutes and the hour, month arithmetic,
 //! and the parsing of instants and zone names.
 //!
 //! Windows (`window`), series buckets (`buckets`), limit periods
@@ -84,6 +84,22 @@ pub fn ceil_hour(t: DateTime<Utc>) -> DateTime<Utc> {
 /// On a whole UTC hour (no seconds or fraction).
 pub fn is_whole_hour(t: DateTime<Utc>) -> bool {
     floor_hour(t) == t
+}
+
+/// Rounds down to a multiple of 5 minutes (UTC, and in every zone whose
+/// offset is a whole number of 5 minutes).
+pub fn floor_five_minutes(t: DateTime<Utc>) -> DateTime<Utc> {
+    floor_to(t, 300)
+}
+
+/// Rounds up to a multiple of 5 minutes (an exact one stays).
+pub fn ceil_five_minutes(t: DateTime<Utc>) -> DateTime<Utc> {
+    ceil_to(t, 300)
+}
+
+/// On a multiple of 5 minutes (no seconds or fraction).
+pub fn is_whole_five_minutes(t: DateTime<Utc>) -> bool {
+    floor_five_minutes(t) == t
 }
 
 /// Minute number (minutes since the Unix epoch) of an instant.

@@ -85,15 +85,22 @@ pub enum TimeColumn {
     Minute,
     /// `hour DateTime('UTC')` of the hourly rollups (seconds).
     Hour,
+    /// `five_minute DateTime('UTC')` of the 5-minute rollups (seconds).
+    FiveMinute,
     /// `occurred_at DateTime64(3, 'UTC')` of the raw tables (milliseconds).
     OccurredAt,
 }
 
 impl TimeColumn {
+    /// The column's name.
+    pub fn name(self) -> &'static str {
+        self.column()
+    }
     fn column(self) -> &'static str {
         match self {
             Self::Minute => "minute",
             Self::Hour => "hour",
+            Self::FiveMinute => "five_minute",
             Self::OccurredAt => "occurred_at",
         }
     }

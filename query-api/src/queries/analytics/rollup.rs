@@ -57,7 +57,7 @@ use chrono::{DateTime, Utc};
 
 use super::scope::Scope;
 use crate::buckets::Buckets;
-use crate::calendar::{ceil_hour, floor_hour, is_whole_hour};
+use crate::calendar::{ceil_five_minutes, ceil_hour, floor_five_minutes, floor_hour, is_whole_five_minutes, is_whole_hour};
 use crate::queries::conditions::{CallKinds, Conditions, Filters, Table, TimeColumn};
 use crate::window::TimeRange;
 
@@ -70,52 +70,62 @@ pub enum Source {
     /// (same columns and states): a request filtered by user, which the
     /// rollups leave out to stay small.
     Raw,
-    /// `tool_calls_1h` for `hours`, `tool_calls_1m` for `head` and `tail`.
-    Hourly(HourSplit),
-    /// `tool_calls_tenant_1h` for `hours`, `tool_calls_tenant_1m` for `head`
+    /// `tool_calls_1h` for `whole` (hours), `tool_calls_1m` for `head` and `tail`.
+    Hourly(Split),
+    /// `tool_calls_tenant_1h` for `whole` (hours), `tool_calls_tenant_1m` for `head`
     /// and `tail`: no filters and no grouping by a dimension.
-    TenantHourly(HourSplit),
+    TenantHourly(Split),
+    /// `tool_calls_tenant_5m` for `whole` (5-minute blocks),
+    /// `tool_calls_tenant_1m` for `head` and `tail`: no filters, no grouping
+    /// by a dimension, buckets that cut hours on multiples of 5 minutes
+    /// (5-minute buckets, hourly or daily buckets at +05:30 or +05:45).
+    TenantFiveMinutes(Split),
     /// `tool_calls_tenant_1m` over the whole range: no filters, no grouping
-    /// by a dimension, buckets that cut hours (5 minutes, +05:30 zones).
+    /// by a dimension, buckets that cut 5-minute blocks or a range without
+    /// a whole one.
     TenantMinute,
-    /// `tool_calls_navigator_1h` for `hours`, `tool_calls_1m` for `head` and
+    /// `tool_calls_navigator_1h` for `whole` (hours), `tool_calls_1m` for `head` and
     /// `tail`: filters on project and navigator instance only; grouping by
     /// project or navigator.
-    NavigatorHourly(HourSplit),
-    /// `tool_calls_server_1h` for `hours`, `tool_calls_1m` for `head` and
+    NavigatorHourly(Split),
+    /// `tool_calls_server_1h` for `whole` (hours), `tool_calls_1m` for `head` and
     /// `tail`: a server-instance filter only; grouping by server. Calls,
     /// errors and the exact query sets only.
-    ServerHourly(HourSplit),
-    /// `tool_calls_tool_1h` for `hours`, `tool_calls_1m` for `head` and
+    ServerHourly(Split),
+    /// `tool_calls_tool_1h` for `whole` (hours), `tool_calls_1m` for `head` and
     /// `tail`: tool filters (id, name) only; grouping by tool. Every
     /// aggregate and the exact query sets (the queries that used a tool).
-    ToolHourly(HourSplit),
+    ToolHourly(Split),
 }
 
 impl Source {
-    /// The hour split of an hourly source.
-    pub fn hour_split(&self) -> Option<&HourSplit> {
+    /// The split of an hourly or 5-minute source.
+    pub fn split(&self) -> Option<&Split> {
         match self {
             Source::Minute | Source::Raw | Source::TenantMinute => None,
-            Source::Hourly(s) | Source::TenantHourly(s) | Source::NavigatorHourly(s) | Source::ServerHourly(s) | Source::ToolHourly(s) => {
-                Some(s)
-            }
+            Source::Hourly(s)
+            | Source::TenantHourly(s)
+            | Source::TenantFiveMinutes(s)
+            | Source::NavigatorHourly(s)
+            | Source::ServerHourly(s)
+            | Source::ToolHourly(s) => Some(s),
         }
     }
 }
 
-/// A range cut at whole UTC hours.
+/// A range cut at whole blocks of a grain: UTC hours for the hourly
+/// sources, 5 minutes for [`Source::TenantFiveMinutes`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HourSplit {
-    /// Whole hours, non-empty.
-    pub hours: TimeRange,
-    /// Minutes before the first whole hour.
+pub struct Split {
+    /// Whole blocks, non-empty.
+    pub whole: TimeRange,
+    /// Minutes before the first whole block.
     pub head: Option<TimeRange>,
-    /// Minutes after the last whole hour.
+    /// Minutes after the last whole block.
     pub tail: Option<TimeRange>,
 }
 
-impl HourSplit {
+impl Split {
     /// The partial-hour ranges.
     pub fn edges(&self) -> impl Iterator<Item = TimeRange> + '_ {
         self.head.iter().chain(self.tail.iter()).copied()
@@ -152,7 +162,9 @@ pub fn choose_ungrouped(scope: &Scope, buckets: Option<&Buckets>, queries: bool)
     match choose(scope, buckets, queries) {
         Source::Hourly(split) if whole_tenant => Source::TenantHourly(split),
         Source::Hourly(split) if navigator_table_answers(&scope.filters) => Source::NavigatorHourly(split),
-        Source::Minute if whole_tenant && !call_sets => Source::TenantMinute,
+        Source::Minute if whole_tenant && !call_sets => {
+            split_five_minutes(scope.range, buckets).map(Source::TenantFiveMinutes).unwrap_or(Source::TenantMinute)
+        }
         other => other,
     }
 }
@@ -256,19 +268,40 @@ fn by_user_filters(f: &Filters) -> bool {
 
 /// The hour split of `range`, if it has a whole hour and every bucket
 /// boundary inside the whole hours is itself a whole hour.
-pub fn split(range: TimeRange, buckets: Option<&Buckets>) -> Option<HourSplit> {
-    let (hs, he) = (ceil_hour(range.start), floor_hour(range.end));
+pub fn split(range: TimeRange, buckets: Option<&Buckets>) -> Option<Split> {
+    split_at(range, buckets, ceil_hour, floor_hour, is_whole_hour)
+}
+
+/// The 5-minute split of `range`, if it has a whole 5-minute block and
+/// every bucket boundary inside the whole blocks is a multiple of 5
+/// minutes: 5-, 10-, 15-minute ... buckets in any zone (every zone's
+/// offset is a whole number of 5 minutes, +05:45 included), and hourly or
+/// daily buckets in +05:30 and +05:45 zones.
+pub fn split_five_minutes(range: TimeRange, buckets: Option<&Buckets>) -> Option<Split> {
+    split_at(range, buckets, ceil_five_minutes, floor_five_minutes, is_whole_five_minutes)
+}
+
+/// The split of `range` at the blocks that `ceil`, `floor` and `whole`
+/// round to.
+fn split_at(
+    range: TimeRange,
+    buckets: Option<&Buckets>,
+    ceil: fn(DateTime<Utc>) -> DateTime<Utc>,
+    floor: fn(DateTime<Utc>) -> DateTime<Utc>,
+    whole: fn(DateTime<Utc>) -> bool,
+) -> Option<Split> {
+    let (hs, he) = (ceil(range.start), floor(range.end));
     if hs >= he {
         return None;
     }
     if let Some(b) = buckets {
-        let crosses = (1..b.len()).map(|i| b.start(i)).any(|t| t > hs && t < he && !is_whole_hour(t));
+        let crosses = (1..b.len()).map(|i| b.start(i)).any(|t| t > hs && t < he && !whole(t));
         if crosses {
             return None;
         }
     }
     let part = |start, end| (start < end).then_some(TimeRange { start, end });
-    Some(HourSplit { hours: TimeRange { start: hs, end: he }, head: part(range.start, hs), tail: part(he, range.end) })
+    Some(Split { whole: TimeRange { start: hs, end: he }, head: part(range.start, hs), tail: part(he, range.end) })
 }
 
 /// The columns both tool-call rollups share (`minute`/`hour` aside).
@@ -319,6 +352,12 @@ fn pairs(ranges: &[TimeRange]) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
 /// and per-server ones their keys and aggregates (see [`Source`]).
 pub fn tool_calls_from(scope: &Scope, source: &Source) -> (String, String, Vec<(String, String)>) {
     let (hour_table, minute_table, columns, split) = match source {
+        Source::TenantFiveMinutes(s) => {
+            let common = Conditions::tenant(scope.tenant).and(scope.tool_calls_filters(Table::ToolCallsRollup));
+            let grain = Grain { table: "tool_calls_tenant_5m", column: TimeColumn::FiveMinute };
+            let (branches, params) = blocks_and_edges(common, s, grain, "tool_calls_tenant_1m", TENANT_COLUMNS);
+            return (branches, "1".into(), params);
+        }
         Source::Raw => {
             let (cond, params) = scope.tool_calls_where(TimeColumn::OccurredAt);
             return (format!("({RAW_AS_MINUTES} WHERE {cond} GROUP BY {RAW_KEYS})"), "1".into(), params);
@@ -335,23 +374,37 @@ pub fn tool_calls_from(scope: &Scope, source: &Source) -> (String, String, Vec<(
         Source::ToolHourly(s) => ("tool_calls_tool_1h", "tool_calls_1m", TOOL_COLUMNS, s),
     };
     let common = Conditions::tenant(scope.tenant).and(scope.tool_calls_filters(Table::ToolCallsRollup));
-    let (branches, params) = hours_and_edges(common, split, hour_table, minute_table, columns);
+    let (branches, params) = blocks_and_edges(common, split, Grain::hours(hour_table), minute_table, columns);
     (branches, "1".into(), params)
 }
 
+/// The coarse table of a split and its time column.
+struct Grain {
+    table: &'static str,
+    column: TimeColumn,
+}
+
+impl Grain {
+    fn hours(table: &'static str) -> Self {
+        Grain { table, column: TimeColumn::Hour }
+    }
+}
+
 /// `(SELECT hour AS minute, columns FROM hour_table WHERE ... UNION ALL
-/// SELECT minute, columns FROM minute_table WHERE ...)` over `split`, with
-/// the `common` conditions in each branch.
-fn hours_and_edges(
+/// SELECT minute, columns FROM minute_table WHERE ...)` over `split` (or
+/// `five_minute AS minute` from a 5-minute table), with the `common`
+/// conditions in each branch.
+fn blocks_and_edges(
     common: Conditions,
-    split: &HourSplit,
-    hour_table: &str,
+    split: &Split,
+    grain: Grain,
     minute_table: &str,
     columns: &str,
 ) -> (String, Vec<(String, String)>) {
-    let hours = common.clone().any_of(TimeColumn::Hour, &pairs(&[split.hours]), "r_h");
-    let mut params = hours.params().to_vec();
-    let mut branches = vec![format!("SELECT hour AS minute, {columns} FROM {hour_table} WHERE {}", hours.sql())];
+    let whole = common.clone().any_of(grain.column, &pairs(&[split.whole]), "r_h");
+    let mut params = whole.params().to_vec();
+    let mut branches =
+        vec![format!("SELECT {} AS minute, {columns} FROM {} WHERE {}", grain.column.name(), grain.table, whole.sql())];
     let edges: Vec<TimeRange> = split.edges().collect();
     if !edges.is_empty() {
         let minutes = Conditions::new().any_of(TimeColumn::Minute, &pairs(&edges), "r_m");
@@ -364,7 +417,9 @@ fn hours_and_edges(
 /// The rows queries are counted from, and the aggregate that counts them.
 pub struct QueriesRows {
     /// A `FROM` source with `minute`, `project_id`, `navigator_id`,
-    /// `navigator_instance_id` and `queries` (a count to sum).
+    /// `navigator_instance_id` and `queries` (a count to sum); for a whole
+    /// tenant's series whose buckets cut hours (`query_counts_tenant_5m`)
+    /// `minute`, `tenant_id` and `queries` only.
     pub from: String,
     /// The count over any subset of the rows (`toUInt64(...)`).
     pub count: &'static str,
@@ -385,9 +440,17 @@ pub fn query_counts_from(scope: &Scope, buckets: Option<&Buckets>) -> Option<Que
         QueriesSource::CallSets => return None,
         QueriesSource::Executions => {
             let common = Conditions::tenant(scope.tenant).filters(&scope.filters, Table::QueryCounts);
-            match split(scope.range, buckets) {
-                Some(s) => hours_and_edges(common, &s, "query_counts_1h", "query_counts_1m", columns),
-                None => {
+            let whole_tenant_series = scope.filters == Filters::default() && buckets.is_some();
+            match (split(scope.range, buckets), split_five_minutes(scope.range, buckets)) {
+                (Some(s), _) => blocks_and_edges(common, &s, Grain::hours("query_counts_1h"), "query_counts_1m", columns),
+                // A whole tenant's series with buckets that cut hours: the
+                // tenant's 5-minute counts (no project or navigator
+                // columns, which a series does not read).
+                (None, Some(s)) if whole_tenant_series => {
+                    let grain = Grain { table: "query_counts_tenant_5m", column: TimeColumn::FiveMinute };
+                    blocks_and_edges(common, &s, grain, "query_counts_1m", "tenant_id, queries")
+                }
+                (None, _) => {
                     let (cond, params) = common.between(TimeColumn::Minute, scope.range.start, scope.range.end).into_parts();
                     (format!("(SELECT minute, {columns} FROM query_counts_1m WHERE {cond})"), params)
                 }
@@ -435,7 +498,7 @@ mod tests {
     fn daily_utc_up_to_now_reads_hours_and_the_trailing_minutes() {
         let (b, r) = buckets(range("2024-01-01T10:17:00Z", "2024-01-31T10:18:00Z"), Span::new(1, Unit::Day), "UTC");
         let s = split(r, Some(&b)).unwrap();
-        assert_eq!(s.hours, range("2024-01-01T00:00:00Z", "2024-01-31T10:00:00Z"));
+        assert_eq!(s.whole, range("2024-01-01T00:00:00Z", "2024-01-31T10:00:00Z"));
         assert_eq!(s.head, None);
         assert_eq!(s.tail, Some(range("2024-01-31T10:00:00Z", "2024-01-31T10:18:00Z")));
         assert!(matches!(choose(&scope(r, Filters::default()), Some(&b), true), Source::Hourly(_)));
@@ -470,7 +533,7 @@ mod tests {
     fn totals_split_any_range_with_a_whole_hour() {
         let s = split(range("2024-01-01T10:17:00Z", "2024-01-02T10:18:00Z"), None).unwrap();
         assert_eq!(s.head, Some(range("2024-01-01T10:17:00Z", "2024-01-01T11:00:00Z")));
-        assert_eq!(s.hours, range("2024-01-01T11:00:00Z", "2024-01-02T10:00:00Z"));
+        assert_eq!(s.whole, range("2024-01-01T11:00:00Z", "2024-01-02T10:00:00Z"));
         assert_eq!(s.tail, Some(range("2024-01-02T10:00:00Z", "2024-01-02T10:18:00Z")));
         assert_eq!(split(range("2024-01-01T10:17:00Z", "2024-01-01T11:18:00Z"), None), None);
         assert!(split(range("2024-01-01T10:00:00Z", "2024-01-01T11:00:00Z"), None).is_some());
@@ -506,11 +569,31 @@ mod tests {
     }
 
     #[test]
-    fn sub_hour_buckets_over_a_whole_tenant_read_tenant_minutes() {
-        let (b, r) = buckets(range("2024-01-01T00:00:00Z", "2024-01-03T00:00:00Z"), Span::new(5, Unit::Minute), "UTC");
-        assert_eq!(choose_ungrouped(&scope(r, Filters::default()), Some(&b), true), Source::TenantMinute);
+    fn sub_hour_buckets_over_a_whole_tenant_read_tenant_five_minutes() {
+        let (b, r) = buckets(range("2024-01-01T00:00:00Z", "2024-01-03T00:03:00Z"), Span::new(5, Unit::Minute), "UTC");
+        let s = split_five_minutes(r, Some(&b)).unwrap();
+        assert_eq!(s.whole, range("2024-01-01T00:00:00Z", "2024-01-03T00:00:00Z"));
+        assert_eq!((s.head, s.tail), (None, Some(range("2024-01-03T00:00:00Z", "2024-01-03T00:03:00Z"))));
+        assert_eq!(choose_ungrouped(&scope(r, Filters::default()), Some(&b), true), Source::TenantFiveMinutes(s));
         let by_project = Filters { project_id: Some(uuid::Uuid::new_v4()), ..Filters::default() };
         assert_eq!(choose_ungrouped(&scope(r, by_project), Some(&b), true), Source::Minute);
+    }
+
+    #[test]
+    fn quarter_hour_zones_read_five_minutes_where_hours_do_not_answer() {
+        // Asia/Kathmandu is +05:45: its local hours and days begin at :15 UTC.
+        for f in [Span::new(1, Unit::Hour), Span::new(1, Unit::Day), Span::new(15, Unit::Minute)] {
+            let (b, r) = buckets(range("2024-01-01T00:00:00Z", "2024-01-08T00:07:00Z"), f, "Asia/Kathmandu");
+            assert_eq!(split(r, Some(&b)), None, "{f:?}");
+            let s = split_five_minutes(r, Some(&b)).unwrap();
+            assert!(is_whole_five_minutes(s.whole.start) && is_whole_five_minutes(s.whole.end), "{f:?}");
+            assert_eq!(s.tail, Some(TimeRange { start: s.whole.end, end: r.end }), "{f:?}");
+            assert_eq!(choose_ungrouped(&scope(r, Filters::default()), Some(&b), false), Source::TenantFiveMinutes(s), "{f:?}");
+        }
+        // A range with no whole 5-minute block: minutes throughout.
+        let r = range("2024-01-01T10:01:00Z", "2024-01-01T10:04:00Z");
+        assert_eq!(split_five_minutes(r, None), None);
+        assert_eq!(choose_ungrouped(&scope(r, Filters::default()), None, false), Source::TenantMinute);
     }
 
     #[test]
