@@ -61,6 +61,10 @@ async fn migrate_twice_creates_every_table_once() {
         "tool_calls_tenant_1h_mv",
         "tool_calls_tenant_1m",
         "tool_calls_tenant_1m_mv",
+        "tool_calls_tenant_5m",
+        "tool_calls_tenant_5m_mv",
+        "query_counts_tenant_5m",
+        "query_counts_tenant_5m_mv",
     ] {
         assert!(names.contains(&table), "{table} missing from {names:?}");
     }
@@ -154,7 +158,8 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
     // Back to version 3: no hourly views, empty hourly tables (0004 and 0005),
     // no query-log views, empty query_events (0006), no query-minute views,
     // empty queries_1m (0007), no unpriced view (0010), no per-question views
-    // and empty per-question rollups (0011).
+    // and empty per-question rollups (0011), no 5-minute views and empty
+    // 5-minute rollups (0012).
     let forget_0004 = || async {
         db.query("TRUNCATE TABLE schema_migrations").execute().await.unwrap();
         db.query("INSERT INTO schema_migrations (version, name) VALUES (1, 'raw_tables'), (2, 'minute_rollups'), (3, 'plan_limits')")
@@ -175,6 +180,10 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
         "DROP VIEW tool_calls_server_1h_mv",
         "DROP VIEW tool_calls_navigator_1h_mv",
         "DROP VIEW tool_calls_tool_1h_mv",
+        "DROP VIEW tool_calls_tenant_5m_mv",
+        "DROP VIEW query_counts_tenant_5m_mv",
+        "TRUNCATE TABLE tool_calls_tenant_5m",
+        "TRUNCATE TABLE query_counts_tenant_5m",
         "TRUNCATE TABLE query_counts_1h",
         "TRUNCATE TABLE query_counts_1m",
         "TRUNCATE TABLE tool_calls_server_1h",
@@ -446,13 +455,18 @@ async fn question_rollups_backfill_once_and_equal_the_raw_tables() {
     let ch = clickhouse(&unique_db("questions"));
     migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
     let db = ch.client();
-    // Back to the version before 0011: no views, empty tables.
+    // Back to the version before 0011: no views, empty tables (0012's too,
+    // which runs again after it).
     for sql in [
         "DROP VIEW query_counts_1h_mv",
         "DROP VIEW query_counts_1m_mv",
         "DROP VIEW tool_calls_server_1h_mv",
         "DROP VIEW tool_calls_navigator_1h_mv",
         "DROP VIEW tool_calls_tool_1h_mv",
+        "DROP VIEW tool_calls_tenant_5m_mv",
+        "DROP VIEW query_counts_tenant_5m_mv",
+        "TRUNCATE TABLE tool_calls_tenant_5m",
+        "TRUNCATE TABLE query_counts_tenant_5m",
         "TRUNCATE TABLE tool_calls_tool_1h",
         "TRUNCATE TABLE query_counts_1h",
         "TRUNCATE TABLE query_counts_1m",
@@ -582,5 +596,111 @@ async fn question_rollups_backfill_once_and_equal_the_raw_tables() {
     .await
     .unwrap();
     assert_eq!(got, raw, "tool_calls_navigator_1h");
+    drop_db(&ch).await;
+}
+
+/// 0012's tenant 5-minute rollups: rows already in the raw tables when the
+/// migration runs (twice at the same time) are backfilled once, rows
+/// inserted afterwards arrive through the views, and calls, errors,
+/// latency sums and queries (one per `navigator_query` execution) equal
+/// the raw tables' 5 minutes by 5 minutes.
+#[tokio::test]
+async fn five_minute_rollups_backfill_once_and_equal_the_raw_tables() {
+    use agentmeter_schema::rows::{AgentExecutionRow, ToolCallRow};
+    let ch = clickhouse(&unique_db("five_minutes"));
+    migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
+    let db = ch.client();
+    // Back to the version before 0012: no views, empty tables.
+    for sql in [
+        "DROP VIEW tool_calls_tenant_5m_mv",
+        "DROP VIEW query_counts_tenant_5m_mv",
+        "TRUNCATE TABLE tool_calls_tenant_5m",
+        "TRUNCATE TABLE query_counts_tenant_5m",
+        "TRUNCATE TABLE rollup_backfills",
+        "TRUNCATE TABLE schema_migrations",
+    ] {
+        db.query(sql).execute().await.unwrap();
+    }
+    for m in migrations::all().iter().filter(|m| m.version() < 12) {
+        db.query("INSERT INTO schema_migrations (version, name) VALUES (?, ?)").bind(m.version()).bind(m.name()).execute().await.unwrap();
+    }
+    let tenant = uuid::Uuid::new_v4();
+    let start_ms = chrono::Utc::now().timestamp_millis() - 86_400_000;
+    let now = chrono::Utc::now();
+    // Event i at start + i x 97 s: a call (kind and success vary), and
+    // every third one a query's execution (every fourth of those another
+    // kind of run, not a query).
+    let calls = |from: i64, n: i64| -> Vec<ToolCallRow> {
+        (from..from + n)
+            .map(|i| {
+                let raw = serde_json::json!({
+                    "event_id": uuid::Uuid::new_v4(), "occurred_at": start_ms + i * 97_000, "tenant_id": tenant,
+                    "query_id": uuid::Uuid::from_u128(i as u128 / 3 + 1), "tool_name": "search", "latency_ms": (i % 60) as f64,
+                    "success": i % 7 != 0, "call_kind": if i % 5 == 0 { "suggest_tools" } else { "tool" },
+                });
+                ToolCallRow::from(&agentmeter_schema::parse_tool_call(raw.to_string().as_bytes(), now).unwrap())
+            })
+            .collect()
+    };
+    let executions = |from: i64, n: i64| -> Vec<AgentExecutionRow> {
+        (from..from + n)
+            .filter(|i| i % 3 == 0)
+            .map(|i| {
+                let raw = serde_json::json!({
+                    "event_id": uuid::Uuid::new_v4(), "occurred_at": start_ms + i * 97_000, "tenant_id": tenant,
+                    "execution_id": uuid::Uuid::from_u128(i as u128 / 3 + 1),
+                    "execution_kind": if i % 12 == 9 { "agent_chat" } else { "navigator_query" },
+                    "billable": true, "input_tokens": 1, "output_tokens": 1, "cost_usd": "0.000001",
+                });
+                AgentExecutionRow::from(&agentmeter_schema::parse_agent_execution(raw.to_string().as_bytes(), now).unwrap())
+            })
+            .collect()
+    };
+    async fn insert<R: clickhouse::RowOwned + clickhouse::RowWrite>(db: &Client, table: &str, rows: Vec<R>) {
+        let mut insert = db.insert::<R>(table).await.unwrap();
+        for row in &rows {
+            insert.write(row).await.unwrap();
+        }
+        insert.end().await.unwrap();
+    }
+    insert(&db, "tool_calls", calls(0, 500)).await;
+    insert(&db, "agent_executions", executions(0, 500)).await;
+    let (first, second) = (ch.server_client(), ch.server_client());
+    let (a, b) = tokio::join!(migrations::migrate(&first, &ch.database), migrations::migrate(&second, &ch.database));
+    a.unwrap();
+    b.unwrap();
+    insert(&db, "tool_calls", calls(500, 300)).await;
+    insert(&db, "agent_executions", executions(500, 300)).await;
+
+    let t = tenant.to_string();
+    let rows = |sql: &str| db.query(sql).bind(t.clone()).fetch_all::<(u32, String, u64, u64, f64)>();
+    let raw = rows(
+        "SELECT toUInt32(toStartOfFiveMinutes(occurred_at)) AS f, toString(call_kind) AS k, toUInt64(count()),
+                toUInt64(countIf(NOT success)), toFloat64(sum(latency_ms))
+         FROM tool_calls WHERE tenant_id = toUUID(?) GROUP BY f, k ORDER BY f, k",
+    )
+    .await
+    .unwrap();
+    assert_eq!(raw.iter().map(|r| r.2).sum::<u64>(), 800);
+    let got = rows(
+        "SELECT toUInt32(five_minute) AS f, toString(call_kind) AS k, toUInt64(sum(calls)), toUInt64(sum(errors)),
+                toFloat64(sum(latency_sum_ms))
+         FROM tool_calls_tenant_5m WHERE tenant_id = toUUID(?) GROUP BY f, k ORDER BY f, k",
+    )
+    .await
+    .unwrap();
+    assert_eq!(got, raw, "tool_calls_tenant_5m");
+    let queries = |sql: &str| db.query(sql).bind(t.clone()).fetch_all::<(u32, u64)>();
+    let raw = queries(
+        "SELECT toUInt32(toStartOfFiveMinutes(occurred_at)) AS f, toUInt64(uniqExact(execution_id))
+         FROM agent_executions WHERE tenant_id = toUUID(?) AND execution_kind = 'navigator_query' GROUP BY f ORDER BY f",
+    )
+    .await
+    .unwrap();
+    assert_eq!(raw.iter().map(|r| r.1).sum::<u64>(), 201); // i % 3 == 0 (267) and not i % 12 == 9 (66) for i in 0..800
+    let got = queries("SELECT toUInt32(five_minute) AS f, toUInt64(sum(queries)) FROM query_counts_tenant_5m WHERE tenant_id = toUUID(?) GROUP BY f ORDER BY f")
+        .await
+        .unwrap();
+    assert_eq!(got, raw, "query_counts_tenant_5m");
     drop_db(&ch).await;
 }

@@ -394,17 +394,10 @@ impl Grain {
 /// SELECT minute, columns FROM minute_table WHERE ...)` over `split` (or
 /// `five_minute AS minute` from a 5-minute table), with the `common`
 /// conditions in each branch.
-fn blocks_and_edges(
-    common: Conditions,
-    split: &Split,
-    grain: Grain,
-    minute_table: &str,
-    columns: &str,
-) -> (String, Vec<(String, String)>) {
+fn blocks_and_edges(common: Conditions, split: &Split, grain: Grain, minute_table: &str, columns: &str) -> (String, Vec<(String, String)>) {
     let whole = common.clone().any_of(grain.column, &pairs(&[split.whole]), "r_h");
     let mut params = whole.params().to_vec();
-    let mut branches =
-        vec![format!("SELECT {} AS minute, {columns} FROM {} WHERE {}", grain.column.name(), grain.table, whole.sql())];
+    let mut branches = vec![format!("SELECT {} AS minute, {columns} FROM {} WHERE {}", grain.column.name(), grain.table, whole.sql())];
     let edges: Vec<TimeRange> = split.edges().collect();
     if !edges.is_empty() {
         let minutes = Conditions::new().any_of(TimeColumn::Minute, &pairs(&edges), "r_m");

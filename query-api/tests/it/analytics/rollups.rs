@@ -1,6 +1,7 @@
 //! Every rollup path gives the raw answer: the same requests are answered
 //! as the API does (`rollup::choose_ungrouped` / `choose_grouped`: the
-//! tenant-level, per-navigator or per-server rollups of 0005 and 0011),
+//! tenant-level, per-navigator or per-server rollups of 0005 and 0011, the
+//! tenant 5-minute rollups of 0012 for buckets that cut hours),
 //! through `rollup::choose` (the dimension-keyed hourly rollup) and forced
 //! onto the minute rollup, over the fixture plus queries that straddle
 //! hour edges and the range start. Counts, sums and distinct queries must
@@ -75,6 +76,21 @@ async fn hourly_and_minute_rollups_answer_alike() {
     }
     let head_start = hour - Duration::hours(6) + Duration::minutes(17);
     edge_query(vec![head_start + Duration::minutes(20), head_start + Duration::minutes(50)]);
+    // Calls in the partial 5-minute block at the end of the sub-hour series
+    // below (they end 3 minutes into a block), and one just after it.
+    let five = Duration::minutes(5);
+    let cut = now.duration_trunc(five).unwrap() - Duration::minutes(2);
+    edge_query(vec![cut - Duration::minutes(3) + Duration::seconds(10), cut - Duration::seconds(20), cut + Duration::seconds(10)]);
+    edge_query(vec![cut - Duration::minutes(3) - Duration::seconds(20), cut - Duration::minutes(8) + Duration::seconds(5)]);
+    // A query in the head, the whole blocks and the tail of a 57-minute
+    // range from :02 to :59, and one call outside it.
+    let short_start = hour - Duration::hours(3) + Duration::minutes(2);
+    edge_query(vec![
+        short_start + Duration::seconds(10),
+        short_start + Duration::minutes(28),
+        short_start + Duration::minutes(55),
+        short_start + Duration::minutes(57) + Duration::seconds(30),
+    ]);
     app.insert_calls(&world.rows).await;
     app.insert_executions(&world.executions).await;
     // Queries counted at their execution, per project, navigator and time.
@@ -168,23 +184,61 @@ async fn hourly_and_minute_rollups_answer_alike() {
         assert!(with_queries.iter().map(|s| s.queries).sum::<u64>() > 0, "{what}: no queries");
     }
 
-    // 5-minute buckets over the last day: the tenant-level minute rollup,
-    // against the minute rollup and the events, bucket by bucket.
-    let buckets = Buckets::plan(TimeRange { start: end - Duration::days(1), end }, Span::new(5, Unit::Minute), Tz::UTC, 2000).unwrap();
-    let scope =
-        Scope { tenant, range: TimeRange { start: buckets.first_start(), end }, filters: Filters::default(), kinds: CallKinds::Tool };
-    assert_eq!(rollup::choose_ungrouped(&scope, Some(&buckets), true), Source::TenantMinute);
-    let auto = tool_calls::series(&db, &scope, &buckets, Need::ALL).await.unwrap();
-    let minute = tool_calls::series_via(&db, &scope, &buckets, Need::ALL, &Source::Minute).await.unwrap();
-    for (i, (a, m)) in auto.iter().zip(&minute).enumerate() {
-        assert_same(a, m, &format!("5-minute bucket {i}"));
-        let bucket_end = if i + 1 < buckets.len() { buckets.start(i + 1) } else { end };
-        let calls =
-            world.rows.iter().filter(|r| r.call_kind == "tool" && r.occurred_at >= buckets.start(i) && r.occurred_at < bucket_end).count()
-                as u64;
-        assert_eq!((a.calls, a.queries), (calls, queries_in(buckets.start(i), bucket_end, None)), "5-minute bucket {i}");
+    // Buckets that cut hours, over a whole tenant: the tenant 5-minute
+    // rollups for the whole 5-minute blocks (hourly and daily buckets at
+    // +05:45 begin at :15 UTC) and the tenant minute rollup for the 3
+    // minutes after the last whole block, against the minute rollup and
+    // the events, bucket by bucket (queries counted at their execution).
+    let calls_in = |from: DateTime<Utc>, to: DateTime<Utc>| {
+        world.rows.iter().filter(|r| r.call_kind == "tool" && r.occurred_at >= from && r.occurred_at < to).count() as u64
+    };
+    let kathmandu: Tz = "Asia/Kathmandu".parse().unwrap();
+    let sub_hour = [
+        ("5-minute UTC, 1 day", Duration::days(1), Span::new(5, Unit::Minute), Tz::UTC),
+        ("15-minute Kathmandu, 2 days", Duration::days(2), Span::new(15, Unit::Minute), kathmandu),
+        ("hourly Kathmandu, 3 days", Duration::days(3), Span::new(1, Unit::Hour), kathmandu),
+        ("daily Kathmandu, 30 days", Duration::days(30), Span::new(1, Unit::Day), kathmandu),
+    ];
+    for (what, len, freq, tz) in sub_hour {
+        let buckets = Buckets::plan(TimeRange { start: cut - len, end: cut }, freq, tz, 2000).unwrap();
+        let scope = Scope {
+            tenant,
+            range: TimeRange { start: buckets.first_start(), end: cut },
+            filters: Filters::default(),
+            kinds: CallKinds::Tool,
+        };
+        let chosen = rollup::choose_ungrouped(&scope, Some(&buckets), true);
+        assert!(
+            matches!(chosen, Source::TenantFiveMinutes(s) if s.tail == Some(TimeRange { start: cut - Duration::minutes(3), end: cut })),
+            "{what}: {chosen:?}"
+        );
+        if tz == kathmandu && freq.unit != Unit::Minute {
+            assert_eq!(rollup::split(scope.range, Some(&buckets)), None, "{what}: local hours begin at :15 UTC");
+        }
+        let auto = tool_calls::series(&db, &scope, &buckets, Need::ALL).await.unwrap();
+        let minute = tool_calls::series_via(&db, &scope, &buckets, Need::ALL, &Source::Minute).await.unwrap();
+        assert_eq!(auto.len(), buckets.len());
+        for (i, (a, m)) in auto.iter().zip(&minute).enumerate() {
+            assert_same(a, m, &format!("{what}, bucket {i}"));
+            let bucket_end = if i + 1 < buckets.len() { buckets.start(i + 1) } else { cut };
+            let want = (calls_in(buckets.start(i), bucket_end), queries_in(buckets.start(i), bucket_end, None));
+            assert_eq!((a.calls, a.queries), want, "{what}, bucket {i}");
+        }
+        let last = auto.last().unwrap();
+        assert!(last.calls > 0 && last.queries > 0, "{what}: the last bucket, with the partial block, has calls and queries");
     }
-    assert!(auto.iter().map(|s| s.calls).sum::<u64>() > 0);
+
+    // Totals over 57 minutes from :02: 3 minutes of head, whole 5-minute
+    // blocks, 4 minutes of tail.
+    let range = TimeRange { start: short_start, end: short_start + Duration::minutes(57) };
+    let scope = Scope { tenant, range, filters: Filters::default(), kinds: CallKinds::Tool };
+    let chosen = rollup::choose_ungrouped(&scope, None, true);
+    assert!(matches!(chosen, Source::TenantFiveMinutes(s) if s.head.is_some() && s.tail.is_some()), "{chosen:?}");
+    let auto = tool_calls::totals(&db, &scope, Need::ALL).await.unwrap();
+    let minute = tool_calls::totals_via(&db, &scope, Need::ALL, &Source::Minute).await.unwrap();
+    assert_same(&auto, &minute, "57-minute totals");
+    assert_eq!((auto.calls, auto.queries), (calls_in(range.start, range.end), queries_in(range.start, range.end, None)));
+    assert!(auto.calls >= 3);
 
     // Filtered by tool: the per-tool rollup with the exact sets of the
     // queries that used the tool, daily over 30 days, bucket by bucket.
