@@ -9,8 +9,14 @@
 //! starting at :17) from the minute rollup. That holds for hour, day, week
 //! and month buckets in UTC and in whole-hour-offset zones
 //! (Europe/Berlin, America/New_York, across DST changes too), and for any
-//! totals; it does not for Asia/Kolkata (+05:30) hourly or daily buckets
-//! or for 5-minute buckets, which read the minute rollup throughout.
+//! totals; it does not for Asia/Kolkata (+05:30) or Asia/Kathmandu (+05:45)
+//! hourly or daily buckets or for 5-minute buckets. Those still have every
+//! boundary on a multiple of 5 minutes in UTC (every zone's offset is a
+//! whole number of 5 minutes), so over a whole tenant the whole 5-minute
+//! blocks come from `tool_calls_tenant_5m` and `query_counts_tenant_5m`
+//! (migration 0012) and the minutes at either end from the minute rollups
+//! ([`split_five_minutes`], the same cut at 5 minutes); filtered requests
+//! read the minute rollup throughout.
 //!
 //! Queries are counted by one rule everywhere (docs/api.md, "How queries
 //! are counted"): a query counts once, at its own time, from its
@@ -38,9 +44,13 @@
 //! user filter) that does not group by a dimension (totals and series:
 //! [`choose_ungrouped`]) reads `tool_calls_tenant_1h` and
 //! `tool_calls_tenant_1m` instead, a few rows per tenant-hour and
-//! tenant-minute whatever the traffic's variety; with sub-hour buckets
-//! (5-minute buckets over a month) it reads `tool_calls_tenant_1m`
-//! throughout. Filtered by project or navigator instance only, it reads
+//! tenant-minute whatever the traffic's variety; with buckets that cut
+//! hours (5-minute buckets over a month, +05:45 days) it reads
+//! `tool_calls_tenant_5m` for the whole 5-minute blocks and
+//! `tool_calls_tenant_1m` for the rest (a month of 5-minute buckets: 8,640
+//! blocks x call kinds instead of 43,200 minutes x call kinds), and its
+//! distinct queries are the sums of `query_counts_tenant_5m`. Filtered by
+//! project or navigator instance only, it reads
 //! `tool_calls_navigator_1h` for the whole hours. Lists grouped by server
 //! read `tool_calls_server_1h` (counts and exact per-server query sets),
 //! lists grouped by project or navigator `tool_calls_navigator_1h`, lists
