@@ -420,9 +420,9 @@ fn blocks_and_edges(common: Conditions, split: &Split, grain: Grain, minute_tabl
 /// The rows queries are counted from, and the aggregate that counts them.
 pub struct QueriesRows {
     /// A `FROM` source with `minute`, `project_id`, `navigator_id`,
-    /// `navigator_instance_id` and `queries` (a count to sum); for a whole
-    /// tenant's series whose buckets cut hours (`query_counts_tenant_5m`)
-    /// `minute`, `tenant_id` and `queries` only.
+    /// `navigator_instance_id` and `queries` (a count to sum); from
+    /// [`series_query_counts_from`], `minute`, `tenant_id` and `queries`
+    /// only.
     pub from: String,
     /// The count over any subset of the rows (`toUInt64(...)`).
     pub count: &'static str,
@@ -443,17 +443,9 @@ pub fn query_counts_from(scope: &Scope, buckets: Option<&Buckets>) -> Option<Que
         QueriesSource::CallSets => return None,
         QueriesSource::Executions => {
             let common = Conditions::tenant(scope.tenant).filters(&scope.filters, Table::QueryCounts);
-            let whole_tenant_series = scope.filters == Filters::default() && buckets.is_some();
-            match (split(scope.range, buckets), split_five_minutes(scope.range, buckets)) {
-                (Some(s), _) => blocks_and_edges(common, &s, Grain::hours("query_counts_1h"), "query_counts_1m", columns),
-                // A whole tenant's series with buckets that cut hours: the
-                // tenant's 5-minute counts (no project or navigator
-                // columns, which a series does not read).
-                (None, Some(s)) if whole_tenant_series => {
-                    let grain = Grain { table: "query_counts_tenant_5m", column: TimeColumn::FiveMinute };
-                    blocks_and_edges(common, &s, grain, "query_counts_1m", "tenant_id, queries")
-                }
-                (None, _) => {
+            match split(scope.range, buckets) {
+                Some(s) => blocks_and_edges(common, &s, Grain::hours("query_counts_1h"), "query_counts_1m", columns),
+                None => {
                     let (cond, params) = common.between(TimeColumn::Minute, scope.range.start, scope.range.end).into_parts();
                     (format!("(SELECT minute, {columns} FROM query_counts_1m WHERE {cond})"), params)
                 }
@@ -476,6 +468,27 @@ pub fn query_counts_from(scope: &Scope, buckets: Option<&Buckets>) -> Option<Que
         }
     };
     Some(QueriesRows { from, count: "toUInt64(sum(queries))", params })
+}
+
+/// [`query_counts_from`] for a series that reads the count per bucket
+/// only (no project or navigator column): a whole tenant's series whose
+/// buckets cut hours sums `query_counts_tenant_5m` for the whole 5-minute
+/// blocks and `query_counts_1m` for the minutes after the last one.
+pub fn series_query_counts_from(scope: &Scope, buckets: &Buckets) -> Option<QueriesRows> {
+    let five_minutes = split_five_minutes(scope.range, Some(buckets));
+    match five_minutes {
+        Some(s)
+            if choose_queries(scope) == QueriesSource::Executions
+                && scope.filters == Filters::default()
+                && split(scope.range, Some(buckets)).is_none() =>
+        {
+            let common = Conditions::tenant(scope.tenant);
+            let grain = Grain { table: "query_counts_tenant_5m", column: TimeColumn::FiveMinute };
+            let (from, params) = blocks_and_edges(common, &s, grain, "query_counts_1m", "tenant_id, queries");
+            Some(QueriesRows { from, count: "toUInt64(sum(queries))", params })
+        }
+        _ => query_counts_from(scope, Some(buckets)),
+    }
 }
 
 #[cfg(test)]

@@ -202,7 +202,7 @@ pub async fn series_via(db: &Db, scope: &Scope, buckets: &Buckets, need: Need, s
     let (rows, queries) = if !need.queries || in_stats {
         (rows.await?, Vec::new())
     } else {
-        let q = rollup::query_counts_from(scope, Some(buckets)).ok_or(QueryError::Unsupported("queries counted with the calls"))?;
+        let q = rollup::series_query_counts_from(scope, buckets).ok_or(QueryError::Unsupported("queries counted with the calls"))?;
         let sql = Sql::new(format!("SELECT {bucket} AS bucket, {} AS n FROM {} GROUP BY bucket ORDER BY bucket", q.count, q.from))
             .bind_all(q.params)
             .bind_all(bparams);
