@@ -14,8 +14,14 @@
 //! A topic feeds exactly one table, so a partition's offsets only ever
 //! appear in that table's batches, and batches of one table are written one
 //! at a time, in order; offsets therefore never overtake unacknowledged rows.
+//!
+//! A row is kept as [`Encoded`]: the `RowBinary` bytes its INSERT sends
+//! ([`crate::row_binary`]), its sort key and its query text, encoded when
+//! the message is parsed. A batch's size (`--max-batch-bytes`, the in-flight
+//! bound) is the memory its rows take, not their messages' length.
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 
 use agentmeter_schema::rows::{AgentExecutionRow, QueryTextRow, ToolCallRow};
@@ -69,7 +75,73 @@ macro_rules! ingest_row {
 ingest_row!(ToolCallRow, "tool_calls", "tool_call", parse_tool_call, |_, _| None);
 ingest_row!(AgentExecutionRow, "agent_executions", "agent_execution", parse_agent_execution, |row, days| row.query_text_row(days));
 
-/// Where a message came from, and its size (key and payload bytes).
+/// A parsed row as a batch holds it: its `RowBinary` bytes, the sort key
+/// the duplicate look-up needs, and the `query_texts` row it carries.
+#[derive(Debug, Clone)]
+pub struct Encoded<R> {
+    event_id: Uuid,
+    tenant_id: Uuid,
+    occurred_at: DateTime<Utc>,
+    bytes: Box<[u8]>,
+    query_text: Option<Box<QueryTextRow>>,
+    _row: PhantomData<fn() -> R>,
+}
+
+impl<R: IngestRow> Encoded<R> {
+    /// Encodes `row`; its query text (if any) is kept `retention_days`.
+    pub fn new(row: &R, retention_days: u32) -> Self {
+        Self::with_buffer(row, retention_days, &mut Vec::new())
+    }
+
+    /// [`Encoded::new`] with a reusable scratch buffer.
+    pub fn with_buffer(row: &R, retention_days: u32, scratch: &mut Vec<u8>) -> Self {
+        scratch.clear();
+        // The row types hold only what RowBinary encodes (tested): a failure is a bug.
+        crate::row_binary::encode(row, scratch).expect("raw-table rows encode as RowBinary");
+        Self {
+            event_id: row.event_id(),
+            tenant_id: row.tenant_id(),
+            occurred_at: row.occurred_at(),
+            bytes: scratch.as_slice().into(),
+            query_text: row.query_text_row(retention_days).map(Box::new),
+            _row: PhantomData,
+        }
+    }
+}
+
+impl<R> Encoded<R> {
+    pub fn event_id(&self) -> Uuid {
+        self.event_id
+    }
+
+    pub fn tenant_id(&self) -> Uuid {
+        self.tenant_id
+    }
+
+    pub fn occurred_at(&self) -> DateTime<Utc> {
+        self.occurred_at
+    }
+
+    /// The row in `RowBinary`, as the INSERT sends it.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn query_text(&self) -> Option<&QueryTextRow> {
+        self.query_text.as_deref()
+    }
+
+    /// The memory this row takes (approximately: the allocator's own
+    /// overhead is not counted), which a batch counts toward its size.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<Entry<Self>>()
+            + self.bytes.len()
+            + self.query_text.as_ref().map_or(0, |t| std::mem::size_of::<QueryTextRow>() + t.query_text.len())
+    }
+}
+
+/// Where a message came from, and the bytes it holds in the batch (an
+/// encoded row's memory, or a dead letter's or forwarded copy's message).
 #[derive(Debug, Clone, Copy)]
 pub struct Source {
     pub partition: i32,
@@ -101,7 +173,8 @@ pub struct Batch<R> {
     pub deliveries: Vec<(i32, usize, JoinHandle<()>)>,
     /// Highest offset read per partition.
     pub offsets: BTreeMap<i32, i64>,
-    /// Bytes of the messages held (rows and dead letters).
+    /// Bytes held: rows as the memory they take, dead letters and
+    /// forwarded copies as their messages.
     pub bytes: usize,
     opened_at: Option<Instant>,
 }

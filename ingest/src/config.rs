@@ -118,17 +118,21 @@ pub struct Config {
     #[arg(long, env = "AGENTMETER_INGEST_MAX_BATCH_ROWS", default_value_t = 50_000)]
     pub max_batch_rows: usize,
 
-    /// Flush a table's batch when its messages add up to this many bytes.
-    #[arg(long, env = "AGENTMETER_INGEST_MAX_BATCH_BYTES", default_value_t = 16 * 1024 * 1024)]
+    /// Flush a table's batch when its rows take this many bytes in memory
+    /// (each row held as the RowBinary its INSERT sends, plus about 100
+    /// bytes of bookkeeping; about 400 bytes for a typical tool call).
+    #[arg(long, env = "AGENTMETER_INGEST_MAX_BATCH_BYTES", default_value_t = 24 * 1024 * 1024)]
     pub max_batch_bytes: usize,
 
     /// Flush a table's batch when its oldest message has waited this long.
     #[arg(long, env = "AGENTMETER_INGEST_FLUSH_INTERVAL_MS", default_value_t = 1000)]
     pub flush_interval_ms: u64,
 
-    /// Message bytes the worker may hold in batches (buffered plus being
-    /// written) before it stops reading until ClickHouse catches up (after
-    /// 2 s it also pauses the partitions); about 1.5x this in memory.
+    /// Bytes the worker may hold in batches (rows as counted for
+    /// --max-batch-bytes, buffered plus being written, and the messages of
+    /// dead letters and forwarded copies not yet acknowledged) before it
+    /// stops reading until ClickHouse catches up (after 2 s it also pauses
+    /// the partitions).
     #[arg(long, env = "AGENTMETER_INGEST_MAX_INFLIGHT_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_inflight_bytes: usize,
 

@@ -53,7 +53,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::batch::{Batch, IngestRow, Limits, Source};
+use crate::batch::{Batch, Encoded, IngestRow, Limits, Source};
 use crate::config::Config;
 use crate::dead_letter::{DeadLetters, Rejected};
 use crate::errors::{Backoff, IngestError};
@@ -299,6 +299,10 @@ struct Worker {
     /// Whether the partitions are paused at the bound.
     paused: bool,
     otlp: Arc<OtlpInput>,
+    /// Days a navigator query's text is kept (`--query-text-retention-days`).
+    query_text_retention_days: u32,
+    /// Scratch space of the row encoder (one allocation, reused).
+    encode_buffer: Vec<u8>,
 }
 
 /// Runs the worker until `shutdown` resolves, then writes what it holds,
@@ -360,10 +364,12 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     };
-    let writer = Arc::new(
-        Writer::new(config.clickhouse.client(), backoff, Duration::from_millis(config.clickhouse_timeout_ms), Arc::clone(&metrics))
-            .with_query_text_retention_days(config.query_text_retention_days),
-    );
+    let writer = Arc::new(Writer::new(
+        config.clickhouse.client(),
+        backoff,
+        Duration::from_millis(config.clickhouse_timeout_ms),
+        Arc::clone(&metrics),
+    ));
     let mut worker = Worker {
         consumer,
         shared,
@@ -379,9 +385,11 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
         held_since: None,
         paused: false,
         otlp,
+        query_text_retention_days: config.query_text_retention_days,
+        encode_buffer: Vec::with_capacity(4096),
     };
-    let mut tool_calls = Table::<ToolCallRow>::new(&config.tool_calls_topic);
-    let mut executions = Table::<AgentExecutionRow>::new(&config.agent_executions_topic);
+    let mut tool_calls = Table::<Encoded<ToolCallRow>>::new(&config.tool_calls_topic);
+    let mut executions = Table::<Encoded<AgentExecutionRow>>::new(&config.agent_executions_topic);
     let mut otlp = Table::<NoRow>::new(&config.otlp_spans_topic);
     tracing::info!(
         brokers = %config.kafka_brokers, group = %config.kafka_group, topics = ?subscribed,
@@ -410,8 +418,8 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
 impl Worker {
     async fn consume(
         &mut self,
-        tool_calls: &mut Table<ToolCallRow>,
-        executions: &mut Table<AgentExecutionRow>,
+        tool_calls: &mut Table<Encoded<ToolCallRow>>,
+        executions: &mut Table<Encoded<AgentExecutionRow>>,
         otlp: &mut Table<NoRow>,
         shutdown: impl Future<Output = ()>,
     ) {
@@ -460,7 +468,12 @@ impl Worker {
     }
 
     /// Writes everything held, then returns.
-    async fn drain(&mut self, tool_calls: &mut Table<ToolCallRow>, executions: &mut Table<AgentExecutionRow>, otlp: &mut Table<NoRow>) {
+    async fn drain(
+        &mut self,
+        tool_calls: &mut Table<Encoded<ToolCallRow>>,
+        executions: &mut Table<Encoded<AgentExecutionRow>>,
+        otlp: &mut Table<NoRow>,
+    ) {
         self.forget_revoked(tool_calls, executions, otlp);
         finish_writing(&mut tool_calls.writing).await;
         finish_writing(&mut executions.writing).await;
@@ -474,7 +487,12 @@ impl Worker {
         finish_writing(&mut otlp.writing).await;
     }
 
-    fn accept(&mut self, m: &BorrowedMessage<'_>, tool_calls: &mut Table<ToolCallRow>, executions: &mut Table<AgentExecutionRow>) {
+    fn accept(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        tool_calls: &mut Table<Encoded<ToolCallRow>>,
+        executions: &mut Table<Encoded<AgentExecutionRow>>,
+    ) {
         if m.topic() == tool_calls.topic {
             self.accept_into(m, tool_calls);
         } else if m.topic() == executions.topic {
@@ -482,21 +500,22 @@ impl Worker {
         }
     }
 
-    fn accept_into<R: IngestRow>(&mut self, m: &BorrowedMessage<'_>, table: &mut Table<R>) {
+    fn accept_into<R: IngestRow>(&mut self, m: &BorrowedMessage<'_>, table: &mut Table<Encoded<R>>) {
         self.metrics.events_consumed.with_label_values(&[R::EVENT_KIND]).inc();
         let payload = m.payload().unwrap_or_default();
         let (partition, offset) = (m.partition(), m.offset());
         match R::parse(payload, chrono::Utc::now()) {
-            Ok(row) => {
-                let bytes = payload.len() + m.key_len();
-                match self.partitions.get(&table.topic).map(|n| home_partition(row.event_id(), n)) {
-                    Some(home) if home != partition => {
-                        let delivery = self.forwarder.spawn(Forward::of(m, R::EVENT_KIND, home));
-                        table.open.push_delivery(partition, offset, bytes, delivery);
-                    }
-                    _ => table.open.push_row(row, Source { partition, offset, bytes }),
+            Ok(row) => match self.partitions.get(&table.topic).map(|n| home_partition(row.event_id(), n)) {
+                Some(home) if home != partition => {
+                    let delivery = self.forwarder.spawn(Forward::of(m, R::EVENT_KIND, home));
+                    table.open.push_delivery(partition, offset, payload.len() + m.key_len(), delivery);
                 }
-            }
+                _ => {
+                    let row = Encoded::with_buffer(&row, self.query_text_retention_days, &mut self.encode_buffer);
+                    let bytes = row.memory_bytes();
+                    table.open.push_row(row, Source { partition, offset, bytes });
+                }
+            },
             Err(rejection) => {
                 tracing::debug!(topic = %table.topic, partition, offset, %rejection, "rejected message");
                 let delivery = self.dead_letters.spawn(Rejected {
@@ -519,7 +538,7 @@ impl Worker {
     /// and fewer than [`BATCHES_IN_FLIGHT`] batches of the table are being
     /// written. Its look-up starts straight away; its insert waits until
     /// the previous batch is over and has said what it landed.
-    fn flush_if_due<R: IngestRow>(&mut self, table: &mut Table<R>, now: Instant, force: bool) {
+    fn flush_if_due<R: IngestRow>(&mut self, table: &mut Table<Encoded<R>>, now: Instant, force: bool) {
         if table.writing.len() >= BATCHES_IN_FLIGHT || table.open.is_empty() || !(force || table.open.is_due(&self.limits, now)) {
             return;
         }
@@ -564,6 +583,7 @@ impl Worker {
             tracing::debug!(
                 table = R::TABLE,
                 rows,
+                bytes,
                 inserted = written.inserted,
                 deduplicated = written.deduplicated,
                 refused = written.refused.len(),
@@ -602,7 +622,12 @@ impl Worker {
     }
 
     /// Drops what was read from partitions revoked since the last call.
-    fn forget_revoked(&mut self, tool_calls: &mut Table<ToolCallRow>, executions: &mut Table<AgentExecutionRow>, otlp: &mut Table<NoRow>) {
+    fn forget_revoked(
+        &mut self,
+        tool_calls: &mut Table<Encoded<ToolCallRow>>,
+        executions: &mut Table<Encoded<AgentExecutionRow>>,
+        otlp: &mut Table<NoRow>,
+    ) {
         let revoked = std::mem::take(&mut *self.shared.revoked.lock().expect("lock"));
         if revoked.is_empty() {
             return;

@@ -40,7 +40,7 @@ use clickhouse::{Client, Row};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::batch::{Entry, IngestRow};
+use crate::batch::{Encoded, Entry, IngestRow};
 
 /// Ids per look-up query by id; large batches are looked up in chunks.
 pub const LOOKUP_CHUNK_IDS: usize = 10_000;
@@ -54,7 +54,7 @@ pub const MIN_GAP_MS: i64 = 1_000;
 
 /// Removes rows whose `event_id` appeared earlier in the batch; returns how
 /// many were removed.
-pub fn dedup_in_batch<R: IngestRow>(entries: &mut Vec<Entry<R>>) -> usize {
+pub fn dedup_in_batch<R: IngestRow>(entries: &mut Vec<Entry<Encoded<R>>>) -> usize {
     let before = entries.len();
     let mut seen = HashSet::with_capacity(before);
     entries.retain(|e| seen.insert(e.row.event_id()));
@@ -133,7 +133,7 @@ struct StoredId {
 }
 
 /// The keys of `entries`, sorted like the raw tables.
-pub fn sorted_keys<R: IngestRow>(entries: &[Entry<R>]) -> Vec<Key> {
+pub fn sorted_keys<R: IngestRow>(entries: &[Entry<Encoded<R>>]) -> Vec<Key> {
     let mut keys: Vec<Key> =
         entries.iter().map(|e| (e.row.tenant_id(), e.row.occurred_at().timestamp_millis(), e.row.event_id())).collect();
     keys.sort_unstable();
@@ -145,7 +145,7 @@ pub fn sorted_keys<R: IngestRow>(entries: &[Entry<R>]) -> Vec<Key> {
 /// otherwise by id.
 pub async fn stored_ids<R: IngestRow>(
     client: &Client,
-    entries: &[Entry<R>],
+    entries: &[Entry<Encoded<R>>],
     timeout: Duration,
 ) -> Result<HashSet<Uuid>, clickhouse::error::Error> {
     let keys = sorted_keys(entries);

@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod otlp;
 pub mod query_texts;
 pub mod routing;
+pub mod row_binary;
 pub mod shutdown;
 pub mod topics;
 pub mod writer;

@@ -109,7 +109,7 @@ impl Metrics {
                 "Time from an event's occurred_at to its insert acknowledgement",
                 vec![0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0],
             ),
-            inflight_bytes: gauge("agentmeter_ingest_inflight_bytes", "Bytes of messages held in batches, buffered or being written"),
+            inflight_bytes: gauge("agentmeter_ingest_inflight_bytes", "Bytes held in batches, buffered or being written (rows as their memory, dead letters and forwarded copies as their messages)"),
             last_flush_timestamp: gauge("agentmeter_ingest_last_flush_timestamp_seconds", "Unix time of the last acknowledged flush"),
             consumption_paused: gauge(
                 "agentmeter_ingest_consumption_paused",

@@ -36,7 +36,7 @@ use clickhouse::Client;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::batch::{Entry, IngestRow, Source};
+use crate::batch::{Encoded, Entry, IngestRow, Source};
 use crate::config::MAX_BATCH_ROWS_LIMIT;
 use crate::dedup::{dedup_in_batch, stored_ids};
 use crate::errors::{classify, Backoff};
@@ -62,6 +62,10 @@ pub struct Written {
     pub refused: Vec<Refused>,
 }
 
+/// Bytes of RowBinary gathered before they are compressed and sent as one
+/// chunk (about the `clickhouse` crate's own `Insert` chunk).
+const INSERT_CHUNK_BYTES: usize = 256 * 1024;
+
 /// The event ids a batch stored: its rows ClickHouse acknowledged (not the
 /// ones it skipped as duplicates, nor the ones ClickHouse refused).
 pub type Landed = HashSet<Uuid>;
@@ -69,7 +73,7 @@ pub type Landed = HashSet<Uuid>;
 /// A batch after the in-batch dedup and the duplicate look-up, ready for
 /// [`Writer::insert`].
 pub struct LookedUp<R> {
-    entries: Vec<Entry<R>>,
+    entries: Vec<Entry<Encoded<R>>>,
     deduplicated: usize,
 }
 
@@ -102,12 +106,11 @@ pub struct Writer {
     backoff: Backoff,
     timeout: Duration,
     metrics: Arc<Metrics>,
-    query_text_retention_days: u32,
 }
 
 /// The deduplication token of a set of rows: the same rows give the same
 /// token, whatever their order.
-pub fn dedup_token<R: IngestRow>(entries: &[Entry<R>]) -> String {
+pub fn dedup_token<R: IngestRow>(entries: &[Entry<Encoded<R>>]) -> String {
     let mut ids: Vec<[u8; 16]> = entries.iter().map(|e| *e.row.event_id().as_bytes()).collect();
     ids.sort_unstable();
     let mut h = Sha256::new();
@@ -121,23 +124,17 @@ pub fn dedup_token<R: IngestRow>(entries: &[Entry<R>]) -> String {
 
 impl Writer {
     pub fn new(client: Client, backoff: Backoff, timeout: Duration, metrics: Arc<Metrics>) -> Self {
-        // RowBinary without per-insert schema look-ups; the row types are
-        // tested against the migrations in the schema crate.
-        Self { client: client.with_validation(false), backoff, timeout, metrics, query_text_retention_days: 30 }
-    }
-
-    /// How long query texts are kept (`--query-text-retention-days`; 0 =
-    /// never stored).
-    pub fn with_query_text_retention_days(mut self, days: u32) -> Self {
-        self.query_text_retention_days = days;
-        self
+        // The look-up's answers in RowBinary without per-query schema
+        // look-ups; the row types are tested against the migrations in the
+        // schema crate.
+        Self { client: client.with_validation(false), backoff, timeout, metrics }
     }
 
     /// Writes `entries` (look-up, then insert), returning once every row is
     /// acknowledged, skipped as a duplicate, or refused by ClickHouse (those
     /// are returned in [`Written::refused`]; nothing else is done with them
     /// here).
-    pub async fn write<R: IngestRow>(&self, entries: Vec<Entry<R>>) -> Written {
+    pub async fn write<R: IngestRow>(&self, entries: Vec<Entry<Encoded<R>>>) -> Written {
         let batch = self.look_up(entries).await;
         self.insert(batch).await.0
     }
@@ -145,7 +142,7 @@ impl Writer {
     /// Steps 1 and 2 of a write: removes the repeats within the batch, then
     /// the rows whose id ClickHouse already holds (retrying the look-up
     /// until it answers).
-    pub async fn look_up<R: IngestRow>(&self, mut entries: Vec<Entry<R>>) -> LookedUp<R> {
+    pub async fn look_up<R: IngestRow>(&self, mut entries: Vec<Entry<Encoded<R>>>) -> LookedUp<R> {
         let deduplicated = dedup_in_batch(&mut entries);
         self.look_up_again(LookedUp { entries, deduplicated }).await
     }
@@ -178,7 +175,7 @@ impl Writer {
         let mut written = Written { deduplicated, ..Written::default() };
         self.metrics.events_deduplicated.with_label_values(&[R::EVENT_KIND]).inc_by(written.deduplicated as u64);
 
-        let texts: Vec<_> = entries.iter().filter_map(|e| e.row.query_text_row(self.query_text_retention_days)).collect();
+        let texts: Vec<_> = entries.iter().filter_map(|e| e.row.query_text().cloned()).collect();
         if !texts.is_empty() {
             let mut attempt = 0;
             while let Err(e) = query_texts::insert(&self.client, &texts, self.timeout).await {
@@ -219,7 +216,7 @@ impl Writer {
 
     /// Inserts every row it can; returns the index and error of each row
     /// ClickHouse refused on its own, in batch order.
-    async fn insert_isolating<R: IngestRow>(&self, entries: &[Entry<R>]) -> Vec<(usize, String)> {
+    async fn insert_isolating<R: IngestRow>(&self, entries: &[Entry<Encoded<R>>]) -> Vec<(usize, String)> {
         let mut rejected = Vec::new();
         let mut pending = Vec::with_capacity(16);
         pending.push(0..entries.len());
@@ -266,18 +263,24 @@ impl Writer {
         rejected
     }
 
-    async fn insert_once<R: IngestRow>(&self, entries: &[Entry<R>]) -> Result<(), clickhouse::error::Error> {
+    async fn insert_once<R: IngestRow>(&self, entries: &[Entry<Encoded<R>>]) -> Result<(), clickhouse::error::Error> {
+        // The rows are already RowBinary (encoded when parsed): the INSERT
+        // names the columns in the row type's order, as the crate's `Insert` does.
+        let columns = R::COLUMN_NAMES.iter().map(|c| format!("`{c}`")).collect::<Vec<_>>().join(",");
         let mut insert = self
             .client
-            .insert::<R>(R::TABLE)
-            .await?
+            .insert_formatted_with(format!("INSERT INTO {}({columns}) FORMAT RowBinary", R::TABLE))
             .with_option("insert_deduplicate", "1")
             .with_option("insert_deduplication_token", dedup_token(entries))
             .with_option("deduplicate_blocks_in_dependent_materialized_views", "1")
             .with_option("max_insert_block_size", (MAX_BATCH_ROWS_LIMIT + 1).to_string())
-            .with_timeouts(Some(self.timeout), Some(self.timeout));
+            .with_timeouts(Some(self.timeout), Some(self.timeout))
+            .buffered_with_capacity(INSERT_CHUNK_BYTES + 4096);
         for e in entries {
-            insert.write(&e.row).await?;
+            insert.write_buffered(e.row.bytes());
+            if insert.buf_len() >= INSERT_CHUNK_BYTES {
+                insert.flush().await?;
+            }
         }
         insert.end().await
     }
@@ -300,13 +303,13 @@ mod tests {
     use crate::batch::Source;
     use agentmeter_schema::rows::ToolCallRow;
 
-    fn entry(id: u128) -> Entry<ToolCallRow> {
+    fn entry(id: u128) -> Entry<Encoded<ToolCallRow>> {
         let raw = serde_json::json!({
             "event_id": uuid::Uuid::from_u128(id), "occurred_at": 1_700_000_000_000i64,
             "tenant_id": uuid::Uuid::from_u128(7), "tool_name": "t", "latency_ms": 1.0, "success": true,
         });
         let row = <ToolCallRow as IngestRow>::parse(raw.to_string().as_bytes(), chrono::Utc::now()).unwrap();
-        Entry { row, source: Source { partition: 0, offset: id as i64, bytes: 0 } }
+        Entry { row: Encoded::new(&row, 30), source: Source { partition: 0, offset: id as i64, bytes: 0 } }
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use agentmeter_ingest::batch::{Entry, IngestRow, Source};
+use agentmeter_ingest::batch::{Encoded, Entry, IngestRow, Source};
 use agentmeter_ingest::dedup::{key_ranges, sorted_keys, stored_ids, stored_ids_by_id, stored_ids_in_ranges, MAX_KEY_RANGES};
 use agentmeter_ingest::errors::Backoff;
 use agentmeter_ingest::writer::Writer;
@@ -21,17 +21,17 @@ const T0: i64 = 1_790_000_000_000;
 
 /// A tool call `n`: its id, tenant and time follow from `n` alone, so the
 /// same `n` in two batches is the same event.
-fn call(n: u64, at: i64) -> Entry<ToolCallRow> {
+fn call(n: u64, at: i64) -> Entry<Encoded<ToolCallRow>> {
     let payload = serde_json::json!({
         "event_id": Uuid::from_u128(0x5eed_0000_0000_0000 + n as u128), "occurred_at": at,
         "tenant_id": TENANTS[(n % 2) as usize], "tool_name": "search", "latency_ms": 3.5, "success": true,
     });
     let row = ToolCallRow::parse(payload.to_string().as_bytes(), chrono::Utc::now()).expect("valid tool call");
-    Entry { row, source: Source { partition: 0, offset: n as i64, bytes: 0 } }
+    Entry { row: Encoded::new(&row, 30), source: Source { partition: 0, offset: n as i64, bytes: 0 } }
 }
 
 /// Calls `range`, ten per millisecond from `start`.
-fn calls(range: std::ops::Range<u64>, start: i64) -> Vec<Entry<ToolCallRow>> {
+fn calls(range: std::ops::Range<u64>, start: i64) -> Vec<Entry<Encoded<ToolCallRow>>> {
     range.map(|n| call(n, start + n as i64 / 10)).collect()
 }
 
@@ -67,7 +67,7 @@ async fn a_row_in_two_batches_in_flight_at_once_is_stored_once() {
     ahead.drop_landed(&landed);
     let (written, landed) = w.insert(ahead).await;
     assert_eq!((written.inserted, written.deduplicated), (500, 500));
-    assert_eq!(landed, (1_000..1_500).map(|n| call(n, T0).row.event_id).collect::<HashSet<_>>());
+    assert_eq!(landed, (1_000..1_500).map(|n| call(n, T0).row.event_id()).collect::<HashSet<_>>());
 
     assert_eq!(counts(&f).await, (1_500, 1_500, 1_500), "rows, distinct ids, rollup calls");
     f.drop_database().await;
@@ -85,11 +85,11 @@ async fn look_ups_by_range_and_by_id_find_the_same_stored_ids() {
     // A batch of 500 stored calls from both stretches, 2,000 new ones in
     // between and around them, and 200 new ones a day later.
     // (Every eighth call, odd and even ones: both tenants.)
-    let mut batch: Vec<Entry<ToolCallRow>> =
+    let mut batch: Vec<Entry<Encoded<ToolCallRow>>> =
         (0..500).map(|i| i * 8 + i % 2).map(|n| call(n, T0 + if n < 3_000 { 0 } else { 3_600_000 } + n as i64 / 10)).collect();
     batch.extend(calls(10_000..12_000, T0 + 1_000));
     batch.extend(calls(20_000..20_200, T0 + 86_400_000));
-    let expected: HashSet<Uuid> = batch[..500].iter().map(|e| e.row.event_id).collect();
+    let expected: HashSet<Uuid> = batch[..500].iter().map(|e| e.row.event_id()).collect();
 
     let keys = sorted_keys(&batch);
     // One range per tenant: from the first stretch to the day after, so

@@ -11,4 +11,5 @@ mod lookup;
 mod multi_worker;
 mod otlp;
 mod refused;
+mod row_binary;
 mod support;
