@@ -27,6 +27,7 @@ mod m0009_plans;
 mod m0010_unpriced_executions;
 mod m0011_question_rollups;
 mod m0012_five_minute_rollups;
+mod m0013_user_rollups;
 mod tool_call_aggregates;
 
 use anyhow::Context;
@@ -145,6 +146,7 @@ pub fn all() -> Vec<Box<dyn Migration>> {
         Box::new(m0010_unpriced_executions::UnpricedExecutions),
         Box::new(m0011_question_rollups::QuestionRollups),
         Box::new(m0012_five_minute_rollups::FiveMinuteRollups),
+        Box::new(m0013_user_rollups::UserRollups),
     ]
 }
 

@@ -704,3 +704,172 @@ async fn five_minute_rollups_backfill_once_and_equal_the_raw_tables() {
     assert_eq!(got, raw, "query_counts_tenant_5m");
     drop_db(&ch).await;
 }
+
+/// 0013's user rollups: rows already in the raw tables when the migration
+/// runs (twice at the same time) are backfilled once, rows inserted
+/// afterwards arrive through the views, and every figure equals the raw
+/// tables' per user and hour (tool calls and errors per call kind;
+/// queries, executions, tokens and cost per user) or per user (first and
+/// last event, latest non-empty e-mail), for two tenants with the same
+/// user ids and e-mails.
+#[tokio::test]
+async fn user_rollups_backfill_once_and_equal_the_raw_tables() {
+    use agentmeter_schema::rows::{AgentExecutionRow, ToolCallRow};
+    let ch = clickhouse(&unique_db("users"));
+    migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
+    let db = ch.client();
+    // Back to the version before 0013: no views, empty tables.
+    for sql in [
+        "DROP VIEW tool_calls_user_1h_mv",
+        "DROP VIEW agent_executions_user_1h_mv",
+        "DROP VIEW project_users_1mon_calls_mv",
+        "DROP VIEW project_users_1mon_executions_mv",
+        "DROP VIEW project_servers_1mon_mv",
+        "TRUNCATE TABLE tool_calls_user_1h",
+        "TRUNCATE TABLE agent_executions_user_1h",
+        "TRUNCATE TABLE project_users_1mon",
+        "TRUNCATE TABLE project_servers_1mon",
+        "ALTER TABLE rollup_backfills DELETE WHERE view IN ('tool_calls_user_1h_mv', 'agent_executions_user_1h_mv', \
+         'project_users_1mon_calls_mv', 'project_users_1mon_executions_mv', 'project_servers_1mon_mv') SETTINGS mutations_sync = 1",
+        "TRUNCATE TABLE schema_migrations",
+    ] {
+        db.query(sql).execute().await.unwrap();
+    }
+    for m in migrations::all().iter().filter(|m| m.version() < 13) {
+        db.query("INSERT INTO schema_migrations (version, name) VALUES (?, ?)").bind(m.version()).bind(m.name()).execute().await.unwrap();
+    }
+    let tenants = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()];
+    let start_ms = chrono::Utc::now().timestamp_millis() - 45 * 86_400_000;
+    let now = chrono::Utc::now();
+    let user = |q: i64| uuid::Uuid::from_u128(500 + (q % 5) as u128);
+    // User 4's events carry no e-mail before q = 500; users 0-3 change
+    // e-mail every 300 queries; q % 11 == 0 has no user at all.
+    let email = |q: i64| if q % 5 == 4 && q < 500 { String::new() } else { format!("u{}-{}@example.com", q % 5, q / 300) };
+    let executions = |t: usize, from: i64, n: i64| -> Vec<AgentExecutionRow> {
+        (from..from + n)
+            .map(|q| {
+                let uid = if q % 11 == 0 { uuid::Uuid::nil() } else { user(q) };
+                let raw = serde_json::json!({
+                    "event_id": uuid::Uuid::new_v4(), "occurred_at": start_ms + q * 3_600_000 + 20_000 + t as i64 * 1000, "tenant_id": tenants[t],
+                    "execution_id": uuid::Uuid::from_u128(q as u128 + 1), "execution_kind": if q % 3 == 2 { "agent_chat" } else { "navigator_query" },
+                    "billable": true, "input_tokens": q % 7, "output_tokens": 2, "cost_usd": "0.000001",
+                    "messages_count": 1 + t, "navigator_id": uuid::Uuid::from_u128(9), "navigator_instance_id": uuid::Uuid::from_u128(9),
+                    "project_id": uuid::Uuid::from_u128(7 + (q % 2) as u128), "user_token_id": uid, "user_email": email(q),
+                });
+                let mut raw = raw;
+                if q % 13 == 0 {
+                    raw["cost_known"] = false.into();
+                    raw.as_object_mut().unwrap().remove("cost_usd");
+                }
+                AgentExecutionRow::from(&agentmeter_schema::parse_agent_execution(raw.to_string().as_bytes(), now).unwrap())
+            })
+            .collect()
+    };
+    let calls = |t: usize, from: i64, n: i64| -> Vec<ToolCallRow> {
+        (from..from + n)
+            .flat_map(|q| (0..(q + t as i64) % 4).map(move |k| (q, k)))
+            .map(|(q, k)| {
+                let raw = serde_json::json!({
+                    "event_id": uuid::Uuid::new_v4(), "occurred_at": start_ms + q * 3_600_000 + 21_000 + k * 15_000, "tenant_id": tenants[t],
+                    "query_id": uuid::Uuid::from_u128(q as u128 + 1), "tool_name": "search", "latency_ms": (q % 50) as f64,
+                    "success": (q + k) % 7 != 0, "call_kind": if k == 1 { "suggest_tools" } else { "tool" },
+                    "server_id": uuid::Uuid::from_u128(20 + k as u128), "server_instance_id": uuid::Uuid::from_u128(30 + k as u128),
+                    "navigator_id": uuid::Uuid::from_u128(9), "navigator_instance_id": uuid::Uuid::from_u128(9),
+                    "project_id": uuid::Uuid::from_u128(7 + (q % 2) as u128), "user_token_id": user(q), "user_email": email(q),
+                });
+                ToolCallRow::from(&agentmeter_schema::parse_tool_call(raw.to_string().as_bytes(), now).unwrap())
+            })
+            .collect()
+    };
+    async fn insert<R: clickhouse::RowOwned + clickhouse::RowWrite>(db: &Client, table: &str, rows: Vec<R>) {
+        let mut insert = db.insert::<R>(table).await.unwrap();
+        for row in &rows {
+            insert.write(row).await.unwrap();
+        }
+        insert.end().await.unwrap();
+    }
+    for t in 0..2 {
+        insert(&db, "tool_calls", calls(t, 0, 600)).await;
+        insert(&db, "agent_executions", executions(t, 0, 600)).await;
+    }
+    let (first, second) = (ch.server_client(), ch.server_client());
+    let (a, b) = tokio::join!(migrations::migrate(&first, &ch.database), migrations::migrate(&second, &ch.database));
+    a.unwrap();
+    b.unwrap();
+    for t in 0..2 {
+        insert(&db, "tool_calls", calls(t, 600, 400)).await;
+        insert(&db, "agent_executions", executions(t, 600, 400)).await;
+    }
+
+    for tenant in tenants {
+        let t = tenant.to_string();
+        let rows = |sql: &str| db.query(sql).bind(t.clone()).fetch_all::<(u32, String, String, u64, u64)>();
+        let raw = rows(
+            "SELECT toUInt32(toStartOfHour(occurred_at)) AS h, concat(toString(user_token_id), toString(project_id), call_kind) AS k,
+                    user_email AS e, toUInt64(count()), toUInt64(countIf(NOT success))
+             FROM tool_calls WHERE tenant_id = toUUID(?) GROUP BY h, k, e ORDER BY h, k, e",
+        )
+        .await
+        .unwrap();
+        let got = rows(
+            "SELECT toUInt32(hour) AS h, concat(toString(user_token_id), toString(project_id), call_kind) AS k,
+                    user_email AS e, toUInt64(sum(calls)), toUInt64(sum(errors))
+             FROM tool_calls_user_1h WHERE tenant_id = toUUID(?) GROUP BY h, k, e ORDER BY h, k, e",
+        )
+        .await
+        .unwrap();
+        assert!(raw.len() > 1000, "{}", raw.len());
+        assert_eq!(got, raw, "tool_calls_user_1h");
+        let raw = rows(
+            "SELECT toUInt32(toStartOfHour(occurred_at)) AS h, concat(toString(user_token_id), toString(project_id)) AS k, user_email AS e,
+                    toUInt64(countIf(execution_kind = 'navigator_query')) * 1000000 + toUInt64(count()) * 1000 + toUInt64(countIf(NOT cost_known)),
+                    toUInt64(sum(total_tokens)) * 1000 + toUInt64(sum(messages_count)) + toUInt64(sum(cost_usd) * 1000000) * 1000000
+             FROM agent_executions WHERE tenant_id = toUUID(?) GROUP BY h, k, e ORDER BY h, k, e",
+        )
+        .await
+        .unwrap();
+        let got = rows(
+            "SELECT toUInt32(hour) AS h, concat(toString(user_token_id), toString(project_id)) AS k, user_email AS e,
+                    toUInt64(sum(queries)) * 1000000 + toUInt64(sum(executions)) * 1000 + toUInt64(sum(unpriced_executions)),
+                    toUInt64(sum(total_tokens)) * 1000 + toUInt64(sum(messages)) + toUInt64(sum(cost_usd) * 1000000) * 1000000
+             FROM agent_executions_user_1h WHERE tenant_id = toUUID(?) GROUP BY h, k, e ORDER BY h, k, e",
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, raw, "agent_executions_user_1h");
+        let users = |sql: &str| db.query(sql).bind(t.clone()).bind(t.clone()).fetch_all::<(String, String, i64, i64)>();
+        let raw = users(
+            "SELECT concat(toString(user_token_id), toString(project_id)) AS k, toString(argMaxIf(user_email, occurred_at, user_email != '')),
+                    toInt64(toUnixTimestamp64Milli(min(occurred_at))), toInt64(toUnixTimestamp64Milli(max(occurred_at)))
+             FROM (SELECT user_token_id, project_id, user_email, occurred_at FROM tool_calls WHERE tenant_id = toUUID(?)
+                   UNION ALL SELECT user_token_id, project_id, user_email, occurred_at FROM agent_executions WHERE tenant_id = toUUID(?))
+             WHERE user_token_id != toUUID('00000000-0000-0000-0000-000000000000') GROUP BY k ORDER BY k",
+        )
+        .await
+        .unwrap();
+        let got = users(
+            "SELECT concat(toString(user_token_id), toString(project_id)) AS k, toString(argMaxIfMerge(email)),
+                    toInt64(toUnixTimestamp64Milli(min(first_at))), toInt64(toUnixTimestamp64Milli(max(last_at)))
+             FROM project_users_1mon WHERE tenant_id = toUUID(?) AND tenant_id = toUUID(?) GROUP BY k ORDER BY k",
+        )
+        .await
+        .unwrap();
+        assert_eq!(raw.len(), 10, "5 users in 2 projects");
+        assert_eq!(got, raw, "project_users_1mon");
+        let servers = |sql: &str| db.query(sql).bind(t.clone()).fetch_all::<(String, u64)>();
+        let raw = servers(
+            "SELECT concat(toString(project_id), toString(server_instance_id)) AS k, toUInt64(count()) FROM tool_calls
+             WHERE tenant_id = toUUID(?) GROUP BY k ORDER BY k",
+        )
+        .await
+        .unwrap();
+        let got = servers(
+            "SELECT concat(toString(project_id), toString(server_instance_id)) AS k, toUInt64(sum(calls)) FROM project_servers_1mon
+             WHERE tenant_id = toUUID(?) GROUP BY k ORDER BY k",
+        )
+        .await
+        .unwrap();
+        assert_eq!(got, raw, "project_servers_1mon");
+    }
+    drop_db(&ch).await;
+}
