@@ -23,11 +23,12 @@ pub struct Filters {
     pub server_id: Option<Uuid>,
     pub tool_id: Option<Uuid>,
     pub tool_name: Option<String>,
-    /// End user (`user_token_id`); only the raw tool-call table has it.
+    /// End user (`user_token_id`); the raw tables and the user rollups
+    /// (migration 0013) have it.
     pub user_token_id: Option<Uuid>,
-    /// End user by e-mail (the key of `/analytics/users`); only the raw
-    /// tables have it, so a request with it reads them ([`Table::ToolCallsRaw`],
-    /// [`Table::ExecutionsRaw`]).
+    /// End user by e-mail (the key of `/analytics/users`); the raw tables
+    /// and the user rollups have it ([`Table::ToolCallsUser`],
+    /// [`Table::ExecutionsUser`], the raw ones for the rest).
     pub user_email: Option<String>,
 }
 
@@ -76,6 +77,12 @@ pub enum Table {
     /// The raw `agent_executions` table, for the queries of an end user:
     /// project, navigator instance and user (`user_token_id`).
     ExecutionsRaw,
+    /// `tool_calls_user_1h` (migration 0013): call kind, project,
+    /// navigator instance and user (`user_token_id`, `user_email`).
+    ToolCallsUser,
+    /// `agent_executions_user_1h` (migration 0013): project, navigator
+    /// instance and user; no call kind.
+    ExecutionsUser,
 }
 
 /// How a time column is compared.
@@ -174,7 +181,7 @@ impl Conditions {
     pub fn kinds(self, kinds: CallKinds, table: Table) -> Self {
         match (table, kinds) {
             (_, CallKinds::All) => self,
-            (Table::QueryCounts, _) => self,
+            (Table::QueryCounts | Table::ExecutionsUser, _) => self,
             (_, CallKinds::Tool) => self.constant("call_kind = 'tool'"),
             (_, CallKinds::Proxy) => self.constant("call_kind IN ('suggest_tools', 'get_tool_schemas', 'invoke_tools')"),
         }
@@ -202,15 +209,15 @@ impl Conditions {
         if let (true, Some(v)) = (all, &f.tool_name) {
             self = self.constant("tool_name = {f_tool_name:String}").param("f_tool_name", v);
         }
-        let raw = matches!(table, Table::ToolCallsRaw | Table::ExecutionsRaw);
+        let raw = matches!(table, Table::ToolCallsRaw | Table::ExecutionsRaw | Table::ToolCallsUser | Table::ExecutionsUser);
         if let Some(v) = f.user_token_id {
-            debug_assert!(raw, "only the raw tables have user_token_id");
+            debug_assert!(raw, "only the raw tables and the user rollups have user_token_id");
             if raw {
                 self = self.constant("user_token_id = {f_user:UUID}").param("f_user", v);
             }
         }
         if let Some(v) = &f.user_email {
-            debug_assert!(raw, "only the raw tables have user_email");
+            debug_assert!(raw, "only the raw tables and the user rollups have user_email");
             if raw {
                 self = self.constant("user_email = {f_user_email:String}").param("f_user_email", v);
             }

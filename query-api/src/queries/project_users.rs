@@ -1,6 +1,14 @@
 //! SQL of a project's end users (`GET /api/v1/projects/{project_id}/users`
-//! and `.../users/{user_id}`), from the raw `tool_calls` and
-//! `agent_executions` tables: the rollups carry no user.
+//! and `.../users/{user_id}`), from the user rollups of migration 0013:
+//! who the users are, their first and last event and e-mail from
+//! `project_users_1mon` (a row per user and month), their weekly figures
+//! from `tool_calls_user_1h` and `agent_executions_user_1h` for the page's
+//! users only (the raw events for the minutes at either end of the week),
+//! and the project's server instances from `project_servers_1mon`. A page
+//! then reads a few rows per user whatever the length of the project's
+//! history. Filtered by server instance (which the user rollups leave
+//! out) the list reads the raw `tool_calls` and `agent_executions`
+//! tables, as does the detail's list of used servers.
 //!
 //! * A project user is a `user_token_id` with at least one event (a tool
 //!   call, or an agent execution such as a `navigator_query`) in the
@@ -18,6 +26,11 @@
 //!   are stable under concurrent inserts: new users appear before the
 //!   first page, never between pages.
 //!
+//! * Events dated after the request's time (ingest accepts up to an hour
+//!   of clock skew) count in the first and last event times of the
+//!   rollup path (its months are whole); the weekly figures end at the
+//!   request's time exactly.
+//!
 //! Every read names the tenant and the project (the tables' sort key
 //! starts with the tenant, so other tenants' rows are never read).
 
@@ -26,8 +39,10 @@ use clickhouse::Row;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::analytics::rollup::split;
 use super::sql::Sql;
 use crate::db::{Db, QueryError};
+use crate::window::TimeRange;
 
 const NIL: &str = "toUUID('00000000-0000-0000-0000-000000000000')";
 
@@ -123,12 +138,119 @@ impl UserFilter {
     }
 }
 
+/// The project's users (without weekly figures) from `project_users_1mon`,
+/// as [`UserFilter::grouped`] has them: one row per user.
+const SUMMARY_SELECT: &str = "SELECT toString(user_token_id) AS id,
+        toString(argMaxIfMerge(email)) AS mail,
+        toInt64(toUnixTimestamp64Milli(min(first_at))) AS first_ms,
+        toInt64(toUnixTimestamp64Milli(max(last_at))) AS last_ms,
+        toUInt64(count() OVER ()) AS total
+    FROM project_users_1mon";
+
+impl UserFilter {
+    /// Whether the user rollups answer: every filter but the server
+    /// instances.
+    fn from_rollups(&self) -> bool {
+        self.server_instances.is_empty()
+    }
+
+    /// [`UserFilter::grouped`] from `project_users_1mon`, with zero weekly
+    /// figures (see [`weekly`]).
+    fn summaries(&self, one: Option<Uuid>) -> Sql {
+        let mut conditions = vec![
+            "tenant_id = {tenant:UUID}",
+            "project_id = {project:UUID}",
+            "month <= toStartOfMonth(fromUnixTimestamp64Milli({end_ms:Int64}, 'UTC'))",
+        ];
+        let mut sql = Sql::new("").bind("tenant", self.tenant).bind("project", self.project).bind("end_ms", self.end.timestamp_millis());
+        if let Some(u) = one {
+            conditions.push("user_token_id = {user:UUID}");
+            sql = sql.bind("user", u);
+        }
+        let mut having = "1";
+        if let Some(s) = &self.search {
+            having = "(positionCaseInsensitiveUTF8(mail, {search:String}) > 0 OR id = lower({search:String}))";
+            sql = sql.bind("search", s);
+        }
+        sql.text = format!(
+            "SELECT id, mail AS email, first_ms, last_ms, toUInt64(0) AS weekly_queries, toUInt64(0) AS weekly_tool_calls, total
+             FROM ({SUMMARY_SELECT} WHERE {} GROUP BY user_token_id HAVING {having})",
+            conditions.join(" AND ")
+        );
+        sql
+    }
+}
+
+/// Weekly figures of some users.
+#[derive(Debug, Clone, PartialEq, Row, Deserialize)]
+struct Weekly {
+    id: String,
+    weekly_queries: u64,
+    weekly_tool_calls: u64,
+}
+
+/// Fills in the weekly figures of `users` (over `[week_start, end)`):
+/// `agent_executions_user_1h` and `tool_calls_user_1h` for the whole
+/// hours, the raw events for the minutes at either end, all restricted to
+/// these users.
+async fn weekly(db: &Db, f: &UserFilter, users: &mut [ProjectUser]) -> Result<(), QueryError> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    let week = TimeRange { start: f.week_start, end: f.end };
+    let (hours, edges): (Option<TimeRange>, Vec<TimeRange>) = match split(week, None) {
+        Some(s) => (Some(s.whole), s.edges().collect()),
+        None => (None, vec![week]),
+    };
+    let keys = "tenant_id = {tenant:UUID} AND project_id = {project:UUID} AND user_token_id IN {users:Array(UUID)}";
+    let mut sql =
+        Sql::new("").bind("tenant", f.tenant).bind("project", f.project).bind_list("users", users.iter().map(|u| u.id.clone()).collect());
+    let mut branches = Vec::new();
+    if let Some(h) = hours {
+        let hour = "hour >= toDateTime({h_s:Int64}, 'UTC') AND hour < toDateTime({h_e:Int64}, 'UTC')";
+        branches
+            .push(format!("SELECT user_token_id, queries AS q, toUInt64(0) AS c FROM agent_executions_user_1h WHERE {keys} AND {hour}"));
+        branches.push(format!(
+            "SELECT user_token_id, toUInt64(0) AS q, calls AS c FROM tool_calls_user_1h WHERE {keys} AND {hour} AND call_kind = 'tool'"
+        ));
+        sql = sql.bind("h_s", h.start.timestamp()).bind("h_e", h.end.timestamp());
+    }
+    for (i, e) in edges.iter().enumerate() {
+        let at = format!(
+            "occurred_at >= fromUnixTimestamp64Milli({{e{i}_s:Int64}}, 'UTC') AND occurred_at < fromUnixTimestamp64Milli({{e{i}_e:Int64}}, 'UTC')"
+        );
+        branches.push(format!(
+            "SELECT user_token_id, toUInt64(1) AS q, toUInt64(0) AS c FROM agent_executions
+             WHERE {keys} AND {at} AND execution_kind = 'navigator_query' AND execution_id != {NIL}"
+        ));
+        branches.push(format!(
+            "SELECT user_token_id, toUInt64(0) AS q, toUInt64(1) AS c FROM tool_calls WHERE {keys} AND {at} AND call_kind = 'tool'"
+        ));
+        sql = sql.bind(&format!("e{i}_s"), e.start.timestamp_millis()).bind(&format!("e{i}_e"), e.end.timestamp_millis());
+    }
+    sql.text = format!(
+        "SELECT toString(user_token_id) AS id, toUInt64(sum(q)) AS weekly_queries, toUInt64(sum(c)) AS weekly_tool_calls
+         FROM ({}) GROUP BY user_token_id",
+        branches.join(" UNION ALL ")
+    );
+    let rows = db.run("project_users_weekly", |c| async move { sql.query(&c).fetch_all::<Weekly>().await }).await?;
+    let by_id: std::collections::HashMap<String, Weekly> = rows.into_iter().map(|w| (w.id.clone(), w)).collect();
+    for u in users.iter_mut() {
+        if let Some(w) = by_id.get(&u.id) {
+            u.weekly_queries = w.weekly_queries;
+            u.weekly_tool_calls = w.weekly_tool_calls;
+        }
+    }
+    Ok(())
+}
+
 /// The users of one page, newest first: at most `size + 1` (one more tells
 /// whether there is a next page), all strictly after `after` in page order.
 /// Each row carries the filter's `total` over all pages, computed before
 /// the cursor applies.
 pub async fn page(db: &Db, f: &UserFilter, after: Option<UserPosition>, size: usize) -> Result<Vec<ProjectUser>, QueryError> {
-    let mut sql = f.grouped(None);
+    let rollups = f.from_rollups();
+    let mut sql = if rollups { f.summaries(None) } else { f.grouped(None) };
     let mut outer = "1".to_owned();
     if let Some(p) = after {
         outer = "(first_ms, toUUID(id)) < ({c_ms:Int64}, {c_user:UUID})".to_owned();
@@ -140,31 +262,42 @@ pub async fn page(db: &Db, f: &UserFilter, after: Option<UserPosition>, size: us
         sql.text
     );
     let sql = sql.bind("want", size + 1);
-    db.run("project_users_page", |c| async move { sql.query(&c).fetch_all::<ProjectUser>().await }).await
+    let mut users = db.run("project_users_page", |c| async move { sql.query(&c).fetch_all::<ProjectUser>().await }).await?;
+    if rollups {
+        weekly(db, f, &mut users).await?;
+    }
+    Ok(users)
 }
 
 /// How many users match the filter (all pages): for a page that came back
 /// empty after a cursor, whose rows carry no total.
 pub async fn total(db: &Db, f: &UserFilter) -> Result<u64, QueryError> {
-    let mut sql = f.grouped(None);
+    let mut sql = if f.from_rollups() { f.summaries(None) } else { f.grouped(None) };
     sql.text = format!("SELECT toUInt64(count()) FROM ({})", sql.text);
     db.run("project_users_total", |c| async move { sql.query(&c).fetch_one::<u64>().await }).await
 }
 
 /// One user of the project, `None` when the user has no event there.
 pub async fn user(db: &Db, f: &UserFilter, user: Uuid) -> Result<Option<ProjectUser>, QueryError> {
-    let sql = f.grouped(Some(user));
-    Ok(db.run("project_user", |c| async move { sql.query(&c).fetch_all::<ProjectUser>().await }).await?.into_iter().next())
+    let rollups = f.from_rollups();
+    let sql = if rollups { f.summaries(Some(user)) } else { f.grouped(Some(user)) };
+    let mut users = db.run("project_user", |c| async move { sql.query(&c).fetch_all::<ProjectUser>().await }).await?;
+    users.truncate(1);
+    if rollups {
+        weekly(db, f, &mut users).await?;
+    }
+    Ok(users.into_iter().next())
 }
 
 /// Distinct server instances the project's tool calls reached (within
-/// retention): the events' view of the project's server instances.
+/// retention): the events' view of the project's server instances, from
+/// `project_servers_1mon` (months up to `end`'s).
 pub async fn server_instances(db: &Db, tenant: Uuid, project: Uuid, end: DateTime<Utc>) -> Result<u64, QueryError> {
-    let sql = Sql::new(format!(
-        "SELECT toUInt64(uniqExact(server_instance_id)) FROM tool_calls
-         WHERE tenant_id = {{tenant:UUID}} AND project_id = {{project:UUID}} AND server_instance_id != {NIL}
-           AND occurred_at < fromUnixTimestamp64Milli({{end_ms:Int64}}, 'UTC')"
-    ))
+    let sql = Sql::new(
+        "SELECT toUInt64(uniqExact(server_instance_id)) FROM project_servers_1mon
+         WHERE tenant_id = {tenant:UUID} AND project_id = {project:UUID}
+           AND month <= toStartOfMonth(fromUnixTimestamp64Milli({end_ms:Int64}, 'UTC'))",
+    )
     .bind("tenant", tenant)
     .bind("project", project)
     .bind("end_ms", end.timestamp_millis());

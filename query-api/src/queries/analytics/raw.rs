@@ -1,10 +1,13 @@
-//! The answers the rollups cannot give, from the raw `tool_calls` table
-//! (and, for who a project's users are, `agent_executions` too; a user's
-//! queries come from `agent_executions` through [`rollup::query_counts_from`]): anything
-//! keyed by the end user (`user_token_id`, `user_email`), which the
-//! rollups deliberately leave out to stay small. Every query is still
-//! bounded by tenant and time range (the table's sort key prefix) and,
-//! for the per-user endpoints, by project.
+//! Figures keyed by the end user (`user_token_id`, `user_email`). Calls,
+//! errors and queries ([`totals`], [`series`]) come from the per-user
+//! rollups of migration 0013 through [`rollup`] (the raw events only for
+//! the minutes at either end of a range); the rest reads the raw
+//! `tool_calls` table (and, for who a project's users are,
+//! `agent_executions` too): top lists, error types, runtime and the
+//! per-email list, which need a server, tool or error type together with
+//! the user, and the userbase counts. Every raw query is still bounded by
+//! tenant and time range (the table's sort key prefix) and, for the
+//! per-user endpoints, by project.
 
 use chrono::{DateTime, Utc};
 use clickhouse::Row;
@@ -30,7 +33,7 @@ pub struct RawStats {
     pub n_queries: u64,
 }
 
-const STATS: &str = "toUInt64(count()) AS n_calls, toUInt64(countIf(NOT success)) AS n_errors, toUInt64(0) AS n_queries";
+const STATS: &str = "toUInt64(sum(calls)) AS n_calls, toUInt64(sum(errors)) AS n_errors, toUInt64(0) AS n_queries";
 
 /// The rows the scope's queries are counted from, as
 /// [`rollup::choose_queries`] decides: under a user filter the user's
@@ -40,9 +43,13 @@ fn queries_rows(scope: &Scope, buckets: Option<&Buckets>) -> Result<rollup::Quer
     rollup::query_counts_from(scope, buckets).ok_or(QueryError::Unsupported("queries counted with the calls"))
 }
 
+/// Calls, errors and queries over the scope: the calls from the source
+/// [`rollup::choose_ungrouped`] picks (under a user filter the per-user
+/// rollup and the raw calls of the minutes at either end), the queries
+/// from [`queries_rows`].
 pub async fn totals(db: &Db, scope: &Scope) -> Result<RawStats, QueryError> {
-    let (cond, params) = scope.tool_calls_where(TimeColumn::OccurredAt);
-    let sql = Sql::new(format!("SELECT {STATS} FROM tool_calls WHERE {cond}")).bind_all(params);
+    let (from, cond, params) = rollup::tool_calls_from(scope, &rollup::choose_ungrouped(scope, None, false));
+    let sql = Sql::new(format!("SELECT {STATS} FROM {from} WHERE {cond}")).bind_all(params);
     let stats = db.run("raw_totals", |c| async move { sql.query(&c).fetch_one::<RawStats>().await });
     let q = queries_rows(scope, None)?;
     let sql = Sql::new(format!("SELECT {} FROM {}", q.count, q.from)).bind_all(q.params);
@@ -60,11 +67,11 @@ struct BucketRaw {
     n_queries: u64,
 }
 
-/// Per bucket, zero-filled.
+/// [`totals`] per bucket, zero-filled.
 pub async fn series(db: &Db, scope: &Scope, buckets: &Buckets) -> Result<Vec<RawStats>, QueryError> {
-    let (cond, params) = scope.tool_calls_where(TimeColumn::OccurredAt);
-    let (bucket, bparams) = index_sql(buckets, "occurred_at");
-    let sql = Sql::new(format!("SELECT {bucket} AS bucket, {STATS} FROM tool_calls WHERE {cond} GROUP BY bucket ORDER BY bucket"))
+    let (from, cond, params) = rollup::tool_calls_from(scope, &rollup::choose_ungrouped(scope, Some(buckets), false));
+    let (bucket, bparams) = index_sql(buckets, "minute");
+    let sql = Sql::new(format!("SELECT {bucket} AS bucket, {STATS} FROM {from} WHERE {cond} GROUP BY bucket ORDER BY bucket"))
         .bind_all(params)
         .bind_all(bparams);
     let rows = db.run("raw_series", |c| async move { sql.query(&c).fetch_all::<BucketRaw>().await });
@@ -185,12 +192,13 @@ fn user_events(cond: &str) -> String {
 }
 
 /// The latest non-empty e-mail seen for a user in a project, `None` if the
-/// user has no event there (at any time within retention).
+/// user has no event there (at any time within retention): from
+/// `project_users_1mon` (migration 0013), the user's few rows.
 pub async fn user_email(db: &Db, tenant: Uuid, project: Uuid, user: Uuid) -> Result<Option<String>, QueryError> {
-    let sql = Sql::new(format!(
-        "SELECT toString(argMaxIf(user_email, occurred_at, user_email != '')) AS email, toUInt64(count()) AS n FROM {}",
-        user_events("user_token_id = {user:UUID}")
-    ))
+    let sql = Sql::new(
+        "SELECT toString(argMaxIfMerge(email)) AS mail, toUInt64(count()) AS n FROM project_users_1mon
+         WHERE tenant_id = {tenant:UUID} AND project_id = {project:UUID} AND user_token_id = {user:UUID}",
+    )
     .bind("tenant", tenant)
     .bind("project", project)
     .bind("user", user);

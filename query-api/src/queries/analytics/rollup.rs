@@ -106,6 +106,12 @@ pub enum Source {
     /// `tail`: tool filters (id, name) only; grouping by tool. Every
     /// aggregate and the exact query sets (the queries that used a tool).
     ToolHourly(Split),
+    /// `tool_calls_user_1h` for `whole` (hours), the raw `tool_calls` of the user
+    /// (per minute, like [`Source::Raw`]) for `head` and `tail`: a user
+    /// filter with project and navigator-instance filters only; grouping
+    /// by project or navigator. The columns of
+    /// [`Source::NavigatorHourly`], no query sets.
+    UserHourly(Split),
 }
 
 impl Source {
@@ -118,7 +124,8 @@ impl Source {
             | Source::TenantFiveMinutes(s)
             | Source::NavigatorHourly(s)
             | Source::ServerHourly(s)
-            | Source::ToolHourly(s) => Some(s),
+            | Source::ToolHourly(s)
+            | Source::UserHourly(s) => Some(s),
         }
     }
 }
@@ -163,6 +170,10 @@ pub fn choose(scope: &Scope, buckets: Option<&Buckets>, queries: bool) -> Source
 /// carry them when [`choose_queries`] picks the call sets, and the
 /// tenant-level and per-navigator rollups have no query sets).
 pub fn choose_ungrouped(scope: &Scope, buckets: Option<&Buckets>, queries: bool) -> Source {
+    if by_user(scope) {
+        let call_sets = queries && choose_queries(scope) == QueriesSource::CallSets;
+        return if call_sets { Source::Raw } else { choose_navigator_keys(scope, buckets) };
+    }
     let whole_tenant = scope.filters == Filters::default();
     if !whole_tenant && tool_table_answers(&scope.filters) {
         // Filtered by tool only: the per-tool rollup, query sets included.
@@ -177,6 +188,20 @@ pub fn choose_ungrouped(scope: &Scope, buckets: Option<&Buckets>, queries: bool)
         }
         other => other,
     }
+}
+
+/// [`choose`] for a request that reads only the columns the per-user
+/// rollup keeps (call kind, project, navigator, navigator instance and
+/// the aggregates, no query sets): under a user filter without server or
+/// tool filters, `tool_calls_user_1h` for the whole hours and the user's
+/// raw calls for the minutes at either end ([`Source::UserHourly`]).
+pub fn choose_navigator_keys(scope: &Scope, buckets: Option<&Buckets>) -> Source {
+    if by_user(scope) && user_table_answers(&scope.filters) {
+        if let Some(s) = split(scope.range, buckets) {
+            return Source::UserHourly(s);
+        }
+    }
+    choose(scope, buckets, false)
 }
 
 /// The finest source: the minute rollup, or the raw table under a user
@@ -215,6 +240,7 @@ pub fn choose_grouped(scope: &Scope, grouping: Grouping, call_sets: bool) -> Sou
         Grouping::Navigator if !call_sets && navigator_table_answers(&scope.filters) => {
             split().map(Source::NavigatorHourly).unwrap_or(Source::Minute)
         }
+        Grouping::Navigator if !call_sets => choose_navigator_keys(scope, None),
         Grouping::Tool if tool_table_answers(&scope.filters) => split().map(Source::ToolHourly).unwrap_or(Source::Minute),
         _ if call_sets => finest(scope),
         _ => choose(scope, None, false),
@@ -250,6 +276,12 @@ pub fn choose_queries(scope: &Scope) -> QueriesSource {
     } else {
         QueriesSource::Executions
     }
+}
+
+/// `tool_calls_user_1h` and `agent_executions_user_1h` keep the user,
+/// project and navigator (instance).
+fn user_table_answers(f: &Filters) -> bool {
+    f.server_instance_id.is_none() && f.server_id.is_none() && f.tool_id.is_none() && f.tool_name.is_none()
 }
 
 /// `tool_calls_navigator_1h` keeps project and navigator (instance).
@@ -382,10 +414,28 @@ pub fn tool_calls_from(scope: &Scope, source: &Source) -> (String, String, Vec<(
         Source::NavigatorHourly(s) => ("tool_calls_navigator_1h", "tool_calls_1m", NAVIGATOR_COLUMNS, s),
         Source::ServerHourly(s) => ("tool_calls_server_1h", "tool_calls_1m", SERVER_COLUMNS, s),
         Source::ToolHourly(s) => ("tool_calls_tool_1h", "tool_calls_1m", TOOL_COLUMNS, s),
+        Source::UserHourly(s) => return user_hours_and_raw_edges(scope, s),
     };
     let common = Conditions::tenant(scope.tenant).and(scope.tool_calls_filters(Table::ToolCallsRollup));
     let (branches, params) = blocks_and_edges(common, split, Grain::hours(hour_table), minute_table, columns);
     (branches, "1".into(), params)
+}
+
+/// [`Source::UserHourly`]: `tool_calls_user_1h` over the whole hours and
+/// the user's raw calls, aggregated per minute, over the minutes at
+/// either end (bounded by tenant and those minutes).
+fn user_hours_and_raw_edges(scope: &Scope, split: &Split) -> (String, String, Vec<(String, String)>) {
+    let common = |table| Conditions::tenant(scope.tenant).and(scope.tool_calls_filters(table));
+    let hours = common(Table::ToolCallsUser).any_of(TimeColumn::Hour, &pairs(&[split.whole]), "r_h");
+    let mut params = hours.params().to_vec();
+    let mut branches = vec![format!("SELECT hour AS minute, {NAVIGATOR_COLUMNS} FROM tool_calls_user_1h WHERE {}", hours.sql())];
+    let edges: Vec<TimeRange> = split.edges().collect();
+    if !edges.is_empty() {
+        let raw = common(Table::ToolCallsRaw).any_of(TimeColumn::OccurredAt, &pairs(&edges), "r_m");
+        params.extend(raw.params().iter().cloned());
+        branches.push(format!("SELECT minute, {NAVIGATOR_COLUMNS} FROM ({RAW_AS_MINUTES} WHERE {} GROUP BY {RAW_KEYS})", raw.sql()));
+    }
+    (format!("({})", branches.join(" UNION ALL ")), "1".into(), params)
 }
 
 /// The coarse table of a split and its time column.
@@ -452,19 +502,40 @@ pub fn query_counts_from(scope: &Scope, buckets: Option<&Buckets>) -> Option<Que
             }
         }
         QueriesSource::UserExecutions => {
-            let (cond, params) = Conditions::tenant(scope.tenant)
-                .between(TimeColumn::OccurredAt, scope.range.start, scope.range.end)
-                .filters(&scope.filters, Table::ExecutionsRaw)
-                .into_parts();
-            (
-                format!(
-                    "(SELECT toStartOfMinute(occurred_at) AS minute, project_id, navigator_id, navigator_instance_id,
-                             toUInt64(1) AS queries
-                      FROM agent_executions
-                      WHERE {cond} AND execution_kind = 'navigator_query' AND execution_id != {NIL})"
-                ),
-                params,
-            )
+            let raw_minutes = |ranges: &[TimeRange], prefix: &str| {
+                let (cond, params) = Conditions::tenant(scope.tenant)
+                    .any_of(TimeColumn::OccurredAt, &pairs(ranges), prefix)
+                    .filters(&scope.filters, Table::ExecutionsRaw)
+                    .into_parts();
+                let sql = format!(
+                    "SELECT toStartOfMinute(occurred_at) AS minute, {columns} FROM (
+                         SELECT occurred_at, tenant_id, project_id, navigator_id, navigator_instance_id, toUInt64(1) AS queries
+                         FROM agent_executions
+                         WHERE {cond} AND execution_kind = 'navigator_query' AND execution_id != {NIL})"
+                );
+                (sql, params)
+            };
+            match split(scope.range, buckets) {
+                Some(s) => {
+                    let hours = Conditions::tenant(scope.tenant)
+                        .any_of(TimeColumn::Hour, &pairs(&[s.whole]), "r_h")
+                        .filters(&scope.filters, Table::ExecutionsUser);
+                    let mut params = hours.params().to_vec();
+                    let mut branches =
+                        vec![format!("SELECT hour AS minute, {columns} FROM agent_executions_user_1h WHERE {}", hours.sql())];
+                    let edges: Vec<TimeRange> = s.edges().collect();
+                    if !edges.is_empty() {
+                        let (sql, p) = raw_minutes(&edges, "r_m");
+                        branches.push(sql);
+                        params.extend(p);
+                    }
+                    (format!("({})", branches.join(" UNION ALL ")), params)
+                }
+                None => {
+                    let (sql, params) = raw_minutes(&[scope.range], "r");
+                    (format!("({sql})"), params)
+                }
+            }
         }
     };
     Some(QueriesRows { from, count: "toUInt64(sum(queries))", params })
@@ -488,6 +559,61 @@ pub fn series_query_counts_from(scope: &Scope, buckets: &Buckets) -> Option<Quer
             Some(QueriesRows { from, count: "toUInt64(sum(queries))", params })
         }
         _ => query_counts_from(scope, Some(buckets)),
+    }
+}
+
+/// Raw executions with the columns of `agent_executions_1m` the
+/// execution metrics and their groups read.
+const RAW_EXECUTIONS: &str = "SELECT toStartOfMinute(occurred_at) AS minute, tenant_id, organization_id, user_id, project_id,
+    navigator_id, navigator_instance_id, model, error_type, toUInt64(1) AS executions, toUInt64(NOT cost_known) AS unpriced_executions,
+    input_tokens, output_tokens, total_tokens, cost_usd, messages_count AS messages
+FROM agent_executions";
+
+/// The columns `agent_executions_user_1h` shares with [`RAW_EXECUTIONS`].
+const USER_EXECUTIONS_COLUMNS: &str = "tenant_id, project_id, navigator_id, navigator_instance_id, executions, unpriced_executions,
+    input_tokens, output_tokens, total_tokens, cost_usd, messages";
+
+/// `(FROM source, WHERE condition, params)` of the execution metrics
+/// (executions, unpriced executions, tokens, cost, messages; `minute` and
+/// the keys of `agent_executions_1m`): `agent_executions_1m`, which has no
+/// user; under a user filter `agent_executions_user_1h` for the whole
+/// hours and the user's raw executions for the minutes at either end,
+/// when `navigator_keys_only` (the request groups by nothing, project or
+/// navigator: the user rollup's keys) and the buckets keep hours whole;
+/// otherwise the user's raw executions over the range.
+pub fn executions_from(scope: &Scope, buckets: Option<&Buckets>, navigator_keys_only: bool) -> (String, String, Vec<(String, String)>) {
+    if !by_user(scope) {
+        let (cond, params) = Conditions::tenant(scope.tenant)
+            .between(TimeColumn::Minute, scope.range.start, scope.range.end)
+            .filters(&scope.filters, Table::Executions)
+            .into_parts();
+        return ("agent_executions_1m".into(), cond, params);
+    }
+    let raw = |ranges: &[TimeRange], prefix: &str| {
+        Conditions::tenant(scope.tenant)
+            .any_of(TimeColumn::OccurredAt, &pairs(ranges), prefix)
+            .filters(&scope.filters, Table::ExecutionsRaw)
+    };
+    match split(scope.range, buckets).filter(|_| navigator_keys_only) {
+        Some(s) => {
+            let hours = Conditions::tenant(scope.tenant)
+                .any_of(TimeColumn::Hour, &pairs(&[s.whole]), "r_h")
+                .filters(&scope.filters, Table::ExecutionsUser);
+            let mut params = hours.params().to_vec();
+            let mut branches =
+                vec![format!("SELECT hour AS minute, {USER_EXECUTIONS_COLUMNS} FROM agent_executions_user_1h WHERE {}", hours.sql())];
+            let edges: Vec<TimeRange> = s.edges().collect();
+            if !edges.is_empty() {
+                let c = raw(&edges, "r_m");
+                params.extend(c.params().iter().cloned());
+                branches.push(format!("SELECT minute, {USER_EXECUTIONS_COLUMNS} FROM ({RAW_EXECUTIONS} WHERE {})", c.sql()));
+            }
+            (format!("({})", branches.join(" UNION ALL ")), "1".into(), params)
+        }
+        None => {
+            let (cond, params) = raw(&[scope.range], "r").into_parts();
+            (format!("({RAW_EXECUTIONS} WHERE {cond})"), "1".into(), params)
+        }
     }
 }
 

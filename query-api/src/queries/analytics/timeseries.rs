@@ -12,7 +12,7 @@ use super::scope::Scope;
 use crate::buckets::Buckets;
 use crate::db::Db;
 use crate::db::QueryError;
-use crate::queries::conditions::{self, Conditions, TimeColumn};
+
 use crate::queries::sql::Sql;
 
 /// Rollup a metric is read from.
@@ -194,8 +194,10 @@ type FromSql = (String, String, Vec<(String, String)>);
 /// the execution counts where they answer ([`queries_at_executions`]:
 /// `query_counts_1h`/`_1m`, or a user's raw `navigator_query` executions),
 /// other tool-call metrics from the rollup [`rollup::choose`] picks
-/// (distinct queries from the minute rollup's sets, as groups may be tools
-/// or servers), execution metrics from `agent_executions_1m`.
+/// ([`rollup::choose_navigator_keys`] when the groups allow: the per-user
+/// rollup under a user filter; distinct queries from the minute rollup's
+/// sets, as groups may be tools or servers), execution metrics from
+/// [`rollup::executions_from`].
 fn from_sql(scope: &Scope, metric: Metric, buckets: Option<&Buckets>, group: Option<GroupBy>) -> Result<FromSql, QueryError> {
     Ok(match metric.table() {
         Table::ToolCalls if queries_at_executions(scope, metric, group) => {
@@ -203,34 +205,24 @@ fn from_sql(scope: &Scope, metric: Metric, buckets: Option<&Buckets>, group: Opt
             (q.from, "1".into(), q.params)
         }
         Table::ToolCalls => {
-            let source = if metric == Metric::Queries { rollup::finest(scope) } else { rollup::choose(scope, buckets, false) };
+            let source = if metric == Metric::Queries {
+                rollup::finest(scope)
+            } else if navigator_keys_only(group) {
+                rollup::choose_navigator_keys(scope, buckets)
+            } else {
+                rollup::choose(scope, buckets, false)
+            };
             rollup::tool_calls_from(scope, &source)
         }
-        Table::Executions if scope.filters.user_email.is_some() => {
-            // The rollup has no e-mail: the user's raw executions, in the
-            // rollup's column names.
-            let (cond, params) = Conditions::tenant(scope.tenant)
-                .between(TimeColumn::OccurredAt, scope.range.start, scope.range.end)
-                .filters(&scope.filters, conditions::Table::ExecutionsRaw)
-                .into_parts();
-            (format!("({RAW_EXECUTIONS} WHERE {cond})"), "1".into(), params)
-        }
-        Table::Executions => {
-            let (cond, params) = Conditions::tenant(scope.tenant)
-                .between(TimeColumn::Minute, scope.range.start, scope.range.end)
-                .filters(&scope.filters, conditions::Table::Executions)
-                .into_parts();
-            ("agent_executions_1m".into(), cond, params)
-        }
+        Table::Executions => rollup::executions_from(scope, buckets, navigator_keys_only(group)),
     })
 }
 
-/// Raw executions with the columns of `agent_executions_1m` the metrics
-/// and groups read.
-const RAW_EXECUTIONS: &str = "SELECT toStartOfMinute(occurred_at) AS minute, organization_id, user_id, project_id,
-    navigator_id, navigator_instance_id, model, error_type, toUInt64(1) AS executions, toUInt64(NOT cost_known) AS unpriced_executions,
-    input_tokens, output_tokens, total_tokens, cost_usd, messages_count AS messages
-FROM agent_executions";
+/// Whether the request groups by nothing, project or navigator (the keys
+/// the per-user rollups keep).
+fn navigator_keys_only(group: Option<GroupBy>) -> bool {
+    matches!(group, None | Some(GroupBy::Project) | Some(GroupBy::Navigator))
+}
 
 /// One value of one series in one bucket.
 #[derive(Debug, Clone, PartialEq, Row, Deserialize)]

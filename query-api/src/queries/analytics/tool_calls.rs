@@ -375,7 +375,7 @@ pub struct KindCount {
 }
 
 pub async fn kind_counts(db: &Db, scope: &Scope) -> Result<Vec<KindCount>, QueryError> {
-    let (from, cond, params) = rollup::tool_calls_from(scope, &rollup::choose(scope, None, false));
+    let (from, cond, params) = rollup::tool_calls_from(scope, &rollup::choose_navigator_keys(scope, None));
     let sql = Sql::new(format!(
         "SELECT toString(call_kind) AS kind, toUInt64(sum(calls)) AS n_calls, toUInt64(sum(suggestions)) AS n_suggestions
          FROM {from} WHERE {cond} GROUP BY kind ORDER BY kind"

@@ -13,6 +13,7 @@ mod queries_counted;
 mod rollups;
 pub mod schema;
 mod tenancy;
+mod user_rollups;
 mod validation;
 
 use std::sync::Arc;
