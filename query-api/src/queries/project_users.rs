@@ -150,7 +150,7 @@ const SUMMARY_SELECT: &str = "SELECT toString(user_token_id) AS id,
 impl UserFilter {
     /// Whether the user rollups answer: every filter but the server
     /// instances.
-    fn from_rollups(&self) -> bool {
+    fn rollups_answer(&self) -> bool {
         self.server_instances.is_empty()
     }
 
@@ -249,7 +249,7 @@ async fn weekly(db: &Db, f: &UserFilter, users: &mut [ProjectUser]) -> Result<()
 /// Each row carries the filter's `total` over all pages, computed before
 /// the cursor applies.
 pub async fn page(db: &Db, f: &UserFilter, after: Option<UserPosition>, size: usize) -> Result<Vec<ProjectUser>, QueryError> {
-    let rollups = f.from_rollups();
+    let rollups = f.rollups_answer();
     let mut sql = if rollups { f.summaries(None) } else { f.grouped(None) };
     let mut outer = "1".to_owned();
     if let Some(p) = after {
@@ -272,14 +272,14 @@ pub async fn page(db: &Db, f: &UserFilter, after: Option<UserPosition>, size: us
 /// How many users match the filter (all pages): for a page that came back
 /// empty after a cursor, whose rows carry no total.
 pub async fn total(db: &Db, f: &UserFilter) -> Result<u64, QueryError> {
-    let mut sql = if f.from_rollups() { f.summaries(None) } else { f.grouped(None) };
+    let mut sql = if f.rollups_answer() { f.summaries(None) } else { f.grouped(None) };
     sql.text = format!("SELECT toUInt64(count()) FROM ({})", sql.text);
     db.run("project_users_total", |c| async move { sql.query(&c).fetch_one::<u64>().await }).await
 }
 
 /// One user of the project, `None` when the user has no event there.
 pub async fn user(db: &Db, f: &UserFilter, user: Uuid) -> Result<Option<ProjectUser>, QueryError> {
-    let rollups = f.from_rollups();
+    let rollups = f.rollups_answer();
     let sql = if rollups { f.summaries(Some(user)) } else { f.grouped(Some(user)) };
     let mut users = db.run("project_user", |c| async move { sql.query(&c).fetch_all::<ProjectUser>().await }).await?;
     users.truncate(1);

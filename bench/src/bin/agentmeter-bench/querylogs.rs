@@ -16,6 +16,13 @@
 //! column of the project's tool calls (`uniqExact(user_token_id)`), the
 //! least any answer from raw events reads. Its total is asserted.
 //!
+//! Also one user's 30 days by day, filtered by e-mail (the usage page's
+//! click-to-filter): calls and queries as `queries-processed-graph` reads
+//! them (`tool_calls::series`) and tool calls as `/api/v1/query/timeseries`
+//! does (`timeseries::points`), in-process and over HTTP; comparison: the
+//! same per-day figures from the raw `tool_calls` and `agent_executions`
+//! (the path a user filter took before migration 0013), asserted equal.
+//!
 //! Data, generated inside ClickHouse (`INSERT ... SELECT FROM numbers()`,
 //! so loading takes seconds, not minutes): per query one `navigator_query`
 //! execution and two tool calls half a second apart, on 20 navigator
@@ -26,9 +33,14 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use agentmeter_api::buckets::Buckets;
 use agentmeter_api::db::Db;
+use agentmeter_api::queries::analytics::timeseries::{self, Metric};
+use agentmeter_api::queries::analytics::tool_calls::{self, Need};
 use agentmeter_api::queries::project_users::{self, UserFilter};
 use agentmeter_api::queries::query_logs::{self, LogFilter, Position};
+use agentmeter_api::queries::{CallKinds, Filters, Scope};
+use agentmeter_api::window::{Span, TimeRange, Unit};
 use agentmeter_bench::TENANT_A;
 use agentmeter_schema::config::ClickHouseArgs;
 use chrono::Utc;
@@ -124,6 +136,23 @@ async fn load(client: &Client, o: &Opts, now_ms: i64) -> anyhow::Result<f64> {
 /// One read of the user column of the project's tool calls.
 const USERS_SCAN: &str = "SELECT toUInt64(uniqExact(user_token_id)) FROM tool_calls
     WHERE tenant_id = {tenant:UUID} AND project_id = {project:UUID}";
+
+/// One user's tool calls and queries per day from the raw events (the
+/// path a user filter took before the user rollups): what the
+/// `user_email`-filtered graphs must equal.
+const USER_RAW_DAYS: &str = "SELECT d, toUInt64(sum(c)) AS calls, toUInt64(sum(q)) AS queries FROM (
+        SELECT toUInt32(intDiv(toUnixTimestamp(occurred_at) - {start_s:Int64}, 86400)) AS d, toUInt64(count()) AS c, toUInt64(0) AS q
+        FROM tool_calls
+        WHERE tenant_id = {tenant:UUID} AND occurred_at >= toDateTime({start_s:Int64}, 'UTC') AND occurred_at < fromUnixTimestamp64Milli({end_ms:Int64}, 'UTC')
+          AND call_kind = 'tool' AND user_email = {email:String}
+        GROUP BY d
+        UNION ALL
+        SELECT toUInt32(intDiv(toUnixTimestamp(occurred_at) - {start_s:Int64}, 86400)) AS d, toUInt64(0) AS c, toUInt64(count()) AS q
+        FROM agent_executions
+        WHERE tenant_id = {tenant:UUID} AND occurred_at >= toDateTime({start_s:Int64}, 'UTC') AND occurred_at < fromUnixTimestamp64Milli({end_ms:Int64}, 'UTC')
+          AND execution_kind = 'navigator_query' AND execution_id != toUUID('00000000-0000-0000-0000-000000000000') AND user_email = {email:String}
+        GROUP BY d)
+    GROUP BY d ORDER BY d";
 
 /// The first page the obvious way: every query of the project aggregated.
 const NAIVE_FIRST_PAGE: &str = "SELECT toString(query_id) AS id FROM query_events
@@ -226,8 +255,62 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     })
     .await?;
 
+    // One user's 30 days by day, filtered by e-mail (the usage page's
+    // click-to-filter): calls and queries as `queries-processed-graph`
+    // reads them, tool calls as `/api/v1/query/timeseries` does, against
+    // the raw events (asserted equal).
+    let email = "user7@example.com";
+    let user_end = chrono::DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap_or(now);
+    let user_range = TimeRange { start: user_end - chrono::Duration::days(30), end: user_end };
+    let days = Buckets::plan(user_range, Span::new(1, Unit::Day), chrono_tz::Tz::UTC, 5000).map_err(anyhow::Error::msg)?;
+    let user_scope = Scope {
+        tenant: TENANT_A,
+        range: TimeRange { start: days.first_start(), end: user_end },
+        filters: Filters { user_email: Some(email.to_owned()), ..Filters::default() },
+        kinds: CallKinds::Tool,
+    };
+    let (user_graph_ms, user_graph) =
+        timed(o.runs, 2, || async { Ok(tool_calls::series(&db, &user_scope, &days, Need::QUERIES).await?) }).await?;
+    let (user_ts_ms, user_ts) =
+        timed(o.runs, 2, || async { Ok(timeseries::points(&db, &user_scope, Metric::ToolCalls, &days, None, "tool_calls").await?) })
+            .await?;
+    let (user_raw_ms, user_raw) = timed(o.naive_runs, 1, || async {
+        let sql = client
+            .query(USER_RAW_DAYS)
+            .param("tenant", TENANT_A.to_string())
+            .param("email", email)
+            .param("start_s", days.first_start().timestamp())
+            .param("end_ms", user_end.timestamp_millis());
+        Ok(sql.fetch_all::<(u32, u64, u64)>().await?)
+    })
+    .await?;
+    anyhow::ensure!(days.len() == 30 || days.len() == 31, "{} day buckets", days.len());
+    let mut raw_days = vec![(0u64, 0u64); days.len()];
+    for (d, c, q) in user_raw {
+        if let Some(slot) = raw_days.get_mut(d as usize) {
+            *slot = (c, q);
+        }
+    }
+    let graph_days: Vec<(u64, u64)> = user_graph.iter().map(|s| (s.calls, s.queries)).collect();
+    anyhow::ensure!(
+        graph_days == raw_days,
+        "the user's graph differs from the raw events:
+ ours {graph_days:?}
+ raw {raw_days:?}"
+    );
+    let mut ts_days = vec![0u64; days.len()];
+    for p in &user_ts {
+        if let Some(slot) = ts_days.get_mut(p.bucket as usize) {
+            *slot = p.value as u64;
+        }
+    }
+    anyhow::ensure!(ts_days == raw_days.iter().map(|d| d.0).collect::<Vec<_>>(), "the user's timeseries differs from the raw events");
+    let user_queries: u64 = raw_days.iter().map(|d| d.1).sum();
+    anyhow::ensure!(user_queries > 0, "no queries of {email}");
+
     let api = if o.no_api { None } else { start_api(common, &db_name).await? };
     let mut api_json = Value::Null;
+    let mut user_api_json = Value::Null;
     if let Some((_, base)) = &api {
         let http = reqwest::Client::new();
         let url = format!("{base}/api/v1/projects/{PROJECT}/query-logs");
@@ -254,6 +337,25 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
             Ok(v)
         })
         .await?;
+        let graph_url = format!("{base}/api/v1/analytics/queries-processed-graph?window=30d&frequency=1d&user_email={email}");
+        let (user_graph_api_ms, graph_body) = timed(o.runs, 2, || async {
+            let v: Value = http.get(&graph_url).header("X-API-Key", TENANT_A_KEY).send().await?.error_for_status()?.json().await?;
+            Ok(v)
+        })
+        .await?;
+        anyhow::ensure!(graph_body["data"].is_object() || graph_body["data"].is_array(), "queries-processed-graph: {graph_body}");
+        let ts_url = format!("{base}/api/v1/query/timeseries?metric=tool_calls&window=30d&frequency=1d&user_email={email}");
+        let (user_ts_api_ms, _) = timed(o.runs, 2, || async {
+            let v: Value = http.get(&ts_url).header("X-API-Key", TENANT_A_KEY).send().await?.error_for_status()?.json().await?;
+            Ok(v)
+        })
+        .await?;
+        user_api_json = json!({
+            "queries_processed_graph": {"path": graph_url.trim_start_matches(base.as_str()), "p50_ms": round(percentile(&user_graph_api_ms, 50.0), 2),
+                                        "p95_ms": round(percentile(&user_graph_api_ms, 95.0), 2)},
+            "timeseries_tool_calls": {"path": ts_url.trim_start_matches(base.as_str()), "p50_ms": round(percentile(&user_ts_api_ms, 50.0), 2),
+                                      "p95_ms": round(percentile(&user_ts_api_ms, 95.0), 2)},
+        });
         api_json = json!({"path": format!("/api/v1/projects/{PROJECT}/query-logs"), "p50_ms": round(percentile(&api_ms, 50.0), 2),
                           "p95_ms": round(percentile(&api_ms, 95.0), 2), "total": body["meta"]["total"],
                           "second_page": {"p50_ms": round(percentile(&api_next_ms, 50.0), 2), "p95_ms": round(percentile(&api_next_ms, 95.0), 2)},
@@ -270,6 +372,9 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     let (q50, q95) = stat(&filtered_ms);
     let (u50, u95) = stat(&users_ms);
     let (us50, us95) = stat(&users_scan_ms);
+    let (ug50, ug95) = stat(&user_graph_ms);
+    let (ut50, ut95) = stat(&user_ts_ms);
+    let (ur50, ur95) = stat(&user_raw_ms);
     let met = f95 < 150.0 && api_json["p95_ms"].as_f64().is_none_or(|p| p < 150.0);
     let mut table = vec![vec!["request".to_owned(), "p50 ms".into(), "p95 ms".into()]];
     table.push(vec!["first page + total (query functions)".into(), f50.to_string(), f95.to_string()]);
@@ -286,6 +391,20 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     if api_used {
         let u = &api_json["users"];
         table.push(vec!["users list over HTTP (agentmeter-api)".into(), u["p50_ms"].to_string(), u["p95_ms"].to_string()]);
+    }
+    table.push(vec![
+        format!("one user (user_email), 30 days by day: calls + queries (queries-processed-graph)"),
+        ug50.to_string(),
+        ug95.to_string(),
+    ]);
+    table.push(vec!["one user (user_email), 30 days by day: tool_calls (query/timeseries)".into(), ut50.to_string(), ut95.to_string()]);
+    table.push(vec!["one user: the same from the raw events (comparison)".into(), ur50.to_string(), ur95.to_string()]);
+    if api_used {
+        for (k, label) in [("queries_processed_graph", "queries-processed-graph"), ("timeseries_tool_calls", "query/timeseries tool_calls")]
+        {
+            let u = &user_api_json[k];
+            table.push(vec![format!("one user over HTTP: {label}"), u["p50_ms"].to_string(), u["p95_ms"].to_string()]);
+        }
     }
     println!(
         "query logs of a project with {} queries ({rows} query_events rows); target first page p95 < 150 ms: {}",
@@ -305,9 +424,14 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
             "first_page_navigator_filter": {"p50_ms": q50, "p95_ms": q95},
             "api": api_json,
             "users_first_page": {"p50_ms": u50, "p95_ms": u95, "users": expected_users},
+            "user_email_30d": {"email": email, "queries": user_queries,
+                               "queries_processed_graph": {"p50_ms": ug50, "p95_ms": ug95},
+                               "timeseries_tool_calls": {"p50_ms": ut50, "p95_ms": ut95},
+                               "api": user_api_json},
         },
         "ceiling": {"first_page_full_aggregation": {"p50_ms": n50, "p95_ms": n95}, "ratio_p50": round(n50 / f50.max(0.001), 2),
-                    "users_user_column_scan": {"p50_ms": us50, "p95_ms": us95}, "users_ratio_p50": round(us50 / u50.max(0.001), 2)},
+                    "users_user_column_scan": {"p50_ms": us50, "p95_ms": us95}, "users_ratio_p50": round(us50 / u50.max(0.001), 2),
+                    "user_email_30d_raw": {"p50_ms": ur50, "p95_ms": ur95}, "user_email_30d_ratio_p50": round(ur50 / ug50.max(0.001), 2)},
         "target": {"first_page_p95_ms_max": 150},
         "met": {"all": met},
         "settings": {"runs": o.runs, "naive_runs": o.naive_runs, "page_size": size, "api": api_used},
