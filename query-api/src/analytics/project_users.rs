@@ -1,5 +1,8 @@
-//! Per-project end-user endpoints (SEED_SPEC §1.3 rows 24–25), read from
-//! the raw tables because the rollups carry no user.
+//! Per-project end-user endpoints (SEED_SPEC §1.3 rows 24–25). One user's
+//! calls, errors and queries come from the user rollups of migration 0013
+//! (through `rollup`), the e-mail from `project_users_1mon`; the user's
+//! top lists and error types, and the userbase counts, read the raw tables
+//! (the user rollups keep no server, tool or error type).
 //!
 //! * Active user: a `user_token_id` with at least one event of the project
 //!   (a tool call or an agent execution, as the users list counts them).

@@ -159,7 +159,7 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
     // no query-log views, empty query_events (0006), no query-minute views,
     // empty queries_1m (0007), no unpriced view (0010), no per-question views
     // and empty per-question rollups (0011), no 5-minute views and empty
-    // 5-minute rollups (0012).
+    // 5-minute rollups (0012), no user views and empty user rollups (0013).
     let forget_0004 = || async {
         db.query("TRUNCATE TABLE schema_migrations").execute().await.unwrap();
         db.query("INSERT INTO schema_migrations (version, name) VALUES (1, 'raw_tables'), (2, 'minute_rollups'), (3, 'plan_limits')")
@@ -200,6 +200,15 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
         "DROP VIEW dimension_names_calls_mv",
         "DROP VIEW dimension_names_executions_mv",
         "TRUNCATE TABLE dimension_names",
+        "DROP VIEW tool_calls_user_1h_mv",
+        "DROP VIEW agent_executions_user_1h_mv",
+        "DROP VIEW project_users_1mon_calls_mv",
+        "DROP VIEW project_users_1mon_executions_mv",
+        "DROP VIEW project_servers_1mon_mv",
+        "TRUNCATE TABLE tool_calls_user_1h",
+        "TRUNCATE TABLE agent_executions_user_1h",
+        "TRUNCATE TABLE project_users_1mon",
+        "TRUNCATE TABLE project_servers_1mon",
         "TRUNCATE TABLE rollup_backfills",
     ] {
         db.query(sql).execute().await.unwrap();
@@ -472,6 +481,15 @@ async fn question_rollups_backfill_once_and_equal_the_raw_tables() {
         "TRUNCATE TABLE query_counts_1m",
         "TRUNCATE TABLE tool_calls_server_1h",
         "TRUNCATE TABLE tool_calls_navigator_1h",
+        "DROP VIEW tool_calls_user_1h_mv",
+        "DROP VIEW agent_executions_user_1h_mv",
+        "DROP VIEW project_users_1mon_calls_mv",
+        "DROP VIEW project_users_1mon_executions_mv",
+        "DROP VIEW project_servers_1mon_mv",
+        "TRUNCATE TABLE tool_calls_user_1h",
+        "TRUNCATE TABLE agent_executions_user_1h",
+        "TRUNCATE TABLE project_users_1mon",
+        "TRUNCATE TABLE project_servers_1mon",
         "TRUNCATE TABLE rollup_backfills",
         "TRUNCATE TABLE schema_migrations",
     ] {
@@ -616,6 +634,15 @@ async fn five_minute_rollups_backfill_once_and_equal_the_raw_tables() {
         "DROP VIEW query_counts_tenant_5m_mv",
         "TRUNCATE TABLE tool_calls_tenant_5m",
         "TRUNCATE TABLE query_counts_tenant_5m",
+        "DROP VIEW tool_calls_user_1h_mv",
+        "DROP VIEW agent_executions_user_1h_mv",
+        "DROP VIEW project_users_1mon_calls_mv",
+        "DROP VIEW project_users_1mon_executions_mv",
+        "DROP VIEW project_servers_1mon_mv",
+        "TRUNCATE TABLE tool_calls_user_1h",
+        "TRUNCATE TABLE agent_executions_user_1h",
+        "TRUNCATE TABLE project_users_1mon",
+        "TRUNCATE TABLE project_servers_1mon",
         "TRUNCATE TABLE rollup_backfills",
         "TRUNCATE TABLE schema_migrations",
     ] {

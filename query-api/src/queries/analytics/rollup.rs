@@ -24,9 +24,11 @@
 //! executions). Unfiltered, or filtered by project or navigator instance:
 //! the sums of `query_counts_1h` (whole hours) and `query_counts_1m` (the
 //! minutes at either end, or every minute for sub-hour buckets), migration
-//! 0011. Filtered by user (`user_email`, `user_token_id`, which the
-//! rollups leave out): the user's `navigator_query` executions in the raw
-//! `agent_executions` table, counted the same way. A query with zero tool
+//! 0011. Filtered by user (`user_email`, `user_token_id`, which only the
+//! user rollups of migration 0013 keep): the sums of
+//! `agent_executions_user_1h` for the whole hours and the user's raw
+//! `navigator_query` executions for the minutes at either end (the whole
+//! range when the buckets cut hours), counted the same way. A query with zero tool
 //! calls counts like any other, a query counts once (in its execution's
 //! bucket, even when its calls run into the next), and counting is a sum.
 //! Tool calls whose query sent no execution are tool calls, not queries:
@@ -59,6 +61,15 @@
 //! exact sets of the queries that used the tool. The minutes at either end
 //! come from the minute rollup.
 //!
+//! Filtered by user (at most with project and navigator instance), totals,
+//! series and lists grouped by project or navigator read
+//! `tool_calls_user_1h` for the whole hours and the user's raw calls for
+//! the minutes at either end ([`Source::UserHourly`],
+//! [`choose_navigator_keys`]); the execution metrics read
+//! `agent_executions_user_1h` the same way ([`executions_from`]). A user
+//! filter with a server or tool filter, or with a grouping or buckets the
+//! user rollups cannot answer, reads the raw tables ([`Source::Raw`]).
+//!
 //! Never a silent approximation: whichever source is chosen, counts and
 //! distinct-query counts are the same as from the raw events; only the
 //! t-digest latency percentiles differ slightly between sources.
@@ -77,8 +88,9 @@ pub enum Source {
     /// `tool_calls_1m` over the whole range.
     Minute,
     /// The raw `tool_calls` table aggregated per minute like `tool_calls_1m`
-    /// (same columns and states): a request filtered by user, which the
-    /// rollups leave out to stay small.
+    /// (same columns and states): a request filtered by user that the user
+    /// rollups cannot answer (a server or tool filter too, a grouping by
+    /// tool, server or error type, buckets that cut hours).
     Raw,
     /// `tool_calls_1h` for `whole` (hours), `tool_calls_1m` for `head` and `tail`.
     Hourly(Split),
@@ -214,7 +226,7 @@ pub fn finest(scope: &Scope) -> Source {
     }
 }
 
-/// A user filter: only the raw tables have the user.
+/// A user filter: only the raw tables and the user rollups have the user.
 fn by_user(scope: &Scope) -> bool {
     scope.filters.user_email.is_some() || scope.filters.user_token_id.is_some()
 }
@@ -736,6 +748,31 @@ mod tests {
         let r = range("2024-01-01T10:01:00Z", "2024-01-01T10:04:00Z");
         assert_eq!(split_five_minutes(r, None), None);
         assert_eq!(choose_ungrouped(&scope(r, Filters::default()), None, false), Source::TenantMinute);
+    }
+
+    #[test]
+    fn user_filters_read_the_user_rollups_where_they_answer() {
+        let r = range("2024-01-01T00:17:00Z", "2024-01-31T10:18:00Z");
+        let by_user = Filters { user_email: Some("u@example.com".into()), project_id: Some(uuid::Uuid::new_v4()), ..Filters::default() };
+        let s = scope(r, by_user.clone());
+        assert!(matches!(choose_ungrouped(&s, None, true), Source::UserHourly(sp) if sp.head.is_some() && sp.tail.is_some()));
+        assert!(matches!(choose_grouped(&s, Grouping::Navigator, false), Source::UserHourly(_)));
+        assert!(matches!(choose_navigator_keys(&s, None), Source::UserHourly(_)));
+        // What the user rollups do not keep: the raw calls.
+        assert_eq!(choose_grouped(&s, Grouping::Tool, false), Source::Raw);
+        assert_eq!(choose(&s, None, false), Source::Raw);
+        let with_tool = Filters { tool_name: Some("search".into()), ..by_user.clone() };
+        assert_eq!(choose_ungrouped(&scope(r, with_tool), None, false), Source::Raw);
+        let proxy = Scope { kinds: CallKinds::Proxy, ..s.clone() };
+        assert_eq!(choose_ungrouped(&proxy, None, true), Source::Raw);
+        let (b, r5) = buckets(range("2024-01-01T00:00:00Z", "2024-01-02T00:00:00Z"), Span::new(5, Unit::Minute), "UTC");
+        assert_eq!(choose_ungrouped(&scope(r5, by_user.clone()), Some(&b), false), Source::Raw);
+        let by_id = Filters { user_token_id: Some(uuid::Uuid::new_v4()), ..Filters::default() };
+        assert!(matches!(choose_ungrouped(&scope(r, by_id), None, false), Source::UserHourly(_)));
+        let (from, _, _) = executions_from(&s, None, true);
+        assert!(from.contains("agent_executions_user_1h"), "{from}");
+        let (from, _, _) = executions_from(&s, None, false);
+        assert!(!from.contains("agent_executions_user_1h") && from.contains("agent_executions"), "{from}");
     }
 
     #[test]
