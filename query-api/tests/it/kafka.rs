@@ -23,6 +23,7 @@ pub struct Pipeline {
     topics: Vec<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     worker: Option<tokio::task::JoinHandle<Result<(), agentmeter_ingest::IngestError>>>,
+    metrics: std::sync::Arc<agentmeter_ingest::Metrics>,
 }
 
 fn brokers() -> String {
@@ -99,11 +100,12 @@ impl Pipeline {
         config.flush_interval_ms = 100;
         config.metrics_addr = "127.0.0.1:0".parse().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let worker = tokio::spawn(agentmeter_ingest::consumer::run(config, agentmeter_ingest::Metrics::new(), async {
+        let metrics = agentmeter_ingest::Metrics::new();
+        let worker = tokio::spawn(agentmeter_ingest::consumer::run(config, metrics.clone(), async {
             let _ = stopped.await;
         }));
         let producer = ClientConfig::new().set("bootstrap.servers", &brokers).set("linger.ms", "5").create().unwrap();
-        Pipeline { producer, topics, stop: Some(stop), worker: Some(worker) }
+        Pipeline { producer, topics, stop: Some(stop), worker: Some(worker), metrics }
     }
 
     /// Produces every event (keyed by its `event_id`) and waits for the
@@ -140,6 +142,21 @@ impl Pipeline {
                 .await
                 .map_err(|(e, _)| e)
                 .expect("produced");
+        }
+    }
+
+    /// Waits until `table` holds `n` rows **and** the worker has nothing in
+    /// flight. The raw rows of an INSERT are visible before the rollups its
+    /// materialized views write; the INSERT is acknowledged only after all
+    /// of them, and the worker's in-flight bytes fall to 0 only after the
+    /// acknowledgement. So a test that reads rollups after this sees them
+    /// complete.
+    pub async fn wait_rows(&self, db: &clickhouse::Client, table: &str, n: u64) {
+        wait_rows(db, table, n).await;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.metrics.inflight_bytes.get() != 0 {
+            assert!(Instant::now() < deadline, "{table}: the worker still holds rows 60 s after they were stored");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::analytics::schema::assert_valid;
 use crate::analytics::{App, KEY_A, KEY_B};
-use crate::kafka::{wait_rows, Pipeline};
+use crate::kafka::Pipeline;
 
 /// The SDK's messages, read as ingest's OTLP test reads them.
 #[path = "../../../ingest/tests/otlp/generated.rs"]
@@ -53,10 +53,8 @@ fn sum_and_nulls(series: &Value) -> (f64, usize) {
     (points.iter().filter_map(|p| p[1].as_f64()).sum(), points.iter().filter(|p| p[1].is_null()).count())
 }
 
-/// Waits until the query's trace holds its `calls` tool calls: ClickHouse
-/// writes an inserted block to the raw table before it pushes it through
-/// the views, so the raw rows `wait_rows` counts can be visible a moment
-/// before their `query_events` rows.
+/// Waits until the query's trace, read through the API, holds its `calls`
+/// tool calls.
 async fn wait_trace(app: &App, query: Uuid, calls: usize) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
@@ -82,8 +80,8 @@ async fn otlp_spans_answer_analytics_traces_and_costs() {
     pipe.produce_otlp(&payloads).await;
 
     // 6 tool calls and 4 executions, each once (the re-export adds nothing).
-    wait_rows(&app.db, "tool_calls", 6).await;
-    wait_rows(&app.db, "agent_executions", 4).await;
+    pipe.wait_rows(&app.db, "tool_calls", 6).await;
+    pipe.wait_rows(&app.db, "agent_executions", 4).await;
     let (agent_a, planner, researcher) = (g.id("agent_a"), g.id("planner"), g.id("researcher"));
     wait_trace(&app, agent_a, 3).await;
     wait_trace(&app, researcher, 2).await;

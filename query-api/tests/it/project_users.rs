@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::analytics::schema::assert_valid;
 use crate::analytics::{App, KEY_A, KEY_B};
-use crate::kafka::{tool_call, wait_rows, Kind, Pipeline};
+use crate::kafka::{tool_call, Kind, Pipeline};
 
 /// Now, in whole milliseconds (what the events carry).
 fn now_ms() -> DateTime<Utc> {
@@ -140,34 +140,6 @@ async fn all_pages(app: &App, key: &str, path: &str, size: usize) -> Vec<Value> 
     items
 }
 
-/// Waits until the user rollups (migration 0013) hold every stored event:
-/// an INSERT makes its raw rows visible before the materialized views have
-/// written theirs, so a raw row count alone does not say the list can see
-/// them. Compared: calls and executions per user-hour table, calls per
-/// server instance, and each user's first and last event and e-mail.
-async fn wait_user_rollups(db: &clickhouse::Client) {
-    const SQL: &str = "SELECT toUInt8(coalesce(
-        (SELECT sum(calls) FROM tool_calls_user_1h) = (SELECT count() FROM tool_calls)
-        AND (SELECT sum(executions) FROM agent_executions_user_1h) = (SELECT count() FROM agent_executions)
-        AND (SELECT sum(calls) FROM project_servers_1mon)
-            = (SELECT countIf(server_instance_id != toUUID('00000000-0000-0000-0000-000000000000')) FROM tool_calls)
-        AND (SELECT (count(), sum(h)) FROM (
-                SELECT cityHash64(tenant_id, project_id, user_token_id, min(first_at), max(last_at), argMaxIfMerge(email)) AS h
-                FROM project_users_1mon GROUP BY tenant_id, project_id, user_token_id))
-            = (SELECT (count(), sum(h)) FROM (
-                SELECT cityHash64(tenant_id, project_id, user_token_id, min(occurred_at), max(occurred_at),
-                                  argMaxIf(user_email, occurred_at, user_email != '')) AS h
-                FROM (SELECT tenant_id, project_id, user_token_id, occurred_at, user_email FROM tool_calls
-                      UNION ALL SELECT tenant_id, project_id, user_token_id, occurred_at, user_email FROM agent_executions)
-                WHERE user_token_id != toUUID('00000000-0000-0000-0000-000000000000')
-                GROUP BY tenant_id, project_id, user_token_id)), 0))";
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while db.query(SQL).fetch_one::<u8>().await.unwrap() == 0 {
-        assert!(std::time::Instant::now() < deadline, "the user rollups did not catch up with the raw tables in 60 s");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn project_users_from_real_events_with_stable_pages_and_tenant_walls() {
     let app = App::start("project_users", &[]).await;
@@ -244,9 +216,8 @@ async fn project_users_from_real_events_with_stable_pages_and_tenant_walls() {
     produce(&pipe, b, project, &b_events).await;
     let calls = events.iter().filter(|e| e.kind.is_some()).count() + 1 + b_events.len();
     let execs = events.iter().filter(|e| e.kind.is_none()).count();
-    wait_rows(&app.db, "tool_calls", calls as u64).await;
-    wait_rows(&app.db, "agent_executions", execs as u64).await;
-    wait_user_rollups(&app.db).await;
+    pipe.wait_rows(&app.db, "tool_calls", calls as u64).await;
+    pipe.wait_rows(&app.db, "agent_executions", execs as u64).await;
 
     let want = expected(&events, Utc::now());
     let path = format!("/api/v1/projects/{project}/users");
@@ -324,8 +295,7 @@ async fn project_users_from_real_events_with_stable_pages_and_tenant_walls() {
         },
     ];
     produce(&pipe, a, project, &late).await;
-    wait_rows(&app.db, "tool_calls", (calls + late.len()) as u64).await;
-    wait_user_rollups(&app.db).await;
+    pipe.wait_rows(&app.db, "tool_calls", (calls + late.len()) as u64).await;
     let mut cursor = first_page["meta"]["next_cursor"].as_str().map(str::to_owned);
     while let Some(c) = cursor {
         let page = app.ok(KEY_A, &format!("{path}?size=5&cursor={c}")).await;

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::analytics::{App, KEY_A, KEY_ADMIN_A, KEY_B};
-use crate::kafka::{wait_rows, Kind, Pipeline};
+use crate::kafka::{Kind, Pipeline};
 
 #[derive(Clone)]
 struct Exec {
@@ -156,7 +156,7 @@ async fn usage_history_and_per_user_usage_from_real_events() {
     let events_b = vec![x(org, u1, Duration::minutes(2), 7000, 777, 7_000_000, true)];
     pipe.produce(Kind::AgentExecution, &events_a.iter().map(|e| event(a, e)).collect::<Vec<_>>()).await;
     pipe.produce(Kind::AgentExecution, &events_b.iter().map(|e| event(b, e)).collect::<Vec<_>>()).await;
-    wait_rows(&app.db, "agent_executions", (events_a.len() + events_b.len()) as u64).await;
+    pipe.wait_rows(&app.db, "agent_executions", (events_a.len() + events_b.len()) as u64).await;
 
     // Calendar months (UTC) without limits: from the month of the first
     // usage to the current one, newest first.

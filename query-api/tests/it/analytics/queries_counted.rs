@@ -27,7 +27,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::App;
-use crate::kafka::{wait_rows, Kind, Pipeline};
+use crate::kafka::{Kind, Pipeline};
 
 /// One event as the test knows it: the query it shows, when, and what it is.
 #[derive(Clone)]
@@ -162,8 +162,8 @@ async fn queries_are_counted_once_at_their_execution() {
     let pipe = Pipeline::start_batched("queries_once", &app.db_name, 50).await;
     pipe.produce(Kind::ToolCall, &ev.calls).await;
     pipe.produce(Kind::AgentExecution, &ev.executions).await;
-    wait_rows(&app.db, "tool_calls", ev.calls.len() as u64).await;
-    wait_rows(&app.db, "agent_executions", ev.executions.len() as u64).await;
+    pipe.wait_rows(&app.db, "tool_calls", ev.calls.len() as u64).await;
+    pipe.wait_rows(&app.db, "agent_executions", ev.executions.len() as u64).await;
     pipe.stop().await;
 
     let db = Db::new(app.db.clone(), 4, StdDuration::from_secs(30), Arc::new(Metrics::new()));

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::analytics::App;
-use crate::kafka::{tool_call, wait_rows, Kind, Pipeline};
+use crate::kafka::{tool_call, Kind, Pipeline};
 
 /// The ids of one tenant's world.
 pub struct Ids {
@@ -84,7 +84,7 @@ pub async fn deliver(app: &App, what: &str, tool_calls: &[Value], executions: &[
     let pipeline = Pipeline::start(what, &app.db_name).await;
     pipeline.produce(Kind::ToolCall, tool_calls).await;
     pipeline.produce(Kind::AgentExecution, executions).await;
-    wait_rows(&app.db, "tool_calls", tool_calls.len() as u64).await;
-    wait_rows(&app.db, "agent_executions", executions.len() as u64).await;
+    pipeline.wait_rows(&app.db, "tool_calls", tool_calls.len() as u64).await;
+    pipeline.wait_rows(&app.db, "agent_executions", executions.len() as u64).await;
     pipeline.stop().await;
 }

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::analytics::schema::assert_valid;
 use crate::analytics::{App, KEY_A, KEY_B};
-use crate::kafka::{tool_call, wait_rows, Kind, Pipeline};
+use crate::kafka::{tool_call, Kind, Pipeline};
 
 /// The shared ids.
 struct World {
@@ -71,12 +71,12 @@ async fn renamed_dimensions_show_their_latest_name_per_tenant() {
     let pipeline = Pipeline::start("dash_names", &app.db_name).await;
     pipeline.produce(Kind::ToolCall, &calls).await;
     pipeline.produce(Kind::AgentExecution, &executions).await;
-    wait_rows(&app.db, "tool_calls", 3).await;
-    wait_rows(&app.db, "agent_executions", 1).await;
+    pipeline.wait_rows(&app.db, "tool_calls", 3).await;
+    pipeline.wait_rows(&app.db, "agent_executions", 1).await;
     // An older event with an older name, arriving after the rename.
     let late = vec![call(a, &w, m(40), "github-late", "Alpha late", "Helper late", "search_late")];
     pipeline.produce(Kind::ToolCall, &late).await;
-    wait_rows(&app.db, "tool_calls", 4).await;
+    pipeline.wait_rows(&app.db, "tool_calls", 4).await;
 
     let (sid, pid, nid) = (w.server.to_string(), w.project.to_string(), w.navigator.to_string());
     for (key, server, project, navigator, tool) in
@@ -111,7 +111,7 @@ async fn renamed_dimensions_show_their_latest_name_per_tenant() {
     // A server no event named: null, not another tenant's name.
     let unnamed = tool_call(a, m(5), "plain", json!({ "server_id": Uuid::new_v4() }));
     pipeline.produce(Kind::ToolCall, std::slice::from_ref(&unnamed)).await;
-    wait_rows(&app.db, "tool_calls", 5).await;
+    pipeline.wait_rows(&app.db, "tool_calls", 5).await;
     pipeline.stop().await;
     let body = app.ok(KEY_A, "/api/v1/analytics/top-servers?window=24h&limit=10").await;
     assert_valid("TopServersActivityResponse", &body);
