@@ -21,6 +21,24 @@ async fn schema_of(db: &Client) -> Vec<(String, String, String)> {
         .unwrap()
 }
 
+/// Two runners migrate the database at once (as two replicas starting
+/// together would); both must succeed.
+async fn migrate_concurrently(ch: &ClickHouseArgs) {
+    let (first, second) = (ch.server_client(), ch.server_client());
+    let (a, b) = tokio::join!(migrations::migrate(&first, &ch.database), migrations::migrate(&second, &ch.database));
+    a.unwrap();
+    b.unwrap();
+}
+
+/// Inserts `rows` into `table` in one INSERT.
+async fn insert_rows<R: clickhouse::RowOwned + clickhouse::RowWrite>(db: &Client, table: &str, rows: Vec<R>) {
+    let mut insert = db.insert::<R>(table).await.unwrap();
+    for row in &rows {
+        insert.write(row).await.unwrap();
+    }
+    insert.end().await.unwrap();
+}
+
 async fn drop_db(ch: &ClickHouseArgs) {
     ch.server_client().query(&format!("DROP DATABASE IF EXISTS `{}`", ch.database)).execute().await.unwrap();
 }
@@ -76,10 +94,7 @@ async fn migrate_twice_creates_every_table_once() {
 #[tokio::test]
 async fn concurrent_migrations_leave_one_schema() {
     let ch = clickhouse(&unique_db("concurrent"));
-    let (first, second) = (ch.server_client(), ch.server_client());
-    let (a, b) = tokio::join!(migrations::migrate(&first, &ch.database), migrations::migrate(&second, &ch.database));
-    a.unwrap();
-    b.unwrap();
+    migrate_concurrently(&ch).await;
     let reference = clickhouse(&unique_db("reference"));
     migrations::migrate(&reference.server_client(), &reference.database).await.unwrap();
     let strip =
@@ -240,10 +255,7 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
         }
     };
     insert(rows(0, 300)).await;
-    let (first, second) = (ch.server_client(), ch.server_client());
-    let (a, b) = tokio::join!(migrations::migrate(&first, &ch.database), migrations::migrate(&second, &ch.database));
-    a.unwrap();
-    b.unwrap();
+    migrate_concurrently(&ch).await;
     forget_0004().await;
     let rerun = migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
     assert_eq!(rerun.applied.len(), migrations::all().len() - 3);
@@ -344,10 +356,7 @@ async fn unpriced_executions_are_counted_apart_and_backfilled_once() {
         }
     };
     insert(vec![None, Some("0.5"), None]).await;
-    let (first, second) = (ch.server_client(), ch.server_client());
-    let (a, b) = tokio::join!(migrations::migrate(&first, &ch.database), migrations::migrate(&second, &ch.database));
-    a.unwrap();
-    b.unwrap();
+    migrate_concurrently(&ch).await;
     forget_0010().await;
     let rerun = migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
     assert_eq!(rerun.applied, vec![(10, "unpriced_executions")]);
@@ -535,21 +544,11 @@ async fn question_rollups_backfill_once_and_equal_the_raw_tables() {
             })
             .collect()
     };
-    async fn insert<R: clickhouse::RowOwned + clickhouse::RowWrite>(db: &Client, table: &str, rows: Vec<R>) {
-        let mut insert = db.insert::<R>(table).await.unwrap();
-        for row in &rows {
-            insert.write(row).await.unwrap();
-        }
-        insert.end().await.unwrap();
-    }
-    insert(&db, "tool_calls", calls(0, 600)).await;
-    insert(&db, "agent_executions", executions(0, 600)).await;
-    let (first, second) = (ch.server_client(), ch.server_client());
-    let (a, b) = tokio::join!(migrations::migrate(&first, &ch.database), migrations::migrate(&second, &ch.database));
-    a.unwrap();
-    b.unwrap();
-    insert(&db, "tool_calls", calls(600, 400)).await;
-    insert(&db, "agent_executions", executions(600, 400)).await;
+    insert_rows(&db, "tool_calls", calls(0, 600)).await;
+    insert_rows(&db, "agent_executions", executions(0, 600)).await;
+    migrate_concurrently(&ch).await;
+    insert_rows(&db, "tool_calls", calls(600, 400)).await;
+    insert_rows(&db, "agent_executions", executions(600, 400)).await;
 
     let t = tenant.to_string();
     let rows = |sql: &str| db.query(sql).bind(t.clone()).fetch_all::<(u32, String, u64, u64, u64)>();
@@ -683,21 +682,11 @@ async fn five_minute_rollups_backfill_once_and_equal_the_raw_tables() {
             })
             .collect()
     };
-    async fn insert<R: clickhouse::RowOwned + clickhouse::RowWrite>(db: &Client, table: &str, rows: Vec<R>) {
-        let mut insert = db.insert::<R>(table).await.unwrap();
-        for row in &rows {
-            insert.write(row).await.unwrap();
-        }
-        insert.end().await.unwrap();
-    }
-    insert(&db, "tool_calls", calls(0, 500)).await;
-    insert(&db, "agent_executions", executions(0, 500)).await;
-    let (first, second) = (ch.server_client(), ch.server_client());
-    let (a, b) = tokio::join!(migrations::migrate(&first, &ch.database), migrations::migrate(&second, &ch.database));
-    a.unwrap();
-    b.unwrap();
-    insert(&db, "tool_calls", calls(500, 300)).await;
-    insert(&db, "agent_executions", executions(500, 300)).await;
+    insert_rows(&db, "tool_calls", calls(0, 500)).await;
+    insert_rows(&db, "agent_executions", executions(0, 500)).await;
+    migrate_concurrently(&ch).await;
+    insert_rows(&db, "tool_calls", calls(500, 300)).await;
+    insert_rows(&db, "agent_executions", executions(500, 300)).await;
 
     let t = tenant.to_string();
     let rows = |sql: &str| db.query(sql).bind(t.clone()).fetch_all::<(u32, String, u64, u64, f64)>();
@@ -808,24 +797,14 @@ async fn user_rollups_backfill_once_and_equal_the_raw_tables() {
             })
             .collect()
     };
-    async fn insert<R: clickhouse::RowOwned + clickhouse::RowWrite>(db: &Client, table: &str, rows: Vec<R>) {
-        let mut insert = db.insert::<R>(table).await.unwrap();
-        for row in &rows {
-            insert.write(row).await.unwrap();
-        }
-        insert.end().await.unwrap();
-    }
     for t in 0..2 {
-        insert(&db, "tool_calls", calls(t, 0, 600)).await;
-        insert(&db, "agent_executions", executions(t, 0, 600)).await;
+        insert_rows(&db, "tool_calls", calls(t, 0, 600)).await;
+        insert_rows(&db, "agent_executions", executions(t, 0, 600)).await;
     }
-    let (first, second) = (ch.server_client(), ch.server_client());
-    let (a, b) = tokio::join!(migrations::migrate(&first, &ch.database), migrations::migrate(&second, &ch.database));
-    a.unwrap();
-    b.unwrap();
+    migrate_concurrently(&ch).await;
     for t in 0..2 {
-        insert(&db, "tool_calls", calls(t, 600, 400)).await;
-        insert(&db, "agent_executions", executions(t, 600, 400)).await;
+        insert_rows(&db, "tool_calls", calls(t, 600, 400)).await;
+        insert_rows(&db, "agent_executions", executions(t, 600, 400)).await;
     }
 
     for tenant in tenants {

@@ -426,7 +426,7 @@ pub fn tool_calls_from(scope: &Scope, source: &Source) -> (String, String, Vec<(
         Source::NavigatorHourly(s) => ("tool_calls_navigator_1h", "tool_calls_1m", NAVIGATOR_COLUMNS, s),
         Source::ServerHourly(s) => ("tool_calls_server_1h", "tool_calls_1m", SERVER_COLUMNS, s),
         Source::ToolHourly(s) => ("tool_calls_tool_1h", "tool_calls_1m", TOOL_COLUMNS, s),
-        Source::UserHourly(s) => return user_hours_and_raw_edges(scope, s),
+        Source::UserHourly(s) => return user_calls_hours_and_raw_edges(scope, s),
     };
     let common = Conditions::tenant(scope.tenant).and(scope.tool_calls_filters(Table::ToolCallsRollup));
     let (branches, params) = blocks_and_edges(common, split, Grain::hours(hour_table), minute_table, columns);
@@ -436,18 +436,35 @@ pub fn tool_calls_from(scope: &Scope, source: &Source) -> (String, String, Vec<(
 /// [`Source::UserHourly`]: `tool_calls_user_1h` over the whole hours and
 /// the user's raw calls, aggregated per minute, over the minutes at
 /// either end (bounded by tenant and those minutes).
-fn user_hours_and_raw_edges(scope: &Scope, split: &Split) -> (String, String, Vec<(String, String)>) {
+fn user_calls_hours_and_raw_edges(scope: &Scope, split: &Split) -> (String, String, Vec<(String, String)>) {
     let common = |table| Conditions::tenant(scope.tenant).and(scope.tool_calls_filters(table));
-    let hours = common(Table::ToolCallsUser).any_of(TimeColumn::Hour, &pairs(&[split.whole]), "r_h");
-    let mut params = hours.params().to_vec();
-    let mut branches = vec![format!("SELECT hour AS minute, {NAVIGATOR_COLUMNS} FROM tool_calls_user_1h WHERE {}", hours.sql())];
+    let (from, params) = hours_and_raw_edges(common(Table::ToolCallsUser), split, "tool_calls_user_1h", NAVIGATOR_COLUMNS, |edges| {
+        let (cond, params) = common(Table::ToolCallsRaw).any_of(TimeColumn::OccurredAt, &pairs(edges), "r_m").into_parts();
+        (format!("SELECT minute, {NAVIGATOR_COLUMNS} FROM ({RAW_AS_MINUTES} WHERE {cond} GROUP BY {RAW_KEYS})"), params)
+    });
+    (from, "1".into(), params)
+}
+
+/// One `UNION ALL` source over `split`: the whole hours from the per-user
+/// `hour_table` (`columns`, `hour` read as `minute`; `common` holds the
+/// tenant and the filters) and the minutes at either end from the raw rows
+/// `raw_edges` selects for those ranges, with the same columns.
+fn hours_and_raw_edges(
+    common: Conditions,
+    split: &Split,
+    hour_table: &str,
+    columns: &str,
+    raw_edges: impl Fn(&[TimeRange]) -> (String, Vec<(String, String)>),
+) -> (String, Vec<(String, String)>) {
+    let (cond, mut params) = common.any_of(TimeColumn::Hour, &pairs(&[split.whole]), "r_h").into_parts();
+    let mut branches = vec![format!("SELECT hour AS minute, {columns} FROM {hour_table} WHERE {cond}")];
     let edges: Vec<TimeRange> = split.edges().collect();
     if !edges.is_empty() {
-        let raw = common(Table::ToolCallsRaw).any_of(TimeColumn::OccurredAt, &pairs(&edges), "r_m");
-        params.extend(raw.params().iter().cloned());
-        branches.push(format!("SELECT minute, {NAVIGATOR_COLUMNS} FROM ({RAW_AS_MINUTES} WHERE {} GROUP BY {RAW_KEYS})", raw.sql()));
+        let (sql, p) = raw_edges(&edges);
+        branches.push(sql);
+        params.extend(p);
     }
-    (format!("({})", branches.join(" UNION ALL ")), "1".into(), params)
+    (format!("({})", branches.join(" UNION ALL ")), params)
 }
 
 /// The coarse table of a split and its time column.
@@ -529,19 +546,8 @@ pub fn query_counts_from(scope: &Scope, buckets: Option<&Buckets>) -> Option<Que
             };
             match split(scope.range, buckets) {
                 Some(s) => {
-                    let hours = Conditions::tenant(scope.tenant)
-                        .any_of(TimeColumn::Hour, &pairs(&[s.whole]), "r_h")
-                        .filters(&scope.filters, Table::ExecutionsUser);
-                    let mut params = hours.params().to_vec();
-                    let mut branches =
-                        vec![format!("SELECT hour AS minute, {columns} FROM agent_executions_user_1h WHERE {}", hours.sql())];
-                    let edges: Vec<TimeRange> = s.edges().collect();
-                    if !edges.is_empty() {
-                        let (sql, p) = raw_minutes(&edges, "r_m");
-                        branches.push(sql);
-                        params.extend(p);
-                    }
-                    (format!("({})", branches.join(" UNION ALL ")), params)
+                    let common = Conditions::tenant(scope.tenant).filters(&scope.filters, Table::ExecutionsUser);
+                    hours_and_raw_edges(common, &s, "agent_executions_user_1h", columns, |edges| raw_minutes(edges, "r_m"))
                 }
                 None => {
                     let (sql, params) = raw_minutes(&[scope.range], "r");
@@ -608,19 +614,12 @@ pub fn executions_from(scope: &Scope, buckets: Option<&Buckets>, navigator_keys_
     };
     match split(scope.range, buckets).filter(|_| navigator_keys_only) {
         Some(s) => {
-            let hours = Conditions::tenant(scope.tenant)
-                .any_of(TimeColumn::Hour, &pairs(&[s.whole]), "r_h")
-                .filters(&scope.filters, Table::ExecutionsUser);
-            let mut params = hours.params().to_vec();
-            let mut branches =
-                vec![format!("SELECT hour AS minute, {USER_EXECUTIONS_COLUMNS} FROM agent_executions_user_1h WHERE {}", hours.sql())];
-            let edges: Vec<TimeRange> = s.edges().collect();
-            if !edges.is_empty() {
-                let c = raw(&edges, "r_m");
-                params.extend(c.params().iter().cloned());
-                branches.push(format!("SELECT minute, {USER_EXECUTIONS_COLUMNS} FROM ({RAW_EXECUTIONS} WHERE {})", c.sql()));
-            }
-            (format!("({})", branches.join(" UNION ALL ")), "1".into(), params)
+            let common = Conditions::tenant(scope.tenant).filters(&scope.filters, Table::ExecutionsUser);
+            let (from, params) = hours_and_raw_edges(common, &s, "agent_executions_user_1h", USER_EXECUTIONS_COLUMNS, |edges| {
+                let (cond, params) = raw(edges, "r_m").into_parts();
+                (format!("SELECT minute, {USER_EXECUTIONS_COLUMNS} FROM ({RAW_EXECUTIONS} WHERE {cond})"), params)
+            });
+            (from, "1".into(), params)
         }
         None => {
             let (cond, params) = raw(&[scope.range], "r").into_parts();
