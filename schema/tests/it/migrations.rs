@@ -39,6 +39,26 @@ async fn insert_rows<R: clickhouse::RowOwned + clickhouse::RowWrite>(db: &Client
     insert.end().await.unwrap();
 }
 
+/// Undoes every migration newer than `version` with its own
+/// [`Migration::rollback`](agentmeter_schema::migrations::Migration)
+/// statements, newest first, and forgets them in `schema_migrations`: the
+/// next migrate runs them again, their backfills included.
+async fn roll_back_to(db: &Client, version: u32) {
+    let mut newer: Vec<_> = migrations::all().into_iter().filter(|m| m.version() > version).collect();
+    newer.sort_by_key(|m| std::cmp::Reverse(m.version()));
+    for m in &newer {
+        for sql in m.rollback().split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            db.query(sql).with_option("mutations_sync", "1").execute().await.unwrap();
+        }
+    }
+    db.query("ALTER TABLE schema_migrations DELETE WHERE version > ?")
+        .bind(version)
+        .with_option("mutations_sync", "1")
+        .execute()
+        .await
+        .unwrap();
+}
+
 async fn drop_db(ch: &ClickHouseArgs) {
     ch.server_client().query(&format!("DROP DATABASE IF EXISTS `{}`", ch.database)).execute().await.unwrap();
 }
@@ -473,40 +493,9 @@ async fn question_rollups_backfill_once_and_equal_the_raw_tables() {
     let ch = clickhouse(&unique_db("questions"));
     migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
     let db = ch.client();
-    // Back to the version before 0011: no views, empty tables (0012's too,
-    // which runs again after it).
-    for sql in [
-        "DROP VIEW query_counts_1h_mv",
-        "DROP VIEW query_counts_1m_mv",
-        "DROP VIEW tool_calls_server_1h_mv",
-        "DROP VIEW tool_calls_navigator_1h_mv",
-        "DROP VIEW tool_calls_tool_1h_mv",
-        "DROP VIEW tool_calls_tenant_5m_mv",
-        "DROP VIEW query_counts_tenant_5m_mv",
-        "TRUNCATE TABLE tool_calls_tenant_5m",
-        "TRUNCATE TABLE query_counts_tenant_5m",
-        "TRUNCATE TABLE tool_calls_tool_1h",
-        "TRUNCATE TABLE query_counts_1h",
-        "TRUNCATE TABLE query_counts_1m",
-        "TRUNCATE TABLE tool_calls_server_1h",
-        "TRUNCATE TABLE tool_calls_navigator_1h",
-        "DROP VIEW tool_calls_user_1h_mv",
-        "DROP VIEW agent_executions_user_1h_mv",
-        "DROP VIEW project_users_1mon_calls_mv",
-        "DROP VIEW project_users_1mon_executions_mv",
-        "DROP VIEW project_servers_1mon_mv",
-        "TRUNCATE TABLE tool_calls_user_1h",
-        "TRUNCATE TABLE agent_executions_user_1h",
-        "TRUNCATE TABLE project_users_1mon",
-        "TRUNCATE TABLE project_servers_1mon",
-        "TRUNCATE TABLE rollup_backfills",
-        "TRUNCATE TABLE schema_migrations",
-    ] {
-        db.query(sql).execute().await.unwrap();
-    }
-    for m in migrations::all().iter().filter(|m| m.version() < 11) {
-        db.query("INSERT INTO schema_migrations (version, name) VALUES (?, ?)").bind(m.version()).bind(m.name()).execute().await.unwrap();
-    }
+    // Back to the version before 0011: its views and tables and every
+    // newer migration's gone, so that migrating again backfills them.
+    roll_back_to(&db, 10).await;
     let tenant = uuid::Uuid::new_v4();
     let start_ms = chrono::Utc::now().timestamp_millis() - 2 * 86_400_000;
     let now = chrono::Utc::now();
@@ -627,29 +616,9 @@ async fn five_minute_rollups_backfill_once_and_equal_the_raw_tables() {
     let ch = clickhouse(&unique_db("five_minutes"));
     migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
     let db = ch.client();
-    // Back to the version before 0012: no views, empty tables.
-    for sql in [
-        "DROP VIEW tool_calls_tenant_5m_mv",
-        "DROP VIEW query_counts_tenant_5m_mv",
-        "TRUNCATE TABLE tool_calls_tenant_5m",
-        "TRUNCATE TABLE query_counts_tenant_5m",
-        "DROP VIEW tool_calls_user_1h_mv",
-        "DROP VIEW agent_executions_user_1h_mv",
-        "DROP VIEW project_users_1mon_calls_mv",
-        "DROP VIEW project_users_1mon_executions_mv",
-        "DROP VIEW project_servers_1mon_mv",
-        "TRUNCATE TABLE tool_calls_user_1h",
-        "TRUNCATE TABLE agent_executions_user_1h",
-        "TRUNCATE TABLE project_users_1mon",
-        "TRUNCATE TABLE project_servers_1mon",
-        "TRUNCATE TABLE rollup_backfills",
-        "TRUNCATE TABLE schema_migrations",
-    ] {
-        db.query(sql).execute().await.unwrap();
-    }
-    for m in migrations::all().iter().filter(|m| m.version() < 12) {
-        db.query("INSERT INTO schema_migrations (version, name) VALUES (?, ?)").bind(m.version()).bind(m.name()).execute().await.unwrap();
-    }
+    // Back to the version before 0012: its views and tables and every
+    // newer migration's gone, so that migrating again backfills them.
+    roll_back_to(&db, 11).await;
     let tenant = uuid::Uuid::new_v4();
     let start_ms = chrono::Utc::now().timestamp_millis() - 86_400_000;
     let now = chrono::Utc::now();
@@ -734,26 +703,9 @@ async fn user_rollups_backfill_once_and_equal_the_raw_tables() {
     let ch = clickhouse(&unique_db("users"));
     migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
     let db = ch.client();
-    // Back to the version before 0013: no views, empty tables.
-    for sql in [
-        "DROP VIEW tool_calls_user_1h_mv",
-        "DROP VIEW agent_executions_user_1h_mv",
-        "DROP VIEW project_users_1mon_calls_mv",
-        "DROP VIEW project_users_1mon_executions_mv",
-        "DROP VIEW project_servers_1mon_mv",
-        "TRUNCATE TABLE tool_calls_user_1h",
-        "TRUNCATE TABLE agent_executions_user_1h",
-        "TRUNCATE TABLE project_users_1mon",
-        "TRUNCATE TABLE project_servers_1mon",
-        "ALTER TABLE rollup_backfills DELETE WHERE view IN ('tool_calls_user_1h_mv', 'agent_executions_user_1h_mv', \
-         'project_users_1mon_calls_mv', 'project_users_1mon_executions_mv', 'project_servers_1mon_mv') SETTINGS mutations_sync = 1",
-        "TRUNCATE TABLE schema_migrations",
-    ] {
-        db.query(sql).execute().await.unwrap();
-    }
-    for m in migrations::all().iter().filter(|m| m.version() < 13) {
-        db.query("INSERT INTO schema_migrations (version, name) VALUES (?, ?)").bind(m.version()).bind(m.name()).execute().await.unwrap();
-    }
+    // Back to the version before 0013: its views and tables and every
+    // newer migration's gone, so that migrating again backfills them.
+    roll_back_to(&db, 12).await;
     let tenants = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()];
     let start_ms = chrono::Utc::now().timestamp_millis() - 45 * 86_400_000;
     let now = chrono::Utc::now();
