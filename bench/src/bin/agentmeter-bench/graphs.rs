@@ -6,13 +6,16 @@
 //! p95 within 10 %); and the same graph through `agentmeter-api` over HTTP
 //! when its release binary is present (API overhead = HTTP p50 - query p50).
 //!
-//! Data: `--events` tool calls of generated traffic for demo tenant A, spread
-//! uniformly over the last `--days` days, and the `navigator_query`
-//! execution of each of their queries, `--zero-call-percent` of the queries
-//! without their tool calls (zero-call queries, which count as queries);
-//! written with RowBinary straight into `tool_calls` and `agent_executions`
-//! of a fresh database (the materialized views fill the rollups as in
-//! production). Targets: p95 < 150 ms from the rollups, and raw / rollup
+//! Data: `--events` tool calls of generated traffic for demo tenant A over
+//! the last `--days` days, and the `navigator_query` execution of each of
+//! their queries, `--zero-call-percent` of the queries without their tool
+//! calls (zero-call queries, which count as queries); written with RowBinary
+//! straight into `tool_calls` and `agent_executions` of a fresh database
+//! (the materialized views fill the rollups as in production), oldest first
+//! by default, each INSERT covering its own slice of the days as live
+//! traffic does (`--load-order random` spreads every INSERT over the whole
+//! month instead: a backfill in random order, after which every part of
+//! every rollup holds almost every key). Targets: p95 < 150 ms from the rollups, and raw / rollup
 //! >= 10x.
 
 use std::process::Command;
@@ -64,6 +67,13 @@ pub struct Opts {
     /// Rows per INSERT while loading.
     #[arg(long, default_value_t = 500_000)]
     pub load_batch_rows: usize,
+    /// Order of the load: `time` writes the month oldest first, each INSERT
+    /// covering its own slice of the days (as live traffic arrives, so each
+    /// rollup key lands in about one part); `random` spreads every INSERT
+    /// over the whole month (a backfill in random order: every part holds
+    /// almost every rollup key, which merges do not undo).
+    #[arg(long, value_enum, default_value_t = LoadOrder::Time)]
+    pub load_order: LoadOrder,
     /// Random seed of the traffic.
     #[arg(long, default_value_t = 11)]
     pub seed: u64,
@@ -73,6 +83,13 @@ pub struct Opts {
     /// Name of the result file (`<name>.json`).
     #[arg(long, default_value = "graphs")]
     pub result_name: String,
+}
+
+/// How the month of events is written; see [`Opts::load_order`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LoadOrder {
+    Time,
+    Random,
 }
 
 /// The figures of a bucket computed from raw events (the reference): only
@@ -492,7 +509,8 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
                    "tenant": TENANT_A.to_string(), "rollup_rows": sizes.1, "hourly_rollup_rows": sizes.2,
                    "table_rows": table_rows.iter().cloned().collect::<std::collections::BTreeMap<String, u64>>(),
                    "merge_wait_seconds": round(merge_wait, 1)},
-        "load": {"seconds": round(load.0, 2), "rows_per_s": round((load.1 + load.2) as f64 / load.0, 0), "batch_rows": o.load_batch_rows, "disk_available_before": avail},
+        "load": {"seconds": round(load.0, 2), "rows_per_s": round((load.1 + load.2) as f64 / load.0, 0), "batch_rows": o.load_batch_rows,
+                 "order": format!("{:?}", o.load_order).to_lowercase(), "disk_available_before": avail},
         "figures": results,
         "request_floor": {"what": "SELECT 1 over the same client, before the graphs", "p50_ms": round(floor50, 2), "p95_ms": round(floor95, 2), "runs": floor_ms.len()},
         "ceiling": "the same answer computed from raw events in the same ClickHouse (ratio = raw p50 / rollup p50)",
@@ -525,22 +543,35 @@ async fn load(client: &Client, o: &Opts, now: DateTime<Utc>) -> anyhow::Result<(
     type Batch = (Vec<ToolCallRow>, Vec<AgentExecutionRow>);
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Batch>(2);
     let (events, seed, days, batch, zero_call) = (o.events, o.seed, o.days, o.load_batch_rows, u128::from(o.zero_call_percent));
+    // In time order, INSERT `i` of `inserts` covers the `i`-th slice of the
+    // days: the generator spreads each query over the slice hours before the
+    // `now` it is given (a query's tool calls keep its time even when they
+    // spill into the next INSERT).
+    let inserts = events.div_ceil(batch.max(1) as u64).max(1);
+    let month_hours = f64::from(days) * 24.0;
+    let time_order = o.load_order == LoadOrder::Time;
+    let slice_hours = if time_order { month_hours / inserts as f64 } else { month_hours };
+    let insert_now = move |i: u64| -> DateTime<Utc> {
+        if !time_order {
+            return now;
+        }
+        let back_slices = inserts.saturating_sub(i + 1) as f64;
+        now - chrono::Duration::milliseconds((back_slices * slice_hours * 3_600_000.0) as i64)
+    };
     let producer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let mut generator = Generator::new(Settings {
-            seed,
-            tenants: vec![TENANT_A],
-            duplicate_ratio: 0.0,
-            bad_ratio: 0.0,
-            backfill_hours: f64::from(days) * 24.0,
-        });
+        let mut generator =
+            Generator::new(Settings { seed, tenants: vec![TENANT_A], duplicate_ratio: 0.0, bad_ratio: 0.0, backfill_hours: slice_hours });
         let mut left = events;
+        let mut insert = 0u64;
         // The query whose tool calls are left out (a zero-call query).
         let mut without_calls = uuid::Uuid::nil();
         while left > 0 {
             let n = (batch as u64).min(left) as usize;
             let (mut rows, mut executions) = (Vec::with_capacity(n), Vec::new());
+            let slice_end = insert_now(insert);
+            insert += 1;
             while rows.len() < n {
-                let m = generator.next_message(now);
+                let m = generator.next_message(slice_end);
                 match m.kind {
                     Kind::ToolCall => {
                         let row = ToolCallRow::from(&agentmeter_schema::parse_tool_call(&m.payload, now)?);
