@@ -137,7 +137,7 @@ pub async fn calls_per_query_graph(
     Params(p): Params,
 ) -> Result<Json<Envelope<Graph<CallsPerQueryValue>>>, ApiError> {
     let g = prepare(&state, &p, Accepts::PNS_TOOL_ID)?;
-    let series = tool_calls::series(&state.db, &g.scope(&caller), &g.buckets, Need::QUERIES).await?;
+    let series = tool_calls::series(&state.db, &g.scope(&caller), &g.buckets, Need::CALLS_AND_QUERIES).await?;
     Ok(g.graph(series.iter().map(|s| CallsPerQueryValue {
         average_tool_calls_per_query: s.calls_per_query(),
         total_queries: s.queries,
@@ -188,7 +188,8 @@ async fn count_graph(
     queries: bool,
 ) -> Result<Json<Envelope<Graph<CountValue>>>, ApiError> {
     let g = prepare(&state, &p, Accepts::PNS_TOOL_NAME)?;
-    let series = tool_calls::series(&state.db, &g.scope(&caller), &g.buckets, if queries { Need::QUERIES } else { Need::COUNTS }).await?;
+    let series =
+        tool_calls::series(&state.db, &g.scope(&caller), &g.buckets, if queries { Need::CALLS_AND_QUERIES } else { Need::CALLS }).await?;
     Ok(g.graph(series.iter().map(|s| CountValue { count: if queries { s.queries } else { s.calls } })))
 }
 
@@ -209,7 +210,7 @@ pub async fn error_rate_graph(
     Params(p): Params,
 ) -> Result<Json<Envelope<ErrorRateGraph>>, ApiError> {
     let g = prepare(&state, &p, Accepts::PNS)?;
-    let series = tool_calls::series(&state.db, &g.scope(&caller), &g.buckets, Need::COUNTS).await?;
+    let series = tool_calls::series(&state.db, &g.scope(&caller), &g.buckets, Need::CALLS).await?;
     let (errors, calls) = series.iter().fold((0u64, 0u64), |(e, c), s| (e + s.errors, c + s.calls));
     let points = g.points(series.iter().map(|s| ErrorRateValue { value: s.error_rate(), errors: s.errors, calls: s.calls }));
     let rate = if calls == 0 { 0.0 } else { errors as f64 / calls as f64 };

@@ -102,7 +102,7 @@ pub async fn calls_per_query(
     let view = c.view(&p.view);
     let frequency = c.frequency(&p.frequency, "1h", false);
     c.finish()?;
-    let s = tool_calls::totals(&state.db, &base.scope(&caller, CallKinds::Tool), Need::QUERIES).await?;
+    let s = tool_calls::totals(&state.db, &base.scope(&caller, CallKinds::Tool), Need::CALLS_AND_QUERIES).await?;
     let data = CallsPerQuery {
         average_tool_calls_per_query: s.calls_per_query(),
         total_queries: s.queries,
@@ -134,7 +134,7 @@ pub async fn queries_processed(
     caller: Caller,
     Params(p): Params,
 ) -> Result<Json<Envelope<QueriesProcessed>>, ApiError> {
-    let (base, prev_start, (cur, prev)) = processed(state, caller, p, Need::QUERIES).await?;
+    let (base, prev_start, (cur, prev)) = processed(state, caller, p, Need::CALLS_AND_QUERIES).await?;
     let data = QueriesProcessed {
         total_queries: cur.queries,
         previous_total_queries: prev.queries,
@@ -161,7 +161,7 @@ pub async fn tool_calls_processed(
     caller: Caller,
     Params(p): Params,
 ) -> Result<Json<Envelope<ToolCallsProcessed>>, ApiError> {
-    let (base, prev_start, (cur, prev)) = processed(state, caller, p, Need::COUNTS).await?;
+    let (base, prev_start, (cur, prev)) = processed(state, caller, p, Need::CALLS).await?;
     let data = ToolCallsProcessed {
         total_tool_calls: cur.calls,
         previous_total_tool_calls: prev.calls,
@@ -297,8 +297,10 @@ pub async fn global_stats(
     let scope = base.scope(&caller, CallKinds::Tool);
     let mut prev_scope = scope.clone();
     prev_scope.range = base.res.range.previous(period.1, base.res.tz);
-    let (cur, prev) =
-        tokio::try_join!(tool_calls::totals(&state.db, &scope, Need::QUERIES), tool_calls::totals(&state.db, &prev_scope, Need::QUERIES))?;
+    let (cur, prev) = tokio::try_join!(
+        tool_calls::totals(&state.db, &scope, Need::CALLS_AND_QUERIES),
+        tool_calls::totals(&state.db, &prev_scope, Need::CALLS_AND_QUERIES)
+    )?;
     let data = GlobalStats {
         total_queries: cur.queries,
         total_tool_calls: cur.calls,

@@ -270,7 +270,7 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         kinds: CallKinds::Tool,
     };
     let (user_graph_ms, user_graph) =
-        timed(o.runs, 2, || async { Ok(tool_calls::series(&db, &user_scope, &days, Need::QUERIES).await?) }).await?;
+        timed(o.runs, 2, || async { Ok(tool_calls::series(&db, &user_scope, &days, Need::CALLS_AND_QUERIES).await?) }).await?;
     let (user_ts_ms, user_ts) =
         timed(o.runs, 2, || async { Ok(timeseries::points(&db, &user_scope, Metric::ToolCalls, &days, None, "tool_calls").await?) })
             .await?;
