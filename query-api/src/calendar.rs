@@ -16,6 +16,9 @@
 //!   forward) is the first existing local minute after it: a local day whose
 //!   midnight falls in a gap (as in São Paulo until 2019) begins when the
 //!   clocks jump, so it is shorter, exactly as people there live it.
+//! * A day runs from its midnight to the next; an instant belongs to the day
+//!   whose span holds it ([`local_date`]), which is its wall-clock date
+//!   except in a fold spanning midnight (St. John's until 2011).
 //! * Instants are RFC 3339 with an offset (`2024-01-15T10:30:00Z`,
 //!   `2024-01-15T10:30:00+01:00`) or epoch milliseconds written as 1 to 16
 //!   ASCII digits (Grafana's `${__from}`), from 1970 up to (not including)
@@ -56,9 +59,20 @@ pub fn local_midnight(tz: Tz, d: NaiveDate) -> DateTime<Utc> {
     resolve_local(tz, d.and_hms_opt(0, 0, 0).expect("midnight is a valid time"))
 }
 
-/// The local date of `t` in `tz`.
+/// The local day `t` lies in, in `tz`: the day `d` with `local_midnight(tz,
+/// d) <= t < local_midnight(tz, d + 1)`, so that every day, week and month
+/// computed from it holds `t`. That is the wall-clock date, except in a
+/// fold that spans midnight (clocks going back from just after 00:00 to
+/// the evening before, as St. John's did at 00:01 until 2011): the new day
+/// began at the first 00:00, and the wall clock shows the old date again
+/// for the rest of the fold.
 pub fn local_date(t: DateTime<Utc>, tz: Tz) -> NaiveDate {
-    t.with_timezone(&tz).date_naive()
+    let wall = t.with_timezone(&tz).date_naive();
+    if t >= local_midnight(tz, wall + Duration::days(1)) {
+        wall + Duration::days(1)
+    } else {
+        wall
+    }
 }
 
 /// Rounds down to the minute.

@@ -119,6 +119,15 @@ fn known_days() {
     // Samoa skipped 30 December 2011: that day "begins" when 31 December does.
     let apia: Tz = "Pacific/Apia".parse().unwrap();
     assert_eq!(local_midnight(apia, d("2011-12-30")), local_midnight(apia, d("2011-12-31")));
+    // A fold across midnight (St. John's fell back from 00:01 NDT to 23:01
+    // NST until 2011): 1996-10-27 began at its first 00:00 (02:30 UTC), and
+    // an instant a minute later, which the wall clock shows as 23:01 on the
+    // 26th, belongs to the 27th.
+    let st_johns: Tz = "America/St_Johns".parse().unwrap();
+    let t = Utc.with_ymd_and_hms(1996, 10, 27, 2, 31, 0).unwrap();
+    assert_eq!(t.with_timezone(&st_johns).date_naive(), d("1996-10-26"));
+    assert_eq!(local_midnight(st_johns, d("1996-10-27")), Utc.with_ymd_and_hms(1996, 10, 27, 2, 30, 0).unwrap());
+    assert_eq!(local_date(t, st_johns), d("1996-10-27"));
     // Month arithmetic clamps.
     assert_eq!(sub_months_clamped(d("2024-03-31").and_hms_opt(0, 0, 0).unwrap(), 1).date(), d("2024-02-29"));
     assert_eq!(day_of_month_shifted(d("2024-01-20"), -1, 28), d("2023-12-28"));
