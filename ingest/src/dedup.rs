@@ -17,11 +17,13 @@
 //! The look-up asks in one of two ways, cheapest first:
 //!
 //! * [`stored_ids_in_ranges`]: every `event_id` stored in the ranges, if
-//!   there are at most [`range_cap`] of them (`LIMIT cap + 1` tells). Live
-//!   traffic is written in time order, so a batch's ranges hold few stored
-//!   rows (the previous batches of other partitions, other workers' rows of
-//!   the same seconds) and the request is a few hundred bytes, where a list
-//!   of ids costs the server ~37 bytes to receive and parse per id.
+//!   there are at most [`range_cap`] (eight per id of the batch) of them
+//!   (`LIMIT cap + 1` tells), compared with the batch's ids as they stream
+//!   in. Live traffic is written in time order, so a batch's ranges hold
+//!   few stored rows (the previous batches of other partitions, other
+//!   workers' rows of the same seconds) and the request is a few hundred
+//!   bytes, where a list of ids costs the server ~37 bytes to receive and
+//!   parse per id: streaming a stored id back costs about a tenth of that.
 //! * [`stored_ids_by_id`], when the ranges hold more (a backfill, a
 //!   redelivery): the batch's ids, in chunks of [`LOOKUP_CHUNK_IDS`], within
 //!   the same ranges. Values reach ClickHouse as bound parameters (`?` +
@@ -108,8 +110,15 @@ pub fn key_ranges(keys: &[Key], max_ranges: usize) -> Vec<KeyRange> {
 
 /// The stored rows the range look-up reads back at most for `ids` ids before
 /// it gives way to the look-up by id: about what that look-up would cost.
+/// Measured on the ingest benchmark's batches of 50,000 ids: a range
+/// look-up streamed 100,000-170,000 stored ids in 60-160 ms, a look-up by
+/// id took 400-1,300 ms (it sends and parses ~37 bytes per id), so the
+/// ranges may hold eight times the batch before the look-up by id is cheaper.
+/// (With twice the batch, 2-4 of the benchmark's ~22 look-ups per run
+/// fell back to the look-up by id: its partitions are read at different
+/// positions, so a batch's ranges also hold other partitions' rows.)
 pub fn range_cap(ids: usize) -> usize {
-    2 * ids + 1_000
+    8 * ids + 10_000
 }
 
 /// The WHERE condition of `ranges` (placeholders) and its binds.
@@ -172,6 +181,7 @@ pub async fn stored_ids<R: IngestRow>(
 
 /// Every `event_id` stored in `ranges` that `keys` holds; `None` when the
 /// ranges hold more than `cap` stored rows (nothing more is read then).
+/// The stored ids are compared as they stream in, never all held at once.
 pub async fn stored_ids_in_ranges<R: IngestRow>(
     client: &Client,
     keys: &[Key],
@@ -180,13 +190,24 @@ pub async fn stored_ids_in_ranges<R: IngestRow>(
     timeout: Duration,
 ) -> Result<Option<HashSet<Uuid>>, clickhouse::error::Error> {
     let sql = format!("SELECT event_id FROM {} WHERE {} LIMIT {}", R::TABLE, ranges_condition(ranges), cap + 1);
-    let query = bind_ranges(client.query(&sql), ranges);
-    let rows = tokio::time::timeout(timeout, query.fetch_all::<StoredId>()).await.map_err(|_| clickhouse::error::Error::TimedOut)??;
-    if rows.len() > cap {
-        return Ok(None);
-    }
     let ids: HashSet<Uuid> = keys.iter().map(|k| k.2).collect();
-    Ok(Some(rows.into_iter().map(|r| r.event_id).filter(|id| ids.contains(id)).collect()))
+    let read = async {
+        let mut cursor = bind_ranges(client.query(&sql), ranges).fetch::<StoredId>()?;
+        let (mut found, mut stored) = (HashSet::new(), 0usize);
+        while let Some(row) = cursor.next().await? {
+            stored += 1;
+            if stored > cap {
+                tracing::debug!(table = R::TABLE, stored, "duplicate look-up: ranges hold more than the cap");
+                return Ok(None);
+            }
+            if ids.contains(&row.event_id) {
+                found.insert(row.event_id);
+            }
+        }
+        tracing::debug!(table = R::TABLE, stored, "duplicate look-up: stored rows in the ranges");
+        Ok(Some(found))
+    };
+    tokio::time::timeout(timeout, read).await.map_err(|_| clickhouse::error::Error::TimedOut)?
 }
 
 /// The `event_id`s of `keys` (sorted) stored in the raw table, asked for by
