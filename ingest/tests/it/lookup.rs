@@ -1,13 +1,15 @@
 //! The duplicate look-up against the local ClickHouse: its two ways of
 //! asking (by key range, by id) find the same stored ids, and a batch
 //! whose look-up ran while the previous batch was still being inserted
-//! (the consumer's look-up ahead) stores a row both batches hold once.
+//! (the consumer's look-up ahead) stores a row both batches hold once, and
+//! a batch whose ranges hold several times its rows (partitions read at
+//! different positions) is still answered by range.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use agentmeter_ingest::batch::{Encoded, Entry, IngestRow, Source};
-use agentmeter_ingest::dedup::{key_ranges, sorted_keys, stored_ids, stored_ids_by_id, stored_ids_in_ranges, MAX_KEY_RANGES};
+use agentmeter_ingest::dedup::{key_ranges, range_cap, sorted_keys, stored_ids, stored_ids_by_id, stored_ids_in_ranges, MAX_KEY_RANGES};
 use agentmeter_ingest::errors::Backoff;
 use agentmeter_ingest::writer::Writer;
 use agentmeter_ingest::Metrics;
@@ -119,5 +121,34 @@ async fn look_ups_by_range_and_by_id_find_the_same_stored_ids() {
     let written = w.write(batch).await;
     assert_eq!((written.inserted, written.deduplicated), (2_200, 500));
     assert_eq!(counts(&f).await, (6_200, 6_200, 6_200));
+    f.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranges_holding_six_times_the_batch_are_still_looked_up_by_range() {
+    let f = Fixture::new("lookup_cap", 1).await;
+    let w = writer(&f);
+    // Stored: 6,000 calls over 600 ms, as if other partitions had been read ahead.
+    assert_eq!(w.write(calls(0..6_000, T0)).await.inserted, 6_000);
+    // A batch of 1,000: 500 stored calls (every twelfth, of both tenants), 500 new ones in the same 600 ms.
+    let mut batch: Vec<Entry<Encoded<ToolCallRow>>> = (0..500).map(|i| i * 12 + i % 2).map(|n| call(n, T0 + n as i64 / 10)).collect();
+    batch.extend((0..500u64).map(|i| call(30_000 + i, T0 + i as i64)));
+    let expected: HashSet<Uuid> = batch[..500].iter().map(|e| e.row.event_id()).collect();
+
+    let keys = sorted_keys(&batch);
+    let ranges = key_ranges(&keys, MAX_KEY_RANGES);
+    assert_eq!(ranges.len(), 2, "one per tenant: {ranges:?}");
+    let (client, timeout) = (f.ch.client(), Duration::from_secs(30));
+    // The cap (eight stored rows per id) covers the 6,000 stored rows ...
+    assert!(range_cap(keys.len()) >= 6_000);
+    let by_range = stored_ids_in_ranges::<ToolCallRow>(&client, &keys, &ranges, range_cap(keys.len()), timeout).await.unwrap();
+    assert_eq!(by_range.as_ref(), Some(&expected));
+    // ... which twice the batch (the cap before) did not: that look-up gave way to the one by id.
+    assert_eq!(stored_ids_in_ranges::<ToolCallRow>(&client, &keys, &ranges, 2 * keys.len() + 1_000, timeout).await.unwrap(), None);
+    assert_eq!(stored_ids::<ToolCallRow>(&client, &batch, timeout).await.unwrap(), expected);
+
+    let written = w.write(batch).await;
+    assert_eq!((written.inserted, written.deduplicated), (500, 500));
+    assert_eq!(counts(&f).await, (6_500, 6_500, 6_500));
     f.drop_database().await;
 }
