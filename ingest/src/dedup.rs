@@ -114,7 +114,7 @@ pub fn key_ranges(keys: &[Key], max_ranges: usize) -> Vec<KeyRange> {
 /// look-up streamed 100,000-170,000 stored ids in 60-160 ms, a look-up by
 /// id took 400-1,300 ms (it sends and parses ~37 bytes per id), so the
 /// ranges may hold eight times the batch before the look-up by id is cheaper.
-/// (With twice the batch, 2-4 of the benchmark's ~22 look-ups per run
+/// (With twice the batch, 2-5 of the benchmark's ~22 look-ups per run
 /// fell back to the look-up by id: its partitions are read at different
 /// positions, so a batch's ranges also hold other partitions' rows.)
 pub fn range_cap(ids: usize) -> usize {
