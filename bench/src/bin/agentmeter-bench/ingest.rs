@@ -451,9 +451,6 @@ async fn visible(client: &Client) -> anyhow::Result<u64> {
         .await?)
 }
 
-/// Starts the worker on the pre-loaded topics and times it, with the CPU
-/// of `services` over the same interval.
-#[allow(clippy::too_many_arguments)]
 /// The rate between the first poll at or past 10 % of `expected` and the
 /// first at or past 90 % (see [`WorkerRun::sustained_events_per_s`]).
 fn sustained_rate(acks: &[(f64, f64)], expected: f64) -> Option<f64> {
@@ -462,6 +459,9 @@ fn sustained_rate(acks: &[(f64, f64)], expected: f64) -> Option<f64> {
     (t1 > t0 && n1 > n0).then(|| (n1 - n0) / (t1 - t0))
 }
 
+/// Starts the worker on the pre-loaded topics and times it, with the CPU
+/// of `services` over the same interval.
+#[allow(clippy::too_many_arguments)]
 async fn run_worker(
     common: &Common,
     ch: &ClickHouseArgs,
