@@ -22,9 +22,8 @@ use crate::queries::sql::Sql;
 
 /// Which aggregates a query needs, so that each endpoint asks only for
 /// what it shows: merging t-digest states and exact distinct-query sets
-/// costs far more than summing counts, and even sums are not free where a
-/// graph is cheap (a month of 5-minute buckets from `tool_calls_tenant_5m`
-/// takes about a third less time with two sums than with six). An
+/// costs far more than summing counts, and a graph of calls or errors
+/// needs neither the other sums nor their bytes in every bucket. An
 /// aggregate not asked for comes back as 0 / empty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Need {
@@ -164,8 +163,9 @@ struct BucketStats {
 
 /// A bucket's calls, errors and queries alone, for a [`Need`] without
 /// the other sums or the percentiles: 28 bytes a bucket instead of
-/// [`BucketStats`]' 61, which is most of what a month of 5-minute buckets
-/// (8,640 of them) costs once the rollup has answered.
+/// [`BucketStats`]' 61 (a month of 5-minute buckets: 240 KB instead of
+/// 530 KB to send and decode; about a millisecond here, the union of the
+/// two rollups costs more).
 #[derive(Debug, Row, Deserialize)]
 struct BucketCounts {
     bucket: u32,
