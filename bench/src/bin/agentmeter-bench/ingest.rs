@@ -128,6 +128,13 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     let insert_rate = o.events as f64 / insert.seconds;
     eprintln!("ingest: raw insert {:.0} events/s", insert_rate);
 
+    // The ceiling's INSERTs leave background merges behind (its phase
+    // ends when the last INSERT returns); let them finish before the
+    // worker's phase, so that each phase has the machine without the
+    // other's leftovers.
+    let settled_s = wait_for_idle_clickhouse(&services, Duration::from_secs(60)).await;
+    eprintln!("ingest: ClickHouse idle again {settled_s:.1} s after the raw insert");
+
     eprintln!("ingest: (c) agentmeter-ingest");
     let loadavg_before_worker = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned();
     let worker = run_worker(common, &ch, &topics, None, &o, produced.events(), timeout, &services).await?;
@@ -239,6 +246,7 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
             "ingest_sustained_events_per_s": worker.sustained_events_per_s.map(|r| round(r, 0)),
             "ingest_sustained_what": "events acknowledged per second between the worker's counters passing 10 % and 90 % of the events (without the first batch's parse and the last batch's flush-interval wait); reported next to the ratio, which stays first consumed -> last visible",
             "ingest_group_join_seconds": round(worker.join_seconds, 3),
+            "clickhouse_idle_wait_seconds_before_worker": round(settled_s, 1),
             "worker_peak_rss_mib": round(rss_mib, 1),
             "worker_rss_at_end_mib": round(worker.rss_end_kib as f64 / 1024.0, 1),
             "worker_cpu_seconds": round(worker.cpu_s, 2),
@@ -449,6 +457,24 @@ async fn visible(client: &Client) -> anyhow::Result<u64> {
         .query("SELECT toUInt64(sum(c)) FROM (SELECT count() AS c FROM tool_calls UNION ALL SELECT count() AS c FROM agent_executions)")
         .fetch_one::<u64>()
         .await?)
+}
+
+/// Waits (up to `limit`) until the stack's ClickHouse front uses less than
+/// a tenth of a core over two half-second samples in a row (background
+/// merges done); returns the seconds waited. Without the front's pid it
+/// returns at once.
+async fn wait_for_idle_clickhouse(services: &[Service], limit: Duration) -> f64 {
+    let started = Instant::now();
+    let Some(pid) = services.iter().find(|s| s.name == "clickhouse").map(|s| s.pid) else { return 0.0 };
+    let cpu = || process::usage(pid).map(|u| u.cpu_s).unwrap_or(0.0);
+    let (mut last, mut quiet) = (cpu(), 0);
+    while started.elapsed() < limit && quiet < 2 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = cpu();
+        quiet = if now - last < 0.05 { quiet + 1 } else { 0 };
+        last = now;
+    }
+    started.elapsed().as_secs_f64()
 }
 
 /// The rate between the first poll at or past 10 % of `expected` and the
