@@ -15,8 +15,8 @@
 //! by default, each INSERT covering its own slice of the days as live
 //! traffic does (`--load-order random` spreads every INSERT over the whole
 //! month instead: a backfill in random order, after which every part of
-//! every rollup holds almost every key). Targets: p95 < 150 ms from the rollups, and raw / rollup
-//! >= 10x.
+//! every rollup holds almost every key). Targets: p95 < 150 ms from the
+//! rollups, and raw / rollup >= 10x.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -71,7 +71,8 @@ pub struct Opts {
     /// covering its own slice of the days (as live traffic arrives, so each
     /// rollup key lands in about one part); `random` spreads every INSERT
     /// over the whole month (a backfill in random order: every part holds
-    /// almost every rollup key, which merges do not undo).
+    /// almost every rollup key, and once merges settle several rows per key
+    /// remain).
     #[arg(long, value_enum, default_value_t = LoadOrder::Time)]
     pub load_order: LoadOrder,
     /// Random seed of the traffic.
