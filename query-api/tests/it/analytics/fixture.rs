@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use agentmeter_api::queries::analytics::tool_calls::CallStats;
 use agentmeter_schema::rows::{AgentExecutionRow, ToolCallRow};
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use uuid::Uuid;
@@ -391,4 +392,22 @@ pub fn queries_by<K: Ord + Clone>(rows: &[&ToolCallRow], key: impl Fn(&ToolCallR
 pub fn close(actual: &serde_json::Value, expected: f64, eps: f64, what: &str) {
     let a = actual.as_f64().unwrap_or_else(|| panic!("{what}: not a number: {actual}"));
     assert!((a - expected).abs() <= eps, "{what}: got {a}, expected {expected}");
+}
+
+/// Two sets of call statistics of the same events agree: counts exactly,
+/// latency and runtime sums to 1e-6, percentiles within 10 % of 3 s (each
+/// side merges its own t-digest states).
+pub fn assert_same_stats(got: &CallStats, want: &CallStats, what: &str) {
+    assert_eq!(
+        (got.calls, got.errors, got.queries, got.suggestions, got.runtime_count),
+        (want.calls, want.errors, want.queries, want.suggestions, want.runtime_count),
+        "{what}"
+    );
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0);
+    assert!(close(got.latency_sum_ms, want.latency_sum_ms), "{what}: latency sum {} vs {}", got.latency_sum_ms, want.latency_sum_ms);
+    assert!(close(got.runtime_sum_ms, want.runtime_sum_ms), "{what}: runtime sum {} vs {}", got.runtime_sum_ms, want.runtime_sum_ms);
+    for i in 0..3 {
+        let (a, m) = (got.latency_pct_ms(i), want.latency_pct_ms(i));
+        assert!((a - m).abs() <= 0.1 * 3000.0, "{what}: percentile {i}: {a} vs {m}");
+    }
 }

@@ -18,7 +18,7 @@ use agentmeter_api::buckets::Buckets;
 use agentmeter_api::db::Db;
 use agentmeter_api::metrics::Metrics;
 use agentmeter_api::queries::analytics::rollup::{self, Source};
-use agentmeter_api::queries::analytics::tool_calls::{self, CallStats, Dim, Need};
+use agentmeter_api::queries::analytics::tool_calls::{self, Dim, Need};
 use agentmeter_api::queries::Filters;
 use agentmeter_api::queries::{CallKinds, Scope};
 use agentmeter_api::window::{Span, TimeRange, Unit};
@@ -26,23 +26,8 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use chrono_tz::Tz;
 use uuid::Uuid;
 
-use super::fixture::{blank, query_execution, World};
+use super::fixture::{assert_same_stats, blank, query_execution, World};
 use super::App;
-
-fn assert_same(auto: &CallStats, minute: &CallStats, what: &str) {
-    assert_eq!(
-        (auto.calls, auto.errors, auto.queries, auto.suggestions, auto.runtime_count),
-        (minute.calls, minute.errors, minute.queries, minute.suggestions, minute.runtime_count),
-        "{what}"
-    );
-    let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0);
-    assert!(close(auto.latency_sum_ms, minute.latency_sum_ms), "{what}: latency sum {} vs {}", auto.latency_sum_ms, minute.latency_sum_ms);
-    assert!(close(auto.runtime_sum_ms, minute.runtime_sum_ms), "{what}: runtime sum");
-    for i in 0..3 {
-        let (a, m) = (auto.latency_pct_ms(i), minute.latency_pct_ms(i));
-        assert!((a - m).abs() <= 0.1 * 3000.0, "{what}: percentile {i}: {a} vs {m}");
-    }
-}
 
 #[tokio::test]
 async fn hourly_and_minute_rollups_answer_alike() {
@@ -171,8 +156,8 @@ async fn hourly_and_minute_rollups_answer_alike() {
         assert_eq!(auto.len(), minute.len());
         assert!(minute.iter().map(|s| s.calls).sum::<u64>() > 0, "{what}: no data");
         for (i, ((a, h), m)) in auto.iter().zip(&hourly).zip(&minute).enumerate() {
-            assert_same(a, m, &format!("{what}, bucket {i}, as the API reads it"));
-            assert_same(h, m, &format!("{what}, bucket {i}, dimension-keyed hourly"));
+            assert_same_stats(a, m, &format!("{what}, bucket {i}, as the API reads it"));
+            assert_same_stats(h, m, &format!("{what}, bucket {i}, dimension-keyed hourly"));
             let bucket_end = if i + 1 < buckets.len() { buckets.start(i + 1) } else { end };
             let want = if kinds == CallKinds::Proxy {
                 proxy_queries_in(buckets.start(i), bucket_end)
@@ -219,7 +204,7 @@ async fn hourly_and_minute_rollups_answer_alike() {
         let minute = tool_calls::series_via(&db, &scope, &buckets, Need::ALL, &Source::Minute).await.unwrap();
         assert_eq!(auto.len(), buckets.len());
         for (i, (a, m)) in auto.iter().zip(&minute).enumerate() {
-            assert_same(a, m, &format!("{what}, bucket {i}"));
+            assert_same_stats(a, m, &format!("{what}, bucket {i}"));
             let bucket_end = if i + 1 < buckets.len() { buckets.start(i + 1) } else { cut };
             let want = (calls_in(buckets.start(i), bucket_end), queries_in(buckets.start(i), bucket_end, None));
             assert_eq!((a.calls, a.queries), want, "{what}, bucket {i}");
@@ -236,7 +221,7 @@ async fn hourly_and_minute_rollups_answer_alike() {
     assert!(matches!(chosen, Source::TenantFiveMinutes(s) if s.head.is_some() && s.tail.is_some()), "{chosen:?}");
     let auto = tool_calls::totals(&db, &scope, Need::ALL).await.unwrap();
     let minute = tool_calls::totals_via(&db, &scope, Need::ALL, &Source::Minute).await.unwrap();
-    assert_same(&auto, &minute, "57-minute totals");
+    assert_same_stats(&auto, &minute, "57-minute totals");
     assert_eq!((auto.calls, auto.queries), (calls_in(range.start, range.end), queries_in(range.start, range.end, None)));
     assert!(auto.calls >= 3);
 
@@ -250,7 +235,7 @@ async fn hourly_and_minute_rollups_answer_alike() {
     let auto = tool_calls::series(&db, &scope, &buckets, Need::ALL).await.unwrap();
     let minute = tool_calls::series_via(&db, &scope, &buckets, Need::ALL, &Source::Minute).await.unwrap();
     for (i, (a, m)) in auto.iter().zip(&minute).enumerate() {
-        assert_same(a, m, &format!("by tool, day {i}"));
+        assert_same_stats(a, m, &format!("by tool, day {i}"));
         let bucket_end = if i + 1 < buckets.len() { buckets.start(i + 1) } else { end };
         let calls: Vec<_> = world
             .rows
@@ -324,8 +309,8 @@ async fn hourly_and_minute_rollups_answer_alike() {
         let auto = tool_calls::totals(&db, &scope, Need::ALL).await.unwrap();
         let hourly = tool_calls::totals_via(&db, &scope, Need::ALL, &chosen).await.unwrap();
         let minute = tool_calls::totals_via(&db, &scope, Need::ALL, &Source::Minute).await.unwrap();
-        assert_same(&auto, &minute, "totals");
-        assert_same(&hourly, &minute, "totals, dimension-keyed hourly");
+        assert_same_stats(&auto, &minute, "totals");
+        assert_same_stats(&hourly, &minute, "totals, dimension-keyed hourly");
         let selected: Vec<_> = world
             .rows
             .iter()

@@ -18,7 +18,7 @@ use agentmeter_api::db::Db;
 use agentmeter_api::metrics::Metrics;
 use agentmeter_api::queries::analytics::rollup::{self, Grouping, Source};
 use agentmeter_api::queries::analytics::timeseries::{self, GroupBy, Metric};
-use agentmeter_api::queries::analytics::tool_calls::{self, CallStats, Dim, Need};
+use agentmeter_api::queries::analytics::tool_calls::{self, Dim, Need};
 use agentmeter_api::queries::{CallKinds, Filters, Scope};
 use agentmeter_api::window::{Span, TimeRange, Unit};
 use agentmeter_schema::rows::{AgentExecutionRow, ToolCallRow};
@@ -26,22 +26,8 @@ use chrono::{DateTime, Duration, DurationRound, Utc};
 use chrono_tz::Tz;
 use uuid::Uuid;
 
-use super::fixture::World;
+use super::fixture::{assert_same_stats, World};
 use super::App;
-
-fn assert_same(got: &CallStats, want: &CallStats, what: &str) {
-    assert_eq!(
-        (got.calls, got.errors, got.queries, got.suggestions, got.runtime_count),
-        (want.calls, want.errors, want.queries, want.suggestions, want.runtime_count),
-        "{what}"
-    );
-    let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0);
-    assert!(close(got.latency_sum_ms, want.latency_sum_ms), "{what}: latency sum {} vs {}", got.latency_sum_ms, want.latency_sum_ms);
-    for i in 0..3 {
-        let (a, m) = (got.latency_pct_ms(i), want.latency_pct_ms(i));
-        assert!((a - m).abs() <= 0.1 * 3000.0, "{what}: percentile {i}: {a} vs {m}");
-    }
-}
 
 /// The events a scope selects.
 struct Selected<'a> {
@@ -178,7 +164,7 @@ async fn user_filtered_figures_from_the_user_rollups_equal_the_events() {
             let auto = tool_calls::series(&db, &scope, &buckets, Need::ALL).await.unwrap();
             let raw = tool_calls::series_via(&db, &scope, &buckets, Need::ALL, &Source::Raw).await.unwrap();
             for (i, (a, r)) in auto.iter().zip(&raw).enumerate() {
-                assert_same(a, r, &format!("{what}, bucket {i}: user rollup vs raw"));
+                assert_same_stats(a, r, &format!("{what}, bucket {i}: user rollup vs raw"));
                 let bucket_end = if i + 1 < buckets.len() { buckets.start(i + 1) } else { end };
                 let s = select(world, &scope, buckets.start(i), bucket_end);
                 let latency: f64 = s.calls.iter().map(|r| r.latency_ms).sum();
@@ -194,7 +180,7 @@ async fn user_filtered_figures_from_the_user_rollups_equal_the_events() {
             let chosen = rollup::choose_ungrouped(&odd_scope, None, true);
             assert!(matches!(chosen, Source::UserHourly(s) if s.head.is_some()), "{what}: {chosen:?}");
             let totals = tool_calls::totals(&db, &odd_scope, Need::ALL).await.unwrap();
-            assert_same(&totals, &tool_calls::totals_via(&db, &odd_scope, Need::ALL, &Source::Raw).await.unwrap(), &what);
+            assert_same_stats(&totals, &tool_calls::totals_via(&db, &odd_scope, Need::ALL, &Source::Raw).await.unwrap(), &what);
             let s = select(world, &odd_scope, odd.start, odd.end);
             assert_eq!((totals.calls, totals.errors, totals.queries), (s.calls.len() as u64, s.errors(), s.queries()), "{what}: totals");
 
