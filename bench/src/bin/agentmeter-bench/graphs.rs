@@ -93,6 +93,16 @@ pub enum LoadOrder {
     Random,
 }
 
+/// The raw latency sum when `need` asks for the other sums, else 0 (as
+/// the API then answers).
+fn raw_latency_sum(need: Need) -> &'static str {
+    if need.other_sums {
+        "toFloat64(sum(latency_ms))"
+    } else {
+        "toFloat64(0)"
+    }
+}
+
 /// The figures of a bucket computed from raw events (the reference): only
 /// what the graph shows, so the raw side does no work the graph does not
 /// need (distinct queries are counted by [`raw_calls_per_query_sql`]).
@@ -102,7 +112,7 @@ fn raw_stats(need: Need) -> String {
     } else {
         "CAST([], 'Array(Float64)')"
     };
-    let lat_sum = if need.other_sums { "toFloat64(sum(latency_ms))" } else { "toFloat64(0)" };
+    let lat_sum = raw_latency_sum(need);
     format!(
         "toUInt64(count()) AS n_calls,
     toUInt64(countIf(NOT success)) AS n_errors,
@@ -121,7 +131,7 @@ const RAW_WHERE: &str = "tenant_id = {tenant:UUID} AND occurred_at >= fromUnixTi
 /// bucket from their executions in `agent_executions` (distinct execution
 /// ids), as the API counts them.
 fn raw_calls_per_query_sql(index_calls: &str, index_execs: &str, need: Need) -> String {
-    let lat_sum = if need.other_sums { "toFloat64(sum(latency_ms))" } else { "toFloat64(0)" };
+    let lat_sum = raw_latency_sum(need);
     format!(
         "SELECT bucket, toUInt64(sum(c)) AS n_calls, toUInt64(sum(e)) AS n_errors, toFloat64(sum(l)) AS lat_sum_ms,
                 CAST([], 'Array(Float64)') AS lat_q, toUInt64(sum(q)) AS n_queries

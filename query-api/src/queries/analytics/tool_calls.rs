@@ -47,6 +47,15 @@ impl Need {
     pub const CALLS_AND_QUERIES: Need = Need { latency_pct: false, queries: true, other_sums: false };
 }
 
+/// The distinct-query count of the rollup rows' query sets, or 0.
+fn queries_column(merge: bool) -> &'static str {
+    if merge {
+        "toUInt64(uniqExactIfMerge(queries))"
+    } else {
+        "toUInt64(0)"
+    }
+}
+
 /// The aggregate columns read from `tool_calls_1m`. Aliases differ from the
 /// column names on purpose: an alias equal to a column would be
 /// substituted into other expressions by ClickHouse.
@@ -56,7 +65,7 @@ fn stats(need: Need) -> String {
     } else {
         "CAST([], 'Array(Float64)')"
     };
-    let queries = if need.queries { "toUInt64(uniqExactIfMerge(queries))" } else { "toUInt64(0)" };
+    let queries = queries_column(need.queries);
     let [latency_sum, suggestions, runtime_sum, runtime_count] = if need.other_sums {
         ["toFloat64(sum(latency_sum_ms))", "toUInt64(sum(suggestions))", "toFloat64(sum(runtime_sum_ms))", "toUInt64(sum(runtime_count))"]
     } else {
@@ -186,7 +195,7 @@ impl Need {
 
 /// The [`BucketCounts`] columns.
 fn counts(need: Need) -> String {
-    let queries = if need.queries { "toUInt64(uniqExactIfMerge(queries))" } else { "toUInt64(0)" };
+    let queries = queries_column(need.queries);
     format!("toUInt64(sum(calls)) AS n_calls, toUInt64(sum(errors)) AS n_errors, {queries} AS n_queries")
 }
 
@@ -362,7 +371,7 @@ pub async fn group_counts_via(
     let per_query_rows = matches!(dim, Dim::ProjectId | Dim::NavigatorId) && rollup::choose_queries(scope) != QueriesSource::CallSets;
     let in_calls = with_queries && !per_query_rows;
     let (from, cond, params) = rollup::tool_calls_from(scope, source);
-    let queries = if in_calls { "toUInt64(uniqExactIfMerge(queries))" } else { "toUInt64(0)" };
+    let queries = queries_column(in_calls);
     let (key, present) = (dim.key_sql(), dim.present_sql());
     let sql = Sql::new(format!(
         "SELECT {key} AS key, toUInt64(sum(calls)) AS n_calls, {queries} AS n_queries
