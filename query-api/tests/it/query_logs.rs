@@ -122,11 +122,15 @@ async fn query_logs_details_and_traces_from_real_events() {
         }
     }
     send(&pipe, &events).await;
+    // Every event stored before the first look: the listing shows a query as
+    // soon as either its execution or one of its calls is in, so waiting for
+    // 40 queries alone could read Q1 from its calls before its execution.
+    let executions = events.iter().filter(|e| e.get("tool_name").is_none()).count() as u64;
+    pipe.wait_rows(&app.db, "tool_calls", events.len() as u64 - executions).await;
+    pipe.wait_rows(&app.db, "agent_executions", executions).await;
     let list = format!("/api/v1/projects/{project}/query-logs");
-    let all = wait_for(&app, KEY_A, &format!("{list}?size=100"), |v| {
-        v["meta"]["total"] == json!(40) && v["items"].as_array().unwrap().len() == 40
-    })
-    .await;
+    let all = app.ok(KEY_A, &format!("{list}?size=100")).await;
+    assert_eq!((all["meta"]["total"].clone(), all["items"].as_array().unwrap().len()), (json!(40), 40));
     assert_valid("Page_QueryLogResponse_", &all);
 
     // Newest first by the query's first event; every query of A, once.
