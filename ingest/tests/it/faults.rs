@@ -45,7 +45,9 @@ async fn sigkilled_worker_restarted_three_times_leaves_exact_totals() {
     let positions = producing.await.unwrap();
     let expected = expect(&messages, &positions);
     let found = wait_for_rows(&f.ch, &expected.totals, Duration::from_secs(180)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The duplicates and bad messages behind the last unique event read and
+    // handled (a stray row in, every dead letter out) before the worker stops.
+    wait_until_committed(&f, &positions, Duration::from_secs(120)).await;
     let status = terminate(child, Duration::from_secs(20)).await;
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
     assert_exact(&f, &expected, found).await;
@@ -66,7 +68,9 @@ async fn two_workers_share_partitions_and_one_dies() {
     let positions = producing.await.unwrap();
     let expected = expect(&messages, &positions);
     let found = wait_for_rows(&f.ch, &expected.totals, Duration::from_secs(180)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The duplicates and bad messages behind the last unique event read and
+    // handled (a stray row in, every dead letter out) before the worker stops.
+    wait_until_committed(&f, &positions, Duration::from_secs(120)).await;
     let status = terminate(second, Duration::from_secs(20)).await;
     assert!(status.success());
     assert_exact(&f, &expected, found).await;
@@ -119,7 +123,9 @@ async fn clickhouse_away_for_twenty_seconds_loses_nothing_and_bounds_memory() {
     let positions = producing.await.unwrap();
     let expected = expect(&messages, &positions);
     let found = wait_for_rows(&f.ch, &expected.totals, Duration::from_secs(180)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The duplicates and bad messages behind the last unique event read and
+    // handled (a stray row in, every dead letter out) before the worker stops.
+    wait_until_committed(&f, &positions, Duration::from_secs(120)).await;
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap();
     sampler.abort();

@@ -61,7 +61,11 @@ async fn two_workers_count_unkeyed_duplicates_on_other_partitions_once() {
     let expected = expect(&plain, &positions);
 
     let found = wait_for_rows(&f.ch, &expected.totals, Duration::from_secs(180)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The duplicates and bad messages behind the last unique event read and
+    // handled (a stray row in, every dead letter out), and the copies
+    // forwarded to home partitions read, before the workers stop.
+    wait_until_committed(&f, &positions, Duration::from_secs(120)).await;
+    wait_for_forwarded_copies(&[&metrics_a, &metrics_b], messages.len() as u64, Duration::from_secs(120)).await;
     stop_a.send(()).unwrap();
     stop_b.send(()).unwrap();
     for worker in [worker_a, worker_b] {

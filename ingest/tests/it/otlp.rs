@@ -130,8 +130,14 @@ async fn genai_spans_from_the_sdk_become_rows_rollups_and_dead_letters() {
     };
     wait_for_rows(&f.ch, &expected, Duration::from_secs(120)).await;
     let letters = read_dead_letters_until(&f, Duration::from_secs(60), |l| l.len() >= 3).await;
-    // Give stray rows (a double count) time to show up before the final count.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The totals are complete once the originals are in; the re-export's
+    // copies, looked up and counted as duplicates, may still be on their
+    // way: wait until every message is handled and every copy it forwarded
+    // to the JSON topics read. A stray row (a double count) is in by then.
+    let sent: Vec<Position> =
+        offsets.values().map(|(offset, _)| Position { topic: f.otlp_spans_topic.clone(), partition: 0, offset: *offset }).collect();
+    wait_until_committed(&f, &sent, Duration::from_secs(120)).await;
+    wait_for_forwarded_copies(&[&metrics], 0, Duration::from_secs(120)).await;
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops in time").unwrap();
     let _ = std::fs::remove_file(prices);
@@ -320,8 +326,10 @@ async fn a_re_export_on_another_partition_read_by_a_second_worker_counts_once() 
         producer
             .send(FutureRecord::<[u8], [u8]>::to(&f.otlp_spans_topic).partition(partition).payload(p.as_slice()), Duration::from_secs(10))
     });
+    let mut sent = Vec::new();
     for delivery in futures::future::join_all(sends).await {
-        delivery.map_err(|(e, _)| e).expect("produced");
+        let d = delivery.map_err(|(e, _)| e).expect("produced");
+        sent.push(Position { topic: f.otlp_spans_topic.clone(), partition: d.partition, offset: d.offset });
     }
 
     let expected = Totals {
@@ -336,7 +344,10 @@ async fn a_re_export_on_another_partition_read_by_a_second_worker_counts_once() 
         messages: 2,
     };
     let found = wait_for_rows(&f.ch, &expected, Duration::from_secs(120)).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Both messages handled and the copies they forwarded read (the
+    // re-export's are counted as duplicates) before the workers stop.
+    wait_until_committed(&f, &sent, Duration::from_secs(120)).await;
+    wait_for_forwarded_copies(&[&metrics_a, &metrics_b], 0, Duration::from_secs(120)).await;
     stop_a.send(()).unwrap();
     stop_b.send(()).unwrap();
     for worker in [worker_a, worker_b] {

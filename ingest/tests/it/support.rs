@@ -308,6 +308,84 @@ pub async fn wait_for_rows(ch: &ClickHouseArgs, expected: &Totals, within: Durat
     }
 }
 
+/// Waits until the fixture's consumer group has committed, on every
+/// partition one of `positions` is on, an offset past the last of them, or
+/// panics after `within`. The worker stores a message's offset only once
+/// what it became is written and acknowledged (rows inserted or found
+/// stored, dead letter or forwarded copy delivered), so afterwards every
+/// one of these messages has been handled: every bad one is in the
+/// dead-letter topic, every duplicate was looked up and counted. Waiting
+/// for the raw tables' totals is not enough for that: they are complete as
+/// soon as the last unique event is in, while duplicates and bad messages
+/// behind it may not have been read yet.
+///
+/// The ends are the produced positions, not the broker's high watermarks
+/// (the local broker's can lag behind the last message of a batch).
+pub async fn wait_until_committed(f: &Fixture, positions: &[Position], within: Duration) {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let mut ends: HashMap<(String, i32), i64> = HashMap::new();
+    for p in positions {
+        let end = ends.entry((p.topic.clone(), p.partition)).or_insert(0);
+        *end = (*end).max(p.offset + 1);
+    }
+    let group: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", &f.brokers).set("group.id", &f.group).create().expect("consumer");
+    let (group, ends) = (Arc::new(group), Arc::new(ends));
+    let deadline = Instant::now() + within;
+    loop {
+        let (g, ends) = (Arc::clone(&group), Arc::clone(&ends));
+        // Partitions not committed to their end, as `topic/partition committed/end`.
+        let behind = tokio::task::spawn_blocking(move || -> Result<Vec<String>, rdkafka::error::KafkaError> {
+            let mut tpl = TopicPartitionList::new();
+            for (topic, partition) in ends.keys() {
+                tpl.add_partition(topic, *partition);
+            }
+            let committed = g.committed_offsets(tpl, Duration::from_secs(10))?;
+            let mut behind = Vec::new();
+            for ((topic, partition), end) in ends.iter() {
+                let at = match committed.find_partition(topic, *partition).map(|e| e.offset()) {
+                    Some(Offset::Offset(n)) => n,
+                    _ => 0,
+                };
+                if at < *end {
+                    behind.push(format!("{topic}/{partition} {at}/{end}"));
+                }
+            }
+            Ok(behind)
+        })
+        .await
+        .expect("committed offsets read");
+        match behind {
+            Ok(behind) if behind.is_empty() => return,
+            other => assert!(Instant::now() < deadline, "the workers never handled every message: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// After [`wait_until_committed`] on the messages the test produced, waits
+/// until the workers have read every copy they forwarded to a home
+/// partition as well: messages read from the JSON topics reach `produced`
+/// (the test's own messages there) plus the copies forwarded (counted once
+/// Kafka acknowledged them, which is before their source's offset is
+/// committed, so the count is final by then). Panics after `within`.
+pub async fn wait_for_forwarded_copies(workers: &[&agentmeter_ingest::Metrics], produced: u64, within: Duration) {
+    let kinds = ["tool_call", "agent_execution"];
+    let sum = |c: fn(&agentmeter_ingest::Metrics) -> &prometheus::IntCounterVec| {
+        workers.iter().flat_map(|m| kinds.map(|k| c(m).with_label_values(&[k]).get())).sum::<u64>()
+    };
+    let deadline = Instant::now() + within;
+    loop {
+        let (read, forwarded) = (sum(|m| &m.events_consumed), sum(|m| &m.events_forwarded));
+        if read >= produced + forwarded {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{read} messages read of {produced} produced and {forwarded} forwarded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A dead-lettered message as read back.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
