@@ -1,6 +1,7 @@
 //! What every integration test of the API needs, in one place: the local
 //! ClickHouse, a fresh migrated database per test, the API served on an
-//! ephemeral port, API keys, and rows written into a raw table.
+//! ephemeral port, API keys, an HTTP client, and rows written into a raw
+//! table.
 
 use agentmeter_api::auth::{hash_key, KeyEntry, KeyStore, Role};
 use agentmeter_api::AppState;
@@ -62,6 +63,16 @@ pub async fn serve(state: AppState) -> (String, tokio::sync::oneshot::Sender<()>
         let _ = stopped.await;
     }));
     (base, stop)
+}
+
+/// The HTTP client of a test. The API closes a keep-alive connection that
+/// stays idle for its header read timeout (10 s by default); a client that
+/// reuses a pooled connection at that very moment gets an aborted request.
+/// Tests pause between requests for as long as events take to arrive (a
+/// Kafka round trip, a hold's lifetime), so connections idle for 5 s are
+/// not reused, well before the server could be closing them.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder().pool_idle_timeout(std::time::Duration::from_secs(5)).build().expect("HTTP client")
 }
 
 /// Inserts `rows` into `table` in one INSERT.

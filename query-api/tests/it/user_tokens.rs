@@ -24,7 +24,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::common::{clickhouse_url, serve, TestDb};
+use crate::common::{clickhouse_url, http_client, serve, TestDb};
 
 const ADMIN: &str = "am_test_tokens_admin";
 const FRONT: &str = "am_test_tokens_front";
@@ -148,7 +148,7 @@ impl Api {
             assert!(Instant::now() < deadline, "usage never loaded");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        Api { base, http: reqwest::Client::new(), db, keys, _stop: stop }
+        Api { base, http: http_client(), db, keys, _stop: stop }
     }
 
     /// Waits until the key file has been checked twice more than now, so at

@@ -25,7 +25,7 @@ use clap::Parser;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::common::{insert, key_store, serve, TestDb};
+use crate::common::{http_client, insert, key_store, serve, TestDb};
 
 pub const KEY_A: &str = "am_test_analytics_a";
 pub const KEY_B: &str = "am_test_analytics_b";
@@ -68,7 +68,7 @@ impl App {
         let db = args.clickhouse.client();
         let state = AppState::new(db.clone(), Arc::new(keys), &args);
         let (base, stop) = serve(state).await;
-        App { base, http: reqwest::Client::new(), server: test_db.server, db, db_name, tenant_a, tenant_b, _stop: stop }
+        App { base, http: http_client(), server: test_db.server, db, db_name, tenant_a, tenant_b, _stop: stop }
     }
 
     pub async fn drop_db(self) {
