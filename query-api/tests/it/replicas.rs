@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::common::{clickhouse_url, key_store, serve, TestDb};
+use crate::common::{clickhouse_url, http_client, key_store, serve, TestDb};
 use crate::kafka::{Kind, Pipeline};
 
 const ADMIN: &str = "am_test_replicas_admin";
@@ -121,7 +121,7 @@ impl Pair {
             state.usage.start();
             replicas.push(Replica { base, state, _stop: stop });
         }
-        let pair = Pair { db, tenant, prefix, replicas, http: reqwest::Client::new() };
+        let pair = Pair { db, tenant, prefix, replicas, http: http_client() };
         pair.wait_ready().await;
         pair
     }
@@ -201,9 +201,10 @@ pub(crate) async fn put_limit(pair: &Pair, r: usize, id: Uuid, body: Value) {
 }
 
 /// Puts a daily limit of 1,000 tokens on `user` through replica 0 and waits
-/// until replica 1 enforces it, within one refresh (5 s at most; see
-/// `a_limit_written_on_one_replica_is_enforced_by_the_other_within_a_second`).
-/// Returns a 1-token check of that user.
+/// until replica 1 enforces it (within one refresh; the deadline is generous
+/// because this is a test's setup on a possibly busy machine, and
+/// `a_limit_written_on_one_replica_is_enforced_by_the_other_within_a_second`
+/// is the test of the lag). Returns a 1-token check of that user.
 async fn put_user_token_limit(pair: &Pair, org: Uuid, user: Uuid) -> Value {
     put_limit(
         pair,
@@ -213,7 +214,7 @@ async fn put_user_token_limit(pair: &Pair, org: Uuid, user: Uuid) -> Value {
     )
     .await;
     let probe = json!({"tokens": 1, "usage_type": "tokens", "organization_id": org, "user_id": user});
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while pair.check(1, probe.clone()).await.1["max_limit"] != 1000 {
         assert!(Instant::now() < deadline, "replica 1 never saw the limit");
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -383,7 +384,12 @@ async fn valkey_cut_restored_and_wiped_never_over_admits() {
     let target = valkey_url().trim_start_matches("redis://").trim_end_matches('/').to_string();
     let proxy = Proxy::start(target).await;
     let url = format!("redis://{}", proxy.addr);
-    let pair = Pair::start("replicas_outage", &url, &["--usage-reservation-ttl-ms", "6000"]).await;
+    // The holds taken before the cut must outlive the cut, the reconnection
+    // and the round after it (a few seconds, more on a busy machine); the
+    // hold lifetime is also the fence after the loss below.
+    const TTL_S: u64 = 20;
+    let ttl_ms = (TTL_S * 1000).to_string();
+    let pair = Pair::start("replicas_outage", &url, &["--usage-reservation-ttl-ms", &ttl_ms]).await;
     let (org, user) = (Uuid::new_v4(), Uuid::new_v4());
     let probe = put_user_token_limit(&pair, org, user).await;
     let before = reserve_round(&pair, org, user, 3, 100).await;
@@ -430,12 +436,12 @@ async fn valkey_cut_restored_and_wiped_never_over_admits() {
         assert_eq!(s, 503, "{v}");
         assert!(v["detail"].as_str().unwrap().contains("Valkey"), "{v}");
         fenced += 1;
-        assert!(wiped.elapsed() < Duration::from_secs(30), "reservations never resumed after the loss");
+        assert!(wiped.elapsed() < Duration::from_secs(TTL_S + 40), "reservations never resumed after the loss");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    // Fenced for about the 6 s hold lifetime (the first replica to notice
-    // may be a refresh late), never shorter than the young fence.
-    assert!(wiped.elapsed() >= Duration::from_secs(5), "resumed after {:?}", wiped.elapsed());
+    // Fenced for about the hold lifetime (the first replica to notice may
+    // be a refresh late), far longer than the young fence.
+    assert!(wiped.elapsed() >= Duration::from_secs(TTL_S - 1), "resumed after {:?}", wiped.elapsed());
     assert!(fenced > 0);
     pair.drop_all().await;
 }
