@@ -16,7 +16,7 @@ use clap::Parser;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::common::{insert, key_store, serve, TestDb};
+use crate::common::{http_client, insert, key_store, serve, TestDb};
 use crate::kafka::{Kind, Pipeline};
 
 const ADMIN_A: &str = "am_test_usage_admin_a";
@@ -55,7 +55,7 @@ impl Harness {
         }
         let (base, stop) = serve(state.clone()).await;
         state.usage.start();
-        let h = Harness { base, http: reqwest::Client::new(), test_db, db_name, state, tenant_a, tenant_b, _stop: stop };
+        let h = Harness { base, http: http_client(), test_db, db_name, state, tenant_a, tenant_b, _stop: stop };
         h.wait_loaded().await;
         h
     }
@@ -114,7 +114,7 @@ impl Harness {
 
     /// Polls a check until `current_usage` (as JSON) equals `want`.
     async fn wait_usage(&self, body: Value, want: Value) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let (v, _) = self.check(body.clone()).await;
             if v["current_usage"] == want {
@@ -455,7 +455,10 @@ async fn calendar_day_resets_at_local_midnight_across_dst() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_reservations_admit_exactly_the_budget() {
-    let h = Harness::start("usage_reserve", None, &["--usage-reservation-ttl-ms", "15000"]).await;
+    // The holds must outlive the steps up to the early release below (a
+    // second or two, more on a busy machine, where `wait_usage` alone may
+    // take longer than 15 s): the default 30 s lifetime.
+    let h = Harness::start("usage_reserve", None, &["--usage-reservation-ttl-ms", "30000"]).await;
     let (t, org, user) = (h.tenant_a, Uuid::new_v4(), Uuid::new_v4());
     let (s, _) = h
         .put_limit(
@@ -507,9 +510,8 @@ async fn concurrent_reservations_admit_exactly_the_budget() {
     let (v, _) = h.check(probe.clone()).await;
     assert_eq!((v["remaining"].clone(), v["reserved"].clone()), (json!(1), json!(6)));
 
-    // When the TTL passes, the rest is released. (The TTL is long enough that
-    // a loaded machine still sees the holds above before they expire.)
-    let deadline = Instant::now() + Duration::from_secs(40);
+    // When the TTL passes, the rest is released.
+    let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let (v, _) = h.check(probe.clone()).await;
         if v["reserved"] == 0 {
@@ -576,13 +578,19 @@ async fn organization_usage_aggregate_and_org_check() {
 async fn usage_through_kafka_and_the_worker_counts_each_event_once() {
     use rust_decimal::Decimal;
 
-    let h = Harness::start("usage_e2e", None, &[]).await;
+    // Each counter refresh re-reads only the last `--usage-refresh-lookback-minutes`
+    // minutes; rows that land later than that after their `occurred_at` wait
+    // for the 60 s reconcile. The events below are up to 4 minutes old when
+    // produced, and on a busy machine they can take more than a minute to
+    // land: with the default 5 minutes the oldest could miss every refresh
+    // and the check below would wait for the reconcile. An hour keeps them
+    // all inside the refresh that follows their landing.
+    let h = Harness::start("usage_e2e", None, &["--usage-refresh-lookback-minutes", "60"]).await;
     let (tenant, org, user) = (h.tenant_a, Uuid::new_v4(), Uuid::new_v4());
     let pipe = Pipeline::start_batched("usage_e2e", &h.db_name, 100).await;
 
-    // 600 executions over the last 4 minutes (inside the counters' 5-minute
-    // refresh look-back; older arrivals wait for the 60 s reconcile, which
-    // the other tests cover); every 7th is not billable.
+    // 600 executions over the last 4 minutes (older arrivals wait for the
+    // reconcile, which the other tests cover); every 7th is not billable.
     let now = Utc::now();
     let (mut input, mut output, mut messages, mut cost) = (0u64, 0u64, 0u64, Decimal::ZERO);
     let events: Vec<(String, Vec<u8>)> = (0..600u64)
