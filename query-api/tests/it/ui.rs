@@ -386,8 +386,14 @@ fn close(a: &str, b: f64) -> bool {
 async fn open(base: &str, fragment: &str) -> (Browser, u64) {
     let mut b = Browser::launch(chromium(), 1280, 1800).await;
     b.goto(&format!("{base}/#{fragment}")).await;
-    let n = wait_ready(&mut b, 0, "first load").await;
+    wait_ready(&mut b, 0, "first load").await;
     b.eval("(() => { const a = document.getElementById('auto'); if (a.checked) a.click(); return a.checked; })()").await;
+    // The 10 s timer may have started a refresh between the first load and
+    // the click above (a refresh marks the page 'loading' as it starts): let
+    // it end, so that its requests and its count are not taken for those of
+    // the test's next click.
+    b.wait_until("document.body.dataset.state === 'ready'", "the refresh running when the automatic refresh stopped").await;
+    let n = b.eval("Number(document.body.dataset.refreshes)").await.as_u64().unwrap();
     (b, n)
 }
 
