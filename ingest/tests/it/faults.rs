@@ -5,7 +5,7 @@
 use std::process::Stdio;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use tokio::process::{Child, Command};
@@ -113,8 +113,17 @@ async fn clickhouse_away_for_twenty_seconds_loses_nothing_and_bounds_memory() {
     // An insert whose body crossed the proxy just before the cut is still
     // committed by ClickHouse (the worker sees a network error and its retry is
     // deduplicated later); let such inserts finish before taking the snapshot.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = raw_totals(&f.ch).await;
+    let mut before = raw_totals(&f.ch).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let now = raw_totals(&f.ch).await;
+        if now == before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "inserts still landing 20 s after the cut: {before:?} then {now:?}");
+        before = now;
+    }
     tokio::time::sleep(Duration::from_secs(20)).await;
     let during = raw_totals(&f.ch).await;
     proxy.set_up(true);

@@ -522,6 +522,24 @@ pub async fn assert_every_rollup_matches_raw(ch: &ClickHouseArgs) {
     assert_eq!(rollup_totals(ch).await, raw_totals(ch).await, "agent_executions_1m and tool_calls_1m");
 }
 
+/// Reads `value` every `quiet` until two reads in a row agree, and returns
+/// that value; panics if it still moves after `within`. For what settles
+/// after a cut (messages already fetched, inserts already sent) at a pace
+/// that depends on the machine's load.
+pub async fn steady<T: PartialEq + std::fmt::Debug>(value: impl Fn() -> T, quiet: Duration, within: Duration) -> T {
+    let deadline = Instant::now() + within;
+    let mut last = value();
+    loop {
+        tokio::time::sleep(quiet).await;
+        let now = value();
+        if now == last {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "still moving after {within:?}: {last:?} then {now:?}");
+        last = now;
+    }
+}
+
 /// Waits until the workers together hold `partitions` partitions, each
 /// at least one (the group has settled), or panics after `within`.
 pub async fn wait_for_assignment(workers: &[&agentmeter_ingest::Metrics], partitions: i64, within: Duration) {
