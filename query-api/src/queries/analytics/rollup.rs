@@ -127,6 +127,21 @@ pub enum Source {
 }
 
 impl Source {
+    /// The time span one row of the source covers (its whole blocks; the
+    /// edges of a split are minutes): 60, 300 or 3,600 seconds.
+    pub fn grain_seconds(&self) -> i64 {
+        match self {
+            Source::Minute | Source::Raw | Source::TenantMinute => 60,
+            Source::TenantFiveMinutes(_) => 300,
+            Source::Hourly(_)
+            | Source::TenantHourly(_)
+            | Source::NavigatorHourly(_)
+            | Source::ServerHourly(_)
+            | Source::ToolHourly(_)
+            | Source::UserHourly(_) => 3_600,
+        }
+    }
+
     /// The split of an hourly or 5-minute source.
     pub fn split(&self) -> Option<&Split> {
         match self {

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::bucket_index::index_sql;
 use super::rollup::{self, Grouping, QueriesSource, Source};
 use super::scope::Scope;
-use crate::buckets::Buckets;
+use crate::buckets::{Buckets, Key};
 use crate::db::Db;
 use crate::db::QueryError;
 use crate::queries::sql::Sql;
@@ -193,6 +193,44 @@ impl Need {
     }
 }
 
+/// Whether [`series_via`] reads the source's rows as they are and sums
+/// them per bucket itself instead of asking ClickHouse to `GROUP BY`: for
+/// counts alone (sums, so adding rows of the same bucket, from parts not
+/// yet merged too, gives the same numbers) when a row of the source covers
+/// exactly one bucket's step, so there are about as many rows as buckets.
+/// A month of 5-minute buckets from `tool_calls_tenant_5m`: ~10 ms of
+/// ClickHouse time instead of ~14 ms (the `GROUP BY` over the union of the
+/// two rollups and its `ORDER BY`); coarser buckets over finer rows (days
+/// from hours) stay grouped in ClickHouse, which sends one row per bucket.
+fn sums_rows_itself(need: Need, in_stats: bool, source: &Source, buckets: &Buckets) -> bool {
+    need.counts_only() && !in_stats && matches!(buckets.key(), Key::Fixed { step, .. } if step == source.grain_seconds())
+}
+
+/// The [`BucketCounts`] columns of one source row (ungrouped).
+fn row_counts() -> &'static str {
+    "toUInt64(calls) AS n_calls, toUInt64(errors) AS n_errors, toUInt64(0) AS n_queries"
+}
+
+/// One [`BucketStats`] per bucket present in `rows`, in bucket order, with
+/// the counts of that bucket's rows added up (grouped rows have one row
+/// per bucket already).
+fn sum_per_bucket(rows: Vec<BucketCounts>) -> Vec<BucketStats> {
+    let mut out: Vec<BucketStats> = Vec::new();
+    let mut rows = rows;
+    rows.sort_unstable_by_key(|r| r.bucket);
+    for r in rows {
+        match out.last_mut() {
+            Some(last) if last.bucket == r.bucket => {
+                last.calls += r.calls;
+                last.errors += r.errors;
+                last.queries += r.queries;
+            }
+            _ => out.push(BucketStats { bucket: r.bucket, calls: r.calls, errors: r.errors, queries: r.queries, ..BucketStats::default() }),
+        }
+    }
+    out
+}
+
 /// The [`BucketCounts`] columns.
 fn counts(need: Need) -> String {
     let queries = queries_column(need.queries);
@@ -247,17 +285,17 @@ pub async fn series_via(db: &Db, scope: &Scope, buckets: &Buckets, need: Need, s
     let (from, cond, params) = rollup::tool_calls_from(scope, source);
     let (bucket, bparams) = index_sql(buckets, "minute");
     let in_rows = Need { queries: in_stats, ..need };
-    let columns = if need.counts_only() { counts(in_rows) } else { stats(in_rows) };
-    let sql = Sql::new(format!("SELECT {bucket} AS bucket, {columns} FROM {from} WHERE {cond} GROUP BY bucket ORDER BY bucket"))
-        .bind_all(params)
-        .bind_all(bparams.clone());
+    let text = if sums_rows_itself(need, in_stats, source, buckets) {
+        format!("SELECT {bucket} AS bucket, {} FROM {from} WHERE {cond}", row_counts())
+    } else {
+        let columns = if need.counts_only() { counts(in_rows) } else { stats(in_rows) };
+        format!("SELECT {bucket} AS bucket, {columns} FROM {from} WHERE {cond} GROUP BY bucket ORDER BY bucket")
+    };
+    let sql = Sql::new(text).bind_all(params).bind_all(bparams.clone());
     let rows = db.run("tool_calls_series", |c| async move {
         if need.counts_only() {
             let rows = sql.query(&c).fetch_all::<BucketCounts>().await?;
-            Ok(rows
-                .into_iter()
-                .map(|r| BucketStats { bucket: r.bucket, calls: r.calls, errors: r.errors, queries: r.queries, ..BucketStats::default() })
-                .collect())
+            Ok(sum_per_bucket(rows))
         } else {
             sql.query(&c).fetch_all::<BucketStats>().await
         }
@@ -473,6 +511,39 @@ pub async fn error_type_series(db: &Db, scope: &Scope, buckets: &Buckets) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn counts_row(bucket: u32, calls: u64, errors: u64) -> BucketCounts {
+        BucketCounts { bucket, calls, errors, queries: 0 }
+    }
+
+    #[test]
+    fn rows_of_a_bucket_are_added_up_in_bucket_order() {
+        let rows = vec![counts_row(7, 1, 0), counts_row(2, 5, 1), counts_row(7, 3, 2), counts_row(2, 0, 0), counts_row(4, 9, 9)];
+        let sums: Vec<(u32, u64, u64)> = sum_per_bucket(rows).iter().map(|s| (s.bucket, s.calls, s.errors)).collect();
+        assert_eq!(sums, vec![(2, 5, 1), (4, 9, 9), (7, 4, 2)]);
+        assert!(sum_per_bucket(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn rows_are_summed_by_the_api_only_for_counts_at_the_sources_grain() {
+        use crate::queries::analytics::rollup::Split;
+        use crate::window::{Span, TimeRange, Unit};
+        let end = chrono::DateTime::from_timestamp(1_790_000_000 / 3600 * 3600, 0).unwrap();
+        let range = TimeRange { start: end - chrono::Duration::days(2), end };
+        let plan = |n, unit| Buckets::plan(range, Span::new(n, unit), chrono_tz::Tz::UTC, 10_000).unwrap();
+        let (five, hourly, daily) = (plan(5, Unit::Minute), plan(1, Unit::Hour), plan(1, Unit::Day));
+        let split = Split { whole: range, head: None, tail: None };
+        let (tenant_5m, tenant_1h) = (Source::TenantFiveMinutes(split), Source::TenantHourly(split));
+        assert!(sums_rows_itself(Need::CALLS, false, &tenant_5m, &five));
+        assert!(sums_rows_itself(Need::CALLS, false, &tenant_1h, &hourly));
+        assert!(sums_rows_itself(Need::CALLS, false, &Source::Minute, &plan(1, Unit::Minute)));
+        // Coarser buckets than the rows, other sums, digests, or query sets in the rows: grouped by ClickHouse.
+        assert!(!sums_rows_itself(Need::CALLS, false, &tenant_5m, &hourly));
+        assert!(!sums_rows_itself(Need::CALLS, false, &tenant_1h, &daily));
+        assert!(!sums_rows_itself(Need::ALL, false, &tenant_5m, &five));
+        assert!(!sums_rows_itself(Need::LATENCY, false, &tenant_1h, &hourly));
+        assert!(!sums_rows_itself(Need::CALLS_AND_QUERIES, true, &Source::Minute, &plan(1, Unit::Minute)));
+    }
 
     /// Every column an aggregate reads, by the `Need` flag that asks for it.
     const OTHER_SUMS: [&str; 4] = ["latency_sum_ms", "suggestions", "runtime_sum_ms", "runtime_count"];

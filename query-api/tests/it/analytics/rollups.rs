@@ -153,11 +153,15 @@ async fn hourly_and_minute_rollups_answer_alike() {
         let hourly = tool_calls::series_via(&db, &scope, &buckets, need, &chosen).await.unwrap();
         let minute = tool_calls::series_via(&db, &scope, &buckets, need, &Source::Minute).await.unwrap();
         let with_queries = tool_calls::series(&db, &scope, &buckets, Need::QUERIES).await.unwrap();
+        // Calls and errors alone (hourly buckets: the hourly rows summed by the API itself).
+        let calls_only = tool_calls::series(&db, &scope, &buckets, Need::CALLS).await.unwrap();
         assert_eq!(auto.len(), minute.len());
+        assert_eq!(calls_only.len(), minute.len());
         assert!(minute.iter().map(|s| s.calls).sum::<u64>() > 0, "{what}: no data");
         for (i, ((a, h), m)) in auto.iter().zip(&hourly).zip(&minute).enumerate() {
             assert_same_stats(a, m, &format!("{what}, bucket {i}, as the API reads it"));
             assert_same_stats(h, m, &format!("{what}, bucket {i}, dimension-keyed hourly"));
+            assert_eq!((calls_only[i].calls, calls_only[i].errors), (m.calls, m.errors), "{what}, bucket {i}, calls only");
             let bucket_end = if i + 1 < buckets.len() { buckets.start(i + 1) } else { end };
             let want = if kinds == CallKinds::Proxy {
                 proxy_queries_in(buckets.start(i), bucket_end)
@@ -202,12 +206,15 @@ async fn hourly_and_minute_rollups_answer_alike() {
         }
         let auto = tool_calls::series(&db, &scope, &buckets, Need::ALL).await.unwrap();
         let minute = tool_calls::series_via(&db, &scope, &buckets, Need::ALL, &Source::Minute).await.unwrap();
-        assert_eq!(auto.len(), buckets.len());
+        // Calls and errors alone (5-minute buckets: the 5-minute rows summed by the API itself).
+        let calls_only = tool_calls::series(&db, &scope, &buckets, Need::CALLS).await.unwrap();
+        assert_eq!((auto.len(), calls_only.len()), (buckets.len(), buckets.len()));
         for (i, (a, m)) in auto.iter().zip(&minute).enumerate() {
             assert_same_stats(a, m, &format!("{what}, bucket {i}"));
             let bucket_end = if i + 1 < buckets.len() { buckets.start(i + 1) } else { cut };
             let want = (calls_in(buckets.start(i), bucket_end), queries_in(buckets.start(i), bucket_end, None));
             assert_eq!((a.calls, a.queries), want, "{what}, bucket {i}");
+            assert_eq!((calls_only[i].calls, calls_only[i].errors), (m.calls, m.errors), "{what}, bucket {i}, calls only");
         }
         let last = auto.last().unwrap();
         assert!(last.calls > 0 && last.queries > 0, "{what}: the last bucket, with the partial block, has calls and queries");
