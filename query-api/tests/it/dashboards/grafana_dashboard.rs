@@ -52,7 +52,10 @@ async fn get(app: &App, path: &str) -> (u16, Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_panel_of_the_agent_usage_dashboard_loads_with_data() {
-    let app = App::start("dash_grafana", &[]).await;
+    // Every target at once waits for the key's 8 slots: a generous wait
+    // bound (10 s by default), so that a busy machine's slow answers are not
+    // what decides (as in `bursts.rs`).
+    let app = App::start("dash_grafana", &["--analytics-queue-wait-ms", "60000"]).await;
     let (_, calls, execs) = events(app.tenant_a, 160, "graf", Utc::now());
     deliver(&app, "dash_grafana", &calls, &execs).await;
     let dash: Value = serde_json::from_str(DASHBOARD).unwrap();
