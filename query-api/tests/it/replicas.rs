@@ -308,9 +308,12 @@ async fn two_replicas_admit_exactly_the_budget_while_usage_arrives() {
 /// Limits created, changed and deleted through replica 0 are enforced by
 /// replica 1 at once (a Valkey announcement wakes its limits reload; the
 /// 250 ms fingerprint poll is the fallback); prints the p50 and p99 lag.
+/// The full reload is moved out to 10 minutes, so that only the
+/// announcement or the fingerprint can explain a write enforced within the
+/// test's 30 s (the default 60 s reload could explain some of them).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_limit_written_on_one_replica_is_enforced_by_the_other_within_a_second() {
-    let pair = Pair::start("replicas_limits", &valkey_url(), &[]).await;
+    let pair = Pair::start("replicas_limits", &valkey_url(), &["--usage-reconcile-interval-ms", "600000"]).await;
     let org = Uuid::new_v4();
     let probe = json!({"tokens": 10, "usage_type": "tokens", "organization_id": org});
     let mut lags = Vec::new();
@@ -343,7 +346,7 @@ async fn a_limit_written_on_one_replica_is_enforced_by_the_other_within_a_second
                     assert_eq!(v["allowed"], json!(max != Some(5)), "{v}");
                     break;
                 }
-                assert!(written.elapsed() < Duration::from_secs(5), "replica 1 still answers {v}, wants {want}");
+                assert!(written.elapsed() < Duration::from_secs(30), "replica 1 still answers {v}, wants {want}");
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             lags.push(written.elapsed());
@@ -352,10 +355,12 @@ async fn a_limit_written_on_one_replica_is_enforced_by_the_other_within_a_second
     lags.sort();
     let p99 = lags[(lags.len() * 99).div_ceil(100) - 1];
     println!("limit write on replica 0 -> enforced by replica 1: p50 {:?}, p99 {:?} over {} writes", lags[lags.len() / 2], p99, lags.len());
-    // Every write above was enforced within 5 s, far inside the 60 s
-    // reconcile this replaces; the p99 (about 0.3 s on a quiet machine,
-    // docs/limits.md) is printed, not asserted: a timing assertion fails on a
-    // loaded machine without telling anything about the code.
+    // Every write above was enforced within 30 s, far inside the 10-minute
+    // full reload of this test (a reload takes a few ClickHouse reads, which
+    // wait behind other work on a busy machine); the p99 (about 0.3 s on a
+    // quiet machine, docs/limits.md) is printed, not asserted: a timing
+    // assertion fails on a loaded machine without telling anything about
+    // the code.
     pair.drop_all().await;
 }
 
