@@ -131,9 +131,10 @@ impl Browser {
         self.call("Page.navigate", json!({"url": url})).await;
     }
 
-    /// Polls `expr` until it is `true`; panics with `what` after 30 s.
+    /// Polls `expr` until it is `true`; panics with `what` after 60 s (a
+    /// refresh of the page is a score of API requests, slow on a busy machine).
     pub async fn wait_until(&mut self, expr: &str, what: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if self.eval(&format!("(() => {{ try {{ return !!({expr}); }} catch (_) {{ return false; }} }})()")).await == json!(true) {
                 return;
