@@ -15,12 +15,16 @@ use uuid::Uuid;
 use crate::kafka::Pipeline;
 use crate::replicas::{put_limit, valkey_url, Pair};
 
-/// Two replicas producing to the topics of a fresh pipeline.
+/// Two replicas producing to the topics of a fresh pipeline. The first
+/// record of a replica's producer waits for its connection, the topic's
+/// metadata and a producer id as well: 30 s for the acknowledgement (the
+/// default 5 s is tight on a busy machine, and a late one is a 503).
 async fn pair_with_pipeline(what: &str) -> (Pair, Pipeline) {
     let run = Uuid::new_v4().simple().to_string();
     let topic = Pipeline::executions_topic("replicas", &run);
     let brokers = std::env::var("AGENTMETER_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
-    let pair = Pair::start(what, &valkey_url(), &["--kafka-brokers", &brokers, "--agent-executions-topic", &topic]).await;
+    let flags = ["--kafka-brokers", &brokers, "--agent-executions-topic", &topic, "--kafka-produce-timeout-ms", "30000"];
+    let pair = Pair::start(what, &valkey_url(), &flags).await;
     let pipeline = Pipeline::start_run("replicas", &pair.db.name, &run, Some(2)).await;
     (pair, pipeline)
 }
