@@ -10,6 +10,12 @@
 //!   size, one insert at a time per table (as the worker writes);
 //! * ceiling = min(a, b). Target: worker >= 60 % of it, peak RSS < 200 MB.
 //!
+//! After (c), (e) repeats (b) into a third database while a busy loop
+//! ([`crate::busy`]) takes as much CPU as the worker and the broker took
+//! during (c): the ceiling as it fares when it shares the machine as the
+//! worker's phase does. Reported next to the ratio, which keeps the
+//! ceiling with the machine to itself.
+//!
 //! The worker's peak RSS is `VmHWM` and its CPU `utime + stime` from /proc.
 //!
 //! Then (d), unless `--otlp-traces 0`: the same worker on OpenTelemetry
@@ -29,7 +35,7 @@ use crate::kafka::{self, Topics};
 use crate::otlp;
 use crate::process::{self, Proc};
 use crate::report::{self, round};
-use crate::{env, Common};
+use crate::{busy, env, Common};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Opts {
@@ -100,8 +106,10 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     let run_id = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
     let db = format!("agentmeter_bench_ingest_{run_id}");
     let db_ceiling = format!("{db}_ceiling");
+    let db_beside = format!("{db}_beside");
     let ch = ClickHouseArgs::new(&common.clickhouse_url, &db);
     let ch_ceiling = ClickHouseArgs::new(&common.clickhouse_url, &db_ceiling);
+    let ch_beside = ClickHouseArgs::new(&common.clickhouse_url, &db_beside);
     let server = ch.server_client();
     agentmeter_schema::migrations::migrate(&server, &db).await?;
     agentmeter_schema::migrations::migrate(&server, &db_ceiling).await?;
@@ -139,6 +147,19 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     let loadavg_before_worker = std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_owned();
     let worker = run_worker(common, &ch, &topics, None, &o, produced.events(), timeout, &services).await?;
     let ingest_rate = produced.events() as f64 / worker.seconds;
+
+    // (e) The raw insert again, beside a busy loop holding the cores the
+    // worker and the broker used during (c).
+    let beside_cores = (worker.cpu_s + cpu_of(&worker.services_cpu_s, "broker").unwrap_or(0.0)) / worker.seconds;
+    agentmeter_schema::migrations::migrate(&server, &db_beside).await?;
+    wait_for_idle_clickhouse(&services, Duration::from_secs(60)).await;
+    eprintln!("ingest: (e) raw insert beside a busy loop of {beside_cores:.2} cores");
+    let beside = {
+        let _busy = busy::BusyLoop::start(beside_cores);
+        raw_insert(&ch_beside.client(), o.events, settings(o.seed, o.backfill_hours), o.batch_rows, &services).await?
+    };
+    let beside_rate = o.events as f64 / beside.seconds;
+    eprintln!("ingest: raw insert beside the busy loop {beside_rate:.0} events/s");
     let otlp = if o.otlp_traces > 0 { Some(run_otlp(common, &o, &run_id, timeout).await?) } else { None };
 
     // Exactness while we are here: raw tables and rollups hold every event once.
@@ -173,6 +194,15 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
             format!("{ingest_rate:.0}"),
             format!("{:.2}", worker.seconds),
             format!("{:.1} CPU s / 100k events", cpu_per_100k),
+        ],
+        vec![
+            "(e) raw insert, busy loop".into(),
+            format!("{beside_rate:.0}"),
+            format!("{:.2}", beside.seconds),
+            format!(
+                "beside a busy loop of {beside_cores:.2} cores (the worker's and the broker's in (c)): (c) is {:.1} % of it",
+                ingest_rate / beside_rate * 100.0
+            ),
         ],
         vec![
             "(c) its 10-90 % span".into(),
@@ -241,6 +271,11 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
             "raw_insert_events_per_s": round(insert_rate, 0),
             "raw_insert_seconds": round(insert.seconds, 3),
             "raw_insert_batches": insert.inserts,
+            "raw_insert_beside_busy_loop_events_per_s": round(beside_rate, 0),
+            "raw_insert_beside_busy_loop_cores": round(beside_cores, 2),
+            "raw_insert_beside_busy_loop_what": "(b) again, into a third database, while a busy loop takes the cores the worker and the broker used during (c): the ceiling when it shares the machine as the worker's phase does (reported; the ratio keeps the ceiling with the machine to itself)",
+            "ingest_vs_raw_insert_beside_busy_loop": round(ingest_rate / beside_rate, 4),
+            "clickhouse_cpu_seconds_during_raw_insert_beside_busy_loop": cpu_of(&beside.services_cpu_s, "clickhouse").map(|s| round(s, 2)),
             "ingest_events_per_s": round(ingest_rate, 0),
             "ingest_seconds_first_consumed_to_last_visible": round(worker.seconds, 3),
             "ingest_sustained_events_per_s": worker.sustained_events_per_s.map(|r| round(r, 0)),
@@ -285,7 +320,7 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     });
     report::write(&common.results_dir, &o.result_name, &doc)?;
     if !common.keep {
-        for d in [&db, &db_ceiling] {
+        for d in [&db, &db_ceiling, &db_beside] {
             server.query(&format!("DROP DATABASE IF EXISTS `{d}`")).execute().await?;
         }
         topics.delete(&common.kafka_brokers).await?;

@@ -7,6 +7,7 @@
 //! a fresh ClickHouse database and fresh Kafka topics, dropped at the end
 //! unless `--keep` is given.
 
+mod busy;
 mod env;
 mod freshness;
 mod graphs;
@@ -53,7 +54,7 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
-    /// Kafka -> ClickHouse throughput of agentmeter-ingest vs raw consume and raw insert.
+    /// Kafka -> ClickHouse throughput of agentmeter-ingest vs raw consume and raw insert (and the raw insert again beside a busy loop taking the cores the worker and the broker used).
     Ingest(ingest::Opts),
     /// Analytics graph latency from the rollups vs from raw events (and through the API).
     Graphs(graphs::Opts),
