@@ -127,18 +127,22 @@ pub enum Source {
 }
 
 impl Source {
-    /// The time span one row of the source covers (its whole blocks; the
-    /// edges of a split are minutes): 60, 300 or 3,600 seconds.
-    pub fn grain_seconds(&self) -> i64 {
+    /// For the tenant-level sources, whose rows are one per call kind and
+    /// block, the block's span in seconds (60, 300 or 3,600; the edges of
+    /// a split are minutes). `None` for the sources keyed by dimensions,
+    /// which hold many rows per block.
+    pub fn tenant_block_seconds(&self) -> Option<i64> {
         match self {
-            Source::Minute | Source::Raw | Source::TenantMinute => 60,
-            Source::TenantFiveMinutes(_) => 300,
-            Source::Hourly(_)
-            | Source::TenantHourly(_)
+            Source::TenantMinute => Some(60),
+            Source::TenantFiveMinutes(_) => Some(300),
+            Source::TenantHourly(_) => Some(3_600),
+            Source::Minute
+            | Source::Raw
+            | Source::Hourly(_)
             | Source::NavigatorHourly(_)
             | Source::ServerHourly(_)
             | Source::ToolHourly(_)
-            | Source::UserHourly(_) => 3_600,
+            | Source::UserHourly(_) => None,
         }
     }
 
