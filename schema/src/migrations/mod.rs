@@ -59,7 +59,13 @@ pub trait Migration: Send + Sync {
 /// 1. if the view does not exist yet, a cutoff (`now64(3)` of ClickHouse)
 ///    is recorded in `rollup_backfills`, then the view is created. Inserts
 ///    that start after the view exists reach it, and their rows get an
-///    `ingested_at` after the cutoff, so they are not copied;
+///    `ingested_at` after the cutoff, so they are not copied. The cutoff
+///    is inserted with a deduplication token naming the view and its
+///    target table's UUID, so of runners that record at the same time only
+///    the first insert to commit is kept (without it, a runner whose insert
+///    took an earlier `now64` but committed after another runner read the
+///    cutoff would copy again under a different cutoff: the rows twice);
+///    after a rollback the target is a new table, with a new UUID;
 /// 2. the copy takes the rows with `ingested_at` before the earliest
 ///    recorded cutoff of the view (a rerun after a crash, or a second
 ///    runner, finds the same cutoff);
@@ -96,6 +102,11 @@ const BACKFILLS_TABLE: &str = "CREATE TABLE IF NOT EXISTS rollup_backfills (
 /// before the cutoff into its target; see [`Backfill`].
 async fn run_backfill(db: &Client, b: &Backfill) -> anyhow::Result<()> {
     db.query(BACKFILLS_TABLE).execute().await.context("creating rollup_backfills")?;
+    // For the deduplicated cutoff below; tables created before it have no window.
+    db.query("ALTER TABLE rollup_backfills MODIFY SETTING non_replicated_deduplication_window = 1000")
+        .execute()
+        .await
+        .context("setting the deduplication window of rollup_backfills")?;
     let exists: u8 = db
         .query("SELECT toUInt8(count() > 0) FROM system.tables WHERE database = currentDatabase() AND name = ?")
         .bind(b.view)
@@ -103,11 +114,7 @@ async fn run_backfill(db: &Client, b: &Backfill) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("looking for view {}", b.view))?;
     if exists == 0 {
-        db.query("INSERT INTO rollup_backfills (view, cutoff) SELECT ?, now64(3)")
-            .bind(b.view)
-            .execute()
-            .await
-            .with_context(|| format!("recording the backfill cutoff of {}", b.view))?;
+        record_cutoff(db, b).await?;
         db.query(&b.create_view).execute().await.with_context(|| format!("creating view {}", b.view))?;
     }
     let (n, cutoff_ms): (u64, i64) = db
@@ -128,6 +135,40 @@ async fn run_backfill(db: &Client, b: &Backfill) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("backfilling {} before {cutoff_ms}", b.target))?;
     tracing::info!(view = b.view, target = b.target, cutoff_ms, "backfilled rollup");
+    Ok(())
+}
+
+/// Records a backfill cutoff for `b`'s view unless one was already
+/// recorded for the same view and target table (see [`Backfill`], 1.).
+///
+/// A record removed by hand with `ALTER TABLE rollup_backfills DELETE`
+/// while the target table stayed (truncated instead of dropped) leaves its
+/// token in the deduplication log, so the insert is dropped and nothing
+/// is recorded: then the cutoff is recorded without a token (two runners
+/// doing that at the same moment are back to the race the token closes,
+/// in that repair only).
+async fn record_cutoff(db: &Client, b: &Backfill) -> anyhow::Result<()> {
+    let target: String = db
+        .query("SELECT toString(uuid) FROM system.tables WHERE database = currentDatabase() AND name = ?")
+        .bind(b.target)
+        .fetch_one()
+        .await
+        .with_context(|| format!("looking for table {}", b.target))?;
+    let insert = "INSERT INTO rollup_backfills (view, cutoff) VALUES (?, now64(3))";
+    let context = || format!("recording the backfill cutoff of {}", b.view);
+    db.clone()
+        .with_option("insert_deduplicate", "1")
+        .with_option("insert_deduplication_token", format!("cutoff:{}:{target}", b.view))
+        .query(insert)
+        .bind(b.view)
+        .execute()
+        .await
+        .with_context(context)?;
+    let recorded: u64 =
+        db.query("SELECT count() FROM rollup_backfills WHERE view = ?").bind(b.view).fetch_one().await.with_context(context)?;
+    if recorded == 0 {
+        db.query(insert).bind(b.view).execute().await.with_context(context)?;
+    }
     Ok(())
 }
 

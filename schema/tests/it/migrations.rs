@@ -327,6 +327,63 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
     drop_db(&ch).await;
 }
 
+/// Two runners record a backfill cutoff at the same time, and the one
+/// whose `now64` is earlier commits after the other has read the cutoff
+/// and copied: its record must not stand, or a rerun (or that runner)
+/// copies again under the earlier cutoff and counts the rows twice. The
+/// late record is made here by hand, as that runner would make it.
+#[tokio::test]
+async fn a_late_cutoff_record_of_a_concurrent_runner_does_not_copy_twice() {
+    use agentmeter_schema::rows::ToolCallRow;
+    let ch = clickhouse(&unique_db("late_cutoff"));
+    migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
+    let db = ch.client();
+    // Back to before 0005's hourly view (the rollback drops the table: a new one, a new UUID).
+    for sql in [
+        "DROP VIEW tool_calls_tenant_1h_mv",
+        "DROP TABLE tool_calls_tenant_1h",
+        "ALTER TABLE rollup_backfills DELETE WHERE view = 'tool_calls_tenant_1h_mv'",
+        "ALTER TABLE schema_migrations DELETE WHERE version > 4",
+    ] {
+        db.query(sql).with_option("mutations_sync", "1").execute().await.unwrap();
+    }
+    let tenant = uuid::Uuid::new_v4();
+    let now = chrono::Utc::now();
+    let calls: Vec<ToolCallRow> = (0..300)
+        .map(|i: i64| {
+            let raw = serde_json::json!({
+                "event_id": uuid::Uuid::new_v4(), "occurred_at": now.timestamp_millis() - 86_400_000 + i * 60_000,
+                "tenant_id": tenant, "tool_name": "search", "latency_ms": 5.0, "success": i % 4 != 0,
+            });
+            ToolCallRow::from(&agentmeter_schema::parse_tool_call(raw.to_string().as_bytes(), now).unwrap())
+        })
+        .collect();
+    insert_rows(&db, "tool_calls", calls).await;
+    migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
+    assert_eq!(calls_and_errors(&db, "tool_calls_tenant_1h", tenant).await, (300, 75));
+
+    // The other runner's record, an hour earlier, committed now.
+    let target: String = db
+        .query("SELECT toString(uuid) FROM system.tables WHERE database = currentDatabase() AND name = 'tool_calls_tenant_1h'")
+        .fetch_one()
+        .await
+        .unwrap();
+    db.query("INSERT INTO rollup_backfills (view, cutoff) VALUES ('tool_calls_tenant_1h_mv', now64(3) - INTERVAL 1 HOUR)")
+        .with_option("insert_deduplicate", "1")
+        .with_option("insert_deduplication_token", format!("cutoff:tool_calls_tenant_1h_mv:{target}"))
+        .execute()
+        .await
+        .unwrap();
+    let records: u64 = db.query("SELECT count() FROM rollup_backfills WHERE view = 'tool_calls_tenant_1h_mv'").fetch_one().await.unwrap();
+    assert_eq!(records, 1, "one cutoff per view and target, whoever commits first");
+
+    // A rerun of every migration after 0004 (as after a crash before they were recorded).
+    db.query("ALTER TABLE schema_migrations DELETE WHERE version > 4").with_option("mutations_sync", "1").execute().await.unwrap();
+    migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
+    assert_eq!(calls_and_errors(&db, "tool_calls_tenant_1h", tenant).await, (300, 75), "each row copied once");
+    drop_db(&ch).await;
+}
+
 /// 0010: executions whose cost is not known are stored with
 /// `cost_known = false` and counted apart in `agent_executions_1m`, by a
 /// view whose backfill copies the unpriced rows stored before it existed
