@@ -98,22 +98,30 @@ const BACKFILLS_TABLE: &str = "CREATE TABLE IF NOT EXISTS rollup_backfills (
     recorded_at DateTime64(3, 'UTC') DEFAULT now64(3)
 ) ENGINE = MergeTree ORDER BY view";
 
-/// Creates the view of `b` (recording a cutoff first) and copies the rows
-/// before the cutoff into its target; see [`Backfill`].
-async fn run_backfill(db: &Client, b: &Backfill) -> anyhow::Result<()> {
+/// `rollup_backfills`, with the deduplication window the cutoff records
+/// need (tables created before the window was used have none). Once per
+/// [`migrate`] that runs a backfill.
+async fn prepare_backfills_table(db: &Client) -> anyhow::Result<()> {
     db.query(BACKFILLS_TABLE).execute().await.context("creating rollup_backfills")?;
-    // For the deduplicated cutoff below; tables created before it have no window.
     db.query("ALTER TABLE rollup_backfills MODIFY SETTING non_replicated_deduplication_window = 1000")
         .execute()
         .await
-        .context("setting the deduplication window of rollup_backfills")?;
-    let exists: u8 = db
-        .query("SELECT toUInt8(count() > 0) FROM system.tables WHERE database = currentDatabase() AND name = ?")
-        .bind(b.view)
-        .fetch_one()
+        .context("setting the deduplication window of rollup_backfills")
+}
+
+/// The UUID of the table or view `name` of the current database, if it exists.
+async fn table_uuid(db: &Client, name: &str) -> anyhow::Result<Option<String>> {
+    db.query("SELECT toString(uuid) FROM system.tables WHERE database = currentDatabase() AND name = ?")
+        .bind(name)
+        .fetch_optional()
         .await
-        .with_context(|| format!("looking for view {}", b.view))?;
-    if exists == 0 {
+        .with_context(|| format!("looking for {name}"))
+}
+
+/// Creates the view of `b` (recording a cutoff first) and copies the rows
+/// before the cutoff into its target; see [`Backfill`].
+async fn run_backfill(db: &Client, b: &Backfill) -> anyhow::Result<()> {
+    if table_uuid(db, b.view).await?.is_none() {
         record_cutoff(db, b).await?;
         db.query(&b.create_view).execute().await.with_context(|| format!("creating view {}", b.view))?;
     }
@@ -148,12 +156,7 @@ async fn run_backfill(db: &Client, b: &Backfill) -> anyhow::Result<()> {
 /// doing that at the same moment are back to the race the token closes,
 /// in that repair only).
 async fn record_cutoff(db: &Client, b: &Backfill) -> anyhow::Result<()> {
-    let target: String = db
-        .query("SELECT toString(uuid) FROM system.tables WHERE database = currentDatabase() AND name = ?")
-        .bind(b.target)
-        .fetch_one()
-        .await
-        .with_context(|| format!("looking for table {}", b.target))?;
+    let target = table_uuid(db, b.target).await?.with_context(|| format!("table {} does not exist", b.target))?;
     let insert = "INSERT INTO rollup_backfills (view, cutoff) VALUES (?, now64(3))";
     let context = || format!("recording the backfill cutoff of {}", b.view);
     db.clone()
@@ -221,6 +224,9 @@ pub async fn migrate(server: &Client, database: &str) -> anyhow::Result<MigrateR
     let db = server.clone().with_database(database);
     db.query(MIGRATIONS_TABLE).execute().await.context("creating schema_migrations")?;
     let done = applied_versions(&db).await?;
+    if all().iter().any(|m| !done.contains(&m.version()) && !m.backfills().is_empty()) {
+        prepare_backfills_table(&db).await?;
+    }
     let mut report = MigrateReport { applied: Vec::new(), already_applied: 0 };
     for m in all() {
         if done.contains(&m.version()) {
