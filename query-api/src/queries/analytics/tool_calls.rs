@@ -216,9 +216,8 @@ fn row_counts() -> &'static str {
 /// One [`BucketStats`] per bucket present in `rows`, in bucket order, with
 /// the counts of that bucket's rows added up (grouped rows have one row
 /// per bucket already).
-fn sum_per_bucket(rows: Vec<BucketCounts>) -> Vec<BucketStats> {
+fn sum_per_bucket(mut rows: Vec<BucketCounts>) -> Vec<BucketStats> {
     let mut out: Vec<BucketStats> = Vec::new();
-    let mut rows = rows;
     rows.sort_unstable_by_key(|r| r.bucket);
     for r in rows {
         match out.last_mut() {
