@@ -56,7 +56,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::batch::{Batch, Encoded, IngestRow, Limits, Source};
-use crate::config::Config;
+use crate::config::{Config, MAX_BATCH_ROWS_LIMIT};
 use crate::dead_letter::{DeadLetters, Rejected};
 use crate::errors::{Backoff, IngestError};
 use crate::metrics::{Metrics, REASON_CLICKHOUSE_REJECTED};
@@ -266,6 +266,19 @@ impl<R> Table<R> {
     }
 }
 
+/// Whether an open batch of `rows` rows may take one more. A table whose
+/// [`BATCHES_IN_FLIGHT`] batches are all being written keeps filling its
+/// open batch past `--max-batch-rows` (bigger inserts while ClickHouse is
+/// slow), and only the in-flight byte bound would stop it; but a batch must
+/// stay one INSERT block ([`MAX_BATCH_ROWS_LIMIT`] rows): a batch of two
+/// blocks can land half, and if ClickHouse then refuses a row of the
+/// second block, the halves the writer retries to isolate that row carry
+/// new deduplication tokens and would store the first block's rows again.
+/// Small rows reach a million before a large byte bound does.
+fn fits_one_block(rows: usize) -> bool {
+    rows < MAX_BATCH_ROWS_LIMIT
+}
+
 /// Resolves when the oldest batch being written is done, and removes it;
 /// never resolves while nothing is being written (for `select!`).
 async fn written(slot: &mut VecDeque<Writing>) {
@@ -449,7 +462,9 @@ impl Worker {
             self.flush_if_due(tool_calls, now, false);
             self.flush_if_due(executions, now, false);
             self.flush_otlp_if_due(otlp, now, false);
-            let receive = self.apply_bound(tool_calls.held_bytes() + executions.held_bytes() + otlp.held_bytes(), now);
+            let held = tool_calls.held_bytes() + executions.held_bytes() + otlp.held_bytes();
+            let room = fits_one_block(tool_calls.open.entries.len()) && fits_one_block(executions.open.entries.len());
+            let receive = self.apply_bound(held, room, now);
             let consumer = Arc::clone(&self.consumer);
             tokio::select! {
                 biased;
@@ -656,17 +671,19 @@ impl Worker {
     /// the loop may take messages: below the bound it may; at the bound it
     /// holds back, and after [`HOLD_BEFORE_PAUSE`] it pauses the partitions
     /// and polls again (paused partitions deliver nothing) until `held` falls
-    /// below three quarters of the bound.
-    fn apply_bound(&mut self, held: usize, now: Instant) -> bool {
+    /// below three quarters of the bound. Without `room` (an open batch at
+    /// the size of one INSERT block, see [`fits_one_block`]) it holds back
+    /// the same way, whatever `held`.
+    fn apply_bound(&mut self, held: usize, room: bool, now: Instant) -> bool {
         self.metrics.inflight_bytes.set(held as i64);
         if self.paused {
-            if held <= self.max_inflight_bytes * 3 / 4 {
+            if held <= self.max_inflight_bytes * 3 / 4 && room {
                 self.set_paused(false, held);
                 self.held_since = None;
             }
             return true;
         }
-        if held < self.max_inflight_bytes {
+        if held < self.max_inflight_bytes && room {
             self.held_since = None;
             return true;
         }
@@ -695,5 +712,18 @@ impl Worker {
         self.paused = pause;
         self.metrics.consumption_paused.set(i64::from(pause));
         tracing::info!(held_bytes = held, paused = pause, "in-flight byte bound: partitions {}", if pause { "paused" } else { "resumed" });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_batch_stops_taking_rows_at_one_insert_block() {
+        assert!(fits_one_block(0));
+        assert!(fits_one_block(MAX_BATCH_ROWS_LIMIT - 1));
+        assert!(!fits_one_block(MAX_BATCH_ROWS_LIMIT));
+        assert!(!fits_one_block(MAX_BATCH_ROWS_LIMIT + 1));
     }
 }
