@@ -70,6 +70,12 @@
 //! filter with a server or tool filter, or with a grouping or buckets the
 //! user rollups cannot answer, reads the raw tables ([`Source::Raw`]).
 //!
+//! A series from `tool_calls_tenant_1h` or `tool_calls_tenant_5m` whose
+//! range ends inside a block (the minutes up to "now") is first read with
+//! that block whole from the block table, one table instead of a union
+//! of two, and kept when the block's watermark (migration 0014) shows no
+//! event at or after the range's end ([`whole_tail`]).
+//!
 //! Never a silent approximation: whichever source is chosen, counts and
 //! distinct-query counts are the same as from the raw events; only the
 //! t-digest latency percentiles differ slightly between sources.
@@ -375,6 +381,63 @@ fn split_at(
     }
     let part = |start, end| (start < end).then_some(TimeRange { start, end });
     Some(Split { whole: TimeRange { start: hs, end: he }, head: part(range.start, hs), tail: part(he, range.end) })
+}
+
+/// A series from a tenant-level block table whose range ends inside the
+/// block after its whole blocks (the minutes up to "now"), answered with
+/// that block read whole from the block table instead of its minutes from
+/// `tool_calls_tenant_1m`: one table instead of a `UNION ALL` of two
+/// (migration 0014). Exact only if none of the block's events is dated at
+/// or after `end`; its newest `occurred_at`, `latest_occurred_at`, says
+/// whether (rows written before 0014 read 2199 and so never pass), and the
+/// caller reads the source as split otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WholeTail {
+    /// `tool_calls_tenant_5m` or `tool_calls_tenant_1h`.
+    table: &'static str,
+    column: TimeColumn,
+    /// The whole blocks and the last, partial one, read whole.
+    pub blocks: TimeRange,
+    /// The start of the last block.
+    pub last_block: DateTime<Utc>,
+    /// The range's end: every event of the last block must be before it.
+    pub end: DateTime<Utc>,
+}
+
+/// The [`WholeTail`] of `source`, when it is a tenant-level block source
+/// whose split has no head and a tail that one bucket holds (no bucket
+/// starts inside it, as one can at +05:30 in the last hour).
+pub fn whole_tail(source: &Source, buckets: &Buckets) -> Option<WholeTail> {
+    let (split, table, column, block) = match source {
+        Source::TenantFiveMinutes(s) => (s, "tool_calls_tenant_5m", TimeColumn::FiveMinute, chrono::Duration::minutes(5)),
+        Source::TenantHourly(s) => (s, "tool_calls_tenant_1h", TimeColumn::Hour, chrono::Duration::hours(1)),
+        _ => return None,
+    };
+    let tail = match (split.head, split.tail) {
+        (None, Some(tail)) => tail,
+        _ => return None,
+    };
+    let splits_tail = (1..buckets.len()).map(|i| buckets.start(i)).any(|t| t > tail.start && t < tail.end);
+    if splits_tail || tail.start != split.whole.end || tail.end > tail.start + block {
+        return None;
+    }
+    Some(WholeTail {
+        table,
+        column,
+        blocks: TimeRange { start: split.whole.start, end: tail.start + block },
+        last_block: tail.start,
+        end: tail.end,
+    })
+}
+
+/// The `FROM` source of a [`WholeTail`]: the block table's rows over
+/// `blocks` (the time column read as `minute`), with the tenant-level
+/// columns and `latest_occurred_at`.
+pub fn tool_calls_from_whole_tail(scope: &Scope, w: &WholeTail) -> (String, Vec<(String, String)>) {
+    let cond =
+        Conditions::tenant(scope.tenant).and(scope.tool_calls_filters(Table::ToolCallsRollup)).any_of(w.column, &pairs(&[w.blocks]), "r_h");
+    let sql = format!("(SELECT {} AS minute, {TENANT_COLUMNS}, latest_occurred_at FROM {} WHERE {})", w.column.name(), w.table, cond.sql());
+    (sql, cond.params().to_vec())
 }
 
 /// The columns both tool-call rollups share (`minute`/`hour` aside).

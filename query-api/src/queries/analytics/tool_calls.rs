@@ -168,6 +168,8 @@ struct BucketStats {
     runtime_sum_ms: f64,
     #[serde(rename = "rt_count")]
     runtime_count: u64,
+    /// See [`Tail`].
+    tail_latest_ms: i64,
 }
 
 /// A bucket's calls, errors and queries alone, for a [`Need`] without
@@ -184,6 +186,8 @@ struct BucketCounts {
     errors: u64,
     #[serde(rename = "n_queries")]
     queries: u64,
+    /// See [`Tail`].
+    tail_latest_ms: i64,
 }
 
 impl Need {
@@ -280,34 +284,36 @@ pub async fn series(db: &Db, scope: &Scope, buckets: &Buckets, need: Need) -> Re
 }
 
 /// [`series`] from the given source (which must suit the buckets: see
-/// [`rollup::choose_ungrouped`]).
+/// [`rollup::choose_ungrouped`]). A tenant-level block source whose range
+/// ends inside a block is first read with that block whole
+/// ([`rollup::WholeTail`]); if the block holds events dated after the
+/// range, it is read again as split.
 pub async fn series_via(db: &Db, scope: &Scope, buckets: &Buckets, need: Need, source: &Source) -> Result<Vec<CallStats>, QueryError> {
     let in_stats = queries_in_call_stats(scope, need, source);
-    let (from, cond, params) = rollup::tool_calls_from(scope, source);
     let (bucket, bparams) = index_sql(buckets, "minute");
     let in_rows = Need { queries: in_stats, ..need };
-    let text = if sums_rows_itself(need, in_stats, source, buckets) {
-        format!("SELECT {bucket} AS bucket, {} FROM {from} WHERE {cond}", row_counts())
-    } else {
-        let columns = if need.counts_only() { counts(in_rows) } else { stats(in_rows) };
-        format!("SELECT {bucket} AS bucket, {columns} FROM {from} WHERE {cond} GROUP BY bucket ORDER BY bucket")
-    };
-    let sql = Sql::new(text).bind_all(params).bind_all(bparams.clone());
-    let rows = db.run("tool_calls_series", |c| async move {
-        if need.counts_only() {
-            let rows = sql.query(&c).fetch_all::<BucketCounts>().await?;
-            Ok(sum_per_bucket(rows))
-        } else {
-            sql.query(&c).fetch_all::<BucketStats>().await
+    let rows = async {
+        if let Some(w) = rollup::whole_tail(source, buckets) {
+            let (from, params) = rollup::tool_calls_from_whole_tail(scope, &w);
+            let tail = Tail::Guarded { last_block: w.last_block.timestamp() };
+            let (rows, latest_ms) =
+                bucket_rows(db, &from, "1", params, &bucket, &bparams, in_rows, tail, sums_rows_itself(need, in_stats, source, buckets))
+                    .await?;
+            if latest_ms < w.end.timestamp_millis() {
+                return Ok(rows);
+            }
         }
-    });
+        let (from, cond, params) = rollup::tool_calls_from(scope, source);
+        let sum_rows = sums_rows_itself(need, in_stats, source, buckets);
+        Ok(bucket_rows(db, &from, &cond, params, &bucket, &bparams, in_rows, Tail::Unguarded, sum_rows).await?.0)
+    };
     let (rows, queries) = if !need.queries || in_stats {
         (rows.await?, Vec::new())
     } else {
         let q = rollup::series_query_counts_from(scope, buckets).ok_or(QueryError::Unsupported("queries counted with the calls"))?;
         let sql = Sql::new(format!("SELECT {bucket} AS bucket, {} AS n FROM {} GROUP BY bucket ORDER BY bucket", q.count, q.from))
             .bind_all(q.params)
-            .bind_all(bparams);
+            .bind_all(bparams.clone());
         let queries = db.run("tool_calls_queries", |c| async move { sql.query(&c).fetch_all::<(u32, u64)>().await });
         tokio::try_join!(rows, queries)?
     };
@@ -332,6 +338,76 @@ pub async fn series_via(db: &Db, scope: &Scope, buckets: &Buckets, need: Need, s
         }
     }
     Ok(out)
+}
+
+/// Whether a series query reports the newest event of a [`rollup::WholeTail`]'s last block.
+#[derive(Debug, Clone, Copy)]
+enum Tail {
+    /// `tail_latest_ms` is 0.
+    Unguarded,
+    /// `tail_latest_ms` is the newest `latest_occurred_at` (epoch ms) of
+    /// the rows from `last_block` (epoch s) on.
+    Guarded { last_block: i64 },
+}
+
+impl Tail {
+    /// The `tail_latest_ms` column, per row (`grouped == false`) or per bucket, and its parameter.
+    fn column(self, grouped: bool) -> (String, Vec<(&'static str, String)>) {
+        match self {
+            Tail::Unguarded => ("toInt64(0) AS tail_latest_ms".into(), Vec::new()),
+            Tail::Guarded { last_block } => {
+                let is_tail = "minute >= toDateTime({t_last:Int64}, 'UTC')";
+                let latest = "toUnixTimestamp64Milli(latest_occurred_at)";
+                let sql = if grouped {
+                    format!("toInt64(maxIf({latest}, {is_tail})) AS tail_latest_ms")
+                } else {
+                    format!("toInt64(if({is_tail}, {latest}, 0)) AS tail_latest_ms")
+                };
+                (sql, vec![("t_last", last_block.to_string())])
+            }
+        }
+    }
+}
+
+/// The per-bucket rows of a series from `from` (rows with `minute`),
+/// summed by the API when `sum_rows` (see [`sums_rows_itself`]), and the
+/// newest event of the guarded tail (0 when `tail` is unguarded).
+#[allow(clippy::too_many_arguments)]
+async fn bucket_rows(
+    db: &Db,
+    from: &str,
+    cond: &str,
+    params: Vec<(String, String)>,
+    bucket: &str,
+    bparams: &[(&'static str, String)],
+    need: Need,
+    tail: Tail,
+    sum_rows: bool,
+) -> Result<(Vec<BucketStats>, i64), QueryError> {
+    let (tail_column, tparams) = tail.column(!sum_rows);
+    let text = if sum_rows {
+        format!("SELECT {bucket} AS bucket, {}, {tail_column} FROM {from} WHERE {cond}", row_counts())
+    } else {
+        let columns = if need.counts_only() { counts(need) } else { stats(need) };
+        format!("SELECT {bucket} AS bucket, {columns}, {tail_column} FROM {from} WHERE {cond} GROUP BY bucket ORDER BY bucket")
+    };
+    let sql = Sql::new(text).bind_all(params).bind_all(bparams.to_vec()).bind_all(tparams);
+    let name = match tail {
+        Tail::Unguarded => "tool_calls_series",
+        Tail::Guarded { .. } => "tool_calls_series_whole_tail",
+    };
+    db.run(name, |c| async move {
+        if need.counts_only() {
+            let rows = sql.query(&c).fetch_all::<BucketCounts>().await?;
+            let latest = rows.iter().map(|r| r.tail_latest_ms).max().unwrap_or(0);
+            Ok((sum_per_bucket(rows), latest))
+        } else {
+            let rows = sql.query(&c).fetch_all::<BucketStats>().await?;
+            let latest = rows.iter().map(|r| r.tail_latest_ms).max().unwrap_or(0);
+            Ok((rows, latest))
+        }
+    })
+    .await
 }
 
 /// What a list groups by. Each maps to a fixed column expression.
@@ -514,7 +590,7 @@ mod tests {
     use super::*;
 
     fn counts_row(bucket: u32, calls: u64, errors: u64) -> BucketCounts {
-        BucketCounts { bucket, calls, errors, queries: 0 }
+        BucketCounts { bucket, calls, errors, queries: 0, tail_latest_ms: 0 }
     }
 
     #[test]

@@ -85,7 +85,13 @@ async fn hourly_and_minute_rollups_answer_alike() {
         executions.iter().filter(|(t, p, _)| *t >= from && *t < to && project.is_none_or(|v| *p == v)).count() as u64
     };
 
-    let db = Db::new(app.db.clone(), 4, StdDuration::from_secs(30), Arc::new(Metrics::new()));
+    let metrics = Arc::new(Metrics::new());
+    let db = Db::new(app.db.clone(), 4, StdDuration::from_secs(30), metrics.clone());
+    // How many series queries ran: (the last block read whole, the split).
+    let series_queries = || {
+        let count = |name: &str| metrics.clickhouse_query_duration_seconds.with_label_values(&[name]).get_sample_count();
+        (count("tool_calls_series_whole_tail"), count("tool_calls_series"))
+    };
     let end = now.duration_trunc(Duration::minutes(1)).unwrap() + Duration::minutes(1);
     let berlin: Tz = "Europe/Berlin".parse().unwrap();
     let by_project = Filters { project_id: Some(nav.project), ..Filters::default() };
@@ -154,7 +160,14 @@ async fn hourly_and_minute_rollups_answer_alike() {
         let minute = tool_calls::series_via(&db, &scope, &buckets, need, &Source::Minute).await.unwrap();
         let with_queries = tool_calls::series(&db, &scope, &buckets, Need::QUERIES).await.unwrap();
         // Calls and errors alone (hourly buckets: the hourly rows summed by the API itself).
+        let before = series_queries();
         let calls_only = tool_calls::series(&db, &scope, &buckets, Need::CALLS).await.unwrap();
+        if whole_tenant {
+            // The range ends inside the current hour, which holds no event
+            // after the end: that hour is read whole from the hour table.
+            let after = series_queries();
+            assert_eq!((after.0 - before.0, after.1 - before.1), (1, 0), "{what}: the last hour read whole, once");
+        }
         assert_eq!(auto.len(), minute.len());
         assert_eq!(calls_only.len(), minute.len());
         assert!(minute.iter().map(|s| s.calls).sum::<u64>() > 0, "{what}: no data");
@@ -207,7 +220,12 @@ async fn hourly_and_minute_rollups_answer_alike() {
         let auto = tool_calls::series(&db, &scope, &buckets, Need::ALL).await.unwrap();
         let minute = tool_calls::series_via(&db, &scope, &buckets, Need::ALL, &Source::Minute).await.unwrap();
         // Calls and errors alone (5-minute buckets: the 5-minute rows summed by the API itself).
+        let before = series_queries();
         let calls_only = tool_calls::series(&db, &scope, &buckets, Need::CALLS).await.unwrap();
+        // The last block holds a call 10 s after the range's end: read
+        // whole, it would count that call; so it is read again as split.
+        let after = series_queries();
+        assert_eq!((after.0 - before.0, after.1 - before.1), (1, 1), "{what}: the last block read whole, then split");
         assert_eq!((auto.len(), calls_only.len()), (buckets.len(), buckets.len()));
         for (i, (a, m)) in auto.iter().zip(&minute).enumerate() {
             assert_same_stats(a, m, &format!("{what}, bucket {i}"));
@@ -218,6 +236,52 @@ async fn hourly_and_minute_rollups_answer_alike() {
         }
         let last = auto.last().unwrap();
         assert!(last.calls > 0 && last.queries > 0, "{what}: the last bucket, with the partial block, has calls and queries");
+    }
+
+    // 5-minute buckets up to now: the last block has no call after the
+    // range's end, so it is read whole from the 5-minute table, once.
+    let buckets = Buckets::plan(TimeRange { start: end - Duration::days(1), end }, Span::new(5, Unit::Minute), Tz::UTC, 2000).unwrap();
+    let scope =
+        Scope { tenant, range: TimeRange { start: buckets.first_start(), end }, filters: Filters::default(), kinds: CallKinds::Tool };
+    let chosen = rollup::choose_ungrouped(&scope, Some(&buckets), true);
+    let whole_tail = rollup::whole_tail(&chosen, &buckets);
+    if end.timestamp() % 300 != 0 {
+        assert!(whole_tail.is_some_and(|w| w.end == end && w.last_block == end.duration_trunc(five).unwrap()), "{chosen:?}");
+    }
+    for need in [Need::ALL, Need::CALLS, Need::LATENCY] {
+        let before = series_queries();
+        let auto = tool_calls::series(&db, &scope, &buckets, need).await.unwrap();
+        let after = series_queries();
+        if whole_tail.is_some() {
+            assert_eq!((after.0 - before.0, after.1 - before.1), (1, 0), "5-minute buckets up to now, {need:?}");
+        }
+        let minute = tool_calls::series_via(&db, &scope, &buckets, need, &Source::Minute).await.unwrap();
+        assert_eq!(auto.len(), buckets.len());
+        for (i, (a, m)) in auto.iter().zip(&minute).enumerate() {
+            let bucket_end = if i + 1 < buckets.len() { buckets.start(i + 1) } else { end };
+            assert_eq!((a.calls, a.errors), (m.calls, m.errors), "5-minute buckets up to now, {need:?}, bucket {i}");
+            assert_eq!(a.calls, calls_in(buckets.start(i), bucket_end), "5-minute buckets up to now, {need:?}, bucket {i}");
+            if need == Need::ALL {
+                assert_same_stats(a, m, &format!("5-minute buckets up to now, bucket {i}"));
+            }
+        }
+    }
+
+    // A row written before migration 0014 has no watermark (it reads
+    // 2199): the block that holds one is read as split.
+    if let Some(w) = whole_tail {
+        app.db
+            .query("INSERT INTO tool_calls_tenant_5m (tenant_id, five_minute, call_kind, calls) VALUES (?, ?, 'tool', 0)")
+            .bind(tenant)
+            .bind(w.last_block.timestamp())
+            .execute()
+            .await
+            .unwrap();
+        let before = series_queries();
+        let auto = tool_calls::series(&db, &scope, &buckets, Need::CALLS).await.unwrap();
+        let after = series_queries();
+        assert_eq!((after.0 - before.0, after.1 - before.1), (1, 1), "a block with a row from before 0014");
+        assert_eq!(auto.last().unwrap().calls, calls_in(w.last_block, end));
     }
 
     // Totals over 57 minutes from :02: 3 minutes of head, whole 5-minute
