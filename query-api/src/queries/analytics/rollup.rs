@@ -741,6 +741,34 @@ mod tests {
     }
 
     #[test]
+    fn the_partial_last_block_of_a_tenant_series_is_read_whole_only_without_a_head() {
+        let t = |s: &str| range(s, s).start;
+        // Daily up to 10:18: the hours to 10:00, then 10:00-11:00 whole, kept if nothing is dated from 10:18 on.
+        let (b, r) = buckets(range("2024-01-01T10:17:00Z", "2024-01-31T10:18:00Z"), Span::new(1, Unit::Day), "UTC");
+        let source = choose_ungrouped(&scope(r, Filters::default()), Some(&b), false);
+        let w = whole_tail(&source, &b).unwrap();
+        assert_eq!(w.blocks, range("2024-01-01T00:00:00Z", "2024-01-31T11:00:00Z"));
+        assert_eq!((w.last_block, w.end), (t("2024-01-31T10:00:00Z"), t("2024-01-31T10:18:00Z")));
+        // 5-minute buckets up to 10:18: the blocks to 10:15, then 10:15-10:20 whole.
+        let (b, r) = buckets(range("2024-01-30T10:18:00Z", "2024-01-31T10:18:00Z"), Span::new(5, Unit::Minute), "UTC");
+        let source = choose_ungrouped(&scope(r, Filters::default()), Some(&b), false);
+        assert!(matches!(source, Source::TenantFiveMinutes(_)), "{source:?}");
+        let w = whole_tail(&source, &b).unwrap();
+        assert_eq!((w.blocks.end, w.last_block, w.end), (t("2024-01-31T10:20:00Z"), t("2024-01-31T10:15:00Z"), t("2024-01-31T10:18:00Z")));
+        // Not: a range ending on a block (no tail), a range with a head, a
+        // filtered request (dimension-keyed rollups have no watermark).
+        let (b, r) = buckets(range("2024-01-30T10:20:00Z", "2024-01-31T10:20:00Z"), Span::new(5, Unit::Minute), "UTC");
+        assert_eq!(whole_tail(&choose_ungrouped(&scope(r, Filters::default()), Some(&b), false), &b), None);
+        let r = range("2024-01-30T10:17:00Z", "2024-01-31T10:18:00Z");
+        assert_eq!(whole_tail(&choose_ungrouped(&scope(r, Filters::default()), None, false), &b), None);
+        let (b, r) = buckets(range("2024-01-01T10:17:00Z", "2024-01-31T10:18:00Z"), Span::new(1, Unit::Day), "UTC");
+        let by_project = Filters { project_id: Some(uuid::Uuid::nil()), ..Filters::default() };
+        let source = choose_ungrouped(&scope(r, by_project), Some(&b), false);
+        assert!(matches!(source, Source::NavigatorHourly(_)));
+        assert_eq!(whole_tail(&source, &b), None);
+    }
+
+    #[test]
     fn whole_hour_zones_across_dst_read_hours() {
         for tz in ["Europe/Berlin", "America/New_York"] {
             let (b, r) = buckets(range("2024-03-01T00:00:00Z", "2024-04-02T00:00:00Z"), Span::new(1, Unit::Day), tz);
