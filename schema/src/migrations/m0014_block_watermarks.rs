@@ -1,10 +1,12 @@
-//! 0014: the newest `occurred_at` of each block of the tenant-level
-//! rollups, `latest_occurred_at`, in `tool_calls_tenant_5m` (0012) and
-//! `tool_calls_tenant_1h` (0005).
+//! 0014: the newest `occurred_at` of each row of the block rollups a
+//! whole tenant's graphs read, `latest_occurred_at`: `tool_calls_tenant_5m`
+//! (0012) and `tool_calls_tenant_1h` (0005) for the calls,
+//! `query_counts_tenant_5m` (0012) and `query_counts_1h` (0011) for the
+//! queries.
 //!
 //! A graph's range ends at "now" (rounded up to the minute), inside a
 //! block, and its last bucket counts the events of that block before the
-//! end only. Until now the API read that partial block from the minute
+//! end only. Until now the API read that partial block from a minute
 //! rollup, a second table in a `UNION ALL` with the whole blocks: about
 //! 2 ms of the 10–14 ms a month of 5-minute or daily buckets costs in the
 //! local engine. With the watermark the API reads the last block whole from
@@ -12,7 +14,7 @@
 //! before the range's end, which is the case unless an event was dated
 //! after "now" (clock skew, allowed up to an hour): then the block holds
 //! events the range excludes, and the API asks again with the minutes, as
-//! before (`rollup::tail_from_block`).
+//! before (`rollup::whole_tail`, `rollup::query_counts_whole_tail`).
 //!
 //! Rows written before this migration have no watermark: they read the
 //! column's default, a time after any range's end (2199), so a block that
@@ -27,21 +29,53 @@ use super::Migration;
 
 pub struct BlockWatermarks;
 
-/// `(table, its view, time column, the column's expression)`, as 0005 and
-/// 0012 created them.
-const TABLES: [(&str, &str, &str, &str); 2] = [
-    ("tool_calls_tenant_5m", "tool_calls_tenant_5m_mv", "five_minute", "toStartOfFiveMinutes(occurred_at)"),
-    ("tool_calls_tenant_1h", "tool_calls_tenant_1h_mv", "hour", "toStartOfHour(occurred_at)"),
-];
+const NIL: &str = "toUUID('00000000-0000-0000-0000-000000000000')";
 
 /// The watermark's value in rows written before this migration.
-pub const UNKNOWN_WATERMARK: &str = "2199-12-31 00:00:00";
+const UNKNOWN_WATERMARK: &str = "2199-12-31 00:00:00";
 
-/// The view's query, with the watermark (`with_watermark`) or as 0005 and
-/// 0012 wrote it.
-fn view_query(time: &str, expr: &str, with_watermark: bool) -> String {
-    let watermark = if with_watermark { ",\n    max(occurred_at) AS latest_occurred_at" } else { "" };
-    format!("SELECT tenant_id, {expr} AS {time}, call_kind, {AGGREGATES}{watermark} FROM tool_calls GROUP BY tenant_id, {time}, call_kind")
+/// A rollup, its view, and the view's query as its migration wrote it:
+/// the `SELECT` list, then `FROM ... [WHERE ...] GROUP BY ...`.
+struct View {
+    table: &'static str,
+    view: &'static str,
+    select: String,
+    rest: String,
+}
+
+impl View {
+    /// The view's query, with the watermark or without it.
+    fn query(&self, with_watermark: bool) -> String {
+        let watermark = if with_watermark { ",\n    max(occurred_at) AS latest_occurred_at" } else { "" };
+        format!("SELECT {}{watermark}\n{}", self.select, self.rest)
+    }
+}
+
+fn views() -> Vec<View> {
+    let calls = |table, view, time, expr| View {
+        table,
+        view,
+        select: format!("tenant_id, {expr} AS {time}, call_kind, {AGGREGATES}"),
+        rest: format!("FROM tool_calls GROUP BY tenant_id, {time}, call_kind"),
+    };
+    let executions = format!("FROM agent_executions\nWHERE execution_kind = 'navigator_query' AND execution_id != {NIL}");
+    vec![
+        calls("tool_calls_tenant_5m", "tool_calls_tenant_5m_mv", "five_minute", "toStartOfFiveMinutes(occurred_at)"),
+        calls("tool_calls_tenant_1h", "tool_calls_tenant_1h_mv", "hour", "toStartOfHour(occurred_at)"),
+        View {
+            table: "query_counts_tenant_5m",
+            view: "query_counts_tenant_5m_mv",
+            select: "tenant_id, toStartOfFiveMinutes(occurred_at) AS five_minute, toUInt64(count()) AS queries".into(),
+            rest: format!("{executions}\nGROUP BY tenant_id, five_minute"),
+        },
+        View {
+            table: "query_counts_1h",
+            view: "query_counts_1h_mv",
+            select: "tenant_id, toStartOfHour(occurred_at) AS hour, project_id, navigator_id, navigator_instance_id, toUInt64(count()) AS queries"
+                .into(),
+            rest: format!("{executions}\nGROUP BY tenant_id, hour, project_id, navigator_id, navigator_instance_id"),
+        },
+    ]
 }
 
 impl Migration for BlockWatermarks {
@@ -53,12 +87,13 @@ impl Migration for BlockWatermarks {
     }
     fn statements(&self) -> Vec<String> {
         let mut statements = Vec::new();
-        for (table, view, time, expr) in TABLES {
+        for v in views() {
             statements.push(format!(
-                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS latest_occurred_at \
-                 SimpleAggregateFunction(max, DateTime64(3, 'UTC')) DEFAULT toDateTime64('{UNKNOWN_WATERMARK}', 3, 'UTC')"
+                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS latest_occurred_at \
+                 SimpleAggregateFunction(max, DateTime64(3, 'UTC')) DEFAULT toDateTime64('{UNKNOWN_WATERMARK}', 3, 'UTC')",
+                v.table
             ));
-            statements.push(format!("ALTER TABLE {view} MODIFY QUERY {}", view_query(time, expr, true)));
+            statements.push(format!("ALTER TABLE {} MODIFY QUERY {}", v.view, v.query(true)));
         }
         statements
     }
@@ -66,9 +101,9 @@ impl Migration for BlockWatermarks {
         // Built from the same fragments as the statements; a rollback runs
         // by hand or in tests, so the string is leaked once per call.
         let mut sql = Vec::new();
-        for (table, view, time, expr) in TABLES {
-            sql.push(format!("ALTER TABLE {view} MODIFY QUERY {}", view_query(time, expr, false)));
-            sql.push(format!("ALTER TABLE {table} DROP COLUMN IF EXISTS latest_occurred_at"));
+        for v in views() {
+            sql.push(format!("ALTER TABLE {} MODIFY QUERY {}", v.view, v.query(false)));
+            sql.push(format!("ALTER TABLE {} DROP COLUMN IF EXISTS latest_occurred_at", v.table));
         }
         sql.join("; ").leak()
     }

@@ -74,7 +74,9 @@
 //! range ends inside a block (the minutes up to "now") is first read with
 //! that block whole from the block table, one table instead of a union
 //! of two, and kept when the block's watermark (migration 0014) shows no
-//! event at or after the range's end ([`whole_tail`]).
+//! event at or after the range's end ([`whole_tail`]); so are its queries
+//! from `query_counts_1h` or `query_counts_tenant_5m`
+//! ([`query_counts_whole_tail`]).
 //!
 //! Never a silent approximation: whichever source is chosen, counts and
 //! distinct-query counts are the same as from the raw events; only the
@@ -383,19 +385,22 @@ fn split_at(
     Some(Split { whole: TimeRange { start: hs, end: he }, head: part(range.start, hs), tail: part(he, range.end) })
 }
 
-/// A series from a tenant-level block table whose range ends inside the
+/// A series from a whole tenant's block table whose range ends inside the
 /// block after its whole blocks (the minutes up to "now"), answered with
 /// that block read whole from the block table instead of its minutes from
-/// `tool_calls_tenant_1m`: one table instead of a `UNION ALL` of two
-/// (migration 0014). Exact only if none of the block's events is dated at
-/// or after `end`; its newest `occurred_at`, `latest_occurred_at`, says
+/// a minute rollup: one table instead of a `UNION ALL` of two (migration
+/// 0014). Exact only if none of the block's events is dated at or after
+/// `end`; the rows' newest `occurred_at`, `latest_occurred_at`, says
 /// whether (rows written before 0014 read 2199 and so never pass), and the
-/// caller reads the source as split otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// caller reads the source as split otherwise. For the calls,
+/// [`whole_tail`]; for the queries counted at their execution,
+/// [`query_counts_whole_tail`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WholeTail {
-    /// `tool_calls_tenant_5m` or `tool_calls_tenant_1h`.
-    table: &'static str,
-    column: TimeColumn,
+    /// `(SELECT <time column> AS minute, <columns>, latest_occurred_at FROM
+    /// <block table> WHERE <tenant, filters, blocks>)`.
+    pub from: String,
+    pub params: Vec<(String, String)>,
     /// The whole blocks and the last, partial one, read whole.
     pub blocks: TimeRange,
     /// The start of the last block.
@@ -404,40 +409,60 @@ pub struct WholeTail {
     pub end: DateTime<Utc>,
 }
 
-/// The [`WholeTail`] of `source`, when it is a tenant-level block source
-/// whose split has no head and a tail that one bucket holds (no bucket
-/// starts inside it, as one can at +05:30 in the last hour).
-pub fn whole_tail(source: &Source, buckets: &Buckets) -> Option<WholeTail> {
-    let (split, table, column, block) = match source {
-        Source::TenantFiveMinutes(s) => (s, "tool_calls_tenant_5m", TimeColumn::FiveMinute, chrono::Duration::minutes(5)),
-        Source::TenantHourly(s) => (s, "tool_calls_tenant_1h", TimeColumn::Hour, chrono::Duration::hours(1)),
-        _ => return None,
-    };
-    let tail = match (split.head, split.tail) {
-        (None, Some(tail)) => tail,
-        _ => return None,
-    };
-    let splits_tail = (1..buckets.len()).map(|i| buckets.start(i)).any(|t| t > tail.start && t < tail.end);
-    if splits_tail || tail.start != split.whole.end || tail.end > tail.start + block {
-        return None;
+impl WholeTail {
+    /// Reads `split`'s blocks and its partial last block whole from
+    /// `table`, when the split has a tail and no head and no bucket starts
+    /// inside the tail (as one could at +05:30 in the last hour).
+    fn of(split: &Split, buckets: &Buckets, grain: Grain, block: chrono::Duration, columns: &str, common: Conditions) -> Option<Self> {
+        let tail = match (split.head, split.tail) {
+            (None, Some(tail)) => tail,
+            _ => return None,
+        };
+        let splits_tail = (1..buckets.len()).map(|i| buckets.start(i)).any(|t| t > tail.start && t < tail.end);
+        if splits_tail || tail.start != split.whole.end || tail.end > tail.start + block {
+            return None;
+        }
+        let blocks = TimeRange { start: split.whole.start, end: tail.start + block };
+        let (cond, params) = common.any_of(grain.column, &pairs(&[blocks]), "r_h").into_parts();
+        let from = format!("(SELECT {} AS minute, {columns}, latest_occurred_at FROM {} WHERE {cond})", grain.column.name(), grain.table);
+        Some(WholeTail { from, params, blocks, last_block: tail.start, end: tail.end })
     }
-    Some(WholeTail {
-        table,
-        column,
-        blocks: TimeRange { start: split.whole.start, end: tail.start + block },
-        last_block: tail.start,
-        end: tail.end,
-    })
 }
 
-/// The `FROM` source of a [`WholeTail`]: the block table's rows over
-/// `blocks` (the time column read as `minute`), with the tenant-level
-/// columns and `latest_occurred_at`.
-pub fn tool_calls_from_whole_tail(scope: &Scope, w: &WholeTail) -> (String, Vec<(String, String)>) {
-    let cond =
-        Conditions::tenant(scope.tenant).and(scope.tool_calls_filters(Table::ToolCallsRollup)).any_of(w.column, &pairs(&[w.blocks]), "r_h");
-    let sql = format!("(SELECT {} AS minute, {TENANT_COLUMNS}, latest_occurred_at FROM {} WHERE {})", w.column.name(), w.table, cond.sql());
-    (sql, cond.params().to_vec())
+/// The [`WholeTail`] of the calls of a series from `tool_calls_tenant_5m`
+/// or `tool_calls_tenant_1h` (`source`).
+pub fn whole_tail(scope: &Scope, source: &Source, buckets: &Buckets) -> Option<WholeTail> {
+    let (split, grain, block) = match source {
+        Source::TenantFiveMinutes(s) => {
+            (s, Grain { table: "tool_calls_tenant_5m", column: TimeColumn::FiveMinute }, chrono::Duration::minutes(5))
+        }
+        Source::TenantHourly(s) => (s, Grain::hours("tool_calls_tenant_1h"), chrono::Duration::hours(1)),
+        _ => return None,
+    };
+    let common = Conditions::tenant(scope.tenant).and(scope.tool_calls_filters(Table::ToolCallsRollup));
+    WholeTail::of(split, buckets, grain, block, TENANT_COLUMNS, common)
+}
+
+/// The [`WholeTail`] of the queries of a series counted at their execution
+/// from `query_counts_tenant_5m` or `query_counts_1h`, where
+/// [`series_query_counts_from`] reads those with `query_counts_1m`.
+pub fn query_counts_whole_tail(scope: &Scope, buckets: &Buckets) -> Option<WholeTail> {
+    if choose_queries(scope) != QueriesSource::Executions {
+        return None;
+    }
+    let hours = split(scope.range, Some(buckets));
+    match (hours, split_five_minutes(scope.range, Some(buckets))) {
+        (None, Some(s)) if scope.filters == Filters::default() => {
+            let grain = Grain { table: "query_counts_tenant_5m", column: TimeColumn::FiveMinute };
+            WholeTail::of(&s, buckets, grain, chrono::Duration::minutes(5), "tenant_id, queries", Conditions::tenant(scope.tenant))
+        }
+        (Some(s), _) => {
+            let common = Conditions::tenant(scope.tenant).filters(&scope.filters, Table::QueryCounts);
+            let columns = "tenant_id, project_id, navigator_id, navigator_instance_id, queries";
+            WholeTail::of(&s, buckets, Grain::hours("query_counts_1h"), chrono::Duration::hours(1), columns, common)
+        }
+        _ => None,
+    }
 }
 
 /// The columns both tool-call rollups share (`minute`/`hour` aside).
@@ -746,26 +771,33 @@ mod tests {
         // Daily up to 10:18: the hours to 10:00, then 10:00-11:00 whole, kept if nothing is dated from 10:18 on.
         let (b, r) = buckets(range("2024-01-01T10:17:00Z", "2024-01-31T10:18:00Z"), Span::new(1, Unit::Day), "UTC");
         let source = choose_ungrouped(&scope(r, Filters::default()), Some(&b), false);
-        let w = whole_tail(&source, &b).unwrap();
+        let w = whole_tail(&scope(r, Filters::default()), &source, &b).unwrap();
         assert_eq!(w.blocks, range("2024-01-01T00:00:00Z", "2024-01-31T11:00:00Z"));
         assert_eq!((w.last_block, w.end), (t("2024-01-31T10:00:00Z"), t("2024-01-31T10:18:00Z")));
         // 5-minute buckets up to 10:18: the blocks to 10:15, then 10:15-10:20 whole.
         let (b, r) = buckets(range("2024-01-30T10:18:00Z", "2024-01-31T10:18:00Z"), Span::new(5, Unit::Minute), "UTC");
         let source = choose_ungrouped(&scope(r, Filters::default()), Some(&b), false);
         assert!(matches!(source, Source::TenantFiveMinutes(_)), "{source:?}");
-        let w = whole_tail(&source, &b).unwrap();
+        let w = whole_tail(&scope(r, Filters::default()), &source, &b).unwrap();
         assert_eq!((w.blocks.end, w.last_block, w.end), (t("2024-01-31T10:20:00Z"), t("2024-01-31T10:15:00Z"), t("2024-01-31T10:18:00Z")));
         // Not: a range ending on a block (no tail), a range with a head, a
         // filtered request (dimension-keyed rollups have no watermark).
         let (b, r) = buckets(range("2024-01-30T10:20:00Z", "2024-01-31T10:20:00Z"), Span::new(5, Unit::Minute), "UTC");
-        assert_eq!(whole_tail(&choose_ungrouped(&scope(r, Filters::default()), Some(&b), false), &b), None);
+        assert_eq!(whole_tail(&scope(r, Filters::default()), &choose_ungrouped(&scope(r, Filters::default()), Some(&b), false), &b), None);
         let r = range("2024-01-30T10:17:00Z", "2024-01-31T10:18:00Z");
-        assert_eq!(whole_tail(&choose_ungrouped(&scope(r, Filters::default()), None, false), &b), None);
+        assert_eq!(whole_tail(&scope(r, Filters::default()), &choose_ungrouped(&scope(r, Filters::default()), None, false), &b), None);
         let (b, r) = buckets(range("2024-01-01T10:17:00Z", "2024-01-31T10:18:00Z"), Span::new(1, Unit::Day), "UTC");
         let by_project = Filters { project_id: Some(uuid::Uuid::nil()), ..Filters::default() };
-        let source = choose_ungrouped(&scope(r, by_project), Some(&b), false);
+        let source = choose_ungrouped(&scope(r, by_project.clone()), Some(&b), false);
         assert!(matches!(source, Source::NavigatorHourly(_)));
-        assert_eq!(whole_tail(&source, &b), None);
+        assert_eq!(whole_tail(&scope(r, by_project.clone()), &source, &b), None);
+        // The queries, counted at their execution, have watermarks per
+        // project and navigator too; queries that made proxy calls do not.
+        let q = query_counts_whole_tail(&scope(r, by_project), &b).unwrap();
+        assert_eq!((q.blocks.end, q.last_block), (t("2024-01-31T11:00:00Z"), t("2024-01-31T10:00:00Z")));
+        assert!(q.from.contains("query_counts_1h"), "{}", q.from);
+        let proxy = Scope { kinds: CallKinds::Proxy, ..scope(r, Filters::default()) };
+        assert_eq!(query_counts_whole_tail(&proxy, &b), None);
     }
 
     #[test]

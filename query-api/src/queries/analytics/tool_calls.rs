@@ -292,30 +292,22 @@ pub async fn series_via(db: &Db, scope: &Scope, buckets: &Buckets, need: Need, s
     let in_stats = queries_in_call_stats(scope, need, source);
     let (bucket, bparams) = index_sql(buckets, "minute");
     let in_rows = Need { queries: in_stats, ..need };
+    let sum_rows = sums_rows_itself(need, in_stats, source, buckets);
     let rows = async {
-        if let Some(w) = rollup::whole_tail(source, buckets) {
-            let (from, params) = rollup::tool_calls_from_whole_tail(scope, &w);
+        if let Some(w) = rollup::whole_tail(scope, source, buckets) {
             let tail = Tail::Guarded { last_block: w.last_block.timestamp() };
-            let (rows, latest_ms) =
-                bucket_rows(db, &from, "1", params, &bucket, &bparams, in_rows, tail, sums_rows_itself(need, in_stats, source, buckets))
-                    .await?;
+            let (rows, latest_ms) = bucket_rows(db, &w.from, "1", w.params, &bucket, &bparams, in_rows, tail, sum_rows).await?;
             if latest_ms < w.end.timestamp_millis() {
                 return Ok(rows);
             }
         }
         let (from, cond, params) = rollup::tool_calls_from(scope, source);
-        let sum_rows = sums_rows_itself(need, in_stats, source, buckets);
         Ok(bucket_rows(db, &from, &cond, params, &bucket, &bparams, in_rows, Tail::Unguarded, sum_rows).await?.0)
     };
     let (rows, queries) = if !need.queries || in_stats {
         (rows.await?, Vec::new())
     } else {
-        let q = rollup::series_query_counts_from(scope, buckets).ok_or(QueryError::Unsupported("queries counted with the calls"))?;
-        let sql = Sql::new(format!("SELECT {bucket} AS bucket, {} AS n FROM {} GROUP BY bucket ORDER BY bucket", q.count, q.from))
-            .bind_all(q.params)
-            .bind_all(bparams.clone());
-        let queries = db.run("tool_calls_queries", |c| async move { sql.query(&c).fetch_all::<(u32, u64)>().await });
-        tokio::try_join!(rows, queries)?
+        tokio::try_join!(rows, series_queries(db, scope, buckets, &bucket, &bparams))?
     };
     let mut out = vec![CallStats::default(); buckets.len()];
     for r in rows {
@@ -338,6 +330,35 @@ pub async fn series_via(db: &Db, scope: &Scope, buckets: &Buckets, need: Need, s
         }
     }
     Ok(out)
+}
+
+/// Queries per bucket, counted at their execution
+/// ([`rollup::series_query_counts_from`]): first with the last block read
+/// whole ([`rollup::query_counts_whole_tail`]), as the calls are.
+async fn series_queries(
+    db: &Db,
+    scope: &Scope,
+    buckets: &Buckets,
+    bucket: &str,
+    bparams: &[(&'static str, String)],
+) -> Result<Vec<(u32, u64)>, QueryError> {
+    let count = |count: &str, from: &str, tail: Tail| {
+        let (tail_column, tparams) = tail.column(true);
+        Sql::new(format!("SELECT {bucket} AS bucket, {count} AS n, {tail_column} FROM {from} GROUP BY bucket ORDER BY bucket"))
+            .bind_all(bparams.to_vec())
+            .bind_all(tparams)
+    };
+    if let Some(w) = rollup::query_counts_whole_tail(scope, buckets) {
+        let sql = count("toUInt64(sum(queries))", &w.from, Tail::Guarded { last_block: w.last_block.timestamp() }).bind_all(w.params);
+        let rows = db.run("tool_calls_queries_whole_tail", |c| async move { sql.query(&c).fetch_all::<(u32, u64, i64)>().await }).await?;
+        if rows.iter().map(|r| r.2).max().unwrap_or(0) < w.end.timestamp_millis() {
+            return Ok(rows.into_iter().map(|(b, n, _)| (b, n)).collect());
+        }
+    }
+    let q = rollup::series_query_counts_from(scope, buckets).ok_or(QueryError::Unsupported("queries counted with the calls"))?;
+    let sql = count(q.count, &q.from, Tail::Unguarded).bind_all(q.params);
+    let rows = db.run("tool_calls_queries", |c| async move { sql.query(&c).fetch_all::<(u32, u64, i64)>().await }).await?;
+    Ok(rows.into_iter().map(|(b, n, _)| (b, n)).collect())
 }
 
 /// Whether a series query reports the newest event of a [`rollup::WholeTail`]'s last block.

@@ -76,6 +76,10 @@ async fn hourly_and_minute_rollups_answer_alike() {
         short_start + Duration::minutes(55),
         short_start + Duration::minutes(57) + Duration::seconds(30),
     ]);
+    // A query without calls 20 s after the end of the sub-hour series, in
+    // their last block: read whole, that block would count it.
+    let late = blank(tenant, cut + Duration::seconds(20));
+    world.executions.push(query_execution(Uuid::new_v4(), late.occurred_at, &late));
     app.insert_calls(&world.rows).await;
     app.insert_executions(&world.executions).await;
     // Queries counted at their execution, per project, navigator and time.
@@ -87,11 +91,11 @@ async fn hourly_and_minute_rollups_answer_alike() {
 
     let metrics = Arc::new(Metrics::new());
     let db = Db::new(app.db.clone(), 4, StdDuration::from_secs(30), metrics.clone());
-    // How many series queries ran: (the last block read whole, the split).
-    let series_queries = || {
-        let count = |name: &str| metrics.clickhouse_query_duration_seconds.with_label_values(&[name]).get_sample_count();
-        (count("tool_calls_series_whole_tail"), count("tool_calls_series"))
-    };
+    // How many series queries ran: (the last block read whole, the split),
+    // for the calls and for the queries.
+    let count = |name: &str| metrics.clickhouse_query_duration_seconds.with_label_values(&[name]).get_sample_count();
+    let series_queries = || (count("tool_calls_series_whole_tail"), count("tool_calls_series"));
+    let query_counts = || (count("tool_calls_queries_whole_tail"), count("tool_calls_queries"));
     let end = now.duration_trunc(Duration::minutes(1)).unwrap() + Duration::minutes(1);
     let berlin: Tz = "Europe/Berlin".parse().unwrap();
     let by_project = Filters { project_id: Some(nav.project), ..Filters::default() };
@@ -158,14 +162,23 @@ async fn hourly_and_minute_rollups_answer_alike() {
         let auto = tool_calls::series(&db, &scope, &buckets, need).await.unwrap();
         let hourly = tool_calls::series_via(&db, &scope, &buckets, need, &chosen).await.unwrap();
         let minute = tool_calls::series_via(&db, &scope, &buckets, need, &Source::Minute).await.unwrap();
+        let before = query_counts();
         let with_queries = tool_calls::series(&db, &scope, &buckets, Need::QUERIES).await.unwrap();
+        // The queries' last hour too, filtered by project or not (not the
+        // queries that made proxy calls: those are the calls' sets).
+        let after = query_counts();
+        let queries_tail = rollup::query_counts_whole_tail(&scope, &buckets);
+        assert_eq!(queries_tail.is_some(), kinds != CallKinds::Proxy && end.timestamp() % 3600 != 0, "{what}");
+        if queries_tail.is_some() {
+            assert_eq!((after.0 - before.0, after.1 - before.1), (1, 0), "{what}: the queries' last hour read whole, once");
+        }
         // Calls and errors alone (hourly buckets: the hourly rows summed by the API itself).
         let before = series_queries();
         let calls_only = tool_calls::series(&db, &scope, &buckets, Need::CALLS).await.unwrap();
         // A range that ends inside the current hour (not at :00), which
         // holds no event after the end: that hour is read whole from the
         // hour table.
-        let whole_tail = rollup::whole_tail(&ungrouped, &buckets);
+        let whole_tail = rollup::whole_tail(&scope, &ungrouped, &buckets);
         assert_eq!(whole_tail.is_some(), whole_tenant && end.timestamp() % 3600 != 0, "{what}: {ungrouped:?}");
         if whole_tail.is_some() {
             let after = series_queries();
@@ -220,7 +233,10 @@ async fn hourly_and_minute_rollups_answer_alike() {
         if tz == kathmandu && freq.unit != Unit::Minute {
             assert_eq!(rollup::split(scope.range, Some(&buckets)), None, "{what}: local hours begin at :15 UTC");
         }
+        let before = query_counts();
         let auto = tool_calls::series(&db, &scope, &buckets, Need::ALL).await.unwrap();
+        let after = query_counts();
+        assert_eq!((after.0 - before.0, after.1 - before.1), (1, 1), "{what}: the queries' last block read whole, then split");
         let minute = tool_calls::series_via(&db, &scope, &buckets, Need::ALL, &Source::Minute).await.unwrap();
         // Calls and errors alone (5-minute buckets: the 5-minute rows summed by the API itself).
         let before = series_queries();
@@ -247,9 +263,9 @@ async fn hourly_and_minute_rollups_answer_alike() {
     let scope =
         Scope { tenant, range: TimeRange { start: buckets.first_start(), end }, filters: Filters::default(), kinds: CallKinds::Tool };
     let chosen = rollup::choose_ungrouped(&scope, Some(&buckets), true);
-    let whole_tail = rollup::whole_tail(&chosen, &buckets);
+    let whole_tail = rollup::whole_tail(&scope, &chosen, &buckets);
     if end.timestamp() % 300 != 0 {
-        assert!(whole_tail.is_some_and(|w| w.end == end && w.last_block == end.duration_trunc(five).unwrap()), "{chosen:?}");
+        assert!(whole_tail.as_ref().is_some_and(|w| w.end == end && w.last_block == end.duration_trunc(five).unwrap()), "{chosen:?}");
     }
     for need in [Need::ALL, Need::CALLS, Need::LATENCY] {
         let before = series_queries();
