@@ -342,21 +342,21 @@ async fn series_queries(
     bucket: &str,
     bparams: &[(&'static str, String)],
 ) -> Result<Vec<(u32, u64)>, QueryError> {
-    let count = |count: &str, from: &str, tail: Tail| {
+    let per_bucket = |count: &str, from: &str, tail: Tail| {
         let (tail_column, tparams) = tail.column(true);
         Sql::new(format!("SELECT {bucket} AS bucket, {count} AS n, {tail_column} FROM {from} GROUP BY bucket ORDER BY bucket"))
             .bind_all(bparams.to_vec())
             .bind_all(tparams)
     };
     if let Some(w) = rollup::query_counts_whole_tail(scope, buckets) {
-        let sql = count("toUInt64(sum(queries))", &w.from, Tail::Guarded { last_block: w.last_block.timestamp() }).bind_all(w.params);
+        let sql = per_bucket("toUInt64(sum(queries))", &w.from, Tail::Guarded { last_block: w.last_block.timestamp() }).bind_all(w.params);
         let rows = db.run("tool_calls_queries_whole_tail", |c| async move { sql.query(&c).fetch_all::<(u32, u64, i64)>().await }).await?;
         if rows.iter().map(|r| r.2).max().unwrap_or(0) < w.end.timestamp_millis() {
             return Ok(rows.into_iter().map(|(b, n, _)| (b, n)).collect());
         }
     }
     let q = rollup::series_query_counts_from(scope, buckets).ok_or(QueryError::Unsupported("queries counted with the calls"))?;
-    let sql = count(q.count, &q.from, Tail::Unguarded).bind_all(q.params);
+    let sql = per_bucket(q.count, &q.from, Tail::Unguarded).bind_all(q.params);
     let rows = db.run("tool_calls_queries", |c| async move { sql.query(&c).fetch_all::<(u32, u64, i64)>().await }).await?;
     Ok(rows.into_iter().map(|(b, n, _)| (b, n)).collect())
 }
