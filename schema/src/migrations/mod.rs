@@ -133,22 +133,7 @@ async fn run_backfill(db: &Client, b: &Backfill) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("reading the backfill cutoff of {}", b.view))?;
     anyhow::ensure!(n > 0, "view {} exists but no backfill cutoff is recorded; it was not created by this migration runner", b.view);
-    // The copy names its columns: a later migration may have added one to
-    // the target (0014's watermarks), which the copy leaves to its default.
-    let described = db
-        .query(&format!("DESCRIBE TABLE ({})", b.select_before_cutoff))
-        .param("cutoff_ms", cutoff_ms)
-        .fetch_bytes("TSVRaw")
-        .context("describing")?
-        .collect()
-        .await
-        .with_context(|| format!("reading the columns of the backfill of {}", b.target))?;
-    let columns: Vec<&str> = std::str::from_utf8(&described)
-        .context("column names are UTF-8")?
-        .lines()
-        .filter_map(|line| line.split('\t').next())
-        .filter(|name| !name.is_empty())
-        .collect();
+    let columns = copied_columns(db, b, cutoff_ms).await?;
     db.clone()
         .with_option("insert_deduplication_token", format!("backfill:{}:{cutoff_ms}", b.view))
         .with_option("insert_deduplicate", "1")
@@ -161,6 +146,23 @@ async fn run_backfill(db: &Client, b: &Backfill) -> anyhow::Result<()> {
         .with_context(|| format!("backfilling {} before {cutoff_ms}", b.target))?;
     tracing::info!(view = b.view, target = b.target, cutoff_ms, "backfilled rollup");
     Ok(())
+}
+
+/// The columns `b`'s copy writes, by name: a later migration may have
+/// added one to the target (0014's watermarks), which the copy then leaves
+/// to its default, where `INSERT INTO t SELECT` would refuse the copy.
+async fn copied_columns(db: &Client, b: &Backfill, cutoff_ms: i64) -> anyhow::Result<Vec<String>> {
+    let context = || format!("reading the columns of the backfill of {}", b.target);
+    let described = db
+        .query(&format!("DESCRIBE TABLE ({})", b.select_before_cutoff))
+        .param("cutoff_ms", cutoff_ms)
+        .fetch_bytes("TSVRaw")
+        .with_context(context)?
+        .collect()
+        .await
+        .with_context(context)?;
+    let text = std::str::from_utf8(&described).with_context(context)?;
+    Ok(text.lines().filter_map(|line| line.split('\t').next()).filter(|name| !name.is_empty()).map(str::to_owned).collect())
 }
 
 /// Records a backfill cutoff for `b`'s view unless one was already

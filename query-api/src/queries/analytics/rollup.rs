@@ -410,6 +410,13 @@ pub struct WholeTail {
 }
 
 impl WholeTail {
+    /// Whether the answer read this way is the range's: the last block's
+    /// newest event (`latest_ms`, epoch ms; 0 when it has none) is before
+    /// the range's end.
+    pub fn is_exact(&self, latest_ms: i64) -> bool {
+        latest_ms < self.end.timestamp_millis()
+    }
+
     /// Reads `split`'s blocks and its partial last block whole from
     /// `table`, when the split has a tail and no head and no bucket starts
     /// inside the tail (as one could at +05:30 in the last hour).

@@ -295,9 +295,9 @@ pub async fn series_via(db: &Db, scope: &Scope, buckets: &Buckets, need: Need, s
     let sum_rows = sums_rows_itself(need, in_stats, source, buckets);
     let rows = async {
         if let Some(w) = rollup::whole_tail(scope, source, buckets) {
-            let tail = Tail::Guarded { last_block: w.last_block.timestamp() };
-            let (rows, latest_ms) = bucket_rows(db, &w.from, "1", w.params, &bucket, &bparams, in_rows, tail, sum_rows).await?;
-            if latest_ms < w.end.timestamp_millis() {
+            let (rows, latest_ms) =
+                bucket_rows(db, &w.from, "1", w.params.clone(), &bucket, &bparams, in_rows, Tail::of(&w), sum_rows).await?;
+            if w.is_exact(latest_ms) {
                 return Ok(rows);
             }
         }
@@ -349,9 +349,9 @@ async fn series_queries(
             .bind_all(tparams)
     };
     if let Some(w) = rollup::query_counts_whole_tail(scope, buckets) {
-        let sql = per_bucket("toUInt64(sum(queries))", &w.from, Tail::Guarded { last_block: w.last_block.timestamp() }).bind_all(w.params);
+        let sql = per_bucket("toUInt64(sum(queries))", &w.from, Tail::of(&w)).bind_all(w.params.clone());
         let rows = db.run("tool_calls_queries_whole_tail", |c| async move { sql.query(&c).fetch_all::<(u32, u64, i64)>().await }).await?;
-        if rows.iter().map(|r| r.2).max().unwrap_or(0) < w.end.timestamp_millis() {
+        if w.is_exact(rows.iter().map(|r| r.2).max().unwrap_or(0)) {
             return Ok(rows.into_iter().map(|(b, n, _)| (b, n)).collect());
         }
     }
@@ -372,6 +372,11 @@ enum Tail {
 }
 
 impl Tail {
+    /// The guard of `w`'s last block.
+    fn of(w: &rollup::WholeTail) -> Self {
+        Tail::Guarded { last_block: w.last_block.timestamp() }
+    }
+
     /// The `tail_latest_ms` column, per row (`grouped == false`) or per bucket, and its parameter.
     fn column(self, grouped: bool) -> (String, Vec<(&'static str, String)>) {
         match self {
