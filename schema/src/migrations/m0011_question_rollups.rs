@@ -82,6 +82,30 @@ const TOOL_GROUP: &str = "GROUP BY tenant_id, hour, call_kind, tool_id, tool_nam
 
 const NAVIGATOR_GROUP: &str = "GROUP BY tenant_id, hour, call_kind, project_id, navigator_id, navigator_instance_id";
 
+/// A tool-call view of this migration and its query: `select` (ending
+/// `FROM tool_calls`), then `group`. Migration 0015 sets these queries again
+/// with a watermark, from the same strings.
+pub(super) struct CallView {
+    pub table: &'static str,
+    pub view: &'static str,
+    pub select: String,
+    pub group: &'static str,
+}
+
+/// The per-server, per-navigator and per-tool hourly views.
+pub(super) fn call_views() -> [CallView; 3] {
+    [
+        CallView { table: "tool_calls_server_1h", view: "tool_calls_server_1h_mv", select: SERVER_SELECT.into(), group: SERVER_GROUP },
+        CallView {
+            table: "tool_calls_navigator_1h",
+            view: "tool_calls_navigator_1h_mv",
+            select: navigator_select(),
+            group: NAVIGATOR_GROUP,
+        },
+        CallView { table: "tool_calls_tool_1h", view: "tool_calls_tool_1h_mv", select: tool_select(), group: TOOL_GROUP },
+    ]
+}
+
 impl Migration for QuestionRollups {
     fn version(&self) -> u32 {
         11
@@ -173,32 +197,14 @@ impl Migration for QuestionRollups {
                 }
             })
             .collect();
-        out.push(Backfill {
-            view: "tool_calls_server_1h_mv",
-            target: "tool_calls_server_1h",
-            create_view: format!(
-                "CREATE MATERIALIZED VIEW IF NOT EXISTS tool_calls_server_1h_mv TO tool_calls_server_1h AS {SERVER_SELECT} {SERVER_GROUP}"
-            ),
-            select_before_cutoff: format!("{SERVER_SELECT} WHERE {CUTOFF} {SERVER_GROUP}"),
-        });
-        let select = navigator_select();
-        out.push(Backfill {
-            view: "tool_calls_navigator_1h_mv",
-            target: "tool_calls_navigator_1h",
-            create_view: format!(
-                "CREATE MATERIALIZED VIEW IF NOT EXISTS tool_calls_navigator_1h_mv TO tool_calls_navigator_1h AS {select} {NAVIGATOR_GROUP}"
-            ),
-            select_before_cutoff: format!("{select} WHERE {CUTOFF} {NAVIGATOR_GROUP}"),
-        });
-        let select = tool_select();
-        out.push(Backfill {
-            view: "tool_calls_tool_1h_mv",
-            target: "tool_calls_tool_1h",
-            create_view: format!(
-                "CREATE MATERIALIZED VIEW IF NOT EXISTS tool_calls_tool_1h_mv TO tool_calls_tool_1h AS {select} {TOOL_GROUP}"
-            ),
-            select_before_cutoff: format!("{select} WHERE {CUTOFF} {TOOL_GROUP}"),
-        });
+        for v in call_views() {
+            out.push(Backfill {
+                view: v.view,
+                target: v.table,
+                create_view: format!("CREATE MATERIALIZED VIEW IF NOT EXISTS {} TO {} AS {} {}", v.view, v.table, v.select, v.group),
+                select_before_cutoff: format!("{} WHERE {CUTOFF} {}", v.select, v.group),
+            });
+        }
         out
     }
     fn rollback(&self) -> &'static str {

@@ -25,14 +25,11 @@
 //! QUERY` of a view, rows it writes get the default too.
 
 use super::tool_call_aggregates::SELECT as AGGREGATES;
-use super::Migration;
+use super::{watermark, Migration};
 
 pub struct BlockWatermarks;
 
 const NIL: &str = "toUUID('00000000-0000-0000-0000-000000000000')";
-
-/// The watermark's value in rows written before this migration.
-const UNKNOWN_WATERMARK: &str = "2199-12-31 00:00:00";
 
 /// A rollup, its view, and the view's query as its migration wrote it:
 /// the `SELECT` list, then `FROM ... [WHERE ...] GROUP BY ...`.
@@ -46,8 +43,8 @@ struct View {
 impl View {
     /// The view's query, with the watermark or without it.
     fn query(&self, with_watermark: bool) -> String {
-        let watermark = if with_watermark { ",\n    max(occurred_at) AS latest_occurred_at" } else { "" };
-        format!("SELECT {}{watermark}\n{}", self.select, self.rest)
+        let item = if with_watermark { format!(",\n    {}", watermark::SELECT_ITEM) } else { String::new() };
+        format!("SELECT {}{item}\n{}", self.select, self.rest)
     }
 }
 
@@ -86,25 +83,12 @@ impl Migration for BlockWatermarks {
         "block_watermarks"
     }
     fn statements(&self) -> Vec<String> {
-        let mut statements = Vec::new();
-        for v in views() {
-            statements.push(format!(
-                "ALTER TABLE {} ADD COLUMN IF NOT EXISTS latest_occurred_at \
-                 SimpleAggregateFunction(max, DateTime64(3, 'UTC')) DEFAULT toDateTime64('{UNKNOWN_WATERMARK}', 3, 'UTC')",
-                v.table
-            ));
-            statements.push(format!("ALTER TABLE {} MODIFY QUERY {}", v.view, v.query(true)));
-        }
-        statements
+        views().iter().flat_map(|v| watermark::add(v.table, v.view, &v.query(true))).collect()
     }
     fn rollback(&self) -> &'static str {
         // Built from the same fragments as the statements; a rollback runs
         // by hand or in tests, so the string is leaked once per call.
-        let mut sql = Vec::new();
-        for v in views() {
-            sql.push(format!("ALTER TABLE {} MODIFY QUERY {}", v.view, v.query(false)));
-            sql.push(format!("ALTER TABLE {} DROP COLUMN IF EXISTS latest_occurred_at", v.table));
-        }
+        let sql: Vec<String> = views().iter().flat_map(|v| watermark::remove(v.table, v.view, &v.query(false))).collect();
         sql.join("; ").leak()
     }
 }

@@ -29,7 +29,9 @@ mod m0011_question_rollups;
 mod m0012_five_minute_rollups;
 mod m0013_user_rollups;
 mod m0014_block_watermarks;
+mod m0015_hourly_watermarks;
 mod tool_call_aggregates;
+mod watermark;
 
 use anyhow::Context;
 use clickhouse::Client;
@@ -211,6 +213,7 @@ pub fn all() -> Vec<Box<dyn Migration>> {
         Box::new(m0012_five_minute_rollups::FiveMinuteRollups),
         Box::new(m0013_user_rollups::UserRollups),
         Box::new(m0014_block_watermarks::BlockWatermarks),
+        Box::new(m0015_hourly_watermarks::HourlyWatermarks),
     ]
 }
 

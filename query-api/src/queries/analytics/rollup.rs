@@ -385,20 +385,22 @@ fn split_at(
     Some(Split { whole: TimeRange { start: hs, end: he }, head: part(range.start, hs), tail: part(he, range.end) })
 }
 
-/// A series from a whole tenant's block table whose range ends inside the
-/// block after its whole blocks (the minutes up to "now"), answered with
-/// that block read whole from the block table instead of its minutes from
-/// a minute rollup: one table instead of a `UNION ALL` of two (migration
-/// 0014). Exact only if none of the block's events is dated at or after
-/// `end`; the rows' newest `occurred_at`, `latest_occurred_at`, says
-/// whether (rows written before 0014 read 2199 and so never pass), and the
+/// A series from a block table (5-minute or hourly) whose range ends inside
+/// the block after its whole blocks (the minutes up to "now"), answered
+/// with that block read whole from the block table instead of its minutes
+/// from a minute rollup: one table instead of a `UNION ALL` of two
+/// (migrations 0014 and 0015). Exact only if none of the block's events is
+/// dated at or after `end`; the rows' newest `occurred_at`,
+/// `latest_occurred_at`, says whether (rows written before the watermark
+/// existed read 2199 and so never pass), and the
 /// caller reads the source as split otherwise. For the calls,
 /// [`whole_tail`]; for the queries counted at their execution,
 /// [`query_counts_whole_tail`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WholeTail {
-    /// `(SELECT <time column> AS minute, <columns>, latest_occurred_at FROM
-    /// <block table> WHERE <tenant, filters, blocks>)`.
+    /// `(SELECT <time column> AS minute, <columns> FROM <block table>
+    /// WHERE <tenant, filters, blocks>)`, the columns ending with
+    /// `latest_occurred_at`.
     pub from: String,
     pub params: Vec<(String, String)>,
     /// The whole blocks and the last, partial one, read whole.
@@ -431,23 +433,37 @@ impl WholeTail {
         }
         let blocks = TimeRange { start: split.whole.start, end: tail.start + block };
         let (cond, params) = common.any_of(grain.column, &pairs(&[blocks]), "r_h").into_parts();
-        let from = format!("(SELECT {} AS minute, {columns}, latest_occurred_at FROM {} WHERE {cond})", grain.column.name(), grain.table);
+        let from = format!("(SELECT {} AS minute, {columns} FROM {} WHERE {cond})", grain.column.name(), grain.table);
         Some(WholeTail { from, params, blocks, last_block: tail.start, end: tail.end })
     }
 }
 
-/// The [`WholeTail`] of the calls of a series from `tool_calls_tenant_5m`
-/// or `tool_calls_tenant_1h` (`source`).
+/// The [`WholeTail`] of the calls of a series from a 5-minute or hourly
+/// rollup (`source`): the tenant-level ones and the per-navigator,
+/// per-server and per-tool ones carry `latest_occurred_at` (migrations 0014
+/// and 0015), `tool_calls_1h` its `last_used`, the same newest
+/// `occurred_at`. Not the per-user rollup, whose edges come from the raw
+/// calls.
 pub fn whole_tail(scope: &Scope, source: &Source, buckets: &Buckets) -> Option<WholeTail> {
-    let (split, grain, block) = match source {
-        Source::TenantFiveMinutes(s) => {
-            (s, Grain { table: "tool_calls_tenant_5m", column: TimeColumn::FiveMinute }, chrono::Duration::minutes(5))
-        }
-        Source::TenantHourly(s) => (s, Grain::hours("tool_calls_tenant_1h"), chrono::Duration::hours(1)),
-        _ => return None,
+    const WATERMARK: &str = "latest_occurred_at";
+    let hour = chrono::Duration::hours(1);
+    let (split, grain, block, columns, watermark) = match source {
+        Source::TenantFiveMinutes(s) => (
+            s,
+            Grain { table: "tool_calls_tenant_5m", column: TimeColumn::FiveMinute },
+            chrono::Duration::minutes(5),
+            TENANT_COLUMNS,
+            WATERMARK,
+        ),
+        Source::TenantHourly(s) => (s, Grain::hours("tool_calls_tenant_1h"), hour, TENANT_COLUMNS, WATERMARK),
+        Source::Hourly(s) => (s, Grain::hours("tool_calls_1h"), hour, SHARED_COLUMNS, "last_used AS latest_occurred_at"),
+        Source::NavigatorHourly(s) => (s, Grain::hours("tool_calls_navigator_1h"), hour, NAVIGATOR_COLUMNS, WATERMARK),
+        Source::ServerHourly(s) => (s, Grain::hours("tool_calls_server_1h"), hour, SERVER_COLUMNS, WATERMARK),
+        Source::ToolHourly(s) => (s, Grain::hours("tool_calls_tool_1h"), hour, TOOL_COLUMNS, WATERMARK),
+        Source::Minute | Source::Raw | Source::TenantMinute | Source::UserHourly(_) => return None,
     };
     let common = Conditions::tenant(scope.tenant).and(scope.tool_calls_filters(Table::ToolCallsRollup));
-    WholeTail::of(split, buckets, grain, block, TENANT_COLUMNS, common)
+    WholeTail::of(split, buckets, grain, block, &format!("{columns}, {watermark}"), common)
 }
 
 /// The [`WholeTail`] of the queries of a series counted at their execution
@@ -461,11 +477,12 @@ pub fn query_counts_whole_tail(scope: &Scope, buckets: &Buckets) -> Option<Whole
     match (hours, split_five_minutes(scope.range, Some(buckets))) {
         (None, Some(s)) if scope.filters == Filters::default() => {
             let grain = Grain { table: "query_counts_tenant_5m", column: TimeColumn::FiveMinute };
-            WholeTail::of(&s, buckets, grain, chrono::Duration::minutes(5), "tenant_id, queries", Conditions::tenant(scope.tenant))
+            let columns = "tenant_id, queries, latest_occurred_at";
+            WholeTail::of(&s, buckets, grain, chrono::Duration::minutes(5), columns, Conditions::tenant(scope.tenant))
         }
         (Some(s), _) => {
             let common = Conditions::tenant(scope.tenant).filters(&scope.filters, Table::QueryCounts);
-            let columns = "tenant_id, project_id, navigator_id, navigator_instance_id, queries";
+            let columns = "tenant_id, project_id, navigator_id, navigator_instance_id, queries, latest_occurred_at";
             WholeTail::of(&s, buckets, Grain::hours("query_counts_1h"), chrono::Duration::hours(1), columns, common)
         }
         _ => None,
@@ -773,7 +790,7 @@ mod tests {
     }
 
     #[test]
-    fn the_partial_last_block_of_a_tenant_series_is_read_whole_only_without_a_head() {
+    fn the_partial_last_block_of_a_series_is_read_whole_only_without_a_head() {
         let t = |s: &str| range(s, s).start;
         // Daily up to 10:18: the hours to 10:00, then 10:00-11:00 whole, kept if nothing is dated from 10:18 on.
         let (b, r) = buckets(range("2024-01-01T10:17:00Z", "2024-01-31T10:18:00Z"), Span::new(1, Unit::Day), "UTC");
@@ -787,8 +804,7 @@ mod tests {
         assert!(matches!(source, Source::TenantFiveMinutes(_)), "{source:?}");
         let w = whole_tail(&scope(r, Filters::default()), &source, &b).unwrap();
         assert_eq!((w.blocks.end, w.last_block, w.end), (t("2024-01-31T10:20:00Z"), t("2024-01-31T10:15:00Z"), t("2024-01-31T10:18:00Z")));
-        // Not: a range ending on a block (no tail), a range with a head, a
-        // filtered request (dimension-keyed rollups have no watermark).
+        // Not: a range ending on a block (no tail), a range with a head.
         let (b, r) = buckets(range("2024-01-30T10:20:00Z", "2024-01-31T10:20:00Z"), Span::new(5, Unit::Minute), "UTC");
         assert_eq!(whole_tail(&scope(r, Filters::default()), &choose_ungrouped(&scope(r, Filters::default()), Some(&b), false), &b), None);
         let r = range("2024-01-30T10:17:00Z", "2024-01-31T10:18:00Z");
@@ -797,7 +813,24 @@ mod tests {
         let by_project = Filters { project_id: Some(uuid::Uuid::nil()), ..Filters::default() };
         let source = choose_ungrouped(&scope(r, by_project.clone()), Some(&b), false);
         assert!(matches!(source, Source::NavigatorHourly(_)));
-        assert_eq!(whole_tail(&scope(r, by_project.clone()), &source, &b), None);
+        // Filtered: the dimension-keyed hourly rollups have the watermark too
+        // (0015; `tool_calls_1h` has `last_used`), the per-user one not.
+        let w = whole_tail(&scope(r, by_project.clone()), &source, &b).unwrap();
+        assert_eq!((w.blocks.end, w.last_block), (t("2024-01-31T11:00:00Z"), t("2024-01-31T10:00:00Z")));
+        assert!(w.from.contains("FROM tool_calls_navigator_1h") && w.from.contains(", latest_occurred_at FROM"), "{}", w.from);
+        let by_tool = Filters { tool_name: Some("search".into()), ..Filters::default() };
+        let source = choose_ungrouped(&scope(r, by_tool.clone()), Some(&b), true);
+        assert!(matches!(source, Source::ToolHourly(_)), "{source:?}");
+        assert!(whole_tail(&scope(r, by_tool), &source, &b).unwrap().from.contains("FROM tool_calls_tool_1h"));
+        let by_server = Filters { server_instance_id: Some(uuid::Uuid::nil()), ..Filters::default() };
+        let source = choose_ungrouped(&scope(r, by_server.clone()), Some(&b), false);
+        assert!(matches!(source, Source::Hourly(_)), "{source:?}");
+        let w = whole_tail(&scope(r, by_server), &source, &b).unwrap();
+        assert!(w.from.contains("last_used AS latest_occurred_at FROM tool_calls_1h"), "{}", w.from);
+        let by_user = Filters { user_email: Some("a@example.com".into()), ..Filters::default() };
+        let source = choose_ungrouped(&scope(r, by_user.clone()), Some(&b), false);
+        assert!(matches!(source, Source::UserHourly(_)), "{source:?}");
+        assert_eq!(whole_tail(&scope(r, by_user), &source, &b), None);
         // The queries, counted at their execution, have watermarks per
         // project and navigator too; queries that made proxy calls do not.
         let q = query_counts_whole_tail(&scope(r, by_project), &b).unwrap();

@@ -76,6 +76,15 @@ async fn hourly_and_minute_rollups_answer_alike() {
         short_start + Duration::minutes(55),
         short_start + Duration::minutes(57) + Duration::seconds(30),
     ]);
+    // A call of the first tool, in the first project, 15 s after that end:
+    // in the last hour of the filtered series that end there too.
+    let tool0 = world.tools[0].clone();
+    let mut late_call = blank(tenant, cut + Duration::seconds(15));
+    (late_call.project_id, late_call.navigator_id, late_call.navigator_instance_id) = (nav.project, nav.navigator_id, nav.instance);
+    (late_call.tool_id, late_call.tool_name) = (tool0.id, tool0.name.clone());
+    (late_call.server_id, late_call.server_instance_id, late_call.server_name) =
+        (tool0.server_id, tool0.server_instance, tool0.server_name.clone());
+    world.rows.push(late_call);
     // A query without calls 20 s after the end of the sub-hour series, in
     // their last block: read whole, that block would count it.
     let late = blank(tenant, cut + Duration::seconds(20));
@@ -179,7 +188,7 @@ async fn hourly_and_minute_rollups_answer_alike() {
         // holds no event after the end: that hour is read whole from the
         // hour table.
         let whole_tail = rollup::whole_tail(&scope, &ungrouped, &buckets);
-        assert_eq!(whole_tail.is_some(), whole_tenant && end.timestamp() % 3600 != 0, "{what}: {ungrouped:?}");
+        assert_eq!(whole_tail.is_some(), end.timestamp() % 3600 != 0, "{what}: {ungrouped:?}");
         if whole_tail.is_some() {
             let after = series_queries();
             assert_eq!((after.0 - before.0, after.1 - before.1), (1, 0), "{what}: the last hour read whole, once");
@@ -336,6 +345,59 @@ async fn hourly_and_minute_rollups_answer_alike() {
         assert_eq!((a.calls, a.queries), (calls.len() as u64, queries.len() as u64), "by tool, day {i}");
     }
     assert!(auto.iter().map(|s| s.queries).sum::<u64>() > 0);
+
+    // Series filtered by project, tool or server instance read their hourly
+    // rollup's last hour whole too (0015's watermarks; `last_used` of
+    // `tool_calls_1h`): once when the range ends at the next minute, and
+    // again as split when it ends at `cut`, before the late call.
+    let matches = |r: &agentmeter_schema::rows::ToolCallRow, f: &Filters| {
+        f.project_id.is_none_or(|p| r.project_id == p)
+            && f.tool_name.as_ref().is_none_or(|t| r.tool_name == *t)
+            && f.server_instance_id.is_none_or(|s| r.server_instance_id == s)
+    };
+    let filtered = [
+        Filters { project_id: Some(nav.project), ..Filters::default() },
+        Filters { tool_name: Some(tool0.name.clone()), ..Filters::default() },
+        Filters { server_instance_id: Some(tool0.server_instance), ..Filters::default() },
+    ];
+    for filters in filtered {
+        for (range_end, reads) in [(end, (1, 0)), (cut, (1, 1))] {
+            let what = format!("{filters:?} up to {range_end}");
+            let buckets =
+                Buckets::plan(TimeRange { start: range_end - Duration::days(7), end: range_end }, Span::new(1, Unit::Day), Tz::UTC, 2000)
+                    .unwrap();
+            let scope = Scope {
+                tenant,
+                range: TimeRange { start: buckets.first_start(), end: range_end },
+                filters: filters.clone(),
+                kinds: CallKinds::Tool,
+            };
+            let chosen = rollup::choose_ungrouped(&scope, Some(&buckets), false);
+            assert!(matches!(chosen, Source::NavigatorHourly(_) | Source::ToolHourly(_) | Source::Hourly(_)), "{what}: {chosen:?}");
+            if range_end.timestamp() % 3600 == 0 {
+                continue;
+            }
+            assert!(rollup::whole_tail(&scope, &chosen, &buckets).is_some(), "{what}");
+            let before = series_queries();
+            let auto = tool_calls::series(&db, &scope, &buckets, Need::LATENCY).await.unwrap();
+            let after = series_queries();
+            assert_eq!((after.0 - before.0, after.1 - before.1), reads, "{what}: reads (whole, split)");
+            let minute = tool_calls::series_via(&db, &scope, &buckets, Need::LATENCY, &Source::Minute).await.unwrap();
+            for (i, (a, m)) in auto.iter().zip(&minute).enumerate() {
+                assert_same_stats(a, m, &format!("{what}, day {i}"));
+                let bucket_end = if i + 1 < buckets.len() { buckets.start(i + 1) } else { range_end };
+                let calls = world
+                    .rows
+                    .iter()
+                    .filter(|r| {
+                        r.call_kind == "tool" && matches(r, &filters) && r.occurred_at >= buckets.start(i) && r.occurred_at < bucket_end
+                    })
+                    .count();
+                assert_eq!(a.calls, calls as u64, "{what}, day {i}");
+            }
+            assert!(auto.last().unwrap().calls > 0, "{what}: calls in the last day");
+        }
+    }
 
     // Lists by server, tool, project and navigator over a range starting at :17
     // (minute head, whole hours, minute tail): the per-server and
