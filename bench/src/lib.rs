@@ -161,6 +161,12 @@ impl Generator {
         Self { rng, settings, dims, queue: Default::default(), history: Vec::new(), bad_counter: 0 }
     }
 
+    /// The projects of the traffic, most used first (the skew favours low
+    /// indexes).
+    pub fn projects(&self) -> &[Uuid] {
+        &self.dims.projects
+    }
+
     /// The next message, with `occurred_at` relative to `now`.
     pub fn next_message(&mut self, now: DateTime<Utc>) -> Message {
         let roll: f64 = self.rng.random();

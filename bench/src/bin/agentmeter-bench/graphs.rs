@@ -37,6 +37,7 @@ use chrono_tz::Tz;
 use clickhouse::{Client, Row};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 use crate::process::{self, Proc};
 use crate::report::{self, percentile, round};
@@ -182,12 +183,13 @@ struct Graph {
     buckets: Option<Buckets>,
     raw_sql: String,
     raw_params: Vec<(String, String)>,
-    api_path: &'static str,
+    api_path: String,
 }
 
-/// The graphs, resolved like the API resolves `window`/`frequency` at `now`.
-fn graphs(now: DateTime<Utc>) -> anyhow::Result<Vec<Graph>> {
-    let series = |name, window: &str, frequency: &str, need: Need, api_path| -> anyhow::Result<Graph> {
+/// The graphs, resolved like the API resolves `window`/`frequency` at `now`;
+/// `project` is the busiest project of the traffic (a filtered graph).
+fn graphs(now: DateTime<Utc>, project: Uuid) -> anyhow::Result<Vec<Graph>> {
+    let series = |name, window: &str, frequency: &str, need: Need, api_path: &str, project: Option<Uuid>| -> anyhow::Result<Graph> {
         let range = TimeRange::resolve(Span::parse_window(window).map_err(anyhow::Error::msg)?, None, None, now, Tz::UTC)
             .map_err(anyhow::Error::msg)?;
         let buckets = Buckets::plan(range, Span::parse_frequency(frequency).map_err(anyhow::Error::msg)?, Tz::UTC, 10_000)
@@ -198,23 +200,36 @@ fn graphs(now: DateTime<Utc>) -> anyhow::Result<Vec<Graph>> {
         let mut raw_params = range_params(range);
         raw_params.extend(index_params.into_iter().map(|(k, v)| (k.to_owned(), v)));
         let raw_sql = if need.queries {
+            anyhow::ensure!(project.is_none(), "{name}: the raw queries are not filtered by project");
             raw_calls_per_query_sql(&index, &index, need)
         } else {
-            format!("SELECT {index} AS bucket, {} FROM tool_calls WHERE {RAW_WHERE} GROUP BY bucket ORDER BY bucket", raw_stats(need))
+            let by_project = if project.is_some() { " AND project_id = {project:UUID}" } else { "" };
+            format!(
+                "SELECT {index} AS bucket, {} FROM tool_calls WHERE {RAW_WHERE}{by_project} GROUP BY bucket ORDER BY bucket",
+                raw_stats(need)
+            )
         };
-        Ok(Graph { name, ours: Ours::Series(need), scope: scope(range), buckets: Some(buckets), raw_sql, raw_params, api_path })
+        let mut api_path = api_path.to_owned();
+        if let Some(p) = project {
+            raw_params.push(("project".into(), p.to_string()));
+            api_path.push_str(&format!("&project_id={p}"));
+        }
+        let scope = Scope { filters: Filters { project_id: project, ..Filters::default() }, ..scope(range) };
+        Ok(Graph { name, ours: Ours::Series(need), scope, buckets: Some(buckets), raw_sql, raw_params, api_path })
     };
     let week =
         TimeRange::resolve(Span::parse_window("7d").map_err(anyhow::Error::msg)?, None, None, now, Tz::UTC).map_err(anyhow::Error::msg)?;
+    let calls_graph = "/api/v1/analytics/tool-calls-processed-graph";
     Ok(vec![
-        series("tool calls per day, 30 d", "30d", "1d", Need::CALLS, "/api/v1/analytics/tool-calls-processed-graph?window=30d&frequency=1d")?,
-        series("error rate per day, 30 d", "30d", "1d", Need::CALLS, "/api/v1/analytics/error-rate-graph?window=30d&frequency=1d")?,
+        series("tool calls per day, 30 d", "30d", "1d", Need::CALLS, &format!("{calls_graph}?window=30d&frequency=1d"), None)?,
+        series("error rate per day, 30 d", "30d", "1d", Need::CALLS, "/api/v1/analytics/error-rate-graph?window=30d&frequency=1d", None)?,
         series(
             "calls per query per day, 30 d (zero-call queries)",
             "30d",
             "1d",
             Need::CALLS_AND_QUERIES,
             "/api/v1/analytics/average-tool-calls-per-query-graph?window=30d&frequency=1d",
+            None,
         )?,
         series(
             "calls per query per 5 min, 1 mon (zero-call queries)",
@@ -222,15 +237,25 @@ fn graphs(now: DateTime<Utc>) -> anyhow::Result<Vec<Graph>> {
             "5m",
             Need::CALLS_AND_QUERIES,
             "/api/v1/analytics/average-tool-calls-per-query-graph?window=1mon&frequency=5m",
+            None,
+        )?,
+        series("tool calls per 5 min, 1 mon", "1mon", "5m", Need::CALLS, &format!("{calls_graph}?window=1mon&frequency=5m"), None)?,
+        series(
+            "tool calls per day by project, 30 d",
+            "30d",
+            "1d",
+            Need::CALLS,
+            &format!("{calls_graph}?window=30d&frequency=1d"),
+            Some(project),
         )?,
         series(
-            "tool calls per 5 min, 1 mon",
-            "1mon",
-            "5m",
-            Need::CALLS,
-            "/api/v1/analytics/tool-calls-processed-graph?window=1mon&frequency=5m",
+            "latency p50/p95/p99 per hour, 7 d",
+            "7d",
+            "1h",
+            Need::LATENCY,
+            "/api/v1/analytics/average-tool-call-latency-graph?window=7d&frequency=1h",
+            None,
         )?,
-        series("latency p50/p95/p99 per hour, 7 d", "7d", "1h", Need::LATENCY, "/api/v1/analytics/average-tool-call-latency-graph?window=7d&frequency=1h")?,
         Graph {
             name: "top servers, 7 d",
             ours: Ours::TopServers,
@@ -241,7 +266,7 @@ fn graphs(now: DateTime<Utc>) -> anyhow::Result<Vec<Graph>> {
                  FROM tool_calls WHERE {RAW_WHERE} AND server_id != {NIL} GROUP BY key ORDER BY key LIMIT 10000"
             ),
             raw_params: range_params(week),
-            api_path: "/api/v1/analytics/top-servers?window=7d&limit=10",
+            api_path: "/api/v1/analytics/top-servers?window=7d&limit=10".into(),
         },
     ])
 }
@@ -445,7 +470,8 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     // The same floor again, one request after every timed run of every
     // graph: what the cheapest request cost while the graphs ran.
     let mut during_ms = Vec::new();
-    for g in graphs(Utc::now())? {
+    let project = Generator::new(Settings { seed: o.seed, tenants: vec![TENANT_A], ..Settings::default() }).projects()[0];
+    for g in graphs(Utc::now(), project)? {
         let mine = ours(&api_db, &g).await?;
         let reference = raw(&client, &g).await?;
         let p95_dev = compare(g.name, &mine, &reference)?;

@@ -243,6 +243,23 @@ pub fn choose_navigator_keys(scope: &Scope, buckets: Option<&Buckets>) -> Source
     choose(scope, buckets, false)
 }
 
+/// [`choose_grouped`] for a Grafana series or its top groups (`buckets`
+/// `None`) grouped by project or navigator, tool, or server, without
+/// distinct queries: the per-question hourly rollup keyed by the group
+/// where the filters allow (`tool_calls_server_1h` only without `latency`:
+/// it keeps calls and errors), the user rollup under a user filter for
+/// project or navigator groups, otherwise the dimension-keyed rollups.
+pub fn choose_grouped_series(scope: &Scope, buckets: Option<&Buckets>, grouping: Grouping, latency: bool) -> Source {
+    let hourly = |source: fn(Split) -> Source| split(scope.range, buckets).map(source).unwrap_or(Source::Minute);
+    match grouping {
+        Grouping::Navigator if navigator_table_answers(&scope.filters) => hourly(Source::NavigatorHourly),
+        Grouping::Navigator => choose_navigator_keys(scope, buckets),
+        Grouping::Tool if tool_table_answers(&scope.filters) => hourly(Source::ToolHourly),
+        Grouping::Server if !latency && server_table_answers(&scope.filters) => hourly(Source::ServerHourly),
+        _ => choose(scope, buckets, false),
+    }
+}
+
 /// The finest source: the minute rollup, or the raw table under a user
 /// filter (for the exact distinct-query sets).
 pub fn finest(scope: &Scope) -> Source {
@@ -972,5 +989,29 @@ mod tests {
         // Less than a whole hour: the minute rollup.
         let short = range("2024-01-01T00:17:00Z", "2024-01-01T00:48:00Z");
         assert_eq!(choose_grouped(&scope(short, Filters::default()), Grouping::Server, true), Source::Minute);
+    }
+
+    #[test]
+    fn grafana_series_grouped_by_a_question_read_its_rollup() {
+        let (b, r) = buckets(range("2024-01-01T00:17:00Z", "2024-01-08T00:18:00Z"), Span::new(1, Unit::Hour), "UTC");
+        let all = scope(r, Filters::default());
+        let hourly = |s: &Source| matches!(s, Source::Hourly(_));
+        assert!(matches!(choose_grouped_series(&all, Some(&b), Grouping::Navigator, true), Source::NavigatorHourly(_)));
+        assert!(matches!(choose_grouped_series(&all, Some(&b), Grouping::Tool, true), Source::ToolHourly(_)));
+        assert!(matches!(choose_grouped_series(&all, Some(&b), Grouping::Server, false), Source::ServerHourly(_)));
+        // `tool_calls_server_1h` keeps no latency.
+        assert!(hourly(&choose_grouped_series(&all, Some(&b), Grouping::Server, true)));
+        // Filters the rollup lacks: the dimension-keyed one; a user filter:
+        // the user rollup for project or navigator groups.
+        let by_tool = scope(r, Filters { tool_name: Some("search".into()), ..Filters::default() });
+        assert!(hourly(&choose_grouped_series(&by_tool, Some(&b), Grouping::Navigator, false)));
+        assert!(matches!(choose_grouped_series(&by_tool, Some(&b), Grouping::Tool, false), Source::ToolHourly(_)));
+        let by_project = scope(r, Filters { project_id: Some(uuid::Uuid::nil()), ..Filters::default() });
+        assert!(hourly(&choose_grouped_series(&by_project, Some(&b), Grouping::Server, false)));
+        let by_user = scope(r, Filters { user_email: Some("a@example.com".into()), ..Filters::default() });
+        assert!(matches!(choose_grouped_series(&by_user, Some(&b), Grouping::Navigator, false), Source::UserHourly(_)));
+        // Buckets that cut hours: the minute rollup.
+        let (b5, r5) = buckets(range("2024-01-07T00:17:00Z", "2024-01-08T00:18:00Z"), Span::new(5, Unit::Minute), "UTC");
+        assert_eq!(choose_grouped_series(&scope(r5, Filters::default()), Some(&b5), Grouping::Tool, false), Source::Minute);
     }
 }

@@ -7,7 +7,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use super::bucket_index::index_sql;
-use super::rollup::{self, QueriesSource};
+use super::rollup::{self, Grouping, QueriesSource};
 use super::scope::Scope;
 use crate::buckets::Buckets;
 use crate::db::Db;
@@ -105,6 +105,11 @@ impl Metric {
         }
     }
 
+    /// Whether the metric reads the latency columns.
+    fn is_latency(self) -> bool {
+        matches!(self, Self::LatencyAvg | Self::LatencyP50 | Self::LatencyP95 | Self::LatencyP99)
+    }
+
     /// What ranks groups for top N: the value for additive metrics, the
     /// volume for ratios and latencies.
     fn rank_sql(self) -> &'static str {
@@ -144,6 +149,19 @@ impl GroupBy {
             "organization" => Self::Organization,
             _ => return None,
         })
+    }
+
+    /// How the group weighs in the choice of tool-call rollup
+    /// ([`rollup::choose_grouped_series`]): `None` for the keys only the
+    /// dimension-keyed rollups have (error type, organization) and those
+    /// of executions.
+    fn grouping(self) -> Option<Grouping> {
+        match self {
+            Self::Project | Self::Navigator => Some(Grouping::Navigator),
+            Self::Tool => Some(Grouping::Tool),
+            Self::Server => Some(Grouping::Server),
+            Self::User | Self::Model | Self::ErrorType | Self::Organization => None,
+        }
     }
 
     /// Key expression on `table`, `None` when the rollup lacks it.
@@ -193,10 +211,12 @@ type FromSql = (String, String, Vec<(String, String)>);
 /// `(FROM source, WHERE condition, params)` of a metric: `queries` from
 /// the execution counts where they answer ([`queries_at_executions`]:
 /// `query_counts_1h`/`_1m`, or a user's raw `navigator_query` executions),
-/// other tool-call metrics from the rollup [`rollup::choose`] picks
-/// ([`rollup::choose_navigator_keys`] when the groups allow: the per-user
-/// rollup under a user filter; distinct queries from the minute rollup's
-/// sets, as groups may be tools or servers), execution metrics from
+/// other distinct queries from the minute rollup's sets (groups may be
+/// tools or servers), the other tool-call metrics from the rollup shaped
+/// for the question: ungrouped as the graphs ([`rollup::choose_ungrouped`]:
+/// tenant-level, per-navigator, per-tool or per-user rollups), grouped by
+/// [`rollup::choose_grouped_series`], by error type or organization from
+/// the dimension-keyed rollups ([`rollup::choose`]); execution metrics from
 /// [`rollup::executions_from`].
 fn from_sql(scope: &Scope, metric: Metric, buckets: Option<&Buckets>, group: Option<GroupBy>) -> Result<FromSql, QueryError> {
     Ok(match metric.table() {
@@ -205,12 +225,13 @@ fn from_sql(scope: &Scope, metric: Metric, buckets: Option<&Buckets>, group: Opt
             (q.from, "1".into(), q.params)
         }
         Table::ToolCalls => {
-            let source = if metric == Metric::Queries {
-                rollup::finest(scope)
-            } else if navigator_keys_only(group) {
-                rollup::choose_navigator_keys(scope, buckets)
-            } else {
-                rollup::choose(scope, buckets, false)
+            let source = match group {
+                _ if metric == Metric::Queries => rollup::finest(scope),
+                None => rollup::choose_ungrouped(scope, buckets, false),
+                Some(g) => match g.grouping() {
+                    Some(grouping) => rollup::choose_grouped_series(scope, buckets, grouping, metric.is_latency()),
+                    None => rollup::choose(scope, buckets, false),
+                },
             };
             rollup::tool_calls_from(scope, &source)
         }

@@ -1,6 +1,8 @@
 //! The Grafana endpoint and time-zone-aligned buckets across DST changes.
 
-use agentmeter_schema::rows::AgentExecutionRow;
+use std::collections::{BTreeMap, BTreeSet};
+
+use agentmeter_schema::rows::{AgentExecutionRow, ToolCallRow};
 use chrono::{DateTime, Duration, NaiveDate, Offset, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde_json::Value;
@@ -95,6 +97,49 @@ async fn timeseries_metrics_group_by_and_formats() {
         }
     }
     assert!(nulls > 0);
+
+    // Groups by server and by project, from their hourly rollups: each
+    // series adds up to the group's calls (top=100: every group, no "other").
+    let calls_of = |body: &Value| {
+        let (start, end) = (at_ms(body["from"].as_i64().unwrap()), at_ms(body["to"].as_i64().unwrap()));
+        select(rows, start, end, Kinds::Tool, &Filt::default())
+    };
+    let series_sums = |body: &Value| -> BTreeMap<String, u64> {
+        body["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["name"].as_str().unwrap().to_owned(), series_points(s).iter().map(|p| p.1.as_f64().unwrap() as u64).sum()))
+            .collect()
+    };
+    for (group, key) in
+        [("server", (|r: &ToolCallRow| r.server_name.clone()) as fn(&ToolCallRow) -> String), ("project", |r| r.project_id.to_string())]
+    {
+        let body = app
+            .ok(KEY_A, &format!("/api/v1/query/timeseries?metric=tool_calls&from={from}&to={to}&step=1h&group_by={group}&top=100"))
+            .await;
+        assert_eq!(series_sums(&body), count_by(&calls_of(&body), |r| Some(key(r))), "tool calls by {group}");
+        assert!(series_sums(&body).len() > 1, "by {group}: several groups");
+    }
+    // Latency per server: `tool_calls_server_1h` has no latency, so the
+    // dimension-keyed rollup answers; the busiest servers first.
+    let body =
+        app.ok(KEY_A, &format!("/api/v1/query/timeseries?metric=latency_avg&from={from}&to={to}&step=1d&group_by=server&top=100")).await;
+    let names: BTreeSet<String> = body["series"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(names, count_by(&calls_of(&body), |r| Some(r.server_name.clone())).into_keys().collect());
+    // 5-minute steps over a day, from the tenant 5-minute rollup.
+    let day_from = (now - Duration::days(1)).timestamp_millis();
+    let body = app.ok(KEY_A, &format!("/api/v1/query/timeseries?metric=tool_calls&from={day_from}&to={to}&step=5m")).await;
+    let pts = series_points(&body["series"][0]);
+    let end = at_ms(body["to"].as_i64().unwrap());
+    let mut total = 0;
+    for (i, (t, v)) in pts.iter().enumerate() {
+        let e = pts.get(i + 1).map(|p| at_ms(p.0)).unwrap_or(end);
+        let n = select(rows, at_ms(*t), e, Kinds::Tool, &Filt::default()).len() as u64;
+        total += n;
+        assert_eq!(v.as_f64().unwrap() as u64, n, "5-minute bucket {i}");
+    }
+    assert!(total > 0);
 
     // Execution metrics from the other rollup.
     let exec = |model: &str, tokens: u64, micros: i64, minutes_ago: i64| AgentExecutionRow {
