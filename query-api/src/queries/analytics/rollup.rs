@@ -455,6 +455,22 @@ impl WholeTail {
     }
 }
 
+/// The `tail_latest_ms` column of a query over a [`WholeTail`]'s `from`:
+/// the newest `latest_occurred_at` (epoch ms) of the rows of the last
+/// block (from `last_block`, epoch s), per group when `grouped` (0 where
+/// none), else per row; and its parameter. The caller passes the largest
+/// to [`WholeTail::is_exact`].
+pub fn tail_latest_column(last_block: i64, grouped: bool) -> (String, Vec<(&'static str, String)>) {
+    let is_tail = "minute >= toDateTime({t_last:Int64}, 'UTC')";
+    let latest = "toUnixTimestamp64Milli(latest_occurred_at)";
+    let sql = if grouped {
+        format!("toInt64(maxIf({latest}, {is_tail})) AS tail_latest_ms")
+    } else {
+        format!("toInt64(if({is_tail}, {latest}, 0)) AS tail_latest_ms")
+    };
+    (sql, vec![("t_last", last_block.to_string())])
+}
+
 /// The [`WholeTail`] of the calls of a series from a 5-minute or hourly
 /// rollup (`source`): the tenant-level ones and the per-navigator,
 /// per-server and per-tool ones carry `latest_occurred_at` (migrations 0014

@@ -7,7 +7,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use super::bucket_index::index_sql;
-use super::rollup::{self, Grouping, QueriesSource};
+use super::rollup::{self, Grouping, QueriesSource, Source};
 use super::scope::Scope;
 use crate::buckets::Buckets;
 use crate::db::Db;
@@ -211,31 +211,40 @@ type FromSql = (String, String, Vec<(String, String)>);
 /// `(FROM source, WHERE condition, params)` of a metric: `queries` from
 /// the execution counts where they answer ([`queries_at_executions`]:
 /// `query_counts_1h`/`_1m`, or a user's raw `navigator_query` executions),
-/// other distinct queries from the minute rollup's sets (groups may be
-/// tools or servers), the other tool-call metrics from the rollup shaped
-/// for the question: ungrouped as the graphs ([`rollup::choose_ungrouped`]:
-/// tenant-level, per-navigator, per-tool or per-user rollups), grouped by
-/// [`rollup::choose_grouped_series`], by error type or organization from
-/// the dimension-keyed rollups ([`rollup::choose`]); execution metrics from
-/// [`rollup::executions_from`].
+/// the other tool-call metrics from [`tool_calls_source`], execution
+/// metrics from [`rollup::executions_from`].
 fn from_sql(scope: &Scope, metric: Metric, buckets: Option<&Buckets>, group: Option<GroupBy>) -> Result<FromSql, QueryError> {
+    if let Some(source) = tool_calls_source(scope, metric, buckets, group) {
+        return Ok(rollup::tool_calls_from(scope, &source));
+    }
     Ok(match metric.table() {
-        Table::ToolCalls if queries_at_executions(scope, metric, group) => {
+        Table::ToolCalls => {
             let q = rollup::query_counts_from(scope, buckets).ok_or(QueryError::Unsupported("queries counted with the calls"))?;
             (q.from, "1".into(), q.params)
         }
-        Table::ToolCalls => {
-            let source = match group {
-                _ if metric == Metric::Queries => rollup::finest(scope),
-                None => rollup::choose_ungrouped(scope, buckets, false),
-                Some(g) => match g.grouping() {
-                    Some(grouping) => rollup::choose_grouped_series(scope, buckets, grouping, metric.is_latency()),
-                    None => rollup::choose(scope, buckets, false),
-                },
-            };
-            rollup::tool_calls_from(scope, &source)
-        }
         Table::Executions => rollup::executions_from(scope, buckets, navigator_keys_only(group)),
+    })
+}
+
+/// The tool-call rollup of a metric, `None` for the queries counted at
+/// their executions and for execution metrics: distinct queries from the
+/// minute rollup's sets (groups may be tools or servers); the other
+/// metrics from the rollup shaped for the question, ungrouped as the graphs
+/// ([`rollup::choose_ungrouped`]: tenant-level, per-navigator, per-tool or
+/// per-user rollups), grouped by [`rollup::choose_grouped_series`], by
+/// error type or organization from the dimension-keyed rollups
+/// ([`rollup::choose`]).
+fn tool_calls_source(scope: &Scope, metric: Metric, buckets: Option<&Buckets>, group: Option<GroupBy>) -> Option<Source> {
+    if metric.table() != Table::ToolCalls || queries_at_executions(scope, metric, group) {
+        return None;
+    }
+    Some(match group {
+        _ if metric == Metric::Queries => rollup::finest(scope),
+        None => rollup::choose_ungrouped(scope, buckets, false),
+        Some(g) => match g.grouping() {
+            Some(grouping) => rollup::choose_grouped_series(scope, buckets, grouping, metric.is_latency()),
+            None => rollup::choose(scope, buckets, false),
+        },
     })
 }
 
@@ -273,6 +282,9 @@ pub async fn top_groups(db: &Db, scope: &Scope, metric: Metric, group: GroupBy, 
 
 /// Values per (series, bucket). Without a group the series is named after
 /// the metric; with one, groups outside `keys` are summed into `other`.
+/// A tool-call series whose range ends inside a block is first read with
+/// that block whole ([`rollup::WholeTail`], as the graphs are); if the
+/// block holds events dated after the range, it is read again as split.
 pub async fn points(
     db: &Db,
     scope: &Scope,
@@ -282,24 +294,55 @@ pub async fn points(
     name: &str,
 ) -> Result<Vec<Point>, QueryError> {
     let table = metric.table();
-    let (from, cond, params) = from_sql(scope, metric, Some(buckets), group.map(|(g, _)| g))?;
     let (bucket, bparams) = index_sql(buckets, "minute");
-    let mut sql = Sql::new(String::new()).bind_all(params).bind_all(bparams);
+    let mut base = Sql::new(String::new()).bind_all(bparams);
     let series = match group {
         None => {
-            sql = sql.bind("series_name", name);
+            base = base.bind("series_name", name);
             "{series_name:String}".to_owned()
         }
         Some((g, keys)) => {
             let key = g.key_sql(table).ok_or_else(|| QueryError::Unsupported("group not available"))?;
-            sql = sql.bind_list("top_keys", keys.to_vec()).bind("other", OTHER);
+            base = base.bind_list("top_keys", keys.to_vec()).bind("other", OTHER);
             format!("if(has({{top_keys:Array(String)}}, {key}), {key}, {{other:String}})")
         }
     };
-    sql.text = format!(
-        "SELECT {series} AS series, {bucket} AS bucket, {value} AS value FROM {from} WHERE {cond}
-         GROUP BY series, bucket ORDER BY series, bucket",
-        value = value_sql(scope, metric, group.map(|(g, _)| g)),
-    );
-    db.run("timeseries_points", |c| async move { sql.query(&c).fetch_all::<Point>().await }).await
+    let value = value_sql(scope, metric, group.map(|(g, _)| g));
+    let query = |from: &str, cond: &str, params: Vec<(String, String)>, tail: (String, Vec<(&'static str, String)>)| {
+        let mut sql = base.clone().bind_all(params).bind_all(tail.1);
+        sql.text = format!(
+            "SELECT {series} AS series, {bucket} AS bucket, {value} AS value, {tail_column} FROM {from} WHERE {cond}
+             GROUP BY series, bucket ORDER BY series, bucket",
+            tail_column = tail.0,
+        );
+        sql
+    };
+    let source = tool_calls_source(scope, metric, Some(buckets), group.map(|(g, _)| g));
+    if let Some(w) = source.and_then(|s| rollup::whole_tail(scope, &s, buckets)) {
+        let sql = query(&w.from, "1", w.params.clone(), rollup::tail_latest_column(w.last_block.timestamp(), true));
+        let rows = db.run("timeseries_points_whole_tail", |c| async move { sql.query(&c).fetch_all::<PointRow>().await }).await?;
+        if w.is_exact(rows.iter().map(|r| r.tail_latest_ms).max().unwrap_or(0)) {
+            return Ok(rows.into_iter().map(PointRow::point).collect());
+        }
+    }
+    let (from, cond, params) = from_sql(scope, metric, Some(buckets), group.map(|(g, _)| g))?;
+    let sql = query(&from, &cond, params, ("toInt64(0) AS tail_latest_ms".into(), Vec::new()));
+    let rows = db.run("timeseries_points", |c| async move { sql.query(&c).fetch_all::<PointRow>().await }).await?;
+    Ok(rows.into_iter().map(PointRow::point).collect())
+}
+
+/// A [`Point`] and the newest event of a whole-tail read's last block in
+/// it (0 when not such a read).
+#[derive(Debug, Row, Deserialize)]
+struct PointRow {
+    series: String,
+    bucket: u32,
+    value: f64,
+    tail_latest_ms: i64,
+}
+
+impl PointRow {
+    fn point(self) -> Point {
+        Point { series: self.series, bucket: self.bucket, value: self.value }
+    }
 }

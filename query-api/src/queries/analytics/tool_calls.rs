@@ -381,16 +381,7 @@ impl Tail {
     fn column(self, grouped: bool) -> (String, Vec<(&'static str, String)>) {
         match self {
             Tail::Unguarded => ("toInt64(0) AS tail_latest_ms".into(), Vec::new()),
-            Tail::Guarded { last_block } => {
-                let is_tail = "minute >= toDateTime({t_last:Int64}, 'UTC')";
-                let latest = "toUnixTimestamp64Milli(latest_occurred_at)";
-                let sql = if grouped {
-                    format!("toInt64(maxIf({latest}, {is_tail})) AS tail_latest_ms")
-                } else {
-                    format!("toInt64(if({is_tail}, {latest}, 0)) AS tail_latest_ms")
-                };
-                (sql, vec![("t_last", last_block.to_string())])
-            }
+            Tail::Guarded { last_block } => rollup::tail_latest_column(last_block, grouped),
         }
     }
 }

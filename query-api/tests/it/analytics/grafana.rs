@@ -292,3 +292,73 @@ async fn daily_buckets_follow_local_midnight_across_dst() {
     }
     app.drop_db().await;
 }
+
+/// A Grafana series whose range ends inside an hour reads that hour whole
+/// from its hourly rollup when nothing in it is dated at or after the
+/// range's end, and again minute by minute when something is; either way
+/// the values are the events', ungrouped and grouped.
+#[tokio::test]
+async fn grafana_series_read_their_last_hour_whole_only_when_exact() {
+    use std::sync::Arc;
+    use std::time::Duration as StdDuration;
+
+    use agentmeter_api::buckets::Buckets;
+    use agentmeter_api::db::Db;
+    use agentmeter_api::metrics::Metrics;
+    use agentmeter_api::queries::analytics::timeseries::{self, GroupBy, Metric};
+    use agentmeter_api::queries::{CallKinds, Filters, Scope};
+    use agentmeter_api::window::{Span, TimeRange, Unit};
+    use chrono::DurationRound;
+
+    let app = App::start("an_grafana_tail", &[]).await;
+    let now = Utc::now();
+    let mut world = World::generate(app.tenant_a, 4, 150, now, "delta");
+    // A range ending at :30 of an hour two hours ago, and a call of the
+    // busiest tool 10 s after that end, in the same hour.
+    let cut = (now - Duration::hours(2)).duration_trunc(Duration::hours(1)).unwrap() + Duration::minutes(30);
+    let tool = world.tools[0].clone();
+    let mut late = blank(app.tenant_a, cut + Duration::seconds(10));
+    (late.tool_id, late.tool_name, late.server_name) = (tool.id, tool.name.clone(), tool.server_name.clone());
+    world.rows.push(late);
+    app.insert_calls(&world.rows).await;
+
+    let metrics = Arc::new(Metrics::new());
+    let db = Db::new(app.db.clone(), 4, StdDuration::from_secs(30), metrics.clone());
+    let count = |name: &str| metrics.clickhouse_query_duration_seconds.with_label_values(&[name]).get_sample_count();
+    let reads = || (count("timeseries_points_whole_tail"), count("timeseries_points"));
+    let end_now = now.duration_trunc(Duration::minutes(1)).unwrap() + Duration::minutes(1);
+    let keys = vec![tool.name.clone()];
+    for (end, want_reads) in [(end_now, (1, 0)), (cut, (1, 1))] {
+        if end.timestamp() % 3600 == 0 {
+            continue;
+        }
+        let buckets = Buckets::plan(TimeRange { start: end - Duration::days(2), end }, Span::new(1, Unit::Hour), Tz::UTC, 2000).unwrap();
+        let range = TimeRange { start: buckets.first_start(), end };
+        let scope = Scope { tenant: app.tenant_a, range, filters: Filters::default(), kinds: CallKinds::Tool };
+        for group in [None, Some((GroupBy::Tool, keys.as_slice())), Some((GroupBy::Project, &[][..]))] {
+            let what = format!("up to {end}, grouped by {:?}", group.map(|g| g.0));
+            let before = reads();
+            let points = timeseries::points(&db, &scope, Metric::ToolCalls, &buckets, group, "tool_calls").await.unwrap();
+            let after = reads();
+            assert_eq!((after.0 - before.0, after.1 - before.1), want_reads, "{what}: reads (whole, split)");
+            let mut got: BTreeMap<(String, u32), u64> = BTreeMap::new();
+            for p in points {
+                got.insert((p.series, p.bucket), p.value as u64);
+            }
+            let mut want: BTreeMap<(String, u32), u64> = BTreeMap::new();
+            for i in 0..buckets.len() {
+                let bucket_end = if i + 1 < buckets.len() { buckets.start(i + 1) } else { end };
+                for r in select(&world.rows, buckets.start(i), bucket_end, Kinds::Tool, &Filt::default()) {
+                    let series = match group {
+                        None => "tool_calls".to_owned(),
+                        Some((_, keys)) if keys.contains(&r.tool_name) => r.tool_name.clone(),
+                        Some(_) => timeseries::OTHER.to_owned(),
+                    };
+                    *want.entry((series, i as u32)).or_default() += 1;
+                }
+            }
+            assert_eq!(got, want, "{what}");
+        }
+    }
+    app.drop_db().await;
+}
