@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use agentmeter_api::buckets::Buckets;
 use agentmeter_api::db::Db;
 use agentmeter_api::queries::analytics::bucket_index::index_sql;
+use agentmeter_api::queries::analytics::timeseries::{self, GroupBy, Metric};
 use agentmeter_api::queries::analytics::tool_calls::{self, Dim, Need};
 use agentmeter_api::queries::Filters;
 use agentmeter_api::queries::{CallKinds, Scope};
@@ -172,6 +173,10 @@ enum Ours {
     Series(Need),
     /// `tool_calls::group_counts` by server id, with distinct queries.
     TopServers,
+    /// The Grafana endpoint's calls per server name and bucket
+    /// (`timeseries::top_groups`, then `timeseries::points`), every server
+    /// kept (no `other`).
+    GrafanaByServer,
 }
 
 /// A graph: the API's query (called in-process), its raw-events
@@ -248,6 +253,17 @@ fn graphs(now: DateTime<Utc>, project: Uuid) -> anyhow::Result<Vec<Graph>> {
             &format!("{calls_graph}?window=30d&frequency=1d"),
             Some(project),
         )?,
+        {
+            let mut g = series("Grafana: tool calls per server per hour, 7 d", "7d", "1h", Need::CALLS, "", None)?;
+            let (index, _) = index_sql(g.buckets.as_ref().expect("a series has buckets"), "occurred_at");
+            g.ours = Ours::GrafanaByServer;
+            g.raw_sql = format!(
+                "SELECT concat(toString(server_name), '@', toString({index})) AS key, toUInt64(count()) AS n_calls, toUInt64(0) AS n_queries
+                 FROM tool_calls WHERE {RAW_WHERE} GROUP BY key ORDER BY key"
+            );
+            g.api_path = "/api/v1/query/timeseries?metric=tool_calls&window=7d&step=1h&group_by=server&top=100".into();
+            g
+        },
         series(
             "latency p50/p95/p99 per hour, 7 d",
             "7d",
@@ -313,7 +329,18 @@ async fn ours(db: &Db, g: &Graph) -> anyhow::Result<Answer> {
                 .map(|r| (r.key, r.calls, r.queries))
                 .collect(),
         ),
-        (Ours::Series(_), None) => anyhow::bail!("{}: a series needs buckets", g.name),
+        (Ours::GrafanaByServer, Some(buckets)) => {
+            let fail = |e| anyhow::anyhow!("{e:?}");
+            let (keys, _) = timeseries::top_groups(db, &g.scope, Metric::ToolCalls, GroupBy::Server, 100).await.map_err(fail)?;
+            let points = timeseries::points(db, &g.scope, Metric::ToolCalls, buckets, Some((GroupBy::Server, &keys)), "tool_calls")
+                .await
+                .map_err(fail)?;
+            let mut groups: Vec<(String, u64, u64)> =
+                points.into_iter().filter(|p| p.value > 0.0).map(|p| (format!("{}@{}", p.series, p.bucket), p.value as u64, 0)).collect();
+            groups.sort();
+            Answer::Groups(groups)
+        }
+        (Ours::Series(_) | Ours::GrafanaByServer, None) => anyhow::bail!("{}: a series needs buckets", g.name),
     })
 }
 
@@ -335,7 +362,9 @@ async fn raw(client: &Client, g: &Graph) -> anyhow::Result<Answer> {
                 })
                 .collect(),
         ),
-        Ours::TopServers => Answer::Groups(q.fetch_all::<RawGroup>().await?.into_iter().map(|r| (r.key, r.n_calls, r.n_queries)).collect()),
+        Ours::TopServers | Ours::GrafanaByServer => {
+            Answer::Groups(q.fetch_all::<RawGroup>().await?.into_iter().map(|r| (r.key, r.n_calls, r.n_queries)).collect())
+        }
     })
 }
 

@@ -437,14 +437,21 @@ impl WholeTail {
     }
 
     /// Reads `split`'s blocks and its partial last block whole from
-    /// `table`, when the split has a tail and no head and no bucket starts
-    /// inside the tail (as one could at +05:30 in the last hour).
-    fn of(split: &Split, buckets: &Buckets, grain: Grain, block: chrono::Duration, columns: &str, common: Conditions) -> Option<Self> {
+    /// `table`, when the split has a tail and no head and no bucket (if
+    /// any) starts inside the tail (as one could at +05:30 in the last hour).
+    fn of(
+        split: &Split,
+        buckets: Option<&Buckets>,
+        grain: Grain,
+        block: chrono::Duration,
+        columns: &str,
+        common: Conditions,
+    ) -> Option<Self> {
         let tail = match (split.head, split.tail) {
             (None, Some(tail)) => tail,
             _ => return None,
         };
-        let splits_tail = (1..buckets.len()).map(|i| buckets.start(i)).any(|t| t > tail.start && t < tail.end);
+        let splits_tail = buckets.is_some_and(|b| (1..b.len()).map(|i| b.start(i)).any(|t| t > tail.start && t < tail.end));
         if splits_tail || tail.start != split.whole.end || tail.end > tail.start + block {
             return None;
         }
@@ -478,6 +485,16 @@ pub fn tail_latest_column(last_block: i64, grouped: bool) -> (String, Vec<(&'sta
 /// `occurred_at`. Not the per-user rollup, whose edges come from the raw
 /// calls.
 pub fn whole_tail(scope: &Scope, source: &Source, buckets: &Buckets) -> Option<WholeTail> {
+    whole_tail_within(scope, source, Some(buckets))
+}
+
+/// [`whole_tail`] for a figure over the whole range (a ranking of groups),
+/// with no buckets to respect.
+pub fn whole_tail_unbucketed(scope: &Scope, source: &Source) -> Option<WholeTail> {
+    whole_tail_within(scope, source, None)
+}
+
+fn whole_tail_within(scope: &Scope, source: &Source, buckets: Option<&Buckets>) -> Option<WholeTail> {
     const WATERMARK: &str = "latest_occurred_at";
     let hour = chrono::Duration::hours(1);
     let (split, grain, block, columns, watermark) = match source {
@@ -511,12 +528,12 @@ pub fn query_counts_whole_tail(scope: &Scope, buckets: &Buckets) -> Option<Whole
         (None, Some(s)) if scope.filters == Filters::default() => {
             let grain = Grain { table: "query_counts_tenant_5m", column: TimeColumn::FiveMinute };
             let columns = "tenant_id, queries, latest_occurred_at";
-            WholeTail::of(&s, buckets, grain, chrono::Duration::minutes(5), columns, Conditions::tenant(scope.tenant))
+            WholeTail::of(&s, Some(buckets), grain, chrono::Duration::minutes(5), columns, Conditions::tenant(scope.tenant))
         }
         (Some(s), _) => {
             let common = Conditions::tenant(scope.tenant).filters(&scope.filters, Table::QueryCounts);
             let columns = "tenant_id, project_id, navigator_id, navigator_instance_id, queries, latest_occurred_at";
-            WholeTail::of(&s, buckets, Grain::hours("query_counts_1h"), chrono::Duration::hours(1), columns, common)
+            WholeTail::of(&s, Some(buckets), Grain::hours("query_counts_1h"), chrono::Duration::hours(1), columns, common)
         }
         _ => None,
     }

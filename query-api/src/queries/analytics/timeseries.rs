@@ -263,21 +263,42 @@ pub struct Point {
 }
 
 /// The top `top` group keys by the metric's rank over the whole range, and
-/// whether more groups exist.
+/// whether more groups exist. A tool-call ranking whose range ends inside a
+/// block is first read with that block whole, as [`points`] does; the
+/// guard is the newest event of that block over every group, not only the
+/// ones kept (a window over the grouped rows, taken before the `LIMIT`).
 pub async fn top_groups(db: &Db, scope: &Scope, metric: Metric, group: GroupBy, top: u32) -> Result<(Vec<String>, bool), QueryError> {
     let table = metric.table();
     let key = group.key_sql(table).ok_or_else(|| QueryError::Unsupported("group not available"))?;
-    let (from, cond, params) = from_sql(scope, metric, None, Some(group))?;
     let rank = if metric == Metric::Queries { value_sql(scope, metric, Some(group)) } else { metric.rank_sql() };
-    let sql = Sql::new(format!(
-        "SELECT {key} AS g FROM {from} WHERE {cond} GROUP BY g ORDER BY {rank} DESC, g ASC LIMIT {{top_plus_one:UInt32}}"
-    ))
-    .bind_all(params)
-    .bind("top_plus_one", top + 1);
-    let mut keys = db.run("timeseries_top", |c| async move { sql.query(&c).fetch_all::<String>().await }).await?;
-    let more = keys.len() > top as usize;
-    keys.truncate(top as usize);
-    Ok((keys, more))
+    let query = |from: &str, cond: &str, params: Vec<(String, String)>, tail: (String, Vec<(&'static str, String)>)| {
+        Sql::new(format!(
+            "SELECT {key} AS g, {tail_column}, max(tail_latest_ms) OVER () AS all_tail_latest_ms FROM {from} WHERE {cond}
+             GROUP BY g ORDER BY {rank} DESC, g ASC LIMIT {{top_plus_one:UInt32}}",
+            tail_column = tail.0,
+        ))
+        .bind_all(params)
+        .bind_all(tail.1)
+        .bind("top_plus_one", top + 1)
+    };
+    let ranked = |rows: Vec<(String, i64, i64)>| {
+        let mut keys: Vec<String> = rows.into_iter().map(|r| r.0).collect();
+        let more = keys.len() > top as usize;
+        keys.truncate(top as usize);
+        (keys, more)
+    };
+    let source = tool_calls_source(scope, metric, None, Some(group));
+    if let Some(w) = source.and_then(|s| rollup::whole_tail_unbucketed(scope, &s)) {
+        let sql = query(&w.from, "1", w.params.clone(), rollup::tail_latest_column(w.last_block.timestamp(), true));
+        let rows = db.run("timeseries_top_whole_tail", |c| async move { sql.query(&c).fetch_all::<(String, i64, i64)>().await }).await?;
+        if w.is_exact(rows.first().map_or(0, |r| r.2)) {
+            return Ok(ranked(rows));
+        }
+    }
+    let (from, cond, params) = from_sql(scope, metric, None, Some(group))?;
+    let sql = query(&from, &cond, params, ("toInt64(0) AS tail_latest_ms".into(), Vec::new()));
+    let rows = db.run("timeseries_top", |c| async move { sql.query(&c).fetch_all::<(String, i64, i64)>().await }).await?;
+    Ok(ranked(rows))
 }
 
 /// Values per (series, bucket). Without a group the series is named after

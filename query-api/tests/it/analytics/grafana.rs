@@ -313,12 +313,14 @@ async fn grafana_series_read_their_last_hour_whole_only_when_exact() {
     let app = App::start("an_grafana_tail", &[]).await;
     let now = Utc::now();
     let mut world = World::generate(app.tenant_a, 4, 150, now, "delta");
-    // A range ending at :30 of an hour two hours ago, and a call of the
-    // busiest tool 10 s after that end, in the same hour.
+    // A range ending at :30 of an hour two hours ago, and a call 10 s after
+    // that end, in the same hour, of a tool with no other call: last in a
+    // ranking by calls, so the ranking's guard must see the late calls of
+    // every group, not only of those it keeps.
     let cut = (now - Duration::hours(2)).duration_trunc(Duration::hours(1)).unwrap() + Duration::minutes(30);
     let tool = world.tools[0].clone();
     let mut late = blank(app.tenant_a, cut + Duration::seconds(10));
-    (late.tool_id, late.tool_name, late.server_name) = (tool.id, tool.name.clone(), tool.server_name.clone());
+    (late.tool_id, late.tool_name) = (Uuid::new_v4(), "late-tool".to_owned());
     world.rows.push(late);
     app.insert_calls(&world.rows).await;
 
@@ -326,6 +328,7 @@ async fn grafana_series_read_their_last_hour_whole_only_when_exact() {
     let db = Db::new(app.db.clone(), 4, StdDuration::from_secs(30), metrics.clone());
     let count = |name: &str| metrics.clickhouse_query_duration_seconds.with_label_values(&[name]).get_sample_count();
     let reads = || (count("timeseries_points_whole_tail"), count("timeseries_points"));
+    let top_reads = || (count("timeseries_top_whole_tail"), count("timeseries_top"));
     let end_now = now.duration_trunc(Duration::minutes(1)).unwrap() + Duration::minutes(1);
     let keys = vec![tool.name.clone()];
     for (end, want_reads) in [(end_now, (1, 0)), (cut, (1, 1))] {
@@ -335,6 +338,17 @@ async fn grafana_series_read_their_last_hour_whole_only_when_exact() {
         let buckets = Buckets::plan(TimeRange { start: end - Duration::days(2), end }, Span::new(1, Unit::Hour), Tz::UTC, 2000).unwrap();
         let range = TimeRange { start: buckets.first_start(), end };
         let scope = Scope { tenant: app.tenant_a, range, filters: Filters::default(), kinds: CallKinds::Tool };
+        // The top two tools over the range, ranked the same way (calls,
+        // then name), from the events.
+        let before = top_reads();
+        let (top, more) = timeseries::top_groups(&db, &scope, Metric::ToolCalls, GroupBy::Tool, 2).await.unwrap();
+        let after = top_reads();
+        assert_eq!((after.0 - before.0, after.1 - before.1), want_reads, "up to {end}: ranking reads (whole, split)");
+        let per_tool = count_by(&select(&world.rows, range.start, end, Kinds::Tool, &Filt::default()), |r| Some(r.tool_name.clone()));
+        let mut ranked: Vec<(String, u64)> = per_tool.into_iter().collect();
+        ranked.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+        assert_eq!(top, ranked.iter().take(2).map(|r| r.0.clone()).collect::<Vec<_>>(), "up to {end}: top tools");
+        assert_eq!(more, ranked.len() > 2);
         for group in [None, Some((GroupBy::Tool, keys.as_slice())), Some((GroupBy::Project, &[][..]))] {
             let what = format!("up to {end}, grouped by {:?}", group.map(|g| g.0));
             let before = reads();
