@@ -122,7 +122,7 @@ async fn timeseries_metrics_group_by_and_formats() {
         assert!(series_sums(&body).len() > 1, "by {group}: several groups");
     }
     // Latency per server: `tool_calls_server_1h` has no latency, so the
-    // dimension-keyed rollup answers; the busiest servers first.
+    // dimension-keyed rollup answers, with a series for every server.
     let body =
         app.ok(KEY_A, &format!("/api/v1/query/timeseries?metric=latency_avg&from={from}&to={to}&step=1d&group_by=server&top=100")).await;
     let names: BTreeSet<String> = body["series"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap().to_owned()).collect();
