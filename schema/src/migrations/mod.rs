@@ -30,6 +30,7 @@ mod m0012_five_minute_rollups;
 mod m0013_user_rollups;
 mod m0014_block_watermarks;
 mod m0015_hourly_watermarks;
+mod m0016_executions_hourly;
 mod tool_call_aggregates;
 mod watermark;
 
@@ -214,6 +215,7 @@ pub fn all() -> Vec<Box<dyn Migration>> {
         Box::new(m0013_user_rollups::UserRollups),
         Box::new(m0014_block_watermarks::BlockWatermarks),
         Box::new(m0015_hourly_watermarks::HourlyWatermarks),
+        Box::new(m0016_executions_hourly::ExecutionsHourly),
     ]
 }
 

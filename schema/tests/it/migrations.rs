@@ -194,7 +194,8 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
     // no query-log views, empty query_events (0006), no query-minute views,
     // empty queries_1m (0007), no unpriced view (0010), no per-question views
     // and empty per-question rollups (0011), no 5-minute views and empty
-    // 5-minute rollups (0012), no user views and empty user rollups (0013).
+    // 5-minute rollups (0012), no user views and empty user rollups (0013),
+    // no hourly execution view and an empty hourly execution rollup (0016).
     let forget_0004 = || async {
         db.query("TRUNCATE TABLE schema_migrations").execute().await.unwrap();
         db.query("INSERT INTO schema_migrations (version, name) VALUES (1, 'raw_tables'), (2, 'minute_rollups'), (3, 'plan_limits')")
@@ -217,6 +218,8 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
         "DROP VIEW tool_calls_tool_1h_mv",
         "DROP VIEW tool_calls_tenant_5m_mv",
         "DROP VIEW query_counts_tenant_5m_mv",
+        "DROP VIEW agent_executions_1h_mv",
+        "TRUNCATE TABLE agent_executions_1h",
         "TRUNCATE TABLE tool_calls_tenant_5m",
         "TRUNCATE TABLE query_counts_tenant_5m",
         "TRUNCATE TABLE query_counts_1h",
@@ -885,6 +888,80 @@ async fn user_rollups_backfill_once_and_equal_the_raw_tables() {
         .await
         .unwrap();
         assert_eq!(got, raw, "project_servers_1mon");
+    }
+    drop_db(&ch).await;
+}
+
+#[tokio::test]
+async fn executions_hourly_rollup_backfills_once_and_equals_the_raw_table() {
+    use agentmeter_schema::rows::AgentExecutionRow;
+    let ch = clickhouse(&unique_db("exec_hourly"));
+    migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
+    let db = ch.client();
+    // Back to before 0016, so that migrating again backfills it.
+    roll_back_to(&db, 15).await;
+    let tenants = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()];
+    let start_ms = chrono::Utc::now().timestamp_millis() - 10 * 86_400_000;
+    let now = chrono::Utc::now();
+    // Several executions per hour (q / 3), in two projects, three models,
+    // two kinds, some unpriced, some failed.
+    let models = ["gpt-4o", "gpt-4o-mini", "claude-sonnet"];
+    let executions = |t: usize, from: i64, n: i64| -> Vec<AgentExecutionRow> {
+        (from..from + n)
+            .map(|q| {
+                let mut raw = serde_json::json!({
+                    "event_id": uuid::Uuid::new_v4(), "occurred_at": start_ms + (q / 3) * 3_600_000 + (q % 3) * 600_000 + t as i64 * 1000,
+                    "tenant_id": tenants[t], "execution_id": uuid::Uuid::new_v4(),
+                    "execution_kind": if q % 4 == 3 { "agent_chat" } else { "navigator_query" },
+                    "billable": q % 5 != 0, "input_tokens": q % 7, "output_tokens": 2 + q % 3, "cost_usd": format!("0.00000{}", 1 + q % 8),
+                    "messages_count": 1 + t, "model": models[(q % 3) as usize],
+                    "status": if q % 9 == 0 { "failed" } else { "success" }, "organization_id": uuid::Uuid::from_u128(40 + (q % 2) as u128),
+                    "navigator_id": uuid::Uuid::from_u128(9), "navigator_instance_id": uuid::Uuid::from_u128(10 + (q % 3) as u128),
+                    "project_id": uuid::Uuid::from_u128(7 + (q % 2) as u128),
+                    "user_token_id": uuid::Uuid::from_u128(500 + (q % 5) as u128),
+                });
+                if q % 13 == 0 {
+                    raw["cost_known"] = false.into();
+                    raw.as_object_mut().unwrap().remove("cost_usd");
+                }
+                AgentExecutionRow::from(&agentmeter_schema::parse_agent_execution(raw.to_string().as_bytes(), now).unwrap())
+            })
+            .collect()
+    };
+    for t in 0..2 {
+        insert_rows(&db, "agent_executions", executions(t, 0, 400)).await;
+    }
+    migrate_concurrently(&ch).await;
+    for t in 0..2 {
+        insert_rows(&db, "agent_executions", executions(t, 400, 300)).await;
+    }
+    let keys = "concat(toString(organization_id), toString(project_id), toString(navigator_instance_id), execution_kind,
+                       toString(billable), status, model, error_type)";
+    for tenant in tenants {
+        let t = tenant.to_string();
+        let rows = |sql: String| db.query(&sql).bind(t.clone()).fetch_all::<(u32, String, u64, u64, u64, i64)>();
+        let raw = rows(format!(
+            "SELECT toUInt32(toStartOfHour(occurred_at)) AS h, {keys} AS k,
+                    toUInt64(count()) * 1000 + toUInt64(countIf(NOT cost_known)),
+                    toUInt64(sum(input_tokens)) * 1000000 + toUInt64(sum(output_tokens)) * 1000 + toUInt64(sum(messages_count)),
+                    toUInt64(sum(total_tokens)) * 1000000 + toUInt64(sum(cost_usd) * 1000000),
+                    toInt64(toUnixTimestamp64Milli(max(occurred_at)))
+             FROM agent_executions WHERE tenant_id = toUUID(?) GROUP BY h, k ORDER BY h, k"
+        ))
+        .await
+        .unwrap();
+        let got = rows(format!(
+            "SELECT toUInt32(hour) AS h, {keys} AS k,
+                    toUInt64(sum(executions)) * 1000 + toUInt64(sum(unpriced_executions)),
+                    toUInt64(sum(input_tokens)) * 1000000 + toUInt64(sum(output_tokens)) * 1000 + toUInt64(sum(messages)),
+                    toUInt64(sum(total_tokens)) * 1000000 + toUInt64(sum(cost_usd) * 1000000),
+                    toInt64(toUnixTimestamp64Milli(max(latest_occurred_at)))
+             FROM agent_executions_1h WHERE tenant_id = toUUID(?) GROUP BY h, k ORDER BY h, k"
+        ))
+        .await
+        .unwrap();
+        assert!(raw.len() > 200, "{}", raw.len());
+        assert_eq!(got, raw, "agent_executions_1h: counts, tokens, cost and the newest event of every row, backfilled and live");
     }
     drop_db(&ch).await;
 }

@@ -70,12 +70,17 @@
 //! filter with a server or tool filter, or with a grouping or buckets the
 //! user rollups cannot answer, reads the raw tables ([`Source::Raw`]).
 //!
-//! A series from `tool_calls_tenant_1h` or `tool_calls_tenant_5m` whose
-//! range ends inside a block (the minutes up to "now") is first read with
-//! that block whole from the block table, one table instead of a union
-//! of two, and kept when the block's watermark (migration 0014) shows no
-//! event at or after the range's end ([`whole_tail`]); so are its queries
-//! from `query_counts_1h` or `query_counts_tenant_5m`
+//! Execution metrics read `agent_executions_1h` (migration 0016: keyed
+//! like `agent_executions_1m` without the user) for the whole hours and
+//! `agent_executions_1m` for the minutes at either end, unless grouped by
+//! the executing user ([`executions_from`]).
+//!
+//! A series from a 5-minute or hourly rollup whose range ends inside a
+//! block (the minutes up to "now") is first read with that block whole
+//! from the block table, one table instead of a union of two, and kept
+//! when the block's watermark (migrations 0014, 0015, 0016) shows no event
+//! at or after the range's end ([`whole_tail`], [`executions_whole_tail`]);
+//! so are its queries from `query_counts_1h` or `query_counts_tenant_5m`
 //! ([`query_counts_whole_tail`]).
 //!
 //! Never a silent approximation: whichever source is chosen, counts and
@@ -772,20 +777,41 @@ FROM agent_executions";
 const USER_EXECUTIONS_COLUMNS: &str = "tenant_id, project_id, navigator_id, navigator_instance_id, executions, unpriced_executions,
     input_tokens, output_tokens, total_tokens, cost_usd, messages";
 
+/// The keys an execution request reads besides the time, which decide
+/// its rollup ([`executions_from`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionKeys {
+    /// None, or project or navigator (instance): the user rollups' keys.
+    Navigator,
+    /// Also model, organization or error type (`agent_executions_1h` has them).
+    Other,
+    /// The executing user (`user_id`), which only `agent_executions_1m` keeps.
+    User,
+}
+
+/// The columns `agent_executions_1h` shares with `agent_executions_1m`.
+const EXECUTIONS_COLUMNS: &str = "tenant_id, organization_id, project_id, navigator_id, navigator_instance_id, execution_kind, billable,
+    status, model, error_type, executions, unpriced_executions, input_tokens, output_tokens, total_tokens, cost_usd, messages";
+
 /// `(FROM source, WHERE condition, params)` of the execution metrics
 /// (executions, unpriced executions, tokens, cost, messages; `minute` and
-/// the keys of `agent_executions_1m`): `agent_executions_1m`, which has no
-/// user; under a user filter `agent_executions_user_1h` for the whole
-/// hours and the user's raw executions for the minutes at either end,
-/// when `navigator_keys_only` (the request groups by nothing, project or
-/// navigator: the user rollup's keys) and the buckets keep hours whole;
-/// otherwise the user's raw executions over the range.
-pub fn executions_from(scope: &Scope, buckets: Option<&Buckets>, navigator_keys_only: bool) -> (String, String, Vec<(String, String)>) {
+/// the keys of `agent_executions_1m`): `agent_executions_1h` (migration
+/// 0016) for the whole hours and `agent_executions_1m` for the minutes at
+/// either end, when the buckets keep hours whole and the request needs no
+/// executing user; otherwise `agent_executions_1m`. Under a user filter
+/// `agent_executions_user_1h` for the whole hours and the user's raw
+/// executions for the minutes at either end, when `keys` are the user
+/// rollup's ([`ExecutionKeys::Navigator`]) and the buckets keep hours
+/// whole; otherwise the user's raw executions over the range.
+pub fn executions_from(scope: &Scope, buckets: Option<&Buckets>, keys: ExecutionKeys) -> (String, String, Vec<(String, String)>) {
     if !by_user(scope) {
-        let (cond, params) = Conditions::tenant(scope.tenant)
-            .between(TimeColumn::Minute, scope.range.start, scope.range.end)
-            .filters(&scope.filters, Table::Executions)
-            .into_parts();
+        let common = Conditions::tenant(scope.tenant).filters(&scope.filters, Table::Executions);
+        if let Some(s) = split(scope.range, buckets).filter(|_| keys != ExecutionKeys::User) {
+            let (from, params) =
+                blocks_and_edges(common, &s, Grain::hours("agent_executions_1h"), "agent_executions_1m", EXECUTIONS_COLUMNS);
+            return (from, "1".into(), params);
+        }
+        let (cond, params) = common.between(TimeColumn::Minute, scope.range.start, scope.range.end).into_parts();
         return ("agent_executions_1m".into(), cond, params);
     }
     let raw = |ranges: &[TimeRange], prefix: &str| {
@@ -793,7 +819,7 @@ pub fn executions_from(scope: &Scope, buckets: Option<&Buckets>, navigator_keys_
             .any_of(TimeColumn::OccurredAt, &pairs(ranges), prefix)
             .filters(&scope.filters, Table::ExecutionsRaw)
     };
-    match split(scope.range, buckets).filter(|_| navigator_keys_only) {
+    match split(scope.range, buckets).filter(|_| keys == ExecutionKeys::Navigator) {
         Some(s) => {
             let common = Conditions::tenant(scope.tenant).filters(&scope.filters, Table::ExecutionsUser);
             let (from, params) = hours_and_raw_edges(common, &s, "agent_executions_user_1h", USER_EXECUTIONS_COLUMNS, |edges| {
@@ -807,6 +833,18 @@ pub fn executions_from(scope: &Scope, buckets: Option<&Buckets>, navigator_keys_
             (format!("({RAW_EXECUTIONS} WHERE {cond})"), "1".into(), params)
         }
     }
+}
+
+/// The [`WholeTail`] of an execution series (or ranking, without
+/// `buckets`) that [`executions_from`] reads from `agent_executions_1h`.
+pub fn executions_whole_tail(scope: &Scope, buckets: Option<&Buckets>, keys: ExecutionKeys) -> Option<WholeTail> {
+    if by_user(scope) || keys == ExecutionKeys::User {
+        return None;
+    }
+    let s = split(scope.range, buckets)?;
+    let common = Conditions::tenant(scope.tenant).filters(&scope.filters, Table::Executions);
+    let columns = format!("{EXECUTIONS_COLUMNS}, latest_occurred_at");
+    WholeTail::of(&s, buckets, Grain::hours("agent_executions_1h"), chrono::Duration::hours(1), &columns, common)
 }
 
 #[cfg(test)]
@@ -1000,9 +1038,9 @@ mod tests {
         assert_eq!(choose_ungrouped(&scope(r5, by_user.clone()), Some(&b), false), Source::Raw);
         let by_id = Filters { user_token_id: Some(uuid::Uuid::new_v4()), ..Filters::default() };
         assert!(matches!(choose_ungrouped(&scope(r, by_id), None, false), Source::UserHourly(_)));
-        let (from, _, _) = executions_from(&s, None, true);
+        let (from, _, _) = executions_from(&s, None, ExecutionKeys::Navigator);
         assert!(from.contains("agent_executions_user_1h"), "{from}");
-        let (from, _, _) = executions_from(&s, None, false);
+        let (from, _, _) = executions_from(&s, None, ExecutionKeys::Other);
         assert!(!from.contains("agent_executions_user_1h") && from.contains("agent_executions"), "{from}");
     }
 
@@ -1022,6 +1060,23 @@ mod tests {
         // Less than a whole hour: the minute rollup.
         let short = range("2024-01-01T00:17:00Z", "2024-01-01T00:48:00Z");
         assert_eq!(choose_grouped(&scope(short, Filters::default()), Grouping::Server, true), Source::Minute);
+    }
+
+    #[test]
+    fn execution_series_read_whole_hours_from_the_hourly_rollup_unless_per_user() {
+        let (b, r) = buckets(range("2024-01-01T00:17:00Z", "2024-01-08T00:18:00Z"), Span::new(1, Unit::Hour), "UTC");
+        let all = scope(r, Filters::default());
+        for keys in [ExecutionKeys::Navigator, ExecutionKeys::Other] {
+            let (from, _, _) = executions_from(&all, Some(&b), keys);
+            assert!(from.contains("FROM agent_executions_1h") && from.contains("FROM agent_executions_1m"), "{from}");
+            let w = executions_whole_tail(&all, Some(&b), keys).unwrap();
+            assert_eq!(w.last_block, range("2024-01-08T00:00:00Z", "2024-01-08T00:00:00Z").start);
+        }
+        // Grouped by the executing user, or buckets that cut hours: the minute rollup.
+        assert_eq!(executions_from(&all, Some(&b), ExecutionKeys::User).0, "agent_executions_1m");
+        assert_eq!(executions_whole_tail(&all, Some(&b), ExecutionKeys::User), None);
+        let (b5, r5) = buckets(range("2024-01-07T00:17:00Z", "2024-01-08T00:18:00Z"), Span::new(5, Unit::Minute), "UTC");
+        assert_eq!(executions_from(&scope(r5, Filters::default()), Some(&b5), ExecutionKeys::Other).0, "agent_executions_1m");
     }
 
     #[test]

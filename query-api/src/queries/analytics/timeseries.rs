@@ -7,7 +7,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use super::bucket_index::index_sql;
-use super::rollup::{self, Grouping, QueriesSource, Source};
+use super::rollup::{self, ExecutionKeys, Grouping, QueriesSource, Source};
 use super::scope::Scope;
 use crate::buckets::Buckets;
 use crate::db::Db;
@@ -222,8 +222,24 @@ fn from_sql(scope: &Scope, metric: Metric, buckets: Option<&Buckets>, group: Opt
             let q = rollup::query_counts_from(scope, buckets).ok_or(QueryError::Unsupported("queries counted with the calls"))?;
             (q.from, "1".into(), q.params)
         }
-        Table::Executions => rollup::executions_from(scope, buckets, navigator_keys_only(group)),
+        Table::Executions => rollup::executions_from(scope, buckets, execution_keys(group)),
     })
+}
+
+/// The [`rollup::WholeTail`] of a series (or, without `buckets`, of a
+/// ranking), when its source is a block rollup with a watermark and its
+/// range ends inside a block.
+fn whole_tail(scope: &Scope, metric: Metric, buckets: Option<&Buckets>, group: Option<GroupBy>) -> Option<rollup::WholeTail> {
+    match metric.table() {
+        Table::ToolCalls => {
+            let source = tool_calls_source(scope, metric, buckets, group)?;
+            match buckets {
+                Some(b) => rollup::whole_tail(scope, &source, b),
+                None => rollup::whole_tail_unbucketed(scope, &source),
+            }
+        }
+        Table::Executions => rollup::executions_whole_tail(scope, buckets, execution_keys(group)),
+    }
 }
 
 /// The tool-call rollup of a metric, `None` for the queries counted at
@@ -248,10 +264,13 @@ fn tool_calls_source(scope: &Scope, metric: Metric, buckets: Option<&Buckets>, g
     })
 }
 
-/// Whether the request groups by nothing, project or navigator (the keys
-/// the per-user rollups keep).
-fn navigator_keys_only(group: Option<GroupBy>) -> bool {
-    matches!(group, None | Some(GroupBy::Project) | Some(GroupBy::Navigator))
+/// The keys an execution metric grouped by `group` reads.
+fn execution_keys(group: Option<GroupBy>) -> ExecutionKeys {
+    match group {
+        None | Some(GroupBy::Project) | Some(GroupBy::Navigator) => ExecutionKeys::Navigator,
+        Some(GroupBy::User) => ExecutionKeys::User,
+        Some(GroupBy::Tool | GroupBy::Server | GroupBy::Model | GroupBy::ErrorType | GroupBy::Organization) => ExecutionKeys::Other,
+    }
 }
 
 /// One value of one series in one bucket.
@@ -263,8 +282,8 @@ pub struct Point {
 }
 
 /// The top `top` group keys by the metric's rank over the whole range, and
-/// whether more groups exist. A tool-call ranking whose range ends inside a
-/// block is first read with that block whole, as [`points`] does; the
+/// whether more groups exist. A ranking whose range ends inside a block is
+/// first read with that block whole, as [`points`] does; the
 /// guard is the newest event of that block over every group, not only the
 /// ones kept (a window over the grouped rows, taken before the `LIMIT`).
 pub async fn top_groups(db: &Db, scope: &Scope, metric: Metric, group: GroupBy, top: u32) -> Result<(Vec<String>, bool), QueryError> {
@@ -287,8 +306,7 @@ pub async fn top_groups(db: &Db, scope: &Scope, metric: Metric, group: GroupBy, 
         keys.truncate(top as usize);
         (keys, more)
     };
-    let source = tool_calls_source(scope, metric, None, Some(group));
-    if let Some(w) = source.and_then(|s| rollup::whole_tail_unbucketed(scope, &s)) {
+    if let Some(w) = whole_tail(scope, metric, None, Some(group)) {
         let sql = query(&w.from, "1", w.params.clone(), rollup::tail_latest_column(w.last_block.timestamp(), true));
         let rows = db.run("timeseries_top_whole_tail", |c| async move { sql.query(&c).fetch_all::<(String, i64, i64)>().await }).await?;
         if w.is_exact(rows.first().map_or(0, |r| r.2)) {
@@ -303,9 +321,10 @@ pub async fn top_groups(db: &Db, scope: &Scope, metric: Metric, group: GroupBy, 
 
 /// Values per (series, bucket). Without a group the series is named after
 /// the metric; with one, groups outside `keys` are summed into `other`.
-/// A tool-call series whose range ends inside a block is first read with
-/// that block whole ([`rollup::WholeTail`], as the graphs are); if the
-/// block holds events dated after the range, it is read again as split.
+/// A series whose range ends inside a block of a rollup with a watermark
+/// is first read with that block whole ([`rollup::WholeTail`], as the
+/// graphs are); if the block holds events dated after the range, it is
+/// read again as split.
 pub async fn points(
     db: &Db,
     scope: &Scope,
@@ -338,8 +357,7 @@ pub async fn points(
         );
         sql
     };
-    let source = tool_calls_source(scope, metric, Some(buckets), group.map(|(g, _)| g));
-    if let Some(w) = source.and_then(|s| rollup::whole_tail(scope, &s, buckets)) {
+    if let Some(w) = whole_tail(scope, metric, Some(buckets), group.map(|(g, _)| g)) {
         let sql = query(&w.from, "1", w.params.clone(), rollup::tail_latest_column(w.last_block.timestamp(), true));
         let rows = db.run("timeseries_points_whole_tail", |c| async move { sql.query(&c).fetch_all::<PointRow>().await }).await?;
         if w.is_exact(rows.iter().map(|r| r.tail_latest_ms).max().unwrap_or(0)) {

@@ -323,6 +323,21 @@ async fn grafana_series_read_their_last_hour_whole_only_when_exact() {
     (late.tool_id, late.tool_name) = (Uuid::new_v4(), "late-tool".to_owned());
     world.rows.push(late);
     app.insert_calls(&world.rows).await;
+    // Executions with tokens, every 7 minutes over the last two days, one
+    // of them 20 s after `cut`: read from `agent_executions_1h` (0016).
+    let models = ["m-a", "m-b", "m-c"];
+    let executions: Vec<AgentExecutionRow> = (0..2 * 24 * 60 / 7)
+        .map(|i| cut + Duration::minutes(90) - Duration::minutes(7 * i))
+        .chain([cut + Duration::seconds(20)])
+        .enumerate()
+        .map(|(i, at)| AgentExecutionRow {
+            model: models[i % 3].into(),
+            total_tokens: 10 + i as u64,
+            ..super::fixture::query_execution(Uuid::new_v4(), at, &blank(app.tenant_a, at))
+        })
+        .filter(|e| e.occurred_at < now)
+        .collect();
+    app.insert_executions(&executions).await;
 
     let metrics = Arc::new(Metrics::new());
     let db = Db::new(app.db.clone(), 4, StdDuration::from_secs(30), metrics.clone());
@@ -373,6 +388,22 @@ async fn grafana_series_read_their_last_hour_whole_only_when_exact() {
             }
             assert_eq!(got, want, "{what}");
         }
+        // Tokens per model: the executions' hourly rollup, read the same way.
+        let before = (reads(), top_reads());
+        let (models_top, _) = timeseries::top_groups(&db, &scope, Metric::Tokens, GroupBy::Model, 10).await.unwrap();
+        let points =
+            timeseries::points(&db, &scope, Metric::Tokens, &buckets, Some((GroupBy::Model, &models_top)), "tokens").await.unwrap();
+        let after = (reads(), top_reads());
+        assert_eq!((after.0 .0 - before.0 .0, after.0 .1 - before.0 .1), want_reads, "up to {end}: tokens per model, reads");
+        assert_eq!((after.1 .0 - before.1 .0, after.1 .1 - before.1 .1), want_reads, "up to {end}: models ranking, reads");
+        let got: BTreeMap<(String, u32), u64> = points.into_iter().map(|p| ((p.series, p.bucket), p.value as u64)).collect();
+        let mut want: BTreeMap<(String, u32), u64> = BTreeMap::new();
+        for e in executions.iter().filter(|e| e.occurred_at >= range.start && e.occurred_at < end) {
+            let i = (0..buckets.len()).rev().find(|&i| buckets.start(i) <= e.occurred_at).unwrap();
+            *want.entry((e.model.clone(), i as u32)).or_default() += e.total_tokens;
+        }
+        assert_eq!(got, want, "up to {end}: tokens per model");
+        assert_eq!(models_top.len(), 3);
     }
     app.drop_db().await;
 }
