@@ -489,7 +489,9 @@ pub fn spawn_worker(config: Config) -> (tokio::sync::oneshot::Sender<()>, Arc<ag
 /// tool-call rollup (`tool_calls_1m`, `tool_calls_1h`, `tool_calls_tenant_1m`,
 /// `tool_calls_tenant_1h`) its calls, errors, suggestions and runtime
 /// counts; for `tool_call_queries_1h` its tool and proxy calls and distinct
-/// queries; for `agent_executions_1m` the totals of [`rollup_totals`]. Call
+/// queries; for `agent_executions_1m` the totals of [`rollup_totals`], for
+/// `agent_executions_1h` (migration 0016) its counts, tokens, cost and
+/// messages. Call
 /// it after the raw tables were found equal to the expected totals.
 pub async fn assert_every_rollup_matches_raw(ch: &ClickHouseArgs) {
     let db = ch.client();
@@ -520,6 +522,24 @@ pub async fn assert_every_rollup_matches_raw(ch: &ClickHouseArgs) {
         db.query("SELECT sum(tool_calls), sum(proxy_calls), uniqExact(query_id) FROM tool_call_queries_1h").fetch_one().await.unwrap();
     assert_eq!(rollup, raw, "tool_call_queries_1h: tool calls, proxy calls, distinct queries");
     assert_eq!(rollup_totals(ch).await, raw_totals(ch).await, "agent_executions_1m and tool_calls_1m");
+    type Executions = (u64, u64, u64, u64, String, u64);
+    let raw: Executions = db
+        .query(
+            "SELECT count(), countIf(NOT cost_known), sum(input_tokens), sum(output_tokens), toString(sum(cost_usd)), \
+             sum(messages_count) FROM agent_executions",
+        )
+        .fetch_one()
+        .await
+        .unwrap();
+    let rollup: Executions = db
+        .query(
+            "SELECT sum(executions), sum(unpriced_executions), sum(input_tokens), sum(output_tokens), toString(sum(cost_usd)), \
+             sum(messages) FROM agent_executions_1h",
+        )
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(rollup, raw, "agent_executions_1h: executions, unpriced, tokens, cost, messages");
 }
 
 /// Reads `value` every `quiet` until two reads in a row agree, and returns
