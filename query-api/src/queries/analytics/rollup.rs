@@ -467,20 +467,41 @@ impl WholeTail {
     }
 }
 
-/// The `tail_latest_ms` column of a query over a [`WholeTail`]'s `from`:
-/// the newest `latest_occurred_at` (epoch ms) of the rows of the last
-/// block (from `last_block`, epoch s), per group when `grouped` (0 where
-/// none), else per row; and its parameter. The caller passes the largest
-/// to [`WholeTail::is_exact`].
-pub fn tail_latest_column(last_block: i64, grouped: bool) -> (String, Vec<(&'static str, String)>) {
-    let is_tail = "minute >= toDateTime({t_last:Int64}, 'UTC')";
-    let latest = "toUnixTimestamp64Milli(latest_occurred_at)";
-    let sql = if grouped {
-        format!("toInt64(maxIf({latest}, {is_tail})) AS tail_latest_ms")
-    } else {
-        format!("toInt64(if({is_tail}, {latest}, 0)) AS tail_latest_ms")
-    };
-    (sql, vec![("t_last", last_block.to_string())])
+/// Whether a query reports the newest event of a [`WholeTail`]'s last
+/// block, in its `tail_latest_ms` column; the caller passes the largest to
+/// [`WholeTail::is_exact`].
+#[derive(Debug, Clone, Copy)]
+pub enum Tail {
+    /// `tail_latest_ms` is 0.
+    Unguarded,
+    /// `tail_latest_ms` is the newest `latest_occurred_at` (epoch ms) of
+    /// the rows from `last_block` (epoch s) on.
+    Guarded { last_block: i64 },
+}
+
+impl Tail {
+    /// The guard of `w`'s last block.
+    pub fn of(w: &WholeTail) -> Self {
+        Tail::Guarded { last_block: w.last_block.timestamp() }
+    }
+
+    /// The `tail_latest_ms` column, per group (`grouped`; 0 where the group
+    /// has no row of the last block) or per row, and its parameter.
+    pub fn column(self, grouped: bool) -> (String, Vec<(&'static str, String)>) {
+        match self {
+            Tail::Unguarded => ("toInt64(0) AS tail_latest_ms".into(), Vec::new()),
+            Tail::Guarded { last_block } => {
+                let is_tail = "minute >= toDateTime({t_last:Int64}, 'UTC')";
+                let latest = "toUnixTimestamp64Milli(latest_occurred_at)";
+                let sql = if grouped {
+                    format!("toInt64(maxIf({latest}, {is_tail})) AS tail_latest_ms")
+                } else {
+                    format!("toInt64(if({is_tail}, {latest}, 0)) AS tail_latest_ms")
+                };
+                (sql, vec![("t_last", last_block.to_string())])
+            }
+        }
+    }
 }
 
 /// The [`WholeTail`] of the calls of a series from a 5-minute or hourly

@@ -7,7 +7,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use super::bucket_index::index_sql;
-use super::rollup::{self, ExecutionKeys, Grouping, QueriesSource, Source};
+use super::rollup::{self, ExecutionKeys, Grouping, QueriesSource, Source, Tail};
 use super::scope::Scope;
 use crate::buckets::Buckets;
 use crate::db::Db;
@@ -290,14 +290,14 @@ pub async fn top_groups(db: &Db, scope: &Scope, metric: Metric, group: GroupBy, 
     let table = metric.table();
     let key = group.key_sql(table).ok_or_else(|| QueryError::Unsupported("group not available"))?;
     let rank = if metric == Metric::Queries { value_sql(scope, metric, Some(group)) } else { metric.rank_sql() };
-    let query = |from: &str, cond: &str, params: Vec<(String, String)>, tail: (String, Vec<(&'static str, String)>)| {
+    let query = |from: &str, cond: &str, params: Vec<(String, String)>, tail: Tail| {
+        let (tail_column, tail_params) = tail.column(true);
         Sql::new(format!(
             "SELECT {key} AS g, {tail_column}, max(tail_latest_ms) OVER () AS all_tail_latest_ms FROM {from} WHERE {cond}
-             GROUP BY g ORDER BY {rank} DESC, g ASC LIMIT {{top_plus_one:UInt32}}",
-            tail_column = tail.0,
+             GROUP BY g ORDER BY {rank} DESC, g ASC LIMIT {{top_plus_one:UInt32}}"
         ))
         .bind_all(params)
-        .bind_all(tail.1)
+        .bind_all(tail_params)
         .bind("top_plus_one", top + 1)
     };
     let ranked = |rows: Vec<(String, i64, i64)>| {
@@ -307,14 +307,14 @@ pub async fn top_groups(db: &Db, scope: &Scope, metric: Metric, group: GroupBy, 
         (keys, more)
     };
     if let Some(w) = whole_tail(scope, metric, None, Some(group)) {
-        let sql = query(&w.from, "1", w.params.clone(), rollup::tail_latest_column(w.last_block.timestamp(), true));
+        let sql = query(&w.from, "1", w.params.clone(), Tail::of(&w));
         let rows = db.run("timeseries_top_whole_tail", |c| async move { sql.query(&c).fetch_all::<(String, i64, i64)>().await }).await?;
         if w.is_exact(rows.first().map_or(0, |r| r.2)) {
             return Ok(ranked(rows));
         }
     }
     let (from, cond, params) = from_sql(scope, metric, None, Some(group))?;
-    let sql = query(&from, &cond, params, ("toInt64(0) AS tail_latest_ms".into(), Vec::new()));
+    let sql = query(&from, &cond, params, Tail::Unguarded);
     let rows = db.run("timeseries_top", |c| async move { sql.query(&c).fetch_all::<(String, i64, i64)>().await }).await?;
     Ok(ranked(rows))
 }
@@ -348,24 +348,24 @@ pub async fn points(
         }
     };
     let value = value_sql(scope, metric, group.map(|(g, _)| g));
-    let query = |from: &str, cond: &str, params: Vec<(String, String)>, tail: (String, Vec<(&'static str, String)>)| {
-        let mut sql = base.clone().bind_all(params).bind_all(tail.1);
+    let query = |from: &str, cond: &str, params: Vec<(String, String)>, tail: Tail| {
+        let (tail_column, tail_params) = tail.column(true);
+        let mut sql = base.clone().bind_all(params).bind_all(tail_params);
         sql.text = format!(
             "SELECT {series} AS series, {bucket} AS bucket, {value} AS value, {tail_column} FROM {from} WHERE {cond}
-             GROUP BY series, bucket ORDER BY series, bucket",
-            tail_column = tail.0,
+             GROUP BY series, bucket ORDER BY series, bucket"
         );
         sql
     };
     if let Some(w) = whole_tail(scope, metric, Some(buckets), group.map(|(g, _)| g)) {
-        let sql = query(&w.from, "1", w.params.clone(), rollup::tail_latest_column(w.last_block.timestamp(), true));
+        let sql = query(&w.from, "1", w.params.clone(), Tail::of(&w));
         let rows = db.run("timeseries_points_whole_tail", |c| async move { sql.query(&c).fetch_all::<PointRow>().await }).await?;
         if w.is_exact(rows.iter().map(|r| r.tail_latest_ms).max().unwrap_or(0)) {
             return Ok(rows.into_iter().map(PointRow::point).collect());
         }
     }
     let (from, cond, params) = from_sql(scope, metric, Some(buckets), group.map(|(g, _)| g))?;
-    let sql = query(&from, &cond, params, ("toInt64(0) AS tail_latest_ms".into(), Vec::new()));
+    let sql = query(&from, &cond, params, Tail::Unguarded);
     let rows = db.run("timeseries_points", |c| async move { sql.query(&c).fetch_all::<PointRow>().await }).await?;
     Ok(rows.into_iter().map(PointRow::point).collect())
 }

@@ -13,7 +13,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use super::bucket_index::index_sql;
-use super::rollup::{self, Grouping, QueriesSource, Source};
+use super::rollup::{self, Grouping, QueriesSource, Source, Tail};
 use super::scope::Scope;
 use crate::buckets::{Buckets, Key};
 use crate::db::Db;
@@ -168,7 +168,7 @@ struct BucketStats {
     runtime_sum_ms: f64,
     #[serde(rename = "rt_count")]
     runtime_count: u64,
-    /// See [`Tail`].
+    /// See [`rollup::Tail`].
     tail_latest_ms: i64,
 }
 
@@ -186,7 +186,7 @@ struct BucketCounts {
     errors: u64,
     #[serde(rename = "n_queries")]
     queries: u64,
-    /// See [`Tail`].
+    /// See [`rollup::Tail`].
     tail_latest_ms: i64,
 }
 
@@ -284,8 +284,8 @@ pub async fn series(db: &Db, scope: &Scope, buckets: &Buckets, need: Need) -> Re
 }
 
 /// [`series`] from the given source (which must suit the buckets: see
-/// [`rollup::choose_ungrouped`]). A tenant-level block source whose range
-/// ends inside a block is first read with that block whole
+/// [`rollup::choose_ungrouped`]). A block source with a watermark whose
+/// range ends inside a block is first read with that block whole
 /// ([`rollup::WholeTail`]); if the block holds events dated after the
 /// range, it is read again as split.
 pub async fn series_via(db: &Db, scope: &Scope, buckets: &Buckets, need: Need, source: &Source) -> Result<Vec<CallStats>, QueryError> {
@@ -359,31 +359,6 @@ async fn series_queries(
     let sql = per_bucket(q.count, &q.from, Tail::Unguarded).bind_all(q.params);
     let rows = db.run("tool_calls_queries", |c| async move { sql.query(&c).fetch_all::<(u32, u64, i64)>().await }).await?;
     Ok(rows.into_iter().map(|(b, n, _)| (b, n)).collect())
-}
-
-/// Whether a series query reports the newest event of a [`rollup::WholeTail`]'s last block.
-#[derive(Debug, Clone, Copy)]
-enum Tail {
-    /// `tail_latest_ms` is 0.
-    Unguarded,
-    /// `tail_latest_ms` is the newest `latest_occurred_at` (epoch ms) of
-    /// the rows from `last_block` (epoch s) on.
-    Guarded { last_block: i64 },
-}
-
-impl Tail {
-    /// The guard of `w`'s last block.
-    fn of(w: &rollup::WholeTail) -> Self {
-        Tail::Guarded { last_block: w.last_block.timestamp() }
-    }
-
-    /// The `tail_latest_ms` column, per row (`grouped == false`) or per bucket, and its parameter.
-    fn column(self, grouped: bool) -> (String, Vec<(&'static str, String)>) {
-        match self {
-            Tail::Unguarded => ("toInt64(0) AS tail_latest_ms".into(), Vec::new()),
-            Tail::Guarded { last_block } => rollup::tail_latest_column(last_block, grouped),
-        }
-    }
 }
 
 /// The per-bucket rows of a series from `from` (rows with `minute`),
