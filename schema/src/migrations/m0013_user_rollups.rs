@@ -29,6 +29,7 @@
 //! is 400 days old (their raw events expire then). Every view is
 //! backfilled from the rows already in its source table (see [`Backfill`]).
 
+use super::execution_aggregates::{COLUMNS as EXECUTION_COLUMNS, SELECT as EXECUTION_AGGREGATES};
 use super::tool_call_aggregates::{COLUMNS as AGGREGATES_COLUMNS, SELECT as AGGREGATES};
 use super::{Backfill, Migration};
 
@@ -55,13 +56,7 @@ fn executions_select() -> String {
         "SELECT tenant_id, toStartOfHour(occurred_at) AS hour, project_id, navigator_id, navigator_instance_id,
     user_token_id, user_email,
     toUInt64(countIf(execution_kind = 'navigator_query' AND execution_id != {NIL})) AS queries,
-    toUInt64(count()) AS executions,
-    toUInt64(countIf(NOT cost_known)) AS unpriced_executions,
-    toUInt64(sum(input_tokens)) AS input_tokens,
-    toUInt64(sum(output_tokens)) AS output_tokens,
-    toUInt64(sum(total_tokens)) AS total_tokens,
-    toDecimal128(sum(cost_usd), 6) AS cost_usd,
-    toUInt64(sum(messages_count)) AS messages
+    {EXECUTION_AGGREGATES}
 FROM agent_executions"
     )
 }
@@ -128,7 +123,8 @@ impl Migration for UserRollups {
             TTL hour + INTERVAL 400 DAY
             SETTINGS non_replicated_deduplication_window = 10000"
             ),
-            "CREATE TABLE IF NOT EXISTS agent_executions_user_1h (
+            format!(
+                "CREATE TABLE IF NOT EXISTS agent_executions_user_1h (
                 tenant_id UUID,
                 hour DateTime('UTC'),
                 project_id UUID,
@@ -137,20 +133,14 @@ impl Migration for UserRollups {
                 user_token_id UUID,
                 user_email String,
                 queries SimpleAggregateFunction(sum, UInt64),
-                executions SimpleAggregateFunction(sum, UInt64),
-                unpriced_executions SimpleAggregateFunction(sum, UInt64),
-                input_tokens SimpleAggregateFunction(sum, UInt64),
-                output_tokens SimpleAggregateFunction(sum, UInt64),
-                total_tokens SimpleAggregateFunction(sum, UInt64),
-                cost_usd SimpleAggregateFunction(sum, Decimal(38, 6)),
-                messages SimpleAggregateFunction(sum, UInt64),
+                {EXECUTION_COLUMNS},
                 INDEX user_email_bloom user_email TYPE bloom_filter(0.01) GRANULARITY 1
             ) ENGINE = AggregatingMergeTree
             PARTITION BY toYYYYMM(hour)
             ORDER BY (tenant_id, project_id, user_token_id, hour, navigator_instance_id, navigator_id, user_email)
             TTL hour + INTERVAL 400 DAY
             SETTINGS non_replicated_deduplication_window = 10000"
-                .into(),
+            ),
             "CREATE TABLE IF NOT EXISTS project_users_1mon (
                 tenant_id UUID,
                 month Date,

@@ -19,22 +19,22 @@
 //! a range's end. The rows already in `agent_executions` are backfilled.
 //! No duration columns: no endpoint reads them per hour.
 
+use super::execution_aggregates::{COLUMNS as EXECUTION_COLUMNS, SELECT as EXECUTION_AGGREGATES};
+use super::watermark::SELECT_ITEM as WATERMARK;
 use super::{Backfill, Migration};
 
 pub struct ExecutionsHourly;
 
-const SELECT: &str = "SELECT tenant_id, toStartOfHour(occurred_at) AS hour,
+fn select() -> String {
+    format!(
+        "SELECT tenant_id, toStartOfHour(occurred_at) AS hour,
     organization_id, project_id, navigator_id, navigator_instance_id,
     execution_kind, billable, status, model, error_type,
-    toUInt64(count()) AS executions,
-    toUInt64(countIf(NOT cost_known)) AS unpriced_executions,
-    toUInt64(sum(input_tokens)) AS input_tokens,
-    toUInt64(sum(output_tokens)) AS output_tokens,
-    toUInt64(sum(total_tokens)) AS total_tokens,
-    toDecimal128(sum(cost_usd), 6) AS cost_usd,
-    toUInt64(sum(messages_count)) AS messages,
-    max(occurred_at) AS latest_occurred_at
-FROM agent_executions";
+    {EXECUTION_AGGREGATES},
+    {WATERMARK}
+FROM agent_executions"
+    )
+}
 
 const GROUP: &str = "GROUP BY tenant_id, hour, organization_id, project_id, navigator_id, navigator_instance_id,
          execution_kind, billable, status, model, error_type";
@@ -49,7 +49,8 @@ impl Migration for ExecutionsHourly {
         "executions_hourly"
     }
     fn statements(&self) -> Vec<String> {
-        vec!["CREATE TABLE IF NOT EXISTS agent_executions_1h (
+        vec![format!(
+            "CREATE TABLE IF NOT EXISTS agent_executions_1h (
                 tenant_id UUID,
                 hour DateTime('UTC'),
                 organization_id UUID,
@@ -61,13 +62,7 @@ impl Migration for ExecutionsHourly {
                 status LowCardinality(String),
                 model LowCardinality(String),
                 error_type LowCardinality(String),
-                executions SimpleAggregateFunction(sum, UInt64),
-                unpriced_executions SimpleAggregateFunction(sum, UInt64),
-                input_tokens SimpleAggregateFunction(sum, UInt64),
-                output_tokens SimpleAggregateFunction(sum, UInt64),
-                total_tokens SimpleAggregateFunction(sum, UInt64),
-                cost_usd SimpleAggregateFunction(sum, Decimal(38, 6)),
-                messages SimpleAggregateFunction(sum, UInt64),
+                {EXECUTION_COLUMNS},
                 latest_occurred_at SimpleAggregateFunction(max, DateTime64(3, 'UTC'))
             ) ENGINE = AggregatingMergeTree
             PARTITION BY toYYYYMM(hour)
@@ -75,16 +70,17 @@ impl Migration for ExecutionsHourly {
                       execution_kind, billable, status, model, error_type)
             TTL hour + INTERVAL 400 DAY
             SETTINGS non_replicated_deduplication_window = 10000"
-            .into()]
+        )]
     }
     fn backfills(&self) -> Vec<Backfill> {
+        let select = select();
         vec![Backfill {
             view: "agent_executions_1h_mv",
             target: "agent_executions_1h",
             create_view: format!(
-                "CREATE MATERIALIZED VIEW IF NOT EXISTS agent_executions_1h_mv TO agent_executions_1h AS {SELECT} {GROUP}"
+                "CREATE MATERIALIZED VIEW IF NOT EXISTS agent_executions_1h_mv TO agent_executions_1h AS {select} {GROUP}"
             ),
-            select_before_cutoff: format!("{SELECT} WHERE {CUTOFF} {GROUP}"),
+            select_before_cutoff: format!("{select} WHERE {CUTOFF} {GROUP}"),
         }]
     }
     fn rollback(&self) -> &'static str {

@@ -15,6 +15,7 @@
 //! A migration that adds a materialized view over existing data also lists
 //! [`Backfill`]s: the view alone only sees rows inserted after it exists.
 
+mod execution_aggregates;
 mod m0001_raw_tables;
 mod m0002_rollups;
 mod m0003_limits;
