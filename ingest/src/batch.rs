@@ -162,9 +162,6 @@ pub struct Limits {
     pub max_rows: usize,
     pub max_bytes: usize,
     pub max_age: Duration,
-    /// Rows from which a batch is written as soon as the worker has caught
-    /// up with its partitions (0: never early).
-    pub caught_up_rows: usize,
 }
 
 /// The open batch of one table.
@@ -220,14 +217,9 @@ impl<R> Batch<R> {
         self.entries.len() >= limits.max_rows || self.bytes >= limits.max_bytes
     }
 
-    /// Must be written now because of its size, the age of its oldest
-    /// message, or because the worker has `caught_up` with its partitions
-    /// and the batch holds enough rows to make a good insert.
-    pub fn is_due(&self, limits: &Limits, now: Instant, caught_up: bool) -> bool {
-        !self.is_empty()
-            && (self.is_full(limits)
-                || self.opened_at.is_some_and(|t| now.duration_since(t) >= limits.max_age)
-                || (caught_up && limits.caught_up_rows > 0 && self.entries.len() >= limits.caught_up_rows))
+    /// Must be written now because of its size or the age of its oldest message.
+    pub fn is_due(&self, limits: &Limits, now: Instant) -> bool {
+        !self.is_empty() && (self.is_full(limits) || self.opened_at.is_some_and(|t| now.duration_since(t) >= limits.max_age))
     }
 
     /// Forgets everything read from `partitions` (after they were revoked:
@@ -261,7 +253,7 @@ mod tests {
     }
 
     fn limits() -> Limits {
-        Limits { max_rows: 3, max_bytes: 100, max_age: Duration::from_millis(50), caught_up_rows: 2 }
+        Limits { max_rows: 3, max_bytes: 100, max_age: Duration::from_millis(50) }
     }
 
     #[test]
@@ -290,22 +282,10 @@ mod tests {
     fn due_by_age_only_when_not_empty() {
         let mut b = Batch::<u32>::default();
         let later = Instant::now() + Duration::from_millis(60);
-        assert!(!b.is_due(&limits(), later, false));
+        assert!(!b.is_due(&limits(), later));
         b.push_row(1, source(0, 0, 1));
-        assert!(!b.is_due(&limits(), Instant::now(), false));
-        assert!(b.is_due(&limits(), Instant::now() + Duration::from_millis(60), false));
-    }
-
-    #[test]
-    fn due_once_caught_up_only_from_enough_rows() {
-        let mut b = Batch::<u32>::default();
-        assert!(!b.is_due(&limits(), Instant::now(), true));
-        b.push_row(1, source(0, 0, 1));
-        assert!(!b.is_due(&limits(), Instant::now(), true), "one row waits for the interval");
-        b.push_row(2, source(0, 1, 1));
-        assert!(!b.is_due(&limits(), Instant::now(), false), "two rows, still reading");
-        assert!(b.is_due(&limits(), Instant::now(), true), "two rows, caught up");
-        assert!(!b.is_due(&Limits { caught_up_rows: 0, ..limits() }, Instant::now(), true), "0 turns it off");
+        assert!(!b.is_due(&limits(), Instant::now()));
+        assert!(b.is_due(&limits(), Instant::now() + Duration::from_millis(60)));
     }
 
     #[tokio::test]

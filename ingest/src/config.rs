@@ -128,15 +128,6 @@ pub struct Config {
     #[arg(long, env = "AGENTMETER_INGEST_FLUSH_INTERVAL_MS", default_value_t = 1000)]
     pub flush_interval_ms: u64,
 
-    /// Once the worker has read to the end of a partition (nothing more
-    /// to read for now), flush a table's batch that holds at least this many
-    /// rows at once instead of waiting for --flush-interval-ms: the end of a
-    /// burst or of a backlog is visible straight away. Smaller batches keep
-    /// waiting, so a trickle of events does not turn into many small
-    /// inserts (ClickHouse advises inserts of 10,000 rows or more). 0 = off.
-    #[arg(long, env = "AGENTMETER_INGEST_CAUGHT_UP_FLUSH_ROWS", default_value_t = 10_000)]
-    pub caught_up_flush_rows: usize,
-
     /// Bytes the worker may hold in batches (rows as counted for
     /// --max-batch-bytes, buffered plus being written, and the messages of
     /// dead letters and forwarded copies not yet acknowledged) before it

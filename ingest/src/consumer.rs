@@ -317,10 +317,6 @@ struct Worker {
     held_since: Option<Instant>,
     /// Whether the partitions are paused at the bound.
     paused: bool,
-    /// Whether the last thing the consumer said was "end of a partition"
-    /// (`enable.partition.eof`): nothing more to read for now, so a batch
-    /// of `--caught-up-flush-rows` need not wait for its interval.
-    caught_up: bool,
     otlp: Arc<OtlpInput>,
     /// Days a navigator query's text is kept (`--query-text-retention-days`).
     query_text_retention_days: u32,
@@ -357,8 +353,6 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
         // about a second of work, the default caps consumption at one queue
         // per second. Parsing drains the queue in milliseconds, so look again soon.
         .set("fetch.queue.backoff.ms", "10")
-        // Tells the loop when it has read everything there is (see `caught_up`).
-        .set("enable.partition.eof", (config.caught_up_flush_rows > 0).to_string())
         // A topic created after the worker subscribed is noticed within 10 s.
         .set("topic.metadata.refresh.interval.ms", "10000")
         .create_with_context(IngestContext { shared: Arc::clone(&shared), metrics: Arc::clone(&metrics) })?;
@@ -404,17 +398,11 @@ pub async fn run(config: Config, metrics: Arc<Metrics>, shutdown: impl Future<Ou
         topics,
         partitions,
         metrics,
-        limits: Limits {
-            max_rows: config.max_batch_rows,
-            max_bytes: config.max_batch_bytes,
-            max_age: config.flush_interval(),
-            caught_up_rows: config.caught_up_flush_rows,
-        },
+        limits: Limits { max_rows: config.max_batch_rows, max_bytes: config.max_batch_bytes, max_age: config.flush_interval() },
         max_inflight_bytes: config.max_inflight_bytes,
         next_batch_id: 0,
         held_since: None,
         paused: false,
-        caught_up: false,
         otlp,
         query_text_retention_days: config.query_text_retention_days,
         encode_buffer: Vec::with_capacity(4096),
@@ -486,7 +474,6 @@ impl Worker {
                 _ = written(&mut otlp.writing) => commit(consumer.as_ref(), CommitMode::Async),
                 message = messages.next(), if receive => match message.expect("Kafka message streams never end") {
                     Ok(m) if m.topic() == otlp.topic => {
-                        self.caught_up = false;
                         otlp.consumed.inc();
                         let n = |topic: &str| self.partitions.get(topic).unwrap_or(1);
                         let destinations = Destinations {
@@ -495,12 +482,7 @@ impl Worker {
                         };
                         self.otlp.accept(&m, &mut otlp.open, destinations, &self.forwarder, &self.dead_letters);
                     }
-                    Ok(m) => {
-                        self.caught_up = false;
-                        self.accept(&m, tool_calls, executions);
-                    }
-                    // Which topic is not said: both tables may flush early.
-                    Err(KafkaError::PartitionEOF(_)) => self.caught_up = true,
+                    Ok(m) => self.accept(&m, tool_calls, executions),
                     Err(e) => {
                         tracing::warn!(error = %e, "kafka consumer error");
                         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -583,8 +565,7 @@ impl Worker {
     /// written. Its look-up starts straight away; its insert waits until
     /// the previous batch is over and has said what it landed.
     fn flush_if_due<R: IngestRow>(&mut self, table: &mut Table<Encoded<R>>, now: Instant, force: bool) {
-        let due = table.open.is_due(&self.limits, now, self.caught_up);
-        if table.writing.len() >= BATCHES_IN_FLIGHT || table.open.is_empty() || !(force || due) {
+        if table.writing.len() >= BATCHES_IN_FLIGHT || table.open.is_empty() || !(force || table.open.is_due(&self.limits, now)) {
             return;
         }
         let batch = std::mem::take(&mut table.open);
@@ -645,8 +626,7 @@ impl Worker {
     /// every event produced to a home partition and every dead letter, then
     /// stores the offsets.
     fn flush_otlp_if_due(&mut self, table: &mut Table<NoRow>, now: Instant, force: bool) {
-        // Early flushes are for inserts; this batch holds none.
-        if !table.writing.is_empty() || table.open.is_empty() || !(force || table.open.is_due(&self.limits, now, false)) {
+        if !table.writing.is_empty() || table.open.is_empty() || !(force || table.open.is_due(&self.limits, now)) {
             return;
         }
         let batch = std::mem::take(&mut table.open);

@@ -4,7 +4,6 @@
 //! `AGENTMETER_TEST_EVENTS` sets the number of messages per test (default
 //! 20,000 for the main exactness test, a quarter of it for the fault tests).
 
-mod caught_up;
 mod exactness;
 mod faults;
 mod kafka_away;

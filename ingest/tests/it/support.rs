@@ -79,8 +79,7 @@ impl Fixture {
     }
 
     /// Worker settings for this fixture: small batches so that duplicates
-    /// and redeliveries cross batch boundaries (written when full, when due
-    /// and when the worker caught up), a free metrics port.
+    /// and redeliveries cross batch boundaries, a free metrics port.
     pub fn config(&self) -> Config {
         let mut c = Config::defaults();
         c.clickhouse = self.ch.clone();
@@ -93,7 +92,6 @@ impl Fixture {
         c.kafka_session_timeout_ms = 6000;
         c.max_batch_rows = 2000;
         c.flush_interval_ms = 200;
-        c.caught_up_flush_rows = 500;
         c.retry_max_ms = 1000;
         c.shutdown_timeout_ms = 10_000;
         c.metrics_addr = "127.0.0.1:0".parse().unwrap();
@@ -115,7 +113,6 @@ impl Fixture {
             ("--kafka-session-timeout-ms", c.kafka_session_timeout_ms.to_string()),
             ("--max-batch-rows", c.max_batch_rows.to_string()),
             ("--flush-interval-ms", c.flush_interval_ms.to_string()),
-            ("--caught-up-flush-rows", c.caught_up_flush_rows.to_string()),
             ("--retry-max-ms", c.retry_max_ms.to_string()),
             ("--shutdown-timeout-ms", c.shutdown_timeout_ms.to_string()),
             ("--metrics-addr", c.metrics_addr.to_string()),
