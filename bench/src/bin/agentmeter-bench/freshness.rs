@@ -66,12 +66,19 @@ fn half_max_rate(dir: &str) -> Option<u64> {
     v["figures"]["ingest_events_per_s"].as_f64().map(|r| (r / 2.0) as u64)
 }
 
-/// Generated messages replayed with a new `event_id` each time: producing
+/// Generated messages replayed with a new `event_id` (also their key, as
+/// producers key by it) and the current `occurred_at` each time: producing
 /// tens of thousands of events a second then costs the machine little
 /// (generating each one afresh took most of a core from the system under
-/// test on a 2-core machine).
+/// test on a 2-core machine), and the traffic is live traffic. Replaying
+/// the generation's key sent two thirds of the events to another
+/// partition than their id's home, so the worker forwarded them (twice
+/// the broker's traffic); replaying its time gave every event of the run
+/// the same `occurred_at`, so each duplicate look-up's key range held
+/// every row stored so far. Either made the worker fall minutes behind.
 struct Replay {
-    messages: Vec<(Kind, Vec<u8>, Vec<u8>, usize)>,
+    /// Kind, payload, and where its event id and `occurred_at` start.
+    messages: Vec<(Kind, Vec<u8>, usize, usize)>,
     id_base: u128,
     sent: u64,
 }
@@ -79,27 +86,34 @@ struct Replay {
 impl Replay {
     const SIZE: usize = 20_000;
     const ID_FIELD: &'static [u8] = b"\"event_id\":\"";
+    const AT_FIELD: &'static [u8] = b"\"occurred_at\":\"";
 
     fn new(now: chrono::DateTime<chrono::Utc>) -> Self {
         let mut generator = Generator::new(Settings { seed: 5, tenants: vec![TENANT_A, TENANT_B], ..Settings::default() });
+        let after = |payload: &[u8], field: &[u8]| Some(payload.windows(field.len()).position(|w| w == field)? + field.len());
         let messages = (0..Self::SIZE)
             .map(|_| generator.next_message(now))
             .filter_map(|m| {
-                let at = m.payload.windows(Self::ID_FIELD.len()).position(|w| w == Self::ID_FIELD)? + Self::ID_FIELD.len();
-                Some((m.kind, m.key, m.payload, at))
+                let (id_at, time_at) = (after(&m.payload, Self::ID_FIELD)?, after(&m.payload, Self::AT_FIELD)?);
+                assert_eq!(m.payload.get(time_at + 23), Some(&b'Z'), "occurred_at as RFC 3339 with milliseconds");
+                Some((m.kind, m.payload, id_at, time_at))
             })
             .collect();
         Self { messages, id_base: uuid::Uuid::new_v4().as_u128(), sent: 0 }
     }
 
-    /// The next message: kind, key and payload with a never-used event id.
-    fn next(&mut self) -> (Kind, &[u8], Vec<u8>) {
-        let (kind, key, payload, at) = &self.messages[self.sent as usize % self.messages.len()];
+    /// The next message: kind, key and payload with a never-used event id
+    /// (the key), occurring now.
+    fn next(&mut self) -> (Kind, Vec<u8>, Vec<u8>) {
+        let (kind, payload, id_at, time_at) = &self.messages[self.sent as usize % self.messages.len()];
         let id = uuid::Builder::from_random_bytes((self.id_base ^ u128::from(self.sent)).to_le_bytes()).into_uuid();
         self.sent += 1;
         let mut payload = payload.clone();
-        id.hyphenated().encode_lower(&mut payload[*at..*at + uuid::fmt::Hyphenated::LENGTH]);
-        (*kind, key, payload)
+        id.hyphenated().encode_lower(&mut payload[*id_at..*id_at + uuid::fmt::Hyphenated::LENGTH]);
+        // The generator writes RFC 3339 with milliseconds and `Z`: 24 bytes.
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        payload[*time_at..*time_at + now.len()].copy_from_slice(now.as_bytes());
+        (*kind, id.hyphenated().to_string().into_bytes(), payload)
     }
 }
 
@@ -112,7 +126,7 @@ fn background(brokers: String, topics: Topics, rate: u64, stop: Arc<AtomicBool>,
     while !stop.load(Ordering::Relaxed) {
         for _ in 0..(rate / 100).max(1) {
             let (kind, key, payload) = replay.next();
-            kafka::send_blocking(&producer, topics.of(kind), key, &payload)?;
+            kafka::send_blocking(&producer, topics.of(kind), &key, &payload)?;
             n += 1;
         }
         sent.store(n, Ordering::Relaxed);
