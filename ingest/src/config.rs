@@ -124,7 +124,9 @@ pub struct Config {
     #[arg(long, env = "AGENTMETER_INGEST_MAX_BATCH_BYTES", default_value_t = 24 * 1024 * 1024)]
     pub max_batch_bytes: usize,
 
-    /// Flush a table's batch when its oldest message has waited this long.
+    /// Flush a table's batch when its oldest message has waited this long
+    /// (the last batch of a backlog goes as soon as the backlog is read,
+    /// 100 ms after its last message).
     #[arg(long, env = "AGENTMETER_INGEST_FLUSH_INTERVAL_MS", default_value_t = 1000)]
     pub flush_interval_ms: u64,
 

@@ -4,6 +4,7 @@
 //! `AGENTMETER_TEST_EVENTS` sets the number of messages per test (default
 //! 20,000 for the main exactness test, a quarter of it for the fault tests).
 
+mod backlog_end;
 mod exactness;
 mod faults;
 mod kafka_away;

@@ -1,0 +1,87 @@
+//! The last batch of a backlog is written as soon as the backlog is
+//! drained (the batch before it went because it was full, and no message
+//! has come for a moment), not after `--flush-interval-ms`; a batch of
+//! traffic the worker keeps up with, before or after a backlog, still waits
+//! for its interval.
+
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+use crate::support::*;
+
+/// A valid tool-call message.
+fn tool_call(event_id: Uuid) -> Vec<u8> {
+    serde_json::json!({
+        "event_id": event_id, "occurred_at": chrono::Utc::now().timestamp_millis(),
+        "tenant_id": agentmeter_bench::TENANT_A, "tool_name": "search", "latency_ms": 12.5, "success": true,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+async fn produce_calls(f: &Fixture, n: usize) {
+    let producer = producer();
+    for _ in 0..n {
+        let id = Uuid::new_v4();
+        let (key, payload) = (id.to_string(), tool_call(id));
+        let record = rdkafka::producer::FutureRecord::to(&f.tool_calls_topic).key(&key).payload(&payload);
+        producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).expect("produced");
+    }
+}
+
+async fn stored_calls(f: &Fixture) -> u64 {
+    f.ch.client().query("SELECT count() FROM tool_calls").fetch_one().await.unwrap()
+}
+
+async fn wait_for_stored(f: &Fixture, n: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while stored_calls(f).await < n {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_backlog_is_written_at_once_a_kept_up_trickle_waits() {
+    let f = Fixture::new("backlog_end", 2).await;
+    let mut config = f.config();
+    // Only a full batch (10 rows) or the end of a backlog write anything
+    // during the test: the interval is 10 minutes.
+    config.flush_interval_ms = 600_000;
+    config.max_batch_rows = 10;
+    let (stop, metrics, worker) = spawn_worker(config);
+    let consumed = || metrics.events_consumed.with_label_values(&["tool_call"]).get();
+
+    // A trickle: 5 calls, no full batch before them.
+    produce_calls(&f, 5).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while consumed() < 5 {
+        assert!(Instant::now() < deadline, "the worker never read the first 5 calls");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(stored_calls(&f).await, 0, "a batch of traffic kept up with waits for its interval");
+
+    // 10 more: the open batch fills (a full batch of 10 goes), 5 are left
+    // once nothing more comes.
+    produce_calls(&f, 10).await;
+    wait_for_stored(&f, 10, "the full batch was never written").await;
+    wait_for_stored(&f, 15, "the backlog's last 5 calls wait for the 10-minute interval").await;
+
+    // The backlog is over: a trickle waits for its interval again.
+    produce_calls(&f, 3).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while consumed() < 18 {
+        assert!(Instant::now() < deadline, "the worker never read the last 3 calls");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(stored_calls(&f).await, 15, "after the backlog's end, a trickle waits for its interval");
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap();
+    assert_eq!(stored_calls(&f).await, 18, "written at shutdown");
+    assert_eq!(metrics.events_inserted.with_label_values(&["tool_call"]).get(), 18, "inserted once");
+    f.drop_database().await;
+}
