@@ -8,6 +8,9 @@
 //!   drops the rows that batch landed (its look-up could not see them).
 //!   Inserts, and the stores of offsets, therefore stay one at a time and in
 //!   order; reading continues into the open batch meanwhile.
+//! * A batch is due when full, when its oldest message is
+//!   `--flush-interval-ms` old, or at the end of a backlog: the batch after
+//!   a full one, once no message has come for [`IDLE`] ([`Table::after_full`]).
 //! * Memory is bounded: when the bytes held in batches (open and being
 //!   written) reach `max_inflight_bytes`, the loop stops taking messages and
 //!   librdkafka's bounded prefetch queue stops fetching. A writer that
