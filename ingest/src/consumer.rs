@@ -10,7 +10,7 @@
 //!   order; reading continues into the open batch meanwhile.
 //! * A batch is due when full, when its oldest message is
 //!   `--flush-interval-ms` old, or at the end of a backlog: the batch after
-//!   a full one, once no message has come for [`IDLE`] ([`Table::after_full`]).
+//!   a full one, once no message has come for [`IDLE`] (`Table::after_full`).
 //! * Memory is bounded: when the bytes held in batches (open and being
 //!   written) reach `max_inflight_bytes`, the loop stops taking messages and
 //!   librdkafka's bounded prefetch queue stops fetching. A writer that
@@ -74,7 +74,7 @@ type Partition = (String, i32);
 pub const BATCHES_IN_FLIGHT: usize = 2;
 
 /// How long without a message (while the loop is taking them) before the
-/// worker counts as idle: the end of a backlog ([`Table::after_full`]).
+/// worker counts as idle: the end of a backlog (`Table::after_full`).
 /// Longer than the gaps between the fetches of a backlog being read.
 pub const IDLE: Duration = Duration::from_millis(100);
 
