@@ -10,16 +10,6 @@ use uuid::Uuid;
 
 use crate::support::*;
 
-/// A valid tool-call message.
-fn tool_call(event_id: Uuid) -> Vec<u8> {
-    serde_json::json!({
-        "event_id": event_id, "occurred_at": chrono::Utc::now().timestamp_millis(),
-        "tenant_id": agentmeter_bench::TENANT_A, "tool_name": "search", "latency_ms": 12.5, "success": true,
-    })
-    .to_string()
-    .into_bytes()
-}
-
 async fn produce_calls(f: &Fixture, n: usize) {
     let producer = producer();
     for _ in 0..n {
@@ -42,6 +32,17 @@ async fn wait_for_stored(f: &Fixture, n: u64, what: &str) {
     }
 }
 
+/// Waits until the worker has read `n` calls, then 2 s more: long past
+/// idle, so anything the end of a backlog would write is written by then.
+async fn read_then_idle(consumed: &impl Fn() -> u64, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while consumed() < n {
+        assert!(Instant::now() < deadline, "the worker read {} of {n} calls", consumed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_backlog_is_written_at_once_a_kept_up_trickle_waits() {
     let f = Fixture::new("backlog_end", 2).await;
@@ -55,12 +56,7 @@ async fn a_drained_backlog_is_written_at_once_a_kept_up_trickle_waits() {
 
     // A trickle: 5 calls, no full batch before them.
     produce_calls(&f, 5).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while consumed() < 5 {
-        assert!(Instant::now() < deadline, "the worker never read the first 5 calls");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    read_then_idle(&consumed, 5).await;
     assert_eq!(stored_calls(&f).await, 0, "a batch of traffic kept up with waits for its interval");
 
     // 10 more: the open batch fills (a full batch of 10 goes), 5 are left
@@ -71,12 +67,7 @@ async fn a_drained_backlog_is_written_at_once_a_kept_up_trickle_waits() {
 
     // The backlog is over: a trickle waits for its interval again.
     produce_calls(&f, 3).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while consumed() < 18 {
-        assert!(Instant::now() < deadline, "the worker never read the last 3 calls");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    read_then_idle(&consumed, 18).await;
     assert_eq!(stored_calls(&f).await, 15, "after the backlog's end, a trickle waits for its interval");
 
     stop.send(()).unwrap();

@@ -29,16 +29,6 @@ struct StoredId {
     event_id: Uuid,
 }
 
-/// A valid tool-call message.
-fn tool_call(event_id: Uuid) -> Vec<u8> {
-    serde_json::json!({
-        "event_id": event_id, "occurred_at": chrono::Utc::now().timestamp_millis(),
-        "tenant_id": agentmeter_bench::TENANT_A, "tool_name": "search", "latency_ms": 12.5, "success": true,
-    })
-    .to_string()
-    .into_bytes()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_refused_row_is_isolated_dead_lettered_verbatim_and_its_offset_committed() {
     let f = Fixture::new("refused", 1).await;

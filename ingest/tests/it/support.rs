@@ -162,6 +162,16 @@ pub fn producer_on(brokers: &str) -> FutureProducer {
         .expect("producer")
 }
 
+/// A valid tool-call message of demo tenant A, occurring now.
+pub fn tool_call(event_id: Uuid) -> Vec<u8> {
+    serde_json::json!({
+        "event_id": event_id, "occurred_at": chrono::Utc::now().timestamp_millis(),
+        "tenant_id": agentmeter_bench::TENANT_A, "tool_name": "search", "latency_ms": 12.5, "success": true,
+    })
+    .to_string()
+    .into_bytes()
+}
+
 /// Produces `messages` (keyed by event id) and returns where each landed.
 pub async fn produce(f: &Fixture, producer: &FutureProducer, messages: &[Message]) -> Vec<Position> {
     let sends = messages.iter().map(|m| {
