@@ -75,7 +75,8 @@ pub const BATCHES_IN_FLIGHT: usize = 2;
 
 /// How long without a message (while the loop is taking them) before the
 /// worker counts as idle: the end of a backlog (`Table::after_full`).
-/// Longer than the gaps between the fetches of a backlog being read.
+/// While a backlog is read, librdkafka's prefetch queue stays full and
+/// messages come without such gaps.
 pub const IDLE: Duration = Duration::from_millis(100);
 
 /// How long the loop stops taking messages at the in-flight bound before it
@@ -595,6 +596,10 @@ impl Worker {
     /// the previous batch is over and has said what it landed.
     fn flush_if_due<R: IngestRow>(&mut self, table: &mut Table<Encoded<R>>, now: Instant, force: bool) {
         let backlog_drained = table.after_full && now.duration_since(self.last_message_at) >= IDLE;
+        if backlog_drained && table.open.is_empty() {
+            // It ended with a full batch: nothing left for the rule to send early.
+            table.after_full = false;
+        }
         let due = force || backlog_drained || table.open.is_due(&self.limits, now);
         if table.writing.len() >= BATCHES_IN_FLIGHT || table.open.is_empty() || !due {
             return;

@@ -1,8 +1,8 @@
 //! The last batch of a backlog is written as soon as the backlog is
 //! drained (the batch before it went because it was full, and no message
 //! has come for a moment), not after `--flush-interval-ms`; a batch of
-//! traffic the worker keeps up with, before or after a backlog, still waits
-//! for its interval.
+//! traffic the worker keeps up with, before or after a backlog (also one
+//! that ended on a full batch), still waits for its interval.
 
 use std::time::{Duration, Instant};
 
@@ -74,5 +74,27 @@ async fn a_drained_backlog_is_written_at_once_a_kept_up_trickle_waits() {
     tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap();
     assert_eq!(stored_calls(&f).await, 18, "written at shutdown");
     assert_eq!(metrics.events_inserted.with_label_values(&["tool_call"]).get(), 18, "inserted once");
+    f.drop_database().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_ending_on_a_full_batch_leaves_the_next_trickle_waiting() {
+    let f = Fixture::new("backlog_full_end", 1).await;
+    let mut config = f.config();
+    config.flush_interval_ms = 600_000;
+    config.max_batch_rows = 10;
+    let (stop, metrics, worker) = spawn_worker(config);
+    let consumed = || metrics.events_consumed.with_label_values(&["tool_call"]).get();
+
+    produce_calls(&f, 10).await;
+    wait_for_stored(&f, 10, "the full batch was never written").await;
+    read_then_idle(&consumed, 10).await;
+    produce_calls(&f, 3).await;
+    read_then_idle(&consumed, 13).await;
+    assert_eq!(stored_calls(&f).await, 10, "nothing was left of the backlog: the trickle waits for its interval");
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap();
+    assert_eq!(stored_calls(&f).await, 13, "written at shutdown");
     f.drop_database().await;
 }
