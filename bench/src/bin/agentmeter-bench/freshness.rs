@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 use crate::kafka::{self, Topics};
 use crate::process::{self, Proc};
 use crate::report::{self, percentile, round};
-use crate::{env, graphs, Common};
+use crate::{env, graphs, ingest, Common};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Opts {
@@ -58,6 +58,12 @@ pub struct Opts {
     /// Name of the result file (`<name>.json`).
     #[arg(long, default_value = "freshness")]
     pub result_name: String,
+    /// Folder of the local stack's pid files (`clickhouse.pid`, `kafka.pid`):
+    /// their CPU during the measurement is reported next to the worker's,
+    /// the API's and this process's (the producer). Missing files leave
+    /// those figures out.
+    #[arg(long, env = "AGENTMETER_BENCH_STACK_RUN_DIR", default_value = ".stack/run")]
+    pub stack_run_dir: String,
 }
 
 fn half_max_rate(dir: &str) -> Option<u64> {
@@ -192,6 +198,14 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_secs(o.warmup_s)).await;
     let sent_at_start = sent.load(Ordering::Relaxed);
     let measure_start = Instant::now();
+    // Who takes the machine while the samples run: the stack's services,
+    // the worker, the API, and this process (producer and pollers).
+    let mut measured = ingest::stack_services(&o.stack_run_dir);
+    measured.push(ingest::Service { name: "worker", pid: worker.pid() });
+    measured.push(ingest::Service { name: "api", pid: api.pid() });
+    measured.push(ingest::Service { name: "producer", pid: std::process::id() });
+    let cpu_now = || measured.iter().map(|s| process::usage(s.pid).map(|u| u.cpu_s).unwrap_or(0.0)).collect::<Vec<_>>();
+    let cpu_at_start = cpu_now();
 
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &common.kafka_brokers).set("linger.ms", "0").create()?;
     let http = reqwest::Client::new();
@@ -212,6 +226,11 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     }
     let check_ms = check_samples(&producer, &http, &base, &topics.executions, o.check_samples, o.poll_ms.min(50)).await;
     let achieved = (sent.load(Ordering::Relaxed) - sent_at_start) as f64 / measure_start.elapsed().as_secs_f64();
+    let cores: Vec<(&str, f64)> = measured
+        .iter()
+        .zip(cpu_at_start.iter().zip(cpu_now()))
+        .map(|(s, (a, b))| (s.name, (b - a) / measure_start.elapsed().as_secs_f64()))
+        .collect();
     stop.store(true, Ordering::Relaxed);
     bg.await??;
     let usage = process::usage(worker.pid())?;
@@ -236,6 +255,8 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         vec!["background events/s (offered / achieved)".into(), format!("{rate} / {achieved:.0}"), String::new()],
         vec!["target p99 < 3000 ms".into(), report::met(met_analytics), report::met(met_check)],
     ]);
+    let split = cores.iter().map(|(n, c)| format!("{n} {c:.2}")).collect::<Vec<_>>().join(", ");
+    eprintln!("cores used while measuring: {split} (of {})", machine["cores"]);
     let doc = json!({
         "benchmark": "freshness",
         "what": "produce -> counted by GET /api/v1/analytics/tool-calls-processed, and produce -> counted in current_usage of POST /v1/usage/check, with agentmeter-ingest under background load at half its measured max rate",
@@ -245,6 +266,7 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
             "p50_ms": round(p50, 1), "p90_ms": round(p90, 1), "p99_ms": round(p99, 1), "max_ms": round(max, 1),
             "background_rate_offered_per_s": rate, "background_rate_achieved_per_s": round(achieved, 0),
             "worker_peak_rss_mib": round(usage.hwm_kib as f64 / 1024.0, 1),
+            "cpu_cores_while_measuring": cores.iter().map(|(n, c)| (n.to_string(), json!(round(*c, 2)))).collect::<serde_json::Map<_, _>>(),
             "failures": failures,
             "check": {"p50_ms": round(c50, 1), "p90_ms": round(c90, 1), "p99_ms": round(c99, 1), "max_ms": round(cmax, 1), "samples": check_ms.len()},
         },

@@ -81,13 +81,13 @@ pub struct Opts {
 }
 
 /// A stack service whose CPU is measured during the worker's run.
-struct Service {
-    name: &'static str,
-    pid: u32,
+pub(crate) struct Service {
+    pub(crate) name: &'static str,
+    pub(crate) pid: u32,
 }
 
 /// The stack's ClickHouse front and broker, from their pid files.
-fn stack_services(run_dir: &str) -> Vec<Service> {
+pub(crate) fn stack_services(run_dir: &str) -> Vec<Service> {
     [("clickhouse", "clickhouse.pid"), ("broker", "kafka.pid")]
         .into_iter()
         .filter_map(|(name, file)| {
