@@ -236,8 +236,22 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     let usage = process::usage(worker.pid())?;
     worker.stop(Duration::from_secs(20));
     drop(api);
-
-    let check_ms = check_ms?;
+    let clean_up = || async {
+        if !common.keep {
+            server.query(&format!("DROP DATABASE IF EXISTS `{db}`")).execute().await?;
+            topics.delete(&common.kafka_brokers).await?;
+        }
+        anyhow::Ok(())
+    };
+    // A failed check still deletes the run's topics: the local broker keeps
+    // every message in memory, and a few failed runs' topics once filled it.
+    let check_ms = match check_ms {
+        Ok(v) => v,
+        Err(e) => {
+            clean_up().await?;
+            return Err(e);
+        }
+    };
     let (p50, p90, p99, max) = (percentile(&ms, 50.0), percentile(&ms, 90.0), percentile(&ms, 99.0), percentile(&ms, 100.0));
     let (c50, c90, c99, cmax) =
         (percentile(&check_ms, 50.0), percentile(&check_ms, 90.0), percentile(&check_ms, 99.0), percentile(&check_ms, 100.0));
@@ -279,11 +293,7 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         "machine": machine,
     });
     report::write(&common.results_dir, &o.result_name, &doc)?;
-    if !common.keep {
-        server.query(&format!("DROP DATABASE IF EXISTS `{db}`")).execute().await?;
-        topics.delete(&common.kafka_brokers).await?;
-    }
-    Ok(())
+    clean_up().await
 }
 
 /// Produces one marker and polls the API until it is counted; milliseconds.
