@@ -204,8 +204,7 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     measured.push(ingest::Service { name: "worker", pid: worker.pid() });
     measured.push(ingest::Service { name: "api", pid: api.pid() });
     measured.push(ingest::Service { name: "producer", pid: std::process::id() });
-    let cpu_now = || measured.iter().map(|s| process::usage(s.pid).map(|u| u.cpu_s).unwrap_or(0.0)).collect::<Vec<_>>();
-    let cpu_at_start = cpu_now();
+    let cpu_at_start = ingest::cpu_seconds(&measured);
 
     let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &common.kafka_brokers).set("linger.ms", "0").create()?;
     let http = reqwest::Client::new();
@@ -226,10 +225,11 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     }
     let check_ms = check_samples(&producer, &http, &base, &topics.executions, o.check_samples, o.poll_ms.min(50)).await;
     let achieved = (sent.load(Ordering::Relaxed) - sent_at_start) as f64 / measure_start.elapsed().as_secs_f64();
+    let measured_s = measure_start.elapsed().as_secs_f64();
     let cores: Vec<(&str, f64)> = measured
         .iter()
-        .zip(cpu_at_start.iter().zip(cpu_now()))
-        .map(|(s, (a, b))| (s.name, (b - a) / measure_start.elapsed().as_secs_f64()))
+        .zip(cpu_at_start.iter().zip(ingest::cpu_seconds(&measured)))
+        .map(|(s, (a, b))| (s.name, (b - a) / measured_s))
         .collect();
     stop.store(true, Ordering::Relaxed);
     bg.await??;

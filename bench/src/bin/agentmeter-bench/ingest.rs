@@ -86,6 +86,11 @@ pub(crate) struct Service {
     pub(crate) pid: u32,
 }
 
+/// The CPU seconds each of `services` has used so far (0 for one that is gone).
+pub(crate) fn cpu_seconds(services: &[Service]) -> Vec<f64> {
+    services.iter().map(|s| process::usage(s.pid).map(|u| u.cpu_s).unwrap_or(0.0)).collect()
+}
+
 /// The stack's ClickHouse front and broker, from their pid files.
 pub(crate) fn stack_services(run_dir: &str) -> Vec<Service> {
     [("clickhouse", "clickhouse.pid"), ("broker", "kafka.pid")]
@@ -409,7 +414,6 @@ async fn raw_insert(client: &Client, events: u64, settings: Settings, batch_rows
     let mut generator = Generator::new(settings);
     let mut done = 0u64;
     let mut out = Inserted { seconds: 0.0, inserts: 0, services_cpu_s: services.iter().map(|s| (s.name, 0.0)).collect() };
-    let services_cpu = || services.iter().map(|s| process::usage(s.pid).map(|u| u.cpu_s).unwrap_or(0.0)).collect::<Vec<_>>();
     while done < events {
         let n = CHUNK_EVENTS.min(events - done);
         let (mut calls, mut execs) = (Vec::new(), Vec::new());
@@ -426,13 +430,13 @@ async fn raw_insert(client: &Client, events: u64, settings: Settings, batch_rows
         }
         done += n;
         let started = Instant::now();
-        let cpu_before = services_cpu();
+        let cpu_before = cpu_seconds(services);
         let (a, b) = tokio::try_join!(
             insert_all(&client, "tool_calls", &calls, batch_rows),
             insert_all(&client, "agent_executions", &execs, batch_rows)
         )?;
         out.seconds += started.elapsed().as_secs_f64();
-        for ((_, total), (before, after)) in out.services_cpu_s.iter_mut().zip(cpu_before.iter().zip(services_cpu())) {
+        for ((_, total), (before, after)) in out.services_cpu_s.iter_mut().zip(cpu_before.iter().zip(cpu_seconds(services))) {
             *total += after - before;
         }
         out.inserts += a + b;
@@ -533,7 +537,6 @@ async fn run_worker(
     timeout: Duration,
     services: &[Service],
 ) -> anyhow::Result<WorkerRun> {
-    let services_cpu = || services.iter().map(|s| process::usage(s.pid).map(|u| u.cpu_s).unwrap_or(0.0)).collect::<Vec<_>>();
     let port = process::free_port()?;
     let mut cmd = Command::new(format!("{}/agentmeter-ingest", common.bin_dir));
     cmd.env("AGENTMETER_KAFKA_BROKERS", &common.kafka_brokers)
@@ -563,7 +566,7 @@ async fn run_worker(
         worker.ensure_running()?;
         anyhow::ensure!(started.elapsed() < timeout, "the worker consumed nothing before the timeout");
         if metric(&http, &metrics_url, "agentmeter_ingest_events_consumed_total").await.unwrap_or(0.0) > 0.0 {
-            break (Instant::now(), process::usage(worker.pid())?.cpu_s, services_cpu());
+            break (Instant::now(), process::usage(worker.pid())?.cpu_s, cpu_seconds(services));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
@@ -594,7 +597,7 @@ async fn run_worker(
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let u = process::usage(worker.pid())?;
-    let services_at_last = services_cpu();
+    let services_at_last = cpu_seconds(services);
     worker.stop(Duration::from_secs(20));
     Ok(WorkerRun {
         seconds: (last - first).as_secs_f64(),
