@@ -43,15 +43,21 @@ async fn read_then_idle(consumed: &impl Fn() -> u64, n: u64) {
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
 
+/// A worker on `f` that writes only a full batch (10 rows) or the end of
+/// a backlog during a test: its interval is 10 minutes.
+fn spawn_backlog_worker(
+    f: &Fixture,
+) -> (tokio::sync::oneshot::Sender<()>, std::sync::Arc<agentmeter_ingest::Metrics>, tokio::task::JoinHandle<()>) {
+    let mut config = f.config();
+    config.flush_interval_ms = 600_000;
+    config.max_batch_rows = 10;
+    spawn_worker(config)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drained_backlog_is_written_at_once_a_kept_up_trickle_waits() {
     let f = Fixture::new("backlog_end", 2).await;
-    let mut config = f.config();
-    // Only a full batch (10 rows) or the end of a backlog write anything
-    // during the test: the interval is 10 minutes.
-    config.flush_interval_ms = 600_000;
-    config.max_batch_rows = 10;
-    let (stop, metrics, worker) = spawn_worker(config);
+    let (stop, metrics, worker) = spawn_backlog_worker(&f);
     let consumed = || metrics.events_consumed.with_label_values(&["tool_call"]).get();
 
     // A trickle: 5 calls, no full batch before them.
@@ -80,10 +86,7 @@ async fn a_drained_backlog_is_written_at_once_a_kept_up_trickle_waits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backlog_ending_on_a_full_batch_leaves_the_next_trickle_waiting() {
     let f = Fixture::new("backlog_full_end", 1).await;
-    let mut config = f.config();
-    config.flush_interval_ms = 600_000;
-    config.max_batch_rows = 10;
-    let (stop, metrics, worker) = spawn_worker(config);
+    let (stop, metrics, worker) = spawn_backlog_worker(&f);
     let consumed = || metrics.events_consumed.with_label_values(&["tool_call"]).get();
 
     produce_calls(&f, 10).await;
