@@ -84,7 +84,15 @@ async fn hourly_and_minute_rollups_answer_alike() {
     (late_call.tool_id, late_call.tool_name) = (tool0.id, tool0.name.clone());
     (late_call.server_id, late_call.server_instance_id, late_call.server_name) =
         (tool0.server_id, tool0.server_instance, tool0.server_name.clone());
-    world.rows.push(late_call);
+    world.rows.push(late_call.clone());
+    // Calls of the same tool, project and server instance in the last day
+    // of the filtered series below at any hour of the day the test runs
+    // (just after midnight the late call is in the day before): one in the
+    // minute before `cut`, one in the current minute (after `cut`, like
+    // the late call; before the other series' end).
+    for at in [cut - Duration::minutes(1), now.duration_trunc(Duration::minutes(1)).unwrap()] {
+        world.rows.push(agentmeter_schema::rows::ToolCallRow { event_id: Uuid::new_v4(), occurred_at: at, ..late_call.clone() });
+    }
     // A query without calls 20 s after the end of the sub-hour series, in
     // their last block: read whole, that block would count it.
     let late = blank(tenant, cut + Duration::seconds(20));
