@@ -32,6 +32,7 @@ mod m0013_user_rollups;
 mod m0014_block_watermarks;
 mod m0015_hourly_watermarks;
 mod m0016_executions_hourly;
+mod m0017_tenant_hours_by_kind;
 mod tool_call_aggregates;
 mod watermark;
 
@@ -217,6 +218,7 @@ pub fn all() -> Vec<Box<dyn Migration>> {
         Box::new(m0014_block_watermarks::BlockWatermarks),
         Box::new(m0015_hourly_watermarks::HourlyWatermarks),
         Box::new(m0016_executions_hourly::ExecutionsHourly),
+        Box::new(m0017_tenant_hours_by_kind::TenantHoursByKind),
     ]
 }
 

@@ -95,10 +95,10 @@ pub enum LoadOrder {
     Random,
 }
 
-/// The raw latency sum when `need` asks for the other sums, else 0 (as
-/// the API then answers).
+/// The raw latency sum when `need` asks for it, else 0 (as the API then
+/// answers).
 fn raw_latency_sum(need: Need) -> &'static str {
-    if need.other_sums {
+    if need.latency_sum {
         "toFloat64(sum(latency_ms))"
     } else {
         "toFloat64(0)"

@@ -44,7 +44,7 @@
 //!
 //! A request over a whole tenant (no project, navigator, server, tool or
 //! user filter) that does not group by a dimension (totals and series:
-//! [`choose_ungrouped`]) reads `tool_calls_tenant_1h` and
+//! [`choose_ungrouped`]) reads `tool_calls_tenant_kind_1h` (0017) and
 //! `tool_calls_tenant_1m` instead, a few rows per tenant-hour and
 //! tenant-minute whatever the traffic's variety; with buckets that cut
 //! hours (5-minute buckets over a month, +05:45 days) it reads
@@ -107,7 +107,7 @@ pub enum Source {
     Raw,
     /// `tool_calls_1h` for `whole` (hours), `tool_calls_1m` for `head` and `tail`.
     Hourly(Split),
-    /// `tool_calls_tenant_1h` for `whole` (hours), `tool_calls_tenant_1m` for `head`
+    /// `tool_calls_tenant_kind_1h` for `whole` (hours), `tool_calls_tenant_1m` for `head`
     /// and `tail`: no filters and no grouping by a dimension.
     TenantHourly(Split),
     /// `tool_calls_tenant_5m` for `whole` (5-minute blocks),
@@ -531,7 +531,7 @@ fn whole_tail_within(scope: &Scope, source: &Source, buckets: Option<&Buckets>) 
             TENANT_COLUMNS,
             WATERMARK,
         ),
-        Source::TenantHourly(s) => (s, Grain::hours("tool_calls_tenant_1h"), hour, TENANT_COLUMNS, WATERMARK),
+        Source::TenantHourly(s) => (s, Grain::hours(TENANT_HOURS), hour, TENANT_COLUMNS, WATERMARK),
         Source::Hourly(s) => (s, Grain::hours("tool_calls_1h"), hour, SHARED_COLUMNS, "last_used AS latest_occurred_at"),
         Source::NavigatorHourly(s) => (s, Grain::hours("tool_calls_navigator_1h"), hour, NAVIGATOR_COLUMNS, WATERMARK),
         Source::ServerHourly(s) => (s, Grain::hours("tool_calls_server_1h"), hour, SERVER_COLUMNS, WATERMARK),
@@ -570,7 +570,13 @@ const SHARED_COLUMNS: &str = "tenant_id, project_id, navigator_id, navigator_ins
     tool_id, tool_name, call_kind, error_type, organization_id, calls, errors, latency_sum_ms, latency_digest,
     runtime_sum_ms, runtime_count, suggestions, last_used";
 
-/// The columns `tool_calls_tenant_1h` / `_1m` share with the other rollups.
+/// The whole hours of a tenant: `tool_calls_tenant_kind_1h` (0017), the
+/// figures of `tool_calls_tenant_1h` sorted by call kind before the hour in
+/// small granules, so that a week of one kind reads its 168 rows and not
+/// the month's every kind (a t-digest state is built per row read).
+const TENANT_HOURS: &str = "tool_calls_tenant_kind_1h";
+
+/// The columns `tool_calls_tenant_kind_1h` / `tool_calls_tenant_1m` share with the other rollups.
 const TENANT_COLUMNS: &str =
     "tenant_id, call_kind, calls, errors, latency_sum_ms, latency_digest, runtime_sum_ms, runtime_count, suggestions";
 
@@ -628,7 +634,7 @@ pub fn tool_calls_from(scope: &Scope, source: &Source) -> (String, String, Vec<(
             let (cond, params) = scope.tool_calls_where(TimeColumn::Minute);
             return (table.into(), cond, params);
         }
-        Source::TenantHourly(s) => ("tool_calls_tenant_1h", "tool_calls_tenant_1m", TENANT_COLUMNS, s),
+        Source::TenantHourly(s) => (TENANT_HOURS, "tool_calls_tenant_1m", TENANT_COLUMNS, s),
         Source::Hourly(s) => ("tool_calls_1h", "tool_calls_1m", SHARED_COLUMNS, s),
         Source::NavigatorHourly(s) => ("tool_calls_navigator_1h", "tool_calls_1m", NAVIGATOR_COLUMNS, s),
         Source::ServerHourly(s) => ("tool_calls_server_1h", "tool_calls_1m", SERVER_COLUMNS, s),
