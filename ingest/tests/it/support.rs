@@ -497,8 +497,8 @@ pub fn spawn_worker(config: Config) -> (tokio::sync::oneshot::Sender<()>, Arc<ag
 
 /// Every rollup table against the raw tables it is fed from: for each
 /// tool-call rollup (`tool_calls_1m`, `tool_calls_1h`, `tool_calls_tenant_1m`,
-/// `tool_calls_tenant_1h`, `tool_calls_tenant_kind_1h`) its calls, errors, suggestions and runtime
-/// counts; for `tool_call_queries_1h` its tool and proxy calls and distinct
+/// `tool_calls_tenant_1h`, `tool_calls_tenant_kind_1h`) its calls, errors,
+/// suggestions and runtime counts; for `tool_call_queries_1h` its tool and proxy calls and distinct
 /// queries; for `agent_executions_1m` the totals of [`rollup_totals`], for
 /// `agent_executions_1h` (migration 0016) its counts, tokens, cost and
 /// messages. Call

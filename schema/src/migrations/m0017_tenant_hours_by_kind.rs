@@ -7,9 +7,10 @@
 //! default granules of 8,192 rows, so a week of one call kind's hours (168
 //! rows) is read from granules that hold every kind of the whole month: a
 //! t-digest state is built for each row read, and the latency graph of a
-//! week at 10 M events/month spent 17.5 ms reading 2,900 states for the 168
-//! it needed (raw events: 65 ms). Sorted by kind, a week of one kind is a
-//! run of 168 rows in one or two granules: the same graph reads about 9 ms.
+//! week at 10 M events/month spent 17.5 ms building ~2,900 states for the
+//! 168 it needed (raw events: 58–72 ms). Sorted by kind, a week of one kind
+//! is a run of 168 rows in one or two granules: 10.8–13.9 ms in the graphs
+//! benchmark (bench/README.md).
 //!
 //! The view computes the same columns as 0005's and the watermark, from the
 //! same strings; the rows already in `tool_calls` are backfilled (a
