@@ -336,7 +336,8 @@ struct Worker {
     paused: bool,
     /// When the last message arrived (read from the clock then, not the
     /// loop's `now`, which is older by the wait for it), or the loop last
-    /// held back at the in-flight bound: see [`IDLE`].
+    /// stopped waiting while held back or paused at the in-flight bound:
+    /// see [`IDLE`].
     last_message_at: Instant,
     otlp: Arc<OtlpInput>,
     /// Days a navigator query's text is kept (`--query-text-retention-days`).
@@ -487,10 +488,11 @@ impl Worker {
             let held = tool_calls.held_bytes() + executions.held_bytes() + otlp.held_bytes();
             let room = fits_one_block(tool_calls.open.entries.len()) && fits_one_block(executions.open.entries.len());
             let receive = self.apply_bound(held, room, now);
-            if !receive {
-                // Held back, not idle: messages are waiting.
-                self.last_message_at = now;
-            }
+            // Held back or paused at the bound, the loop is not idle: messages
+            // are waiting. Its wait ends when a batch is written, and that
+            // wait must not look like the end of a backlog at the next flush
+            // check: the clock is read again once it is over.
+            let bounded = !receive || self.paused;
             let consumer = Arc::clone(&self.consumer);
             tokio::select! {
                 biased;
@@ -519,6 +521,9 @@ impl Worker {
                     }
                 },
                 _ = tick.tick() => {}
+            }
+            if bounded {
+                self.last_message_at = Instant::now();
             }
         }
     }

@@ -2,7 +2,9 @@
 //! drained (the batch before it went because it was full, and no message
 //! has come for a moment), not after `--flush-interval-ms`; a batch of
 //! traffic the worker keeps up with, before or after a backlog (also one
-//! that ended on a full batch), still waits for its interval.
+//! that ended on a full batch), still waits for its interval; and a
+//! backlog held back at the in-flight bound is not drained while it waits
+//! there.
 
 use std::time::{Duration, Instant};
 
@@ -99,5 +101,46 @@ async fn a_backlog_ending_on_a_full_batch_leaves_the_next_trickle_waiting() {
     stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap();
     assert_eq!(stored_calls(&f).await, 13, "written at shutdown");
+    f.drop_database().await;
+}
+
+/// The memory one of [`tool_call`]'s rows takes in a batch (they all have
+/// the same size).
+fn row_bytes(retention_days: u32) -> usize {
+    use agentmeter_ingest::batch::Encoded;
+    let event = agentmeter_schema::parse_tool_call(&tool_call(Uuid::new_v4()), chrono::Utc::now()).unwrap();
+    Encoded::new(&agentmeter_schema::rows::ToolCallRow::from(&event), retention_days).memory_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_held_at_the_in_flight_bound_is_written_in_full_batches() {
+    let f = Fixture::new("backlog_held", 1).await;
+    // Every insert into tool_calls takes 300 ms (a view that sleeps 30 ms
+    // per row): several of the loop's 100 ms ticks pass while it waits.
+    for sql in [
+        "CREATE TABLE slow_sink (x UInt8) ENGINE = Null",
+        "CREATE MATERIALIZED VIEW slow_mv TO slow_sink AS SELECT sleepEachRow(0.03) AS x FROM tool_calls",
+    ] {
+        f.ch.client().query(sql).execute().await.unwrap();
+    }
+    // 50 calls waiting before the worker starts: a backlog of five full
+    // batches of 10.
+    produce_calls(&f, 50).await;
+    let mut config = f.config();
+    config.flush_interval_ms = 600_000;
+    config.max_batch_rows = 10;
+    // Room for 12 rows in flight: while a full batch is written, the loop
+    // takes 3 more rows and then holds back until the insert is over. That
+    // wait is not the end of the backlog: no batch of 3 goes early.
+    let bound = 12 * row_bytes(config.query_text_retention_days) + 16;
+    (config.max_batch_bytes, config.max_inflight_bytes) = (bound, bound);
+    let (stop, metrics, worker) = spawn_worker(config);
+    wait_for_stored(&f, 50, "the backlog was not written: a batch went early and left the rest waiting for the interval").await;
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), worker).await.expect("worker stops").unwrap();
+    let batches = metrics.flush_duration.with_label_values(&["tool_call"]).get_sample_count();
+    assert_eq!(batches, 5, "50 calls in full batches of 10");
+    assert_eq!(metrics.events_inserted.with_label_values(&["tool_call"]).get(), 50, "inserted once");
     f.drop_database().await;
 }
