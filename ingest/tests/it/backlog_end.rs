@@ -45,15 +45,21 @@ async fn read_then_idle(consumed: &impl Fn() -> u64, n: u64) {
     tokio::time::sleep(Duration::from_secs(2)).await;
 }
 
-/// A worker on `f` that writes only a full batch (10 rows) or the end of
-/// a backlog during a test: its interval is 10 minutes.
-fn spawn_backlog_worker(
-    f: &Fixture,
-) -> (tokio::sync::oneshot::Sender<()>, std::sync::Arc<agentmeter_ingest::Metrics>, tokio::task::JoinHandle<()>) {
+/// The configuration of a worker on `f` that writes only a full batch
+/// (10 rows) or the end of a backlog during a test: its interval is 10
+/// minutes.
+fn backlog_config(f: &Fixture) -> agentmeter_ingest::Config {
     let mut config = f.config();
     config.flush_interval_ms = 600_000;
     config.max_batch_rows = 10;
-    spawn_worker(config)
+    config
+}
+
+/// A worker with [`backlog_config`].
+fn spawn_backlog_worker(
+    f: &Fixture,
+) -> (tokio::sync::oneshot::Sender<()>, std::sync::Arc<agentmeter_ingest::Metrics>, tokio::task::JoinHandle<()>) {
+    spawn_worker(backlog_config(f))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,9 +132,7 @@ async fn a_backlog_held_at_the_in_flight_bound_is_written_in_full_batches() {
     // 50 calls waiting before the worker starts: a backlog of five full
     // batches of 10.
     produce_calls(&f, 50).await;
-    let mut config = f.config();
-    config.flush_interval_ms = 600_000;
-    config.max_batch_rows = 10;
+    let mut config = backlog_config(&f);
     // Room for 12 rows in flight: while a full batch is written, the loop
     // takes 3 more rows and then holds back until the insert is over. That
     // wait is not the end of the backlog: no batch of 3 goes early.

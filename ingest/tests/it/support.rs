@@ -498,11 +498,11 @@ pub fn spawn_worker(config: Config) -> (tokio::sync::oneshot::Sender<()>, Arc<ag
 /// Every rollup table against the raw tables it is fed from: for each
 /// tool-call rollup (`tool_calls_1m`, `tool_calls_1h`, `tool_calls_tenant_1m`,
 /// `tool_calls_tenant_1h`, `tool_calls_tenant_kind_1h`) its calls, errors,
-/// suggestions and runtime counts; for `tool_call_queries_1h` its tool and proxy calls and distinct
-/// queries; for `agent_executions_1m` the totals of [`rollup_totals`], for
-/// `agent_executions_1h` (migration 0016) its counts, tokens, cost and
-/// messages. Call
-/// it after the raw tables were found equal to the expected totals.
+/// suggestions and runtime counts; for `tool_call_queries_1h` its tool and
+/// proxy calls and distinct queries; for `agent_executions_1m` the totals
+/// of [`rollup_totals`], for `agent_executions_1h` (migration 0016) its
+/// counts, tokens, cost and messages. Call it after the raw tables were
+/// found equal to the expected totals.
 pub async fn assert_every_rollup_matches_raw(ch: &ClickHouseArgs) {
     let db = ch.client();
     type Figures = (u64, u64, u64, u64);

@@ -21,7 +21,7 @@
 
 use super::tool_call_aggregates::{COLUMNS, SELECT as AGGREGATES};
 use super::watermark::SELECT_ITEM as WATERMARK;
-use super::{Backfill, Migration};
+use super::{Backfill, Migration, BEFORE_CUTOFF};
 
 pub struct TenantHoursByKind;
 
@@ -30,8 +30,6 @@ fn select() -> String {
 }
 
 const GROUP: &str = "GROUP BY tenant_id, hour, call_kind";
-
-const CUTOFF: &str = "ingested_at < fromUnixTimestamp64Milli({cutoff_ms:Int64}, 'UTC')";
 
 impl Migration for TenantHoursByKind {
     fn version(&self) -> u32 {
@@ -63,7 +61,7 @@ impl Migration for TenantHoursByKind {
             create_view: format!(
                 "CREATE MATERIALIZED VIEW IF NOT EXISTS tool_calls_tenant_kind_1h_mv TO tool_calls_tenant_kind_1h AS {select} {GROUP}"
             ),
-            select_before_cutoff: format!("{select} WHERE {CUTOFF} {GROUP}"),
+            select_before_cutoff: format!("{select} WHERE {BEFORE_CUTOFF} {GROUP}"),
         }]
     }
     fn rollback(&self) -> &'static str {

@@ -224,8 +224,8 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         }
     }
     let check_ms = check_samples(&producer, &http, &base, &topics.executions, o.check_samples, o.poll_ms.min(50)).await;
-    let achieved = (sent.load(Ordering::Relaxed) - sent_at_start) as f64 / measure_start.elapsed().as_secs_f64();
     let measured_s = measure_start.elapsed().as_secs_f64();
+    let achieved = (sent.load(Ordering::Relaxed) - sent_at_start) as f64 / measured_s;
     let cores: Vec<(&str, f64)> = measured
         .iter()
         .zip(cpu_at_start.iter().zip(ingest::cpu_seconds(&measured)))
