@@ -15,7 +15,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::bucket_index::index_sql;
-use super::rollup;
+use super::rollup::{self, Columns};
 use super::scope::Scope;
 use crate::buckets::Buckets;
 use crate::db::Db;
@@ -48,7 +48,7 @@ fn queries_rows(scope: &Scope, buckets: Option<&Buckets>) -> Result<rollup::Quer
 /// rollup and the raw calls of the minutes at either end), the queries
 /// from [`queries_rows`].
 pub async fn totals(db: &Db, scope: &Scope) -> Result<RawStats, QueryError> {
-    let (from, cond, params) = rollup::tool_calls_from(scope, &rollup::choose_ungrouped(scope, None, false));
+    let (from, cond, params) = rollup::tool_calls_from(scope, &rollup::choose_ungrouped(scope, None, false), Columns::UsedBy(&[STATS]));
     let sql = Sql::new(format!("SELECT {STATS} FROM {from} WHERE {cond}")).bind_all(params);
     let stats = db.run("raw_totals", |c| async move { sql.query(&c).fetch_one::<RawStats>().await });
     let q = queries_rows(scope, None)?;
@@ -69,7 +69,8 @@ struct BucketRaw {
 
 /// [`totals`] per bucket, zero-filled.
 pub async fn series(db: &Db, scope: &Scope, buckets: &Buckets) -> Result<Vec<RawStats>, QueryError> {
-    let (from, cond, params) = rollup::tool_calls_from(scope, &rollup::choose_ungrouped(scope, Some(buckets), false));
+    let (from, cond, params) =
+        rollup::tool_calls_from(scope, &rollup::choose_ungrouped(scope, Some(buckets), false), Columns::UsedBy(&[STATS]));
     let (bucket, bparams) = index_sql(buckets, "minute");
     let sql = Sql::new(format!("SELECT {bucket} AS bucket, {STATS} FROM {from} WHERE {cond} GROUP BY bucket ORDER BY bucket"))
         .bind_all(params)

@@ -83,6 +83,13 @@
 //! so are its queries from `query_counts_1h` or `query_counts_tenant_5m`
 //! ([`query_counts_whole_tail`]).
 //!
+//! A union of two rollups lists the columns its statement reads
+//! ([`Columns`]): each branch selects only the shared columns the
+//! statement around it mentions, because ClickHouse reads what a `UNION
+//! ALL` branch lists even where the statement above does not use it (a
+//! t-digest or an exact query set per row read, half a millisecond or more
+//! per column here).
+//!
 //! Never a silent approximation: whichever source is chosen, counts and
 //! distinct-query counts are the same as from the raw events; only the
 //! t-digest latency percentiles differ slightly between sources.
@@ -94,6 +101,40 @@ use crate::buckets::Buckets;
 use crate::calendar::{ceil_five_minutes, ceil_hour, floor_five_minutes, floor_hour, is_whole_five_minutes, is_whole_hour};
 use crate::queries::conditions::{CallKinds, Conditions, Filters, Table, TimeColumn};
 use crate::window::TimeRange;
+
+/// Which of a rollup's shared columns the `FROM` source of a statement
+/// selects: all of them, or those the statement's own SQL around the
+/// source mentions (its select list, conditions and ordering, given as
+/// fragments).
+#[derive(Debug, Clone, Copy)]
+pub enum Columns<'a> {
+    All,
+    UsedBy(&'a [&'a str]),
+}
+
+impl Columns<'_> {
+    /// The columns of `list` (comma-separated names) to select; all of
+    /// them if the statement mentions none (it reads the rows' number only).
+    fn pick(self, list: &str) -> String {
+        let Columns::UsedBy(fragments) = self else {
+            return list.to_owned();
+        };
+        let kept: Vec<&str> = list.split(',').map(str::trim).filter(|c| fragments.iter().any(|f| mentions(f, c))).collect();
+        if kept.is_empty() {
+            list.to_owned()
+        } else {
+            kept.join(", ")
+        }
+    }
+}
+
+/// Whether `sql` holds `name` as a whole identifier (`calls` in
+/// `sum(calls)`, not in `n_calls`).
+fn mentions(sql: &str, name: &str) -> bool {
+    let ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    sql.match_indices(name)
+        .any(|(at, _)| !sql[..at].chars().next_back().is_some_and(ident) && !sql[at + name.len()..].chars().next().is_some_and(ident))
+}
 
 /// Where a tool-call request is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -510,20 +551,20 @@ impl Tail {
 /// and 0015), `tool_calls_1h` its `last_used`, the same newest
 /// `occurred_at`. Not the per-user rollup, whose edges come from the raw
 /// calls.
-pub fn whole_tail(scope: &Scope, source: &Source, buckets: &Buckets) -> Option<WholeTail> {
-    whole_tail_within(scope, source, Some(buckets))
+pub fn whole_tail(scope: &Scope, source: &Source, buckets: &Buckets, columns: Columns) -> Option<WholeTail> {
+    whole_tail_within(scope, source, Some(buckets), columns)
 }
 
 /// [`whole_tail`] for a figure over the whole range (a ranking of groups),
 /// with no buckets to respect.
-pub fn whole_tail_unbucketed(scope: &Scope, source: &Source) -> Option<WholeTail> {
-    whole_tail_within(scope, source, None)
+pub fn whole_tail_unbucketed(scope: &Scope, source: &Source, columns: Columns) -> Option<WholeTail> {
+    whole_tail_within(scope, source, None, columns)
 }
 
-fn whole_tail_within(scope: &Scope, source: &Source, buckets: Option<&Buckets>) -> Option<WholeTail> {
+fn whole_tail_within(scope: &Scope, source: &Source, buckets: Option<&Buckets>, columns: Columns) -> Option<WholeTail> {
     const WATERMARK: &str = "latest_occurred_at";
     let hour = chrono::Duration::hours(1);
-    let (split, grain, block, columns, watermark) = match source {
+    let (split, grain, block, list, watermark) = match source {
         Source::TenantFiveMinutes(s) => (
             s,
             Grain { table: "tool_calls_tenant_5m", column: TimeColumn::FiveMinute },
@@ -539,7 +580,7 @@ fn whole_tail_within(scope: &Scope, source: &Source, buckets: Option<&Buckets>) 
         Source::Minute | Source::Raw | Source::TenantMinute | Source::UserHourly(_) => return None,
     };
     let common = Conditions::tenant(scope.tenant).and(scope.tool_calls_filters(Table::ToolCallsRollup));
-    WholeTail::of(split, buckets, grain, block, &format!("{columns}, {watermark}"), common)
+    WholeTail::of(split, buckets, grain, block, &format!("{}, {watermark}", columns.pick(list)), common)
 }
 
 /// The [`WholeTail`] of the queries of a series counted at their execution
@@ -616,13 +657,14 @@ fn pairs(ranges: &[TimeRange]) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
 /// rollup and the minute rollup with the conditions inside each branch
 /// (then the outer condition is `1`). The tenant-level sources have the
 /// aggregate columns, `tenant_id` and `call_kind` only; the per-navigator
-/// and per-server ones their keys and aggregates (see [`Source`]).
-pub fn tool_calls_from(scope: &Scope, source: &Source) -> (String, String, Vec<(String, String)>) {
-    let (hour_table, minute_table, columns, split) = match source {
+/// and per-server ones their keys and aggregates (see [`Source`]). A union's
+/// branches select the `columns` the statement reads.
+pub fn tool_calls_from(scope: &Scope, source: &Source, columns: Columns) -> (String, String, Vec<(String, String)>) {
+    let (hour_table, minute_table, list, split) = match source {
         Source::TenantFiveMinutes(s) => {
             let common = Conditions::tenant(scope.tenant).and(scope.tool_calls_filters(Table::ToolCallsRollup));
             let grain = Grain { table: "tool_calls_tenant_5m", column: TimeColumn::FiveMinute };
-            let (branches, params) = blocks_and_edges(common, s, grain, "tool_calls_tenant_1m", TENANT_COLUMNS);
+            let (branches, params) = blocks_and_edges(common, s, grain, "tool_calls_tenant_1m", &columns.pick(TENANT_COLUMNS));
             return (branches, "1".into(), params);
         }
         Source::Raw => {
@@ -639,21 +681,22 @@ pub fn tool_calls_from(scope: &Scope, source: &Source) -> (String, String, Vec<(
         Source::NavigatorHourly(s) => ("tool_calls_navigator_1h", "tool_calls_1m", NAVIGATOR_COLUMNS, s),
         Source::ServerHourly(s) => ("tool_calls_server_1h", "tool_calls_1m", SERVER_COLUMNS, s),
         Source::ToolHourly(s) => ("tool_calls_tool_1h", "tool_calls_1m", TOOL_COLUMNS, s),
-        Source::UserHourly(s) => return user_calls_hours_and_raw_edges(scope, s),
+        Source::UserHourly(s) => return user_calls_hours_and_raw_edges(scope, s, columns),
     };
     let common = Conditions::tenant(scope.tenant).and(scope.tool_calls_filters(Table::ToolCallsRollup));
-    let (branches, params) = blocks_and_edges(common, split, Grain::hours(hour_table), minute_table, columns);
+    let (branches, params) = blocks_and_edges(common, split, Grain::hours(hour_table), minute_table, &columns.pick(list));
     (branches, "1".into(), params)
 }
 
 /// [`Source::UserHourly`]: `tool_calls_user_1h` over the whole hours and
 /// the user's raw calls, aggregated per minute, over the minutes at
 /// either end (bounded by tenant and those minutes).
-fn user_calls_hours_and_raw_edges(scope: &Scope, split: &Split) -> (String, String, Vec<(String, String)>) {
+fn user_calls_hours_and_raw_edges(scope: &Scope, split: &Split, columns: Columns) -> (String, String, Vec<(String, String)>) {
     let common = |table| Conditions::tenant(scope.tenant).and(scope.tool_calls_filters(table));
-    let (from, params) = hours_and_raw_edges(common(Table::ToolCallsUser), split, "tool_calls_user_1h", NAVIGATOR_COLUMNS, |edges| {
+    let list = columns.pick(NAVIGATOR_COLUMNS);
+    let (from, params) = hours_and_raw_edges(common(Table::ToolCallsUser), split, "tool_calls_user_1h", &list, |edges| {
         let (cond, params) = common(Table::ToolCallsRaw).any_of(TimeColumn::OccurredAt, &pairs(edges), "r_m").into_parts();
-        (format!("SELECT minute, {NAVIGATOR_COLUMNS} FROM ({RAW_AS_MINUTES} WHERE {cond} GROUP BY {RAW_KEYS})"), params)
+        (format!("SELECT minute, {list} FROM ({RAW_AS_MINUTES} WHERE {cond} GROUP BY {RAW_KEYS})"), params)
     });
     (from, "1".into(), params)
 }
@@ -905,47 +948,88 @@ mod tests {
     }
 
     #[test]
+    fn a_column_counts_as_used_only_as_a_whole_identifier() {
+        assert!(mentions("toUInt64(sum(calls)) AS n_calls", "calls"));
+        assert!(mentions("calls", "calls"));
+        assert!(!mentions("toUInt64(0) AS n_queries", "queries"));
+        assert!(!mentions("sum(runtime_count)", "runtime"));
+        assert!(mentions("quantilesTDigestMerge(0.5)(latency_digest)[1]", "latency_digest"));
+    }
+
+    #[test]
+    fn union_branches_select_the_columns_the_statement_reads() {
+        let (b, r) = buckets(range("2024-01-01T10:17:00Z", "2024-01-31T10:18:00Z"), Span::new(1, Unit::Day), "UTC");
+        let sc = scope(r, Filters::default());
+        let source = choose_ungrouped(&sc, Some(&b), false);
+        assert!(matches!(source, Source::TenantHourly(_)));
+        let (all, ..) = tool_calls_from(&sc, &source, Columns::All);
+        assert!(all.contains("runtime_sum_ms") && all.contains("suggestions"), "{all}");
+        let latency = ["toUInt64(sum(calls)) AS n_calls, toFloat64(sum(latency_sum_ms)) AS lat_sum_ms,
+            quantilesTDigestMerge(0.5, 0.95, 0.99)(latency_digest) AS lat_q, toUInt64(0) AS rt_count"];
+        let (from, cond, _) = tool_calls_from(&sc, &source, Columns::UsedBy(&latency));
+        assert_eq!(cond, "1");
+        let lists: Vec<&str> = from.split("SELECT ").skip(1).map(|b| b.split(" FROM ").next().unwrap()).collect();
+        assert_eq!(lists, ["hour AS minute, calls, latency_sum_ms, latency_digest", "minute, calls, latency_sum_ms, latency_digest"]);
+        // The whole-tail read keeps its watermark besides.
+        let w = whole_tail(&sc, &source, &b, Columns::UsedBy(&latency)).unwrap();
+        assert!(w.from.contains("SELECT hour AS minute, calls, latency_sum_ms, latency_digest, latest_occurred_at FROM"), "{}", w.from);
+        // Per server: the key column and the query sets when read.
+        let source = choose_grouped(&sc, Grouping::Server, true);
+        let (from, ..) = tool_calls_from(&sc, &source, Columns::UsedBy(&["toString(server_name)", "uniqExactIfMerge(queries)"]));
+        assert!(from.contains("SELECT hour AS minute, server_name, queries FROM tool_calls_server_1h"), "{from}");
+        // A statement that names no column (it counts rows) gets them all.
+        let (from, ..) = tool_calls_from(&sc, &choose_ungrouped(&sc, Some(&b), false), Columns::UsedBy(&["count()"]));
+        assert_eq!(from, all);
+    }
+
+    #[test]
     fn the_partial_last_block_of_a_series_is_read_whole_only_without_a_head() {
         let t = |s: &str| range(s, s).start;
         // Daily up to 10:18: the hours to 10:00, then 10:00-11:00 whole, kept if nothing is dated from 10:18 on.
         let (b, r) = buckets(range("2024-01-01T10:17:00Z", "2024-01-31T10:18:00Z"), Span::new(1, Unit::Day), "UTC");
         let source = choose_ungrouped(&scope(r, Filters::default()), Some(&b), false);
-        let w = whole_tail(&scope(r, Filters::default()), &source, &b).unwrap();
+        let w = whole_tail(&scope(r, Filters::default()), &source, &b, Columns::All).unwrap();
         assert_eq!(w.blocks, range("2024-01-01T00:00:00Z", "2024-01-31T11:00:00Z"));
         assert_eq!((w.last_block, w.end), (t("2024-01-31T10:00:00Z"), t("2024-01-31T10:18:00Z")));
         // 5-minute buckets up to 10:18: the blocks to 10:15, then 10:15-10:20 whole.
         let (b, r) = buckets(range("2024-01-30T10:18:00Z", "2024-01-31T10:18:00Z"), Span::new(5, Unit::Minute), "UTC");
         let source = choose_ungrouped(&scope(r, Filters::default()), Some(&b), false);
         assert!(matches!(source, Source::TenantFiveMinutes(_)), "{source:?}");
-        let w = whole_tail(&scope(r, Filters::default()), &source, &b).unwrap();
+        let w = whole_tail(&scope(r, Filters::default()), &source, &b, Columns::All).unwrap();
         assert_eq!((w.blocks.end, w.last_block, w.end), (t("2024-01-31T10:20:00Z"), t("2024-01-31T10:15:00Z"), t("2024-01-31T10:18:00Z")));
         // Not: a range ending on a block (no tail), a range with a head.
         let (b, r) = buckets(range("2024-01-30T10:20:00Z", "2024-01-31T10:20:00Z"), Span::new(5, Unit::Minute), "UTC");
-        assert_eq!(whole_tail(&scope(r, Filters::default()), &choose_ungrouped(&scope(r, Filters::default()), Some(&b), false), &b), None);
+        assert_eq!(
+            whole_tail(&scope(r, Filters::default()), &choose_ungrouped(&scope(r, Filters::default()), Some(&b), false), &b, Columns::All),
+            None
+        );
         let r = range("2024-01-30T10:17:00Z", "2024-01-31T10:18:00Z");
-        assert_eq!(whole_tail(&scope(r, Filters::default()), &choose_ungrouped(&scope(r, Filters::default()), None, false), &b), None);
+        assert_eq!(
+            whole_tail(&scope(r, Filters::default()), &choose_ungrouped(&scope(r, Filters::default()), None, false), &b, Columns::All),
+            None
+        );
         let (b, r) = buckets(range("2024-01-01T10:17:00Z", "2024-01-31T10:18:00Z"), Span::new(1, Unit::Day), "UTC");
         let by_project = Filters { project_id: Some(uuid::Uuid::nil()), ..Filters::default() };
         let source = choose_ungrouped(&scope(r, by_project.clone()), Some(&b), false);
         assert!(matches!(source, Source::NavigatorHourly(_)));
         // Filtered: the dimension-keyed hourly rollups have the watermark too
         // (0015; `tool_calls_1h` has `last_used`), the per-user one not.
-        let w = whole_tail(&scope(r, by_project.clone()), &source, &b).unwrap();
+        let w = whole_tail(&scope(r, by_project.clone()), &source, &b, Columns::All).unwrap();
         assert_eq!((w.blocks.end, w.last_block), (t("2024-01-31T11:00:00Z"), t("2024-01-31T10:00:00Z")));
         assert!(w.from.contains("FROM tool_calls_navigator_1h") && w.from.contains(", latest_occurred_at FROM"), "{}", w.from);
         let by_tool = Filters { tool_name: Some("search".into()), ..Filters::default() };
         let source = choose_ungrouped(&scope(r, by_tool.clone()), Some(&b), true);
         assert!(matches!(source, Source::ToolHourly(_)), "{source:?}");
-        assert!(whole_tail(&scope(r, by_tool), &source, &b).unwrap().from.contains("FROM tool_calls_tool_1h"));
+        assert!(whole_tail(&scope(r, by_tool), &source, &b, Columns::All).unwrap().from.contains("FROM tool_calls_tool_1h"));
         let by_server = Filters { server_instance_id: Some(uuid::Uuid::nil()), ..Filters::default() };
         let source = choose_ungrouped(&scope(r, by_server.clone()), Some(&b), false);
         assert!(matches!(source, Source::Hourly(_)), "{source:?}");
-        let w = whole_tail(&scope(r, by_server), &source, &b).unwrap();
+        let w = whole_tail(&scope(r, by_server), &source, &b, Columns::All).unwrap();
         assert!(w.from.contains("last_used AS latest_occurred_at FROM tool_calls_1h"), "{}", w.from);
         let by_user = Filters { user_email: Some("a@example.com".into()), ..Filters::default() };
         let source = choose_ungrouped(&scope(r, by_user.clone()), Some(&b), false);
         assert!(matches!(source, Source::UserHourly(_)), "{source:?}");
-        assert_eq!(whole_tail(&scope(r, by_user), &source, &b), None);
+        assert_eq!(whole_tail(&scope(r, by_user), &source, &b, Columns::All), None);
         // The queries, counted at their execution, have watermarks per
         // project and navigator too; queries that made proxy calls do not.
         let q = query_counts_whole_tail(&scope(r, by_project), &b).unwrap();

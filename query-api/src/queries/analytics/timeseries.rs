@@ -7,7 +7,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use super::bucket_index::index_sql;
-use super::rollup::{self, ExecutionKeys, Grouping, QueriesSource, Source, Tail};
+use super::rollup::{self, Columns, ExecutionKeys, Grouping, QueriesSource, Source, Tail};
 use super::scope::Scope;
 use crate::buckets::Buckets;
 use crate::db::Db;
@@ -213,9 +213,15 @@ type FromSql = (String, String, Vec<(String, String)>);
 /// `query_counts_1h`/`_1m`, or a user's raw `navigator_query` executions),
 /// the other tool-call metrics from [`tool_calls_source`], execution
 /// metrics from [`rollup::executions_from`].
-fn from_sql(scope: &Scope, metric: Metric, buckets: Option<&Buckets>, group: Option<GroupBy>) -> Result<FromSql, QueryError> {
+fn from_sql(
+    scope: &Scope,
+    metric: Metric,
+    buckets: Option<&Buckets>,
+    group: Option<GroupBy>,
+    columns: Columns,
+) -> Result<FromSql, QueryError> {
     if let Some(source) = tool_calls_source(scope, metric, buckets, group) {
-        return Ok(rollup::tool_calls_from(scope, &source));
+        return Ok(rollup::tool_calls_from(scope, &source, columns));
     }
     Ok(match metric.table() {
         Table::ToolCalls => {
@@ -229,13 +235,19 @@ fn from_sql(scope: &Scope, metric: Metric, buckets: Option<&Buckets>, group: Opt
 /// The [`rollup::WholeTail`] of a series (or, without `buckets`, of a
 /// ranking), when its source is a block rollup with a watermark and its
 /// range ends inside a block.
-fn whole_tail(scope: &Scope, metric: Metric, buckets: Option<&Buckets>, group: Option<GroupBy>) -> Option<rollup::WholeTail> {
+fn whole_tail(
+    scope: &Scope,
+    metric: Metric,
+    buckets: Option<&Buckets>,
+    group: Option<GroupBy>,
+    columns: Columns,
+) -> Option<rollup::WholeTail> {
     match metric.table() {
         Table::ToolCalls => {
             let source = tool_calls_source(scope, metric, buckets, group)?;
             match buckets {
-                Some(b) => rollup::whole_tail(scope, &source, b),
-                None => rollup::whole_tail_unbucketed(scope, &source),
+                Some(b) => rollup::whole_tail(scope, &source, b, columns),
+                None => rollup::whole_tail_unbucketed(scope, &source, columns),
             }
         }
         Table::Executions => rollup::executions_whole_tail(scope, buckets, execution_keys(group)),
@@ -290,6 +302,7 @@ pub async fn top_groups(db: &Db, scope: &Scope, metric: Metric, group: GroupBy, 
     let table = metric.table();
     let key = group.key_sql(table).ok_or_else(|| QueryError::Unsupported("group not available"))?;
     let rank = if metric == Metric::Queries { value_sql(scope, metric, Some(group)) } else { metric.rank_sql() };
+    let columns = Columns::UsedBy(&[key, rank]);
     let query = |from: &str, cond: &str, params: Vec<(String, String)>, tail: Tail| {
         let (tail_column, tail_params) = tail.column(true);
         Sql::new(format!(
@@ -306,14 +319,14 @@ pub async fn top_groups(db: &Db, scope: &Scope, metric: Metric, group: GroupBy, 
         keys.truncate(top as usize);
         (keys, more)
     };
-    if let Some(w) = whole_tail(scope, metric, None, Some(group)) {
+    if let Some(w) = whole_tail(scope, metric, None, Some(group), columns) {
         let sql = query(&w.from, "1", w.params.clone(), Tail::of(&w));
         let rows = db.run("timeseries_top_whole_tail", |c| async move { sql.query(&c).fetch_all::<(String, i64, i64)>().await }).await?;
         if w.is_exact(rows.first().map_or(0, |r| r.2)) {
             return Ok(ranked(rows));
         }
     }
-    let (from, cond, params) = from_sql(scope, metric, None, Some(group))?;
+    let (from, cond, params) = from_sql(scope, metric, None, Some(group), columns)?;
     let sql = query(&from, &cond, params, Tail::Unguarded);
     let rows = db.run("timeseries_top", |c| async move { sql.query(&c).fetch_all::<(String, i64, i64)>().await }).await?;
     Ok(ranked(rows))
@@ -348,6 +361,7 @@ pub async fn points(
         }
     };
     let value = value_sql(scope, metric, group.map(|(g, _)| g));
+    let columns = Columns::UsedBy(&[&series, value]);
     let query = |from: &str, cond: &str, params: Vec<(String, String)>, tail: Tail| {
         let (tail_column, tail_params) = tail.column(true);
         let mut sql = base.clone().bind_all(params).bind_all(tail_params);
@@ -357,14 +371,14 @@ pub async fn points(
         );
         sql
     };
-    if let Some(w) = whole_tail(scope, metric, Some(buckets), group.map(|(g, _)| g)) {
+    if let Some(w) = whole_tail(scope, metric, Some(buckets), group.map(|(g, _)| g), columns) {
         let sql = query(&w.from, "1", w.params.clone(), Tail::of(&w));
         let rows = db.run("timeseries_points_whole_tail", |c| async move { sql.query(&c).fetch_all::<PointRow>().await }).await?;
         if w.is_exact(rows.iter().map(|r| r.tail_latest_ms).max().unwrap_or(0)) {
             return Ok(rows.into_iter().map(PointRow::point).collect());
         }
     }
-    let (from, cond, params) = from_sql(scope, metric, Some(buckets), group.map(|(g, _)| g))?;
+    let (from, cond, params) = from_sql(scope, metric, Some(buckets), group.map(|(g, _)| g), columns)?;
     let sql = query(&from, &cond, params, Tail::Unguarded);
     let rows = db.run("timeseries_points", |c| async move { sql.query(&c).fetch_all::<PointRow>().await }).await?;
     Ok(rows.into_iter().map(PointRow::point).collect())

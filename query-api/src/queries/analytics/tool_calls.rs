@@ -13,7 +13,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 
 use super::bucket_index::index_sql;
-use super::rollup::{self, Grouping, QueriesSource, Source, Tail};
+use super::rollup::{self, Columns, Grouping, QueriesSource, Source, Tail};
 use super::scope::Scope;
 use crate::buckets::{Buckets, Key};
 use crate::db::Db;
@@ -268,8 +268,9 @@ fn queries_in_call_stats(scope: &Scope, need: Need, source: &Source) -> bool {
 /// [`totals`] from the given source.
 pub async fn totals_via(db: &Db, scope: &Scope, need: Need, source: &Source) -> Result<CallStats, QueryError> {
     let in_stats = queries_in_call_stats(scope, need, source);
-    let (from, cond, params) = rollup::tool_calls_from(scope, source);
-    let sql = Sql::new(format!("SELECT {} FROM {from} WHERE {cond}", stats(Need { queries: in_stats, ..need }))).bind_all(params);
+    let columns = stats(Need { queries: in_stats, ..need });
+    let (from, cond, params) = rollup::tool_calls_from(scope, source, Columns::UsedBy(&[&columns]));
+    let sql = Sql::new(format!("SELECT {columns} FROM {from} WHERE {cond}")).bind_all(params);
     let stats = db.run("tool_calls_totals", |c| async move { sql.query(&c).fetch_one::<CallStats>().await });
     if !need.queries || in_stats {
         return stats.await;
@@ -298,15 +299,18 @@ pub async fn series_via(db: &Db, scope: &Scope, buckets: &Buckets, need: Need, s
     let (bucket, bparams) = index_sql(buckets, "minute");
     let in_rows = Need { queries: in_stats, ..need };
     let sum_rows = sums_rows_itself(need, in_stats, source, buckets);
+    let read = aggregates(in_rows, sum_rows);
+    let used = [read.as_str()];
+    let columns = Columns::UsedBy(&used);
     let rows = async {
-        if let Some(w) = rollup::whole_tail(scope, source, buckets) {
+        if let Some(w) = rollup::whole_tail(scope, source, buckets, columns) {
             let (rows, latest_ms) =
                 bucket_rows(db, &w.from, "1", w.params.clone(), &bucket, &bparams, in_rows, Tail::of(&w), sum_rows).await?;
             if w.is_exact(latest_ms) {
                 return Ok(rows);
             }
         }
-        let (from, cond, params) = rollup::tool_calls_from(scope, source);
+        let (from, cond, params) = rollup::tool_calls_from(scope, source, columns);
         Ok(bucket_rows(db, &from, &cond, params, &bucket, &bparams, in_rows, Tail::Unguarded, sum_rows).await?.0)
     };
     let (rows, queries) = if !need.queries || in_stats {
@@ -366,6 +370,18 @@ async fn series_queries(
     Ok(rows.into_iter().map(|(b, n, _)| (b, n)).collect())
 }
 
+/// The aggregate columns [`bucket_rows`] selects: a source row's counts
+/// when it sums the rows itself, else [`counts`] or [`stats`] per bucket.
+fn aggregates(need: Need, sum_rows: bool) -> String {
+    if sum_rows {
+        row_counts().to_owned()
+    } else if need.counts_only() {
+        counts(need)
+    } else {
+        stats(need)
+    }
+}
+
 /// The per-bucket rows of a series from `from` (rows with `minute`),
 /// summed by the API when `sum_rows` (see [`sums_rows_itself`]), and the
 /// newest event of the guarded tail (0 when `tail` is unguarded).
@@ -382,10 +398,10 @@ async fn bucket_rows(
     sum_rows: bool,
 ) -> Result<(Vec<BucketStats>, i64), QueryError> {
     let (tail_column, tparams) = tail.column(!sum_rows);
+    let columns = aggregates(need, sum_rows);
     let text = if sum_rows {
-        format!("SELECT {bucket} AS bucket, {}, {tail_column} FROM {from} WHERE {cond}", row_counts())
+        format!("SELECT {bucket} AS bucket, {columns}, {tail_column} FROM {from} WHERE {cond}")
     } else {
-        let columns = if need.counts_only() { counts(need) } else { stats(need) };
         format!("SELECT {bucket} AS bucket, {columns}, {tail_column} FROM {from} WHERE {cond} GROUP BY bucket ORDER BY bucket")
     };
     let sql = Sql::new(text).bind_all(params).bind_all(bparams.to_vec()).bind_all(tparams);
@@ -482,15 +498,11 @@ pub async fn group_counts_via(
 ) -> Result<Vec<GroupCount>, QueryError> {
     let per_query_rows = matches!(dim, Dim::ProjectId | Dim::NavigatorId) && rollup::choose_queries(scope) != QueriesSource::CallSets;
     let in_calls = with_queries && !per_query_rows;
-    let (from, cond, params) = rollup::tool_calls_from(scope, source);
     let queries = queries_column(in_calls);
     let (key, present) = (dim.key_sql(), dim.present_sql());
-    let sql = Sql::new(format!(
-        "SELECT {key} AS key, toUInt64(sum(calls)) AS n_calls, {queries} AS n_queries
-         FROM {from} WHERE {cond} AND {present}
-         GROUP BY key ORDER BY key LIMIT 10000"
-    ))
-    .bind_all(params);
+    let select = format!("SELECT {key} AS key, toUInt64(sum(calls)) AS n_calls, {queries} AS n_queries");
+    let (from, cond, params) = rollup::tool_calls_from(scope, source, Columns::UsedBy(&[&select, present]));
+    let sql = Sql::new(format!("{select} FROM {from} WHERE {cond} AND {present} GROUP BY key ORDER BY key LIMIT 10000")).bind_all(params);
     let calls = db.run("tool_calls_groups", |c| async move { sql.query(&c).fetch_all::<GroupCount>().await });
     if !(with_queries && per_query_rows) {
         return calls.await;
@@ -524,15 +536,13 @@ pub struct Connection {
 
 /// Navigator-instance × tool usage, most used first (at most 1000 pairs).
 pub async fn connections(db: &Db, scope: &Scope) -> Result<Vec<Connection>, QueryError> {
-    let (from, cond, params) = rollup::tool_calls_from(scope, &rollup::choose(scope, None, false));
+    const SELECT: &str = "SELECT toString(navigator_instance_id) AS nav, toString(tool_id) AS tool,
+        toUInt64(sum(calls)) AS usage_count, toInt64(toUnixTimestamp64Milli(max(last_used))) AS last_used_ms";
+    const PRESENT: &str = "navigator_instance_id != toUUID('00000000-0000-0000-0000-000000000000')
+        AND tool_id != toUUID('00000000-0000-0000-0000-000000000000')";
+    let (from, cond, params) = rollup::tool_calls_from(scope, &rollup::choose(scope, None, false), Columns::UsedBy(&[SELECT, PRESENT]));
     let sql = Sql::new(format!(
-        "SELECT toString(navigator_instance_id) AS nav, toString(tool_id) AS tool,
-                toUInt64(sum(calls)) AS usage_count, toInt64(toUnixTimestamp64Milli(max(last_used))) AS last_used_ms
-         FROM {from} WHERE {cond}
-           AND navigator_instance_id != toUUID('00000000-0000-0000-0000-000000000000')
-           AND tool_id != toUUID('00000000-0000-0000-0000-000000000000')
-         GROUP BY nav, tool
-         ORDER BY usage_count DESC, nav, tool LIMIT 1000"
+        "{SELECT} FROM {from} WHERE {cond} AND {PRESENT} GROUP BY nav, tool ORDER BY usage_count DESC, nav, tool LIMIT 1000"
     ))
     .bind_all(params);
     db.run("tool_calls_connections", |c| async move { sql.query(&c).fetch_all::<Connection>().await }).await
@@ -550,12 +560,10 @@ pub struct KindCount {
 }
 
 pub async fn kind_counts(db: &Db, scope: &Scope) -> Result<Vec<KindCount>, QueryError> {
-    let (from, cond, params) = rollup::tool_calls_from(scope, &rollup::choose_navigator_keys(scope, None));
-    let sql = Sql::new(format!(
-        "SELECT toString(call_kind) AS kind, toUInt64(sum(calls)) AS n_calls, toUInt64(sum(suggestions)) AS n_suggestions
-         FROM {from} WHERE {cond} GROUP BY kind ORDER BY kind"
-    ))
-    .bind_all(params);
+    const SELECT: &str = "SELECT toString(call_kind) AS kind, toUInt64(sum(calls)) AS n_calls, toUInt64(sum(suggestions)) AS n_suggestions";
+    let source = rollup::choose_navigator_keys(scope, None);
+    let (from, cond, params) = rollup::tool_calls_from(scope, &source, Columns::UsedBy(&[SELECT]));
+    let sql = Sql::new(format!("{SELECT} FROM {from} WHERE {cond} GROUP BY kind ORDER BY kind")).bind_all(params);
     db.run("tool_calls_kinds", |c| async move { sql.query(&c).fetch_all::<KindCount>().await }).await
 }
 
@@ -570,12 +578,13 @@ pub struct ErrorTypeBucket {
 }
 
 pub async fn error_type_series(db: &Db, scope: &Scope, buckets: &Buckets) -> Result<Vec<ErrorTypeBucket>, QueryError> {
-    let (from, cond, params) = rollup::tool_calls_from(scope, &rollup::choose(scope, Some(buckets), false));
     let (bucket, bparams) = index_sql(buckets, "minute");
+    let select =
+        format!("SELECT if(error_type = '', 'other', toString(error_type)) AS kind, {bucket} AS bucket, toUInt64(sum(errors)) AS n_errors");
+    let source = rollup::choose(scope, Some(buckets), false);
+    let (from, cond, params) = rollup::tool_calls_from(scope, &source, Columns::UsedBy(&[&select, "errors > 0"]));
     let sql = Sql::new(format!(
-        "SELECT if(error_type = '', 'other', toString(error_type)) AS kind, {bucket} AS bucket, toUInt64(sum(errors)) AS n_errors
-         FROM {from} WHERE {cond} AND errors > 0
-         GROUP BY kind, bucket HAVING n_errors > 0 ORDER BY kind, bucket"
+        "{select} FROM {from} WHERE {cond} AND errors > 0 GROUP BY kind, bucket HAVING n_errors > 0 ORDER BY kind, bucket"
     ))
     .bind_all(params)
     .bind_all(bparams);

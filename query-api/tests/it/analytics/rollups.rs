@@ -198,7 +198,7 @@ async fn hourly_and_minute_rollups_answer_alike() {
         // A range that ends inside the current hour (not at :00), which
         // holds no event after the end: that hour is read whole from the
         // hour table.
-        let whole_tail = rollup::whole_tail(&scope, &ungrouped, &buckets);
+        let whole_tail = rollup::whole_tail(&scope, &ungrouped, &buckets, rollup::Columns::All);
         assert_eq!(whole_tail.is_some(), !on_the_hour, "{what}: {ungrouped:?}");
         if whole_tail.is_some() {
             let after = series_queries();
@@ -283,7 +283,7 @@ async fn hourly_and_minute_rollups_answer_alike() {
     let scope =
         Scope { tenant, range: TimeRange { start: buckets.first_start(), end }, filters: Filters::default(), kinds: CallKinds::Tool };
     let chosen = rollup::choose_ungrouped(&scope, Some(&buckets), true);
-    let whole_tail = rollup::whole_tail(&scope, &chosen, &buckets);
+    let whole_tail = rollup::whole_tail(&scope, &chosen, &buckets, rollup::Columns::All);
     if end.timestamp() % 300 != 0 {
         assert!(whole_tail.as_ref().is_some_and(|w| w.end == end && w.last_block == end.duration_trunc(five).unwrap()), "{chosen:?}");
     }
@@ -388,7 +388,7 @@ async fn hourly_and_minute_rollups_answer_alike() {
             if range_end.timestamp() % 3600 == 0 {
                 continue;
             }
-            assert!(rollup::whole_tail(&scope, &chosen, &buckets).is_some(), "{what}");
+            assert!(rollup::whole_tail(&scope, &chosen, &buckets, rollup::Columns::All).is_some(), "{what}");
             let before = series_queries();
             let auto = tool_calls::series(&db, &scope, &buckets, Need::LATENCY).await.unwrap();
             let after = series_queries();
