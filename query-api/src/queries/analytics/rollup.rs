@@ -873,12 +873,17 @@ const EXECUTIONS_COLUMNS: &str = "tenant_id, organization_id, project_id, naviga
 /// executions for the minutes at either end, when `keys` are the user
 /// rollup's ([`ExecutionKeys::Navigator`]) and the buckets keep hours
 /// whole; otherwise the user's raw executions over the range.
-pub fn executions_from(scope: &Scope, buckets: Option<&Buckets>, keys: ExecutionKeys) -> (String, String, Vec<(String, String)>) {
+pub fn executions_from(
+    scope: &Scope,
+    buckets: Option<&Buckets>,
+    keys: ExecutionKeys,
+    columns: Columns,
+) -> (String, String, Vec<(String, String)>) {
     if !by_user(scope) {
         let common = Conditions::tenant(scope.tenant).filters(&scope.filters, Table::Executions);
         if let Some(s) = split(scope.range, buckets).filter(|_| keys != ExecutionKeys::User) {
             let (from, params) =
-                blocks_and_edges(common, &s, Grain::hours("agent_executions_1h"), "agent_executions_1m", EXECUTIONS_COLUMNS);
+                blocks_and_edges(common, &s, Grain::hours("agent_executions_1h"), "agent_executions_1m", &columns.pick(EXECUTIONS_COLUMNS));
             return (from, "1".into(), params);
         }
         let (cond, params) = common.between(TimeColumn::Minute, scope.range.start, scope.range.end).into_parts();
@@ -892,9 +897,10 @@ pub fn executions_from(scope: &Scope, buckets: Option<&Buckets>, keys: Execution
     match split(scope.range, buckets).filter(|_| keys == ExecutionKeys::Navigator) {
         Some(s) => {
             let common = Conditions::tenant(scope.tenant).filters(&scope.filters, Table::ExecutionsUser);
-            let (from, params) = hours_and_raw_edges(common, &s, "agent_executions_user_1h", USER_EXECUTIONS_COLUMNS, |edges| {
+            let list = columns.pick(USER_EXECUTIONS_COLUMNS);
+            let (from, params) = hours_and_raw_edges(common, &s, "agent_executions_user_1h", &list, |edges| {
                 let (cond, params) = raw(edges, "r_m").into_parts();
-                (format!("SELECT minute, {USER_EXECUTIONS_COLUMNS} FROM ({RAW_EXECUTIONS} WHERE {cond})"), params)
+                (format!("SELECT minute, {list} FROM ({RAW_EXECUTIONS} WHERE {cond})"), params)
             });
             (from, "1".into(), params)
         }
@@ -907,14 +913,14 @@ pub fn executions_from(scope: &Scope, buckets: Option<&Buckets>, keys: Execution
 
 /// The [`WholeTail`] of an execution series (or ranking, without
 /// `buckets`) that [`executions_from`] reads from `agent_executions_1h`.
-pub fn executions_whole_tail(scope: &Scope, buckets: Option<&Buckets>, keys: ExecutionKeys) -> Option<WholeTail> {
+pub fn executions_whole_tail(scope: &Scope, buckets: Option<&Buckets>, keys: ExecutionKeys, columns: Columns) -> Option<WholeTail> {
     if by_user(scope) || keys == ExecutionKeys::User {
         return None;
     }
     let s = split(scope.range, buckets)?;
     let common = Conditions::tenant(scope.tenant).filters(&scope.filters, Table::Executions);
-    let columns = format!("{EXECUTIONS_COLUMNS}, latest_occurred_at");
-    WholeTail::of(&s, buckets, Grain::hours("agent_executions_1h"), chrono::Duration::hours(1), &columns, common)
+    let list = format!("{}, latest_occurred_at", columns.pick(EXECUTIONS_COLUMNS));
+    WholeTail::of(&s, buckets, Grain::hours("agent_executions_1h"), chrono::Duration::hours(1), &list, common)
 }
 
 #[cfg(test)]
@@ -1149,9 +1155,9 @@ mod tests {
         assert_eq!(choose_ungrouped(&scope(r5, by_user.clone()), Some(&b), false), Source::Raw);
         let by_id = Filters { user_token_id: Some(uuid::Uuid::new_v4()), ..Filters::default() };
         assert!(matches!(choose_ungrouped(&scope(r, by_id), None, false), Source::UserHourly(_)));
-        let (from, _, _) = executions_from(&s, None, ExecutionKeys::Navigator);
+        let (from, _, _) = executions_from(&s, None, ExecutionKeys::Navigator, Columns::All);
         assert!(from.contains("agent_executions_user_1h"), "{from}");
-        let (from, _, _) = executions_from(&s, None, ExecutionKeys::Other);
+        let (from, _, _) = executions_from(&s, None, ExecutionKeys::Other, Columns::All);
         assert!(!from.contains("agent_executions_user_1h") && from.contains("agent_executions"), "{from}");
     }
 
@@ -1178,16 +1184,16 @@ mod tests {
         let (b, r) = buckets(range("2024-01-01T00:17:00Z", "2024-01-08T00:18:00Z"), Span::new(1, Unit::Hour), "UTC");
         let all = scope(r, Filters::default());
         for keys in [ExecutionKeys::Navigator, ExecutionKeys::Other] {
-            let (from, _, _) = executions_from(&all, Some(&b), keys);
+            let (from, _, _) = executions_from(&all, Some(&b), keys, Columns::All);
             assert!(from.contains("FROM agent_executions_1h") && from.contains("FROM agent_executions_1m"), "{from}");
-            let w = executions_whole_tail(&all, Some(&b), keys).unwrap();
+            let w = executions_whole_tail(&all, Some(&b), keys, Columns::All).unwrap();
             assert_eq!(w.last_block, range("2024-01-08T00:00:00Z", "2024-01-08T00:00:00Z").start);
         }
         // Grouped by the executing user, or buckets that cut hours: the minute rollup.
-        assert_eq!(executions_from(&all, Some(&b), ExecutionKeys::User).0, "agent_executions_1m");
-        assert_eq!(executions_whole_tail(&all, Some(&b), ExecutionKeys::User), None);
+        assert_eq!(executions_from(&all, Some(&b), ExecutionKeys::User, Columns::All).0, "agent_executions_1m");
+        assert_eq!(executions_whole_tail(&all, Some(&b), ExecutionKeys::User, Columns::All), None);
         let (b5, r5) = buckets(range("2024-01-07T00:17:00Z", "2024-01-08T00:18:00Z"), Span::new(5, Unit::Minute), "UTC");
-        assert_eq!(executions_from(&scope(r5, Filters::default()), Some(&b5), ExecutionKeys::Other).0, "agent_executions_1m");
+        assert_eq!(executions_from(&scope(r5, Filters::default()), Some(&b5), ExecutionKeys::Other, Columns::All).0, "agent_executions_1m");
     }
 
     #[test]

@@ -228,7 +228,7 @@ fn from_sql(
             let q = rollup::query_counts_from(scope, buckets).ok_or(QueryError::Unsupported("queries counted with the calls"))?;
             (q.from, "1".into(), q.params)
         }
-        Table::Executions => rollup::executions_from(scope, buckets, execution_keys(group)),
+        Table::Executions => rollup::executions_from(scope, buckets, execution_keys(group), columns),
     })
 }
 
@@ -250,7 +250,7 @@ fn whole_tail(
                 None => rollup::whole_tail_unbucketed(scope, &source, columns),
             }
         }
-        Table::Executions => rollup::executions_whole_tail(scope, buckets, execution_keys(group)),
+        Table::Executions => rollup::executions_whole_tail(scope, buckets, execution_keys(group), columns),
     }
 }
 
