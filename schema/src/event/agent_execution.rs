@@ -115,7 +115,7 @@ pub fn parse_agent_execution(bytes: &[u8], now: DateTime<Utc>) -> Result<AgentEx
         None => 1,
     };
     let execution_kind =
-        f.opt_vocabulary("execution_kind", ExecutionKind::parse, &ExecutionKind::expected())?.unwrap_or(ExecutionKind::AgentChat);
+        f.opt_vocabulary("execution_kind", ExecutionKind::parse, ExecutionKind::expected)?.unwrap_or(ExecutionKind::AgentChat);
     let cost_known = f.opt_bool("cost_known")?.unwrap_or(true);
     let cost_usd = f.opt_money("cost_usd")?.unwrap_or_default();
     if !cost_known && !cost_usd.is_zero() {
@@ -155,8 +155,8 @@ pub fn parse_agent_execution(bytes: &[u8], now: DateTime<Utc>) -> Result<AgentEx
         cost_known,
         messages_count,
         duration_ms: f.opt_non_negative("duration_ms")?,
-        status: f.opt_vocabulary("status", ExecutionStatus::parse, &ExecutionStatus::expected())?.unwrap_or(ExecutionStatus::Success),
-        error_type: f.opt_vocabulary("error_type", ErrorType::parse, &ErrorType::expected())?,
+        status: f.opt_vocabulary("status", ExecutionStatus::parse, ExecutionStatus::expected)?.unwrap_or(ExecutionStatus::Success),
+        error_type: f.opt_vocabulary("error_type", ErrorType::parse, ErrorType::expected)?,
         error_message: f.opt_string("error_message", MAX_MESSAGE_BYTES)?,
         query_text,
     })

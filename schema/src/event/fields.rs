@@ -160,10 +160,10 @@ impl<'a> Fields<'a> {
             .transpose()
     }
 
-    pub fn opt_vocabulary<T>(&self, field: &str, parse: fn(&str) -> Option<T>, expected: &str) -> Result<Option<T>> {
+    pub fn opt_vocabulary<T>(&self, field: &str, parse: fn(&str) -> Option<T>, expected: fn() -> String) -> Result<Option<T>> {
         self.get(field)
             .map(|v| match v {
-                Json::String(s) => parse(s).ok_or_else(|| invalid(field, format!("`{s}` is not one of {expected}"))),
+                Json::String(s) => parse(s).ok_or_else(|| invalid(field, format!("`{s}` is not one of {}", expected()))),
                 other => Err(wrong_type(field, "a string", other)),
             })
             .transpose()

@@ -94,7 +94,7 @@ pub fn parse_tool_call(bytes: &[u8], now: DateTime<Utc>) -> Result<ToolCallEvent
         navigator_instance_id: f.opt_uuid("navigator_instance_id")?,
         navigator_name: f.opt_string("navigator_name", MAX_NAME_BYTES)?,
         query_id: f.opt_uuid("query_id")?,
-        call_kind: f.opt_vocabulary("call_kind", CallKind::parse, &CallKind::expected())?.unwrap_or(CallKind::Tool),
+        call_kind: f.opt_vocabulary("call_kind", CallKind::parse, CallKind::expected)?.unwrap_or(CallKind::Tool),
         suggestions_count,
         server_id: f.opt_uuid("server_id")?,
         server_name: f.opt_string("server_name", MAX_NAME_BYTES)?,
@@ -109,7 +109,7 @@ pub fn parse_tool_call(bytes: &[u8], now: DateTime<Utc>) -> Result<ToolCallEvent
         latency_ms: f.non_negative("latency_ms")?,
         runtime_ms: f.opt_non_negative("runtime_ms")?,
         success: f.bool("success")?,
-        error_type: f.opt_vocabulary("error_type", ErrorType::parse, &ErrorType::expected())?,
+        error_type: f.opt_vocabulary("error_type", ErrorType::parse, ErrorType::expected)?,
         error_message: f.opt_string("error_message", MAX_MESSAGE_BYTES)?,
     })
 }
