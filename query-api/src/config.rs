@@ -180,7 +180,9 @@ pub struct UsageArgs {
     /// than this after their `occurred_at` are picked up by the reconcile).
     #[arg(long = "usage-refresh-lookback-minutes", env = "AGENTMETER_USAGE_REFRESH_LOOKBACK_MINUTES", default_value_t = 5)]
     pub usage_refresh_lookback_minutes: u32,
-    /// How often every counter and every limit is re-read in full, in milliseconds.
+    /// How often the counters are reconciled with ClickHouse (every hour of
+    /// the retention whose sums changed is re-read) and every limit is
+    /// re-read in full, in milliseconds.
     #[arg(long = "usage-reconcile-interval-ms", env = "AGENTMETER_USAGE_RECONCILE_INTERVAL_MS", default_value_t = 60_000)]
     pub usage_reconcile_interval_ms: u64,
     /// How long a reservation made with `reserve=true` holds its amount, in milliseconds.

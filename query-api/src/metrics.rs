@@ -10,7 +10,7 @@
 //! No tenant, key or user id is ever a label.
 
 use prometheus::core::Collector;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
 /// Every metric of the API, in its own registry (so several apps can live
 /// in one test process).
@@ -34,6 +34,7 @@ pub struct UsageMetrics {
     pub checks_total: IntCounterVec,
     pub subjects: IntGauge,
     pub counter_staleness_ms: IntGauge,
+    pub reconcile_hours_read_total: IntCounter,
 }
 
 const LATENCY_BUCKETS: &[f64] = &[0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -88,9 +89,14 @@ impl Metrics {
                 "Age of the usage counters at the last refresh, in milliseconds",
             )
             .expect("valid metric"),
+            reconcile_hours_read_total: IntCounter::new(
+                "agentmeter_usage_reconcile_hours_read_total",
+                "Hours of usage a reconcile read again because ClickHouse's sums for them differed from the counters'",
+            )
+            .expect("valid metric"),
         };
         let registry = Registry::new();
-        let all: [Box<dyn Collector>; 10] = [
+        let all: [Box<dyn Collector>; 11] = [
             Box::new(requests_total.clone()),
             Box::new(request_duration_seconds.clone()),
             Box::new(clickhouse_query_duration_seconds.clone()),
@@ -101,6 +107,7 @@ impl Metrics {
             Box::new(usage.checks_total.clone()),
             Box::new(usage.subjects.clone()),
             Box::new(usage.counter_staleness_ms.clone()),
+            Box::new(usage.reconcile_hours_read_total.clone()),
         ];
         for c in all {
             registry.register(c).expect("metric registered once");

@@ -53,6 +53,39 @@ const TOOL_SQL: &str = "SELECT toInt64(intDiv(toUnixTimestamp(minute), 60)) AS m
     WHERE minute >= toDateTime({from:Int64}, 'UTC') AND minute < toDateTime({to:Int64}, 'UTC')
     GROUP BY minute_no, tenant_id, organization_id";
 
+#[derive(Debug, Row, Deserialize)]
+pub struct ExecHourRow {
+    pub hour_no: i64,
+    pub executions: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub total_tokens: u64,
+    pub messages: u64,
+    /// `Decimal(38, 6)`: micro-dollars.
+    pub cost_usd: i128,
+}
+
+#[derive(Debug, Row, Deserialize)]
+pub struct ToolHourRow {
+    pub hour_no: i64,
+    pub calls: u64,
+}
+
+/// [`EXEC_SQL`] summed per hour over every key.
+const EXEC_HOURS_SQL: &str = "SELECT toInt64(intDiv(toUnixTimestamp(minute), 3600)) AS hour_no,
+        toUInt64(sum(executions)) AS executions, toUInt64(sum(input_tokens)) AS input_tokens,
+        toUInt64(sum(output_tokens)) AS output_tokens, toUInt64(sum(total_tokens)) AS total_tokens,
+        toUInt64(sum(messages)) AS messages, toDecimal128(sum(cost_usd), 6) AS cost_usd
+    FROM agent_executions_1m
+    WHERE billable AND minute >= toDateTime({from:Int64}, 'UTC') AND minute < toDateTime({to:Int64}, 'UTC')
+    GROUP BY hour_no";
+
+/// [`TOOL_SQL`] summed per hour over every key.
+const TOOL_HOURS_SQL: &str = "SELECT toInt64(intDiv(toUnixTimestamp(minute), 3600)) AS hour_no, toUInt64(sum(calls)) AS calls
+    FROM tool_calls_1m
+    WHERE minute >= toDateTime({from:Int64}, 'UTC') AND minute < toDateTime({to:Int64}, 'UTC')
+    GROUP BY hour_no";
+
 const SEEN_SQL: &str = "SELECT DISTINCT execution_id FROM agent_executions
     WHERE tenant_id = {t:UUID} AND occurred_at >= toDateTime64({since_ms:Int64} / 1000, 3, 'UTC')
       AND execution_id IN {ids:Array(UUID)}";
@@ -68,6 +101,14 @@ struct SeenRow {
 pub async fn minutes(db: &clickhouse::Client, from: i64, to: i64) -> clickhouse::error::Result<(Vec<ExecMinuteRow>, Vec<ToolMinuteRow>)> {
     let exec = db.query(EXEC_SQL).param("from", from * 60).param("to", to * 60).fetch_all().await?;
     let tools = db.query(TOOL_SQL).param("from", from * 60).param("to", to * 60).fetch_all().await?;
+    Ok((exec, tools))
+}
+
+/// The sums of [`minutes`] `[from, to)` per hour, over every tenant,
+/// organization and user: two aggregates that send a row per hour.
+pub async fn hour_sums(db: &clickhouse::Client, from: i64, to: i64) -> clickhouse::error::Result<(Vec<ExecHourRow>, Vec<ToolHourRow>)> {
+    let exec = db.query(EXEC_HOURS_SQL).param("from", from * 60).param("to", to * 60).fetch_all().await?;
+    let tools = db.query(TOOL_HOURS_SQL).param("from", from * 60).param("to", to * 60).fetch_all().await?;
     Ok((exec, tools))
 }
 

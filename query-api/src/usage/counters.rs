@@ -15,6 +15,10 @@
 //!   replaced. A period sum reads whole hours plus at most 118 edge minutes,
 //!   so a month costs about a thousand additions.
 //!
+//! * `hour_sums`: per hour, the sums of every row held (all subjects), for
+//!   the reconcile to compare with ClickHouse's sums of the same hour
+//!   ([`Counters::hours_differing`]).
+//!
 //! Memory grows with the number of (subject, active minute) pairs within the
 //! retention (the longest period, 35 days); minutes before it are pruned.
 
@@ -157,6 +161,7 @@ pub struct Counters {
     exec: BTreeMap<i64, HashMap<ExecKey, Totals>>,
     tools: BTreeMap<i64, HashMap<ToolKey, i128>>,
     series: HashMap<SubjectKey, Series>,
+    hour_sums: BTreeMap<i64, Totals>,
 }
 
 impl Counters {
@@ -213,6 +218,7 @@ impl Counters {
                     let delta = Totals { tool_calls: d, ..Totals::default() };
                     self.series.entry(SubjectKey::Organization(k.0, k.1)).or_default().apply(m, delta);
                     self.series.entry(SubjectKey::Tenant(k.0)).or_default().apply(m, delta);
+                    bump(&mut self.hour_sums, m.div_euclid(60), delta);
                 }
             }
             if !new.is_empty() {
@@ -225,12 +231,26 @@ impl Counters {
         self.series.entry(SubjectKey::User(t, o, u)).or_default().apply(minute, delta);
         self.series.entry(SubjectKey::Organization(t, o)).or_default().apply(minute, delta);
         self.series.entry(SubjectKey::Tenant(t)).or_default().apply(minute, delta);
+        bump(&mut self.hour_sums, minute.div_euclid(60), delta);
+    }
+
+    /// The hours of `[from_hour, to_hour)` whose sums differ from `theirs`
+    /// (ClickHouse's sums of the same rows per hour; an hour absent from
+    /// either side sums to zero), in order.
+    pub fn hours_differing(&self, from_hour: i64, to_hour: i64, theirs: &BTreeMap<i64, Totals>) -> Vec<i64> {
+        let hours: std::collections::BTreeSet<i64> =
+            self.hour_sums.range(from_hour..to_hour).chain(theirs.range(from_hour..to_hour)).map(|(h, _)| *h).collect();
+        hours
+            .into_iter()
+            .filter(|h| self.hour_sums.get(h).copied().unwrap_or_default() != theirs.get(h).copied().unwrap_or_default())
+            .collect()
     }
 
     /// Drops every minute before `before`.
     pub fn prune(&mut self, before: i64) {
         self.exec = self.exec.split_off(&before);
         self.tools = self.tools.split_off(&before);
+        self.hour_sums = self.hour_sums.split_off(&before.div_euclid(60));
         self.series.retain(|_, s| {
             s.prune(before);
             !s.minutes.is_empty()
@@ -279,6 +299,28 @@ mod tests {
         assert_eq!(c.sum(SubjectKey::Tenant(ten), 0, 300).tool_calls, 0);
         c.prune(120);
         assert_eq!(c.sum(SubjectKey::Tenant(ten), 120, 300).total_tokens, 5);
+    }
+
+    #[test]
+    fn hour_sums_follow_every_replace_and_prune() {
+        let (ten, org, u1, u2) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3), Uuid::from_u128(4));
+        let row = |minute, user, tokens| ExecRow { minute, tenant_id: ten, organization_id: org, user_id: user, totals: t(tokens) };
+        let tool = |minute, calls| ToolRow { minute, tenant_id: ten, organization_id: org, calls };
+        let mut c = Counters::default();
+        c.replace_minutes(0, 240, &[row(10, u1, 5), row(50, u2, 7), row(130, u1, 1)], &[tool(70, 4)]);
+        let theirs = |rows: &[(i64, Totals)]| rows.iter().copied().collect::<BTreeMap<i64, Totals>>();
+        let h0 = t(5).plus(t(7));
+        let h1 = Totals { tool_calls: 4, ..Totals::default() };
+        assert!(c.hours_differing(0, 4, &theirs(&[(0, h0), (1, h1), (2, t(1))])).is_empty());
+        // A row ClickHouse has and the counters do not, one they hold and it
+        // has no more, a difference outside the hours compared.
+        let more = theirs(&[(0, h0.plus(t(1))), (1, h1), (5, t(9))]);
+        assert_eq!(c.hours_differing(0, 4, &more), vec![0, 2]);
+        // Replacing a minute moves its hour's sums by the difference only.
+        c.replace_minutes(50, 51, &[row(50, u2, 8)], &[]);
+        assert_eq!(c.hours_differing(0, 3, &theirs(&[(0, t(5).plus(t(8))), (1, h1), (2, t(1))])), Vec::<i64>::new());
+        c.prune(120);
+        assert_eq!(c.hours_differing(0, 3, &theirs(&[(2, t(1))])), Vec::<i64>::new());
     }
 
     #[test]

@@ -5,10 +5,13 @@
 //!   `--usage-refresh-lookback-minutes` minutes (plus the current one) of
 //!   `agent_executions_1m` (billable only) and `tool_calls_1m`, and replace
 //!   those minutes in memory. These rows are few, so the query is cheap.
-//! * Every `--usage-reconcile-interval-ms` (60 s) and at start: re-read the
-//!   whole retention (35 days), build a fresh set of counters
-//!   on a blocking thread and swap it in (so checks never wait for it). This catches events that
-//!   reached ClickHouse more than the look-back after their `occurred_at`.
+//! * At start: read the whole retention (35 days, from an hour on), build
+//!   the counters on a blocking thread and swap them in.
+//! * Every `--usage-reconcile-interval-ms` (60 s): compare ClickHouse's
+//!   sums per hour over the retention with the counters' and read again
+//!   only the hours that differ ([`reread_changed_hours`]). This catches
+//!   events that reached ClickHouse more than the look-back after their
+//!   `occurred_at`.
 //! * Limits are loaded by their own loop ([`super::limits_watch`]): every
 //!   interval it reads a fingerprint of `plan_limits` and reloads the limits
 //!   when it moved (at once when another replica announces a write through
@@ -30,6 +33,7 @@
 //! leaves the counters and `as_of` as they were, so `staleness_ms` grows and
 //! says so.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -45,6 +49,23 @@ use crate::queries::usage_counters;
 /// window of up to 31 days) plus time-zone and anchor slack.
 pub const RETENTION_DAYS: i64 = 35;
 
+/// Hours read again per ClickHouse request in a reconcile: a stalled
+/// replica catches up a day at a time, holding the write lock briefly.
+const HOURS_PER_READ: i64 = 24;
+
+/// The [`Totals`] of an execution rollup's sums (no tool calls).
+fn execution_totals(executions: u64, input_tokens: u64, output_tokens: u64, total_tokens: u64, messages: u64, cost_micros: i128) -> Totals {
+    Totals {
+        executions: i128::from(executions),
+        input_tokens: i128::from(input_tokens),
+        output_tokens: i128::from(output_tokens),
+        total_tokens: i128::from(total_tokens),
+        messages: i128::from(messages),
+        cost_micros,
+        tool_calls: 0,
+    }
+}
+
 /// Reads minutes `[from, to)` of both rollups.
 async fn read_minutes(db: &clickhouse::Client, from: i64, to: i64) -> clickhouse::error::Result<(Vec<ExecRow>, Vec<ToolRow>)> {
     let (exec, tools) = usage_counters::minutes(db, from, to).await?;
@@ -55,15 +76,7 @@ async fn read_minutes(db: &clickhouse::Client, from: i64, to: i64) -> clickhouse
             tenant_id: r.tenant_id,
             organization_id: r.organization_id,
             user_id: r.user_id,
-            totals: Totals {
-                executions: i128::from(r.executions),
-                input_tokens: i128::from(r.input_tokens),
-                output_tokens: i128::from(r.output_tokens),
-                total_tokens: i128::from(r.total_tokens),
-                messages: i128::from(r.messages),
-                cost_micros: r.cost_usd,
-                tool_calls: 0,
-            },
+            totals: execution_totals(r.executions, r.input_tokens, r.output_tokens, r.total_tokens, r.messages, r.cost_usd),
         })
         .collect();
     let tools = tools
@@ -71,6 +84,59 @@ async fn read_minutes(db: &clickhouse::Client, from: i64, to: i64) -> clickhouse
         .map(|r| ToolRow { minute: r.minute_no, tenant_id: r.tenant_id, organization_id: r.organization_id, calls: i128::from(r.calls) })
         .collect();
     Ok((exec, tools))
+}
+
+/// ClickHouse's sums of minutes `[from, to)` per hour, over every subject.
+async fn read_hour_sums(db: &clickhouse::Client, from: i64, to: i64) -> clickhouse::error::Result<BTreeMap<i64, Totals>> {
+    let (exec, tools) = usage_counters::hour_sums(db, from, to).await?;
+    let mut sums: BTreeMap<i64, Totals> = BTreeMap::new();
+    for r in exec {
+        let t = sums.entry(r.hour_no).or_default();
+        *t = t.plus(execution_totals(r.executions, r.input_tokens, r.output_tokens, r.total_tokens, r.messages, r.cost_usd));
+    }
+    for r in tools {
+        sums.entry(r.hour_no).or_default().tool_calls += i128::from(r.calls);
+    }
+    Ok(sums)
+}
+
+/// A reconcile of counters already loaded: ClickHouse's sums per hour over
+/// the retention (two aggregates that send a row per hour) are compared
+/// with the counters' ([`Counters::hours_differing`]), and only the hours
+/// that differ are read again minute by minute and replaced. Rollup rows
+/// are only ever added (merges keep their sums), and each adds at least
+/// one billable execution or one tool call to its hour, so an hour whose
+/// sums match holds every row ClickHouse has for it. Reading the whole
+/// retention every minute instead cost a replica holding a month of 16 M
+/// events about 8 CPU s and a second copy of its counters (1.5 GB) each
+/// time.
+async fn reread_changed_hours(state: &UsageState, from: i64, to: i64) -> clickhouse::error::Result<()> {
+    let theirs = read_hour_sums(&state.db, from, to).await?;
+    let to_hour = to.div_euclid(60) + i64::from(to.rem_euclid(60) != 0);
+    let changed = state.counters.read().unwrap_or_else(|e| e.into_inner()).hours_differing(from.div_euclid(60), to_hour, &theirs);
+    state.metrics.reconcile_hours_read_total.inc_by(changed.len() as u64);
+    for (first, last) in runs(&changed, HOURS_PER_READ) {
+        let (a, b) = (first * 60, ((last + 1) * 60).min(to));
+        let (exec, tools) = read_minutes(&state.db, a, b).await?;
+        state.counters.write().unwrap_or_else(|e| e.into_inner()).replace_minutes(a, b, &exec, &tools);
+    }
+    let mut c = state.counters.write().unwrap_or_else(|e| e.into_inner());
+    c.prune(from);
+    state.metrics.subjects.set(c.subjects() as i64);
+    Ok(())
+}
+
+/// `hours` (ascending) as runs of consecutive hours `(first, last)`, each
+/// at most `max` hours long.
+fn runs(hours: &[i64], max: i64) -> Vec<(i64, i64)> {
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for &h in hours {
+        match out.last_mut() {
+            Some((first, last)) if *last + 1 == h && h - *first < max => *last = h,
+            _ => out.push((h, h)),
+        }
+    }
+    out
 }
 
 /// Re-reads the recent minutes (or, with `full`, the whole retention) and
@@ -90,7 +156,12 @@ async fn refresh_inner(state: &UsageState, full: bool) -> clickhouse::error::Res
     let db = &state.db;
     let now = state.now();
     let to = minute_of(now) + 1;
-    let from = if full { to - RETENTION_DAYS * 24 * 60 } else { to - 1 - i64::from(state.cfg.usage_refresh_lookback_minutes) };
+    // The retention starts on an hour, so that a reconcile compares whole hours.
+    let from = if full {
+        (to - RETENTION_DAYS * 24 * 60).div_euclid(60) * 60
+    } else {
+        to - 1 - i64::from(state.cfg.usage_refresh_lookback_minutes)
+    };
 
     // Executions awaited by reservations, looked up before the rollups so
     // that every one found is inside the rollup read that follows (and, for
@@ -122,8 +193,10 @@ async fn refresh_inner(state: &UsageState, full: bool) -> clickhouse::error::Res
         None => None,
     };
     let read_at = state.now();
-    let (exec, tools) = read_minutes(db, from, to).await?;
-    if full {
+    if full && state.as_of().is_ok() {
+        reread_changed_hours(state, from, to).await?;
+    } else if full {
+        let (exec, tools) = read_minutes(db, from, to).await?;
         // Build the whole set off the async workers and swap it in: checks
         // never wait for a rebuild. Nothing is lost by replacing: deltas run
         // in this same task, so none was applied after this read started.
@@ -139,6 +212,7 @@ async fn refresh_inner(state: &UsageState, full: bool) -> clickhouse::error::Res
         // Free the old set off the async workers too.
         tokio::task::spawn_blocking(move || drop(old));
     } else {
+        let (exec, tools) = read_minutes(db, from, to).await?;
         let mut c = state.counters.write().unwrap_or_else(|e| e.into_inner());
         c.replace_minutes(from, to, &exec, &tools);
         state.metrics.subjects.set(c.subjects() as i64);
@@ -193,4 +267,17 @@ pub async fn run(state: Weak<UsageState>) {
 pub async fn load_now(state: &Arc<UsageState>) -> clickhouse::error::Result<()> {
     super::limits_watch::reload(state, true).await?;
     refresh_once(state, true).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::runs;
+
+    #[test]
+    fn changed_hours_are_read_in_runs_of_consecutive_hours() {
+        assert_eq!(runs(&[], 24), vec![]);
+        assert_eq!(runs(&[5], 24), vec![(5, 5)]);
+        assert_eq!(runs(&[1, 2, 3, 7, 9, 10], 24), vec![(1, 3), (7, 7), (9, 10)]);
+        assert_eq!(runs(&[0, 1, 2, 3, 4], 2), vec![(0, 1), (2, 3), (4, 4)]);
+    }
 }

@@ -9,7 +9,8 @@ pub struct UsageSettings {
     pub usage_refresh_interval_ms: u64,
     /// How many recent minutes each refresh re-reads.
     pub usage_refresh_lookback_minutes: u32,
-    /// How often every counter and every limit is re-read in full.
+    /// How often the counters are reconciled with ClickHouse (the hours whose
+    /// sums changed are re-read) and every limit is re-read in full.
     pub usage_reconcile_interval_ms: u64,
     /// How long a reservation made with `reserve=true` holds its amount.
     pub usage_reservation_ttl_ms: u64,

@@ -454,6 +454,41 @@ async fn calendar_day_resets_at_local_midnight_across_dst() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconcile_reads_again_only_the_hours_whose_sums_changed() {
+    let h = Harness::start("usage_reconcile_hours", Some(utc("2026-11-10T12:30:00Z")), &[]).await;
+    let (t, org, user) = (h.tenant_a, Uuid::new_v4(), Uuid::new_v4());
+    let (s, _) = h
+        .put_limit(
+            ADMIN_A,
+            Uuid::new_v4(),
+            json!({"subject": "user", "organization_id": org, "user_id": user, "metric": "messages", "period": "rolling_hours", "rolling_hours": 48, "max_value": 100}),
+        )
+        .await;
+    assert_eq!(s, 201);
+    let hours_read = || h.state.metrics.usage.reconcile_hours_read_total.get();
+    let probe = json!({"tokens": 1, "usage_type": "messages", "organization_id": org, "user_id": user});
+    // Older than the delta look-back, in two hours: only a reconcile sees them.
+    let at = |s: &str| Exec::new(t, org, user, utc(s));
+    h.insert(&[at("2026-11-10T09:10:00Z").row(), at("2026-11-09T06:05:00Z").row(), at("2026-11-09T06:50:00Z").row()]).await;
+    let before = hours_read();
+    load_now(&h.state.usage).await.unwrap();
+    assert_eq!(hours_read() - before, 2);
+    assert_eq!(h.check(probe.clone()).await.0["current_usage"], 3);
+    // Nothing changed: nothing is read again.
+    load_now(&h.state.usage).await.unwrap();
+    assert_eq!(hours_read() - before, 2);
+    // One more event in one of those hours, and a non-billable one in another
+    // (neither side counts it): that hour alone.
+    let mut free = at("2026-11-10T02:00:00Z");
+    free.billable = false;
+    h.insert(&[at("2026-11-10T09:59:00Z").row(), free.row()]).await;
+    load_now(&h.state.usage).await.unwrap();
+    assert_eq!(hours_read() - before, 3);
+    assert_eq!(h.check(probe).await.0["current_usage"], 4);
+    h.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_reservations_admit_exactly_the_budget() {
     // The holds must outlive the steps up to the early release below (a
     // second or two, more on a busy machine, where `wait_usage` alone may
