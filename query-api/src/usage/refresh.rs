@@ -5,8 +5,8 @@
 //!   `--usage-refresh-lookback-minutes` minutes (plus the current one) of
 //!   `agent_executions_1m` (billable only) and `tool_calls_1m`, and replace
 //!   those minutes in memory. These rows are few, so the query is cheap.
-//! * At start: read the whole retention (35 days, from an hour on), build
-//!   the counters on a blocking thread and swap them in.
+//! * At start: read the whole retention (35 days, from an hour on) a day
+//!   at a time, build the counters on a blocking thread and swap them in.
 //! * Every `--usage-reconcile-interval-ms` (60 s): compare ClickHouse's
 //!   sums per hour over the retention with the counters' and read again
 //!   only the hours that differ ([`reread_changed_hours`]). This catches
@@ -49,8 +49,9 @@ use crate::queries::usage_counters;
 /// window of up to 31 days) plus time-zone and anchor slack.
 pub const RETENTION_DAYS: i64 = 35;
 
-/// Hours read again per ClickHouse request in a reconcile: a stalled
-/// replica catches up a day at a time, holding the write lock briefly.
+/// Hours read per ClickHouse request by the first load and by a reconcile:
+/// one day's rows are held at a time, and a stalled replica catches up a
+/// day at a time, holding the write lock briefly.
 const HOURS_PER_READ: i64 = 24;
 
 /// The [`Totals`] of an execution rollup's sums (no tool calls).
@@ -112,8 +113,7 @@ async fn read_hour_sums(db: &clickhouse::Client, from: i64, to: i64) -> clickhou
 /// time.
 async fn reread_changed_hours(state: &UsageState, from: i64, to: i64) -> clickhouse::error::Result<()> {
     let theirs = read_hour_sums(&state.db, from, to).await?;
-    let to_hour = to.div_euclid(60) + i64::from(to.rem_euclid(60) != 0);
-    let changed = state.counters.read().unwrap_or_else(|e| e.into_inner()).hours_differing(from.div_euclid(60), to_hour, &theirs);
+    let changed = state.counters.read().unwrap_or_else(|e| e.into_inner()).hours_differing(from.div_euclid(60), hours_to(to), &theirs);
     state.metrics.reconcile_hours_read_total.inc_by(changed.len() as u64);
     for (first, last) in runs(&changed, HOURS_PER_READ) {
         let (a, b) = (first * 60, ((last + 1) * 60).min(to));
@@ -124,6 +124,11 @@ async fn reread_changed_hours(state: &UsageState, from: i64, to: i64) -> clickho
     c.prune(from);
     state.metrics.subjects.set(c.subjects() as i64);
     Ok(())
+}
+
+/// The end (exclusive) of the hours that hold minutes before `to`.
+fn hours_to(to: i64) -> i64 {
+    to.div_euclid(60) + i64::from(to.rem_euclid(60) != 0)
 }
 
 /// `hours` (ascending) as runs of consecutive hours `(first, last)`, each
@@ -196,17 +201,22 @@ async fn refresh_inner(state: &UsageState, full: bool) -> clickhouse::error::Res
     if full && state.as_of().is_ok() {
         reread_changed_hours(state, from, to).await?;
     } else if full {
-        let (exec, tools) = read_minutes(db, from, to).await?;
-        // Build the whole set off the async workers and swap it in: checks
-        // never wait for a rebuild. Nothing is lost by replacing: deltas run
-        // in this same task, so none was applied after this read started.
-        let fresh = tokio::task::spawn_blocking(move || {
-            let mut c = Counters::default();
-            c.replace_minutes(from, to, &exec, &tools);
-            c
-        })
-        .await
-        .expect("counter rebuild does not panic");
+        // The first load: a fresh set built a day at a time (one day's rows
+        // held at once, not the retention's), off the async workers, then
+        // swapped in whole. Nothing is lost by replacing: deltas run in this
+        // same task, so none was applied after these reads started.
+        let mut fresh = Counters::default();
+        let hours: Vec<i64> = (from.div_euclid(60)..hours_to(to)).collect();
+        for (first, last) in runs(&hours, HOURS_PER_READ) {
+            let (a, b) = (first * 60, ((last + 1) * 60).min(to));
+            let (exec, tools) = read_minutes(db, a, b).await?;
+            fresh = tokio::task::spawn_blocking(move || {
+                fresh.replace_minutes(a, b, &exec, &tools);
+                fresh
+            })
+            .await
+            .expect("counter rebuild does not panic");
+        }
         state.metrics.subjects.set(fresh.subjects() as i64);
         let old = std::mem::replace(&mut *state.counters.write().unwrap_or_else(|e| e.into_inner()), fresh);
         // Free the old set off the async workers too.
@@ -279,5 +289,12 @@ mod tests {
         assert_eq!(runs(&[5], 24), vec![(5, 5)]);
         assert_eq!(runs(&[1, 2, 3, 7, 9, 10], 24), vec![(1, 3), (7, 7), (9, 10)]);
         assert_eq!(runs(&[0, 1, 2, 3, 4], 2), vec![(0, 1), (2, 3), (4, 4)]);
+    }
+
+    #[test]
+    fn the_hours_read_end_with_the_one_holding_the_last_minute() {
+        assert_eq!(super::hours_to(120), 2);
+        assert_eq!(super::hours_to(121), 3);
+        assert_eq!(super::hours_to(179), 3);
     }
 }
