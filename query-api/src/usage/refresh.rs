@@ -115,8 +115,7 @@ async fn reread_changed_hours(state: &UsageState, from: i64, to: i64) -> clickho
     let theirs = read_hour_sums(&state.db, from, to).await?;
     let changed = state.counters.read().unwrap_or_else(|e| e.into_inner()).hours_differing(from.div_euclid(60), hours_to(to), &theirs);
     state.metrics.reconcile_hours_read_total.inc_by(changed.len() as u64);
-    for (first, last) in runs(&changed, HOURS_PER_READ) {
-        let (a, b) = (first * 60, ((last + 1) * 60).min(to));
+    for (a, b) in read_ranges(&changed, to) {
         let (exec, tools) = read_minutes(&state.db, a, b).await?;
         state.counters.write().unwrap_or_else(|e| e.into_inner()).replace_minutes(a, b, &exec, &tools);
     }
@@ -129,6 +128,12 @@ async fn reread_changed_hours(state: &UsageState, from: i64, to: i64) -> clickho
 /// The end (exclusive) of the hours that hold minutes before `to`.
 fn hours_to(to: i64) -> i64 {
     to.div_euclid(60) + i64::from(to.rem_euclid(60) != 0)
+}
+
+/// The minutes `[a, b)` to read for `hours` (ascending), before `to`: one
+/// request per run of at most [`HOURS_PER_READ`] consecutive hours.
+fn read_ranges(hours: &[i64], to: i64) -> impl Iterator<Item = (i64, i64)> {
+    runs(hours, HOURS_PER_READ).into_iter().map(move |(first, last)| (first * 60, ((last + 1) * 60).min(to)))
 }
 
 /// `hours` (ascending) as runs of consecutive hours `(first, last)`, each
@@ -207,8 +212,7 @@ async fn refresh_inner(state: &UsageState, full: bool) -> clickhouse::error::Res
         // same task, so none was applied after these reads started.
         let mut fresh = Counters::default();
         let hours: Vec<i64> = (from.div_euclid(60)..hours_to(to)).collect();
-        for (first, last) in runs(&hours, HOURS_PER_READ) {
-            let (a, b) = (first * 60, ((last + 1) * 60).min(to));
+        for (a, b) in read_ranges(&hours, to) {
             let (exec, tools) = read_minutes(db, a, b).await?;
             fresh = tokio::task::spawn_blocking(move || {
                 fresh.replace_minutes(a, b, &exec, &tools);
