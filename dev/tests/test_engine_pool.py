@@ -1,7 +1,7 @@
 """The engine's connection pool in-process (engine.py): per-request state is
-applied and reset in one place, a connection whose reset fails is closed
-(never handed to the next request), and no more than `max_connections`
-requests hold a connection at once.
+applied in one place, only where it differs from the connection's record, a
+connection whose reset fails is closed (the request goes to a fresh one),
+and no more than `max_connections` requests hold a connection at once.
 
 The reset failure is injected by wrapping chDB's connection: the real engine
 does not fail a `SET ... = DEFAULT` on demand."""
@@ -18,14 +18,18 @@ from errors import FrontError
 
 
 class FlakyConnection:
-    """A chDB connection whose next reset (`SET ... = DEFAULT`) can be made to fail."""
+    """A chDB connection whose next reset (`SET ... = DEFAULT`) can be made
+    to fail, and which records the session statements it is sent."""
 
     def __init__(self, conn):
         self.conn = conn
         self.fail_reset = False
         self.closed = False
+        self.session_statements = []
 
     def query(self, sql, fmt="CSV", params=None):
+        if sql.startswith(("SET ", "USE ")):
+            self.session_statements.append(sql)
         if self.fail_reset and sql.startswith("SET ") and sql.endswith("= DEFAULT"):
             raise RuntimeError("Code: 210. DB::Exception: injected reset failure (NETWORK_ERROR)")
         return self.conn.query(sql, fmt, params=params)
@@ -61,17 +65,38 @@ def test_state_applied_then_reset_on_the_same_connection(engine):
         assert lease.query("SELECT currentDatabase()", "TabSeparated", {})[0] == b"default\n"
 
 
+def test_the_same_state_again_runs_no_session_statement(engine):
+    state = RequestState("system", {"max_result_rows": "3", "max_block_size": "1000"})
+    with engine.session(state) as lease:
+        conn = lease.conn
+    conn.session_statements.clear()
+    with engine.session(state) as lease:
+        assert lease.conn is conn
+        assert setting(lease, "max_result_rows") == "3"
+    assert conn.session_statements == []
+    # Only what differs: one setting dropped, one changed, the database.
+    with engine.session(RequestState("default", {"max_block_size": "1234"})) as lease:
+        assert lease.conn is conn
+        assert (setting(lease, "max_result_rows"), setting(lease, "max_block_size")) == ("0", "1234")
+        assert lease.query("SELECT currentDatabase()", "TabSeparated", {})[0] == b"default\n"
+    assert conn.session_statements == ["SET max_result_rows = DEFAULT", "USE `default`", "SET max_block_size = '1234'"]
+    with engine.session(RequestState()) as lease:
+        assert setting(lease, "max_block_size") != "1234"
+
+
 def test_failed_reset_closes_the_connection(engine):
     with engine.session(RequestState()) as lease:
         flaky = lease.conn
-    discarded = engine.discarded
     with engine.session(RequestState(settings={"max_result_rows": "3"})) as lease:
         assert lease.conn is flaky
-        flaky.fail_reset = True
-    assert flaky.closed and engine.discarded == discarded + 1
+    flaky.fail_reset = True
+    discarded = engine.discarded
+    # The next request's reset fails on that connection: it is closed and
+    # the request runs on a fresh one, clean.
     with engine.session(RequestState()) as lease:
         assert lease.conn is not flaky
         assert setting(lease, "max_result_rows") == "0"
+    assert flaky.closed and engine.discarded == discarded + 1
 
 
 def test_reset_also_runs_after_a_failed_statement(engine):
