@@ -198,7 +198,11 @@ class Engine:
             except FrontError:
                 self._discard(lease.conn)
                 continue
-            self._apply(lease, state)
+            try:
+                self._apply(lease, state)
+            except BaseException:
+                self._discard(lease.conn)
+                raise
             return lease
 
     def _drop_stale(self, lease: Lease, state: RequestState) -> None:
@@ -216,8 +220,8 @@ class Engine:
 
     def _apply(self, lease: Lease, state: RequestState) -> None:
         """`USE` and `SET` what differs from the connection's record; the
-        record then is `state`. Any failure closes the connection after the
-        request (the error is the request's)."""
+        record then is `state`. On a failure the caller closes the
+        connection (the error is the request's)."""
         statements = []
         if state.database != lease.applied.database:
             statements.append(f"USE {quote_ident(state.database)}")
@@ -231,7 +235,6 @@ class Engine:
             try:
                 lease.conn.query(sql, "TabSeparated")
             except Exception as e:  # noqa: BLE001
-                lease.discard("applying the request's settings failed")
                 raise engine_error(e) from None
         lease.applied = Applied(state.database, dict(state.settings))
 

@@ -21,7 +21,10 @@ class FlakyConnection:
     """A chDB connection whose next reset (`SET ... = DEFAULT`) can be made
     to fail, and which records the session statements it is sent."""
 
+    opened = []  # every connection the engine opened, oldest first
+
     def __init__(self, conn):
+        FlakyConnection.opened.append(self)
         self.conn = conn
         self.fail_reset = False
         self.closed = False
@@ -118,9 +121,10 @@ def test_insert_params_and_half_applied_settings_close_the_connection(engine):
         assert lease.query("SELECT {x:UInt8}", "TabSeparated", {})[0] == b"1\n"
     assert with_params.closed  # `SET param_x = DEFAULT` would leave the text 'DEFAULT' behind
     with pytest.raises(FrontError):
-        with engine.session(RequestState(settings={"max_insert_block_size": "7", "max_result_rows": "x"})) as lease:
+        with engine.session(RequestState(settings={"max_insert_block_size": "7", "max_result_rows": "x"})):
             pass
-    half_applied = lease.conn
+    bad_set = "SET max_insert_block_size = '7', max_result_rows = 'x'"
+    (half_applied,) = [c for c in FlakyConnection.opened if bad_set in c.session_statements]
     assert half_applied.closed
     with engine.session(RequestState()) as lease:
         assert lease.conn not in (with_params, half_applied)
