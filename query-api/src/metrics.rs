@@ -91,7 +91,7 @@ impl Metrics {
             .expect("valid metric"),
             reconcile_hours_read_total: IntCounter::new(
                 "agentmeter_usage_reconcile_hours_read_total",
-                "Hours of usage a reconcile read again because ClickHouse's sums for them differed from the counters'",
+                "Hours of usage read minute by minute: by the first load, each hour that holds rows; by a reconcile, each hour whose sums in ClickHouse differed from the counters'",
             )
             .expect("valid metric"),
         };

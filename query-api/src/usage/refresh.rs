@@ -5,8 +5,11 @@
 //!   `--usage-refresh-lookback-minutes` minutes (plus the current one) of
 //!   `agent_executions_1m` (billable only) and `tool_calls_1m`, and replace
 //!   those minutes in memory. These rows are few, so the query is cheap.
-//! * At start: read the whole retention (35 days, from an hour on) a day
-//!   at a time, build the counters on a blocking thread and swap them in.
+//! * At start: ask ClickHouse's sums per hour over the whole retention (35
+//!   days, from an hour on) which hours hold rows, read those hours in
+//!   runs of at most a day, build the counters on a blocking thread and
+//!   swap them in. A replica of a new or quiet deployment starts after a
+//!   few requests, not 36.
 //! * Every `--usage-reconcile-interval-ms` (60 s): compare ClickHouse's
 //!   sums per hour over the retention with the counters' and read again
 //!   only the hours that differ ([`reread_changed_hours`]). This catches
@@ -206,12 +209,16 @@ async fn refresh_inner(state: &UsageState, full: bool) -> clickhouse::error::Res
     if full && state.as_of().is_ok() {
         reread_changed_hours(state, from, to).await?;
     } else if full {
-        // The first load: a fresh set built a day at a time (one day's rows
-        // held at once, not the retention's), off the async workers, then
-        // swapped in whole. Nothing is lost by replacing: deltas run in this
-        // same task, so none was applied after these reads started.
+        // The first load: the hours that hold rows (ClickHouse's sums per
+        // hour, read after `read_at`, so every row acknowledged before it is
+        // in one of them), then a fresh set built from those hours a day at
+        // a time (one day's rows held at once, not the retention's), off the
+        // async workers, then swapped in whole. Nothing is lost by
+        // replacing: deltas run in this same task, so none was applied after
+        // these reads started.
+        let hours: Vec<i64> = read_hour_sums(db, from, to).await?.into_keys().collect();
+        state.metrics.reconcile_hours_read_total.inc_by(hours.len() as u64);
         let mut fresh = Counters::default();
-        let hours: Vec<i64> = (from.div_euclid(60)..hours_to(to)).collect();
         for (a, b) in read_ranges(&hours, to) {
             let (exec, tools) = read_minutes(db, a, b).await?;
             fresh = tokio::task::spawn_blocking(move || {

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentmeter_api::auth::Role;
+use agentmeter_api::usage::engine::{CheckRequest, UsageState};
+use agentmeter_api::usage::limits::Metric;
 use agentmeter_api::usage::refresh::load_now;
 use agentmeter_api::{AppState, Args};
 use agentmeter_schema::rows::AgentExecutionRow;
@@ -485,6 +487,26 @@ async fn a_reconcile_reads_again_only_the_hours_whose_sums_changed() {
     load_now(&h.state.usage).await.unwrap();
     assert_eq!(hours_read() - before, 3);
     assert_eq!(h.check(probe).await.0["current_usage"], 4);
+
+    // A replica starting now reads the two hours that hold rows, not the
+    // 35 days of its retention, and counts the same.
+    let metrics = agentmeter_api::metrics::Metrics::new();
+    let args = Args::parse_from(["agentmeter-api", "--clickhouse-url", &h.test_db.url, "--clickhouse-database", &h.db_name]);
+    let fresh = Arc::new(UsageState::new(args.clickhouse.client(), args.usage_settings(), &metrics));
+    fresh.clock.pin(utc("2026-11-10T12:30:00Z"));
+    load_now(&fresh).await.unwrap();
+    assert_eq!(metrics.usage.reconcile_hours_read_total.get(), 2);
+    let req = CheckRequest {
+        organization_id: Some(org),
+        user_id: Some(user),
+        metric: Metric::Messages,
+        units: 1,
+        reserve: false,
+        execution_id: None,
+        reservation_id: None,
+    };
+    let out = fresh.check(t, &req).await.unwrap();
+    assert_eq!(out.checks.iter().map(|c| c.used).collect::<Vec<_>>(), vec![4]);
     h.drop_db().await;
 }
 
