@@ -8,8 +8,8 @@
 //! * At start: ask ClickHouse's sums per hour over the whole retention (35
 //!   days, from an hour on) which hours hold rows, read those hours in
 //!   runs of at most a day, build the counters on a blocking thread and
-//!   swap them in. A replica of a new or quiet deployment starts after a
-//!   few requests, not 36.
+//!   swap them in. On an empty database that is two requests, where
+//!   reading every day of the retention took 72.
 //! * Every `--usage-reconcile-interval-ms` (60 s): compare ClickHouse's
 //!   sums per hour over the retention with the counters' and read again
 //!   only the hours that differ ([`reread_changed_hours`]). This catches
