@@ -39,19 +39,48 @@ pub struct ToolMinuteRow {
     pub calls: u64,
 }
 
-const EXEC_SQL: &str = "SELECT toInt64(intDiv(toUnixTimestamp(minute), 60)) AS minute_no, tenant_id, organization_id, user_id,
-        toUInt64(sum(executions)) AS executions, toUInt64(sum(input_tokens)) AS input_tokens,
-        toUInt64(sum(output_tokens)) AS output_tokens, toUInt64(sum(total_tokens)) AS total_tokens,
-        toUInt64(sum(messages)) AS messages, toDecimal128(sum(cost_usd), 6) AS cost_usd
-    FROM agent_executions_1m
-    WHERE billable AND minute >= toDateTime({from:Int64}, 'UTC') AND minute < toDateTime({to:Int64}, 'UTC')
-    GROUP BY minute_no, tenant_id, organization_id, user_id";
+// The minute reads and the per-hour sums a reconcile compares with them
+// must read the same rows with the same sums (an hour whose sums match is
+// taken as holding the same rows): one definition of each serves both.
 
-const TOOL_SQL: &str = "SELECT toInt64(intDiv(toUnixTimestamp(minute), 60)) AS minute_no, tenant_id, organization_id,
-        toUInt64(sum(calls)) AS calls
-    FROM tool_calls_1m
-    WHERE minute >= toDateTime({from:Int64}, 'UTC') AND minute < toDateTime({to:Int64}, 'UTC')
-    GROUP BY minute_no, tenant_id, organization_id";
+/// The sums of billable executions, as [`ExecMinuteRow`] and [`ExecHourRow`] name them.
+macro_rules! exec_sums {
+    () => {
+        "toUInt64(sum(executions)) AS executions, toUInt64(sum(input_tokens)) AS input_tokens,
+        toUInt64(sum(output_tokens)) AS output_tokens, toUInt64(sum(total_tokens)) AS total_tokens,
+        toUInt64(sum(messages)) AS messages, toDecimal128(sum(cost_usd), 6) AS cost_usd"
+    };
+}
+
+/// The billable execution rows of minutes `[from, to)` (epoch seconds).
+macro_rules! exec_rows {
+    () => {
+        "FROM agent_executions_1m
+    WHERE billable AND minute >= toDateTime({from:Int64}, 'UTC') AND minute < toDateTime({to:Int64}, 'UTC')"
+    };
+}
+
+/// The tool-call rows of minutes `[from, to)` (epoch seconds).
+macro_rules! tool_rows {
+    () => {
+        "FROM tool_calls_1m
+    WHERE minute >= toDateTime({from:Int64}, 'UTC') AND minute < toDateTime({to:Int64}, 'UTC')"
+    };
+}
+
+const EXEC_SQL: &str = concat!(
+    "SELECT toInt64(intDiv(toUnixTimestamp(minute), 60)) AS minute_no, tenant_id, organization_id, user_id, ",
+    exec_sums!(),
+    "\n    ",
+    exec_rows!(),
+    "\n    GROUP BY minute_no, tenant_id, organization_id, user_id"
+);
+
+const TOOL_SQL: &str = concat!(
+    "SELECT toInt64(intDiv(toUnixTimestamp(minute), 60)) AS minute_no, tenant_id, organization_id, toUInt64(sum(calls)) AS calls\n    ",
+    tool_rows!(),
+    "\n    GROUP BY minute_no, tenant_id, organization_id"
+);
 
 #[derive(Debug, Row, Deserialize)]
 pub struct ExecHourRow {
@@ -72,19 +101,20 @@ pub struct ToolHourRow {
 }
 
 /// [`EXEC_SQL`] summed per hour over every key.
-const EXEC_HOURS_SQL: &str = "SELECT toInt64(intDiv(toUnixTimestamp(minute), 3600)) AS hour_no,
-        toUInt64(sum(executions)) AS executions, toUInt64(sum(input_tokens)) AS input_tokens,
-        toUInt64(sum(output_tokens)) AS output_tokens, toUInt64(sum(total_tokens)) AS total_tokens,
-        toUInt64(sum(messages)) AS messages, toDecimal128(sum(cost_usd), 6) AS cost_usd
-    FROM agent_executions_1m
-    WHERE billable AND minute >= toDateTime({from:Int64}, 'UTC') AND minute < toDateTime({to:Int64}, 'UTC')
-    GROUP BY hour_no";
+const EXEC_HOURS_SQL: &str = concat!(
+    "SELECT toInt64(intDiv(toUnixTimestamp(minute), 3600)) AS hour_no, ",
+    exec_sums!(),
+    "\n    ",
+    exec_rows!(),
+    "\n    GROUP BY hour_no"
+);
 
 /// [`TOOL_SQL`] summed per hour over every key.
-const TOOL_HOURS_SQL: &str = "SELECT toInt64(intDiv(toUnixTimestamp(minute), 3600)) AS hour_no, toUInt64(sum(calls)) AS calls
-    FROM tool_calls_1m
-    WHERE minute >= toDateTime({from:Int64}, 'UTC') AND minute < toDateTime({to:Int64}, 'UTC')
-    GROUP BY hour_no";
+const TOOL_HOURS_SQL: &str = concat!(
+    "SELECT toInt64(intDiv(toUnixTimestamp(minute), 3600)) AS hour_no, toUInt64(sum(calls)) AS calls\n    ",
+    tool_rows!(),
+    "\n    GROUP BY hour_no"
+);
 
 const SEEN_SQL: &str = "SELECT DISTINCT execution_id FROM agent_executions
     WHERE tenant_id = {t:UUID} AND occurred_at >= toDateTime64({since_ms:Int64} / 1000, 3, 'UTC')
