@@ -497,7 +497,8 @@ pub fn spawn_worker(config: Config) -> (tokio::sync::oneshot::Sender<()>, Arc<ag
 
 /// Every rollup table against the raw tables it is fed from: for each
 /// tool-call rollup (`tool_calls_1m`, `tool_calls_1h`, `tool_calls_tenant_1m`,
-/// `tool_calls_tenant_1h`, `tool_calls_tenant_kind_1h`) its calls, errors,
+/// `tool_calls_tenant_1h`, `tool_calls_tenant_kind_1h`,
+/// `tool_calls_error_type_1h`) its calls, errors,
 /// suggestions and runtime counts; for `tool_call_queries_1h` its tool and
 /// proxy calls and distinct queries; for `agent_executions_1m` the totals
 /// of [`rollup_totals`], for `agent_executions_1h` (migration 0016) its
@@ -511,7 +512,14 @@ pub async fn assert_every_rollup_matches_raw(ch: &ClickHouseArgs) {
         .fetch_one()
         .await
         .unwrap();
-    for table in ["tool_calls_1m", "tool_calls_1h", "tool_calls_tenant_1m", "tool_calls_tenant_1h", "tool_calls_tenant_kind_1h"] {
+    for table in [
+        "tool_calls_1m",
+        "tool_calls_1h",
+        "tool_calls_tenant_1m",
+        "tool_calls_tenant_1h",
+        "tool_calls_tenant_kind_1h",
+        "tool_calls_error_type_1h",
+    ] {
         let rollup: Figures = db
             .query(&format!("SELECT sum(calls), sum(errors), sum(suggestions), sum(runtime_count) FROM {table}"))
             .fetch_one()

@@ -99,6 +99,8 @@ async fn migrate_twice_creates_every_table_once() {
         "tool_calls_tenant_1h_mv",
         "tool_calls_tenant_kind_1h",
         "tool_calls_tenant_kind_1h_mv",
+        "tool_calls_error_type_1h",
+        "tool_calls_error_type_1h_mv",
         "tool_calls_tenant_1m",
         "tool_calls_tenant_1m_mv",
         "tool_calls_tenant_5m",
@@ -198,7 +200,8 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
     // and empty per-question rollups (0011), no 5-minute views and empty
     // 5-minute rollups (0012), no user views and empty user rollups (0013),
     // no hourly execution view and an empty hourly execution rollup (0016),
-    // no tenant-hours-by-kind view and an empty table (0017).
+    // no tenant-hours-by-kind view and an empty table (0017), no
+    // error-type-hours view and an empty table (0018).
     let forget_0004 = || async {
         db.query("TRUNCATE TABLE schema_migrations").execute().await.unwrap();
         db.query("INSERT INTO schema_migrations (version, name) VALUES (1, 'raw_tables'), (2, 'minute_rollups'), (3, 'plan_limits')")
@@ -225,6 +228,8 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
         "TRUNCATE TABLE agent_executions_1h",
         "DROP VIEW tool_calls_tenant_kind_1h_mv",
         "TRUNCATE TABLE tool_calls_tenant_kind_1h",
+        "DROP VIEW tool_calls_error_type_1h_mv",
+        "TRUNCATE TABLE tool_calls_error_type_1h",
         "TRUNCATE TABLE tool_calls_tenant_5m",
         "TRUNCATE TABLE query_counts_tenant_5m",
         "TRUNCATE TABLE query_counts_1h",
@@ -312,7 +317,8 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
         .unwrap();
     assert_eq!(raw.0, 500);
     assert_eq!(raw.1, 63); // i % 8 == 0 for i in 0..500
-    for table in ["tool_calls_1h", "tool_calls_tenant_1h", "tool_calls_tenant_1m", "tool_calls_tenant_kind_1h"] {
+    for table in ["tool_calls_1h", "tool_calls_tenant_1h", "tool_calls_tenant_1m", "tool_calls_tenant_kind_1h", "tool_calls_error_type_1h"]
+    {
         assert_eq!(calls_and_errors(&db, table, tenant).await, (raw.0, raw.1), "{table}");
     }
     assert_eq!(queries, (raw.2, raw.3));
@@ -971,27 +977,39 @@ async fn executions_hourly_rollup_backfills_once_and_equals_the_raw_table() {
     drop_db(&ch).await;
 }
 
+/// The two hourly rollups shaped for a question that 0017 and 0018 add
+/// (per tenant and call kind; per call kind, error type and navigator
+/// keys) hold, for rows inserted before them (backfilled) and after
+/// (through their views), the raw table's counts, sums and newest event
+/// per row of their keys, and t-digest states of every latency.
 #[tokio::test]
-async fn tenant_hours_by_kind_backfill_once_and_equal_the_raw_table() {
+async fn tenant_and_error_type_hours_backfill_once_and_equal_the_raw_table() {
     use agentmeter_schema::rows::ToolCallRow;
     let ch = clickhouse(&unique_db("tenant_kind"));
     migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
     let db = ch.client();
-    // Back to before 0017, so that migrating again backfills it.
+    // Back to before 0017, so that migrating again backfills 0017 and 0018.
     roll_back_to(&db, 16).await;
     let tenants = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()];
+    let projects = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()];
     let start_ms = chrono::Utc::now().timestamp_millis() - 10 * 86_400_000;
     let now = chrono::Utc::now();
     let kinds = ["tool", "suggest_tools", "get_tool_schemas", "invoke_tools"];
-    // Several calls per hour of every kind, some failed, some with a
-    // runtime, for two tenants a second apart.
+    // Several calls per hour of every kind, some failed with one of two
+    // error types (or none), some with a runtime, in two projects, for two
+    // tenants a second apart.
     let calls = |t: usize, from: i64, n: i64| -> Vec<ToolCallRow> {
         (from..from + n)
             .map(|i| {
+                let error_type = match i % 12 {
+                    0 => Some("timeout"),
+                    6 => Some("rate_limit"),
+                    _ => None,
+                };
                 let mut raw = serde_json::json!({
                     "event_id": uuid::Uuid::new_v4(), "occurred_at": start_ms + (i / 5) * 3_600_000 + (i % 5) * 600_000 + t as i64 * 1000,
                     "tenant_id": tenants[t], "tool_name": format!("tool_{}", i % 3), "latency_ms": (i % 40) as f64 + 0.5,
-                    "success": i % 6 != 0, "error_type": if i % 6 == 0 { Some("timeout") } else { None },
+                    "success": i % 6 != 0 && i % 9 != 0, "error_type": error_type, "project_id": projects[(i % 7 % 2) as usize],
                     "call_kind": kinds[(i % 4) as usize], "query_id": uuid::Uuid::from_u128((i / 3) as u128 + 1),
                 });
                 if i % 4 != 0 {
@@ -1011,49 +1029,62 @@ async fn tenant_hours_by_kind_backfill_once_and_equal_the_raw_table() {
     for t in 0..2 {
         insert_rows(&db, "tool_calls", calls(t, 400, 300)).await;
     }
+    // Each table's key besides the hour, as one string.
+    let tables = [
+        ("tool_calls_tenant_kind_1h", "toString(call_kind)", 100),
+        (
+            "tool_calls_error_type_1h",
+            "concat(toString(call_kind), '/', toString(error_type), '/', toString(project_id), '/', toString(navigator_instance_id))",
+            200,
+        ),
+    ];
     for tenant in tenants {
         let t = tenant.to_string();
-        let rows = |sql: &str| db.query(sql).bind(t.clone()).fetch_all::<(u32, String, u64, u64, u64, i64)>();
-        let raw = rows(
-            "SELECT toUInt32(toStartOfHour(occurred_at)) AS h, toString(call_kind) AS k,
-                    toUInt64(count()) * 1000 + toUInt64(countIf(NOT success)),
-                    toUInt64(sum(suggestions_count)) * 1000 + toUInt64(count(runtime_ms)),
-                    toUInt64(sum(latency_ms) * 10) * 1000 + toUInt64(sum(ifNull(runtime_ms, 0))),
-                    toInt64(toUnixTimestamp64Milli(max(occurred_at)))
-             FROM tool_calls WHERE tenant_id = toUUID(?) GROUP BY h, k ORDER BY h, k",
-        )
-        .await
-        .unwrap();
-        let got = rows(
-            "SELECT toUInt32(hour) AS h, toString(call_kind) AS k,
-                    toUInt64(sum(calls)) * 1000 + toUInt64(sum(errors)),
-                    toUInt64(sum(suggestions)) * 1000 + toUInt64(sum(runtime_count)),
-                    toUInt64(sum(latency_sum_ms) * 10) * 1000 + toUInt64(sum(runtime_sum_ms)),
-                    toInt64(toUnixTimestamp64Milli(max(latest_occurred_at)))
-             FROM tool_calls_tenant_kind_1h WHERE tenant_id = toUUID(?) GROUP BY h, k ORDER BY h, k",
-        )
-        .await
-        .unwrap();
-        assert!(raw.len() > 100, "{}", raw.len());
-        assert_eq!(got, raw, "tool_calls_tenant_kind_1h: counts, sums and the newest event of every row, backfilled and live");
-        // The t-digest states hold every latency: the median per kind over the
-        // whole range, as from the raw values.
-        let medians = |sql: &str| db.query(sql).bind(t.clone()).fetch_all::<(String, f64)>();
-        let raw = medians(
-            "SELECT toString(call_kind) AS k, toFloat64(quantileTDigest(0.5)(latency_ms)) FROM tool_calls
-             WHERE tenant_id = toUUID(?) GROUP BY k ORDER BY k",
-        )
-        .await
-        .unwrap();
-        let got = medians(
-            "SELECT toString(call_kind) AS k, toFloat64(quantilesTDigestMerge(0.5, 0.95, 0.99)(latency_digest)[1]) FROM tool_calls_tenant_kind_1h
-             WHERE tenant_id = toUUID(?) GROUP BY k ORDER BY k",
-        )
-        .await
-        .unwrap();
-        assert_eq!(got.len(), 4);
-        for ((k, a), (_, b)) in got.iter().zip(&raw) {
-            assert!((a - b).abs() <= 1.0, "{k}: median {a} from the states, {b} from the raw values");
+        let rows = |sql: String| db.query(&sql).bind(t.clone()).fetch_all::<(u32, String, u64, u64, u64, i64)>();
+        let raw_keys = |key: &str| {
+            rows(format!(
+                "SELECT toUInt32(toStartOfHour(occurred_at)) AS h, {key} AS k,
+                        toUInt64(count()) * 1000 + toUInt64(countIf(NOT success)),
+                        toUInt64(sum(suggestions_count)) * 1000 + toUInt64(count(runtime_ms)),
+                        toUInt64(sum(latency_ms) * 10) * 1000 + toUInt64(sum(ifNull(runtime_ms, 0))),
+                        toInt64(toUnixTimestamp64Milli(max(occurred_at)))
+                 FROM tool_calls WHERE tenant_id = toUUID(?) GROUP BY h, k ORDER BY h, k"
+            ))
+        };
+        for (table, key, at_least) in tables {
+            let raw = raw_keys(key).await.unwrap();
+            let got = rows(format!(
+                "SELECT toUInt32(hour) AS h, {key} AS k,
+                        toUInt64(sum(calls)) * 1000 + toUInt64(sum(errors)),
+                        toUInt64(sum(suggestions)) * 1000 + toUInt64(sum(runtime_count)),
+                        toUInt64(sum(latency_sum_ms) * 10) * 1000 + toUInt64(sum(runtime_sum_ms)),
+                        toInt64(toUnixTimestamp64Milli(max(latest_occurred_at)))
+                 FROM {table} WHERE tenant_id = toUUID(?) GROUP BY h, k ORDER BY h, k"
+            ))
+            .await
+            .unwrap();
+            assert!(raw.len() > at_least, "{table}: {}", raw.len());
+            assert_eq!(got, raw, "{table}: counts, sums and the newest event of every row, backfilled and live");
+            // The t-digest states hold every latency: the median per kind over
+            // the whole range, as from the raw values.
+            let medians = |sql: String| db.query(&sql).bind(t.clone()).fetch_all::<(String, f64)>();
+            let raw = medians(
+                "SELECT toString(call_kind) AS k, toFloat64(quantileTDigest(0.5)(latency_ms)) FROM tool_calls
+                 WHERE tenant_id = toUUID(?) GROUP BY k ORDER BY k"
+                    .into(),
+            )
+            .await
+            .unwrap();
+            let got = medians(format!(
+                "SELECT toString(call_kind) AS k, toFloat64(quantilesTDigestMerge(0.5, 0.95, 0.99)(latency_digest)[1]) FROM {table}
+                 WHERE tenant_id = toUUID(?) GROUP BY k ORDER BY k"
+            ))
+            .await
+            .unwrap();
+            assert_eq!(got.len(), 4);
+            for ((k, a), (_, b)) in got.iter().zip(&raw) {
+                assert!((a - b).abs() <= 1.0, "{table} {k}: median {a} from the states, {b} from the raw values");
+            }
         }
     }
     drop_db(&ch).await;

@@ -58,8 +58,11 @@
 //! lists grouped by project or navigator `tool_calls_navigator_1h`, lists
 //! grouped by tool `tool_calls_tool_1h` ([`choose_grouped`]); totals and
 //! series filtered by tool only read `tool_calls_tool_1h` too, with the
-//! exact sets of the queries that used the tool. The minutes at either end
-//! come from the minute rollup.
+//! exact sets of the queries that used the tool. Series and rankings
+//! grouped by error type (the error-types graph, a Grafana panel of errors
+//! per type) read `tool_calls_error_type_1h` (0018) under the filters it
+//! keeps, project and navigator instance. The minutes at either end come
+//! from the minute rollup.
 //!
 //! Filtered by user (at most with project and navigator instance), totals,
 //! series and lists grouped by project or navigator read
@@ -172,6 +175,10 @@ pub enum Source {
     /// `tail`: tool filters (id, name) only; grouping by tool. Every
     /// aggregate and the exact query sets (the queries that used a tool).
     ToolHourly(Split),
+    /// `tool_calls_error_type_1h` for `whole` (hours), `tool_calls_1m` for
+    /// `head` and `tail`: filters on project and navigator instance only;
+    /// grouping by error type. Every aggregate, no query sets.
+    ErrorTypeHourly(Split),
     /// `tool_calls_user_1h` for `whole` (hours), the raw `tool_calls` of the user
     /// (per minute, like [`Source::Raw`]) for `head` and `tail`: a user
     /// filter with project and navigator-instance filters only; grouping
@@ -196,6 +203,7 @@ impl Source {
             | Source::NavigatorHourly(_)
             | Source::ServerHourly(_)
             | Source::ToolHourly(_)
+            | Source::ErrorTypeHourly(_)
             | Source::UserHourly(_) => None,
         }
     }
@@ -210,6 +218,7 @@ impl Source {
             | Source::NavigatorHourly(s)
             | Source::ServerHourly(s)
             | Source::ToolHourly(s)
+            | Source::ErrorTypeHourly(s)
             | Source::UserHourly(s) => Some(s),
         }
     }
@@ -289,12 +298,13 @@ pub fn choose_navigator_keys(scope: &Scope, buckets: Option<&Buckets>) -> Source
     choose(scope, buckets, false)
 }
 
-/// [`choose_grouped`] for a Grafana series or its top groups (`buckets`
-/// `None`) grouped by project or navigator, tool, or server, without
-/// distinct queries: the per-question hourly rollup keyed by the group
-/// where the filters allow (`tool_calls_server_1h` only without `latency`:
-/// it keeps calls and errors), the user rollup under a user filter for
-/// project or navigator groups, otherwise the dimension-keyed rollups.
+/// [`choose_grouped`] for a series or its top groups (`buckets` `None`)
+/// grouped by project or navigator, tool, server or error type, without
+/// distinct queries (Grafana's panels, the error-types graph): the
+/// per-question hourly rollup keyed by the group where the filters allow
+/// (`tool_calls_server_1h` only without `latency`: it keeps calls and
+/// errors), the user rollup under a user filter for project or navigator
+/// groups, otherwise the dimension-keyed rollups.
 pub fn choose_grouped_series(scope: &Scope, buckets: Option<&Buckets>, grouping: Grouping, latency: bool) -> Source {
     let hourly = |source: fn(Split) -> Source| split(scope.range, buckets).map(source).unwrap_or(Source::Minute);
     match grouping {
@@ -302,6 +312,7 @@ pub fn choose_grouped_series(scope: &Scope, buckets: Option<&Buckets>, grouping:
         Grouping::Navigator => choose_navigator_keys(scope, buckets),
         Grouping::Tool if tool_table_answers(&scope.filters) => hourly(Source::ToolHourly),
         Grouping::Server if !latency && server_table_answers(&scope.filters) => hourly(Source::ServerHourly),
+        Grouping::ErrorType if navigator_table_answers(&scope.filters) => hourly(Source::ErrorTypeHourly),
         _ => choose(scope, buckets, false),
     }
 }
@@ -330,6 +341,8 @@ pub enum Grouping {
     Navigator,
     /// Tool name.
     Tool,
+    /// Error type (series only: no list groups by it).
+    ErrorType,
 }
 
 /// The source of a list grouped by `grouping`. `call_sets` says whether the
@@ -577,6 +590,7 @@ fn whole_tail_within(scope: &Scope, source: &Source, buckets: Option<&Buckets>, 
         Source::NavigatorHourly(s) => (s, Grain::hours("tool_calls_navigator_1h"), hour, NAVIGATOR_COLUMNS, WATERMARK),
         Source::ServerHourly(s) => (s, Grain::hours("tool_calls_server_1h"), hour, SERVER_COLUMNS, WATERMARK),
         Source::ToolHourly(s) => (s, Grain::hours("tool_calls_tool_1h"), hour, TOOL_COLUMNS, WATERMARK),
+        Source::ErrorTypeHourly(s) => (s, Grain::hours(ERROR_TYPE_HOURS), hour, ERROR_TYPE_COLUMNS, WATERMARK),
         Source::Minute | Source::Raw | Source::TenantMinute | Source::UserHourly(_) => return None,
     };
     let common = Conditions::tenant(scope.tenant).and(scope.tool_calls_filters(Table::ToolCallsRollup));
@@ -628,6 +642,15 @@ const NAVIGATOR_COLUMNS: &str = "tenant_id, call_kind, project_id, navigator_id,
 /// The columns `tool_calls_tool_1h` shares with `tool_calls_1m`.
 const TOOL_COLUMNS: &str = "tenant_id, call_kind, tool_id, tool_name, calls, errors, latency_sum_ms, latency_digest, runtime_sum_ms,
     runtime_count, suggestions, queries";
+
+/// The whole hours of series grouped by error type:
+/// `tool_calls_error_type_1h` (0018), keyed by the error type, the call
+/// kind and the navigator keys only.
+const ERROR_TYPE_HOURS: &str = "tool_calls_error_type_1h";
+
+/// The columns `tool_calls_error_type_1h` shares with `tool_calls_1m`.
+const ERROR_TYPE_COLUMNS: &str = "tenant_id, call_kind, error_type, project_id, navigator_id, navigator_instance_id, calls, errors,
+    latency_sum_ms, latency_digest, runtime_sum_ms, runtime_count, suggestions";
 
 /// The columns `tool_calls_server_1h` shares with `tool_calls_1m`.
 const SERVER_COLUMNS: &str = "tenant_id, call_kind, server_id, server_instance_id, server_name, calls, errors, queries";
@@ -681,6 +704,7 @@ pub fn tool_calls_from(scope: &Scope, source: &Source, columns: Columns) -> (Str
         Source::NavigatorHourly(s) => ("tool_calls_navigator_1h", "tool_calls_1m", NAVIGATOR_COLUMNS, s),
         Source::ServerHourly(s) => ("tool_calls_server_1h", "tool_calls_1m", SERVER_COLUMNS, s),
         Source::ToolHourly(s) => ("tool_calls_tool_1h", "tool_calls_1m", TOOL_COLUMNS, s),
+        Source::ErrorTypeHourly(s) => (ERROR_TYPE_HOURS, "tool_calls_1m", ERROR_TYPE_COLUMNS, s),
         Source::UserHourly(s) => return user_calls_hours_and_raw_edges(scope, s, columns),
     };
     let common = Conditions::tenant(scope.tenant).and(scope.tool_calls_filters(Table::ToolCallsRollup));
@@ -1204,6 +1228,7 @@ mod tests {
         assert!(matches!(choose_grouped_series(&all, Some(&b), Grouping::Navigator, true), Source::NavigatorHourly(_)));
         assert!(matches!(choose_grouped_series(&all, Some(&b), Grouping::Tool, true), Source::ToolHourly(_)));
         assert!(matches!(choose_grouped_series(&all, Some(&b), Grouping::Server, false), Source::ServerHourly(_)));
+        assert!(matches!(choose_grouped_series(&all, Some(&b), Grouping::ErrorType, true), Source::ErrorTypeHourly(_)));
         // `tool_calls_server_1h` keeps no latency.
         assert!(hourly(&choose_grouped_series(&all, Some(&b), Grouping::Server, true)));
         // Filters the rollup lacks: the dimension-keyed one; a user filter:
@@ -1213,8 +1238,11 @@ mod tests {
         assert!(matches!(choose_grouped_series(&by_tool, Some(&b), Grouping::Tool, false), Source::ToolHourly(_)));
         let by_project = scope(r, Filters { project_id: Some(uuid::Uuid::nil()), ..Filters::default() });
         assert!(hourly(&choose_grouped_series(&by_project, Some(&b), Grouping::Server, false)));
+        assert!(matches!(choose_grouped_series(&by_project, Some(&b), Grouping::ErrorType, false), Source::ErrorTypeHourly(_)));
+        assert!(hourly(&choose_grouped_series(&by_tool, Some(&b), Grouping::ErrorType, false)));
         let by_user = scope(r, Filters { user_email: Some("a@example.com".into()), ..Filters::default() });
         assert!(matches!(choose_grouped_series(&by_user, Some(&b), Grouping::Navigator, false), Source::UserHourly(_)));
+        assert_eq!(choose_grouped_series(&by_user, Some(&b), Grouping::ErrorType, false), Source::Raw);
         // Buckets that cut hours: the minute rollup.
         let (b5, r5) = buckets(range("2024-01-07T00:17:00Z", "2024-01-08T00:18:00Z"), Span::new(5, Unit::Minute), "UTC");
         assert_eq!(choose_grouped_series(&scope(r5, Filters::default()), Some(&b5), Grouping::Tool, false), Source::Minute);

@@ -152,15 +152,15 @@ impl GroupBy {
     }
 
     /// How the group weighs in the choice of tool-call rollup
-    /// ([`rollup::choose_grouped_series`]): `None` for the keys only the
-    /// dimension-keyed rollups have (error type, organization) and those
-    /// of executions.
+    /// ([`rollup::choose_grouped_series`]): `None` for the key only the
+    /// dimension-keyed rollups have (organization) and those of executions.
     fn grouping(self) -> Option<Grouping> {
         match self {
             Self::Project | Self::Navigator => Some(Grouping::Navigator),
             Self::Tool => Some(Grouping::Tool),
             Self::Server => Some(Grouping::Server),
-            Self::User | Self::Model | Self::ErrorType | Self::Organization => None,
+            Self::ErrorType => Some(Grouping::ErrorType),
+            Self::User | Self::Model | Self::Organization => None,
         }
     }
 
@@ -260,8 +260,7 @@ fn whole_tail(
 /// metrics from the rollup shaped for the question, ungrouped as the graphs
 /// ([`rollup::choose_ungrouped`]: tenant-level, per-navigator, per-tool or
 /// per-user rollups), grouped by [`rollup::choose_grouped_series`], by
-/// error type or organization from the dimension-keyed rollups
-/// ([`rollup::choose`]).
+/// organization from the dimension-keyed rollups ([`rollup::choose`]).
 fn tool_calls_source(scope: &Scope, metric: Metric, buckets: Option<&Buckets>, group: Option<GroupBy>) -> Option<Source> {
     if metric.table() != Table::ToolCalls || queries_at_executions(scope, metric, group) {
         return None;

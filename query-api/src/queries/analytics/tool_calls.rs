@@ -581,7 +581,7 @@ pub async fn error_type_series(db: &Db, scope: &Scope, buckets: &Buckets) -> Res
     let (bucket, bparams) = index_sql(buckets, "minute");
     let select =
         format!("SELECT if(error_type = '', 'other', toString(error_type)) AS kind, {bucket} AS bucket, toUInt64(sum(errors)) AS n_errors");
-    let source = rollup::choose(scope, Some(buckets), false);
+    let source = rollup::choose_grouped_series(scope, Some(buckets), Grouping::ErrorType, false);
     let (from, cond, params) = rollup::tool_calls_from(scope, &source, Columns::UsedBy(&[&select, "errors > 0"]));
     let sql = Sql::new(format!(
         "{select} FROM {from} WHERE {cond} AND errors > 0 GROUP BY kind, bucket HAVING n_errors > 0 ORDER BY kind, bucket"

@@ -79,8 +79,49 @@ async fn timeseries_metrics_group_by_and_formats() {
     assert_eq!(sum as usize, failed.len());
     assert!(table.iter().all(|r| r["time"].is_i64() && r["series"].is_string()));
 
-    // Ratios are null where there is no data; latency in ms.
+    // Grouped by error type (the dashboard's errors panel, from the
+    // per-error-type rollup under no filter or a project filter): every
+    // series' every hourly bucket, the last one open, as from the raw rows;
+    // ending now (its last hour read whole) and at a failed call inside an
+    // earlier hour (which, dated at the end, makes it read that hour's
+    // minutes instead).
     let project = a.projects[0];
+    let earlier = rows
+        .iter()
+        .filter(|r| !r.success && r.occurred_at < now - Duration::hours(2) && r.occurred_at.timestamp() % 3600 != 0)
+        .map(|r| r.occurred_at.timestamp_millis())
+        .max()
+        .unwrap();
+    let cases = [(Filt::default(), to), (Filt { project: Some(project), ..Filt::default() }, to), (Filt::default(), earlier)];
+    for (filt, to) in cases {
+        let q = filt.project.map(|p| format!("&project_id={p}")).unwrap_or_default();
+        let body = app
+            .ok(KEY_A, &format!("/api/v1/query/timeseries?metric=errors&from={from}&to={to}&step=1h&group_by=error_type&top=20{q}"))
+            .await;
+        let end = at_ms(body["to"].as_i64().unwrap());
+        let series = body["series"].as_array().unwrap();
+        let mut names = BTreeSet::new();
+        let mut total = 0;
+        for s in series {
+            let name = s["name"].as_str().unwrap();
+            names.insert(name.to_owned());
+            let pts = series_points(s);
+            for (i, (t, v)) in pts.iter().enumerate() {
+                let e = pts.get(i + 1).map(|p| at_ms(p.0)).unwrap_or(end);
+                let want =
+                    select(rows, at_ms(*t), e, Kinds::Tool, &filt).iter().filter(|r| !r.success && r.error_type == name).count() as u64;
+                assert_eq!(v.as_f64().unwrap_or(0.0) as u64, want, "{name} at {t} ({q}, to {to})");
+                total += want;
+            }
+        }
+        let failed: Vec<_> =
+            select(rows, at_ms(body["from"].as_i64().unwrap()), end, Kinds::Tool, &filt).into_iter().filter(|r| !r.success).collect();
+        assert!(total > 0, "{q}");
+        assert_eq!(total, failed.len() as u64, "{q}: every failed call in one series");
+        assert!(names.contains("timeout") && !names.contains("other"), "{names:?}");
+    }
+
+    // Ratios are null where there is no data; latency in ms.
     let body =
         app.ok(KEY_A, &format!("/api/v1/query/timeseries?metric=latency_avg&from={from}&to={to}&step=1h&project_id={project}")).await;
     let pts = series_points(&body["series"][0]);
