@@ -268,8 +268,9 @@ pub async fn top_navigators(
     .await
 }
 
-/// `GET /api/v1/analytics/users`: tool calls per user e-mail (raw table:
-/// the rollups carry no user). `total_count` counts all users.
+/// `GET /api/v1/analytics/users`: tool calls per user e-mail (the per-user
+/// rollup for the whole hours, the raw calls for the minutes at either
+/// end). `total_count` counts all users.
 #[utoipa::path(
     get,
     path = "/api/v1/analytics/users",

@@ -1,11 +1,11 @@
 //! Figures keyed by the end user (`user_token_id`, `user_email`). Calls,
-//! errors and queries ([`totals`], [`series`]) come from the per-user
-//! rollups of migration 0013 through [`rollup`] (the raw events only for
-//! the minutes at either end of a range); the rest reads the raw
-//! `tool_calls` table (and, for who a project's users are,
-//! `agent_executions` too): top lists, error types, runtime and the
-//! per-email list, which need a server, tool or error type together with
-//! the user, and the userbase counts. Every raw query is still bounded by
+//! errors and queries ([`totals`], [`series`]) and the calls per e-mail
+//! ([`users_by_email`]) come from the per-user rollups of migration 0013
+//! through [`rollup`] (the raw events only for the minutes at either end
+//! of a range); the rest reads the raw `tool_calls` table (and, for who a
+//! project's users are, `agent_executions` too): top lists, error types
+//! and runtime, which need a server, tool or error type together with the
+//! user, and the userbase counts. Every raw query is still bounded by
 //! tenant and time range (the table's sort key prefix) and, for the
 //! per-user endpoints, by project.
 
@@ -165,12 +165,18 @@ pub struct UserCount {
     pub total: u64,
 }
 
+/// From [`rollup::user_emails_from`] (whole hours from `tool_calls_user_1h`),
+/// or from the raw calls where it does not answer (a range without a whole
+/// hour).
 pub async fn users_by_email(db: &Db, scope: &Scope, order: Order, limit: u32) -> Result<Vec<UserCount>, QueryError> {
-    let (cond, params) = scope.tool_calls_where(TimeColumn::OccurredAt);
+    let (from, params) = rollup::user_emails_from(scope).unwrap_or_else(|| {
+        let (cond, params) = scope.tool_calls_where(TimeColumn::OccurredAt);
+        (format!("(SELECT user_email, toUInt64(1) AS calls FROM tool_calls WHERE {cond})"), params)
+    });
     let sql = Sql::new(format!(
         "SELECT email AS user_email, tool_count, toUInt64(count() OVER ()) AS total FROM (
-            SELECT toString(user_email) AS email, toUInt64(count()) AS tool_count FROM tool_calls
-            WHERE {cond} AND user_email != '' GROUP BY email)
+            SELECT toString(user_email) AS email, toUInt64(sum(calls)) AS tool_count FROM {from}
+            WHERE user_email != '' GROUP BY email)
          ORDER BY tool_count {dir}, user_email ASC LIMIT {{lim:UInt32}}",
         dir = order.sql()
     ))

@@ -725,6 +725,24 @@ fn user_calls_hours_and_raw_edges(scope: &Scope, split: &Split, columns: Columns
     (from, "1".into(), params)
 }
 
+/// The calls per user e-mail of a list (`/analytics/users`), as a `FROM`
+/// source of `user_email` and `calls` rows and its parameters:
+/// `tool_calls_user_1h` (0013) for the whole hours and the raw calls, one
+/// row each, for the minutes at either end. `None` for a range without a
+/// whole hour or under a server or tool filter (the per-user rollup lacks
+/// them): the caller reads the raw calls.
+pub fn user_emails_from(scope: &Scope) -> Option<(String, Vec<(String, String)>)> {
+    if !user_table_answers(&scope.filters) {
+        return None;
+    }
+    let split = split(scope.range, None)?;
+    let common = |table| Conditions::tenant(scope.tenant).and(scope.tool_calls_filters(table));
+    Some(hours_and_raw_edges(common(Table::ToolCallsUser), &split, "tool_calls_user_1h", "user_email, calls", |edges| {
+        let (cond, params) = common(Table::ToolCallsRaw).any_of(TimeColumn::OccurredAt, &pairs(edges), "r_m").into_parts();
+        (format!("SELECT toStartOfMinute(occurred_at) AS minute, user_email, toUInt64(1) AS calls FROM tool_calls WHERE {cond}"), params)
+    }))
+}
+
 /// One `UNION ALL` source over `split`: the whole hours from the per-user
 /// `hour_table` (`columns`, `hour` read as `minute`; `common` holds the
 /// tenant and the filters) and the minutes at either end from the raw rows

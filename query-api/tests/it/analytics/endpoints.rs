@@ -334,21 +334,35 @@ async fn every_endpoint_matches_the_events() {
         }
     }
 
-    let body = app.ok(KEY_A, "/api/v1/analytics/users?sort_order=asc").await;
-    assert_valid("UsersActivityResponse", &body);
-    let d = &body["data"];
-    let (from, to) = range_of(d);
-    let by_user = count_by(&select(rows, from, to, Kinds::Tool, &none), |r| (!r.user_email.is_empty()).then(|| r.user_email.clone()));
-    let mut want: Vec<(String, u64)> = by_user.into_iter().collect();
-    want.sort_by(|x, y| x.1.cmp(&y.1).then(x.0.cmp(&y.0)));
-    let got: Vec<(String, u64)> = d["users"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| (s["user_email"].as_str().unwrap().to_owned(), s["tool_count"].as_u64().unwrap()))
-        .collect();
-    assert_eq!(got, want);
-    assert_eq!(d["total_count"], want.len());
+    // Calls per e-mail: whole hours from the per-user rollup and the
+    // minutes at either end from the raw calls (the default day, a
+    // project's, and a range from one call to just after another, both
+    // inside their hours), or all raw (an hour that holds no whole hour).
+    let project = a.projects[1];
+    let by_project = Filt { project: Some(project), ..Filt::default() };
+    let inside_hour = |r: &&agentmeter_schema::rows::ToolCallRow| r.occurred_at.timestamp() % 3600 != 0 && !r.user_email.is_empty();
+    let first = rows.iter().filter(inside_hour).find(|r| r.occurred_at < now - chrono::Duration::days(3)).unwrap().occurred_at;
+    let last = rows.iter().filter(inside_hour).find(|r| r.occurred_at > first + chrono::Duration::hours(30)).unwrap().occurred_at;
+    let between = format!("&from={}&to={}", first.timestamp_millis(), last.timestamp_millis() + 1);
+    let by_project_query = format!("&project_id={project}");
+    for (query, filt) in [("", &none), (by_project_query.as_str(), &by_project), (between.as_str(), &none), ("&window=1h", &none)] {
+        let body = app.ok(KEY_A, &format!("/api/v1/analytics/users?sort_order=asc{query}")).await;
+        assert_valid("UsersActivityResponse", &body);
+        let d = &body["data"];
+        let (from, to) = range_of(d);
+        let by_user = count_by(&select(rows, from, to, Kinds::Tool, filt), |r| (!r.user_email.is_empty()).then(|| r.user_email.clone()));
+        let mut want: Vec<(String, u64)> = by_user.into_iter().collect();
+        want.sort_by(|x, y| x.1.cmp(&y.1).then(x.0.cmp(&y.0)));
+        let got: Vec<(String, u64)> = d["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["user_email"].as_str().unwrap().to_owned(), s["tool_count"].as_u64().unwrap()))
+            .collect();
+        assert!(!want.is_empty(), "{query}");
+        assert_eq!(got, want, "{query}");
+        assert_eq!(d["total_count"], want.len(), "{query}");
+    }
 
     // --- per-project users ------------------------------------------------
     let project = a.projects[1];
