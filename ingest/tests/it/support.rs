@@ -501,8 +501,9 @@ pub fn spawn_worker(config: Config) -> (tokio::sync::oneshot::Sender<()>, Arc<ag
 /// `tool_calls_error_type_1h`) its calls, errors,
 /// suggestions and runtime counts; for `tool_call_queries_1h` its tool and
 /// proxy calls and distinct queries; for `agent_executions_1m` the totals
-/// of [`rollup_totals`], for `agent_executions_1h` (migration 0016) its
-/// counts, tokens, cost and messages. Call it after the raw tables were
+/// of [`rollup_totals`], for `agent_executions_1h` (migration 0016) and
+/// `agent_executions_executor_1h` (0019) their counts, tokens, cost and
+/// messages. Call it after the raw tables were
 /// found equal to the expected totals.
 pub async fn assert_every_rollup_matches_raw(ch: &ClickHouseArgs) {
     let db = ch.client();
@@ -549,15 +550,17 @@ pub async fn assert_every_rollup_matches_raw(ch: &ClickHouseArgs) {
         .fetch_one()
         .await
         .unwrap();
-    let rollup: Executions = db
-        .query(
-            "SELECT sum(executions), sum(unpriced_executions), sum(input_tokens), sum(output_tokens), toString(sum(cost_usd)), \
-             sum(messages) FROM agent_executions_1h",
-        )
-        .fetch_one()
-        .await
-        .unwrap();
-    assert_eq!(rollup, raw, "agent_executions_1h: executions, unpriced, tokens, cost, messages");
+    for table in ["agent_executions_1h", "agent_executions_executor_1h"] {
+        let rollup: Executions = db
+            .query(&format!(
+                "SELECT sum(executions), sum(unpriced_executions), sum(input_tokens), sum(output_tokens), toString(sum(cost_usd)), \
+                 sum(messages) FROM {table}"
+            ))
+            .fetch_one()
+            .await
+            .unwrap();
+        assert_eq!(rollup, raw, "{table}: executions, unpriced, tokens, cost, messages");
+    }
 }
 
 /// Reads `value` every `quiet` until two reads in a row agree, and returns

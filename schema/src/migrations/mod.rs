@@ -34,6 +34,7 @@ mod m0015_hourly_watermarks;
 mod m0016_executions_hourly;
 mod m0017_tenant_hours_by_kind;
 mod m0018_error_type_hours;
+mod m0019_executor_hours;
 mod tool_call_aggregates;
 mod watermark;
 
@@ -226,6 +227,7 @@ pub fn all() -> Vec<Box<dyn Migration>> {
         Box::new(m0016_executions_hourly::ExecutionsHourly),
         Box::new(m0017_tenant_hours_by_kind::TenantHoursByKind),
         Box::new(m0018_error_type_hours::ErrorTypeHours),
+        Box::new(m0019_executor_hours::ExecutorHours),
     ]
 }
 

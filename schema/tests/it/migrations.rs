@@ -101,6 +101,8 @@ async fn migrate_twice_creates_every_table_once() {
         "tool_calls_tenant_kind_1h_mv",
         "tool_calls_error_type_1h",
         "tool_calls_error_type_1h_mv",
+        "agent_executions_executor_1h",
+        "agent_executions_executor_1h_mv",
         "tool_calls_tenant_1m",
         "tool_calls_tenant_1m_mv",
         "tool_calls_tenant_5m",
@@ -201,7 +203,8 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
     // 5-minute rollups (0012), no user views and empty user rollups (0013),
     // no hourly execution view and an empty hourly execution rollup (0016),
     // no tenant-hours-by-kind view and an empty table (0017), no
-    // error-type-hours view and an empty table (0018).
+    // error-type-hours view and an empty table (0018), no executor-hours
+    // view and an empty table (0019).
     let forget_0004 = || async {
         db.query("TRUNCATE TABLE schema_migrations").execute().await.unwrap();
         db.query("INSERT INTO schema_migrations (version, name) VALUES (1, 'raw_tables'), (2, 'minute_rollups'), (3, 'plan_limits')")
@@ -230,6 +233,8 @@ async fn hourly_rollups_backfill_rows_inserted_before_them_once() {
         "TRUNCATE TABLE tool_calls_tenant_kind_1h",
         "DROP VIEW tool_calls_error_type_1h_mv",
         "TRUNCATE TABLE tool_calls_error_type_1h",
+        "DROP VIEW agent_executions_executor_1h_mv",
+        "TRUNCATE TABLE agent_executions_executor_1h",
         "TRUNCATE TABLE tool_calls_tenant_5m",
         "TRUNCATE TABLE query_counts_tenant_5m",
         "TRUNCATE TABLE query_counts_1h",
@@ -903,19 +908,24 @@ async fn user_rollups_backfill_once_and_equal_the_raw_tables() {
     drop_db(&ch).await;
 }
 
+/// The hourly execution rollups of 0016 (keyed like the minute rollup
+/// without the user) and 0019 (per executing user and navigator keys)
+/// hold, for rows inserted before them (backfilled) and after (through
+/// their views), the raw table's counts, tokens, cost and newest event per
+/// row of their keys.
 #[tokio::test]
-async fn executions_hourly_rollup_backfills_once_and_equals_the_raw_table() {
+async fn executions_hourly_rollups_backfill_once_and_equal_the_raw_table() {
     use agentmeter_schema::rows::AgentExecutionRow;
     let ch = clickhouse(&unique_db("exec_hourly"));
     migrations::migrate(&ch.server_client(), &ch.database).await.unwrap();
     let db = ch.client();
-    // Back to before 0016, so that migrating again backfills it.
+    // Back to before 0016, so that migrating again backfills 0016 and 0019.
     roll_back_to(&db, 15).await;
     let tenants = [uuid::Uuid::new_v4(), uuid::Uuid::new_v4()];
     let start_ms = chrono::Utc::now().timestamp_millis() - 10 * 86_400_000;
     let now = chrono::Utc::now();
     // Several executions per hour (q / 3), in two projects, three models,
-    // two kinds, some unpriced, some failed.
+    // two kinds, by four executing users, some unpriced, some failed.
     let models = ["gpt-4o", "gpt-4o-mini", "claude-sonnet"];
     let executions = |t: usize, from: i64, n: i64| -> Vec<AgentExecutionRow> {
         (from..from + n)
@@ -930,6 +940,7 @@ async fn executions_hourly_rollup_backfills_once_and_equals_the_raw_table() {
                     "navigator_id": uuid::Uuid::from_u128(9), "navigator_instance_id": uuid::Uuid::from_u128(10 + (q % 3) as u128),
                     "project_id": uuid::Uuid::from_u128(7 + (q % 2) as u128),
                     "user_token_id": uuid::Uuid::from_u128(500 + (q % 5) as u128),
+                    "user_id": uuid::Uuid::from_u128(600 + (q % 4) as u128),
                 });
                 if q % 13 == 0 {
                     raw["cost_known"] = false.into();
@@ -946,9 +957,19 @@ async fn executions_hourly_rollup_backfills_once_and_equals_the_raw_table() {
     for t in 0..2 {
         insert_rows(&db, "agent_executions", executions(t, 400, 300)).await;
     }
-    let keys = "concat(toString(organization_id), toString(project_id), toString(navigator_instance_id), execution_kind,
-                       toString(billable), status, model, error_type)";
-    for tenant in tenants {
+    // Each table's keys besides the hour, as one string.
+    let tables = [
+        (
+            "agent_executions_1h",
+            "concat(toString(organization_id), toString(project_id), toString(navigator_instance_id), execution_kind,
+                    toString(billable), status, model, error_type)",
+        ),
+        (
+            "agent_executions_executor_1h",
+            "concat(toString(user_id), toString(project_id), toString(navigator_instance_id), toString(navigator_id))",
+        ),
+    ];
+    for (tenant, (table, keys)) in tenants.iter().flat_map(|t| tables.iter().map(move |k| (t, k))) {
         let t = tenant.to_string();
         let rows = |sql: String| db.query(&sql).bind(t.clone()).fetch_all::<(u32, String, u64, u64, u64, i64)>();
         let raw = rows(format!(
@@ -967,12 +988,12 @@ async fn executions_hourly_rollup_backfills_once_and_equals_the_raw_table() {
                     toUInt64(sum(input_tokens)) * 1000000 + toUInt64(sum(output_tokens)) * 1000 + toUInt64(sum(messages)),
                     toUInt64(sum(total_tokens)) * 1000000 + toUInt64(sum(cost_usd) * 1000000),
                     toInt64(toUnixTimestamp64Milli(max(latest_occurred_at)))
-             FROM agent_executions_1h WHERE tenant_id = toUUID(?) GROUP BY h, k ORDER BY h, k"
+             FROM {table} WHERE tenant_id = toUUID(?) GROUP BY h, k ORDER BY h, k"
         ))
         .await
         .unwrap();
-        assert!(raw.len() > 200, "{}", raw.len());
-        assert_eq!(got, raw, "agent_executions_1h: counts, tokens, cost and the newest event of every row, backfilled and live");
+        assert!(raw.len() > 200, "{table}: {}", raw.len());
+        assert_eq!(got, raw, "{table}: counts, tokens, cost and the newest event of every row, backfilled and live");
     }
     drop_db(&ch).await;
 }

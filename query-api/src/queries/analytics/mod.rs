@@ -12,7 +12,7 @@
 //!   read from the raw `tool_calls` table.
 //! * [`names`]: the latest name of listed ids, from `dimension_names`.
 //! * [`timeseries`]: the Grafana endpoint's metric/group-by queries over
-//!   the tool-call rollups or `agent_executions_1m`.
+//!   the tool-call and execution rollups.
 
 pub mod bucket_index;
 pub mod names;

@@ -74,9 +74,10 @@
 //! user rollups cannot answer, reads the raw tables ([`Source::Raw`]).
 //!
 //! Execution metrics read `agent_executions_1h` (migration 0016: keyed
-//! like `agent_executions_1m` without the user) for the whole hours and
-//! `agent_executions_1m` for the minutes at either end, unless grouped by
-//! the executing user ([`executions_from`]).
+//! like `agent_executions_1m` without the user), or grouped by the
+//! executing user `agent_executions_executor_1h` (0019), for the whole
+//! hours and `agent_executions_1m` for the minutes at either end
+//! ([`executions_from`]).
 //!
 //! A series from a 5-minute or hourly rollup whose range ends inside a
 //! block (the minutes up to "now") is first read with that block whole
@@ -897,7 +898,9 @@ pub enum ExecutionKeys {
     Navigator,
     /// Also model, organization or error type (`agent_executions_1h` has them).
     Other,
-    /// The executing user (`user_id`), which only `agent_executions_1m` keeps.
+    /// The executing user (`user_id`): `agent_executions_executor_1h`
+    /// (migration 0019) for the whole hours, `agent_executions_1m` for the
+    /// minutes at either end.
     User,
 }
 
@@ -905,12 +908,26 @@ pub enum ExecutionKeys {
 const EXECUTIONS_COLUMNS: &str = "tenant_id, organization_id, project_id, navigator_id, navigator_instance_id, execution_kind, billable,
     status, model, error_type, executions, unpriced_executions, input_tokens, output_tokens, total_tokens, cost_usd, messages";
 
+/// The columns `agent_executions_executor_1h` shares with `agent_executions_1m`.
+const EXECUTOR_COLUMNS: &str = "tenant_id, user_id, project_id, navigator_id, navigator_instance_id, executions, unpriced_executions,
+    input_tokens, output_tokens, total_tokens, cost_usd, messages";
+
+/// The hourly execution rollup that answers `keys` without a user filter,
+/// and the columns it shares with `agent_executions_1m`.
+fn execution_hours(keys: ExecutionKeys) -> (&'static str, &'static str) {
+    match keys {
+        ExecutionKeys::User => ("agent_executions_executor_1h", EXECUTOR_COLUMNS),
+        ExecutionKeys::Navigator | ExecutionKeys::Other => ("agent_executions_1h", EXECUTIONS_COLUMNS),
+    }
+}
+
 /// `(FROM source, WHERE condition, params)` of the execution metrics
 /// (executions, unpriced executions, tokens, cost, messages; `minute` and
 /// the keys of `agent_executions_1m`): `agent_executions_1h` (migration
-/// 0016) for the whole hours and `agent_executions_1m` for the minutes at
-/// either end, when the buckets keep hours whole and the request needs no
-/// executing user; otherwise `agent_executions_1m`. Under a user filter
+/// 0016), or `agent_executions_executor_1h` (0019) when the request needs
+/// the executing user, for the whole hours and `agent_executions_1m` for
+/// the minutes at either end, when the buckets keep hours whole;
+/// otherwise `agent_executions_1m`. Under a user filter
 /// `agent_executions_user_1h` for the whole hours and the user's raw
 /// executions for the minutes at either end, when `keys` are the user
 /// rollup's ([`ExecutionKeys::Navigator`]) and the buckets keep hours
@@ -923,9 +940,9 @@ pub fn executions_from(
 ) -> (String, String, Vec<(String, String)>) {
     if !by_user(scope) {
         let common = Conditions::tenant(scope.tenant).filters(&scope.filters, Table::Executions);
-        if let Some(s) = split(scope.range, buckets).filter(|_| keys != ExecutionKeys::User) {
-            let (from, params) =
-                blocks_and_edges(common, &s, Grain::hours("agent_executions_1h"), "agent_executions_1m", &columns.pick(EXECUTIONS_COLUMNS));
+        if let Some(s) = split(scope.range, buckets) {
+            let (table, list) = execution_hours(keys);
+            let (from, params) = blocks_and_edges(common, &s, Grain::hours(table), "agent_executions_1m", &columns.pick(list));
             return (from, "1".into(), params);
         }
         let (cond, params) = common.between(TimeColumn::Minute, scope.range.start, scope.range.end).into_parts();
@@ -954,15 +971,17 @@ pub fn executions_from(
 }
 
 /// The [`WholeTail`] of an execution series (or ranking, without
-/// `buckets`) that [`executions_from`] reads from `agent_executions_1h`.
+/// `buckets`) that [`executions_from`] reads from `agent_executions_1h` or
+/// `agent_executions_executor_1h`.
 pub fn executions_whole_tail(scope: &Scope, buckets: Option<&Buckets>, keys: ExecutionKeys, columns: Columns) -> Option<WholeTail> {
-    if by_user(scope) || keys == ExecutionKeys::User {
+    if by_user(scope) {
         return None;
     }
     let s = split(scope.range, buckets)?;
     let common = Conditions::tenant(scope.tenant).filters(&scope.filters, Table::Executions);
-    let list = format!("{}, latest_occurred_at", columns.pick(EXECUTIONS_COLUMNS));
-    WholeTail::of(&s, buckets, Grain::hours("agent_executions_1h"), chrono::Duration::hours(1), &list, common)
+    let (table, list) = execution_hours(keys);
+    let list = format!("{}, latest_occurred_at", columns.pick(list));
+    WholeTail::of(&s, buckets, Grain::hours(table), chrono::Duration::hours(1), &list, common)
 }
 
 #[cfg(test)]
@@ -1222,7 +1241,7 @@ mod tests {
     }
 
     #[test]
-    fn execution_series_read_whole_hours_from_the_hourly_rollup_unless_per_user() {
+    fn execution_series_read_whole_hours_from_an_hourly_rollup() {
         let (b, r) = buckets(range("2024-01-01T00:17:00Z", "2024-01-08T00:18:00Z"), Span::new(1, Unit::Hour), "UTC");
         let all = scope(r, Filters::default());
         for keys in [ExecutionKeys::Navigator, ExecutionKeys::Other] {
@@ -1231,9 +1250,12 @@ mod tests {
             let w = executions_whole_tail(&all, Some(&b), keys, Columns::All).unwrap();
             assert_eq!(w.last_block, range("2024-01-08T00:00:00Z", "2024-01-08T00:00:00Z").start);
         }
-        // Grouped by the executing user, or buckets that cut hours: the minute rollup.
-        assert_eq!(executions_from(&all, Some(&b), ExecutionKeys::User, Columns::All).0, "agent_executions_1m");
-        assert_eq!(executions_whole_tail(&all, Some(&b), ExecutionKeys::User, Columns::All), None);
+        // Grouped by the executing user: the per-executor rollup.
+        let (from, _, _) = executions_from(&all, Some(&b), ExecutionKeys::User, Columns::All);
+        assert!(from.contains("FROM agent_executions_executor_1h") && from.contains("FROM agent_executions_1m"), "{from}");
+        let w = executions_whole_tail(&all, Some(&b), ExecutionKeys::User, Columns::All).unwrap();
+        assert!(w.from.contains("FROM agent_executions_executor_1h"), "{}", w.from);
+        // Buckets that cut hours: the minute rollup.
         let (b5, r5) = buckets(range("2024-01-07T00:17:00Z", "2024-01-08T00:18:00Z"), Span::new(5, Unit::Minute), "UTC");
         assert_eq!(executions_from(&scope(r5, Filters::default()), Some(&b5), ExecutionKeys::Other, Columns::All).0, "agent_executions_1m");
     }

@@ -257,6 +257,31 @@ async fn timeseries_metrics_group_by_and_formats() {
     let of = |org: Uuid| cost.iter().find(|(k, _)| *k == org.to_string()).map(|(_, v)| *v).unwrap();
     assert!((of(org_a) - 2.5).abs() < 1e-9 && (of(org_b) - 0.000003).abs() < 1e-12, "{cost:?}");
 
+    // Messages per executing user (`group_by=user`, the dashboard's
+    // messages panel): whole hours from the per-executor rollup. One
+    // execution is dated a minute from now, inside the current hour: the
+    // answer must leave it out, so that hour is read minute by minute.
+    let (u1, u2) = (Uuid::new_v4(), Uuid::new_v4());
+    let by_user = |user: Uuid, messages: u32, minutes_ago: i64| AgentExecutionRow {
+        user_id: user,
+        messages_count: messages,
+        ..exec("m-user", 0, 0, minutes_ago)
+    };
+    app.insert_executions(&[by_user(u1, 5, 200), by_user(u1, 7, 20), by_user(u2, 3, 130), by_user(u2, 4, -1)]).await;
+    let body = app.ok(KEY_A, "/api/v1/query/timeseries?metric=messages&window=6h&step=1h&group_by=user&top=2").await;
+    let got: Vec<(String, f64)> = body["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap().to_owned(), series_points(s).iter().map(|p| p.1.as_f64().unwrap_or(0.0)).sum()))
+        .collect();
+    // The six executions above, one message each, by six other users.
+    assert_eq!(got, vec![(u1.to_string(), 12.0), (u2.to_string(), 3.0), ("other".to_owned(), 6.0)]);
+    let u1_points = series_points(&body["series"][0]);
+    let at = (now - Duration::minutes(200)).timestamp_millis();
+    let bucket = u1_points.iter().rev().find(|p| p.0 <= at).unwrap();
+    assert_eq!(bucket.1.as_f64(), Some(5.0), "the hour of the execution 200 minutes ago");
+
     app.drop_db().await;
 }
 
