@@ -5,6 +5,8 @@
 //! `tool_calls` table, asserted equal (counts and distinct queries exactly,
 //! p95 within 10 %); and the same graph through `agentmeter-api` over HTTP
 //! when its release binary is present (API overhead = HTTP p50 - query p50).
+//! Then the shipped Grafana dashboard's panel requests through the same API,
+//! one by one and all at once ([`dashboard`]).
 //!
 //! Data: `--events` tool calls of generated traffic for demo tenant A over
 //! the last `--days` days, and the `navigator_query` execution of each of
@@ -40,6 +42,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use crate::dashboard;
 use crate::process::{self, Proc};
 use crate::report::{self, percentile, round};
 use crate::{env, Common};
@@ -83,6 +86,10 @@ pub struct Opts {
     /// Skip the API even if its binary exists.
     #[arg(long)]
     pub no_api: bool,
+    /// Rounds of the shipped Grafana dashboard's panel requests through the
+    /// API (one by one, then all at once); 0 skips them.
+    #[arg(long, default_value_t = 10)]
+    pub dashboard_rounds: usize,
     /// Name of the result file (`<name>.json`).
     #[arg(long, default_value = "graphs")]
     pub result_name: String,
@@ -569,6 +576,10 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
             "met": {"p95_below_150ms": met_p95, "speedup_at_least_10x": met_speedup},
         }));
     }
+    let dashboard = match &api {
+        Some((_, base)) if o.dashboard_rounds > 0 => Some(dashboard::run(&http, base, TENANT_A_KEY, &client, o.dashboard_rounds).await?),
+        _ => None,
+    };
     let api_used = api.is_some();
     drop(api);
     println!("times in ms, {} events over {} days (rollup rows: {} per minute, {} per hour)", sizes.0, o.days, sizes.1, sizes.2);
@@ -578,6 +589,9 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         "request floor (SELECT 1 over the same client): before the graphs p50 {floor50:.1} ms, p95 {floor95:.1} ms; \
          between their runs p50 {during50:.1} ms, p95 {during95:.1} ms"
     );
+    for line in dashboard.iter().flat_map(|d| &d.lines) {
+        println!("{line}");
+    }
     let doc = json!({
         "benchmark": "graphs",
         "what": "analytics graph queries: the API's query functions on the rollups (in-process) vs the same answer from raw events (asserted equal), and through agentmeter-api over HTTP",
@@ -591,6 +605,7 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         "figures": results,
         "request_floor": {"what": "SELECT 1 over the same client, before the graphs", "p50_ms": round(floor50, 2), "p95_ms": round(floor95, 2), "runs": floor_ms.len(),
                           "between_runs": {"what": "the same after every timed run of every graph", "p50_ms": round(during50, 2), "p95_ms": round(during95, 2), "runs": during_ms.len()}},
+        "dashboard": dashboard.map(|d| d.json),
         "ceiling": "the same answer computed from raw events in the same ClickHouse (ratio = raw p50 / rollup p50)",
         "target": {"rollup_p95_ms_max": 150, "ratio_min": 10},
         "met": {"all": all_met},

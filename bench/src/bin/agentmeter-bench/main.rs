@@ -8,6 +8,7 @@
 //! unless `--keep` is given.
 
 mod busy;
+mod dashboard;
 mod env;
 mod freshness;
 mod graphs;
