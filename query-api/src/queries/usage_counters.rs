@@ -9,6 +9,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::calendar::{ceil_hour, floor_hour};
 use crate::db::{Db, QueryError};
 
 #[derive(Debug, Row, Deserialize)]
@@ -185,8 +186,32 @@ const AGG_RAW_SQL: &str = "SELECT toUInt64(sum(messages_count)) AS messages, toU
     WHERE tenant_id = {t:UUID} AND organization_id = {o:UUID} AND billable
       AND occurred_at >= toDateTime64({from_ms:Int64} / 1000, 3, 'UTC') AND occurred_at < toDateTime64({to_ms:Int64} / 1000, 3, 'UTC')";
 
-/// [`OrgTotals`] of `[start, end)`: from the minute rollup when both ends
-/// are whole minutes, else from the raw table.
+/// The whole hours `[hs, he)` from `agent_executions_1h` (migration 0016:
+/// organization and `billable` are among its keys) and the rest of the
+/// period, to the millisecond, from the raw executions: a week is ~170 hour
+/// rows per key and at most two hours of raw rows, where the minute rollup
+/// holds about a row per execution.
+const AGG_HOURS_SQL: &str = "SELECT toUInt64(sum(messages)) AS messages, toUInt64(sum(total_tokens)) AS total_tokens,
+        toUInt64(sum(input_tokens)) AS input_tokens, toUInt64(sum(output_tokens)) AS output_tokens,
+        toDecimal128(sum(cost_usd), 6) AS cost_usd, toUInt64(sum(unpriced_executions)) AS unpriced_executions,
+        toUInt64(sum(executions)) AS executions
+    FROM (
+        SELECT messages, total_tokens, input_tokens, output_tokens, cost_usd, unpriced_executions, executions
+        FROM agent_executions_1h
+        WHERE tenant_id = {t:UUID} AND organization_id = {o:UUID} AND billable
+          AND hour >= toDateTime({hs:Int64}, 'UTC') AND hour < toDateTime({he:Int64}, 'UTC')
+        UNION ALL
+        SELECT messages_count AS messages, total_tokens, input_tokens, output_tokens, cost_usd,
+               toUInt64(NOT cost_known) AS unpriced_executions, toUInt64(1) AS executions
+        FROM agent_executions
+        WHERE tenant_id = {t:UUID} AND organization_id = {o:UUID} AND billable
+          AND (occurred_at >= toDateTime64({from_ms:Int64} / 1000, 3, 'UTC') AND occurred_at < toDateTime({hs:Int64}, 'UTC')
+               OR occurred_at >= toDateTime({he:Int64}, 'UTC') AND occurred_at < toDateTime64({to_ms:Int64} / 1000, 3, 'UTC')))";
+
+/// [`OrgTotals`] of `[start, end)`: the whole hours from the hourly rollup
+/// and the rest from the raw table when the period holds a whole hour;
+/// else from the minute rollup when both ends are whole minutes, or from
+/// the raw table.
 pub async fn org_totals(
     db: &Db,
     tenant: Uuid,
@@ -195,15 +220,23 @@ pub async fn org_totals(
     end: DateTime<Utc>,
     whole_minutes: bool,
 ) -> Result<OrgTotals, QueryError> {
-    let sql = if whole_minutes { AGG_ROLLUP_SQL } else { AGG_RAW_SQL };
+    let (hs, he) = (ceil_hour(start), floor_hour(end));
+    let sql = if hs < he {
+        AGG_HOURS_SQL
+    } else if whole_minutes {
+        AGG_ROLLUP_SQL
+    } else {
+        AGG_RAW_SQL
+    };
     db.run("usage_org_aggregate", |c| async move {
-        c.query(sql)
+        let q = c
+            .query(sql)
             .param("t", tenant.to_string())
             .param("o", org.to_string())
             .param("from_ms", start.timestamp_millis())
-            .param("to_ms", end.timestamp_millis())
-            .fetch_one()
-            .await
+            .param("to_ms", end.timestamp_millis());
+        let q = if hs < he { q.param("hs", hs.timestamp()).param("he", he.timestamp()) } else { q };
+        q.fetch_one().await
     })
     .await
 }

@@ -9,6 +9,7 @@ mod endpoints;
 mod fixture;
 mod grafana;
 mod ops;
+mod org_usage;
 mod queries_counted;
 mod rollups;
 pub mod schema;
