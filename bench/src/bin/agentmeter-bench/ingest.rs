@@ -198,7 +198,12 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
             "(c) agentmeter-ingest".into(),
             format!("{ingest_rate:.0}"),
             format!("{:.2}", worker.seconds),
-            format!("{:.1} CPU s / 100k events", cpu_per_100k),
+            format!(
+                "{:.1} CPU s / 100k events; {:.0} inserts of {:.0} rows on average",
+                cpu_per_100k,
+                worker.inserts,
+                worker.rows_inserted / worker.inserts.max(1.0)
+            ),
         ],
         vec![
             "(e) raw insert, busy loop".into(),
@@ -291,6 +296,8 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
             "worker_rss_at_end_mib": round(worker.rss_end_kib as f64 / 1024.0, 1),
             "worker_cpu_seconds": round(worker.cpu_s, 2),
             "worker_cpu_seconds_per_100k_events": round(cpu_per_100k, 3),
+            "worker_inserts": worker.inserts,
+            "worker_rows_per_insert": round(worker.rows_inserted / worker.inserts.max(1.0), 0),
             "cpu_seconds_during_ingest": worker.services_cpu_s.iter().map(|(n, s)| (n.to_string(), json!(round(*s, 2))))
                 .chain([("worker".to_string(), json!(round(worker.cpu_s, 2)))]).collect::<serde_json::Map<_, _>>(),
             "cpu_seconds_during_raw_insert": insert.services_cpu_s.iter().map(|(n, s)| (n.to_string(), json!(round(*s, 2)))).collect::<serde_json::Map<_, _>>(),
@@ -476,6 +483,11 @@ struct WorkerRun {
     cpu_s: f64,
     /// CPU seconds of each stack service over the same interval.
     services_cpu_s: Vec<(&'static str, f64)>,
+    /// The worker's INSERTs and the rows they carried (its
+    /// `agentmeter_ingest_batch_rows` histogram), to set against the
+    /// ceiling's inserts: each INSERT runs every view over its block.
+    inserts: f64,
+    rows_inserted: f64,
 }
 
 async fn metric(http: &reqwest::Client, url: &str, name: &str) -> Option<f64> {
@@ -598,6 +610,8 @@ async fn run_worker(
     };
     let u = process::usage(worker.pid())?;
     let services_at_last = cpu_seconds(services);
+    let inserts = metric(&http, &metrics_url, "agentmeter_ingest_batch_rows_count").await.unwrap_or(0.0);
+    let rows_inserted = metric(&http, &metrics_url, "agentmeter_ingest_batch_rows_sum").await.unwrap_or(0.0);
     worker.stop(Duration::from_secs(20));
     Ok(WorkerRun {
         seconds: (last - first).as_secs_f64(),
@@ -607,6 +621,8 @@ async fn run_worker(
         rss_end_kib: u.rss_kib,
         cpu_s: u.cpu_s - cpu_at_first,
         services_cpu_s: services.iter().zip(services_at_first.iter().zip(&services_at_last)).map(|(s, (a, b))| (s.name, b - a)).collect(),
+        inserts,
+        rows_inserted,
     })
 }
 
