@@ -170,43 +170,70 @@ pub struct OrgTotals {
     pub executions: u64,
 }
 
-const AGG_ROLLUP_SQL: &str = "SELECT toUInt64(sum(messages)) AS messages, toUInt64(sum(total_tokens)) AS total_tokens,
+// The three sources of [`OrgTotals`] must sum alike (a period is answered
+// from whichever applies): one list of sums over rows named like the
+// rollups, and one shape of the raw executions as such rows.
+
+/// The sums of [`OrgTotals`], over rows with the execution rollups' names.
+macro_rules! org_sums {
+    () => {
+        "SELECT toUInt64(sum(messages)) AS messages, toUInt64(sum(total_tokens)) AS total_tokens,
         toUInt64(sum(input_tokens)) AS input_tokens, toUInt64(sum(output_tokens)) AS output_tokens,
         toDecimal128(sum(cost_usd), 6) AS cost_usd, toUInt64(sum(unpriced_executions)) AS unpriced_executions,
-        toUInt64(sum(executions)) AS executions
+        toUInt64(sum(executions)) AS executions"
+    };
+}
+
+/// The organization's billable raw executions, one row each with the
+/// rollups' column names; the caller adds the time condition.
+macro_rules! org_raw_rows {
+    () => {
+        "SELECT messages_count AS messages, total_tokens, input_tokens, output_tokens, cost_usd,
+               toUInt64(NOT cost_known) AS unpriced_executions, toUInt64(1) AS executions
+        FROM agent_executions
+        WHERE tenant_id = {t:UUID} AND organization_id = {o:UUID} AND billable"
+    };
+}
+
+/// Whole minutes from `agent_executions_1m`.
+const AGG_ROLLUP_SQL: &str = concat!(
+    org_sums!(),
+    "
     FROM agent_executions_1m
     WHERE tenant_id = {t:UUID} AND organization_id = {o:UUID} AND billable
-      AND minute >= toDateTime64({from_ms:Int64} / 1000, 3, 'UTC') AND minute < toDateTime64({to_ms:Int64} / 1000, 3, 'UTC')";
+      AND minute >= toDateTime64({from_ms:Int64} / 1000, 3, 'UTC') AND minute < toDateTime64({to_ms:Int64} / 1000, 3, 'UTC')"
+);
 
-const AGG_RAW_SQL: &str = "SELECT toUInt64(sum(messages_count)) AS messages, toUInt64(sum(total_tokens)) AS total_tokens,
-        toUInt64(sum(input_tokens)) AS input_tokens, toUInt64(sum(output_tokens)) AS output_tokens,
-        toDecimal128(sum(cost_usd), 6) AS cost_usd, toUInt64(countIf(NOT cost_known)) AS unpriced_executions,
-        toUInt64(count()) AS executions
-    FROM agent_executions
-    WHERE tenant_id = {t:UUID} AND organization_id = {o:UUID} AND billable
-      AND occurred_at >= toDateTime64({from_ms:Int64} / 1000, 3, 'UTC') AND occurred_at < toDateTime64({to_ms:Int64} / 1000, 3, 'UTC')";
+/// The raw executions of the period, to the millisecond.
+const AGG_RAW_SQL: &str = concat!(
+    org_sums!(),
+    "
+    FROM (",
+    org_raw_rows!(),
+    "
+          AND occurred_at >= toDateTime64({from_ms:Int64} / 1000, 3, 'UTC') AND occurred_at < toDateTime64({to_ms:Int64} / 1000, 3, 'UTC'))"
+);
 
 /// The whole hours `[hs, he)` from `agent_executions_1h` (migration 0016:
 /// organization and `billable` are among its keys) and the rest of the
 /// period, to the millisecond, from the raw executions: a week is ~170 hour
 /// rows per key and at most two hours of raw rows, where the minute rollup
 /// holds about a row per execution.
-const AGG_HOURS_SQL: &str = "SELECT toUInt64(sum(messages)) AS messages, toUInt64(sum(total_tokens)) AS total_tokens,
-        toUInt64(sum(input_tokens)) AS input_tokens, toUInt64(sum(output_tokens)) AS output_tokens,
-        toDecimal128(sum(cost_usd), 6) AS cost_usd, toUInt64(sum(unpriced_executions)) AS unpriced_executions,
-        toUInt64(sum(executions)) AS executions
+const AGG_HOURS_SQL: &str = concat!(
+    org_sums!(),
+    "
     FROM (
         SELECT messages, total_tokens, input_tokens, output_tokens, cost_usd, unpriced_executions, executions
         FROM agent_executions_1h
         WHERE tenant_id = {t:UUID} AND organization_id = {o:UUID} AND billable
           AND hour >= toDateTime({hs:Int64}, 'UTC') AND hour < toDateTime({he:Int64}, 'UTC')
         UNION ALL
-        SELECT messages_count AS messages, total_tokens, input_tokens, output_tokens, cost_usd,
-               toUInt64(NOT cost_known) AS unpriced_executions, toUInt64(1) AS executions
-        FROM agent_executions
-        WHERE tenant_id = {t:UUID} AND organization_id = {o:UUID} AND billable
+        ",
+    org_raw_rows!(),
+    "
           AND (occurred_at >= toDateTime64({from_ms:Int64} / 1000, 3, 'UTC') AND occurred_at < toDateTime({hs:Int64}, 'UTC')
-               OR occurred_at >= toDateTime({he:Int64}, 'UTC') AND occurred_at < toDateTime64({to_ms:Int64} / 1000, 3, 'UTC')))";
+               OR occurred_at >= toDateTime({he:Int64}, 'UTC') AND occurred_at < toDateTime64({to_ms:Int64} / 1000, 3, 'UTC')))"
+);
 
 /// [`OrgTotals`] of `[start, end)`: the whole hours from the hourly rollup
 /// and the rest from the raw table when the period holds a whole hour;

@@ -365,7 +365,6 @@ async fn every_endpoint_matches_the_events() {
     }
 
     // --- per-project users ------------------------------------------------
-    let project = a.projects[1];
     let body = app.ok(KEY_A, &format!("/api/v1/projects/{project}/users/summary")).await;
     assert_valid("UserbaseSummaryResponse", &body);
     let d = &body["data"];
