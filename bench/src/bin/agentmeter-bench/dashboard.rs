@@ -10,12 +10,13 @@
 //! "all at once" is "one by one" in the same run: a dashboard whose panels
 //! wait for each other gains nothing from being sent together.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::Utc;
 use clickhouse::Client;
 use serde_json::{json, Value};
 
+use crate::graphs::{api_get, timed};
 use crate::report::{percentile, round};
 
 /// Where the dashboard lives, from the repository root (`bench/run` runs there).
@@ -61,18 +62,14 @@ fn panels(organization: &str) -> anyhow::Result<Vec<Panel>> {
     Ok(out)
 }
 
-/// One request, its time in ms; a non-200 answer is an error.
-async fn get(http: &reqwest::Client, base: &str, key: &str, path: &str) -> anyhow::Result<f64> {
-    let t = Instant::now();
-    let resp = http.get(format!("{base}{path}")).header("X-API-Key", key).timeout(Duration::from_secs(60)).send().await?;
-    let status = resp.status();
-    let body = resp.bytes().await?;
-    anyhow::ensure!(status.is_success(), "{path}: {status} {}", String::from_utf8_lossy(&body));
-    Ok(t.elapsed().as_secs_f64() * 1000.0)
+/// One request as tenant A, its time in ms (the answer decoded, as the
+/// graphs' HTTP runs are timed); a non-200 answer is an error.
+async fn get(http: &reqwest::Client, base: &str, path: &str) -> anyhow::Result<f64> {
+    timed(api_get(http, &format!("{base}{path}"))).await
 }
 
 /// Loads the dashboard `rounds` times each way against the API at `base`.
-pub async fn run(http: &reqwest::Client, base: &str, key: &str, client: &Client, rounds: usize) -> anyhow::Result<Load> {
+pub async fn run(http: &reqwest::Client, base: &str, client: &Client, rounds: usize) -> anyhow::Result<Load> {
     let organization: String = client
         .query(
             "SELECT toString(organization_id) FROM agent_executions_1h
@@ -84,21 +81,21 @@ pub async fn run(http: &reqwest::Client, base: &str, key: &str, client: &Client,
     let panels = panels(&organization)?;
     // Warm-up: each panel once.
     for p in &panels {
-        get(http, base, key, &p.path).await?;
+        get(http, base, &p.path).await?;
     }
     let mut per_panel: Vec<Vec<f64>> = vec![Vec::new(); panels.len()];
     let (mut one_by_one, mut at_once) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         let t = Instant::now();
         for (i, p) in panels.iter().enumerate() {
-            per_panel[i].push(get(http, base, key, &p.path).await?);
+            per_panel[i].push(get(http, base, &p.path).await?);
         }
         one_by_one.push(t.elapsed().as_secs_f64() * 1000.0);
         let t = Instant::now();
         let mut set = tokio::task::JoinSet::new();
         for p in &panels {
-            let (http, base, key, path) = (http.clone(), base.to_owned(), key.to_owned(), p.path.clone());
-            set.spawn(async move { get(&http, &base, &key, &path).await });
+            let (http, base, path) = (http.clone(), base.to_owned(), p.path.clone());
+            set.spawn(async move { get(&http, &base, &path).await });
         }
         while let Some(r) = set.join_next().await {
             r??;

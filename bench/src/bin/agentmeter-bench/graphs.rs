@@ -407,14 +407,14 @@ fn calls_of(a: &Answer) -> u64 {
 }
 
 /// Milliseconds of one run of `f`.
-async fn timed<T, F: std::future::Future<Output = anyhow::Result<T>>>(f: F) -> anyhow::Result<f64> {
+pub(crate) async fn timed<T, F: std::future::Future<Output = anyhow::Result<T>>>(f: F) -> anyhow::Result<f64> {
     let t = Instant::now();
     f.await?;
     Ok(t.elapsed().as_secs_f64() * 1000.0)
 }
 
 /// One API call as tenant A; fails unless it answers 200.
-async fn api_get(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
+pub(crate) async fn api_get(http: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
     let resp = http.get(url).header("X-API-Key", TENANT_A_KEY).send().await?;
     let status = resp.status();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
@@ -577,7 +577,7 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         }));
     }
     let dashboard = match &api {
-        Some((_, base)) if o.dashboard_rounds > 0 => Some(dashboard::run(&http, base, TENANT_A_KEY, &client, o.dashboard_rounds).await?),
+        Some((_, base)) if o.dashboard_rounds > 0 => Some(dashboard::run(&http, base, &client, o.dashboard_rounds).await?),
         _ => None,
     };
     let api_used = api.is_some();
