@@ -18,9 +18,9 @@
 //! 65 %), and a ceiling measured next to each worker phase cancels most of
 //! that drift, where one ceiling for the whole run does not.
 //!
-//! After (c), (e) repeats (b) into a third database while a busy loop
-//! ([`crate::busy`]) takes as much CPU as the worker and the broker took
-//! during (c): the ceiling as it fares when it shares the machine as the
+//! After the rounds, (e) repeats (b) into another database while a busy
+//! loop ([`crate::busy`]) takes as much CPU as the worker and the broker
+//! took during the median round's (c): the ceiling as it fares when it shares the machine as the
 //! worker's phase does. Reported next to the ratio, which keeps the
 //! ceiling with the machine to itself.
 //!
