@@ -151,13 +151,12 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         databases.extend([round.db.clone(), round.db_ceiling.clone()]);
         rounds.push(round);
     }
-    let mut by_ratio: Vec<&Round> = rounds.iter().collect();
-    by_ratio.sort_by(|a, b| a.ratio.total_cmp(&b.ratio));
-    let median = by_ratio[(by_ratio.len() - 1) / 2];
+    let ratios: Vec<f64> = rounds.iter().map(|r| r.ratio).collect();
+    let median = &rounds[median_index(&ratios)];
     let Round { insert, insert_rate, settled_s, loadavg_before_worker, worker, ingest_rate, ceiling, limited_by, ratio, .. } = median;
     let (insert_rate, settled_s, ingest_rate, ceiling, limited_by, ratio) =
         (*insert_rate, *settled_s, *ingest_rate, *ceiling, *limited_by, *ratio);
-    let (ratio_min, ratio_max) = (by_ratio[0].ratio, by_ratio[by_ratio.len() - 1].ratio);
+    let (ratio_min, ratio_max) = ratios.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
 
     // (e) The raw insert again, beside a busy loop holding the cores the
     // worker and the broker used during (c).
@@ -447,6 +446,14 @@ async fn run_otlp(common: &Common, o: &Opts, run_id: &str, timeout: Duration) ->
         cpu_s: worker.cpu_s,
         exact: exact == (calls, executions, calls, executions),
     })
+}
+
+/// The index of the median of `values` (not empty); the lower middle for
+/// an even count, so two rounds report the worse one.
+fn median_index(values: &[f64]) -> usize {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|a, b| values[*a].total_cmp(&values[*b]));
+    order[(order.len() - 1) / 2]
 }
 
 /// One round: (b) the raw insert into a fresh ceiling database, then (c)
@@ -759,7 +766,16 @@ async fn exact_counts(client: &Client) -> anyhow::Result<(u64, u64, u64, u64)> {
 
 #[cfg(test)]
 mod tests {
-    use super::sustained_rate;
+    use super::{median_index, sustained_rate};
+
+    #[test]
+    fn the_median_round_is_the_middle_one_or_the_lower_middle() {
+        assert_eq!(median_index(&[0.52]), 0);
+        assert_eq!(median_index(&[0.66, 0.48, 0.57]), 2);
+        assert_eq!(median_index(&[0.48, 0.57, 0.66]), 1);
+        assert_eq!(median_index(&[0.60, 0.55]), 1);
+        assert_eq!(median_index(&[0.55, 0.60, 0.50, 0.70]), 0);
+    }
 
     #[test]
     fn sustained_rate_spans_the_polls_past_ten_and_ninety_percent() {
