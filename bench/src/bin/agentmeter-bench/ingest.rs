@@ -173,11 +173,13 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     let otlp = if o.otlp_traces > 0 { Some(run_otlp(common, &o, &run_id, timeout).await?) } else { None };
 
     // Exactness while we are here: in every round, raw tables and rollups hold every event once.
+    let expected = (produced.tool_calls, produced.executions, produced.tool_calls, produced.executions);
     let exact = median.exact;
-    let exact_ok = rounds.iter().all(|r| r.exact == (produced.tool_calls, produced.executions, produced.tool_calls, produced.executions));
+    let exact_ok = rounds.iter().all(|r| r.exact == expected);
     let rss_mib = worker.peak_rss_kib as f64 / 1024.0;
-    let cpu_per_100k = worker.cpu_s / produced.events() as f64 * 100_000.0;
-    let ch_per_100k = |split: &[(&'static str, f64)]| cpu_of(split, "clickhouse").map(|s| s / produced.events() as f64 * 100_000.0);
+    let per_100k = |cpu_s: f64| cpu_s / produced.events() as f64 * 100_000.0;
+    let cpu_per_100k = per_100k(worker.cpu_s);
+    let ch_per_100k = |split: &[(&'static str, f64)]| cpu_of(split, "clickhouse").map(per_100k);
     let met_throughput = ratio >= 0.6;
     let sustained_ratio = worker.sustained_events_per_s.map(|r| r / ceiling);
     let met_memory = rss_mib < 200.0;
@@ -243,7 +245,7 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
             r.worker.sustained_events_per_s.map_or("-".into(), |v| format!("{:.1} %", v / r.ceiling * 100.0)),
             format!(
                 "{:.2}, {} / {}",
-                r.worker.cpu_s / produced.events() as f64 * 100_000.0,
+                per_100k(r.worker.cpu_s),
                 ch_per_100k(&r.insert.services_cpu_s).map_or("-".into(), |v| format!("{v:.2}")),
                 ch_per_100k(&r.worker.services_cpu_s).map_or("-".into(), |v| format!("{v:.2}")),
             ),
@@ -364,13 +366,13 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
             "ingest_events_per_s": round(r.ingest_rate, 0),
             "ratio": round(r.ratio, 4),
             "ratio_sustained": r.worker.sustained_events_per_s.map(|v| round(v / r.ceiling, 4)),
-            "worker_cpu_seconds_per_100k_events": round(r.worker.cpu_s / produced.events() as f64 * 100_000.0, 3),
+            "worker_cpu_seconds_per_100k_events": round(per_100k(r.worker.cpu_s), 3),
             "clickhouse_cpu_seconds_per_100k_events": {
                 "raw_insert": ch_per_100k(&r.insert.services_cpu_s).map(|v| round(v, 3)),
                 "ingest": ch_per_100k(&r.worker.services_cpu_s).map(|v| round(v, 3)),
             },
             "worker_peak_rss_mib": round(r.worker.peak_rss_kib as f64 / 1024.0, 1),
-            "exact_counts": r.exact == (produced.tool_calls, produced.executions, produced.tool_calls, produced.executions),
+            "exact_counts": r.exact == expected,
         })).collect::<Vec<_>>(),
         "ratio_sustained": sustained_ratio.map(|r| round(r, 4)),
         "target": {"ratio_min": 0.6, "worker_peak_rss_mib_max": 200},
