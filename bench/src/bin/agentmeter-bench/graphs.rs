@@ -5,6 +5,10 @@
 //! `tool_calls` table, asserted equal (counts and distinct queries exactly,
 //! p95 within 10 %); and the same graph through `agentmeter-api` over HTTP
 //! when its release binary is present (API overhead = HTTP p50 - query p50).
+//! Each answer's work inside ClickHouse, ours and raw, is read from the
+//! server's counters ([`crate::engine_events`]): statements per answer,
+//! their engine time and the part of it spent planning them, which no
+//! rollup can remove.
 //! Then the shipped Grafana dashboard's panel requests through the same API,
 //! one by one and all at once ([`dashboard`]).
 //!
@@ -43,6 +47,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::dashboard;
+use crate::engine_events::Counters;
 use crate::process::{self, Proc};
 use crate::report::{self, percentile, round};
 use crate::{env, Common};
@@ -406,6 +411,43 @@ fn calls_of(a: &Answer) -> u64 {
     }
 }
 
+/// Extra runs of each answer read between two readings of ClickHouse's
+/// counters.
+const ENGINE_RUNS: u32 = 3;
+
+/// ClickHouse's work for one answer, the mean of `runs` runs of `answer`.
+#[derive(Debug, Clone, Copy)]
+struct EnginePerAnswer {
+    statements: f64,
+    query_ms: f64,
+    planning_ms: f64,
+}
+
+impl EnginePerAnswer {
+    fn json(&self) -> Value {
+        json!({"statements": round(self.statements, 2), "query_ms": round(self.query_ms, 2), "planning_ms": round(self.planning_ms, 2)})
+    }
+}
+
+async fn engine_per_answer<T, F, Fut>(client: &Client, runs: u32, answer: F) -> anyhow::Result<EnginePerAnswer>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let before = Counters::read(client).await?;
+    for _ in 0..runs {
+        answer().await?;
+    }
+    // The reading itself is one statement, counted in `after`.
+    let d = Counters::read(client).await?.since(&before);
+    let n = f64::from(runs);
+    Ok(EnginePerAnswer {
+        statements: (d.statements().saturating_sub(1)) as f64 / n,
+        query_ms: d.query_ms() / n,
+        planning_ms: d.planning_ms() / n,
+    })
+}
+
 /// Milliseconds of one run of `f`.
 pub(crate) async fn timed<T, F: std::future::Future<Output = anyhow::Result<T>>>(f: F) -> anyhow::Result<f64> {
     let t = Instant::now();
@@ -474,6 +516,23 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     let sizes = (rows_of("tool_calls"), rows_of("tool_calls_1m"), rows_of("tool_calls_1h"), rows_of("agent_executions"));
     eprintln!("graphs: rows per table after {merge_wait:.0} s of merges: {table_rows:?}");
 
+    let api_db = Db::new(client.clone(), 4, Duration::from_secs(120), Arc::new(agentmeter_api::metrics::Metrics::new()));
+    let project = Generator::new(Settings { seed: o.seed, tenants: vec![TENANT_A], ..Settings::default() }).projects()[0];
+    let graph_list = graphs(Utc::now(), project)?;
+    // ClickHouse's account of one answer each way (runs apart from the
+    // timed ones, after a warm-up): statements, their time, and how much
+    // of it went to planning them. Read before the API starts, whose
+    // background reads the server-wide counters would count too.
+    let mut engine = Vec::new();
+    for g in &graph_list {
+        ours(&api_db, g).await?;
+        raw(&client, g).await?;
+        engine.push((
+            engine_per_answer(&client, ENGINE_RUNS, || ours(&api_db, g)).await?,
+            engine_per_answer(&client, ENGINE_RUNS, || raw(&client, g)).await?,
+        ));
+    }
+
     let api = if o.no_api { None } else { start_api(common, &db).await? };
     let http = reqwest::Client::new();
     let mut rows = vec![vec![
@@ -488,9 +547,16 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         "p95<150".into(),
         ">=10x".into(),
     ]];
+    let mut engine_rows = vec![vec![
+        "engine time per answer (system.events, ms)".into(),
+        "statements".into(),
+        "planning".into(),
+        "engine".into(),
+        "raw planning".into(),
+        "raw engine".into(),
+    ]];
     let mut results = Vec::new();
     let mut all_met = true;
-    let api_db = Db::new(client.clone(), 4, Duration::from_secs(120), Arc::new(agentmeter_api::metrics::Metrics::new()));
     // The request floor: what the cheapest statement costs over the same
     // client, so that each ratio can be read against what no rollup can
     // remove (a graph whose raw answer costs a few floors cannot be 10x).
@@ -506,8 +572,7 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     // The same floor again, one request after every timed run of every
     // graph: what the cheapest request cost while the graphs ran.
     let mut during_ms = Vec::new();
-    let project = Generator::new(Settings { seed: o.seed, tenants: vec![TENANT_A], ..Settings::default() }).projects()[0];
-    for g in graphs(Utc::now(), project)? {
+    for (g, (ours_engine, raw_engine)) in graph_list.into_iter().zip(engine) {
         let mine = ours(&api_db, &g).await?;
         let reference = raw(&client, &g).await?;
         let p95_dev = compare(g.name, &mine, &reference)?;
@@ -536,6 +601,14 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
                 api_total = find_u64(&body, "total_tool_calls");
             }
         }
+        engine_rows.push(vec![
+            g.name.into(),
+            format!("{:.1}", ours_engine.statements),
+            format!("{:.1}", ours_engine.planning_ms),
+            format!("{:.1}", ours_engine.query_ms),
+            format!("{:.1}", raw_engine.planning_ms),
+            format!("{:.1}", raw_engine.query_ms),
+        ]);
         let (r50, r95, w50, w95) = (percentile(&r_ms, 50.0), percentile(&r_ms, 95.0), percentile(&w_ms, 50.0), percentile(&w_ms, 95.0));
         let speedup = w50 / r50;
         let (a50, a95) = (percentile(&a_ms, 50.0), percentile(&a_ms, 95.0));
@@ -573,6 +646,7 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
             "raw": {"p50_ms": round(w50, 2), "p95_ms": round(w95, 2), "runs": w_ms.len()},
             "ratio_raw_over_rollup_p50": round(speedup, 2),
             "api": api_json,
+            "engine_per_answer": {"ours": ours_engine.json(), "raw": raw_engine.json()},
             "met": {"p95_below_150ms": met_p95, "speedup_at_least_10x": met_speedup},
         }));
     }
@@ -584,6 +658,12 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     drop(api);
     println!("times in ms, {} events over {} days (rollup rows: {} per minute, {} per hour)", sizes.0, o.days, sizes.1, sizes.2);
     report::table(&rows);
+    println!();
+    report::table(&engine_rows);
+    println!(
+        "(engine: the statements' time inside ClickHouse, planning included; planning: parsing, analysis, plan and pipeline; \
+         what an answer costs beyond the engine is the request floor below)"
+    );
     let (during50, during95) = (percentile(&during_ms, 50.0), percentile(&during_ms, 95.0));
     println!(
         "request floor (SELECT 1 over the same client): before the graphs p50 {floor50:.1} ms, p95 {floor95:.1} ms; \

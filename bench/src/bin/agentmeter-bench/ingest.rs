@@ -25,6 +25,11 @@
 //! ceiling with the machine to itself.
 //!
 //! The worker's peak RSS is `VmHWM` and its CPU `utime + stime` from /proc.
+//! What ClickHouse did in (b) and in (c) comes from its own counters
+//! ([`crate::engine_events`], per 100k events): statements, rows its
+//! inserts wrote into the raw tables and the views, rows its background
+//! merges read, time spent planning statements. They say where the
+//! worker's phase costs ClickHouse more CPU per event than the ceiling's.
 //!
 //! Then (d), unless `--otlp-traces 0`: the same worker on OpenTelemetry
 //! GenAI spans (the OTLP topic, see `otlp.rs`), reported next to (c).
@@ -39,6 +44,7 @@ use clickhouse::{Client, Row};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::engine_events::{self, Counters};
 use crate::kafka::{self, Topics};
 use crate::otlp;
 use crate::process::{self, Proc};
@@ -180,6 +186,13 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     let per_100k = |cpu_s: f64| cpu_s / produced.events() as f64 * 100_000.0;
     let cpu_per_100k = per_100k(worker.cpu_s);
     let ch_per_100k = |split: &[(&'static str, f64)]| cpu_of(split, "clickhouse").map(per_100k);
+    let engine_per_100k = |c: &Counters, name: &str| c.get(name) as f64 / produced.events() as f64 * 100_000.0;
+    let engine_json = |c: &Counters| {
+        let mut m: serde_json::Map<String, serde_json::Value> =
+            engine_events::INGEST.iter().map(|(name, _)| (name.to_string(), json!(round(engine_per_100k(c, name), 1)))).collect();
+        m.insert("planning_ms".into(), json!(round(c.planning_ms() / produced.events() as f64 * 100_000.0, 1)));
+        serde_json::Value::Object(m)
+    };
     let met_throughput = ratio >= 0.6;
     let sustained_ratio = worker.sustained_events_per_s.map(|r| r / ceiling);
     let met_memory = rss_mib < 200.0;
@@ -289,6 +302,23 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         );
     }
     println!();
+    let (engine_b, engine_c) = (&median.engine_insert, &worker.engine);
+    let mut engine_table =
+        vec![vec!["ClickHouse per 100k events (system.events)".into(), "(b) raw insert".into(), "(c) agentmeter-ingest".into()]];
+    for (name, what) in engine_events::INGEST {
+        engine_table.push(vec![
+            what.into(),
+            format!("{:.1}", engine_per_100k(engine_b, name)),
+            format!("{:.1}", engine_per_100k(engine_c, name)),
+        ]);
+    }
+    engine_table.push(vec![
+        "ms spent planning statements".into(),
+        format!("{:.1}", engine_b.planning_ms() / o.events as f64 * 100_000.0),
+        format!("{:.1}", engine_c.planning_ms() / produced.events() as f64 * 100_000.0),
+    ]);
+    report::table(&engine_table);
+    println!();
     report::table(&[
         vec!["target".into(), "measured".into(), "goal".into(), "met".into()],
         vec![
@@ -373,6 +403,10 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
             },
             "worker_peak_rss_mib": round(r.worker.peak_rss_kib as f64 / 1024.0, 1),
             "exact_counts": r.exact == expected,
+            "clickhouse_events_per_100k_events": {
+                "raw_insert": engine_json(&r.engine_insert),
+                "ingest": engine_json(&r.worker.engine),
+            },
         })).collect::<Vec<_>>(),
         "ratio_sustained": sustained_ratio.map(|r| round(r, 4)),
         "target": {"ratio_min": 0.6, "worker_peak_rss_mib_max": 200},
@@ -474,6 +508,8 @@ struct Round {
     ratio: f64,
     /// Raw and rollup counts of the worker's database ([`exact_counts`]).
     exact: (u64, u64, u64, u64),
+    /// ClickHouse's counters' gains during (b) (those of (c) are the worker's).
+    engine_insert: Counters,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -496,7 +532,9 @@ async fn run_round(
     wait_for_idle_clickhouse(services, Duration::from_secs(60)).await;
 
     eprintln!("ingest: (b) raw insert");
+    let engine_before = Counters::read(&server).await?;
     let insert = raw_insert(&ch_ceiling.client(), o.events, settings(o.seed, o.backfill_hours), o.batch_rows, services).await?;
+    let engine_insert = Counters::read(&server).await?.since(&engine_before);
     let insert_rate = o.events as f64 / insert.seconds;
     eprintln!("ingest: raw insert {:.0} events/s", insert_rate);
 
@@ -526,6 +564,7 @@ async fn run_round(
         limited_by,
         ratio: ingest_rate / ceiling,
         exact,
+        engine_insert,
     })
 }
 
@@ -618,6 +657,8 @@ struct WorkerRun {
     /// ceiling's inserts: each INSERT runs every view over its block.
     inserts: f64,
     rows_inserted: f64,
+    /// ClickHouse's counters' gains over the same interval.
+    engine: Counters,
 }
 
 async fn metric(http: &reqwest::Client, url: &str, name: &str) -> Option<f64> {
@@ -704,11 +745,11 @@ async fn run_worker(
     let client = ch.client();
 
     // First message consumed (the worker's counter), polled finely.
-    let (first, cpu_at_first, services_at_first) = loop {
+    let (first, cpu_at_first, services_at_first, engine_at_first) = loop {
         worker.ensure_running()?;
         anyhow::ensure!(started.elapsed() < timeout, "the worker consumed nothing before the timeout");
         if metric(&http, &metrics_url, "agentmeter_ingest_events_consumed_total").await.unwrap_or(0.0) > 0.0 {
-            break (Instant::now(), process::usage(worker.pid())?.cpu_s, cpu_seconds(services));
+            break (Instant::now(), process::usage(worker.pid())?.cpu_s, cpu_seconds(services), Counters::read(&client).await?);
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
@@ -740,6 +781,7 @@ async fn run_worker(
     };
     let u = process::usage(worker.pid())?;
     let services_at_last = cpu_seconds(services);
+    let engine = Counters::read(&client).await?.since(&engine_at_first);
     let inserts = metric(&http, &metrics_url, "agentmeter_ingest_batch_rows_count").await.unwrap_or(0.0);
     let rows_inserted = metric(&http, &metrics_url, "agentmeter_ingest_batch_rows_sum").await.unwrap_or(0.0);
     worker.stop(Duration::from_secs(20));
@@ -753,6 +795,7 @@ async fn run_worker(
         services_cpu_s: services.iter().zip(services_at_first.iter().zip(&services_at_last)).map(|(s, (a, b))| (s.name, b - a)).collect(),
         inserts,
         rows_inserted,
+        engine,
     })
 }
 

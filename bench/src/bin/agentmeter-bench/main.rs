@@ -9,6 +9,7 @@
 
 mod busy;
 mod dashboard;
+mod engine_events;
 mod env;
 mod freshness;
 mod graphs;
