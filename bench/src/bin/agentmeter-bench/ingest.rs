@@ -183,14 +183,14 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     let exact = median.exact;
     let exact_ok = rounds.iter().all(|r| r.exact == expected);
     let rss_mib = worker.peak_rss_kib as f64 / 1024.0;
-    let per_100k = |cpu_s: f64| cpu_s / produced.events() as f64 * 100_000.0;
+    let per_100k = |amount: f64| amount / produced.events() as f64 * 100_000.0;
     let cpu_per_100k = per_100k(worker.cpu_s);
     let ch_per_100k = |split: &[(&'static str, f64)]| cpu_of(split, "clickhouse").map(per_100k);
-    let engine_per_100k = |c: &Counters, name: &str| c.get(name) as f64 / produced.events() as f64 * 100_000.0;
+    let engine_per_100k = |c: &Counters, name: &str| per_100k(c.get(name) as f64);
     let engine_json = |c: &Counters| {
         let mut m: serde_json::Map<String, serde_json::Value> =
             engine_events::INGEST.iter().map(|(name, _)| (name.to_string(), json!(round(engine_per_100k(c, name), 1)))).collect();
-        m.insert("planning_ms".into(), json!(round(c.planning_ms() / produced.events() as f64 * 100_000.0, 1)));
+        m.insert("planning_ms".into(), json!(round(per_100k(c.planning_ms()), 1)));
         serde_json::Value::Object(m)
     };
     let met_throughput = ratio >= 0.6;
@@ -314,8 +314,8 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
     }
     engine_table.push(vec![
         "ms spent planning statements".into(),
-        format!("{:.1}", engine_b.planning_ms() / o.events as f64 * 100_000.0),
-        format!("{:.1}", engine_c.planning_ms() / produced.events() as f64 * 100_000.0),
+        format!("{:.1}", per_100k(engine_b.planning_ms())),
+        format!("{:.1}", per_100k(engine_c.planning_ms())),
     ]);
     report::table(&engine_table);
     println!();
