@@ -292,14 +292,8 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
         split.push(vec![(*name).into(), format!("{cpu_s:.2}"), format!("{:.2}", cpu_s / worker.seconds)]);
     }
     report::table(&split);
-    if let (Some(ceiling_ch), Some(worker_ch)) =
-        (cpu_of(&insert.services_cpu_s, "clickhouse"), cpu_of(&worker.services_cpu_s, "clickhouse"))
-    {
-        println!(
-            "ClickHouse front CPU s per 100k events: {:.2} for (b) raw insert, {:.2} for (c) agentmeter-ingest",
-            ceiling_ch / o.events as f64 * 100_000.0,
-            worker_ch / produced.events() as f64 * 100_000.0
-        );
+    if let (Some(ceiling_ch), Some(worker_ch)) = (ch_per_100k(&insert.services_cpu_s), ch_per_100k(&worker.services_cpu_s)) {
+        println!("ClickHouse front CPU s per 100k events: {ceiling_ch:.2} for (b) raw insert, {worker_ch:.2} for (c) agentmeter-ingest");
     }
     println!();
     let (engine_b, engine_c) = (&median.engine_insert, &worker.engine);
@@ -368,8 +362,8 @@ pub async fn run(common: &Common, o: Opts) -> anyhow::Result<()> {
             "cpu_seconds_during_raw_insert": insert.services_cpu_s.iter().map(|(n, s)| (n.to_string(), json!(round(*s, 2)))).collect::<serde_json::Map<_, _>>(),
             // The ClickHouse front's work per event: what the worker asks of it against what the ceiling's inserts alone cost.
             "clickhouse_cpu_seconds_per_100k_events": {
-                "raw_insert": cpu_of(&insert.services_cpu_s, "clickhouse").map(|s| round(s / o.events as f64 * 100_000.0, 3)),
-                "ingest": cpu_of(&worker.services_cpu_s, "clickhouse").map(|s| round(s / produced.events() as f64 * 100_000.0, 3)),
+                "raw_insert": ch_per_100k(&insert.services_cpu_s).map(|v| round(v, 3)),
+                "ingest": ch_per_100k(&worker.services_cpu_s).map(|v| round(v, 3)),
             },
             "loadavg_before_ingest": loadavg_before_worker,
             "preload_events_per_s": round(produced.events() as f64 / produced.seconds, 0),
