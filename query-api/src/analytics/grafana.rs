@@ -137,14 +137,7 @@ pub async fn timeseries(State(state): State<AnalyticsState>, caller: Caller, Par
             let pts = timeseries::points(&state.db, &scope, metric, &buckets, None, &metric_name).await?;
             (vec![metric_name.clone()], pts)
         }
-        Some(g) => {
-            let (mut keys, more) = timeseries::top_groups(&state.db, &scope, metric, g, top).await?;
-            let pts = timeseries::points(&state.db, &scope, metric, &buckets, Some((g, &keys)), &metric_name).await?;
-            if more {
-                keys.push(timeseries::OTHER.to_owned());
-            }
-            (keys, pts)
-        }
+        Some(g) => timeseries::grouped(&state.db, &scope, metric, &buckets, g, top, timeseries::ONE_READ_MAX_ROWS).await?,
     };
     let fill = if metric.zero_filled() { Some(0.0) } else { None };
     let mut grid: Vec<Vec<Option<f64>>> = vec![vec![fill; buckets.len()]; names.len()];

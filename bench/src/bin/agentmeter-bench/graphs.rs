@@ -186,8 +186,8 @@ enum Ours {
     /// `tool_calls::group_counts` by server id, with distinct queries.
     TopServers,
     /// The Grafana endpoint's calls per server name and bucket
-    /// (`timeseries::top_groups`, then `timeseries::points`), every server
-    /// kept (no `other`).
+    /// (`timeseries::grouped`: one statement, ranked in the API, as the
+    /// endpoint reads a count), every server kept (no `other`).
     GrafanaByServer,
 }
 
@@ -343,10 +343,10 @@ async fn ours(db: &Db, g: &Graph) -> anyhow::Result<Answer> {
         ),
         (Ours::GrafanaByServer, Some(buckets)) => {
             let fail = |e| anyhow::anyhow!("{e:?}");
-            let (keys, _) = timeseries::top_groups(db, &g.scope, Metric::ToolCalls, GroupBy::Server, 100).await.map_err(fail)?;
-            let points = timeseries::points(db, &g.scope, Metric::ToolCalls, buckets, Some((GroupBy::Server, &keys)), "tool_calls")
-                .await
-                .map_err(fail)?;
+            let (_, points) =
+                timeseries::grouped(db, &g.scope, Metric::ToolCalls, buckets, GroupBy::Server, 100, timeseries::ONE_READ_MAX_ROWS)
+                    .await
+                    .map_err(fail)?;
             let mut groups: Vec<(String, u64, u64)> =
                 points.into_iter().filter(|p| p.value > 0.0).map(|p| (format!("{}@{}", p.series, p.bucket), p.value as u64, 0)).collect();
             groups.sort();

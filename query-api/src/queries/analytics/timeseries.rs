@@ -1,7 +1,12 @@
 //! The Grafana endpoint's queries: one metric, per bucket, optionally
 //! grouped by a dimension with the top N groups kept and the rest summed
 //! into `other`. Metrics and dimensions map to fixed SQL fragments; the
-//! top-N keys are bound as an array parameter.
+//! top-N keys are bound as an array parameter. A grouped count is read in
+//! one statement when its groups' points are few enough, and ranked here
+//! ([`grouped`]): each statement costs the engine a fixed ~10–20 ms of
+//! planning, as much as reading a small rollup.
+
+use std::collections::BTreeMap;
 
 use clickhouse::Row;
 use serde::Deserialize;
@@ -103,6 +108,22 @@ impl Metric {
             Self::UnpricedExecutions => "toFloat64(sum(unpriced_executions))",
             Self::Messages => "toFloat64(sum(messages))",
         }
+    }
+
+    /// Whether the metric is a count (a sum of whole numbers) ranked by
+    /// itself: a group's rank over the range is then the sum of its points
+    /// ([`grouped`]).
+    fn is_count(self) -> bool {
+        matches!(
+            self,
+            Self::ToolCalls
+                | Self::Errors
+                | Self::Tokens
+                | Self::InputTokens
+                | Self::OutputTokens
+                | Self::UnpricedExecutions
+                | Self::Messages
+        )
     }
 
     /// Whether the metric reads the latency columns.
@@ -332,11 +353,11 @@ pub async fn top_groups(db: &Db, scope: &Scope, metric: Metric, group: GroupBy, 
 }
 
 /// Values per (series, bucket). Without a group the series is named after
-/// the metric; with one, groups outside `keys` are summed into `other`.
-/// A series whose range ends inside a block of a rollup with a watermark
-/// is first read with that block whole ([`rollup::WholeTail`], as the
-/// graphs are); if the block holds events dated after the range, it is
-/// read again as split.
+/// the metric (`name`); with one, groups outside `keys` are summed into
+/// `other`. A series whose range ends inside a block of a rollup with a
+/// watermark is first read with that block whole ([`rollup::WholeTail`],
+/// as the graphs are); if the block holds events dated after the range, it
+/// is read again as split.
 pub async fn points(
     db: &Db,
     scope: &Scope,
@@ -345,41 +366,145 @@ pub async fn points(
     group: Option<(GroupBy, &[String])>,
     name: &str,
 ) -> Result<Vec<Point>, QueryError> {
-    let table = metric.table();
-    let (bucket, bparams) = index_sql(buckets, "minute");
-    let mut base = Sql::new(String::new()).bind_all(bparams);
     let series = match group {
-        None => {
-            base = base.bind("series_name", name);
-            "{series_name:String}".to_owned()
-        }
+        None => SeriesSql { expr: "{series_name:String}".to_owned(), binds: Sql::default().bind("series_name", name) },
         Some((g, keys)) => {
-            let key = g.key_sql(table).ok_or_else(|| QueryError::Unsupported("group not available"))?;
-            base = base.bind_list("top_keys", keys.to_vec()).bind("other", OTHER);
-            format!("if(has({{top_keys:Array(String)}}, {key}), {key}, {{other:String}})")
+            let key = g.key_sql(metric.table()).ok_or(QueryError::Unsupported("group not available"))?;
+            SeriesSql {
+                expr: format!("if(has({{top_keys:Array(String)}}, {key}), {key}, {{other:String}})"),
+                binds: Sql::default().bind_list("top_keys", keys.to_vec()).bind("other", OTHER),
+            }
         }
     };
-    let value = value_sql(scope, metric, group.map(|(g, _)| g));
-    let columns = Columns::UsedBy(&[&series, value]);
+    let read =
+        PointsRead { group: group.map(|(g, _)| g), series, max_rows: None, labels: ["timeseries_points_whole_tail", "timeseries_points"] };
+    read_points(db, scope, metric, buckets, read).await
+}
+
+/// Rows a grouped series of a count reads in one statement at most
+/// ([`grouped`]): every group's points, a few hundred kilobytes. Above
+/// it (many groups over many buckets) the ranking and the top groups'
+/// points are read apart.
+pub const ONE_READ_MAX_ROWS: u32 = 10_000;
+
+/// The series of `metric` grouped by `group`: the top `top` groups by the
+/// metric's rank over the range (ties by key, ascending), and the rest
+/// summed into [`OTHER`] when more groups exist. Returns the series names
+/// (the kept keys, then `other` if there is more) and the points.
+///
+/// A count ([`Metric::is_count`]) whose groups have at most `max_rows`
+/// points is read in one statement, every group's points, and ranked here
+/// by their sum: the same order as [`top_groups`] (its rank is the
+/// count), exact, since the points are whole numbers. That is one
+/// statement instead of two, which on a small rollup halves the answer:
+/// the engine's fixed cost per statement is most of it. Otherwise the
+/// ranking ([`top_groups`]) and then the top groups' points ([`points`]).
+pub async fn grouped(
+    db: &Db,
+    scope: &Scope,
+    metric: Metric,
+    buckets: &Buckets,
+    group: GroupBy,
+    top: u32,
+    max_rows: u32,
+) -> Result<(Vec<String>, Vec<Point>), QueryError> {
+    if metric.is_count() {
+        let key = group.key_sql(metric.table()).ok_or(QueryError::Unsupported("group not available"))?;
+        let series = SeriesSql { expr: key.to_owned(), binds: Sql::default() };
+        let read = PointsRead {
+            group: Some(group),
+            series,
+            max_rows: Some(max_rows),
+            labels: ["timeseries_grouped_whole_tail", "timeseries_grouped"],
+        };
+        let every_group = read_points(db, scope, metric, buckets, read).await?;
+        if every_group.len() <= max_rows as usize {
+            return Ok(keep_top(every_group, top));
+        }
+    }
+    let (mut keys, more) = top_groups(db, scope, metric, group, top).await?;
+    let points = points(db, scope, metric, buckets, Some((group, &keys)), "").await?;
+    if more {
+        keys.push(OTHER.to_owned());
+    }
+    Ok((keys, points))
+}
+
+/// The top `top` groups of `every_group`'s points by their sum (ties by
+/// key), the rest summed per bucket into [`OTHER`]; as SQL would group
+/// them, a kept group named `other` shares its series with the rest.
+fn keep_top(every_group: Vec<Point>, top: u32) -> (Vec<String>, Vec<Point>) {
+    let mut totals: BTreeMap<&str, f64> = BTreeMap::new();
+    for p in &every_group {
+        *totals.entry(p.series.as_str()).or_default() += p.value;
+    }
+    let mut ranked: Vec<(&str, f64)> = totals.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    let more = ranked.len() > top as usize;
+    let mut names: Vec<String> = ranked.iter().take(top as usize).map(|(k, _)| (*k).to_owned()).collect();
+    let mut values: BTreeMap<(String, u32), f64> = BTreeMap::new();
+    for p in &every_group {
+        let series = if names.contains(&p.series) { p.series.clone() } else { OTHER.to_owned() };
+        *values.entry((series, p.bucket)).or_default() += p.value;
+    }
+    if more {
+        names.push(OTHER.to_owned());
+    }
+    let points = values.into_iter().map(|((series, bucket), value)| Point { series, bucket, value }).collect();
+    (names, points)
+}
+
+/// A series expression of [`read_points`] and the parameters it binds.
+struct SeriesSql {
+    expr: String,
+    binds: Sql,
+}
+
+/// What [`read_points`] reads: the group (for the choice of rollup), the
+/// series expression, at most `max_rows + 1` rows if bounded, and the
+/// labels of its whole-tail and split readings in the query metrics.
+struct PointsRead {
+    group: Option<GroupBy>,
+    series: SeriesSql,
+    max_rows: Option<u32>,
+    labels: [&'static str; 2],
+}
+
+/// Values per (series, bucket) as `read` says, read whole-tail first where
+/// that is exact (see [`points`]).
+async fn read_points(db: &Db, scope: &Scope, metric: Metric, buckets: &Buckets, read: PointsRead) -> Result<Vec<Point>, QueryError> {
+    let (bucket, bparams) = index_sql(buckets, "minute");
+    let series = &read.series.expr;
+    let mut base = read.series.binds.clone().bind_all(bparams);
+    let limit = match read.max_rows {
+        Some(n) => {
+            base = base.bind("max_rows_plus_one", n + 1);
+            " LIMIT {max_rows_plus_one:UInt32}"
+        }
+        None => "",
+    };
+    let value = value_sql(scope, metric, read.group);
+    let columns = Columns::UsedBy(&[series, value]);
     let query = |from: &str, cond: &str, params: Vec<(String, String)>, tail: Tail| {
         let (tail_column, tail_params) = tail.column(true);
         let mut sql = base.clone().bind_all(params).bind_all(tail_params);
         sql.text = format!(
             "SELECT {series} AS series, {bucket} AS bucket, {value} AS value, {tail_column} FROM {from} WHERE {cond}
-             GROUP BY series, bucket ORDER BY series, bucket"
+             GROUP BY series, bucket ORDER BY series, bucket{limit}"
         );
         sql
     };
-    if let Some(w) = whole_tail(scope, metric, Some(buckets), group.map(|(g, _)| g), columns) {
+    let [whole_label, split_label] = read.labels;
+    if let Some(w) = whole_tail(scope, metric, Some(buckets), read.group, columns) {
         let sql = query(&w.from, "1", w.params.clone(), Tail::of(&w));
-        let rows = db.run("timeseries_points_whole_tail", |c| async move { sql.query(&c).fetch_all::<PointRow>().await }).await?;
+        let rows = db.run(whole_label, |c| async move { sql.query(&c).fetch_all::<PointRow>().await }).await?;
         if w.is_exact(rows.iter().map(|r| r.tail_latest_ms).max().unwrap_or(0)) {
             return Ok(rows.into_iter().map(PointRow::point).collect());
         }
     }
-    let (from, cond, params) = from_sql(scope, metric, Some(buckets), group.map(|(g, _)| g), columns)?;
+    let (from, cond, params) = from_sql(scope, metric, Some(buckets), read.group, columns)?;
     let sql = query(&from, &cond, params, Tail::Unguarded);
-    let rows = db.run("timeseries_points", |c| async move { sql.query(&c).fetch_all::<PointRow>().await }).await?;
+    let rows = db.run(split_label, |c| async move { sql.query(&c).fetch_all::<PointRow>().await }).await?;
     Ok(rows.into_iter().map(PointRow::point).collect())
 }
 

@@ -473,3 +473,116 @@ async fn grafana_series_read_their_last_hour_whole_only_when_exact() {
     }
     app.drop_db().await;
 }
+
+#[tokio::test]
+async fn grouped_counts_read_in_one_statement_rank_like_the_ranking() {
+    use std::sync::Arc;
+    use std::time::Duration as StdDuration;
+
+    use agentmeter_api::buckets::Buckets;
+    use agentmeter_api::db::Db;
+    use agentmeter_api::metrics::Metrics;
+    use agentmeter_api::queries::analytics::timeseries::{self, GroupBy, Metric, Point};
+    use agentmeter_api::queries::{CallKinds, Filters, Scope};
+    use agentmeter_api::window::{Span, TimeRange, Unit};
+    use chrono::DurationRound;
+
+    let app = App::start("an_grafana_grouped", &[]).await;
+    let now = Utc::now();
+    let mut world = World::generate(app.tenant_a, 7, 150, now, "gamma");
+    // Below the generated tools: one with 7 calls, then three tied at 5,
+    // one of them named like the rest (`other`), so that a cut through the
+    // tie is decided by name and the kept `other` shares the rest's series.
+    for (name, n) in [("tie-b", 5), ("seven", 7), ("other", 5), ("tie-a", 5)] {
+        for i in 0..n {
+            let mut r = blank(app.tenant_a, now - Duration::hours(3) - Duration::minutes(7 * i));
+            (r.tool_id, r.tool_name, r.success) = (Uuid::new_v4(), name.to_owned(), i % 2 == 0);
+            world.rows.push(r);
+        }
+    }
+    app.insert_calls(&world.rows).await;
+    // Tokens per model, three models tied at 30.
+    let executions: Vec<AgentExecutionRow> = [("m-b", 30), ("other", 10), ("m-a", 12), ("m-c", 9), ("other", 20), ("m-a", 18), ("m-c", 9)]
+        .into_iter()
+        .enumerate()
+        .map(|(i, (model, tokens))| {
+            let at = now - Duration::hours(5) - Duration::minutes(50 * i as i64);
+            AgentExecutionRow {
+                model: model.into(),
+                total_tokens: tokens,
+                ..super::fixture::query_execution(Uuid::new_v4(), at, &blank(app.tenant_a, at))
+            }
+        })
+        .collect();
+    app.insert_executions(&executions).await;
+
+    let metrics = Arc::new(Metrics::new());
+    let db = Db::new(app.db.clone(), 4, StdDuration::from_secs(30), metrics.clone());
+    let count = |name: &str| metrics.clickhouse_query_duration_seconds.with_label_values(&[name]).get_sample_count();
+    // (one-statement reads, ranking reads)
+    let reads = || {
+        (count("timeseries_grouped_whole_tail") + count("timeseries_grouped"), count("timeseries_top_whole_tail") + count("timeseries_top"))
+    };
+    let end = now.duration_trunc(Duration::minutes(1)).unwrap() + Duration::minutes(1);
+    let buckets = Buckets::plan(TimeRange { start: end - Duration::days(7), end }, Span::new(1, Unit::Hour), Tz::UTC, 2000).unwrap();
+    let range = TimeRange { start: buckets.first_start(), end };
+    let scope = Scope { tenant: app.tenant_a, range, filters: Filters::default(), kinds: CallKinds::Tool };
+    type Answer = (Vec<String>, BTreeMap<(String, u32), u64>);
+    // (group key, time, weight) of each event.
+    type Events = Vec<(String, DateTime<Utc>, u64)>;
+    let answer = |(names, points): (Vec<String>, Vec<Point>)| -> Answer {
+        let mut values = BTreeMap::new();
+        for p in points {
+            assert!(values.insert((p.series, p.bucket), p.value as u64).is_none(), "one point per series and bucket");
+        }
+        (names, values)
+    };
+    let bucket_of = |at: DateTime<Utc>| (0..buckets.len()).rev().find(|&i| buckets.start(i) <= at).unwrap() as u32;
+    // What the events say: (key, weight) per event in the range, ranked by
+    // sum then key, the rest summed into `other`.
+    let expect = |events: Events, top: usize| -> Answer {
+        let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+        for (k, _, w) in &events {
+            *totals.entry(k.clone()).or_default() += w;
+        }
+        let mut ranked: Vec<(String, u64)> = totals.into_iter().collect();
+        ranked.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+        let mut names: Vec<String> = ranked.iter().take(top).map(|r| r.0.clone()).collect();
+        let mut values = BTreeMap::new();
+        for (k, at, w) in events {
+            let series = if names.contains(&k) { k } else { timeseries::OTHER.to_owned() };
+            *values.entry((series, bucket_of(at))).or_default() += w;
+        }
+        if ranked.len() > top {
+            names.push(timeseries::OTHER.to_owned());
+        }
+        (names, values)
+    };
+    let calls = select(&world.rows, range.start, end, Kinds::Tool, &Filt::default());
+    let tokens: Events = executions.iter().map(|e| (e.model.clone(), e.occurred_at, e.total_tokens)).collect();
+    let cases: [(Metric, GroupBy, Option<Events>); 5] = [
+        (Metric::ToolCalls, GroupBy::Tool, Some(calls.iter().map(|r| (r.tool_name.clone(), r.occurred_at, 1)).collect())),
+        (Metric::Errors, GroupBy::Tool, Some(calls.iter().map(|r| (r.tool_name.clone(), r.occurred_at, u64::from(!r.success))).collect())),
+        (Metric::Tokens, GroupBy::Model, Some(tokens)),
+        (Metric::ToolCalls, GroupBy::Server, None),
+        (Metric::Errors, GroupBy::Project, None),
+    ];
+    for (metric, group, events) in cases {
+        for top in [1, 2, 3, 5, 6, 7, 8, 9, 100] {
+            let what = format!("{metric:?} by {group:?}, top {top}");
+            let before = reads();
+            let one = answer(timeseries::grouped(&db, &scope, metric, &buckets, group, top, timeseries::ONE_READ_MAX_ROWS).await.unwrap());
+            let mid = reads();
+            // At most 0 rows in one statement: the ranking, then the points.
+            let two = answer(timeseries::grouped(&db, &scope, metric, &buckets, group, top, 0).await.unwrap());
+            let after = reads();
+            assert!(mid.0 > before.0 && mid.1 == before.1, "{what}: one statement, no ranking ({before:?} -> {mid:?})");
+            assert!(after.1 > mid.1, "{what}: over the bound, the ranking is read ({mid:?} -> {after:?})");
+            assert_eq!(one, two, "{what}: one statement against the ranking and the points");
+            if let Some(events) = &events {
+                assert_eq!(one, expect(events.clone(), top as usize), "{what}: against the events");
+            }
+        }
+    }
+    app.drop_db().await;
+}
