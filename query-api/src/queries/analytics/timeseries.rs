@@ -398,7 +398,10 @@ pub const ONE_READ_MAX_ROWS: u32 = 10_000;
 /// count), exact, since the points are whole numbers. That is one
 /// statement instead of two, which on a small rollup halves the answer:
 /// the engine's fixed cost per statement is most of it. Otherwise the
-/// ranking ([`top_groups`]) and then the top groups' points ([`points`]).
+/// ranking ([`top_groups`]) and then the top groups' points ([`points`]);
+/// a count whose groups have more points pays for the bounded read too
+/// (its rows are cut at `max_rows + 1` and dropped), since the number of
+/// groups is not known before reading them.
 pub async fn grouped(
     db: &Db,
     scope: &Scope,
